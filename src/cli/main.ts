@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { isGatehouseError } from '../util/errors.js';
+import { registerAgentCommands } from './agent.js';
 import { registerConfigCommands } from './config.js';
 import { registerKeysCommands } from './keys.js';
 import { registerNodeCommands } from './node.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerPolicyCommands(program);
   registerKeysCommands(program);
   registerConfigCommands(program);
+  registerAgentCommands(program);
   return program;
 }
 

@@ -41,12 +41,142 @@ const auditSchema = z.strictObject({
   recordValues: z.boolean().default(false),
 });
 
+/** A name an upstream MCP server is known by: its namespace prefix and its `server` in MCP rules. */
+const upstreamName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/, 'an upstream name: letters, digits and "-", starting with a letter or digit');
+
+const upstreamTimeouts = z.strictObject({
+  /** How long a call may go without a response or a progress notification. */
+  callMs: z.number().int().positive().optional(),
+  /** The absolute limit for one call, progress or not. */
+  maxCallMs: z.number().int().positive().optional(),
+  /** How long starting and initialising an upstream may take. */
+  connectMs: z.number().int().positive().optional(),
+  /** Stop an upstream nobody has used for this long (0: keep it running). */
+  idleMs: z.number().int().min(0).optional(),
+});
+
+/** What a stdio upstream must be before it may run; a mismatch refuses the launch. */
+const upstreamPin = z.strictObject({
+  /** SHA-256 (hex) of the executable or script the command runs. */
+  sha256: z.string().regex(/^(sha256:)?[0-9a-f]{64}$/, 'a SHA-256 as 64 hex digits').optional(),
+  /** An npm package the command comes from, checked against what is installed before launch. */
+  npm: z
+    .strictObject({
+      package: z.string().min(1),
+      version: z.string().min(1),
+      /** Registry integrity, "sha512-<base64>". */
+      integrity: z.string().regex(/^sha(256|384|512)-[A-Za-z0-9+/=]+$/, 'an npm integrity like "sha512-..."').optional(),
+    })
+    .optional(),
+  /** A container image digest plus cosign-compatible signature verification. */
+  image: z
+    .strictObject({
+      digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'an image digest "sha256:<64 hex>"'),
+      publicKeys: z.array(z.string().min(1)).default([]),
+    })
+    .optional(),
+});
+
+const upstreamSchema = z
+  .strictObject({
+    description: z.string().optional(),
+    /** A stdio server: the program to launch. */
+    command: z.string().min(1).optional(),
+    args: z.array(z.string()).default([]),
+    /** Extra environment for a stdio server (the rest of the environment is not passed on). */
+    env: z.record(z.string(), z.string()).default({}),
+    cwd: z.string().min(1).optional(),
+    /** A remote server: its Streamable HTTP (or legacy SSE) URL. */
+    url: z.string().url('an http(s) URL').optional(),
+    transport: z.enum(['streamable-http', 'sse']).default('streamable-http'),
+    /** Headers sent to a remote server (values may use ${env:...} / ${file:...}). */
+    headers: z.record(z.string(), z.string()).default({}),
+    /** Secrets from the vault this upstream receives (env for stdio, headers for HTTP), by credentials rule. */
+    credentials: z.array(z.string().min(1)).default([]),
+    /** Names this upstream's tools, prompts and resources get in front of them; defaults to the upstream name. */
+    prefix: z.string().regex(/^[A-Za-z0-9_-]{0,64}$/, 'a prefix of letters, digits, "_" or "-"').optional(),
+    timeouts: upstreamTimeouts.optional(),
+    pin: upstreamPin.optional(),
+    /** Allow a remote URL that resolves to a private, loopback or metadata address. */
+    allowPrivateAddress: z.boolean().default(false),
+    enabled: z.boolean().default(true),
+  })
+  .superRefine((upstream, ctx) => {
+    if ((upstream.command === undefined) === (upstream.url === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'an upstream needs exactly one of "command" (stdio) or "url" (remote)' });
+    }
+    if (upstream.url !== undefined && !/^https?:\/\//i.test(upstream.url)) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: 'an upstream URL must start with http:// or https://' });
+    }
+  });
+
+const gatewayAuthSchema = z.strictObject({
+  /** Accept agent API keys (`gatehouse agent add`) as `Authorization: Bearer <key>` or `X-Gatehouse-Key`. */
+  apiKeys: z.boolean().default(true),
+  /** Accept OAuth 2.1 bearer JWTs from this issuer. */
+  oauth: z
+    .strictObject({
+      issuer: z.string().url('the issuer URL'),
+      /** The issuer's JWKS; defaults to "<issuer>/.well-known/jwks.json". */
+      jwksUri: z.string().url('the JWKS URL').optional(),
+      /** The audience tokens must carry: this gateway's resource URL. */
+      audience: z.string().min(1),
+      algorithms: z.array(z.string().min(1)).default(['RS256', 'ES256', 'EdDSA']),
+      /** Claims that name the agent, the user and the teams. */
+      agentClaim: z.string().default('azp'),
+      userClaim: z.string().default('sub'),
+      teamsClaim: z.string().default('groups'),
+    })
+    .optional(),
+  /** Let requests without credentials in when they come from a loopback address (as agent "anonymous"). */
+  allowAnonymousLoopback: z.boolean().default(false),
+});
+
+export const gatewayDefaults = {
+  callMs: 60_000,
+  maxCallMs: 600_000,
+  connectMs: 30_000,
+  idleMs: 600_000,
+  maxMessageBytes: 4 * 1024 * 1024,
+} as const;
+
+const gatewaySchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  listen: listenSchema.default('127.0.0.1:7401'),
+  /** The URL clients reach the gateway at, when it differs from the listen address (behind a proxy). */
+  publicUrl: z.string().url().optional(),
+  /** Origins a browser-based client may call from; requests from any other Origin are refused. */
+  allowedOrigins: z.array(z.string().min(1)).default([]),
+  /** Extra Host header values accepted besides the listen address and localhost. */
+  allowedHosts: z.array(z.string().min(1)).default([]),
+  /** `github__create_issue` by default. */
+  separator: z.string().regex(/^[A-Za-z0-9_.-]{1,4}$/, 'a separator of 1-4 characters from letters, digits, "_", "." or "-"').default('__'),
+  timeouts: upstreamTimeouts.default({}),
+  maxMessageBytes: z.number().int().positive().default(gatewayDefaults.maxMessageBytes),
+  auth: gatewayAuthSchema.default({ apiKeys: true, allowAnonymousLoopback: false }),
+  upstreams: z.record(upstreamName, upstreamSchema).default({}),
+});
+
 export const configSchema = z.strictObject({
   version: z.literal(1, { error: 'the config version: this Gatehouse reads version 1' }),
   node: nodeSchema.default({ labels: {}, api: { listen: '127.0.0.1:7400' }, trustedKeys: [], requireSignedPolicy: false, watch: true }),
   /** Agents this node knows, with the teams that policy scope can name. */
   agents: z.record(z.string(), agentSchema).default({}),
   audit: auditSchema.default({ mode: 'batch', recordValues: false }),
+  /** The MCP gateway: one governed endpoint in front of every MCP server. */
+  gateway: gatewaySchema.default({
+    enabled: true,
+    listen: '127.0.0.1:7401',
+    allowedOrigins: [],
+    allowedHosts: [],
+    separator: '__',
+    timeouts: {},
+    maxMessageBytes: gatewayDefaults.maxMessageBytes,
+    auth: { apiKeys: true, allowAnonymousLoopback: false },
+    upstreams: {},
+  }),
   policy: policySchema.default({
     network: [],
     filesystem: [],
@@ -59,3 +189,5 @@ export const configSchema = z.strictObject({
 
 export type Config = z.output<typeof configSchema>;
 export type NodeSettings = Config['node'];
+export type GatewaySettings = Config['gateway'];
+export type UpstreamSettings = GatewaySettings['upstreams'][string];
