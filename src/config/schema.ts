@@ -159,6 +159,48 @@ const gatewaySchema = z.strictObject({
   upstreams: z.record(upstreamName, upstreamSchema).default({}),
 });
 
+/** Defaults of the egress proxy's limits; also what `startEgressProxy` uses when given no settings. */
+export const egressDefaults = {
+  connectionsPerSecond: 50,
+  requestsPerSecond: 200,
+  maxInspectedBytes: 10 * 1024 * 1024,
+  idleTimeoutMs: 120_000,
+  totalTimeoutMs: 3_600_000,
+  headerTimeoutMs: 10_000,
+  maxHeaderBytes: 16 * 1024,
+} as const;
+
+const egressLimitsSchema = z.strictObject({
+  /** New connections (and plain-HTTP requests) per second per agent, with a burst of the same size. */
+  connectionsPerSecond: z.number().positive().default(egressDefaults.connectionsPerSecond),
+  /** Requests per second per agent on inspected connections, with a burst of the same size. */
+  requestsPerSecond: z.number().positive().default(egressDefaults.requestsPerSecond),
+  /** Bodies up to this size are held and scanned; above it the policy's `dlp.onTooLarge` decides (block or pass uninspected). */
+  maxInspectedBytes: z.number().int().positive().default(egressDefaults.maxInspectedBytes),
+  /** Close a connection that moves no bytes for this long. */
+  idleTimeoutMs: z.number().int().positive().default(egressDefaults.idleTimeoutMs),
+  /** Close any connection after this long, busy or not. */
+  totalTimeoutMs: z.number().int().positive().default(egressDefaults.totalTimeoutMs),
+  /** A client must finish sending request headers within this time (slowloris). */
+  headerTimeoutMs: z.number().int().positive().default(egressDefaults.headerTimeoutMs),
+  maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(egressDefaults.maxHeaderBytes),
+});
+
+const egressSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** The HTTP proxy (absolute-URI requests and CONNECT); SOCKS5 is also understood here. */
+  listen: listenSchema.default('127.0.0.1:7402'),
+  /** An extra SOCKS5-only listener, for tools that want a dedicated port. */
+  socks: z.strictObject({ listen: listenSchema }).optional(),
+  /** Fixed answers for host names, like curl's --resolve: `{ "api.test": ["127.0.0.1"] }`. Checked like any answer. */
+  resolve: z.record(z.string().min(1), z.array(z.string().min(1)).min(1)).default({}),
+  /** Host patterns whose TLS is never inspected even when a rule asks (certificate pinning, mTLS). */
+  passThrough: z.array(z.string().min(1)).default([]),
+  /** Extra CA certificates (PEM files) trusted for upstream servers, besides the system's. */
+  upstreamCa: z.array(z.string().min(1)).default([]),
+  limits: egressLimitsSchema.default({ ...egressDefaults }),
+});
+
 export const configSchema = z.strictObject({
   version: z.literal(1, { error: 'the config version: this Gatehouse reads version 1' }),
   node: nodeSchema.default({ labels: {}, api: { listen: '127.0.0.1:7400' }, trustedKeys: [], requireSignedPolicy: false, watch: true }),
@@ -177,6 +219,15 @@ export const configSchema = z.strictObject({
     auth: { apiKeys: true, allowAnonymousLoopback: false },
     upstreams: {},
   }),
+  /** The egress proxy every outbound connection from agents and their tools goes through. */
+  egress: egressSchema.default({
+    enabled: true,
+    listen: '127.0.0.1:7402',
+    resolve: {},
+    passThrough: [],
+    upstreamCa: [],
+    limits: { ...egressDefaults },
+  }),
   policy: policySchema.default({
     network: [],
     filesystem: [],
@@ -189,5 +240,6 @@ export const configSchema = z.strictObject({
 
 export type Config = z.output<typeof configSchema>;
 export type NodeSettings = Config['node'];
+export type EgressSettings = Config['egress'];
 export type GatewaySettings = Config['gateway'];
 export type UpstreamSettings = GatewaySettings['upstreams'][string];
