@@ -25,6 +25,12 @@ export interface FilesystemView {
   allow: { path: string; access: 'ro' | 'rw'; ruleId: string }[];
   /** Paths denied: reads and writes (`all`) or only writes (`write`). Masked by the sandbox. */
   deny: { path: string; access: 'all' | 'write'; ruleId: string }[];
+  /**
+   * Rules a mount cannot express exactly: globs (`**` and `*.pem` patterns) and conditions. Allows among them are left out of
+   * `allow` (fail closed); denies with a literal path are still in `deny`. `prefix` is the pattern's
+   * longest literal leading directory, for a sandbox that chooses to mask it whole.
+   */
+  unmountable: { pattern: string; ruleId: string; effect: 'allow' | 'deny'; prefix: string }[];
 }
 
 export interface PolicyEngine {

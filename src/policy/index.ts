@@ -5,3 +5,4 @@
 export type * from './types.js';
 export type { CredentialGrant, FilesystemView, PolicyEngine, PolicyHolder } from './engine.js';
 export { isAllowed, SURFACES } from './types.js';
+export { compilePolicy, canonicalJson, policyDigest, nodeCompileOptions, type CompileOptions } from './compile.js';

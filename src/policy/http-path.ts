@@ -1,0 +1,34 @@
+/**
+ * HTTP request paths are normalised before method and path rules see them, so that `/admin` cannot be
+ * reached as `/%61dmin`, `/x/../admin` or `//admin`: the query is dropped, percent-encoded unreserved
+ * characters are decoded, dot segments are resolved (encoded ones too) and repeated slashes collapse.
+ * An encoded slash (`%2F`) stays encoded: it is part of a segment, not a separator.
+ */
+export function normaliseHttpPath(raw: string): string | undefined {
+  let path = raw;
+  const query = path.search(/[?#]/);
+  if (query >= 0) path = path.slice(0, query);
+  if (!path.startsWith('/')) return undefined;
+  let decoded = '';
+  for (let i = 0; i < path.length; i += 1) {
+    const ch = path[i]!;
+    if (ch !== '%') {
+      decoded += ch;
+      continue;
+    }
+    const hex = path.slice(i + 1, i + 3);
+    if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return undefined;
+    const code = parseInt(hex, 16);
+    const c = String.fromCharCode(code);
+    decoded += /[A-Za-z0-9\-._~]/.test(c) ? c : `%${hex.toUpperCase()}`;
+    i += 2;
+  }
+  const out: string[] = [];
+  for (const segment of decoded.split('/')) {
+    if (segment === '' || segment === '.') continue;
+    if (segment === '..') out.pop();
+    else out.push(segment);
+  }
+  const trailing = decoded.length > 1 && decoded.endsWith('/') && out.length > 0 ? '/' : '';
+  return '/' + out.join('/') + trailing;
+}
