@@ -34,12 +34,95 @@ const agentSchema = z.strictObject({
   description: z.string().optional(),
 });
 
+/** "250ms", "30s", "15m", "12h", "7d", or a number of milliseconds. */
+const durationSchema = z
+  .union([z.number().int().nonnegative(), z.string().regex(/^\d+(ms|s|m|h|d)$/, 'a duration like "30s", "15m", "12h" or "7d"')])
+  .transform((value) => {
+    if (typeof value === 'number') return value;
+    const [, amount, unit] = /^(\d+)(ms|s|m|h|d)$/.exec(value) as unknown as [string, string, string];
+    return Number(amount) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit as 'ms'];
+  });
+
+/** "512KiB", "64MiB", "10GiB" (or KB/MB/GB, powers of 1000), or a number of bytes. */
+const sizeSchema = z
+  .union([z.number().int().positive(), z.string().regex(/^\d+(B|KB|MB|GB|KiB|MiB|GiB)$/, 'a size like "512KiB", "64MiB" or "10GiB"')])
+  .transform((value) => {
+    if (typeof value === 'number') return value;
+    const [, amount, unit] = /^(\d+)(\w+)$/.exec(value) as unknown as [string, string, string];
+    const factor = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[unit as 'B'];
+    return Number(amount) * factor;
+  });
+
+const sinkName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/, 'a sink name: letters, digits, "_" or "-"');
+/** Every sink spools on disk while its receiver is away; the oldest spooled records go first past this size. */
+const sinkCommon = { name: sinkName.optional(), spoolMaxBytes: sizeSchema.optional() };
+const httpUrl = z.string().regex(/^https?:\/\/[^\s]+$/, 'an http:// or https:// URL');
+
+const auditSinkSchema = z.discriminatedUnion('type', [
+  /** OpenTelemetry logs over OTLP/HTTP (JSON), e.g. to a Collector's http://host:4318/v1/logs. */
+  z.strictObject({ type: z.literal('otlp'), url: httpUrl, headers: z.record(z.string(), z.string()).default({}), ...sinkCommon }),
+  /** Batched JSON POSTs signed with HMAC-SHA256 of `<timestamp>.<body>` in `X-Gatehouse-Signature`. */
+  z.strictObject({ type: z.literal('webhook'), url: httpUrl, secret: z.string().min(16, 'a webhook secret of at least 16 characters'), headers: z.record(z.string(), z.string()).default({}), ...sinkCommon }),
+  /** RFC 5424 messages over TCP (octet-counted framing, RFC 6587) or TLS (RFC 5425). */
+  z.strictObject({
+    type: z.literal('syslog'),
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535),
+    tls: z.strictObject({ ca: z.string().min(1).optional(), serverName: z.string().min(1).optional() }).optional(),
+    appName: z.string().regex(/^[!-~]{1,48}$/, 'an RFC 5424 APP-NAME: up to 48 printable ASCII characters').default('gatehouse'),
+    facility: z.number().int().min(0).max(23).default(13),
+    ...sinkCommon,
+  }),
+  /** A Splunk HTTP Event Collector (or a compatible endpoint): `<url>/services/collector/event`. */
+  z.strictObject({ type: z.literal('splunk'), url: httpUrl, token: z.string().min(1), index: z.string().min(1).optional(), sourcetype: z.string().min(1).default('gatehouse:audit'), ...sinkCommon }),
+]);
+
+export const auditDefaults = {
+  mode: 'batch' as const,
+  recordValues: false,
+  maxRecordBytes: 64 * 1024,
+  segment: { maxBytes: 64 * 1024 * 1024, maxAge: 86_400_000 },
+  retention: {},
+  checkpoint: { every: 1000, interval: 60_000 },
+  sinks: [],
+  spool: { maxBytes: 256 * 1024 * 1024 },
+};
+
 const auditSchema = z.strictObject({
   /** `sync`: fsync before a decision takes effect. `batch`: group commit, at most every 50 ms. */
   mode: z.enum(['sync', 'batch']).default('batch'),
   /** Record argument values and bodies (otherwise only digests). */
   recordValues: z.boolean().default(false),
+  /** Larger records keep their decision facts and lose their details (replaced by a digest). */
+  maxRecordBytes: sizeSchema.default(auditDefaults.maxRecordBytes),
+  /** A segment is closed (and signed) once it reaches either limit. */
+  segment: z
+    .strictObject({ maxBytes: sizeSchema.default(auditDefaults.segment.maxBytes), maxAge: durationSchema.default(auditDefaults.segment.maxAge) })
+    .default(auditDefaults.segment),
+  /** Closed segments are removed past either limit; unset keeps everything. */
+  retention: z.strictObject({ maxBytes: sizeSchema.optional(), maxAge: durationSchema.optional() }).default(auditDefaults.retention),
+  /** A signed checkpoint every `every` records or `interval`, whichever comes first. */
+  checkpoint: z
+    .strictObject({ every: z.number().int().min(1).default(1000), interval: durationSchema.default(auditDefaults.checkpoint.interval) })
+    .default(auditDefaults.checkpoint),
+  /** Where records are forwarded besides the local log. */
+  sinks: z
+    .array(auditSinkSchema)
+    .default([])
+    .superRefine((sinks, ctx) => {
+      const seen = new Set<string>();
+      sinks.forEach((sink, index) => {
+        const name = sink.name ?? sink.type;
+        if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `two sinks are named "${name}"; give each a distinct "name"` });
+        seen.add(name);
+      });
+    }),
+  /** Default spool bound for every sink. */
+  spool: z.strictObject({ maxBytes: sizeSchema.default(auditDefaults.spool.maxBytes) }).default(auditDefaults.spool),
 });
+
+export type AuditSettings = z.output<typeof auditSchema>;
+export type AuditSinkSettings = z.output<typeof auditSinkSchema>;
 
 /** A name an upstream MCP server is known by: its namespace prefix and its `server` in MCP rules. */
 const upstreamName = z
@@ -206,7 +289,7 @@ export const configSchema = z.strictObject({
   node: nodeSchema.default({ labels: {}, api: { listen: '127.0.0.1:7400' }, trustedKeys: [], requireSignedPolicy: false, watch: true }),
   /** Agents this node knows, with the teams that policy scope can name. */
   agents: z.record(z.string(), agentSchema).default({}),
-  audit: auditSchema.default({ mode: 'batch', recordValues: false }),
+  audit: auditSchema.default(auditDefaults),
   /** The MCP gateway: one governed endpoint in front of every MCP server. */
   gateway: gatewaySchema.default({
     enabled: true,

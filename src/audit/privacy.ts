@@ -1,0 +1,69 @@
+/**
+ * What an audit record may hold. Argument values and bodies are replaced by a digest and a size unless the
+ * config says `audit.recordValues: true`; every record is bounded in size. The log applies both on append,
+ * so a data plane that forgets cannot leak values into the trail.
+ */
+import { createHash } from 'node:crypto';
+import type { AuditRecord } from './record.js';
+
+/** `details` keys that carry what an agent sent or received rather than facts about it. */
+export const VALUE_KEYS: ReadonlySet<string> = new Set([
+  'args',
+  'arguments',
+  'body',
+  'requestBody',
+  'responseBody',
+  'result',
+  'headers',
+  'values',
+]);
+
+export interface OmittedValue {
+  omitted: true;
+  sha256: string;
+  bytes: number;
+}
+
+function digestOf(value: unknown): OmittedValue {
+  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? '');
+  return { omitted: true, sha256: createHash('sha256').update(text).digest('hex'), bytes: Buffer.byteLength(text) };
+}
+
+/** Replaces value-bearing keys in `details` (top level) with their digest. Returns the record unchanged if none. */
+export function withoutValues(record: AuditRecord): AuditRecord {
+  const details = record.details;
+  if (!details) return record;
+  let changed: Record<string, unknown> | undefined;
+  for (const key of Object.keys(details)) {
+    if (!VALUE_KEYS.has(key)) continue;
+    const value = details[key];
+    if (value === undefined || (typeof value === 'object' && value !== null && (value as { omitted?: unknown }).omitted === true)) continue;
+    changed ??= { ...details };
+    changed[key] = digestOf(value);
+  }
+  return changed ? { ...record, details: changed } : record;
+}
+
+const MAX_TEXT = 1024;
+
+function clip(text: string): string {
+  return text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}…` : text;
+}
+
+/**
+ * Keeps a serialised record under `maxBytes`: long text fields are clipped, then `details` is replaced by its
+ * digest. What was cut is said in the record (`details.truncated`), never silently dropped.
+ */
+export function boundRecord(record: AuditRecord, serializedBytes: number, maxBytes: number): AuditRecord {
+  if (serializedBytes <= maxBytes) return record;
+  const details = record.details === undefined ? undefined : digestOf(record.details);
+  return {
+    ...record,
+    resource: clip(record.resource),
+    reason: clip(record.reason),
+    action: clip(record.action),
+    rules: record.rules.slice(0, 32).map(clip),
+    principal: { ...record.principal, ...(record.principal.claims ? { claims: digestOf(record.principal.claims) as unknown as Record<string, unknown> } : {}) },
+    details: { truncated: true, originalBytes: serializedBytes, ...(details ? { details } : {}) },
+  };
+}
