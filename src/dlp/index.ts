@@ -1,0 +1,30 @@
+/**
+ * Secret-leak detection (DLP): rules, the single-pass scanner, redaction and streaming.
+ *
+ * Build one scanner at start-up or policy reload and share it:
+ *
+ *   const scanner = createScanner({ knownSecrets: [...vaultSecrets, ...secretsFromEnvironment()], maxBytes });
+ *   scanner.scan(textOrBuffer)        // Finding[]; throws GatehouseError 'dlp_too_large' over maxBytes
+ *   scanner.check(textOrBuffer)       // { status: 'clean' | 'found' | 'too_large', findings, size }
+ *   scanner.scanJson(value)           // findings in every string (and key) of a parsed value, with `path`
+ *   scanner.redact(text | Buffer)     // secrets replaced by [REDACTED:<rule id>]
+ *   scanner.redactJson(value)         // a redacted copy; still valid JSON
+ *   const stream = scanner.stream({ redact: true });
+ *   stream.push(chunk) / stream.end() // { release, findings, tooLarge }: forward `release`, act on findings
+ *
+ * Then apply the policy with `dlpVerdict(outcome, policy.dlp, surface)`.
+ *
+ * A Finding carries the rule id, span, severity, confidence and a preview that never contains the secret;
+ * put findings in audit records through `findingsForAudit`. Spans are UTF-16 units for strings and bytes
+ * for Buffers and streams (Buffers are read as latin1, so binary and invalid UTF-8 are scanned as bytes).
+ *
+ * May import: util, config types. Knows nothing of the data planes.
+ */
+export { createScanner, Scanner, StreamScanner, KNOWN_SECRET_RULE_ID, tooLargeError } from './scanner.js';
+export type { Finding, ScanOutcome, ScanStatus, ScannerOptions } from './scanner.js';
+export { RULES } from './rules.js';
+export type { Rule, Severity, Confidence } from './rules.js';
+export { secretsFromEnvironment, MIN_KNOWN_SECRET_LENGTH } from './known.js';
+export type { KnownSecret, KnownEncoding } from './known.js';
+export { dlpVerdict, findingsForAudit } from './verdict.js';
+export type { DlpVerdict, DlpSurface } from './verdict.js';

@@ -1,0 +1,562 @@
+/**
+ * The compiled scanner. `createScanner` builds one keyword automaton over every rule's keywords and every
+ * known secret's encodings, and compiles each rule's pattern once. A scan is then one pass over the text:
+ * the automaton reports keyword ends, and only there is the rule's anchored pattern (and its check) run.
+ * Payment cards have no keyword; the same pass counts runs of digits and checks a run that is long enough.
+ */
+import { GatehouseError } from '../util/errors.js';
+import { buildAutomaton, type Automaton } from './automaton.js';
+import { knownForms, type KnownEncoding, type KnownForm, type KnownSecret } from './known.js';
+import { CARD_RULE_ID, RULES, type Confidence, type Rule, type Severity } from './rules.js';
+import { CONFIRMED, REJECT, WEAK } from './validators.js';
+
+export interface Finding {
+  ruleId: string;
+  title: string;
+  severity: Severity;
+  confidence: Confidence;
+  /**
+   * The secret's span, `[start, end)`: UTF-16 code units for string input, bytes for a Buffer or a stream,
+   * and within the string at `path` for JSON.
+   */
+  start: number;
+  end: number;
+  /** Safe to log: the format's public prefix (if any), masking, and the length. Never the secret. */
+  preview: string;
+  /** JSON pointer (RFC 6901) to the string holding the secret, for `scanJson`. */
+  path?: string;
+  /** For `scanJson`: the secret is in an object key, not a value. */
+  inKey?: boolean;
+  /** For known secrets: the secret's name (`github-token`, `env:OPENAI_API_KEY`) and how it was encoded. */
+  secretName?: string;
+  encoding?: KnownEncoding;
+}
+
+export type ScanStatus = 'clean' | 'found' | 'too_large';
+
+export interface ScanOutcome {
+  status: ScanStatus;
+  findings: Finding[];
+  /** Characters (strings), bytes (Buffers) or total string characters (JSON) looked at. */
+  size: number;
+}
+
+export interface ScannerOptions {
+  /** Values that are a finding wherever they appear (vault entries, credential environment variables). */
+  knownSecrets?: readonly KnownSecret[];
+  /** Larger input is not scanned: `check` says `too_large`, `scan` throws `dlp_too_large`. Default 10 MiB. */
+  maxBytes?: number;
+  /** Rule ids to leave out. */
+  disabledRules?: readonly string[];
+}
+
+export const KNOWN_SECRET_RULE_ID = 'known-secret';
+const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
+/** The automaton keys a known secret on its first characters; the rest is compared directly. */
+const KNOWN_KEYWORD_LENGTH = 12;
+
+interface CompiledRule {
+  rule: Rule;
+  regex: RegExp;
+  /** Order in the rule table: earlier rules are more specific and win overlaps. */
+  rank: number;
+}
+
+/** What one automaton keyword stands for: a rule (with its fixed offset) or a known secret's encoding. */
+interface Trigger {
+  rule: CompiledRule | undefined;
+  form: KnownForm | undefined;
+  before: number;
+}
+
+/** The end of a scan of one buffer: its findings and, for streams, where an unfinished match may start. */
+interface RangeResult {
+  pendingFrom: number;
+}
+
+const SEVERITY_ORDER: Record<Severity, number> = { high: 3, medium: 2, low: 1 };
+const CONFIDENCE_ORDER: Record<Confidence, number> = { high: 3, medium: 2, low: 1 };
+
+/** Object keys whose string value is a credential on its own (for JSON, where the key is not in the text). */
+const PASSWORD_KEY = /(?:password|passwd|pwd|passphrase)$/i;
+const SECRET_KEY = /(?:secret|token|api[_-]?key|access[_-]?key|auth[_-]?key|private[_-]?key|credentials?)$/i;
+
+function isWordChar(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+}
+
+/**
+ * Whether a match at `start` begins a word. An escape such as `\n` before it counts as a separator, since
+ * text inside JSON strings and source code literals arrives escaped.
+ */
+function atWordStart(text: string, start: number, previous: number): boolean {
+  const before = start > 0 ? text.charCodeAt(start - 1) : previous;
+  if (before < 0 || !isWordChar(before)) return true;
+  // n, t, r, b, f after a backslash
+  return (before === 110 || before === 116 || before === 114 || before === 98 || before === 102) && start >= 2 && text.charCodeAt(start - 2) === 92;
+}
+
+export function tooLargeError(size: number, limit: number): GatehouseError {
+  return new GatehouseError('dlp_too_large', `content of ${size} bytes is over the secret-scan limit of ${limit} bytes (policy.dlp.maxBytes)`, {
+    exitCode: 1,
+    details: { size, limit },
+  });
+}
+
+export class Scanner {
+  readonly maxBytes: number;
+  readonly rules: readonly Rule[];
+  /**
+   * The fewest characters a stream must hold back at the end of each chunk (for keywords that are still
+   * arriving and matches that start before their keyword). Pending matches may hold back more, up to
+   * their rule's `maxLength`.
+   */
+  readonly holdBack: number;
+
+  private readonly compiled: CompiledRule[];
+  private readonly automaton: Automaton;
+  private readonly triggers: Trigger[];
+  private readonly knownSecrets: readonly KnownSecret[];
+  private readonly card: CompiledRule | undefined;
+  private readonly passwordRule: CompiledRule | undefined;
+  private readonly apiKeyRule: CompiledRule | undefined;
+
+  constructor(options: ScannerOptions = {}) {
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    const disabled = new Set(options.disabledRules ?? []);
+    this.rules = RULES.filter((rule) => !disabled.has(rule.id));
+    this.compiled = this.rules.map((rule, rank) => ({
+      rule,
+      rank,
+      regex: new RegExp(rule.pattern, `y${rule.secretGroups ? 'd' : ''}${rule.flags ?? ''}`),
+    }));
+    this.card = this.compiled.find((c) => c.rule.id === CARD_RULE_ID);
+    this.passwordRule = this.compiled.find((c) => c.rule.id === 'generic-password');
+    this.apiKeyRule = this.compiled.find((c) => c.rule.id === 'generic-api-key');
+    this.knownSecrets = options.knownSecrets ?? [];
+
+    const keywords: string[] = [];
+    this.triggers = [];
+    let holdBack = 0;
+    for (const compiled of this.compiled) {
+      for (const keyword of compiled.rule.keywords) {
+        keywords.push(keyword);
+        this.triggers.push({ rule: compiled, form: undefined, before: compiled.rule.before ?? 0 });
+        holdBack = Math.max(holdBack, (compiled.rule.before ?? 0) + keyword.length - 1);
+      }
+    }
+    for (const form of knownForms(this.knownSecrets)) {
+      const keyword = form.text.slice(0, KNOWN_KEYWORD_LENGTH);
+      if (!/^[\x00-\x7f]+$/.test(keyword)) continue; // the automaton is ASCII; encoded forms still cover it
+      keywords.push(keyword);
+      this.triggers.push({ rule: undefined, form, before: 0 });
+      holdBack = Math.max(holdBack, keyword.length - 1);
+    }
+    this.holdBack = holdBack;
+    this.automaton = buildAutomaton(keywords);
+  }
+
+  /** Findings in `input`; throws `dlp_too_large` (a GatehouseError) over the limit, so it cannot be ignored. */
+  scan(input: string | Uint8Array): Finding[] {
+    const outcome = this.check(input);
+    if (outcome.status === 'too_large') throw tooLargeError(outcome.size, this.maxBytes);
+    return outcome.findings;
+  }
+
+  /** Like `scan`, but reports `too_large` as an outcome for the caller's policy to decide. */
+  check(input: string | Uint8Array): ScanOutcome {
+    const size = input.length;
+    if (size > this.maxBytes) return { status: 'too_large', findings: [], size };
+    const text = typeof input === 'string' ? input : latin1(input);
+    const findings: Finding[] = [];
+    this.scanText(text, true, -1, findings);
+    const resolved = resolveOverlaps(findings);
+    return { status: resolved.length > 0 ? 'found' : 'clean', findings: resolved, size };
+  }
+
+  /** Findings in every string (keys included) of a parsed JSON value; each carries its `path`. */
+  scanJson(value: unknown): Finding[] {
+    const outcome = this.checkJson(value);
+    if (outcome.status === 'too_large') throw tooLargeError(outcome.size, this.maxBytes);
+    return outcome.findings;
+  }
+
+  checkJson(value: unknown): ScanOutcome {
+    const findings: Finding[] = [];
+    let size = 0;
+    // An explicit stack: deeply nested input cannot overflow the call stack.
+    const stack: { value: unknown; path: string; key: string | undefined }[] = [{ value, path: '', key: undefined }];
+    while (stack.length > 0) {
+      const item = stack.pop()!;
+      const current = item.value;
+      if (typeof current === 'string') {
+        size += current.length;
+        if (size > this.maxBytes) return { status: 'too_large', findings: [], size };
+        this.scanString(current, item.path, item.key, false, findings);
+      } else if (typeof current === 'number' || typeof current === 'bigint') {
+        const digits = String(current);
+        if (digits.length >= 13) this.scanString(digits, item.path, undefined, false, findings);
+      } else if (Array.isArray(current)) {
+        for (let i = current.length - 1; i >= 0; i--) stack.push({ value: current[i], path: `${item.path}/${i}`, key: undefined });
+      } else if (current !== null && typeof current === 'object') {
+        for (const key of Object.keys(current)) {
+          const path = `${item.path}/${escapePointer(key)}`;
+          size += key.length;
+          this.scanString(key, path, undefined, true, findings);
+          stack.push({ value: (current as Record<string, unknown>)[key], path, key });
+        }
+      }
+    }
+    if (size > this.maxBytes) return { status: 'too_large', findings: [], size };
+    return { status: findings.length > 0 ? 'found' : 'clean', findings, size };
+  }
+
+  /** `input` with every finding's secret replaced by `[REDACTED:<rule id>]`. Throws over the limit. */
+  redact(input: string): string;
+  redact(input: Uint8Array): Buffer;
+  redact(input: string | Uint8Array): string | Buffer {
+    const findings = this.scan(input);
+    if (typeof input === 'string') return applyRedactions(input, findings);
+    return Buffer.from(applyRedactions(latin1(input), findings), 'latin1');
+  }
+
+  /** A copy of a JSON value with secrets redacted inside its strings; the result is still valid JSON. */
+  redactJson<T>(value: T): T {
+    const findings = this.scanJson(value);
+    if (findings.length === 0) return value;
+    const byPath = new Map<string, Finding[]>();
+    for (const finding of findings) {
+      const key = `${finding.inKey ? 'k' : 'v'}${finding.path ?? ''}`;
+      const list = byPath.get(key);
+      if (list) list.push(finding);
+      else byPath.set(key, [finding]);
+    }
+    const copy = (source: unknown, path: string): unknown => {
+      const here = byPath.get(`v${path}`);
+      if (typeof source === 'string') return here ? applyRedactions(source, here) : source;
+      if (typeof source === 'number' || typeof source === 'bigint') return here ? applyRedactions(String(source), here) : source;
+      return source;
+    };
+    // Iterative deep copy, for the same reason as in checkJson.
+    const root: { value: unknown } = { value: copy(value, '') };
+    const stack: { source: unknown; target: Record<string, unknown> | unknown[]; path: string }[] = [];
+    const containerFor = (source: unknown): Record<string, unknown> | unknown[] | undefined =>
+      Array.isArray(source) ? [] : source !== null && typeof source === 'object' ? {} : undefined;
+    const rootContainer = containerFor(value);
+    if (rootContainer) {
+      root.value = rootContainer;
+      stack.push({ source: value, target: rootContainer, path: '' });
+    }
+    while (stack.length > 0) {
+      const { source, target, path } = stack.pop()!;
+      const entries: [string, unknown][] = Array.isArray(source)
+        ? source.map((v, i) => [String(i), v])
+        : Object.entries(source as Record<string, unknown>);
+      for (const [key, child] of entries) {
+        const childPath = `${path}/${escapePointer(key)}`;
+        const keyFindings = Array.isArray(source) ? undefined : byPath.get(`k${childPath}`);
+        const outKey = keyFindings ? applyRedactions(key, keyFindings) : key;
+        const container = containerFor(child);
+        const out = container ?? copy(child, childPath);
+        if (Array.isArray(target)) target.push(out);
+        else target[outKey] = out;
+        if (container) stack.push({ source: child, target: container, path: childPath });
+      }
+    }
+    return root.value as T;
+  }
+
+  /** A streaming scanner over byte chunks; see StreamScanner. */
+  stream(options: { redact?: boolean; maxBytes?: number } = {}): StreamScanner {
+    return new StreamScanner(this, options.redact ?? false, options.maxBytes ?? this.maxBytes);
+  }
+
+  /** Scans one string of a JSON value, adding key-aware generic checks the text alone cannot see. */
+  private scanString(text: string, path: string, key: string | undefined, inKey: boolean, out: Finding[]): void {
+    const before = out.length;
+    if (text.length >= 4) this.scanText(text, true, -1, out);
+    if (key !== undefined && out.length === before && text.length >= 8) {
+      const generic = PASSWORD_KEY.test(key) ? this.passwordRule : SECRET_KEY.test(key) ? this.apiKeyRule : undefined;
+      if (generic && generic.rule.check!(text) === CONFIRMED && text.length <= 4096 && !/\s/.test(text)) {
+        out.push(makeFinding(generic.rule, 0, text.length, text, CONFIRMED));
+      }
+    }
+    if (out.length > before) {
+      const mine = resolveOverlaps(out.splice(before));
+      for (const finding of mine) {
+        finding.path = path;
+        if (inKey) finding.inKey = true;
+        out.push(finding);
+      }
+    }
+  }
+
+  /**
+   * The single pass over `text`. With `final` false (streams) a candidate that could still grow past the end
+   * of `text` is not judged; its start is returned as `pendingFrom`. `previous` is the character code before
+   * `text[0]` (or -1), for the word-boundary check.
+   * @internal
+   */
+  scanText(text: string, final: boolean, previous: number, out: Finding[]): RangeResult {
+    const { delta, column, acceptFrom, columns, outputStart, outputs, lengths } = this.automaton;
+    const n = text.length;
+    let pendingFrom = n;
+    let state = 0;
+    let digits = 0;
+    let runStart = 0;
+    let separator = false;
+    for (let i = 0; i < n; i++) {
+      const c = text.charCodeAt(i);
+      state = delta[state + (c < 128 ? column[c]! : 0)]!;
+      if (state >= acceptFrom) {
+        const index = state / columns;
+        for (let o = outputStart[index]!; o < outputStart[index + 1]!; o++) {
+          const id = outputs[o]!;
+          const pending = this.onKeyword(text, i + 1 - lengths[id]!, id, final, previous, out);
+          if (pending < pendingFrom) pendingFrom = pending;
+        }
+      }
+      if (c >= 48 && c <= 57) {
+        if (digits === 0) runStart = i;
+        digits++;
+        separator = false;
+      } else if (digits !== 0) {
+        if ((c === 32 || c === 45) && !separator) {
+          separator = true;
+        } else {
+          if (digits >= 13 && digits <= 19) this.onDigits(text, runStart, final, previous, out);
+          digits = 0;
+          separator = false;
+        }
+      }
+    }
+    if (digits >= 13 && digits <= 19) {
+      if (final) this.onDigits(text, runStart, final, previous, out);
+      else if (runStart < pendingFrom) pendingFrom = runStart;
+    } else if (digits > 0 && !final && runStart < pendingFrom) {
+      pendingFrom = runStart; // a run still short of a card number may grow into one
+    }
+    return { pendingFrom };
+  }
+
+  /** Returns where an unfinished match starts (streams), or `text.length` when nothing is pending. */
+  private onKeyword(text: string, keywordStart: number, id: number, final: boolean, previous: number, out: Finding[]): number {
+    const trigger = this.triggers[id]!;
+    const n = text.length;
+    const start = keywordStart - trigger.before;
+    if (start < 0) return n;
+    if (trigger.form) {
+      const form = trigger.form;
+      const end = start + form.text.length;
+      if (end > n) {
+        return !final && form.text.startsWith(text.slice(start)) ? start : n;
+      }
+      if (!text.startsWith(form.text, start)) return n;
+      const known = this.knownSecrets[form.secret]!;
+      out.push({
+        ruleId: KNOWN_SECRET_RULE_ID,
+        title: 'Known secret',
+        severity: 'high',
+        confidence: 'high',
+        start,
+        end,
+        preview: `[${known.name}${form.encoding === 'verbatim' ? '' : `, ${form.encoding}`}] (${form.text.length} chars)`,
+        secretName: known.name,
+        encoding: form.encoding,
+      });
+      return n;
+    }
+    const compiled = trigger.rule!;
+    const rule = compiled.rule;
+    if (rule.boundary !== false && !atWordStart(text, start, previous)) return n;
+    return this.tryRule(compiled, text, start, final, out);
+  }
+
+  private onDigits(text: string, runStart: number, final: boolean, previous: number, out: Finding[]): void {
+    if (!this.card) return;
+    if (!atWordStart(text, runStart, previous)) return;
+    this.tryRule(this.card, text, runStart, final, out);
+  }
+
+  private tryRule(compiled: CompiledRule, text: string, start: number, final: boolean, out: Finding[]): number {
+    const rule = compiled.rule;
+    const regex = compiled.regex;
+    const n = text.length;
+    const couldGrow = !final && start + rule.maxLength > n;
+    regex.lastIndex = start;
+    if (!rule.secretGroups) {
+      if (!regex.test(text)) return couldGrow ? start : n;
+      const end = regex.lastIndex;
+      if (couldGrow && end >= n) return start;
+      this.accept(rule, text, start, end, out);
+      return n;
+    }
+    const match = regex.exec(text);
+    if (match === null) return couldGrow ? start : n;
+    if (couldGrow && regex.lastIndex >= n) return start;
+    for (const group of rule.secretGroups) {
+      const span = match.indices?.[group];
+      if (span) {
+        this.accept(rule, text, span[0], span[1], out);
+        break;
+      }
+    }
+    return n;
+  }
+
+  private accept(rule: Rule, text: string, start: number, end: number, out: Finding[]): void {
+    const verdict = rule.check ? rule.check(text.slice(start, end)) : CONFIRMED;
+    if (verdict === REJECT) return;
+    out.push(makeFinding(rule, start, end, text, verdict));
+  }
+}
+
+function makeFinding(rule: Rule, start: number, end: number, text: string, verdict: typeof WEAK | typeof CONFIRMED): Finding {
+  const weak = verdict === WEAK;
+  const prefix = rule.prefix !== undefined && text.startsWith(rule.prefix, start) ? rule.prefix : '';
+  return {
+    ruleId: rule.id,
+    title: rule.title,
+    severity: weak && rule.severity === 'high' ? 'medium' : rule.severity,
+    confidence: weak ? 'low' : rule.confidence,
+    start,
+    end,
+    preview: `${prefix}**** (${end - start} chars)`,
+  };
+}
+
+/** Builds the scanner once (at start-up or policy reload); share it across requests. */
+export function createScanner(options: ScannerOptions = {}): Scanner {
+  return new Scanner(options);
+}
+
+/**
+ * Streams: `push` byte chunks, forward what comes back in `release`, and call `end` at the end. A secret
+ * split across chunks is found because the tail that could still be part of a match is held back: at least
+ * `scanner.holdBack` bytes, and from the start of any match that is still arriving (never more than that
+ * rule's `maxLength`). Offsets are absolute byte offsets in the stream. With `redact`, released bytes have
+ * their secrets replaced. Past `maxBytes` the stream reports `tooLarge` and releases nothing more; a
+ * caller whose policy allows oversized content may take the held bytes with `drain()` and forward the rest
+ * unscanned.
+ */
+export class StreamScanner {
+  private held = '';
+  /** Absolute offset of `held[0]`. */
+  private base = 0;
+  private previous = -1;
+  private total = 0;
+  private readonly reported = new Set<string>();
+  tooLarge = false;
+
+  constructor(
+    private readonly scanner: Scanner,
+    private readonly redacting: boolean,
+    private readonly maxBytes: number,
+  ) {}
+
+  push(chunk: Uint8Array): { release: Buffer; findings: Finding[]; tooLarge: boolean } {
+    if (this.tooLarge) return { release: Buffer.alloc(0), findings: [], tooLarge: true };
+    this.total += chunk.length;
+    if (this.total > this.maxBytes) {
+      this.tooLarge = true;
+      this.held += latin1(chunk);
+      return { release: Buffer.alloc(0), findings: [], tooLarge: true };
+    }
+    return { ...this.advance(this.held + latin1(chunk), false), tooLarge: false };
+  }
+
+  end(): { release: Buffer; findings: Finding[]; tooLarge: boolean } {
+    if (this.tooLarge) return { release: Buffer.alloc(0), findings: [], tooLarge: true };
+    return { ...this.advance(this.held, true), tooLarge: false };
+  }
+
+  /** The bytes held back so far, unscanned; for callers that forward oversized content on purpose. */
+  drain(): Buffer {
+    const out = Buffer.from(this.held, 'latin1');
+    this.held = '';
+    return out;
+  }
+
+  private advance(text: string, final: boolean): { release: Buffer; findings: Finding[] } {
+    const found: Finding[] = [];
+    const { pendingFrom } = this.scanner.scanText(text, final, this.previous, found);
+    const findings = resolveOverlaps(found);
+    let safe = final ? text.length : Math.min(pendingFrom, Math.max(0, text.length - this.scanner.holdBack));
+    // A secret that straddles the release point is held back whole, so redaction never splits it.
+    for (const finding of findings) if (finding.start < safe && finding.end > safe) safe = finding.start;
+    const released = findings.filter((f) => f.end <= safe);
+    const fresh: Finding[] = [];
+    for (const finding of released) {
+      const absolute = { ...finding, start: finding.start + this.base, end: finding.end + this.base };
+      const key = `${finding.ruleId}:${absolute.start}:${absolute.end}`;
+      if (this.reported.has(key)) continue;
+      this.reported.add(key);
+      fresh.push(absolute);
+    }
+    const out = text.slice(0, safe);
+    const release = Buffer.from(this.redacting ? applyRedactions(out, released) : out, 'latin1');
+    if (safe > 0) this.previous = text.charCodeAt(safe - 1);
+    this.held = text.slice(safe);
+    this.base += safe;
+    // Forget reports that can no longer be found again (they lie wholly in released bytes).
+    if (this.reported.size > 64) {
+      for (const key of this.reported) {
+        const end = Number(key.slice(key.lastIndexOf(':') + 1));
+        if (end <= this.base) this.reported.delete(key);
+      }
+    }
+    return { release, findings: fresh };
+  }
+}
+
+/**
+ * Where findings overlap, keeps the strongest: known secrets, then higher severity, higher confidence, and
+ * the more specific rule (earlier in the table; the generic rules come last).
+ */
+function resolveOverlaps(findings: Finding[]): Finding[] {
+  if (findings.length < 2) return findings;
+  const ranked = findings
+    .map((finding, order) => ({ finding, order, score: score(finding) }))
+    .sort((a, b) => b.score - a.score || a.order - b.order);
+  const kept: Finding[] = [];
+  for (const { finding } of ranked) {
+    if (kept.some((k) => k.start < finding.end && finding.start < k.end)) continue;
+    kept.push(finding);
+  }
+  return kept.sort((a, b) => a.start - b.start);
+}
+
+const RULE_ORDER = new Map(RULES.map((rule, index) => [rule.id, index]));
+
+function score(finding: Finding): number {
+  const known = finding.ruleId === KNOWN_SECRET_RULE_ID ? 1 : 0;
+  return (
+    known * 1_000_000 +
+    SEVERITY_ORDER[finding.severity] * 100_000 +
+    CONFIDENCE_ORDER[finding.confidence] * 10_000 +
+    (1000 - (RULE_ORDER.get(finding.ruleId) ?? 999))
+  );
+}
+
+/** Replaces each finding's span with `[REDACTED:<rule id>]` (no quotes or backslashes: JSON strings stay valid). */
+function applyRedactions(text: string, findings: readonly Finding[]): string {
+  if (findings.length === 0) return text;
+  const sorted = [...findings].sort((a, b) => a.start - b.start);
+  let out = '';
+  let at = 0;
+  for (const finding of sorted) {
+    if (finding.start < at) continue;
+    out += text.slice(at, finding.start) + `[REDACTED:${finding.ruleId}]`;
+    at = finding.end;
+  }
+  return out + text.slice(at);
+}
+
+function latin1(bytes: Uint8Array): string {
+  return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)).toString('latin1');
+}
+
+function escapePointer(key: string): string {
+  return key.replaceAll('~', '~0').replaceAll('/', '~1');
+}
+

@@ -1,0 +1,118 @@
+/**
+ * Second-stage checks a candidate must pass after its pattern matched: checksums where a format has one,
+ * entropy for free-form values, and structure for JWTs. Each returns a `Verdict`; none allocates per byte.
+ */
+import { crc32 } from 'node:zlib';
+
+/** 0: not a secret after all. 1: the shape is right but a check failed (likely a fake). 2: confirmed. */
+export type Verdict = 0 | 1 | 2;
+export const REJECT: Verdict = 0;
+export const WEAK: Verdict = 1;
+export const CONFIRMED: Verdict = 2;
+
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+
+/** `value` as six base62 digits, left-padded with "0" (the checksum suffix of GitHub and npm tokens). */
+export function base62Checksum(value: number): string {
+  let out = '';
+  let rest = value >>> 0;
+  while (rest > 0) {
+    out = BASE62[rest % 62] + out;
+    rest = Math.floor(rest / 62);
+  }
+  return out.padStart(6, '0');
+}
+
+/**
+ * GitHub (ghp_, gho_, ghu_, ghs_, ghr_) and npm (npm_) tokens end in six base62 characters holding the
+ * CRC32 of the 30 random characters before them.
+ */
+export function prefixedCrc32Token(token: string): Verdict {
+  const underscore = token.indexOf('_');
+  const body = token.slice(underscore + 1);
+  if (body.length !== 36) return WEAK;
+  const expected = base62Checksum(crc32(body.slice(0, 30)));
+  return body.endsWith(expected) ? CONFIRMED : WEAK;
+}
+
+const counts = new Int32Array(128);
+
+/** Shannon entropy in bits per character, over the ASCII characters of `text[start, end)`. */
+export function shannonEntropy(text: string, start = 0, end = text.length): number {
+  const length = end - start;
+  if (length <= 0) return 0;
+  counts.fill(0);
+  for (let i = start; i < end; i++) counts[text.charCodeAt(i) & 127]!++;
+  let entropy = 0;
+  for (let c = 0; c < 128; c++) {
+    const n = counts[c]!;
+    if (n === 0) continue;
+    const p = n / length;
+    entropy -= p * Math.log2(p);
+  }
+  return entropy;
+}
+
+/** Luhn checksum over the digits of `text` (other characters are skipped). */
+export function luhnValid(text: string): boolean {
+  let sum = 0;
+  let double = false;
+  let digits = 0;
+  for (let i = text.length - 1; i >= 0; i--) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) continue;
+    digits++;
+    let v = d;
+    if (double) {
+      v *= 2;
+      if (v > 9) v -= 9;
+    }
+    sum += v;
+    double = !double;
+  }
+  return digits > 0 && sum % 10 === 0;
+}
+
+/** Payment card numbers: Luhn plus a known issuer prefix and the length that issuer uses. */
+export function cardNumber(text: string): Verdict {
+  let digits = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) digits += text[i];
+  }
+  const n = digits.length;
+  const two = Number(digits.slice(0, 2));
+  const four = Number(digits.slice(0, 4));
+  const issuer =
+    (digits[0] === '4' && (n === 13 || n === 16 || n === 19)) || // Visa
+    (((two >= 51 && two <= 55) || (four >= 2221 && four <= 2720)) && n === 16) || // Mastercard
+    ((two === 34 || two === 37) && n === 15) || // American Express
+    ((four === 6011 || two === 65) && n >= 16 && n <= 19) || // Discover
+    (four >= 3528 && four <= 3589 && n >= 16 && n <= 19); // JCB
+  if (!issuer) return REJECT;
+  // A run of one repeated digit passes Luhn for some lengths and is never a real card.
+  if (/^(\d)\1+$/.test(digits)) return REJECT;
+  return luhnValid(digits) ? CONFIRMED : REJECT;
+}
+
+/** A JWT's first segment must decode to a JSON object naming an algorithm. */
+export function jwtShape(token: string): Verdict {
+  const dot = token.indexOf('.');
+  try {
+    const header = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8')) as unknown;
+    return typeof header === 'object' && header !== null && typeof (header as { alg?: unknown }).alg === 'string' ? CONFIRMED : REJECT;
+  } catch {
+    return REJECT;
+  }
+}
+
+// Values that are obviously not secrets: references to where the secret comes from, template holes,
+// and the stock placeholders people write in examples.
+const REFERENCE = /^(?:\$|%\(|\{\{|<|\[|process\.env|os\.environ|env\.|getenv|self\.|this\.)|[()]|^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+$/;
+const STOCK = /^(?:x+|\*+|\.+|-+|changeme|change_me|example|placeholder|redacted|password|passwd|secret|token|your[_-].*|my[_-]?(?:password|secret|token).*|null|none|nil|true|false|undefined|required|optional|string|test|dummy|fake|sample|todo|tbd|(.)\1*)$/i;
+
+/** A free-form value (after `password=`) that is neither a reference nor a stock placeholder. */
+export function plausibleValue(value: string, minEntropy: number): Verdict {
+  if (REFERENCE.test(value) || STOCK.test(value)) return REJECT;
+  return shannonEntropy(value) >= minEntropy ? CONFIRMED : REJECT;
+}
