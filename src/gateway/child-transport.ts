@@ -1,0 +1,155 @@
+/**
+ * An MCP transport over a child process's stdin/stdout, one JSON-RPC message per line.
+ * The child runs in its own process group so that closing kills it and everything it started.
+ * Lines that are not JSON-RPC are reported through `ongarbage` and skipped: one bad line from an upstream
+ * never ends its session. A line longer than `maxLineBytes` is dropped whole.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/client';
+import { deserializeMessage, serializeMessage } from '@modelcontextprotocol/client';
+
+export interface ChildCommand {
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd?: string;
+}
+
+export class ChildProcessTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: (message: JSONRPCMessage) => void;
+  /** A line on stdout that is not a JSON-RPC message (already cut to 200 characters). */
+  ongarbage?: (line: string) => void;
+  /** The last lines the child wrote to stderr, for status and error messages. */
+  readonly stderrTail: string[] = [];
+
+  private child: ChildProcess | undefined;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private discarding = false;
+  private closed = false;
+
+  constructor(
+    private readonly spec: ChildCommand,
+    private readonly maxLineBytes: number,
+  ) {}
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.spec.command, this.spec.args, {
+        cwd: this.spec.cwd,
+        env: this.spec.env,
+        stdio: ['pipe', 'pipe', 'pipe'],
+        detached: true, // its own process group, so close() can signal the whole group
+        windowsHide: true,
+      });
+      this.child = child;
+      child.once('error', (error) => {
+        this.onerror?.(error);
+        reject(error);
+        this.finish();
+      });
+      child.once('spawn', () => resolve());
+      child.once('exit', () => this.finish());
+      child.stdout!.on('data', (chunk: Buffer) => this.receive(chunk));
+      child.stderr!.on('data', (chunk: Buffer) => {
+        for (const line of chunk.toString('utf8').split('\n')) {
+          if (line.trim() === '') continue;
+          this.stderrTail.push(line.slice(0, 500));
+          if (this.stderrTail.length > 20) this.stderrTail.shift();
+        }
+      });
+      // A child that dies while we write must not take the gateway with it.
+      child.stdin!.on('error', (error) => this.onerror?.(error));
+    });
+  }
+
+  private receive(chunk: Buffer): void {
+    let start = 0;
+    for (let newline = chunk.indexOf(10, start); newline !== -1; newline = chunk.indexOf(10, start)) {
+      const piece = chunk.subarray(start, newline);
+      start = newline + 1;
+      if (this.discarding) {
+        this.discarding = false;
+        this.pending = [];
+        this.pendingBytes = 0;
+        continue;
+      }
+      const line = this.pending.length === 0 ? piece : Buffer.concat([...this.pending, piece]);
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.deliver(line);
+    }
+    if (start < chunk.length && !this.discarding) {
+      this.pending.push(chunk.subarray(start));
+      this.pendingBytes += chunk.length - start;
+      if (this.pendingBytes > this.maxLineBytes) {
+        this.pending = [];
+        this.pendingBytes = 0;
+        this.discarding = true;
+        this.onerror?.(new Error(`the upstream wrote a message over ${this.maxLineBytes} bytes; it was dropped`));
+      }
+    }
+  }
+
+  private deliver(line: Buffer): void {
+    if (line.length > this.maxLineBytes) {
+      this.onerror?.(new Error(`the upstream wrote a message over ${this.maxLineBytes} bytes; it was dropped`));
+      return;
+    }
+    const text = line.toString('utf8').trim();
+    if (text === '') return;
+    let message: JSONRPCMessage;
+    try {
+      message = deserializeMessage(text);
+    } catch {
+      this.ongarbage?.(text.slice(0, 200));
+      return;
+    }
+    this.onmessage?.(message);
+  }
+
+  send(message: JSONRPCMessage): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const stdin = this.child?.stdin;
+      if (!stdin || this.closed || stdin.destroyed) return reject(new Error('the upstream process is not running'));
+      stdin.write(serializeMessage(message), (error) => (error ? reject(error) : resolve()));
+    });
+  }
+
+  async close(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return this.finish();
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.stdin?.end();
+    this.signalGroup('SIGTERM');
+    const timer = setTimeout(() => this.signalGroup('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(timer);
+    // Stragglers the server left behind in its group die with it.
+    this.signalGroup('SIGKILL');
+    this.finish();
+  }
+
+  private signalGroup(signal: NodeJS.Signals): void {
+    const pid = this.child?.pid;
+    if (pid === undefined) return;
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      // The group is already gone.
+    }
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.signalGroup('SIGKILL');
+    this.onclose?.();
+  }
+}

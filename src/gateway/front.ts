@@ -1,0 +1,402 @@
+/**
+ * The gateway's front door: Streamable HTTP at `/mcp` with sessions, in front of `GatewayCore`.
+ * Steps, in order: Host and Origin checks (DNS rebinding), authentication, body limit and JSON parse,
+ * session lookup (a session belongs to the identity that opened it), then the SDK transport.
+ * Each session gets its own SDK `Server`; no server object is ever shared between clients.
+ */
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Server, WebStandardStreamableHTTPServerTransport, isInitializeRequest, type ServerContext } from '@modelcontextprotocol/server';
+import type { AuditLog } from '../audit/record.js';
+import { newCorrelationId } from '../audit/record.js';
+import type { GatewaySettings } from '../config/schema.js';
+import type { PolicyHolder } from '../policy/engine.js';
+import type { Principal } from '../policy/types.js';
+import type { Authenticator } from './auth.js';
+import type { Caller, GatewayCore } from './gateway.js';
+import type { CallBinding } from './upstream.js';
+
+interface Session {
+  id: string;
+  caller: Caller;
+  transport: WebStandardStreamableHTTPServerTransport;
+  server: Server;
+  lastSeen: number;
+  unsubscribe: () => void;
+}
+
+export interface FrontOptions {
+  settings: GatewaySettings;
+  core: GatewayCore;
+  authenticator: Authenticator;
+  audit: AuditLog;
+  policy: PolicyHolder;
+  node: string;
+  version: string;
+  /** Close sessions unused for this long. */
+  sessionIdleMs?: number;
+  maxSessions?: number;
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+export class GatewayFront {
+  private readonly sessions = new Map<string, Session>();
+  private readonly http: HttpServer;
+  private sweeper: NodeJS.Timeout | undefined;
+  private readonly allowedHosts: Set<string>;
+  private readonly allowedOrigins: Set<string>;
+  url = '';
+
+  constructor(private readonly options: FrontOptions) {
+    this.http = createServer((req, res) => {
+      this.handle(req, res).catch((error: unknown) => {
+        if (!res.headersSent) jsonRpcError(res, 500, -32603, `internal error: ${error instanceof Error ? error.message : String(error)}`);
+        else res.destroy();
+      });
+    });
+    const listenHost = hostOf(options.settings.listen);
+    this.allowedHosts = new Set([...LOOPBACK_HOSTS, listenHost.toLowerCase(), ...options.settings.allowedHosts.map((h) => h.toLowerCase())]);
+    if (options.settings.publicUrl) this.allowedHosts.add(new URL(options.settings.publicUrl).hostname.toLowerCase());
+    this.allowedOrigins = new Set(options.settings.allowedOrigins.map((origin) => origin.toLowerCase().replace(/\/$/, '')));
+  }
+
+  async listen(): Promise<string> {
+    const { listen } = this.options.settings;
+    const separator = listen.lastIndexOf(':');
+    const host = listen.slice(0, separator).replace(/^\[|\]$/g, '');
+    const port = Number(listen.slice(separator + 1));
+    this.http.listen(port, host);
+    await once(this.http, 'listening');
+    const address = this.http.address() as AddressInfo;
+    const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    this.url = this.options.settings.publicUrl ?? `http://${shownHost}:${address.port}/mcp`;
+    this.allowedHosts.add(shownHost.toLowerCase());
+    const idle = this.options.sessionIdleMs ?? 60 * 60 * 1000;
+    this.sweeper = setInterval(() => this.sweep(idle), Math.min(idle, 60_000));
+    this.sweeper.unref();
+    return this.url;
+  }
+
+  sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    await Promise.all([...this.sessions.values()].map((session) => this.endSession(session)));
+    this.http.closeAllConnections();
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+
+  private sweep(idleMs: number): void {
+    const now = Date.now();
+    for (const session of this.sessions.values()) if (now - session.lastSeen > idleMs) void this.endSession(session);
+  }
+
+  private async endSession(session: Session): Promise<void> {
+    if (!this.sessions.delete(session.id)) return;
+    session.unsubscribe();
+    await session.server.close().catch(() => undefined);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    // DNS rebinding: a browser tricked into calling us under another name shows that name in Host.
+    const host = hostnameOfHeader(req.headers.host);
+    if (host === undefined || !this.allowedHosts.has(host)) {
+      return this.reject(req, res, 403, -32600, `the Host header "${req.headers.host ?? ''}" is not one this gateway answers to`);
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined && !this.originAllowed(origin)) {
+      return this.reject(req, res, 403, -32600, `requests from the origin "${origin}" are not allowed; add it to gateway.allowedOrigins`);
+    }
+    if (path === '/.well-known/oauth-protected-resource' || path === '/.well-known/oauth-protected-resource/mcp') {
+      return this.protectedResourceMetadata(res);
+    }
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, sessions: this.sessions.size }));
+      return;
+    }
+    if (path !== '/mcp') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the MCP endpoint is /mcp\n');
+      return;
+    }
+
+    const outcome = await this.options.authenticator.authenticate(req.headers, req.socket.remoteAddress);
+    if (!outcome.ok) {
+      await this.recordRejection(undefined, 'authenticate', outcome.message);
+      const metadata = `${this.baseUrl()}/.well-known/oauth-protected-resource/mcp`;
+      const challenge = `Bearer resource_metadata="${metadata}"${outcome.invalidToken ? ', error="invalid_token"' : ''}`;
+      res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': challenge });
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32001, message: outcome.message } }));
+      return;
+    }
+    const principal = outcome.principal;
+
+    let parsedBody: unknown;
+    if (req.method === 'POST') {
+      const body = await readBody(req, this.options.settings.maxMessageBytes);
+      if (body === 'too-large') {
+        await this.recordRejection(principal, 'request.too-large', `a message over ${this.options.settings.maxMessageBytes} bytes`);
+        return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
+      }
+      try {
+        parsedBody = JSON.parse(body.toString('utf8'));
+      } catch {
+        await this.recordRejection(principal, 'request.parse-error', 'a body that is not JSON');
+        return jsonRpcError(res, 400, -32700, 'Parse error: the body is not valid JSON');
+      }
+    }
+
+    const sessionId = header(req, 'mcp-session-id');
+    let session: Session | undefined;
+    if (sessionId !== undefined) {
+      session = this.sessions.get(sessionId);
+      // A session belongs to the identity that opened it; anyone else is told it does not exist.
+      if (!session || !samePrincipal(session.caller, principal)) {
+        await this.recordRejection(principal, 'session.unknown', 'a request for a session that does not exist or belongs to someone else');
+        return jsonRpcError(res, 404, -32001, 'Session not found');
+      }
+      session.lastSeen = Date.now();
+    } else if (req.method === 'POST' && isInitialize(parsedBody)) {
+      if (this.sessions.size >= (this.options.maxSessions ?? 10_000)) {
+        return jsonRpcError(res, 503, -32603, 'the gateway has too many open sessions; try again later');
+      }
+      session = await this.openSession(principal);
+    } else {
+      await this.recordRejection(principal, 'session.missing', 'a request without Mcp-Session-Id that is not initialize');
+      return jsonRpcError(res, 400, -32600, 'Bad Request: send initialize first, then the Mcp-Session-Id it returns with every request');
+    }
+
+    const request = toWebRequest(req);
+    const response = await session.transport.handleRequest(request, parsedBody === undefined ? {} : { parsedBody });
+    if (response.status >= 400) {
+      await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for ${req.method ?? '?'} on session ${session.id}`);
+    }
+    await sendWebResponse(response, res);
+  }
+
+  private originAllowed(origin: string): boolean {
+    const normalised = origin.toLowerCase().replace(/\/$/, '');
+    if (this.allowedOrigins.has(normalised) || this.allowedOrigins.has('*')) return true;
+    try {
+      const url = new URL(origin);
+      // A page served from this machine (the MCP Inspector, an IDE webview) may call us.
+      return (url.protocol === 'http:' || url.protocol === 'https:') && LOOPBACK_HOSTS.has(url.hostname.toLowerCase());
+    } catch {
+      return false;
+    }
+  }
+
+  private baseUrl(): string {
+    return this.url.replace(/\/mcp$/, '');
+  }
+
+  private protectedResourceMetadata(res: ServerResponse): void {
+    const oauth = this.options.settings.auth.oauth;
+    if (!oauth) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('OAuth is not configured on this gateway\n');
+      return;
+    }
+    // RFC 9728: where tokens for this resource come from.
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300' });
+    res.end(
+      JSON.stringify({
+        resource: oauth.audience,
+        authorization_servers: [oauth.issuer],
+        bearer_methods_supported: ['header'],
+        resource_name: 'Gatehouse MCP gateway',
+      }),
+    );
+  }
+
+  private async openSession(principal: Principal): Promise<Session> {
+    const id = randomUUID();
+    const caller: Caller = { ...principal, session: id };
+    const transport = new WebStandardStreamableHTTPServerTransport({
+      sessionIdGenerator: () => id,
+      maxRequestBodySize: this.options.settings.maxMessageBytes,
+      onsessionclosed: () => {
+        const existing = this.sessions.get(id);
+        if (existing) void this.endSession(existing);
+      },
+    });
+    const server = createSessionServer(this.options.core, caller, this.options.version);
+    const unsubscribe = this.options.core.onListChanged((kind) => {
+      void server.notification({ method: `notifications/${kind}/list_changed` }).catch(() => undefined);
+    });
+    const session: Session = { id, caller, transport, server, lastSeen: Date.now(), unsubscribe };
+    server.onclose = () => {
+      if (this.sessions.get(id) === session) {
+        this.sessions.delete(id);
+        unsubscribe();
+      }
+    };
+    await server.connect(transport);
+    this.sessions.set(id, session);
+    return session;
+  }
+
+  private async recordRejection(principal: Principal | undefined, action: string, reason: string): Promise<void> {
+    const engine = this.options.policy.current;
+    await this.options.audit
+      .append({
+        v: 1,
+        time: new Date().toISOString(),
+        node: this.options.node,
+        principal: principal ? stripClaims(principal) : {},
+        surface: 'mcp',
+        action,
+        resource: '/mcp',
+        effect: 'deny',
+        rules: [],
+        reason,
+        latencyUs: 0,
+        correlationId: newCorrelationId(),
+        policy: { version: engine.version, digest: engine.digest },
+      })
+      .catch(() => undefined);
+  }
+
+  private async reject(req: IncomingMessage, res: ServerResponse, status: number, code: number, message: string): Promise<void> {
+    await this.recordRejection(undefined, 'request.rejected', `${message} (${req.method ?? '?'} ${req.url ?? ''})`);
+    jsonRpcError(res, status, code, message);
+  }
+}
+
+/** One SDK server for one client session: every handler asks the core on behalf of this caller. */
+export function createSessionServer(core: GatewayCore, caller: Caller, version: string): Server {
+  const server = new Server(
+    { name: 'gatehouse', version },
+    {
+      capabilities: {
+        tools: { listChanged: true },
+        prompts: { listChanged: true },
+        resources: { listChanged: true },
+        completions: {},
+        logging: {},
+      },
+      instructions: 'Gatehouse MCP gateway: tools from several servers, named <server>__<tool>, governed by policy.',
+    },
+  );
+  const binding = (ctx: ServerContext): CallBinding => ({
+    session: caller.session,
+    send: (request) => ctx.mcpReq.send(request as never) as never,
+    notify: (notification) => ctx.mcpReq.notify(notification as never),
+  });
+  server.setRequestHandler('tools/list', async () => ({ tools: await core.listTools(caller) }));
+  server.setRequestHandler('tools/call', async (request, ctx) => {
+    const meta = request.params._meta as Record<string, unknown> | undefined;
+    const progressToken = meta?.progressToken as string | number | undefined;
+    return core.callTool(caller, request.params.name, request.params.arguments, binding(ctx), {
+      signal: ctx.mcpReq.signal,
+      ...(progressToken !== undefined ? { progressToken } : {}),
+      ...(meta ? { meta } : {}),
+    }) as never;
+  });
+  server.setRequestHandler('prompts/list', async () => ({ prompts: await core.listPrompts(caller) }));
+  server.setRequestHandler('prompts/get', async (request, ctx) =>
+    core.getPrompt(caller, request.params.name, request.params.arguments, binding(ctx)) as never,
+  );
+  server.setRequestHandler('resources/list', async () => ({ resources: await core.listResources(caller) }));
+  server.setRequestHandler('resources/templates/list', async () => ({ resourceTemplates: await core.listResourceTemplates(caller) }));
+  server.setRequestHandler('resources/read', async (request, ctx) => core.readResource(caller, request.params.uri, binding(ctx)) as never);
+  server.setRequestHandler('completion/complete', async (request, ctx) =>
+    core.complete(caller, request.params as unknown as Record<string, unknown>, binding(ctx)) as never,
+  );
+  return server;
+}
+
+function isInitialize(body: unknown): boolean {
+  if (Array.isArray(body)) return body.some((message) => isInitializeRequest(message));
+  return isInitializeRequest(body);
+}
+
+function samePrincipal(a: Principal, b: Principal): boolean {
+  return a.agent === b.agent && a.user === b.user && JSON.stringify(a.teams ?? []) === JSON.stringify(b.teams ?? []);
+}
+
+function stripClaims(principal: Principal): Principal {
+  const { claims: _claims, ...rest } = principal;
+  return rest;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function hostOf(listen: string): string {
+  return listen.slice(0, listen.lastIndexOf(':'));
+}
+
+/** The host name in a Host header, without the port; brackets kept for IPv6. Undefined if malformed. */
+function hostnameOfHeader(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.exec(value.trim());
+  return match ? match[1]!.toLowerCase() : undefined;
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    req.resume();
+    return 'too-large';
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      req.resume();
+      return 'too-large';
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function toWebRequest(req: IncomingMessage): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined) continue;
+    if (Array.isArray(value)) for (const item of value) headers.append(name, item);
+    else headers.set(name, value);
+  }
+  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers });
+}
+
+async function sendWebResponse(response: Response, res: ServerResponse): Promise<void> {
+  const headers: Record<string, string> = {};
+  response.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  res.writeHead(response.status, headers);
+  if (!response.body) {
+    res.end();
+    return;
+  }
+  res.flushHeaders();
+  const reader = response.body.getReader();
+  // A client that goes away mid-stream cancels the stream; the SDK sees the cancel and drops the rest.
+  res.on('close', () => void reader.cancel().catch(() => undefined));
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (!res.write(value)) await new Promise((resolve) => (res.once('drain', resolve), res.once('close', resolve)));
+      if (res.destroyed) break;
+    }
+  } catch {
+    // The client disconnected; nothing more to send.
+  }
+  res.end();
+}
+
+function jsonRpcError(res: ServerResponse, status: number, code: number, message: string): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code, message } }));
+}

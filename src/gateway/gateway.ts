@@ -1,0 +1,589 @@
+/**
+ * The gateway's core, free of transports: it aggregates the upstreams into one catalog, asks the policy
+ * about every list entry and every call through the same decision function, relays calls, and records
+ * one audit record per list, call, read, get and approval.
+ *
+ * A caller never sees what it cannot call: lists are filtered with the same decision (without arguments)
+ * that guards the call, and a call to a hidden name gets exactly the error of a call to a missing one.
+ */
+import { createHash } from 'node:crypto';
+import {
+  ProtocolError,
+  UriTemplate,
+  type CallToolResult,
+  type GetPromptResult,
+  type Prompt,
+  type ReadResourceResult,
+  type Resource,
+  type ResourceTemplateType,
+  type Result,
+  type Tool,
+} from '@modelcontextprotocol/client';
+import type { AuditLog, AuditRecord } from '../audit/record.js';
+import { newCorrelationId } from '../audit/record.js';
+import type { GatewaySettings } from '../config/schema.js';
+import type { PolicyHolder } from '../policy/engine.js';
+import type { Decision, McpRequest, Principal } from '../policy/types.js';
+import { isAllowed } from '../policy/types.js';
+import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
+
+/** Who is calling, on which client session. */
+export interface Caller extends Principal {
+  session: string;
+}
+
+export interface GatewayCoreOptions {
+  settings: GatewaySettings;
+  policy: PolicyHolder;
+  audit: AuditLog;
+  /** Names this node in audit records. */
+  node: string;
+  version: string;
+  /** Record argument values, not only their digest. */
+  recordValues?: boolean;
+}
+
+interface Entry<T> {
+  upstream: Upstream;
+  /** The name the upstream knows it by. */
+  original: string;
+  /** The upstream's definition, renamed for clients. */
+  exposed: T;
+}
+
+interface Catalog {
+  tools: Map<string, Entry<Tool>>;
+  prompts: Map<string, Entry<Prompt>>;
+  resources: Map<string, Entry<Resource>>;
+  templates: Entry<ResourceTemplateType>[];
+  /** Names that clashed and the name each later one got instead. */
+  collisions: { kind: string; name: string; upstream: string; renamedTo: string }[];
+  /** Upstreams whose lists could not be fetched, with why. */
+  unavailable: { upstream: string; error: string }[];
+  /** Filtered lists per principal and policy, built from this catalog's entries. */
+  views: Map<string, View>;
+}
+
+type Kind = 'tools' | 'prompts' | 'resources';
+
+interface View {
+  tools?: Tool[];
+  toolSet?: Set<Tool>;
+  prompts?: Prompt[];
+  promptSet?: Set<Prompt>;
+  resources?: Resource[];
+  templates?: ResourceTemplateType[];
+}
+
+/** Error for a name the caller cannot see, identical whether it exists or not. */
+function unknown(kind: 'tool' | 'prompt' | 'resource', name: string): ProtocolError {
+  const label = kind === 'resource' ? 'Resource' : kind === 'tool' ? 'Tool' : 'Prompt';
+  return new ProtocolError(-32602, `${label} ${name} not found`);
+}
+
+/** SHA-256 over a canonical JSON form (keys sorted at every level). */
+export function digestOf(value: unknown): string {
+  return 'sha256:' + createHash('sha256').update(canonicalJson(value)).digest('hex');
+}
+
+export function canonicalJson(value: unknown): string {
+  if (value === undefined) return 'null';
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const keys = Object.keys(value as Record<string, unknown>).sort();
+  return `{${keys
+    .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
+    .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`)
+    .join(',')}}`;
+}
+
+export class GatewayCore {
+  readonly upstreams = new Map<string, Upstream>();
+  private catalog: Promise<Catalog> | undefined;
+  private catalogVersion = 0;
+  private readonly listeners = new Set<(kind: Kind) => void>();
+  private readonly separator: string;
+
+  constructor(private readonly options: GatewayCoreOptions) {
+    this.separator = options.settings.separator;
+    const names = Object.keys(options.settings.upstreams).sort();
+    for (const name of names) {
+      const settings = options.settings.upstreams[name]!;
+      if (!settings.enabled) continue;
+      const upstream = new Upstream(
+        name,
+        settings,
+        options.settings.timeouts,
+        {
+          listChanged: (_upstream, kind) => this.invalidate(kind),
+          event: (upstream, kind, message) => void this.recordEvent(upstream.name, kind, message),
+        },
+        { maxMessageBytes: options.settings.maxMessageBytes, version: options.version },
+      );
+      this.upstreams.set(name, upstream);
+    }
+  }
+
+  /** Listens for list changes a client should hear about (`notifications/<kind>/list_changed`). */
+  onListChanged(listener: (kind: Kind) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  invalidate(kind: Kind): void {
+    this.catalog = undefined;
+    this.catalogVersion += 1;
+    for (const listener of this.listeners) listener(kind);
+  }
+
+  status(): { upstreams: UpstreamStatus[] } {
+    return { upstreams: [...this.upstreams.values()].map((upstream) => upstream.status()) };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.upstreams.values()].map((upstream) => upstream.stop('stopped')));
+  }
+
+  private exposedName(upstream: Upstream, name: string): string {
+    const prefix = upstream.settings.prefix ?? upstream.name;
+    return prefix === '' ? name : `${prefix}${this.separator}${name}`;
+  }
+
+  private loadCatalog(): Promise<Catalog> {
+    if (this.catalog) return this.catalog;
+    const version = this.catalogVersion;
+    const building = this.buildCatalog();
+    this.catalog = building;
+    building.catch(() => {
+      if (this.catalog === building && this.catalogVersion === version) this.catalog = undefined;
+    });
+    return building;
+  }
+
+  private async buildCatalog(): Promise<Catalog> {
+    const catalog: Catalog = { tools: new Map(), prompts: new Map(), resources: new Map(), templates: [], collisions: [], unavailable: [], views: new Map() };
+    const upstreams = [...this.upstreams.values()];
+    const fetched = await Promise.all(
+      upstreams.map(async (upstream) => {
+        try {
+          const [tools, prompts, resources, templates] = await Promise.all([
+            upstream.listTools(),
+            upstream.listPrompts(),
+            upstream.listResources(),
+            upstream.listResourceTemplates(),
+          ]);
+          return { upstream, tools, prompts, resources, templates };
+        } catch (error) {
+          catalog.unavailable.push({ upstream: upstream.name, error: error instanceof Error ? error.message : String(error) });
+          return undefined;
+        }
+      }),
+    );
+    // Upstreams are in name order, so which name wins a clash never depends on timing.
+    for (const lists of fetched) {
+      if (!lists) continue;
+      const { upstream } = lists;
+      for (const tool of lists.tools) {
+        const name = this.claim(catalog, 'tool', catalog.tools, this.exposedName(upstream, tool.name), upstream);
+        catalog.tools.set(name, { upstream, original: tool.name, exposed: { ...tool, name } });
+      }
+      for (const prompt of lists.prompts) {
+        const name = this.claim(catalog, 'prompt', catalog.prompts, this.exposedName(upstream, prompt.name), upstream);
+        catalog.prompts.set(name, { upstream, original: prompt.name, exposed: { ...prompt, name } });
+      }
+      for (const resource of lists.resources) {
+        // URIs are not renamed: a clash keeps the first upstream's resource and reports the rest.
+        if (catalog.resources.has(resource.uri)) {
+          catalog.collisions.push({ kind: 'resource', name: resource.uri, upstream: upstream.name, renamedTo: '' });
+          continue;
+        }
+        catalog.resources.set(resource.uri, { upstream, original: resource.uri, exposed: resource });
+      }
+      for (const template of lists.templates) catalog.templates.push({ upstream, original: template.uriTemplate, exposed: template });
+    }
+    return catalog;
+  }
+
+  private claim<T>(catalog: Catalog, kind: string, taken: Map<string, T>, wanted: string, upstream: Upstream): string {
+    if (!taken.has(wanted)) return wanted;
+    let n = 2;
+    while (taken.has(`${wanted}${this.separator}${n}`)) n += 1;
+    const renamedTo = `${wanted}${this.separator}${n}`;
+    catalog.collisions.push({ kind, name: wanted, upstream: upstream.name, renamedTo });
+    return renamedTo;
+  }
+
+  private decide(caller: Caller, target: Omit<McpRequest, 'surface' | keyof Principal>): Decision {
+    const request: McpRequest = { surface: 'mcp', ...target };
+    if (caller.agent !== undefined) request.agent = caller.agent;
+    if (caller.teams !== undefined) request.teams = caller.teams;
+    if (caller.user !== undefined) request.user = caller.user;
+    if (caller.claims !== undefined) request.claims = caller.claims;
+    return this.options.policy.current.decide(request);
+  }
+
+  private viewKey(caller: Caller): string {
+    const engine = this.options.policy.current;
+    return JSON.stringify([engine.digest, caller.agent, caller.teams, caller.user, caller.claims]);
+  }
+
+  private view(caller: Caller, catalog: Catalog): View {
+    const key = this.viewKey(caller);
+    let view = catalog.views.get(key);
+    if (!view) {
+      if (catalog.views.size > 1000) catalog.views.clear();
+      view = {};
+      catalog.views.set(key, view);
+    }
+    return view;
+  }
+
+  // ---- lists -------------------------------------------------------------------------------------
+
+  private toolView(caller: Caller, catalog: Catalog): Tool[] {
+    const view = this.view(caller, catalog);
+    if (!view.tools) {
+      view.tools = [];
+      for (const entry of catalog.tools.values()) {
+        const decision = this.decide(caller, {
+          server: entry.upstream.name,
+          tool: entry.original,
+          ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
+        });
+        if (isAllowed(decision)) view.tools.push(entry.exposed);
+      }
+      view.toolSet = new Set(view.tools);
+    }
+    return view.tools;
+  }
+
+  private promptView(caller: Caller, catalog: Catalog): Prompt[] {
+    const view = this.view(caller, catalog);
+    if (!view.prompts) {
+      view.prompts = [...catalog.prompts.values()]
+        .filter((entry) => isAllowed(this.decide(caller, { server: entry.upstream.name, prompt: entry.original })))
+        .map((entry) => entry.exposed);
+      view.promptSet = new Set(view.prompts);
+    }
+    return view.prompts;
+  }
+
+  private canSeeTool(caller: Caller, catalog: Catalog, tool: Tool): boolean {
+    this.toolView(caller, catalog);
+    return this.view(caller, catalog).toolSet?.has(tool) ?? false;
+  }
+
+  private canSeePrompt(caller: Caller, catalog: Catalog, prompt: Prompt): boolean {
+    this.promptView(caller, catalog);
+    return this.view(caller, catalog).promptSet?.has(prompt) ?? false;
+  }
+
+  async listTools(caller: Caller): Promise<Tool[]> {
+    const started = process.hrtime.bigint();
+    const catalog = await this.loadCatalog();
+    const tools = this.toolView(caller, catalog);
+    await this.recordList(caller, 'tools/list', started, tools.length, catalog.tools.size, catalog);
+    return tools;
+  }
+
+  async listPrompts(caller: Caller): Promise<Prompt[]> {
+    const started = process.hrtime.bigint();
+    const catalog = await this.loadCatalog();
+    const prompts = this.promptView(caller, catalog);
+    await this.recordList(caller, 'prompts/list', started, prompts.length, catalog.prompts.size, catalog);
+    return prompts;
+  }
+
+  async listResources(caller: Caller): Promise<Resource[]> {
+    const started = process.hrtime.bigint();
+    const catalog = await this.loadCatalog();
+    const view = this.view(caller, catalog);
+    view.resources ??= [...catalog.resources.values()]
+      .filter((entry) => isAllowed(this.decide(caller, { server: entry.upstream.name, resource: entry.original })))
+      .map((entry) => entry.exposed);
+    await this.recordList(caller, 'resources/list', started, view.resources.length, catalog.resources.size, catalog);
+    return view.resources;
+  }
+
+  async listResourceTemplates(caller: Caller): Promise<ResourceTemplateType[]> {
+    const started = process.hrtime.bigint();
+    const catalog = await this.loadCatalog();
+    const view = this.view(caller, catalog);
+    view.templates ??= catalog.templates
+      .filter((entry) => isAllowed(this.decide(caller, { server: entry.upstream.name, resource: entry.original })))
+      .map((entry) => entry.exposed);
+    await this.recordList(caller, 'resources/templates/list', started, view.templates.length, catalog.templates.length, catalog);
+    return view.templates;
+  }
+
+  // ---- calls -------------------------------------------------------------------------------------
+
+  async callTool(
+    caller: Caller,
+    name: string,
+    args: Record<string, unknown> | undefined,
+    binding: CallBinding | undefined,
+    options: { signal?: AbortSignal; progressToken?: string | number; meta?: Record<string, unknown> } = {},
+  ): Promise<CallToolResult> {
+    const started = process.hrtime.bigint();
+    const correlationId = newCorrelationId();
+    const catalog = await this.loadCatalog();
+    const entry = catalog.tools.get(name);
+    const visible = entry !== undefined && this.canSeeTool(caller, catalog, entry.exposed);
+    if (!entry || !visible) {
+      await this.record(caller, 'tools/call', `${entry?.upstream.name ?? '?'}/${name}`, 'deny', [], 'no such tool for this caller', started, correlationId, {
+        argsDigest: digestOf(args ?? {}),
+        ...(entry ? { hidden: true } : {}),
+      });
+      throw unknown('tool', name);
+    }
+    const server = entry.upstream.name;
+    const resource = `${server}/${entry.original}`;
+    const decision = this.decide(caller, {
+      server,
+      tool: entry.original,
+      args: args ?? {},
+      ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
+    });
+    const argsDigest = digestOf(args ?? {});
+    const details: Record<string, unknown> = { argsDigest, tool: name };
+    if (this.options.recordValues) details.args = args ?? {};
+    if (!isAllowed(decision)) {
+      await this.record(caller, 'tools/call', resource, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
+      return {
+        isError: true,
+        content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}` }],
+      };
+    }
+    if (decision.requireApproval) {
+      const approved = await this.askApproval(caller, name, args ?? {}, argsDigest, binding, correlationId);
+      if (!approved.ok) {
+        await this.record(caller, 'tools/call', resource, 'deny', decision.rules, approved.reason, started, correlationId, details, decision);
+        return { isError: true, content: [{ type: 'text', text: `Not run: ${approved.reason}` }] };
+      }
+    }
+    const params: Record<string, unknown> = { name: entry.original, arguments: args ?? {} };
+    const meta = stripProgressToken(options.meta);
+    if (meta) params._meta = meta;
+    try {
+      const result = (await entry.upstream.request('tools/call', params, binding, options)) as CallToolResult;
+      await this.record(caller, 'tools/call', resource, decision.effect, decision.rules, decision.reason, started, correlationId, {
+        ...details,
+        ...(result.isError ? { toolError: true } : {}),
+      }, decision);
+      return result;
+    } catch (error) {
+      await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
+      throw asProtocolError(error);
+    }
+  }
+
+  private async askApproval(
+    caller: Caller,
+    name: string,
+    args: Record<string, unknown>,
+    argsDigest: string,
+    binding: CallBinding | undefined,
+    correlationId: string,
+  ): Promise<{ ok: true } | { ok: false; reason: string }> {
+    const started = process.hrtime.bigint();
+    if (!binding) return { ok: false, reason: 'this call needs a person\'s approval and the client cannot be asked' };
+    let outcome: { ok: true } | { ok: false; reason: string };
+    try {
+      const answer = (await binding.send({
+        method: 'elicitation/create',
+        params: {
+          mode: 'form',
+          message: `Gatehouse: approve the call to ${name} with these arguments?\n${JSON.stringify(args, null, 2).slice(0, 4000)}\n(${argsDigest})`,
+          requestedSchema: {
+            type: 'object',
+            properties: { approve: { type: 'boolean', title: `Run ${name} with exactly these arguments` } },
+            required: ['approve'],
+          },
+        },
+      })) as { action?: string; content?: { approve?: unknown } };
+      outcome =
+        answer.action === 'accept' && answer.content?.approve === true
+          ? { ok: true }
+          : { ok: false, reason: 'a person declined the call' };
+    } catch (error) {
+      outcome = { ok: false, reason: `this call needs a person's approval and the client could not be asked (${describeError(error)})` };
+    }
+    await this.record(caller, 'approval', name, outcome.ok ? 'allow' : 'deny', [], outcome.ok ? 'approved by a person' : outcome.reason, started, correlationId, {
+      argsDigest,
+    });
+    return outcome;
+  }
+
+  async getPrompt(caller: Caller, name: string, args: Record<string, string> | undefined, binding: CallBinding | undefined): Promise<GetPromptResult> {
+    const started = process.hrtime.bigint();
+    const correlationId = newCorrelationId();
+    const catalog = await this.loadCatalog();
+    const entry = catalog.prompts.get(name);
+    const visible = entry !== undefined && this.canSeePrompt(caller, catalog, entry.exposed);
+    if (!entry || !visible) {
+      await this.record(caller, 'prompts/get', `?/${name}`, 'deny', [], 'no such prompt for this caller', started, correlationId, { argsDigest: digestOf(args ?? {}) });
+      throw unknown('prompt', name);
+    }
+    const server = entry.upstream.name;
+    const decision = this.decide(caller, { server, prompt: entry.original, args: args ?? {} });
+    const details = { argsDigest: digestOf(args ?? {}) };
+    if (!isAllowed(decision)) {
+      await this.record(caller, 'prompts/get', `${server}/${entry.original}`, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
+      throw new ProtocolError(-32602, `Denied by Gatehouse policy: ${decision.reason}`);
+    }
+    try {
+      const result = (await entry.upstream.request('prompts/get', { name: entry.original, ...(args ? { arguments: args } : {}) }, binding)) as GetPromptResult;
+      await this.record(caller, 'prompts/get', `${server}/${entry.original}`, decision.effect, decision.rules, decision.reason, started, correlationId, details, decision);
+      return result;
+    } catch (error) {
+      await this.record(caller, 'prompts/get', `${server}/${entry.original}`, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
+      throw asProtocolError(error);
+    }
+  }
+
+  /** The upstream that serves a URI: a listed resource, else the first template (in name order) that matches. */
+  private async owner(uri: string): Promise<{ upstream: Upstream; rule: string } | undefined> {
+    const catalog = await this.loadCatalog();
+    const listed = catalog.resources.get(uri);
+    if (listed) return { upstream: listed.upstream, rule: uri };
+    for (const template of catalog.templates) {
+      try {
+        if (new UriTemplate(template.original).match(uri)) return { upstream: template.upstream, rule: template.original };
+      } catch {
+        // A template the SDK cannot parse matches nothing.
+      }
+    }
+    return undefined;
+  }
+
+  async readResource(caller: Caller, uri: string, binding: CallBinding | undefined): Promise<ReadResourceResult> {
+    const started = process.hrtime.bigint();
+    const correlationId = newCorrelationId();
+    const owner = await this.owner(uri);
+    const decision = owner ? this.decide(caller, { server: owner.upstream.name, resource: uri }) : undefined;
+    if (!owner || !decision || !isAllowed(decision)) {
+      await this.record(caller, 'resources/read', uri, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
+      throw unknown('resource', uri);
+    }
+    try {
+      const result = (await owner.upstream.request('resources/read', { uri }, binding)) as ReadResourceResult;
+      await this.record(caller, 'resources/read', `${owner.upstream.name}/${uri}`, decision.effect, decision.rules, decision.reason, started, correlationId, {}, decision);
+      return result;
+    } catch (error) {
+      await this.record(caller, 'resources/read', `${owner.upstream.name}/${uri}`, 'error', decision.rules, describeError(error), started, correlationId, {}, decision);
+      throw asProtocolError(error);
+    }
+  }
+
+  async complete(caller: Caller, params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {
+    const ref = params.ref as { type?: string; name?: string; uri?: string } | undefined;
+    const empty = { completion: { values: [], hasMore: false } };
+    if (ref?.type === 'ref/prompt' && typeof ref.name === 'string') {
+      const catalog = await this.loadCatalog();
+      const entry = catalog.prompts.get(ref.name);
+      if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) throw unknown('prompt', ref.name);
+      if (!(await entry.upstream.connection()).getServerCapabilities()?.completions) return empty;
+      return entry.upstream.request('completion/complete', { ...params, ref: { ...ref, name: entry.original } }, binding);
+    }
+    if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
+      const catalog = await this.loadCatalog();
+      const template = catalog.templates.find((t) => t.original === ref.uri);
+      if (!template || !isAllowed(this.decide(caller, { server: template.upstream.name, resource: template.original }))) {
+        throw unknown('resource', ref.uri);
+      }
+      if (!(await template.upstream.connection()).getServerCapabilities()?.completions) return empty;
+      return template.upstream.request('completion/complete', params, binding);
+    }
+    throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
+  }
+
+  // ---- audit -------------------------------------------------------------------------------------
+
+  private async recordList(caller: Caller, action: string, started: bigint, shown: number, total: number, catalog: Catalog): Promise<void> {
+    const details: Record<string, unknown> = { shown, hidden: total - shown };
+    if (catalog.unavailable.length > 0) details.unavailable = catalog.unavailable;
+    if (catalog.collisions.length > 0) details.collisions = catalog.collisions.length;
+    await this.record(caller, action, '*', 'allow', [], `${shown} of ${total} shown`, started, newCorrelationId(), details);
+  }
+
+  private async record(
+    caller: Caller,
+    action: string,
+    resource: string,
+    effect: AuditRecord['effect'],
+    rules: string[],
+    reason: string,
+    started: bigint,
+    correlationId: string,
+    details: Record<string, unknown>,
+    decision?: Decision,
+  ): Promise<void> {
+    const engine = this.options.policy.current;
+    const principal: AuditRecord['principal'] = { session: caller.session };
+    if (caller.agent !== undefined) principal.agent = caller.agent;
+    if (caller.teams !== undefined) principal.teams = caller.teams;
+    if (caller.user !== undefined) principal.user = caller.user;
+    const record: AuditRecord = {
+      v: 1,
+      time: new Date().toISOString(),
+      node: this.options.node,
+      principal,
+      surface: 'mcp',
+      action,
+      resource,
+      effect,
+      rules,
+      reason,
+      latencyUs: Number((process.hrtime.bigint() - started) / 1000n),
+      correlationId,
+      policy: { version: engine.version, digest: engine.digest },
+      details: decision ? { ...details, decisionUs: decision.latencyUs } : details,
+    };
+    try {
+      await this.options.audit.append(record);
+    } catch (error) {
+      // Fail closed: what cannot be recorded does not happen.
+      throw new ProtocolError(-32603, `the audit log cannot be written (${describeError(error)}); the request was refused`);
+    }
+  }
+
+  /** Records an event that is not a decision (a crash, garbage from an upstream, a refused relay). */
+  async recordEvent(server: string, kind: string, message: string): Promise<void> {
+    const engine = this.options.policy.current;
+    await this.options.audit
+      .append({
+        v: 1,
+        time: new Date().toISOString(),
+        node: this.options.node,
+        principal: {},
+        surface: 'mcp',
+        action: `upstream.${kind}`,
+        resource: server,
+        effect: kind === 'garbage' || kind === 'crash' || kind === 'relay-refused' ? 'error' : 'info',
+        rules: [],
+        reason: message,
+        latencyUs: 0,
+        correlationId: newCorrelationId(),
+        policy: { version: engine.version, digest: engine.digest },
+      })
+      .catch(() => undefined);
+  }
+}
+
+function stripProgressToken(meta: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (!meta) return undefined;
+  const { progressToken: _dropped, ...rest } = meta;
+  return Object.keys(rest).length > 0 ? rest : undefined;
+}
+
+export function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Upstream failures reach the client as JSON-RPC errors with the upstream's code when it gave one. */
+function asProtocolError(error: unknown): ProtocolError {
+  if (error instanceof ProtocolError) return error;
+  const code = typeof (error as { code?: unknown })?.code === 'number' ? ((error as { code: number }).code) : -32603;
+  return new ProtocolError(code >= -32768 && code <= -32000 ? code : -32603, describeError(error));
+}

@@ -1,0 +1,78 @@
+/**
+ * gateway/: the MCP gateway, one governed endpoint in front of every MCP server.
+ * `startGateway` wires the pieces: upstreams and aggregation (gateway.ts, upstream.ts), authentication
+ * (auth.ts), the Streamable HTTP front with sessions (front.ts).
+ * Imports config/, policy/ (the engine interface), audit/, agents/ (keys) and util/; never a data plane.
+ */
+import { createRequire } from 'node:module';
+import { hostname } from 'node:os';
+import type { AuditLog } from '../audit/record.js';
+import type { GatewaySettings } from '../config/schema.js';
+import type { PolicyHolder } from '../policy/engine.js';
+import { Authenticator, type KeyAuthenticator } from './auth.js';
+import { GatewayFront } from './front.js';
+import { GatewayCore } from './gateway.js';
+import type { UpstreamStatus } from './upstream.js';
+
+export { Authenticator, isLoopback, type KeyAuthenticator } from './auth.js';
+export { GatewayCore, canonicalJson, digestOf, type Caller } from './gateway.js';
+export type { UpstreamStatus } from './upstream.js';
+
+export interface GatewayOptions {
+  settings: GatewaySettings;
+  policy: PolicyHolder;
+  audit: AuditLog;
+  /** Agent API keys (`openAgentRegistry(dataDir)`); without it only OAuth or anonymous loopback work. */
+  agents?: KeyAuthenticator;
+  /** Teams from the config's `agents:` section. */
+  agentTeams?: Record<string, { teams: string[] }>;
+  /** Names this node in audit records; defaults to the host name. */
+  node?: string;
+  recordValues?: boolean;
+}
+
+export interface RunningGateway {
+  /** The Streamable HTTP endpoint, `http://127.0.0.1:7401/mcp`. */
+  url: string;
+  core: GatewayCore;
+  status(): { url: string; sessions: number; upstreams: UpstreamStatus[] };
+  close(): Promise<void>;
+}
+
+export const GATEWAY_VERSION: string = (createRequire(import.meta.url)('../../../package.json') as { version: string }).version;
+
+export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
+  const node = options.node ?? hostname();
+  const core = new GatewayCore({
+    settings: options.settings,
+    policy: options.policy,
+    audit: options.audit,
+    node,
+    version: GATEWAY_VERSION,
+    ...(options.recordValues !== undefined ? { recordValues: options.recordValues } : {}),
+  });
+  const authenticator = new Authenticator({
+    auth: options.settings.auth,
+    ...(options.agents ? { agents: options.agents } : {}),
+    configTeams: (agent) => options.agentTeams?.[agent]?.teams ?? [],
+  });
+  const front = new GatewayFront({
+    settings: options.settings,
+    core,
+    authenticator,
+    audit: options.audit,
+    policy: options.policy,
+    node,
+    version: GATEWAY_VERSION,
+  });
+  const url = await front.listen();
+  return {
+    url,
+    core,
+    status: () => ({ url, sessions: front.sessionCount(), ...core.status() }),
+    close: async () => {
+      await front.close();
+      await core.close();
+    },
+  };
+}

@@ -1,0 +1,412 @@
+/**
+ * One upstream MCP server: how to reach it, its connection's life (lazy start, idle stop, restart with
+ * backoff after a crash), its cached lists, and the routing of what it asks back (sampling, elicitation,
+ * roots, logging) to the client session whose call it is serving.
+ *
+ * An upstream connection is shared by every client session. A server→client request carries no link to
+ * the call it belongs to on stdio, so it is routed only when every call in flight on this upstream comes
+ * from one session; otherwise it is refused (fail closed) rather than guessed.
+ */
+import { lookup } from 'node:dns/promises';
+import ipaddr from 'ipaddr.js';
+import {
+  Client,
+  ProtocolError,
+  SSEClientTransport,
+  StreamableHTTPClientTransport,
+  type Prompt,
+  type Resource,
+  type ResourceTemplateType,
+  type Result,
+  type Tool,
+  type Transport,
+} from '@modelcontextprotocol/client';
+import type { UpstreamSettings } from '../config/schema.js';
+import { gatewayDefaults } from '../config/schema.js';
+import { ChildProcessTransport } from './child-transport.js';
+
+export type UpstreamState = 'idle' | 'starting' | 'ready' | 'crashed' | 'refused' | 'stopped';
+
+/** The client session a call came from, with the way back to it. */
+export interface CallBinding {
+  session: string;
+  /** Sends a request to the client, related to the call being served. */
+  send(request: { method: string; params?: Record<string, unknown> }): Promise<Result>;
+  /** Sends a notification to the client, related to the call being served. */
+  notify(notification: { method: string; params?: Record<string, unknown> }): Promise<void>;
+}
+
+export interface UpstreamEvents {
+  /** The upstream said one of its lists changed (`tools`, `prompts`, `resources`). */
+  listChanged(upstream: Upstream, kind: 'tools' | 'prompts' | 'resources'): void;
+  /** Something notable happened: a crash, a refused relay, garbage on stdout. */
+  event(upstream: Upstream, kind: string, message: string): void;
+}
+
+export interface UpstreamStatus {
+  name: string;
+  kind: 'stdio' | 'http' | 'sse';
+  state: UpstreamState;
+  pid?: number;
+  tools?: number;
+  restarts: number;
+  lastError?: string;
+  garbageLines: number;
+  inFlight: number;
+}
+
+export interface Timeouts {
+  callMs: number;
+  maxCallMs: number;
+  connectMs: number;
+  idleMs: number;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+const PROGRESS_SETTLE_MS = 3;
+/** A connection that stayed up this long resets the crash backoff. */
+const STABLE_MS = 30_000;
+
+export class Upstream {
+  state: UpstreamState = 'idle';
+  restarts = 0;
+  lastError: string | undefined;
+  garbageLines = 0;
+
+  private client: Client | undefined;
+  private transport: Transport | undefined;
+  private connecting: Promise<Client> | undefined;
+  private consecutiveFailures = 0;
+  private nextAttemptAt = 0;
+  private connectedAt = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly inFlight = new Set<CallBinding>();
+  private cache: {
+    tools?: Promise<Tool[]>;
+    prompts?: Promise<Prompt[]>;
+    resources?: Promise<Resource[]>;
+    templates?: Promise<ResourceTemplateType[]>;
+  } = {};
+  private toolCount: number | undefined;
+  /** Set by a verification step before launch; a non-empty value refuses every start. */
+  refusal: string | undefined;
+
+  readonly timeouts: Timeouts;
+  readonly kind: 'stdio' | 'http' | 'sse';
+
+  constructor(
+    readonly name: string,
+    readonly settings: UpstreamSettings,
+    defaults: Partial<Timeouts>,
+    private readonly events: UpstreamEvents,
+    private readonly options: { maxMessageBytes: number; version: string; baseEnv?: Record<string, string> },
+  ) {
+    const pick = (key: keyof Timeouts): number => settings.timeouts?.[key] ?? defaults[key] ?? gatewayDefaults[key];
+    this.timeouts = { callMs: pick('callMs'), maxCallMs: pick('maxCallMs'), connectMs: pick('connectMs'), idleMs: pick('idleMs') };
+    this.kind = settings.command !== undefined ? 'stdio' : settings.transport === 'sse' ? 'sse' : 'http';
+  }
+
+  status(): UpstreamStatus {
+    const pid = this.transport instanceof ChildProcessTransport ? this.transport.pid : undefined;
+    return {
+      name: this.name,
+      kind: this.kind,
+      state: this.state,
+      ...(pid !== undefined && this.state === 'ready' ? { pid } : {}),
+      ...(this.toolCount !== undefined ? { tools: this.toolCount } : {}),
+      restarts: this.restarts,
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+      garbageLines: this.garbageLines,
+      inFlight: this.inFlight.size,
+    };
+  }
+
+  /** The server's instructions, once connected. */
+  instructions(): string | undefined {
+    return this.client?.getInstructions();
+  }
+
+  /** The live connection, starting the upstream if needed. */
+  connection(): Promise<Client> {
+    if (this.client && this.state === 'ready') return Promise.resolve(this.client);
+    this.connecting ??= this.connect().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connect(): Promise<Client> {
+    if (this.refusal !== undefined) {
+      this.state = 'refused';
+      throw new ProtocolError(-32603, `upstream "${this.name}" was not started: ${this.refusal}`);
+    }
+    const wait = this.nextAttemptAt - Date.now();
+    if (wait > 0) {
+      if (wait > this.timeouts.connectMs) {
+        throw new ProtocolError(-32603, `upstream "${this.name}" is restarting after a crash; try again in ${Math.ceil(wait / 1000)} s`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    this.state = 'starting';
+    const transport = await this.makeTransport();
+    const client = new Client(
+      { name: 'gatehouse-gateway', version: this.options.version },
+      {
+        capabilities: { sampling: {}, elicitation: { form: {}, url: {} }, roots: { listChanged: true } },
+      },
+    );
+    this.installHandlers(client);
+    const timer = setTimeout(() => void transport.close(), this.timeouts.connectMs);
+    try {
+      await client.connect(transport);
+    } catch (error) {
+      clearTimeout(timer);
+      await transport.close().catch(() => undefined);
+      this.failed(error instanceof Error ? error.message : String(error));
+      throw new ProtocolError(-32603, `upstream "${this.name}" could not be started: ${this.lastError}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    this.client = client;
+    this.transport = transport;
+    this.cache = {};
+    this.connectedAt = Date.now();
+    this.state = 'ready';
+    client.onclose = () => this.closed(client);
+    this.touch();
+    return client;
+  }
+
+  private async makeTransport(): Promise<Transport> {
+    const settings = this.settings;
+    if (settings.command !== undefined) {
+      const transport = new ChildProcessTransport(
+        {
+          command: settings.command,
+          args: settings.args,
+          // Only what the declaration names reaches the server: no ambient secrets from the gateway's env.
+          env: { ...(this.options.baseEnv ?? minimalEnv()), ...settings.env },
+          ...(settings.cwd !== undefined ? { cwd: settings.cwd } : {}),
+        },
+        this.options.maxMessageBytes,
+      );
+      transport.ongarbage = (line) => {
+        this.garbageLines += 1;
+        this.events.event(this, 'garbage', `upstream "${this.name}" wrote a line that is not JSON-RPC: ${line}`);
+      };
+      return transport;
+    }
+    const url = new URL(settings.url!);
+    if (!settings.allowPrivateAddress) await refusePrivate(this.name, url);
+    const requestInit: RequestInit = { headers: settings.headers };
+    return settings.transport === 'sse'
+      ? new SSEClientTransport(url, { requestInit })
+      : new StreamableHTTPClientTransport(url, { requestInit });
+  }
+
+  private installHandlers(client: Client): void {
+    for (const method of ['sampling/createMessage', 'elicitation/create', 'roots/list'] as const) {
+      client.setRequestHandler(method, async (request) => {
+        const target = this.routeTarget();
+        if (!target) {
+          const message = `upstream "${this.name}" sent ${method} while calls from several sessions (or none) were in flight; refused because it cannot be tied to one client`;
+          this.events.event(this, 'relay-refused', message);
+          throw new ProtocolError(-32603, message);
+        }
+        return (await target.send({ method, params: request.params as Record<string, unknown> })) as never;
+      });
+    }
+    client.setNotificationHandler('notifications/tools/list_changed', () => this.changed('tools'));
+    client.setNotificationHandler('notifications/prompts/list_changed', () => this.changed('prompts'));
+    client.setNotificationHandler('notifications/resources/list_changed', () => this.changed('resources'));
+    client.setNotificationHandler('notifications/message', async (notification) => {
+      // Log messages may carry call data: only the one session whose calls are in flight gets them.
+      await this.routeTarget()?.notify({ method: notification.method, params: notification.params as Record<string, unknown> });
+    });
+    client.setNotificationHandler('notifications/resources/updated', async (notification) => {
+      await this.routeTarget()?.notify({ method: notification.method, params: notification.params as Record<string, unknown> });
+    });
+    client.onerror = (error) => {
+      this.lastError = error.message;
+    };
+  }
+
+  private changed(kind: 'tools' | 'prompts' | 'resources'): void {
+    if (kind === 'tools') this.cache.tools = undefined;
+    if (kind === 'prompts') this.cache.prompts = undefined;
+    if (kind === 'resources') {
+      this.cache.resources = undefined;
+      this.cache.templates = undefined;
+    }
+    this.events.listChanged(this, kind);
+  }
+
+  private routeTarget(): CallBinding | undefined {
+    let target: CallBinding | undefined;
+    for (const binding of this.inFlight) {
+      if (target && target.session !== binding.session) return undefined;
+      target = binding; // the most recent call of that session
+    }
+    return target;
+  }
+
+  private failed(message: string): void {
+    this.lastError = message;
+    this.state = 'crashed';
+    this.consecutiveFailures += 1;
+    const backoff = Math.min(MAX_BACKOFF_MS, 250 * 2 ** (this.consecutiveFailures - 1));
+    this.nextAttemptAt = Date.now() + backoff;
+  }
+
+  private closed(client: Client): void {
+    if (this.client !== client) return;
+    this.client = undefined;
+    const transport = this.transport;
+    this.transport = undefined;
+    if (this.state === 'stopped' || this.state === 'idle') return;
+    // An exit we did not ask for is a crash: back off before the next start.
+    if (Date.now() - this.connectedAt > STABLE_MS) this.consecutiveFailures = 0;
+    this.restarts += 1;
+    const tail = transport instanceof ChildProcessTransport ? transport.stderrTail.at(-1) : undefined;
+    this.failed(`the upstream connection closed unexpectedly${tail ? ` (last stderr: ${tail})` : ''}`);
+    this.events.event(this, 'crash', `upstream "${this.name}" ${this.lastError}`);
+  }
+
+  private touch(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    if (this.timeouts.idleMs > 0 && this.inFlight.size === 0) {
+      this.idleTimer = setTimeout(() => void this.stop('idle'), this.timeouts.idleMs);
+      this.idleTimer.unref();
+    }
+  }
+
+  /** Sends a request upstream on behalf of a call, relaying progress and cancellation. */
+  async request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    binding: CallBinding | undefined,
+    options: { signal?: AbortSignal; progressToken?: string | number } = {},
+  ): Promise<Result> {
+    const client = await this.connection();
+    if (binding) this.inFlight.add(binding);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    // Progress goes out in order, and all of it before the result.
+    let relayed: Promise<void> = Promise.resolve();
+    let lastProgressAt = 0;
+    try {
+      const progressToken = options.progressToken;
+      const result = await client.request({ method, ...(params ? { params } : {}) } as never, {
+        timeout: this.timeouts.callMs,
+        maxTotalTimeout: this.timeouts.maxCallMs,
+        resetTimeoutOnProgress: true,
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(progressToken !== undefined && binding
+          ? {
+              onprogress: (progress) => {
+                lastProgressAt = performance.now();
+                relayed = relayed
+                  .then(() => binding.notify({ method: 'notifications/progress', params: { ...progress, progressToken } }))
+                  .catch(() => undefined);
+              },
+            }
+          : {}),
+      });
+      await relayed;
+      // The SDK client dispatches notifications a tick later than responses: a progress notification
+      // that shares a network read with the result would reach it after the call has ended, and be lost.
+      if (lastProgressAt !== 0 && performance.now() - lastProgressAt < PROGRESS_SETTLE_MS) {
+        await new Promise((resolve) => setTimeout(resolve, PROGRESS_SETTLE_MS));
+      }
+      return result as Result;
+    } finally {
+      if (binding) this.inFlight.delete(binding);
+      this.touch();
+    }
+  }
+
+  listTools(): Promise<Tool[]> {
+    this.cache.tools ??= this.fetchList(async (client) => {
+      const tools = client.getServerCapabilities()?.tools ? (await client.listTools()).tools : [];
+      this.toolCount = tools.length;
+      return tools;
+    });
+    return this.cache.tools;
+  }
+
+  listPrompts(): Promise<Prompt[]> {
+    this.cache.prompts ??= this.fetchList(async (client) => (client.getServerCapabilities()?.prompts ? (await client.listPrompts()).prompts : []));
+    return this.cache.prompts;
+  }
+
+  listResources(): Promise<Resource[]> {
+    this.cache.resources ??= this.fetchList(async (client) =>
+      client.getServerCapabilities()?.resources ? (await client.listResources()).resources : [],
+    );
+    return this.cache.resources;
+  }
+
+  listResourceTemplates(): Promise<ResourceTemplateType[]> {
+    this.cache.templates ??= this.fetchList(async (client) =>
+      client.getServerCapabilities()?.resources ? (await client.listResourceTemplates()).resourceTemplates : [],
+    );
+    return this.cache.templates;
+  }
+
+  private fetchList<T>(fetch: (client: Client) => Promise<T[]>): Promise<T[]> {
+    const attempt = (async () => {
+      const client = await this.connection();
+      try {
+        return await fetch(client);
+      } finally {
+        this.touch();
+      }
+    })();
+    // A failed fetch is not cached: the next list tries again.
+    attempt.catch(() => {
+      if (this.cache.tools === (attempt as unknown)) this.cache.tools = undefined;
+      if (this.cache.prompts === (attempt as unknown)) this.cache.prompts = undefined;
+      if (this.cache.resources === (attempt as unknown)) this.cache.resources = undefined;
+      if (this.cache.templates === (attempt as unknown)) this.cache.templates = undefined;
+    });
+    return attempt;
+  }
+
+  /** Stops the upstream. `idle`: it starts again on next use; `stopped`: for good. */
+  async stop(reason: 'idle' | 'stopped' = 'stopped'): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (reason === 'idle' && this.inFlight.size > 0) return;
+    this.state = reason;
+    const client = this.client;
+    this.client = undefined;
+    const transport = this.transport;
+    this.transport = undefined;
+    await client?.close().catch(() => undefined);
+    await transport?.close().catch(() => undefined);
+  }
+}
+
+/** PATH and locale only: a stdio server gets what its declaration gives it, not the gateway's secrets. */
+function minimalEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TMPDIR', 'NODE_OPTIONS'] as const) {
+    const value = process.env[key];
+    if (value !== undefined && key !== 'NODE_OPTIONS') env[key] = value;
+  }
+  return env;
+}
+
+/** Refuses a remote upstream whose host is, or resolves to, a non-public address. */
+async function refusePrivate(name: string, url: URL): Promise<void> {
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const addresses = ipaddr.isValid(host) ? [host] : (await lookup(host, { all: true })).map((entry) => entry.address);
+  for (const address of addresses) {
+    const parsed = ipaddr.process(address);
+    if (parsed.range() !== 'unicast') {
+      throw new ProtocolError(
+        -32603,
+        `upstream "${name}" resolves to ${address} (${parsed.range()}), which is not a public address; set allowPrivateAddress: true on it if that is intended`,
+      );
+    }
+  }
+}
