@@ -74,6 +74,9 @@ interface RangeResult {
   pendingFrom: number;
 }
 
+/** Where a finding's whole match starts, when that is before the secret (streams hold back from there). */
+const matchStarts = new WeakMap<Finding, number>();
+
 const SEVERITY_ORDER: Record<Severity, number> = { high: 3, medium: 2, low: 1 };
 const CONFIDENCE_ORDER: Record<Confidence, number> = { high: 3, medium: 2, low: 1 };
 
@@ -388,7 +391,7 @@ export class Scanner {
       if (!regex.test(text)) return couldGrow ? start : n;
       const end = regex.lastIndex;
       if (couldGrow && end >= n) return start;
-      this.accept(rule, text, start, end, out);
+      this.accept(rule, text, start, start, end, out);
       return n;
     }
     const match = regex.exec(text);
@@ -397,17 +400,19 @@ export class Scanner {
     for (const group of rule.secretGroups) {
       const span = match.indices?.[group];
       if (span) {
-        this.accept(rule, text, span[0], span[1], out);
+        this.accept(rule, text, start, span[0], span[1], out);
         break;
       }
     }
     return n;
   }
 
-  private accept(rule: Rule, text: string, start: number, end: number, out: Finding[]): void {
+  private accept(rule: Rule, text: string, matchStart: number, start: number, end: number, out: Finding[]): void {
     const verdict = rule.check ? rule.check(text.slice(start, end)) : CONFIRMED;
     if (verdict === REJECT) return;
-    out.push(makeFinding(rule, start, end, text, verdict));
+    const finding = makeFinding(rule, start, end, text, verdict);
+    if (matchStart !== start) matchStarts.set(finding, matchStart);
+    out.push(finding);
   }
 }
 
@@ -482,8 +487,11 @@ export class StreamScanner {
     const { pendingFrom } = this.scanner.scanText(text, final, this.previous, found);
     const findings = resolveOverlaps(found);
     let safe = final ? text.length : Math.min(pendingFrom, Math.max(0, text.length - this.scanner.holdBack));
-    // A secret that straddles the release point is held back whole, so redaction never splits it.
-    for (const finding of findings) if (finding.start < safe && finding.end > safe) safe = finding.start;
+    // A finding not wholly released is held back from its match start (the scheme of a URL, the name in
+    // an assignment), so the next scan sees the whole match again and redaction never splits a secret.
+    for (const finding of findings) {
+      if (finding.end > safe) safe = Math.min(safe, matchStarts.get(finding) ?? finding.start);
+    }
     const released = findings.filter((f) => f.end <= safe);
     const fresh: Finding[] = [];
     for (const finding of released) {

@@ -1,0 +1,220 @@
+/**
+ * Scanner behaviour a data plane relies on: known secrets in every encoding, redaction that keeps JSON
+ * valid, streaming across chunk boundaries with a bounded hold-back, checksums, and bad input.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import { policySchema } from '../src/config/policy-schema.js';
+import { createScanner, dlpVerdict, findingsForAudit, RULES, secretsFromEnvironment } from '../src/dlp/index.js';
+import { checksummedToken, SAMPLES, seededRandom } from '../src/dlp/samples.js';
+
+const random = seededRandom(42);
+const scanner = createScanner();
+
+test('a GitHub token with a wrong CRC32 suffix is reported at lower confidence; a valid one is high', () => {
+  const valid = checksummedToken('ghp_', random);
+  const broken = valid.slice(0, -1) + (valid.endsWith('A') ? 'B' : 'A');
+  const [good] = scanner.scan(`token ${valid}`);
+  const [bad] = scanner.scan(`token ${broken}`);
+  assert.equal(good?.confidence, 'high');
+  assert.equal(good?.severity, 'high');
+  assert.equal(bad?.confidence, 'low');
+  assert.equal(bad?.severity, 'medium');
+});
+
+test('a card number must pass Luhn and an issuer prefix', () => {
+  assert.equal(scanner.scan('card 4111 1111 1111 1111 exp 12/29')[0]?.ruleId, 'payment-card-number');
+  assert.equal(scanner.scan('card 4111-1111-1111-1111')[0]?.ruleId, 'payment-card-number');
+  assert.deepEqual(scanner.scan('card 4111 1111 1111 1112'), []);
+  assert.deepEqual(scanner.scan('epoch 1700000000000123 ms'), []);
+  assert.deepEqual(scanner.scan('sha a4111111111111111b'), []);
+});
+
+test('a token glued to a preceding word is not a match, but one after an escaped newline is', () => {
+  const token = checksummedToken('ghp_', random);
+  assert.deepEqual(scanner.scan(`xyz${token}`), []);
+  assert.equal(scanner.scan(`"line\\n${token}"`).length, 1);
+});
+
+test('generic assignments need entropy and are not references or placeholders', () => {
+  assert.equal(scanner.scan('DB_PASSWORD=Tr0ub4dor&3xq')[0]?.ruleId, 'generic-password');
+  for (const benign of ['password = process.env.DB_PASSWORD', 'password: "changeme"', 'PASSWORD=${DB_PASSWORD}', 'password=xxxxxxxxxx', 'token: this.session.token']) {
+    assert.deepEqual(scanner.scan(benign), [], benign);
+  }
+});
+
+test('known secrets are found verbatim and base64-, hex- and URL-encoded, naming the secret not the value', () => {
+  const value = 'p@ss/word+Sup3r-secret value!';
+  const known = createScanner({ knownSecrets: [{ name: 'db-password', value }] });
+  const encodings: [string, string][] = [
+    ['verbatim', `x ${value} y`],
+    ['url', `https://example.test/?q=${encodeURIComponent(value)}&z=1`],
+    ['hex', `blob=${Buffer.from(value).toString('hex')}`],
+    ['hex', `BLOB=${Buffer.from(value).toString('hex').toUpperCase()}`],
+    ['base64', `Basic ${Buffer.from(value).toString('base64')}`],
+    // Inside a longer base64 blob, at each of the three alignments.
+    ['base64', Buffer.from(`a${value}`).toString('base64')],
+    ['base64', Buffer.from(`ab${value}`).toString('base64')],
+    ['base64', Buffer.from(`user:${value}`).toString('base64url')],
+  ];
+  for (const [encoding, text] of encodings) {
+    const findings = known.scan(text);
+    const finding = findings.find((f) => f.ruleId === 'known-secret');
+    assert.ok(finding, `${encoding}: ${text}`);
+    assert.equal(finding.secretName, 'db-password');
+    assert.equal(finding.encoding, encoding);
+    assert.ok(!JSON.stringify(finding).includes(value));
+    assert.ok(!finding.preview.includes('p@ss'));
+  }
+  assert.deepEqual(known.scan('nothing to see here'), []);
+});
+
+test('credential-looking environment variables become known secrets; paths and flags do not', () => {
+  const secrets = secretsFromEnvironment({
+    OPENAI_API_KEY: 'sk-live-value-0123456789',
+    GOOGLE_APPLICATION_CREDENTIALS: '/etc/gcp/key.json',
+    HOME: '/home/dev',
+    FEATURE_TOKEN_ENABLED: 'true',
+    SESSION_SECRET: 'short',
+  });
+  assert.deepEqual(secrets, [{ name: 'env:OPENAI_API_KEY', value: 'sk-live-value-0123456789' }]);
+});
+
+test('redactJson keeps JSON valid and removes the secret from values and keys', () => {
+  const token = checksummedToken('ghp_', random);
+  const pem = SAMPLES['private-key']!(random);
+  const value = {
+    content: [{ type: 'text', text: `here is ${token} and "quotes" \\ backslash` }],
+    config: { password: 'Xy9!kQ2#vB7m', note: 'ok', n: 4111111111111111 },
+    [`key-${token}`]: 1,
+    pem,
+  };
+  const redacted = scanner.redactJson(value);
+  const text = JSON.stringify(redacted);
+  assert.doesNotThrow(() => JSON.parse(text));
+  assert.ok(!text.includes(token));
+  assert.ok(!text.includes('Xy9!kQ2#vB7m'));
+  assert.ok(!text.includes('BEGIN RSA PRIVATE KEY-----\\n'), 'the PEM body is gone');
+  assert.match(text, /\[REDACTED:github-pat\]/);
+  assert.equal((redacted as typeof value).config.note, 'ok');
+  // The original is untouched.
+  assert.ok(JSON.stringify(value).includes(token));
+});
+
+test('redacting raw JSON text keeps it parseable even for a JSON-escaped private key', () => {
+  const text = JSON.stringify({ key: SAMPLES['private-key']!(random), token: SAMPLES['slack-bot-token']!(random) });
+  const out = scanner.redact(text);
+  assert.notEqual(out, text);
+  assert.doesNotThrow(() => JSON.parse(out));
+});
+
+test('deeply nested JSON is scanned without overflowing the stack', () => {
+  const token = checksummedToken('ghp_', random);
+  let value: unknown = { token };
+  for (let i = 0; i < 100_000; i++) value = [value];
+  const findings = scanner.scanJson(value);
+  assert.equal(findings.length, 1);
+  assert.ok(findings[0]!.path!.endsWith('/0/0/token'));
+  const redacted = scanner.redactJson(value);
+  assert.notEqual(redacted, value);
+});
+
+test('binary data and invalid UTF-8 are scanned as bytes, with byte offsets', () => {
+  const token = SAMPLES['anthropic-api-key']!(random);
+  const garbage = randomBytes(4096);
+  const invalid = Buffer.from([0xff, 0xfe, 0xc3, 0x28, 0xa0, 0xa1, 0xe2, 0x28, 0xa1, 0x00, 0x0a]);
+  const input = Buffer.concat([garbage, invalid, Buffer.from(token), invalid, garbage]);
+  const findings = scanner.scan(input).filter((f) => f.ruleId === 'anthropic-api-key');
+  assert.equal(findings.length, 1);
+  assert.equal(findings[0]!.start, garbage.length + invalid.length);
+  assert.equal(findings[0]!.end, garbage.length + invalid.length + token.length);
+  const redacted = scanner.redact(input);
+  assert.ok(Buffer.isBuffer(redacted));
+  assert.equal(redacted.indexOf(Buffer.from(token)), -1);
+  assert.deepEqual(redacted.subarray(0, garbage.length), garbage);
+});
+
+test('input over the limit is an explicit too_large outcome, which scan turns into an error', () => {
+  const small = createScanner({ maxBytes: 1024 });
+  const big = 'a'.repeat(1025);
+  assert.equal(small.check(big).status, 'too_large');
+  assert.throws(() => small.scan(big), { code: 'dlp_too_large' });
+  assert.equal(small.checkJson({ list: ['a'.repeat(600), 'b'.repeat(600)] }).status, 'too_large');
+  const settings = policySchema.parse({}).dlp;
+  assert.equal(dlpVerdict(small.check(big), settings, 'mcp').effect, 'deny');
+  assert.equal(dlpVerdict(small.check(big), { ...settings, onTooLarge: 'allow' }, 'mcp').effect, 'allow');
+});
+
+test('the policy action per surface decides block, redact or log', () => {
+  const settings = policySchema.parse({ dlp: { action: 'block', surfaces: { network: 'redact' } } }).dlp;
+  const secret = SAMPLES['stripe-secret-key']!(random);
+  const outcome = scanner.check(secret);
+  assert.equal(dlpVerdict(outcome, settings, 'mcp').effect, 'deny');
+  assert.equal(dlpVerdict(outcome, settings, 'network').effect, 'redact');
+  assert.equal(dlpVerdict(outcome, { ...settings, action: 'log', surfaces: {} }, 'mcp').effect, 'allow');
+  assert.equal(dlpVerdict(scanner.check('hello'), settings, 'mcp').effect, 'allow');
+  const audit = JSON.stringify(findingsForAudit(outcome.findings));
+  assert.ok(!audit.includes(secret.slice(8, 30)), 'the audit form of a finding carries no part of the secret');
+});
+
+test('a stream finds a secret split across every possible chunk boundary, once', () => {
+  for (const ruleId of ['github-pat', 'openai-api-key', 'azure-ad-client-secret', 'mailchimp-api-key', 'private-key', 'payment-card-number', 'database-url-password']) {
+    const secret = SAMPLES[ruleId]!(random);
+    const text = Buffer.from(`prefix text ${secret} suffix text`);
+    for (let cut = 1; cut < text.length; cut++) {
+      const stream = scanner.stream();
+      const a = stream.push(text.subarray(0, cut));
+      const b = stream.push(text.subarray(cut));
+      const c = stream.end();
+      const findings = [...a.findings, ...b.findings, ...c.findings].filter((f) => f.ruleId === ruleId);
+      assert.equal(findings.length, 1, `${ruleId} cut at ${cut}`);
+      assert.equal(Buffer.concat([a.release, b.release, c.release]).toString(), text.toString(), 'detect mode forwards the bytes unchanged');
+    }
+  }
+});
+
+test('a redacting stream never releases any part of a secret, even fed one byte at a time', () => {
+  const token = SAMPLES['slack-bot-token']!(random);
+  const text = Buffer.from(`{"a":"${token}","b":"${'x'.repeat(300)}"}`);
+  const stream = scanner.stream({ redact: true });
+  const out: Buffer[] = [];
+  let findings = 0;
+  let maxHeld = 0;
+  let fed = 0;
+  let released = 0;
+  for (const byte of text) {
+    const result = stream.push(Buffer.from([byte]));
+    fed++;
+    released += result.release.length;
+    out.push(result.release);
+    findings += result.findings.length;
+    maxHeld = Math.max(maxHeld, fed - released);
+  }
+  const last = stream.end();
+  out.push(last.release);
+  findings += last.findings.length;
+  const result = Buffer.concat(out).toString();
+  assert.equal(findings, 1);
+  assert.ok(!result.includes(token.slice(5, 20)));
+  assert.doesNotThrow(() => JSON.parse(result));
+  // Held back no more than the longest rule that could match here needs.
+  const longest = Math.max(...RULES.map((r) => r.maxLength));
+  assert.ok(maxHeld <= longest, `held ${maxHeld}`);
+});
+
+test('clean streaming text is released promptly, holding back only a short tail', () => {
+  const stream = scanner.stream();
+  const chunk = Buffer.from('lorem ipsum dolor sit amet consectetur adipiscing elit '.repeat(200));
+  const result = stream.push(chunk);
+  assert.ok(chunk.length - result.release.length <= scanner.holdBack + 1, `held ${chunk.length - result.release.length}`);
+});
+
+test('a stream over its byte limit says too_large and releases nothing more', () => {
+  const stream = createScanner().stream({ maxBytes: 100 });
+  assert.equal(stream.push(Buffer.alloc(80, 97)).tooLarge, false);
+  const over = stream.push(Buffer.alloc(80, 97));
+  assert.equal(over.tooLarge, true);
+  assert.equal(over.release.length, 0);
+  assert.equal(stream.end().tooLarge, true);
+});
