@@ -1,5 +1,78 @@
 import type { Command } from 'commander';
+import { examples, globalOptions, printJson } from './common.js';
 
 export function registerNodeCommands(program: Command): void {
-  void program;
+  examples(
+    program
+      .command('up')
+      .description('start a node on embedded defaults; on first run create the data dir, keys and an example policy')
+      .option('--api <address>', 'listen address for the local API (default: node.api.listen, 127.0.0.1:7400)')
+      .action(async (options: { api?: string }, command: Command) => {
+        const { existsSync, writeFileSync } = await import('node:fs');
+        const { join } = await import('node:path');
+        const { findConfigPath } = await import('../config/load.js');
+        const { EXAMPLE_CONFIG } = await import('../node/defaults.js');
+        const { ensurePrivateDir, resolveDataDir } = await import('../util/paths.js');
+        const globals = globalOptions(command);
+        const dataDir = ensurePrivateDir(resolveDataDir(globals.dataDir));
+        let configPath = findConfigPath(globals.config, dataDir);
+        if (!configPath) {
+          configPath = join(dataDir, 'gatehouse.yaml');
+          if (!existsSync(configPath)) {
+            writeFileSync(configPath, EXAMPLE_CONFIG, { mode: 0o600 });
+            process.stdout.write(`created ${configPath} (an example policy; edit it, it reloads on save)\n`);
+          }
+        }
+        await runNode({ ...globals, config: configPath, dataDir }, options.api);
+      }),
+    ['gatehouse up', 'GATEHOUSE_HOME=/tmp/gh gatehouse up --api 127.0.0.1:7500'],
+  );
+
+  examples(
+    program
+      .command('node')
+      .description('run a node from gatehouse.yaml: the local decision API (and, as they land, the gateway and proxy)')
+      .option('--api <address>', 'listen address for the local API (default: node.api.listen)')
+      .action(async (options: { api?: string }, command: Command) => {
+        await runNode(globalOptions(command), options.api);
+      }),
+    ['gatehouse node --config /etc/gatehouse/gatehouse.yaml', 'gatehouse --data-dir /var/lib/gatehouse node'],
+  );
+}
+
+async function runNode(globals: { config?: string; dataDir?: string }, apiListen: string | undefined): Promise<void> {
+  const { commandContext } = await import('./context.js');
+  const { startNode } = await import('../node/daemon.js');
+  const { createLogger } = await import('../node/log.js');
+  const { ensurePrivateDir } = await import('../util/paths.js');
+  const context = commandContext(globals, { requireConfig: true });
+  const logger = createLogger();
+  const node = await startNode({
+    configPath: context.configPath!,
+    dataDir: ensurePrivateDir(context.dataDir),
+    logger,
+    ...(apiListen ? { apiListen } : {}),
+  });
+  const lines = [
+    `gatehouse node "${node.name}" is running`,
+    `  config      ${context.configPath}`,
+    `  data dir    ${node.dataDir}`,
+    `  policy      ${node.holder.current.version} (${node.holder.current.ruleCount} rules) from ${node.holder.source}`,
+    `  decision API ${node.api.url}  (GET /healthz, POST /v1/decide, POST /v1/explain, GET /v1/policy)`,
+    `  audit log   ${node.dataDir}/audit/`,
+    `stop with Ctrl-C`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      process.stdout.write(`\n${signal}: stopping\n`);
+      node.close().then(resolve, (error: unknown) => {
+        logger.error({ error: String(error) }, 'error while stopping');
+        resolve();
+      });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  void printJson;
 }

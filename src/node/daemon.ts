@@ -1,0 +1,177 @@
+/**
+ * One node: its config, policy, audit log and local API, plus a watcher that reloads the policy when the
+ * config file (or the bundle it names) changes. An invalid new policy is refused and the old one stays;
+ * both outcomes are logged and audited.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { hostname } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { JsonlAuditLog } from '../audit/jsonl.js';
+import { newCorrelationId, type AuditLog, type AuditRecord } from '../audit/record.js';
+import { loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import { errorMessage } from '../util/errors.js';
+import { ensureNodeKeys, type KeyPair } from '../util/keys.js';
+import { ensurePrivateDir, expandHome } from '../util/paths.js';
+import { startApi, type Api } from './api.js';
+import { loadPolicy } from './policy-source.js';
+
+export interface NodeOptions {
+  configPath: string;
+  dataDir: string;
+  logger: Logger;
+  /** Overrides `node.api.listen` (tests use port 0). */
+  apiListen?: string;
+  audit?: AuditLog;
+}
+
+export interface PolicyState {
+  current: PolicyEngine;
+  loadedAt: string;
+  source: string;
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  changed: boolean;
+  version: string;
+  error?: string;
+}
+
+export interface RunningNode {
+  name: string;
+  config: Config;
+  dataDir: string;
+  keys: KeyPair;
+  holder: PolicyState;
+  audit: AuditLog;
+  api: Api;
+  /** Re-reads the config and swaps the policy if it is valid. */
+  reload(): Promise<ReloadResult>;
+  close(): Promise<void>;
+}
+
+function systemRecord(node: string, action: string, effect: AuditRecord['effect'], reason: string, engine: PolicyEngine, details?: Record<string, unknown>): AuditRecord {
+  const record: AuditRecord = {
+    v: 1,
+    time: new Date().toISOString(),
+    node,
+    principal: {},
+    surface: 'system',
+    action,
+    resource: 'policy',
+    effect,
+    rules: [],
+    reason,
+    latencyUs: 0,
+    correlationId: newCorrelationId(),
+    policy: { version: engine.version, digest: engine.digest },
+  };
+  if (details) record.details = details;
+  return record;
+}
+
+export async function startNode(options: NodeOptions): Promise<RunningNode> {
+  const { logger } = options;
+  const configPath = resolve(options.configPath);
+  let loaded = loadConfigFile(configPath);
+  const config = loaded.config;
+  const dataDir = ensurePrivateDir(options.dataDir);
+  const keys = ensureNodeKeys(dataDir);
+  const name = config.node.name ?? hostname();
+  const audit = options.audit ?? new JsonlAuditLog(join(dataDir, 'audit', 'audit.jsonl'));
+
+  const initial = loadPolicy(config, configPath);
+  const holder: PolicyState = { current: initial.engine, loadedAt: new Date().toISOString(), source: initial.source };
+  await audit.append(systemRecord(name, 'policy.load', 'info', `loaded policy ${initial.engine.version} from ${initial.source}`, initial.engine));
+  logger.info({ version: initial.engine.version, digest: initial.engine.digest, source: initial.source }, 'policy loaded');
+
+  const api = await startApi(options.apiListen ?? config.node.api.listen, { holder, audit, node: name });
+
+  const fingerprint = (): string => {
+    const hash = createHash('sha256');
+    hash.update(readFileSync(configPath));
+    const bundle = loaded.config.node.policyBundle;
+    if (bundle) {
+      try {
+        hash.update(readFileSync(resolve(dirname(configPath), expandHome(bundle))));
+      } catch {
+        hash.update('missing bundle');
+      }
+    }
+    return hash.digest('hex');
+  };
+  let lastFingerprint = fingerprint();
+
+  const reload = async (): Promise<ReloadResult> => {
+    const previous = holder.current;
+    let print: string;
+    try {
+      print = fingerprint();
+    } catch (error) {
+      print = `unreadable: ${errorMessage(error)}`;
+    }
+    if (print === lastFingerprint) return { ok: true, changed: false, version: previous.version };
+    lastFingerprint = print;
+    try {
+      const next = loadConfigFile(configPath);
+      const policy = loadPolicy(next.config, configPath);
+      loaded = next;
+      holder.current = policy.engine;
+      holder.loadedAt = new Date().toISOString();
+      holder.source = policy.source;
+      const reason = `reloaded policy ${previous.version} -> ${policy.engine.version}`;
+      logger.info({ from: previous.version, to: policy.engine.version }, 'policy reloaded');
+      await audit.append(systemRecord(name, 'policy.reload', 'info', reason, policy.engine, { previous: { version: previous.version, digest: previous.digest } }));
+      return { ok: true, changed: true, version: policy.engine.version };
+    } catch (error) {
+      const message = errorMessage(error);
+      logger.error({ error: message, keeping: previous.version }, 'policy reload refused; keeping the active policy');
+      await audit.append(systemRecord(name, 'policy.reload', 'error', `refused the new policy, keeping ${previous.version}: ${message}`, previous)).catch(() => undefined);
+      return { ok: false, changed: false, version: previous.version, error: message };
+    }
+  };
+
+  // Watch directories, not files: editors replace a file by renaming over it, which ends a file watch.
+  const watchers: FSWatcher[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  if (config.node.watch) {
+    const targets = new Map<string, Set<string>>();
+    const add = (path: string): void => {
+      const dir = dirname(path);
+      if (!targets.has(dir)) targets.set(dir, new Set());
+      targets.get(dir)!.add(basename(path));
+    };
+    add(configPath);
+    if (config.node.policyBundle) add(resolve(dirname(configPath), expandHome(config.node.policyBundle)));
+    for (const [dir, names] of targets) {
+      const watcher = watch(dir, (_event, file) => {
+        if (file !== null && !names.has(file.toString())) return;
+        clearTimeout(timer);
+        timer = setTimeout(() => void reload(), 100);
+      });
+      watcher.on('error', (error) => logger.warn({ error: error.message, dir }, 'config watch failed; reload on change is off'));
+      watchers.push(watcher);
+    }
+  }
+
+  return {
+    name,
+    config,
+    dataDir,
+    keys,
+    holder,
+    audit,
+    api,
+    reload,
+    async close() {
+      clearTimeout(timer);
+      for (const watcher of watchers) watcher.close();
+      await api.close();
+      await audit.close();
+    },
+  };
+}

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { startNode, type RunningNode } from '../src/node/daemon.js';
+
+const policyV1 = `version: 1
+node:
+  name: test-node
+agents:
+  ci-bot: { teams: [ci] }
+policy:
+  network:
+    - id: github
+      allow: [api.github.com]
+      ports: [443]
+    - id: internal
+      allow: [10.20.0.0/16]
+      teams: [ci]
+    - id: no-loopback
+      deny: [127.0.0.0/8]
+`;
+
+async function call(url: string, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}${path}`, { method, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString() || 'null') }));
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+describe('node: decision API over HTTP', () => {
+  let node: RunningNode;
+  let dir: string;
+  let configPath: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gh-node-'));
+    configPath = join(dir, 'gatehouse.yaml');
+    writeFileSync(configPath, policyV1);
+    node = await startNode({ configPath, dataDir: join(dir, 'data'), logger: pino({ level: 'silent' }), apiListen: '127.0.0.1:0' });
+  });
+  after(async () => node.close());
+
+  it('creates the data dir private to its user', () => {
+    assert.equal(statSync(join(dir, 'data')).mode & 0o777, 0o700);
+    assert.equal(statSync(join(dir, 'data', 'keys', 'node.key')).mode & 0o777, 0o600);
+  });
+
+  it('answers health checks', async () => {
+    const { status, json } = await call(node.api.url, 'GET', '/healthz');
+    assert.equal(status, 200);
+    assert.equal(json.status, 'ok');
+  });
+
+  it('decides network requests, with team scope from the agents section', async () => {
+    const allowed = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', agent: 'dev', host: 'api.github.com', port: 443 }));
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.json.effect, 'allow');
+    assert.deepEqual(allowed.json.rules, ['github']);
+    const internal = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', agent: 'ci-bot', host: '10.20.1.1', port: 5432 }));
+    assert.equal(internal.json.effect, 'allow');
+    const denied = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', agent: 'dev', host: '0x7f.1', port: 80 }));
+    assert.equal(denied.json.effect, 'deny');
+    assert.deepEqual(denied.json.rules, ['no-loopback']);
+    assert.equal(typeof denied.json.latencyUs, 'number');
+  });
+
+  it('writes one audit record per decision', async () => {
+    const correlationId = 'test-correlation-1';
+    await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', agent: 'dev', host: 'evil.example', port: 443, correlationId }));
+    await waitFor(async () => readFileSync(join(dir, 'data', 'audit', 'audit.jsonl'), 'utf8').includes(correlationId), 'the audit record');
+    const records = readFileSync(join(dir, 'data', 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const record = records.find((r) => r.correlationId === correlationId);
+    assert.equal(record.effect, 'deny');
+    assert.equal(record.surface, 'network');
+    assert.equal(record.resource, 'evil.example:443');
+    assert.equal(record.principal.agent, 'dev');
+    assert.equal(record.node, 'test-node');
+    assert.equal(record.policy.digest, node.holder.current.digest);
+  });
+
+  it('refuses malformed requests with one clear sentence', async () => {
+    const badJson = await call(node.api.url, 'POST', '/v1/decide', '{"surface":');
+    assert.equal(badJson.status, 400);
+    assert.equal(badJson.json.error.message, 'the request body is not valid JSON');
+    const typo = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'mcp', server: 'fs', tool_name: 'x' }));
+    assert.equal(typo.status, 400);
+    assert.match(typo.json.error.message, /unknown field "tool_name"/);
+    const surface = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'dns' }));
+    assert.match(surface.json.error.message, /"surface"/);
+  });
+
+  it('refuses a request whose Host header is not loopback (DNS rebinding)', async () => {
+    const { status, json } = await call(node.api.url, 'GET', '/v1/policy', undefined, { host: 'evil.example' });
+    assert.equal(status, 403);
+    assert.equal(json.error.code, 'host_not_allowed');
+  });
+
+  it('reports the active policy version and digest', async () => {
+    const { json } = await call(node.api.url, 'GET', '/v1/policy');
+    assert.equal(json.version, node.holder.current.version);
+    assert.match(json.digest, /^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('keeps the old policy when the new one is invalid, and records both outcomes', async () => {
+    const before = node.holder.current.version;
+    writeFileSync(configPath, policyV1.replace('ports: [443]', 'ports: [443]\n      prots: [1]'));
+    const refused = await node.reload();
+    assert.equal(refused.ok, false);
+    assert.match(refused.error ?? '', /gatehouse\.yaml:\d+:\d+: policy\.network\[0\]\.prots: unknown key/);
+    assert.equal(node.holder.current.version, before);
+    const still = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', host: 'api.github.com', port: 443 }));
+    assert.equal(still.json.effect, 'allow');
+
+    // A valid change is picked up by the file watcher, without calling reload.
+    writeFileSync(configPath, policyV1.replace('allow: [api.github.com]', 'allow: [api.github.com, registry.npmjs.org]'));
+    await waitFor(async () => node.holder.current.version !== before, 'the watcher to reload');
+    const npm = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', host: 'registry.npmjs.org', port: 443 }));
+    assert.equal(npm.json.effect, 'allow');
+
+    const records = readFileSync(join(dir, 'data', 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const reloads = records.filter((r) => r.action === 'policy.reload');
+    assert.ok(reloads.some((r) => r.effect === 'error' && /keeping/.test(r.reason)), 'the refused reload is audited');
+    assert.ok(reloads.some((r) => r.effect === 'info' && r.policy.version === node.holder.current.version), 'the accepted reload is audited');
+  });
+});
