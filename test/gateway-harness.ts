@@ -73,3 +73,61 @@ export async function startHarness(config: Record<string, unknown>): Promise<Har
 export function everythingUpstream(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { command: process.execPath, args: [everythingEntry, 'stdio'], ...extra };
 }
+
+/** The misbehaving fixture server (test/fixtures/fixture-server.ts), compiled beside this file. */
+export const fixtureEntry = new URL('./fixtures/fixture-server.js', import.meta.url).pathname;
+
+export function fixtureUpstream(extra: Record<string, unknown> = {}, args: string[] = []): Record<string, unknown> {
+  return { command: process.execPath, args: [fixtureEntry, ...args], ...extra };
+}
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** A raw HTTP request to the gateway, for what the SDK client would never send (bad Host, bad JSON). */
+export async function rawRequest(
+  url: string,
+  options: { method?: string; headers?: Record<string, string>; body?: string | Buffer },
+): Promise<RawResponse> {
+  const { request } = await import('node:http');
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: target.hostname, port: target.port, path: target.pathname, method: options.method ?? 'POST', headers: options.headers ?? {} },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('raw request timed out')));
+    req.end(options.body);
+  });
+}
+
+export const JSON_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+
+/** Opens a session by hand and returns its id (for raw requests on it). */
+export async function rawSession(url: string, key: string): Promise<string> {
+  const response = await rawRequest(url, {
+    headers: { ...JSON_HEADERS, authorization: `Bearer ${key}` },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+    }),
+  });
+  const id = response.headers['mcp-session-id'];
+  if (typeof id !== 'string') throw new Error(`initialize failed: ${response.status} ${response.body}`);
+  await rawRequest(url, {
+    headers: { ...JSON_HEADERS, authorization: `Bearer ${key}`, 'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18' },
+    body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+  });
+  return id;
+}

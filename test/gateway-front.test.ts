@@ -1,0 +1,204 @@
+/**
+ * The gateway's front door with real parts: authentication (agent keys, OAuth JWTs against a JWKS served on
+ * 127.0.0.1, anonymous loopback), DNS-rebinding checks, bad input, and policy views per agent.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { ProtocolError, type CallToolResult } from '@modelcontextprotocol/client';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { fixtureUpstream, JSON_HEADERS, rawRequest, rawSession, startHarness, type Harness } from './gateway-harness.js';
+
+let harness: Harness;
+let aliceKey: string;
+let bobKey: string;
+let jwks: Server;
+let issuer: string;
+let privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+
+before(async () => {
+  const pair = await generateKeyPair('ES256');
+  privateKey = pair.privateKey;
+  const publicJwk = { ...(await exportJWK(pair.publicKey)), kid: 'test-key', alg: 'ES256', use: 'sig' };
+  jwks = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [publicJwk] }));
+  });
+  jwks.listen(0, '127.0.0.1');
+  await new Promise((resolve) => jwks.once('listening', resolve));
+  issuer = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}`;
+
+  harness = await startHarness({
+    agents: { bob: { teams: ['ops'] } },
+    gateway: {
+      maxMessageBytes: 64 * 1024,
+      auth: { oauth: { issuer, jwksUri: `${issuer}/jwks.json`, audience: 'http://127.0.0.1/mcp' } },
+      upstreams: { fixture: fixtureUpstream() },
+    },
+    policy: {
+      mcp: [
+        { id: 'dev-basic', teams: ['dev'], allow: { server: 'fixture', tools: ['hello', 'echo'] } },
+        { id: 'ops-all', teams: ['ops'], allow: { server: 'fixture', tools: ['*'] } },
+        { id: 'no-forbidden-echo', deny: { server: 'fixture', tools: ['echo'] }, when: "has(args.message) && args.message.contains('forbidden')" },
+      ],
+    },
+  });
+  aliceKey = harness.agents.add('alice', ['dev']).key;
+  bobKey = harness.agents.add('bob').key;
+});
+
+after(async () => {
+  await harness.close();
+  jwks.close();
+});
+
+async function token(claims: Record<string, unknown>, options: { audience?: string; expiresIn?: string } = {}): Promise<string> {
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256', kid: 'test-key' })
+    .setIssuer(issuer)
+    .setAudience(options.audience ?? 'http://127.0.0.1/mcp')
+    .setIssuedAt()
+    .setExpirationTime(options.expiresIn ?? '5m')
+    .sign(privateKey);
+}
+
+describe('policy views', () => {
+  test('two agents see different tools, each exactly what its teams allow', async () => {
+    const alice = await harness.connect(aliceKey);
+    const bob = await harness.connect(bobKey);
+    const aliceTools = (await alice.listTools()).tools.map((tool) => tool.name).sort();
+    const bobTools = (await bob.listTools()).tools.map((tool) => tool.name);
+    assert.deepEqual(aliceTools, ['fixture__echo', 'fixture__hello']);
+    assert.ok(bobTools.includes('fixture__crash') && bobTools.includes('fixture__hello'));
+  });
+
+  test('a call to a hidden tool gets the same error as a call to a missing one, and both are recorded', async () => {
+    const alice = await harness.connect(aliceKey);
+    const hidden = await alice.callTool({ name: 'fixture__crash', arguments: {} }).catch((error: unknown) => error);
+    const missing = await alice.callTool({ name: 'fixture__nothing', arguments: {} }).catch((error: unknown) => error);
+    assert.ok(hidden instanceof ProtocolError && missing instanceof ProtocolError);
+    assert.equal(hidden.code, missing.code);
+    assert.equal(hidden.message.replace('fixture__crash', 'NAME'), missing.message.replace('fixture__nothing', 'NAME'));
+    const denials = harness.audit.records.filter((record) => record.action === 'tools/call' && record.effect === 'deny' && record.principal.agent === 'alice');
+    assert.ok(denials.some((record) => record.resource === 'fixture/fixture__crash'));
+    assert.ok(denials.some((record) => record.resource.endsWith('fixture__nothing')));
+  });
+
+  test('an argument condition denies one call and allows another to the same tool', async () => {
+    const alice = await harness.connect(aliceKey);
+    const allowed = (await alice.callTool({ name: 'fixture__echo', arguments: { message: 'fine' } })) as CallToolResult;
+    assert.equal(allowed.isError, undefined);
+    const denied = (await alice.callTool({ name: 'fixture__echo', arguments: { message: 'something forbidden' } })) as CallToolResult;
+    assert.equal(denied.isError, true);
+    assert.match(JSON.stringify(denied.content), /Denied by Gatehouse policy \(no-forbidden-echo\)/);
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/call' && r.resource === 'fixture/echo');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['no-forbidden-echo']);
+  });
+});
+
+describe('authentication', () => {
+  test('refuses a request without credentials with 401 and a pointer to the protected-resource metadata', async () => {
+    const response = await rawRequest(harness.gateway.url, { headers: JSON_HEADERS, body: '{}' });
+    assert.equal(response.status, 401);
+    assert.match(String(response.headers['www-authenticate']), /^Bearer resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"$/);
+    const metadata = await rawRequest(harness.gateway.url.replace(/\/mcp$/, '/.well-known/oauth-protected-resource/mcp'), { method: 'GET' });
+    assert.equal(metadata.status, 200);
+    assert.deepEqual(JSON.parse(metadata.body).authorization_servers, [issuer]);
+  });
+
+  test('refuses a wrong agent key', async () => {
+    const wrong = aliceKey.slice(0, -2) + (aliceKey.endsWith('AA') ? 'BB' : 'AA');
+    await assert.rejects(harness.connect(wrong));
+    const response = await rawRequest(harness.gateway.url, { headers: { ...JSON_HEADERS, authorization: `Bearer ${wrong}` }, body: '{}' });
+    assert.equal(response.status, 401);
+    assert.match(String(response.headers['www-authenticate']), /error="invalid_token"/);
+  });
+
+  test('accepts an OAuth JWT from the configured issuer and takes agent and teams from its claims', async () => {
+    const client = await harness.connect(undefined, {}, { authorization: `Bearer ${await token({ sub: 'user-1', azp: 'ide', groups: ['dev'] })}` });
+    const tools = (await client.listTools()).tools.map((tool) => tool.name).sort();
+    assert.deepEqual(tools, ['fixture__echo', 'fixture__hello']);
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/list' && r.principal.agent === 'ide');
+    assert.equal(record?.principal.user, 'user-1');
+  });
+
+  test('refuses a JWT for another audience and an expired JWT', async () => {
+    for (const bad of [await token({ azp: 'ide' }, { audience: 'https://other.example/mcp' }), await token({ azp: 'ide' }, { expiresIn: '-1m' })]) {
+      const response = await rawRequest(harness.gateway.url, { headers: { ...JSON_HEADERS, authorization: `Bearer ${bad}` }, body: '{}' });
+      assert.equal(response.status, 401);
+    }
+  });
+
+  test('a session belongs to the identity that opened it: another agent gets "Session not found"', async () => {
+    const session = await rawSession(harness.gateway.url, aliceKey);
+    const response = await rawRequest(harness.gateway.url, {
+      headers: { ...JSON_HEADERS, authorization: `Bearer ${bobKey}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+    });
+    assert.equal(response.status, 404);
+  });
+
+  test('anonymous loopback callers get in only when the config allows it', async () => {
+    const open = await startHarness({
+      gateway: { auth: { allowAnonymousLoopback: true }, upstreams: { fixture: fixtureUpstream() } },
+      policy: { mcp: [{ id: 'anon', agents: ['anonymous'], allow: { server: 'fixture', tools: ['hello'] } }] },
+    });
+    try {
+      const client = await open.connect(undefined);
+      assert.deepEqual((await client.listTools()).tools.map((tool) => tool.name), ['fixture__hello']);
+    } finally {
+      await open.close();
+    }
+    const response = await rawRequest(harness.gateway.url, { headers: JSON_HEADERS, body: '{}' });
+    assert.equal(response.status, 401);
+  });
+});
+
+describe('DNS rebinding and bad input', () => {
+  test('refuses a Host header that is not the gateway\'s own name', async () => {
+    const response = await rawRequest(harness.gateway.url, { headers: { ...JSON_HEADERS, host: 'attacker.example:7401', authorization: `Bearer ${aliceKey}` }, body: '{}' });
+    assert.equal(response.status, 403);
+    assert.match(JSON.parse(response.body).error.message, /Host header/);
+  });
+
+  test('refuses a browser Origin that is not allowed', async () => {
+    const response = await rawRequest(harness.gateway.url, {
+      headers: { ...JSON_HEADERS, origin: 'http://attacker.example', authorization: `Bearer ${aliceKey}` },
+      body: '{}',
+    });
+    assert.equal(response.status, 403);
+  });
+
+  test('answers malformed JSON with a JSON-RPC parse error and records it', async () => {
+    const response = await rawRequest(harness.gateway.url, { headers: { ...JSON_HEADERS, authorization: `Bearer ${aliceKey}` }, body: '{"jsonrpc":' });
+    assert.equal(response.status, 400);
+    assert.equal(JSON.parse(response.body).error.code, -32700);
+    assert.ok(harness.audit.records.some((r) => r.action === 'request.parse-error' && r.principal.agent === 'alice'));
+  });
+
+  test('answers a message over the size limit with 413 before reading it all', async () => {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { pad: 'x'.repeat(100 * 1024) } });
+    const response = await rawRequest(harness.gateway.url, { headers: { ...JSON_HEADERS, authorization: `Bearer ${aliceKey}` }, body });
+    assert.equal(response.status, 413);
+    assert.ok(harness.audit.records.some((r) => r.action === 'request.too-large'));
+  });
+
+  test('answers an unknown method with -32601 and JSON that is not JSON-RPC with an error, on a live session', async () => {
+    const session = await rawSession(harness.gateway.url, aliceKey);
+    const headers = { ...JSON_HEADERS, authorization: `Bearer ${aliceKey}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' };
+    const unknown = await rawRequest(harness.gateway.url, { headers, body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/explode' }) });
+    assert.match(unknown.body, /-32601/);
+    const notRpc = await rawRequest(harness.gateway.url, { headers, body: JSON.stringify({ hello: 'world' }) });
+    assert.equal(notRpc.status, 400);
+    assert.match(notRpc.body, /"code":-32\d{3}/);
+    const noSession = await rawRequest(harness.gateway.url, {
+      headers: { ...JSON_HEADERS, authorization: `Bearer ${aliceKey}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'tools/list' }),
+    });
+    assert.equal(noSession.status, 400);
+    // The session still works after all of that.
+    const list = await rawRequest(harness.gateway.url, { headers, body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/list' }) });
+    assert.match(list.body, /fixture__hello/);
+  });
+});
