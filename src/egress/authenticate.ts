@@ -1,0 +1,55 @@
+/**
+ * The authenticate step. A caller on a session socket is the session's principal: the socket is the
+ * identity, and nothing the caller says changes it. Anyone else shows an agent key, in Proxy-Authorization
+ * (`Basic` with the key as the password, or `Bearer <key>`) or as the SOCKS5 password.
+ */
+import type { Principal } from '../policy/types.js';
+import { Refusal } from './refusal.js';
+
+/** Turns an agent key into its principal; undefined for an unknown or revoked key. */
+export type Authenticate = (key: string) => Principal | undefined | Promise<Principal | undefined>;
+
+/** Who is on the other end of a client socket, as far as the listener knows before any request. */
+export interface Client {
+  listener: 'tcp' | 'session' | 'socks';
+  /** Set for session sockets: the principal the session was opened for. */
+  principal?: Principal;
+  session?: string;
+  remote: string;
+}
+
+export interface Caller {
+  principal: Principal;
+  session: string | undefined;
+}
+
+export async function authenticateCaller(client: Client, key: string | undefined, authenticate: Authenticate): Promise<Caller | Refusal> {
+  if (client.principal) return { principal: client.principal, session: client.session };
+  if (key === undefined || key === '') {
+    return new Refusal(407, 'auth-required', 'send your agent key in Proxy-Authorization (for example http://agent:<key>@127.0.0.1:7402)');
+  }
+  let principal: Principal | undefined;
+  try {
+    principal = await authenticate(key);
+  } catch {
+    principal = undefined;
+  }
+  if (!principal) return new Refusal(407, 'auth-required', 'the agent key in Proxy-Authorization is not valid');
+  return { principal, session: undefined };
+}
+
+/** The key in a Proxy-Authorization header: the Basic password (or user, when the password is empty), or a Bearer token. */
+export function keyFromProxyAuthorization(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const space = header.indexOf(' ');
+  if (space < 0) return undefined;
+  const scheme = header.slice(0, space).toLowerCase();
+  const value = header.slice(space + 1).trim();
+  if (scheme === 'bearer') return value;
+  if (scheme !== 'basic') return undefined;
+  const decoded = Buffer.from(value, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return decoded;
+  const password = decoded.slice(colon + 1);
+  return password === '' ? decoded.slice(0, colon) : password;
+}

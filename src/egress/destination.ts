@@ -1,0 +1,162 @@
+/**
+ * The decide and resolve-check steps: may this principal reach this host and port, and at which addresses.
+ * Policy decisions come only from the PolicyEngine; this file adds the one thing policy does not say by
+ * default: non-public addresses are refused unless a rule names them by IP or CIDR.
+ */
+import ipaddr from 'ipaddr.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import type { Decision, NetworkRequest, Principal } from '../policy/types.js';
+import { isAllowed } from '../policy/types.js';
+import { classifyAddress, type CheckedAddress } from './addresses.js';
+import { Refusal } from './refusal.js';
+import type { Resolver } from './resolver.js';
+import type { Target } from './target.js';
+
+export interface Destination {
+  target: Target;
+  scheme?: string;
+  method?: string;
+  path?: string;
+}
+
+/** A destination that passed policy: the addresses the proxy may dial, in order, and the deciding decision. */
+export interface CheckedDestination {
+  decision: Decision;
+  addresses: CheckedAddress[];
+}
+
+const RESOLVE_TIMEOUT_MS = 5_000;
+
+export function networkRequest(principal: Principal, destination: Destination, correlationId: string, addresses?: string[]): NetworkRequest {
+  const request: NetworkRequest = {
+    surface: 'network',
+    host: destination.target.host,
+    port: destination.target.port,
+    correlationId,
+  };
+  if (principal.agent !== undefined) request.agent = principal.agent;
+  if (principal.teams !== undefined) request.teams = principal.teams;
+  if (principal.user !== undefined) request.user = principal.user;
+  if (principal.claims !== undefined) request.claims = principal.claims;
+  if (destination.scheme !== undefined) request.scheme = destination.scheme;
+  if (destination.method !== undefined) request.method = destination.method;
+  if (destination.path !== undefined) request.path = destination.path;
+  if (addresses !== undefined) request.addresses = addresses;
+  return request;
+}
+
+/**
+ * Step "decide": the host-level decision, before any DNS query leaves for a host that is denied anyway (a
+ * query is itself a way to leak data). Undefined means "decide after resolving": the target is an IP literal,
+ * or no rule names the host but a rule allowing by CIDR might cover its addresses.
+ */
+export function decideDestination(engine: PolicyEngine, principal: Principal, destination: Destination, correlationId: string): Decision | Refusal | undefined {
+  if (destination.target.ip) return undefined;
+  const decision = engine.decide(networkRequest(principal, destination, correlationId));
+  if (isAllowed(decision)) return decision;
+  if (decision.rules.length === 0 && allowsByCidr(engine)) return undefined;
+  return policyRefusal(decision, destination.target.host);
+}
+
+const cidrAllowCache = new WeakMap<PolicyEngine, boolean>();
+
+/** Whether any allow rule names an IP or CIDR (computed once per compiled policy). */
+function allowsByCidr(engine: PolicyEngine): boolean {
+  let found = cidrAllowCache.get(engine);
+  if (found === undefined) {
+    found = engine.document.network.some((rule) => rule.allow?.some((entry) => ipaddr.isValid(entry.replace(/^\[|\]$/g, '')) || ipaddr.isValidCIDR(entry)) ?? false);
+    cidrAllowCache.set(engine, found);
+  }
+  return found;
+}
+
+/**
+ * Step "resolve-check": resolves once, checks every answer against the default-blocked ranges and against
+ * the policy (a deny on any address denies), and returns the addresses that may be dialled.
+ */
+export async function resolveAndCheck(
+  engine: PolicyEngine,
+  resolver: Resolver,
+  principal: Principal,
+  destination: Destination,
+  correlationId: string,
+): Promise<CheckedDestination | Refusal> {
+  const { target } = destination;
+  let answers: string[];
+  if (target.ip) {
+    answers = [target.ip.address];
+  } else {
+    try {
+      answers = await withTimeout(resolver(target.host), RESOLVE_TIMEOUT_MS);
+    } catch (error) {
+      return new Refusal(502, 'resolve-failed', `${target.host} did not resolve (${(error as { code?: string }).code ?? 'error'})`);
+    }
+    if (answers.length === 0) return new Refusal(502, 'resolve-failed', `${target.host} resolved to no addresses`);
+  }
+  const checked: CheckedAddress[] = [];
+  for (const answer of answers) {
+    const address = classifyAddress(answer);
+    if (!address) return new Refusal(502, 'resolve-failed', `${target.host} resolved to something that is not an IP address`);
+    if (address.blockedRange !== undefined && !explicitlyAllowed(engine, principal, destination, address, correlationId)) {
+      return new Refusal(
+        403,
+        'blocked-address',
+        `${target.host} resolves to ${address.address} (${address.blockedRange}), which is blocked unless a network rule allows that address by IP or CIDR`,
+      );
+    }
+    checked.push(address);
+  }
+  const decision = engine.decide(networkRequest(principal, destination, correlationId, checked.map((a) => a.address)));
+  if (!isAllowed(decision)) return policyRefusal(decision, target.host);
+  return { decision, addresses: checked };
+}
+
+/**
+ * A non-public address is allowed only when an allowing rule names it by IP or CIDR: a catch-all host
+ * pattern such as `*` or `**` must not open loopback, the metadata service or the LAN.
+ */
+function explicitlyAllowed(engine: PolicyEngine, principal: Principal, destination: Destination, address: CheckedAddress, correlationId: string): boolean {
+  const decision = engine.decide(networkRequest(principal, { ...destination, target: { host: address.address, port: destination.target.port } }, correlationId));
+  if (decision.effect !== 'allow') return false;
+  const parsed = ipaddr.parse(address.address);
+  return engine.document.network.some(
+    (rule) => rule.allow !== undefined && decision.rules.includes(rule.id) && rule.allow.some((entry) => namesAddress(entry, parsed)),
+  );
+}
+
+function namesAddress(entry: string, address: ipaddr.IPv4 | ipaddr.IPv6): boolean {
+  try {
+    if (entry.includes('/')) {
+      if (!ipaddr.isValidCIDR(entry)) return false;
+      const [network, prefix] = ipaddr.parseCIDR(entry);
+      return network.kind() === address.kind() && address.match(network, prefix);
+    }
+    const literal = entry.startsWith('[') && entry.endsWith(']') ? entry.slice(1, -1) : entry;
+    if (!ipaddr.isValid(literal)) return false;
+    const named = ipaddr.process(literal);
+    return named.kind() === address.kind() && named.toNormalizedString() === address.toNormalizedString();
+  } catch {
+    return false;
+  }
+}
+
+function policyRefusal(decision: Decision, host: string): Refusal {
+  const rules = decision.rules.length > 0 ? ` (rule ${decision.rules.join(', ')})` : '';
+  return new Refusal(403, 'policy-denied', `the network policy denies ${host}${rules}: ${decision.reason}`, decision.rules);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(Object.assign(new Error('timed out'), { code: 'ETIMEOUT' })), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}

@@ -1,0 +1,149 @@
+/**
+ * Request-target and header checks for HTTP requests the proxy can see (plain HTTP in absolute form, and
+ * requests inside an inspected tunnel in origin form). Node's parser (llhttp, strict mode) already refuses
+ * malformed request lines, bare LF, duplicate or conflicting Content-Length and Transfer-Encoding with
+ * Content-Length; this file refuses what it lets through that a proxy must not forward.
+ */
+import type { IncomingMessage } from 'node:http';
+import { Refusal } from './refusal.js';
+import { parseAuthority, printable, type Target } from './target.js';
+
+export interface HttpTarget {
+  target: Target;
+  scheme: 'http' | 'https';
+  /** Normalised path (dot segments resolved, unreserved escapes decoded), without the query. */
+  path: string;
+  /** What is sent upstream: the normalised path plus the original query. */
+  pathAndQuery: string;
+}
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy's own credentials: never forwarded. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'proxy-connection',
+  'keep-alive',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Parses `http://host[:port]/path?query` (absolute form, RFC 9112 §3.2.2) strictly. */
+export function parseAbsoluteForm(url: string): HttpTarget | Refusal {
+  const match = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^#]*)$/.exec(url);
+  if (!match) {
+    if (url.startsWith('/')) {
+      return new Refusal(400, 'bad-request', 'this is a proxy: send an absolute URI such as http://example.com/ (or use CONNECT for HTTPS)');
+    }
+    return new Refusal(400, 'bad-request', `"${printable(url)}" is not an absolute http:// URI`);
+  }
+  const [, schemeText = '', authority = '', rest = ''] = match;
+  const scheme = schemeText.toLowerCase();
+  if (scheme !== 'http') {
+    return new Refusal(400, 'bad-request', `${scheme}:// requests are not forwarded in the clear; use CONNECT for HTTPS`);
+  }
+  const target = parseAuthority(authority, 80);
+  if (target instanceof Refusal) return target;
+  return withPath(target, 'http', rest === '' ? '/' : rest);
+}
+
+/** Combines a known target (an inspected tunnel's) with an origin-form request target `/path?query`. */
+export function parseOriginForm(target: Target, scheme: 'http' | 'https', url: string): HttpTarget | Refusal {
+  if (!url.startsWith('/')) {
+    return new Refusal(400, 'bad-request', `"${printable(url)}" is not an origin-form request target (it must start with "/")`);
+  }
+  return withPath(target, scheme, url);
+}
+
+function withPath(target: Target, scheme: 'http' | 'https', pathAndQuery: string): HttpTarget | Refusal {
+  if (!pathAndQuery.startsWith('/') && !pathAndQuery.startsWith('?')) {
+    return new Refusal(400, 'bad-request', 'the request path must start with "/"');
+  }
+  const question = pathAndQuery.indexOf('?');
+  const rawPath = question < 0 ? pathAndQuery : pathAndQuery.slice(0, question);
+  const query = question < 0 ? '' : pathAndQuery.slice(question);
+  const path = normalisePath(rawPath === '' ? '/' : rawPath);
+  if (path instanceof Refusal) return path;
+  return { target, scheme, path, pathAndQuery: path + query };
+}
+
+/**
+ * One spelling per path, so the path policy decides on is the path the server gets: unreserved
+ * percent-escapes decoded (`/%61dmin` is `/admin`), dot segments resolved, and escapes a server might read
+ * as structure (`%2F`, `%5C`, `%00`, `%2E` in a segment) or backslashes refused.
+ */
+export function normalisePath(path: string): string | Refusal {
+  if (/[^\x21-\x7e]/.test(path)) return new Refusal(400, 'bad-request', 'the request path contains spaces, control or non-ASCII characters');
+  if (path.includes('\\')) return new Refusal(400, 'bad-request', 'the request path contains a backslash');
+  if (/%(?![0-9A-Fa-f]{2})/.test(path)) return new Refusal(400, 'bad-request', 'the request path has a malformed percent-escape');
+  if (/%(2f|5c|00)/i.test(path)) return new Refusal(400, 'bad-request', 'the request path contains an encoded "/", "\\" or NUL');
+  const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
+    const code = parseInt(hex, 16);
+    const char = String.fromCharCode(code);
+    return /[A-Za-z0-9._~-]/.test(char) ? char : escape.toUpperCase();
+  });
+  const output: string[] = [];
+  const segments = decoded.split('/').slice(1);
+  segments.forEach((segment, index) => {
+    const last = index === segments.length - 1;
+    if (segment === '.') {
+      if (last) output.push('');
+    } else if (segment === '..') {
+      output.pop();
+      if (last) output.push('');
+    } else {
+      output.push(segment);
+    }
+  });
+  return '/' + output.join('/');
+}
+
+/**
+ * The Host header must be present once and name the same host and port as the request target: a request
+ * that says one destination to the proxy and another to the server (fronting) is refused.
+ */
+export function checkHostHeader(request: IncomingMessage, target: Target, scheme: 'http' | 'https'): Refusal | undefined {
+  const hosts = request.headersDistinct.host ?? [];
+  if (hosts.length > 1) return new Refusal(400, 'host-mismatch', 'the request has more than one Host header');
+  const hostValue = hosts[0];
+  if (hostValue === undefined) {
+    // HTTP/1.0 without Host: the absolute URI alone names the destination.
+    return request.httpVersion === '1.0' ? undefined : new Refusal(400, 'host-mismatch', 'the request has no Host header');
+  }
+  const named = parseAuthority(hostValue, scheme === 'https' ? 443 : 80);
+  if (named instanceof Refusal) return new Refusal(400, 'host-mismatch', `the Host header is not valid: ${named.message}`);
+  if (named.host !== target.host || named.port !== target.port) {
+    return new Refusal(
+      403,
+      'host-mismatch',
+      `the Host header names ${printable(hostValue)} but the request goes to ${target.host}:${target.port}`,
+    );
+  }
+  return undefined;
+}
+
+/** Transfer-Encoding other than exactly "chunked" is refused: intermediaries disagree on what it means. */
+export function checkFraming(request: IncomingMessage): Refusal | undefined {
+  const encodings = request.headersDistinct['transfer-encoding'];
+  if (encodings === undefined) return undefined;
+  if (encodings.length !== 1 || encodings[0]?.trim().toLowerCase() !== 'chunked') {
+    return new Refusal(400, 'smuggling', 'the request has a Transfer-Encoding other than "chunked"');
+  }
+  return undefined;
+}
+
+/** The request's headers as a flat [name, value, ...] list for forwarding: hop-by-hop headers removed. */
+export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined): string[] {
+  const drop = new Set(HOP_BY_HOP);
+  for (const value of [extraHopByHop ?? []].flat()) {
+    for (const name of value.split(',')) drop.add(name.trim().toLowerCase());
+  }
+  const out: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (!drop.has(name.toLowerCase())) out.push(name, rawHeaders[i + 1] as string);
+  }
+  return out;
+}

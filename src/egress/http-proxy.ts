@@ -1,0 +1,266 @@
+/**
+ * The HTTP listener's two flows, each an ordered chain of steps that can end it with a refusal:
+ *
+ *   CONNECT:      authenticate → parse target → limit → decide → resolve-check → (inspect | dial → splice) → record
+ *   absolute URI: authenticate → parse target → check framing and Host → limit → decide → resolve-check
+ *                 → forward → record
+ *
+ * Transport only: decisions come from destination.ts (the PolicyEngine), refusals become bytes here.
+ */
+import { request as httpRequest, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { newCorrelationId } from '../audit/record.js';
+import { authenticateCaller, keyFromProxyAuthorization, type Caller, type Client } from './authenticate.js';
+import type { CheckedAddress } from './addresses.js';
+import { decideDestination, resolveAndCheck, type Destination } from './destination.js';
+import { checkFraming, checkHostHeader, forwardableHeaders, parseAbsoluteForm } from './http-message.js';
+import type { Facts } from './record.js';
+import { REASON_HEADER, Refusal } from './refusal.js';
+import type { Runtime } from './runtime.js';
+import { formatTarget, parseAuthority } from './target.js';
+import { dial, splice } from './tunnel.js';
+
+const UNKNOWN_CLIENT: Client = { listener: 'tcp', remote: 'unknown' };
+
+export function clientOf(runtime: Runtime, socket: object): Client {
+  return runtime.clients.get(socket) ?? UNKNOWN_CLIENT;
+}
+
+/** Steps shared by every flow before the destination is known: audit health, then who is asking. */
+async function admit(runtime: Runtime, client: Client, proxyAuthorization: string | undefined): Promise<Caller | Refusal> {
+  if (runtime.recorder.failed) {
+    return new Refusal(503, 'audit-unavailable', 'the audit log cannot be written, so no connection may proceed');
+  }
+  return authenticateCaller(client, keyFromProxyAuthorization(proxyAuthorization), runtime.authenticate);
+}
+
+function limit(runtime: Runtime, caller: Caller, kind: 'connections' | 'requests'): Refusal | undefined {
+  const key = caller.principal.agent ?? caller.session ?? 'anonymous';
+  if (runtime[kind].take(key)) return undefined;
+  const rate = kind === 'connections' ? runtime.limits.connectionsPerSecond : runtime.limits.requestsPerSecond;
+  return new Refusal(429, 'rate-limited', `agent ${key} is over its limit of ${rate} ${kind} per second`);
+}
+
+export async function handleConnect(runtime: Runtime, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  const client = clientOf(runtime, socket);
+  const startedAt = performance.now();
+  const correlationId = newCorrelationId();
+  const engine = runtime.policy.current;
+  const facts: Facts = {
+    action: 'connect',
+    resource: request.url ?? '',
+    principal: client.principal,
+    session: client.session,
+    correlationId,
+    listener: client.listener,
+    startedAt,
+    details: {},
+  };
+  const refuse = (refusal: Refusal): void => {
+    facts.refusal = refusal;
+    runtime.recorder.record(engine, facts);
+    writeRawRefusal(socket, refusal);
+  };
+  socket.on('error', () => socket.destroy());
+
+  const caller = await admit(runtime, client, request.headers['proxy-authorization']);
+  if (caller instanceof Refusal) return refuse(caller);
+  facts.principal = caller.principal;
+  const target = parseAuthority(request.url ?? '');
+  if (target instanceof Refusal) return refuse(target);
+  facts.resource = formatTarget(target);
+  const overLimit = limit(runtime, caller, 'connections');
+  if (overLimit) return refuse(overLimit);
+
+  const inspect = engine.inspects(target.host, caller.principal) && !runtime.isPassThrough(target.host);
+  const destination: Destination = inspect ? { target, scheme: 'https' } : { target };
+  const decision = decideDestination(engine, caller.principal, destination, correlationId);
+  if (decision instanceof Refusal) return refuse(decision);
+  facts.decision = decision;
+  const checked = await resolveAndCheck(engine, runtime.resolver, caller.principal, destination, correlationId);
+  if (checked instanceof Refusal) return refuse(checked);
+  facts.decision = checked.decision;
+  if (checked.decision.needsInspection && !inspect) {
+    return refuse(
+      new Refusal(403, 'needs-inspection', `rules for ${target.host} allow only some methods or paths, which needs TLS inspection of this host`, checked.decision.rules),
+    );
+  }
+
+  if (inspect) {
+    if (!runtime.inspector) return refuse(new Refusal(502, 'unsupported', `the policy asks to inspect ${target.host}, but this proxy has no CA for TLS inspection`));
+    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    const result = await runtime.inspector.intercept(socket, head, { target, addresses: checked.addresses, caller, correlationId, listener: client.listener });
+    facts.details = { address: result.address, inspected: true, sni: result.sni, requests: result.requests, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
+    if (result.refusal) facts.refusal = result.refusal;
+    runtime.recorder.record(engine, facts);
+    return;
+  }
+
+  const upstream = await dial(checked.addresses, target.port);
+  if (upstream instanceof Refusal) return refuse(upstream);
+  socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+  const result = await splice(socket, upstream, runtime.limits, head);
+  facts.details = { address: upstream.remoteAddress, inspected: false, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
+  runtime.recorder.record(engine, facts);
+}
+
+export async function handleForward(runtime: Runtime, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  const client = clientOf(runtime, request.socket);
+  const startedAt = performance.now();
+  const correlationId = newCorrelationId();
+  const engine = runtime.policy.current;
+  const facts: Facts = {
+    action: 'request',
+    resource: '-',
+    principal: client.principal,
+    session: client.session,
+    correlationId,
+    listener: client.listener,
+    startedAt,
+    details: { method: request.method, scheme: 'http' },
+  };
+  const refuse = (refusal: Refusal): void => {
+    facts.refusal = refusal;
+    runtime.recorder.record(engine, facts);
+    request.resume();
+    writeRefusal(response, refusal);
+  };
+
+  const caller = await admit(runtime, client, request.headers['proxy-authorization']);
+  if (caller instanceof Refusal) return refuse(caller);
+  facts.principal = caller.principal;
+  const httpTarget = parseAbsoluteForm(request.url ?? '');
+  if (httpTarget instanceof Refusal) return refuse(httpTarget);
+  const { target } = httpTarget;
+  facts.resource = `http://${formatTarget(target)}${httpTarget.path}`;
+  facts.details = { ...facts.details, path: httpTarget.path, port: target.port };
+  const badMessage = checkFraming(request) ?? checkHostHeader(request, target, 'http');
+  if (badMessage) return refuse(badMessage);
+  const overLimit = limit(runtime, caller, 'connections');
+  if (overLimit) return refuse(overLimit);
+
+  const destination: Destination = { target, scheme: 'http', method: request.method ?? 'GET', path: httpTarget.path };
+  const decision = decideDestination(engine, caller.principal, destination, correlationId);
+  if (decision instanceof Refusal) return refuse(decision);
+  facts.decision = decision;
+  const checked = await resolveAndCheck(engine, runtime.resolver, caller.principal, destination, correlationId);
+  if (checked instanceof Refusal) return refuse(checked);
+  facts.decision = checked.decision;
+  const address = checked.addresses[0] as CheckedAddress;
+  facts.details = { ...facts.details, address: address.address };
+
+  const headers = forwardableHeaders(request.rawHeaders, request.headers.connection);
+  const result = await forwardHttp(runtime, request, response, { address, port: target.port, pathAndQuery: httpTarget.pathAndQuery, headers });
+  if (result instanceof Refusal) return refuse(result);
+  facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
+  runtime.recorder.record(engine, facts);
+}
+
+export interface ForwardResult {
+  status: number;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+/** The forward step for plain HTTP: one request to exactly the checked address, the body streamed both ways. */
+function forwardHttp(
+  runtime: Runtime,
+  request: IncomingMessage,
+  response: ServerResponse,
+  to: { address: CheckedAddress; port: number; pathAndQuery: string; headers: string[] },
+): Promise<ForwardResult | Refusal> {
+  return new Promise((resolve) => {
+    let bytesUp = 0;
+    let bytesDown = 0;
+    const upstream = httpRequest({
+      host: to.address.address,
+      family: to.address.family,
+      port: to.port,
+      method: request.method,
+      path: to.pathAndQuery,
+      headers: to.headers as unknown as Record<string, string>,
+      setHost: false,
+      agent: runtime.httpAgent,
+    });
+    upstream.setTimeout(runtime.limits.idleTimeoutMs, () => upstream.destroy(new Error('idle timeout')));
+    upstream.on('error', (error: NodeJS.ErrnoException) => {
+      if (response.headersSent) {
+        response.destroy();
+        resolve({ status: response.statusCode, bytesUp, bytesDown });
+      } else {
+        resolve(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${error.code ?? error.message})`));
+      }
+    });
+    upstream.on('response', (upstreamResponse) => {
+      const headers = forwardableHeaders(upstreamResponse.rawHeaders, upstreamResponse.headers.connection);
+      response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, headers);
+      upstreamResponse.on('data', (chunk: Buffer) => {
+        bytesDown += chunk.length;
+      });
+      upstreamResponse.pipe(response);
+      response.on('close', () => {
+        if (!upstreamResponse.complete) upstream.destroy();
+        resolve({ status: upstreamResponse.statusCode ?? 0, bytesUp, bytesDown });
+      });
+    });
+    request.on('data', (chunk: Buffer) => {
+      bytesUp += chunk.length;
+    });
+    request.pipe(upstream);
+  });
+}
+
+/** Writes a refusal as an HTTP response: status, `X-Gatehouse-Reason`, and one sentence. */
+export function writeRefusal(response: ServerResponse, refusal: Refusal): void {
+  if (response.headersSent) {
+    response.destroy();
+    return;
+  }
+  const body = `Gatehouse refused this request: ${refusal.message}\n`;
+  const headers: Record<string, string | number> = {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    [REASON_HEADER]: refusal.reason,
+  };
+  if (refusal.status === 407) headers['proxy-authenticate'] = 'Basic realm="gatehouse"';
+  if (refusal.status >= 500 || refusal.reason === 'smuggling' || refusal.status === 407) headers.connection = 'close';
+  response.writeHead(refusal.status, headers);
+  response.end(body);
+}
+
+/** Writes a refusal on a raw socket (CONNECT, parser errors), then closes it. */
+export function writeRawRefusal(socket: Duplex, refusal: Refusal): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = `Gatehouse refused this connection: ${refusal.message}\n`;
+  const lines = [
+    `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? 'Refused'}`,
+    'Content-Type: text/plain; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    `X-Gatehouse-Reason: ${refusal.reason}`,
+    ...(refusal.status === 407 ? ['Proxy-Authenticate: Basic realm="gatehouse"'] : []),
+    'Connection: close',
+  ];
+  socket.end(lines.join('\r\n') + '\r\n\r\n' + body);
+}
+
+/** Maps a parser error (from the `clientError` event) to a clear refusal. */
+export function parserRefusal(error: NodeJS.ErrnoException): Refusal {
+  switch (error.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return new Refusal(431, 'headers-too-large', 'the request headers are larger than this proxy accepts');
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+    case 'HPE_INVALID_CONTENT_LENGTH':
+      return new Refusal(400, 'smuggling', `the request's framing is ambiguous (${error.message.replace(/^Parse Error: /, '')})`);
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new Refusal(408, 'header-timeout', 'the request headers did not arrive in time');
+    default:
+      return new Refusal(400, 'bad-request', `the request is malformed (${(error.message ?? '').replace(/^Parse Error: /, '')})`);
+  }
+}
+
+export type { Socket };

@@ -1,0 +1,33 @@
+/**
+ * TLS inspection: the contract between the CONNECT flow and the interceptor (implemented in intercept.ts).
+ */
+import type { Duplex } from 'node:stream';
+import type { CheckedAddress } from './addresses.js';
+import type { Caller } from './authenticate.js';
+import type { Refusal } from './refusal.js';
+import type { Target } from './target.js';
+
+/** An allowed, resolved and checked CONNECT that the policy wants to see inside. */
+export interface Tunnel {
+  target: Target;
+  addresses: CheckedAddress[];
+  caller: Caller;
+  correlationId: string;
+  listener: string;
+}
+
+export interface InterceptResult {
+  /** The address the requests went to (undefined when none was sent). */
+  address: string | undefined;
+  sni: string | undefined;
+  requests: number;
+  bytesUp: number;
+  bytesDown: number;
+  /** Set when the tunnel as a whole was refused (for example an SNI that differs from the CONNECT target). */
+  refusal: Refusal | undefined;
+}
+
+export interface RequestInspector {
+  /** Terminates the client's TLS, handles each request inside, and resolves when the tunnel closes. */
+  intercept(socket: Duplex, head: Buffer, tunnel: Tunnel): Promise<InterceptResult>;
+}

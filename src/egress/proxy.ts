@@ -1,0 +1,265 @@
+/**
+ * Listeners and sessions. One HTTP engine (node's strict parser) serves every listener: the TCP listener
+ * (agents outside a sandbox, authenticated by key), and a Unix socket per session (the socket is the
+ * identity). Both also speak SOCKS5, told apart by the first byte a client sends.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { Agent as HttpAgent, createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { EgressSettings } from '../config/schema.js';
+import { egressDefaults } from '../config/schema.js';
+import type { AuditLog } from '../audit/record.js';
+import type { PolicyHolder } from '../policy/engine.js';
+import type { Principal } from '../policy/types.js';
+import { matchHostPattern, parseHostPattern, type HostPattern } from '../policy/hosts.js';
+import type { Authenticate, Client } from './authenticate.js';
+import { clientOf, handleConnect, handleForward, parserRefusal, writeRawRefusal, writeRefusal } from './http-proxy.js';
+import type { RequestInspector } from './inspect.js';
+import { RateLimiter } from './limits.js';
+import { Recorder } from './record.js';
+import { Refusal } from './refusal.js';
+import { createResolver, type Resolver } from './resolver.js';
+import type { Runtime } from './runtime.js';
+import { handleSocks } from './socks.js';
+import { newCorrelationId } from '../audit/record.js';
+import { configError } from '../util/errors.js';
+
+export interface EgressProxyOptions {
+  policy: PolicyHolder;
+  audit: AuditLog;
+  authenticate: Authenticate;
+  /** Names this node in audit records. */
+  node?: string;
+  /** The `egress:` config section (listen addresses, resolve overrides, pass-through hosts, limits). */
+  settings?: Partial<Omit<EgressSettings, 'limits'>> & { limits?: Partial<EgressSettings['limits']> };
+  /** Replaces the system resolver (overrides in `settings.resolve` still apply first). */
+  resolver?: Resolver;
+  /** TLS inspection; without it, a CONNECT the policy wants inspected is refused. */
+  inspector?: RequestInspector;
+  /** Directory for session sockets; a private temporary directory by default. */
+  socketDir?: string;
+}
+
+export interface EgressSession {
+  /** Unix socket the sandbox bridge connects to; whoever connects is this session's principal. */
+  socketPath: string;
+  id: string;
+  close(): Promise<void>;
+}
+
+export interface EgressProxy {
+  /** The TCP listener's address, e.g. `{ host: '127.0.0.1', port: 7402 }`. */
+  address: { host: string; port: number };
+  /** The SOCKS5-only listener, when configured. */
+  socksAddress: { host: string; port: number } | undefined;
+  openSession(principal: Principal, id?: string): Promise<EgressSession>;
+  close(): Promise<void>;
+}
+
+export async function startEgressProxy(options: EgressProxyOptions): Promise<EgressProxy> {
+  const settings = options.settings ?? {};
+  const limits: EgressSettings['limits'] = { ...egressDefaults, ...settings.limits };
+  const baseResolver = options.resolver ?? createResolver();
+  const overrides = createResolver(settings.resolve ?? {});
+  const fixedNames = new Set(Object.keys(settings.resolve ?? {}).map((name) => name.toLowerCase()));
+  const passThrough = (settings.passThrough ?? []).map(parsePassThrough);
+  const runtime: Runtime = {
+    policy: options.policy,
+    recorder: new Recorder(options.audit, options.node ?? 'local'),
+    resolver: (host) => (fixedNames.has(host) ? overrides(host) : baseResolver(host)),
+    authenticate: options.authenticate,
+    limits,
+    connections: new RateLimiter(limits.connectionsPerSecond),
+    requests: new RateLimiter(limits.requestsPerSecond),
+    httpAgent: new HttpAgent({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo' }),
+    clients: new WeakMap(),
+    inspector: options.inspector,
+    isPassThrough: (host) => passThrough.some((pattern) => matchHostPattern(pattern, host)),
+  };
+
+  const http = createHttpEngine(runtime);
+  const sockets = new Set<Socket>();
+  const accept = (client: Omit<Client, 'remote'>) => (socket: Socket): void => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    runtime.clients.set(socket, { ...client, remote: `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}` });
+    routeByFirstByte(runtime, http, socket);
+  };
+
+  const tcp = createNetServer({ allowHalfOpen: true, noDelay: true }, accept({ listener: 'tcp' }));
+  const address = await listen(tcp, settings.listen ?? '127.0.0.1:7402');
+  let socks: NetServer | undefined;
+  let socksAddress: EgressProxy['socksAddress'];
+  if (settings.socks) {
+    socks = createNetServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      runtime.clients.set(socket, { listener: 'socks', remote: `${socket.remoteAddress}:${socket.remotePort}` });
+      void handleSocks(runtime, socket);
+    });
+    socksAddress = await listen(socks, settings.socks.listen);
+  }
+
+  let ownSocketDir: string | undefined;
+  const sessions = new Set<EgressSession>();
+  const openSession = async (principal: Principal, id: string = randomBytes(9).toString('base64url')): Promise<EgressSession> => {
+    let dir = options.socketDir;
+    if (!dir) dir = ownSocketDir ??= mkdtempSync(join(tmpdir(), 'gatehouse-egress-'));
+    const socketPath = join(dir, `${id}.sock`);
+    const server = createNetServer({ allowHalfOpen: true, noDelay: true }, accept({ listener: 'session', principal, session: id }));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path: socketPath, readableAll: false, writableAll: false }, () => resolve());
+    });
+    const session: EgressSession = {
+      socketPath,
+      id,
+      close: async () => {
+        sessions.delete(session);
+        await closeServer(server);
+      },
+    };
+    sessions.add(session);
+    return session;
+  };
+
+  return {
+    address,
+    socksAddress,
+    openSession,
+    close: async () => {
+      const closing = [closeServer(tcp), ...(socks ? [closeServer(socks)] : []), ...[...sessions].map((s) => s.close())];
+      for (const socket of sockets) socket.destroy();
+      await Promise.all(closing);
+      runtime.httpAgent.destroy();
+      http.close();
+      if (ownSocketDir) rmSync(ownSocketDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function createHttpEngine(runtime: Runtime): HttpServer {
+  const server = createHttpServer({
+    maxHeaderSize: runtime.limits.maxHeaderBytes,
+    requireHostHeader: false, // HTTP/1.0 clients may omit Host; checkHostHeader decides
+    headersTimeout: runtime.limits.headerTimeoutMs,
+    requestTimeout: 0,
+    connectionsCheckingInterval: Math.min(1000, runtime.limits.headerTimeoutMs),
+    keepAliveTimeout: 5_000,
+    joinDuplicateHeaders: false,
+  });
+  server.on('request', (request, response) => {
+    clearHeaderDeadline(request.socket);
+    response.once('finish', () => armHeaderDeadline(runtime, request.socket));
+    handleForward(runtime, request, response).catch((error: unknown) => internalError(response, error));
+  });
+  server.on('connect', (request, socket, head) => {
+    clearHeaderDeadline(socket);
+    handleConnect(runtime, request, socket, head).catch(() => socket.destroy());
+  });
+  server.on('upgrade', (request, socket) => {
+    clearHeaderDeadline(socket);
+    request.resume();
+    writeRawRefusal(socket, new Refusal(501, 'unsupported', 'protocol upgrades through the plain-HTTP proxy are not supported; use CONNECT'));
+  });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    clearHeaderDeadline(socket);
+    refuseConnection(runtime, socket, parserRefusal(error));
+  });
+  return server;
+}
+
+function refuseConnection(runtime: Runtime, socket: Duplex, refusal: Refusal): void {
+  const client = clientOf(runtime, socket);
+  runtime.recorder.record(runtime.policy.current, {
+    action: 'request',
+    resource: '-',
+    principal: client.principal,
+    session: client.session,
+    correlationId: newCorrelationId(),
+    listener: client.listener,
+    startedAt: performance.now(),
+    refusal,
+    details: {},
+  });
+  writeRawRefusal(socket, refusal);
+}
+
+/**
+ * Slowloris: a client must finish each request's headers within `headerTimeoutMs` of connecting or of the
+ * previous response. Node's own headersTimeout only runs for servers that listen themselves, and this HTTP
+ * engine is fed sockets by our listeners, so the deadline is kept here.
+ */
+const headerDeadlines = new WeakMap<object, NodeJS.Timeout>();
+
+function armHeaderDeadline(runtime: Runtime, socket: Duplex): void {
+  if (socket.destroyed) return;
+  clearHeaderDeadline(socket);
+  const timer = setTimeout(() => {
+    headerDeadlines.delete(socket);
+    refuseConnection(runtime, socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  }, runtime.limits.headerTimeoutMs);
+  timer.unref();
+  headerDeadlines.set(socket, timer);
+  socket.once('close', () => clearHeaderDeadline(socket));
+}
+
+function clearHeaderDeadline(socket: Duplex): void {
+  const timer = headerDeadlines.get(socket);
+  if (timer) {
+    clearTimeout(timer);
+    headerDeadlines.delete(socket);
+  }
+}
+
+/** SOCKS5 begins with version byte 5; an HTTP request begins with a method name. */
+function routeByFirstByte(runtime: Runtime, http: HttpServer, socket: Socket): void {
+  socket.on('error', () => socket.destroy());
+  socket.once('data', (chunk: Buffer) => {
+    socket.pause();
+    socket.unshift(chunk);
+    if (chunk[0] === 0x05) {
+      void handleSocks(runtime, socket);
+    } else {
+      armHeaderDeadline(runtime, socket);
+      http.emit('connection', socket);
+    }
+    socket.resume();
+  });
+}
+
+function internalError(response: import('node:http').ServerResponse, error: unknown): void {
+  writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
+}
+
+function parsePassThrough(text: string): HostPattern {
+  const pattern = parseHostPattern(text);
+  if (typeof pattern === 'string') throw configError('egress-pass-through', `egress.passThrough: ${pattern}`);
+  return pattern;
+}
+
+async function listen(server: NetServer, listenAddress: string): Promise<{ host: string; port: number }> {
+  const colon = listenAddress.lastIndexOf(':');
+  const host = listenAddress.slice(0, colon).replace(/^\[|\]$/g, '');
+  const port = Number(listenAddress.slice(colon + 1));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => resolve());
+  });
+  const bound = server.address();
+  if (bound === null || typeof bound === 'string') throw new Error('the egress listener has no address');
+  return { host: bound.address, port: bound.port };
+}
+
+function closeServer(server: NetServer): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}

@@ -1,0 +1,75 @@
+/**
+ * The record step: one audit record per connection (tunnel or SOCKS) and one per request the proxy can see.
+ * Facts only, never secrets: no query strings, headers or bodies.
+ */
+import type { AuditLog, AuditRecord, RecordEffect } from '../audit/record.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import type { Decision, Principal } from '../policy/types.js';
+import type { Refusal } from './refusal.js';
+
+export interface Facts {
+  action: 'connect' | 'request';
+  resource: string;
+  principal: Principal | undefined;
+  session: string | undefined;
+  correlationId: string;
+  listener: string;
+  startedAt: number;
+  decision?: Decision | undefined;
+  refusal?: Refusal | undefined;
+  details: Record<string, unknown>;
+}
+
+export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): AuditRecord {
+  const { decision, refusal } = facts;
+  let effect: RecordEffect = decision?.effect ?? 'allow';
+  let rules = decision?.rules ?? [];
+  let reason = decision?.reason ?? 'allowed';
+  if (refusal) {
+    effect = 'deny';
+    rules = refusal.rules.length > 0 ? refusal.rules : rules;
+    reason = refusal.message;
+  }
+  const principal: AuditRecord['principal'] = { ...(facts.principal ?? {}) };
+  if (facts.session !== undefined) principal.session = facts.session;
+  return {
+    v: 1,
+    time: new Date().toISOString(),
+    node,
+    principal,
+    surface: 'network',
+    action: facts.action,
+    resource: facts.resource,
+    effect,
+    rules,
+    reason,
+    latencyUs: decision?.latencyUs ?? 0,
+    correlationId: facts.correlationId,
+    policy: { version: engine.version, digest: engine.digest },
+    details: {
+      listener: facts.listener,
+      ...(refusal ? { reasonCode: refusal.reason } : {}),
+      ...facts.details,
+      durationMs: Math.round((performance.now() - facts.startedAt) * 1000) / 1000,
+    },
+  };
+}
+
+/**
+ * Appends without making the data path wait; a failed append trips `failed`, after which the proxy refuses
+ * new connections (fail closed: nothing proceeds without evidence).
+ */
+export class Recorder {
+  failed: Error | undefined;
+
+  constructor(
+    private readonly log: AuditLog,
+    private readonly node: string,
+  ) {}
+
+  record(engine: PolicyEngine, facts: Facts): void {
+    this.log.append(buildRecord(this.node, engine, facts)).catch((error: unknown) => {
+      this.failed = error instanceof Error ? error : new Error(String(error));
+    });
+  }
+}

@@ -1,0 +1,29 @@
+/**
+ * What every listener and step of one proxy shares: the policy holder, the recorder, the resolver, the
+ * limits. Built once by `startEgressProxy`; steps read `policy.current` per connection so reloads apply.
+ */
+import type { Agent as HttpAgent } from 'node:http';
+import type { EgressSettings } from '../config/schema.js';
+import type { PolicyHolder } from '../policy/engine.js';
+import type { Authenticate, Client } from './authenticate.js';
+import type { RateLimiter } from './limits.js';
+import type { Recorder } from './record.js';
+import type { Resolver } from './resolver.js';
+import type { RequestInspector } from './inspect.js';
+
+export interface Runtime {
+  policy: PolicyHolder;
+  recorder: Recorder;
+  resolver: Resolver;
+  authenticate: Authenticate;
+  limits: EgressSettings['limits'];
+  connections: RateLimiter;
+  requests: RateLimiter;
+  httpAgent: HttpAgent;
+  /** Who is behind each client socket (set by the listener that accepted it). */
+  clients: WeakMap<object, Client>;
+  /** TLS inspection; undefined when no CA is configured (inspection requests are then refused). */
+  inspector: RequestInspector | undefined;
+  /** Hosts whose TLS is tunnelled even when a rule asks for inspection. */
+  isPassThrough(host: string): boolean;
+}

@@ -1,0 +1,138 @@
+/**
+ * Shared by the egress tests: a real proxy on loopback with a compiled policy, real target servers on
+ * loopback, and real clients (curl as a child process). Not a test file itself.
+ */
+import { spawn } from 'node:child_process';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { parse as parseYaml } from 'yaml';
+import { MemoryAuditLog } from '../src/audit/jsonl.js';
+import { policySchema } from '../src/config/policy-schema.js';
+import { startEgressProxy, type EgressProxy, type EgressProxyOptions } from '../src/egress/index.js';
+import type { PolicyEngine, PolicyHolder } from '../src/policy/engine.js';
+import { compilePolicy } from '../src/policy/index.js';
+
+export const KEYS: Record<string, { agent: string; teams?: string[] }> = {
+  'key-alice': { agent: 'alice', teams: ['dev'] },
+  'key-bob': { agent: 'bob' },
+};
+
+export function compile(yamlText: string): PolicyEngine {
+  return compilePolicy(policySchema.parse(parseYaml(yamlText)));
+}
+
+export interface TestProxy {
+  proxy: EgressProxy;
+  audit: MemoryAuditLog;
+  holder: { current: PolicyEngine };
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startTestProxy(policyYaml: string, extra: Partial<EgressProxyOptions> = {}): Promise<TestProxy> {
+  const audit = new MemoryAuditLog();
+  const holder = { current: compile(policyYaml) };
+  const proxy = await startEgressProxy({
+    policy: holder as PolicyHolder,
+    audit,
+    authenticate: (key) => KEYS[key],
+    node: 'test',
+    ...extra,
+    settings: { listen: '127.0.0.1:0', ...extra.settings },
+  });
+  return {
+    proxy,
+    audit,
+    holder,
+    url: `http://127.0.0.1:${proxy.address.port}`,
+    close: () => proxy.close(),
+  };
+}
+
+/** An HTTP server on 127.0.0.1 that answers every request with what it received, as JSON. */
+export async function startEchoServer(handler?: (request: IncomingMessage, response: ServerResponse, body: Buffer) => boolean): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (handler?.(request, response, body)) return;
+      const text = JSON.stringify({ method: request.method, url: request.url, headers: request.headers, body: body.toString('utf8') });
+      response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      response.end(text);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    server,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export interface CurlResult {
+  code: number | null;
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  stderr: string;
+}
+
+/** Runs curl with `-sS -i` and a hard time limit; parses the last response's status and headers. */
+export function curl(args: string[], timeoutMs = 10_000): Promise<CurlResult> {
+  return new Promise((resolve) => {
+    const child = spawn('curl', ['-sS', '-i', '--max-time', String(Math.ceil(timeoutMs / 1000)), '--noproxy', '', ...args], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp' },
+    });
+    let out = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('latin1')));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (code) => {
+      // With -i, every response (the proxy's "200 Connection Established" too) prints a header block.
+      let rest = out;
+      let status = 0;
+      let headers: Record<string, string> = {};
+      while (/^HTTP\/[\d.]+ \d{3}/.test(rest)) {
+        const end = rest.indexOf('\r\n\r\n');
+        const block = end < 0 ? rest : rest.slice(0, end);
+        rest = end < 0 ? '' : rest.slice(end + 4);
+        const lines = block.split('\r\n');
+        status = Number(lines[0]?.split(' ')[1]);
+        headers = {};
+        for (const line of lines.slice(1)) {
+          const colon = line.indexOf(':');
+          if (colon > 0) headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+        }
+      }
+      resolve({ code, status, headers, body: rest, stderr });
+    });
+  });
+}
+
+/** Sends raw bytes to a port and collects everything that comes back until the peer closes (bounded). */
+export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 3_000): Promise<string> {
+  return new Promise((resolve) => {
+    const socket: Socket = connect(port, '127.0.0.1');
+    let data = '';
+    const timer = setTimeout(() => socket.destroy(), timeoutMs);
+    socket.on('connect', () => socket.write(bytes));
+    socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
+
+/** The X-Gatehouse-Reason of a raw HTTP response. */
+export function reasonOf(raw: string): string | undefined {
+  return /\r\nX-Gatehouse-Reason: ([^\r]+)/i.exec(raw)?.[1];
+}
