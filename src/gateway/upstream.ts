@@ -148,7 +148,13 @@ export class Upstream {
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
     this.state = 'starting';
-    const transport = await this.makeTransport();
+    let transport: Transport;
+    try {
+      transport = await this.makeTransport();
+    } catch (error) {
+      this.failed(error instanceof Error ? error.message : String(error));
+      throw error instanceof ProtocolError ? error : new ProtocolError(-32603, `upstream "${this.name}" could not be started: ${this.lastError}`);
+    }
     const client = new Client(
       { name: 'gatehouse-gateway', version: this.options.version },
       {

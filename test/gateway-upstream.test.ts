@@ -1,0 +1,169 @@
+/**
+ * Upstreams that misbehave, with real processes: one that crashes, one that writes garbage to stdout, one
+ * that hangs, one that changes a tool mid-session, a client that disconnects mid-call, and a remote
+ * Streamable HTTP upstream (server-everything in its streamableHttp mode on 127.0.0.1).
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import type { CallToolResult, Client } from '@modelcontextprotocol/client';
+import { everythingEntry, fixtureUpstream, JSON_HEADERS, rawSession, startHarness, type Harness } from './gateway-harness.js';
+
+const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'], prompts: ['*'], resources: ['*'] } }] };
+
+describe('a stdio upstream that misbehaves', () => {
+  let harness: Harness;
+  let key: string;
+  let client: Client;
+
+  before(async () => {
+    harness = await startHarness({
+      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, maxMessageBytes: 256 * 1024, upstreams: { fixture: fixtureUpstream() } },
+      policy: allowAll,
+    });
+    key = harness.agents.add('tester').key;
+    client = await harness.connect(key);
+  });
+  after(() => harness.close());
+
+  test('a crash fails the call with a JSON-RPC error, is counted and recorded, and the next call restarts it', async () => {
+    await assert.rejects(client.callTool({ name: 'fixture__crash', arguments: {} }));
+    const status = harness.gateway.status().upstreams.find((u) => u.name === 'fixture')!;
+    assert.equal(status.restarts, 1);
+    assert.equal(status.state, 'crashed');
+    assert.match(status.lastError ?? '', /closed unexpectedly/);
+    assert.ok(harness.audit.records.some((r) => r.action === 'upstream.crash' && r.resource === 'fixture'));
+    const again = (await client.callTool({ name: 'fixture__hello', arguments: { name: 'again' } })) as CallToolResult;
+    assert.deepEqual(again.content, [{ type: 'text', text: 'hello again' }]);
+    assert.equal(harness.gateway.status().upstreams[0]!.state, 'ready');
+  });
+
+  test('garbage on the upstream\'s stdout is skipped and recorded; the call still answers', async () => {
+    const result = (await client.callTool({ name: 'fixture__garbage', arguments: {} })) as CallToolResult;
+    assert.deepEqual(result.content, [{ type: 'text', text: 'after garbage' }]);
+    assert.ok(harness.gateway.status().upstreams[0]!.garbageLines >= 1);
+    assert.ok(harness.audit.records.some((r) => r.action === 'upstream.garbage'));
+  });
+
+  test('a hanging upstream times out with an error while other calls keep working', async () => {
+    const started = Date.now();
+    const hanging = client.callTool({ name: 'fixture__hang', arguments: {} });
+    const other = await harness.connect(key);
+    const quick = (await other.callTool({ name: 'fixture__hello', arguments: {} })) as CallToolResult;
+    assert.deepEqual(quick.content, [{ type: 'text', text: 'hello world' }]);
+    await assert.rejects(hanging, /timed out|timeout/i);
+    assert.ok(Date.now() - started < 2500);
+    assert.ok(harness.audit.records.some((r) => r.action === 'tools/call' && r.resource === 'fixture/hang' && r.effect === 'error'));
+  });
+
+  test('an upstream message over the size limit is dropped and the call fails instead of the gateway', async () => {
+    await assert.rejects(client.callTool({ name: 'fixture__big', arguments: { bytes: 400 * 1024 } }));
+    const fine = (await client.callTool({ name: 'fixture__big', arguments: { bytes: 10 } })) as CallToolResult;
+    assert.deepEqual(fine.content, [{ type: 'text', text: 'x'.repeat(10) }]);
+  });
+
+  test('a client that disconnects mid-call does not disturb the gateway; the call is recorded', async () => {
+    const session = await rawSession(harness.gateway.url, key);
+    const { request } = await import('node:http');
+    const url = new URL(harness.gateway.url);
+    await new Promise<void>((resolve) => {
+      const req = request({
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: 'POST',
+        headers: { ...JSON_HEADERS, authorization: `Bearer ${key}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
+      });
+      req.on('error', () => resolve());
+      req.end(JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'fixture__hang', arguments: {} } }));
+      setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 200);
+    });
+    const result = (await client.callTool({ name: 'fixture__hello', arguments: {} })) as CallToolResult;
+    assert.deepEqual(result.content, [{ type: 'text', text: 'hello world' }]);
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    const recorded = harness.audit.records.filter((r) => r.resource === 'fixture/hang' && r.principal.session === session);
+    assert.equal(recorded.length, 1);
+  });
+
+  test('a tool that changes mid-session sends list_changed to the client and the new definition is listed', async () => {
+    let notified = false;
+    const watcher = await harness.connect(key);
+    watcher.setNotificationHandler('notifications/tools/list_changed', () => {
+      notified = true;
+    });
+    await watcher.listTools();
+    await watcher.callTool({ name: 'fixture__rug-pull', arguments: {} });
+    for (let i = 0; i < 50 && !notified; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.ok(notified, 'the client heard list_changed');
+    const hello = (await watcher.listTools()).tools.find((tool) => tool.name === 'fixture__hello');
+    assert.ok(hello);
+  });
+});
+
+describe('a remote Streamable HTTP upstream', () => {
+  let upstream: ChildProcess;
+  let port: number;
+
+  before(async () => {
+    port = await freePort();
+    upstream = spawn(process.execPath, [everythingEntry, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('server-everything did not start')), 10_000);
+      upstream.stderr!.on('data', (chunk: Buffer) => {
+        if (chunk.toString().includes('listening')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  });
+  after(() => {
+    upstream.kill('SIGKILL');
+  });
+
+  test('relays calls to server-everything over Streamable HTTP when private addresses are allowed for it', async () => {
+    const harness = await startHarness({
+      gateway: { upstreams: { remote: { url: `http://127.0.0.1:${port}/mcp`, allowPrivateAddress: true } } },
+      policy: allowAll,
+    });
+    try {
+      const client = await harness.connect(harness.agents.add('tester').key);
+      const result = (await client.callTool({ name: 'remote__echo', arguments: { message: 'over http' } })) as CallToolResult;
+      assert.deepEqual(result.content, [{ type: 'text', text: 'Echo: over http' }]);
+      const progress: number[] = [];
+      await client.callTool({ name: 'remote__trigger-long-running-operation', arguments: { duration: 0.3, steps: 2 } }, { onprogress: (p) => progress.push(p.progress) });
+      assert.deepEqual(progress, [1, 2]);
+    } finally {
+      await harness.close();
+    }
+  });
+
+  test('refuses a remote upstream on a loopback address unless allowed, with a clear reason', async () => {
+    const harness = await startHarness({ gateway: { upstreams: { remote: { url: `http://127.0.0.1:${port}/mcp` } } }, policy: allowAll });
+    try {
+      const client = await harness.connect(harness.agents.add('tester').key);
+      assert.deepEqual((await client.listTools()).tools, []);
+      const status = harness.gateway.status().upstreams[0]!;
+      assert.match(status.lastError ?? '', /not a public address/);
+      const listed = harness.audit.records.findLast((r) => r.action === 'tools/list');
+      assert.match(JSON.stringify(listed?.details?.unavailable), /allowPrivateAddress/);
+    } finally {
+      await harness.close();
+    }
+  });
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+
