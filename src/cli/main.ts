@@ -4,9 +4,12 @@
  * work behind a command is imported only when that command runs, so start-up stays lean.
  */
 import { Command, CommanderError } from 'commander';
+import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { isGatehouseError } from '../util/errors.js';
 import { registerAgentCommands } from './agent.js';
+import { registerAuditCommands } from './audit.js';
 import { registerConfigCommands } from './config.js';
 import { registerKeysCommands } from './keys.js';
 import { registerNodeCommands } from './node.js';
@@ -27,6 +30,7 @@ export function buildProgram(): Command {
   registerKeysCommands(program);
   registerConfigCommands(program);
   registerAgentCommands(program);
+  registerAuditCommands(program);
   return program;
 }
 
@@ -53,4 +57,6 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv);
+// Run only as the program itself (also through npm's bin symlink), not when a test imports buildProgram.
+const entry = process.argv[1];
+if (entry !== undefined && realpathSync(entry) === fileURLToPath(import.meta.url)) await main(process.argv);
