@@ -22,6 +22,7 @@ import {
 import type { AuditLog, AuditRecord } from '../audit/record.js';
 import { newCorrelationId } from '../audit/record.js';
 import type { GatewaySettings } from '../config/schema.js';
+import { dlpVerdict, findingsForAudit, type DlpVerdict, type Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Decision, McpRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
@@ -41,6 +42,14 @@ export interface GatewayCoreOptions {
   version: string;
   /** Record argument values, not only their digest. */
   recordValues?: boolean;
+  /** Secret scanning of arguments, results, resource contents and prompt messages; none when absent. */
+  scanner?: Scanner;
+}
+
+/** What scanning did to one piece of content. */
+interface Screened<T> {
+  value: T;
+  verdict: DlpVerdict | undefined;
 }
 
 interface Entry<T> {
@@ -362,20 +371,31 @@ export class GatewayCore {
         return { isError: true, content: [{ type: 'text', text: `Not run: ${approved.reason}` }] };
       }
     }
-    const params: Record<string, unknown> = { name: entry.original, arguments: args ?? {} };
+    const screenedArgs = this.screen(args ?? {});
+    if (screenedArgs.verdict && screenedArgs.verdict.action !== 'none') details.argsDlp = dlpDetails(screenedArgs.verdict);
+    if (screenedArgs.verdict?.effect === 'deny') {
+      await this.record(caller, 'tools/call', resource, 'deny', ['dlp'], `arguments ${screenedArgs.verdict.reason}`, started, correlationId, details, decision);
+      return { isError: true, content: [{ type: 'text', text: `Blocked by Gatehouse: the arguments contain a secret (${screenedArgs.verdict.reason}).` }] };
+    }
+    const params: Record<string, unknown> = { name: entry.original, arguments: screenedArgs.value };
     const meta = stripProgressToken(options.meta);
     if (meta) params._meta = meta;
+    let result: CallToolResult;
     try {
-      const result = (await entry.upstream.request('tools/call', params, binding, options)) as CallToolResult;
-      await this.record(caller, 'tools/call', resource, decision.effect, decision.rules, decision.reason, started, correlationId, {
-        ...details,
-        ...(result.isError ? { toolError: true } : {}),
-      }, decision);
-      return result;
+      result = (await entry.upstream.request('tools/call', params, binding, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
       throw asProtocolError(error);
     }
+    const screened = this.screen(result);
+    if (screened.verdict && screened.verdict.action !== 'none') details.resultDlp = dlpDetails(screened.verdict);
+    if (result.isError) details.toolError = true;
+    if (screened.verdict?.effect === 'deny') {
+      await this.record(caller, 'tools/call', resource, 'deny', ['dlp'], `result ${screened.verdict.reason}`, started, correlationId, details, decision);
+      return { isError: true, content: [{ type: 'text', text: `Withheld by Gatehouse: the result contained a secret (${screened.verdict.reason}).` }] };
+    }
+    await this.record(caller, 'tools/call', resource, decision.effect, decision.rules, decision.reason, started, correlationId, details, decision);
+    return screened.value;
   }
 
   private async askApproval(
@@ -432,14 +452,9 @@ export class GatewayCore {
       await this.record(caller, 'prompts/get', `${server}/${entry.original}`, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
       throw new ProtocolError(-32602, `Denied by Gatehouse policy: ${decision.reason}`);
     }
-    try {
-      const result = (await entry.upstream.request('prompts/get', { name: entry.original, ...(args ? { arguments: args } : {}) }, binding)) as GetPromptResult;
-      await this.record(caller, 'prompts/get', `${server}/${entry.original}`, decision.effect, decision.rules, decision.reason, started, correlationId, details, decision);
-      return result;
-    } catch (error) {
-      await this.record(caller, 'prompts/get', `${server}/${entry.original}`, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
-      throw asProtocolError(error);
-    }
+    return this.forward<GetPromptResult>(caller, 'prompts/get', `${server}/${entry.original}`, 'prompt', decision, details, started, correlationId, () =>
+      entry.upstream.request('prompts/get', { name: entry.original, ...(args ? { arguments: args } : {}) }, binding),
+    );
   }
 
   /** The upstream that serves a URI: a listed resource, else the first template (in name order) that matches. */
@@ -466,14 +481,38 @@ export class GatewayCore {
       await this.record(caller, 'resources/read', uri, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
       throw unknown('resource', uri);
     }
+    return this.forward<ReadResourceResult>(caller, 'resources/read', `${owner.upstream.name}/${uri}`, 'resource', decision, {}, started, correlationId, () =>
+      owner.upstream.request('resources/read', { uri }, binding),
+    );
+  }
+
+  /** Sends a get or read upstream, scans what comes back, and records the outcome once. */
+  private async forward<T>(
+    caller: Caller,
+    action: string,
+    resource: string,
+    what: string,
+    decision: Decision,
+    details: Record<string, unknown>,
+    started: bigint,
+    correlationId: string,
+    send: () => Promise<Result>,
+  ): Promise<T> {
+    let result: T;
     try {
-      const result = (await owner.upstream.request('resources/read', { uri }, binding)) as ReadResourceResult;
-      await this.record(caller, 'resources/read', `${owner.upstream.name}/${uri}`, decision.effect, decision.rules, decision.reason, started, correlationId, {}, decision);
-      return result;
+      result = (await send()) as T;
     } catch (error) {
-      await this.record(caller, 'resources/read', `${owner.upstream.name}/${uri}`, 'error', decision.rules, describeError(error), started, correlationId, {}, decision);
+      await this.record(caller, action, resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
       throw asProtocolError(error);
     }
+    const screened = this.screen(result);
+    const recorded = screened.verdict && screened.verdict.action !== 'none' ? { ...details, dlp: dlpDetails(screened.verdict) } : details;
+    if (screened.verdict?.effect === 'deny') {
+      await this.record(caller, action, resource, 'deny', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, recorded, decision);
+      throw new ProtocolError(-32603, `Withheld by Gatehouse: the ${what} contained a secret (${screened.verdict.reason})`);
+    }
+    await this.record(caller, action, resource, decision.effect, decision.rules, decision.reason, started, correlationId, recorded, decision);
+    return screened.value;
   }
 
   async complete(caller: Caller, params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {
@@ -496,6 +535,17 @@ export class GatewayCore {
       return template.upstream.request('completion/complete', params, binding);
     }
     throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
+  }
+
+  // ---- content defence ---------------------------------------------------------------------------
+
+  /** Scans content against the policy's DLP settings: `deny` stops it, `redact` returns a redacted copy. */
+  private screen<T>(value: T): Screened<T> {
+    const scanner = this.options.scanner;
+    if (!scanner || value === undefined) return { value, verdict: undefined };
+    const verdict = dlpVerdict(scanner.checkJson(value), this.options.policy.current.dlp, 'mcp');
+    if (verdict.effect === 'redact') return { value: scanner.redactJson(value), verdict };
+    return { value, verdict };
   }
 
   // ---- audit -------------------------------------------------------------------------------------
@@ -569,6 +619,10 @@ export class GatewayCore {
       })
       .catch(() => undefined);
   }
+}
+
+function dlpDetails(verdict: DlpVerdict): Record<string, unknown> {
+  return { action: verdict.action, reason: verdict.reason, findings: findingsForAudit(verdict.findings) };
 }
 
 function stripProgressToken(meta: Record<string, unknown> | undefined): Record<string, unknown> | undefined {

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import type { AuditLog } from '../audit/record.js';
 import type { GatewaySettings } from '../config/schema.js';
+import { createScanner, type Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import { Authenticator, type KeyAuthenticator } from './auth.js';
 import { GatewayFront } from './front.js';
@@ -29,6 +30,8 @@ export interface GatewayOptions {
   /** Names this node in audit records; defaults to the host name. */
   node?: string;
   recordValues?: boolean;
+  /** The secret scanner (with the vault's known secrets); defaults to the built-in rules only. */
+  scanner?: Scanner;
 }
 
 export interface RunningGateway {
@@ -50,6 +53,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     node,
     version: GATEWAY_VERSION,
     ...(options.recordValues !== undefined ? { recordValues: options.recordValues } : {}),
+    scanner: options.scanner ?? createScanner({ maxBytes: options.policy.current.dlp.maxBytes }),
   });
   const authenticator = new Authenticator({
     auth: options.settings.auth,
