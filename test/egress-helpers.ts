@@ -116,13 +116,13 @@ export function curl(args: string[], timeoutMs = 10_000): Promise<CurlResult> {
   });
 }
 
-/** Sends raw bytes to a port and collects everything that comes back until the peer closes (bounded). */
-export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 3_000): Promise<string> {
+/** Sends raw bytes to a port (then half-closes, if asked) and collects what comes back until the peer closes (bounded). */
+export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 3_000, halfClose = false): Promise<string> {
   return new Promise((resolve) => {
     const socket: Socket = connect(port, '127.0.0.1');
     let data = '';
     const timer = setTimeout(() => socket.destroy(), timeoutMs);
-    socket.on('connect', () => socket.write(bytes));
+    socket.on('connect', () => (halfClose ? socket.end(bytes) : socket.write(bytes)));
     socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
     socket.on('error', () => undefined);
     socket.on('close', () => {

@@ -24,7 +24,8 @@ export function classifyAddress(text: string): CheckedAddress | undefined {
   if (isIPv4(text)) {
     return { address: text, family: 4, blockedRange: blockedIpv4Range(ipaddr.IPv4.parse(text)) };
   }
-  if (!isIPv6(text)) return undefined;
+  // A zone id names an interface; an answer carrying one is not an address we will guess about.
+  if (!isIPv6(text) || text.includes('%')) return undefined;
   const canonical = new SocketAddress({ address: text, family: 'ipv6' }).address;
   const parsed = ipaddr.IPv6.parse(dottedTailToHex(canonical));
   if (parsed.isIPv4MappedAddress()) {

@@ -99,9 +99,10 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
 
   const upstream = await dial(checked.addresses, target.port);
   if (upstream instanceof Refusal) return refuse(upstream);
+  const dialled = upstream.remoteAddress;
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
   const result = await splice(socket, upstream, runtime.limits, head);
-  facts.details = { address: upstream.remoteAddress, inspected: false, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
+  facts.details = { address: dialled, inspected: false, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
   runtime.recorder.record(engine, facts);
 }
 

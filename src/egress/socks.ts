@@ -158,12 +158,13 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   }
   const upstream = await dial(checked.addresses, target.port);
   if (upstream instanceof Refusal) return refuse(upstream, REPLY.connectionRefused);
+  const dialled = upstream.remoteAddress;
 
   const early = reader.finish();
   socket.write(reply(REPLY.succeeded));
   socket.resume();
   const result = await splice(socket, upstream, runtime.limits, early);
-  facts.details = { ...facts.details, address: upstream.remoteAddress, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
+  facts.details = { ...facts.details, address: dialled, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
   runtime.recorder.record(engine, facts);
 }
 
