@@ -1,0 +1,272 @@
+/**
+ * The SQLite index behind `audit query`, `audit export` and `audit report`. The segments stay the source of
+ * truth: the index remembers, per segment, how many bytes it has read, and catches up before every query.
+ * So it survives restarts (it resumes where it stopped), rotation (new segments are read from the start) and
+ * retention (rows of removed segments are dropped). Only complete lines are indexed, so a torn final line
+ * that a restart cuts off was never in it.
+ */
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { migrate, type Store } from '../store/index.js';
+import { listSegments } from './format.js';
+import type { AuditRecord } from './record.js';
+
+const MIGRATIONS = [
+  {
+    id: 'audit/1-index',
+    sql: `
+      CREATE TABLE audit_segments (
+        name TEXT PRIMARY KEY,
+        indexed_bytes INTEGER NOT NULL
+      );
+      CREATE TABLE audit_records (
+        seq INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        agent TEXT,
+        surface TEXT NOT NULL,
+        action TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        effect TEXT NOT NULL,
+        host TEXT,
+        port INTEGER,
+        server TEXT,
+        tool TEXT,
+        segment TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        length INTEGER NOT NULL
+      );
+      CREATE INDEX audit_records_time ON audit_records (time);
+      CREATE INDEX audit_records_agent ON audit_records (agent, time);
+      CREATE INDEX audit_records_host ON audit_records (host);
+      CREATE INDEX audit_records_tool ON audit_records (server, tool);
+      CREATE INDEX audit_records_segment ON audit_records (segment);
+    `,
+  },
+];
+
+export interface QueryFilter {
+  /** ISO-8601 bounds, inclusive. */
+  since?: string;
+  until?: string;
+  agent?: string;
+  surface?: string;
+  effect?: string;
+  action?: string;
+  host?: string;
+  server?: string;
+  tool?: string;
+  /** The most recent `limit` matches, returned oldest first. */
+  limit?: number;
+}
+
+/** Facts pulled out of a record for filtering. */
+export interface IndexedFields {
+  host?: string;
+  port?: number;
+  server?: string;
+  tool?: string;
+}
+
+/** Host and port of a network record, server and tool of an MCP one; `details` wins over `resource`. */
+export function fieldsOf(record: AuditRecord): IndexedFields {
+  const details = record.details ?? {};
+  const out: IndexedFields = {};
+  if (record.surface === 'network' || record.surface === 'credentials' || typeof details.host === 'string') {
+    const parsed = splitHostPort(record.resource);
+    const host = typeof details.host === 'string' ? details.host : record.surface === 'network' ? parsed.host : undefined;
+    const port = typeof details.port === 'number' ? details.port : parsed.port;
+    if (host) out.host = host.toLowerCase();
+    if (port !== undefined && host) out.port = port;
+  }
+  if (record.surface === 'mcp') {
+    const slash = record.resource.indexOf('/');
+    const server = typeof details.server === 'string' ? details.server : slash > 0 ? record.resource.slice(0, slash) : record.resource;
+    const tool = typeof details.tool === 'string' ? details.tool : slash > 0 ? record.resource.slice(slash + 1) : undefined;
+    if (server) out.server = server;
+    if (tool) out.tool = tool;
+  }
+  return out;
+}
+
+function splitHostPort(resource: string): { host?: string; port?: number } {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(resource);
+  if (bracketed) return { host: bracketed[1] as string, ...(bracketed[2] ? { port: Number(bracketed[2]) } : {}) };
+  const match = /^([^:/\s]+)(?::(\d+))?$/.exec(resource);
+  if (match) return { host: match[1] as string, ...(match[2] ? { port: Number(match[2]) } : {}) };
+  return {};
+}
+
+export interface IndexedRow {
+  seq: number;
+  segment: string;
+  offset: number;
+  length: number;
+}
+
+export class AuditIndex {
+  constructor(
+    private readonly db: Store,
+    private readonly dir: string,
+  ) {
+    migrate(db, MIGRATIONS);
+  }
+
+  /** Reads whatever the segments hold beyond what is indexed. Returns the number of records added. */
+  catchUp(): number {
+    const db = this.db;
+    const segments = listSegments(this.dir);
+    const present = new Set(segments.map((s) => s.name));
+    const known = new Map(
+      (db.prepare('SELECT name, indexed_bytes FROM audit_segments').all() as { name: string; indexed_bytes: number }[]).map((r) => [r.name, r.indexed_bytes]),
+    );
+    const dropSegment = db.prepare('DELETE FROM audit_records WHERE segment = ?');
+    const forgetSegment = db.prepare('DELETE FROM audit_segments WHERE name = ?');
+    db.transaction(() => {
+      for (const name of known.keys()) {
+        if (present.has(name)) continue;
+        dropSegment.run(name);
+        forgetSegment.run(name);
+      }
+    })();
+
+    const insert = db.prepare(
+      `INSERT OR REPLACE INTO audit_records (seq, time, agent, surface, action, resource, effect, host, port, server, tool, segment, offset, length)
+       VALUES (@seq, @time, @agent, @surface, @action, @resource, @effect, @host, @port, @server, @tool, @segment, @offset, @length)`,
+    );
+    const remember = db.prepare('INSERT OR REPLACE INTO audit_segments (name, indexed_bytes) VALUES (?, ?)');
+    let added = 0;
+    for (const { name } of segments) {
+      const path = join(this.dir, name);
+      const size = statSync(path).size;
+      let from = known.get(name) ?? 0;
+      if (size < from) {
+        // The segment shrank: it was rewritten behind our back. Index it afresh; `audit verify` says what happened.
+        dropSegment.run(name);
+        from = 0;
+      }
+      if (size === from) continue;
+      const { rows, consumed } = readLines(path, from, size);
+      db.transaction(() => {
+        for (const row of rows) {
+          let record: AuditRecord;
+          try {
+            record = JSON.parse(row.text) as AuditRecord;
+          } catch {
+            continue;
+          }
+          if (typeof record.seq !== 'number') continue;
+          const fields = fieldsOf(record);
+          insert.run({
+            seq: record.seq,
+            time: String(record.time),
+            agent: record.principal?.agent ?? null,
+            surface: String(record.surface),
+            action: String(record.action),
+            resource: String(record.resource),
+            effect: String(record.effect),
+            host: fields.host ?? null,
+            port: fields.port ?? null,
+            server: fields.server ?? null,
+            tool: fields.tool ?? null,
+            segment: name,
+            offset: row.offset,
+            length: row.length,
+          });
+          added += 1;
+        }
+        remember.run(name, from + consumed);
+      })();
+    }
+    return added;
+  }
+
+  /** Matching rows, oldest first. Catch up first for fresh results. */
+  find(filter: QueryFilter): IndexedRow[] {
+    const where: string[] = [];
+    const params: Record<string, unknown> = {};
+    const exact = (column: string, value: string | undefined) => {
+      if (value === undefined) return;
+      if (value.includes('*')) {
+        where.push(`${column} GLOB @${column}`);
+        params[column] = value;
+      } else {
+        where.push(`${column} = @${column}`);
+        params[column] = value;
+      }
+    };
+    if (filter.since) {
+      where.push('time >= @since');
+      params.since = filter.since;
+    }
+    if (filter.until) {
+      where.push('time <= @until');
+      params.until = filter.until;
+    }
+    exact('agent', filter.agent);
+    exact('surface', filter.surface);
+    exact('effect', filter.effect);
+    exact('action', filter.action);
+    exact('host', filter.host?.toLowerCase());
+    exact('server', filter.server);
+    exact('tool', filter.tool);
+    const limit = filter.limit === undefined ? '' : ` LIMIT ${Math.max(0, Math.floor(filter.limit))}`;
+    const sql = `SELECT seq, segment, offset, length FROM audit_records${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC${limit}`;
+    const rows = this.db.prepare(sql).all(params) as IndexedRow[];
+    return rows.reverse();
+  }
+
+  /** The records behind index rows, read from their segments. Rows whose segment is gone are skipped. */
+  *records(rows: readonly IndexedRow[]): Generator<AuditRecord> {
+    let fd = -1;
+    let open = '';
+    try {
+      for (const row of rows) {
+        if (row.segment !== open) {
+          if (fd >= 0) closeSync(fd);
+          fd = -1;
+          open = row.segment;
+          try {
+            fd = openSync(join(this.dir, row.segment), 'r');
+          } catch {
+            continue;
+          }
+        }
+        if (fd < 0) continue;
+        const buffer = Buffer.alloc(row.length);
+        readSync(fd, buffer, 0, row.length, row.offset);
+        try {
+          yield JSON.parse(buffer.toString('utf8')) as AuditRecord;
+        } catch {
+          // The segment changed under the index; the next catch-up will notice the size change.
+        }
+      }
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+  }
+}
+
+/** Complete lines of a file between two offsets, with where each starts. */
+function readLines(path: string, from: number, to: number): { rows: { text: string; offset: number; length: number }[]; consumed: number } {
+  const fd = openSync(path, 'r');
+  try {
+    const buffer = Buffer.alloc(to - from);
+    let read = 0;
+    while (read < buffer.length) {
+      const n = readSync(fd, buffer, read, buffer.length - read, from + read);
+      if (n === 0) break;
+      read += n;
+    }
+    const rows: { text: string; offset: number; length: number }[] = [];
+    let start = 0;
+    for (;;) {
+      const end = buffer.indexOf(10, start);
+      if (end < 0 || end >= read) break;
+      if (end > start) rows.push({ text: buffer.toString('utf8', start, end), offset: from + start, length: end - start });
+      start = end + 1;
+    }
+    return { rows, consumed: start };
+  } finally {
+    closeSync(fd);
+  }
+}
