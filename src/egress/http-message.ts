@@ -135,8 +135,8 @@ export function checkFraming(request: IncomingMessage): Refusal | undefined {
 }
 
 /** The request's headers as a flat [name, value, ...] list for forwarding: hop-by-hop headers removed. */
-export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined): string[] {
-  const drop = new Set(HOP_BY_HOP);
+export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined, alsoDrop: string[] = []): string[] {
+  const drop = new Set([...HOP_BY_HOP, ...alsoDrop]);
   for (const value of [extraHopByHop ?? []].flat()) {
     for (const name of value.split(',')) drop.add(name.trim().toLowerCase());
   }

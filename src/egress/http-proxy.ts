@@ -151,7 +151,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   const address = checked.addresses[0] as CheckedAddress;
   facts.details = { ...facts.details, address: address.address };
 
-  const headers = forwardableHeaders(request.rawHeaders, request.headers.connection);
+  const headers = forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']);
   const result = await forwardHttp(runtime, request, response, { address, port: target.port, pathAndQuery: httpTarget.pathAndQuery, headers });
   if (result instanceof Refusal) return refuse(result);
   facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
@@ -208,6 +208,7 @@ function forwardHttp(
     request.on('data', (chunk: Buffer) => {
       bytesUp += chunk.length;
     });
+    if (/^100-continue$/i.test(request.headers.expect ?? '')) response.writeContinue();
     request.pipe(upstream);
   });
 }

@@ -157,6 +157,14 @@ function createHttpEngine(runtime: Runtime): HttpServer {
     response.once('finish', () => armHeaderDeadline(runtime, request.socket));
     handleForward(runtime, request, response).catch((error: unknown) => internalError(response, error));
   });
+  // "Expect: 100-continue": the client's body is invited only once the request passed its checks (see
+  // forwardHttp). Any other expectation is refused.
+  server.on('checkContinue', (request, response) => server.emit('request', request, response));
+  server.on('checkExpectation', (request, response) => {
+    clearHeaderDeadline(request.socket);
+    request.resume();
+    writeRefusal(response, new Refusal(417, 'bad-request', 'the only expectation this proxy meets is "100-continue"'));
+  });
   server.on('connect', (request, socket, head) => {
     clearHeaderDeadline(socket);
     handleConnect(runtime, request, socket, head).catch(() => socket.destroy());
