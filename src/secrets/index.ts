@@ -1,0 +1,25 @@
+/**
+ * Secrets: the encrypted vault, the providers named in config, and placeholders.
+ *
+ * Placeholders (for the sandbox launcher, egress proxy and MCP gateway):
+ *
+ *   const registry = new PlaceholderRegistry();                 // one per node
+ *   const p = registry.issue(session, grant, realValue);        // grant: CredentialGrant from policy.grants()
+ *   env[grant.env] = p.value;                                    // the agent only ever sees p.value
+ *   registry.containsAny(body)                                   // any live placeholder of any session?
+ *   registry.swap(text, session, { host } | { server })          // real values in where allowed; `refused` lists
+ *                                                                //   placeholders heading to the wrong place
+ *   registry.secretFor(session, p.value, destination)            // for header injection
+ *   registry.revokeSession(session)
+ *
+ * Vault and providers (for the CLI and the data planes):
+ *
+ *   const secrets = openSecrets({ dataDir, config: config.secrets });
+ *   await secrets.resolveSecret('github-token')                 // vault first, then configured providers
+ *   secrets.vault.set(name, value) / list() / remove(name) / rotate(name, value)
+ *
+ * May import: util, store, config, policy (types and host patterns), dlp (formats). Knows nothing of the
+ * data planes.
+ */
+export { PlaceholderRegistry } from './placeholders.js';
+export type { Placeholder, PlaceholderHit, Destination } from './placeholders.js';

@@ -1,0 +1,367 @@
+/**
+ * Placeholders: what an agent holds instead of a secret. Each is unique per session, worthless outside
+ * Gatehouse, and shaped like the real value (the same known prefix, the same length, the same character
+ * classes and separators, a valid checksum where the format has one), so client-side format checks pass.
+ *
+ * Every placeholder carries the registry's tag (40 random bits written in the alphabet of the segment it sits
+ * in) at a known offset. Finding "any live placeholder of any session" in a body is therefore one
+ * `indexOf` per alphabet (at most a handful), then a map probe per tag hit; no per-session work.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { RULES } from '../dlp/rules.js';
+import { base62Checksum } from '../dlp/validators.js';
+import type { CredentialGrant } from '../policy/engine.js';
+import { matchHostPattern, normaliseHost, parseHostPattern, type HostPattern } from '../policy/hosts.js';
+
+export interface Placeholder {
+  /** The text the agent sees (in its environment or in a tool's configuration). Safe to log. */
+  readonly value: string;
+  readonly session: string;
+  /** The secret's name (vault or provider), never its value. */
+  readonly secret: string;
+  /** The credentials rule that granted it. */
+  readonly ruleId: string;
+  /** Where the real value may go. */
+  readonly hosts: readonly string[];
+  readonly servers: readonly string[];
+  readonly header?: { name: string; template: string };
+  readonly env?: string;
+  readonly issuedAt: string;
+}
+
+export interface PlaceholderHit {
+  placeholder: Placeholder;
+  /** Span in the searched text: UTF-16 units for strings, bytes for Buffers. */
+  start: number;
+  end: number;
+}
+
+/** Where content is going: a host (egress proxy) or an MCP server (gateway). */
+export type Destination = { host: string } | { server: string };
+
+const TAG_BITS = 40;
+/** Random characters after the tag that, with it, key a placeholder in the index. */
+const KEY_EXTRA = 8;
+
+const LOWER = 'abcdefghijklmnopqrstuvwxyz';
+const UPPER = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+const DIGITS = '0123456789';
+
+/** Parts of a format that must stay as they are for the value to still look like one (besides the prefix). */
+const KEEP: Record<string, RegExp> = {
+  'openai-api-key': /T3BlbkFJ/,
+  'anthropic-api-key': /AA$/,
+  'anthropic-admin-key': /AA$/,
+  'mailchimp-api-key': /-us[0-9]{1,2}$/,
+  // A JWT keeps its header and claims (clients read `exp`); only the signature is replaced.
+  jwt: /^[^.]+\.[^.]+\./,
+  'sentry-org-token': /^sntrys_eyJ/,
+};
+const CHECKSUMMED = new Set(['github-pat', 'github-oauth-token', 'github-user-token', 'github-app-token', 'github-refresh-token', 'npm-token']);
+
+interface Format {
+  ruleId: string | undefined;
+  prefix: string;
+}
+
+interface AnchoredRule {
+  id: string;
+  /** Keywords that begin a match (empty for rules whose keyword sits inside the token). */
+  leading: readonly string[];
+  inner: readonly string[];
+  regex: RegExp;
+}
+let anchoredRules: AnchoredRule[] | undefined;
+
+function anchored(): AnchoredRule[] {
+  anchoredRules ??= RULES.filter((rule) => rule.keywords.length > 0).map((rule) => ({
+    id: rule.id,
+    leading: (rule.before ?? 0) === 0 ? rule.keywords : [],
+    inner: (rule.before ?? 0) === 0 ? [] : rule.keywords,
+    regex: new RegExp(`^(?:${rule.pattern})$`, rule.flags ?? ''),
+  }));
+  return anchoredRules;
+}
+
+/** The provider format of a real value, if it is one: the rule and the constant prefix to keep. */
+function formatOf(real: string): Format {
+  for (const rule of anchored()) {
+    // Keep the longest keyword the value starts with (pypi-AgEIcHlwaS5vcmc, not just pypi-).
+    const keyword = rule.leading.filter((k) => real.startsWith(k)).sort((a, b) => b.length - a.length)[0];
+    if (keyword !== undefined && rule.regex.test(real)) return { ruleId: rule.id, prefix: keyword };
+    if (rule.inner.some((k) => real.includes(k)) && rule.regex.test(real)) return { ruleId: rule.id, prefix: '' };
+  }
+  // Unknown format: keep leading letter groups that end in a separator ("sk-", "acme_live_").
+  const leading = /^(?:[A-Za-z]{2,10}[-_])+/.exec(real)?.[0] ?? '';
+  return { ruleId: undefined, prefix: leading.length <= 16 ? leading : '' };
+}
+
+/** Whether `value` still has the format `ruleId` describes. */
+function hasFormat(value: string, ruleId: string | undefined): boolean {
+  return ruleId === undefined || anchored().some((rule) => rule.id === ruleId && rule.regex.test(value));
+}
+
+/** Formats whose characters are narrower than "letters of this case and digits". */
+const ALPHABETS: Record<string, string> = {
+  'aws-access-key-id': 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567',
+  'age-secret-key': 'QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L',
+};
+
+function alphabetOf(segment: string): string {
+  if (/^[0-9a-f]+$/.test(segment) && segment.length >= 16 && /[a-f]/.test(segment)) return DIGITS + 'abcdef';
+  if (/^[0-9A-F]+$/.test(segment) && segment.length >= 16 && /[A-F]/.test(segment)) return DIGITS + 'ABCDEF';
+  let alphabet = '';
+  if (/[a-z]/.test(segment)) alphabet += LOWER;
+  if (/[A-Z]/.test(segment)) alphabet += UPPER;
+  if (/[0-9]/.test(segment)) alphabet += DIGITS;
+  return alphabet;
+}
+
+function randomFrom(alphabet: string, length: number): string {
+  let out = '';
+  for (let i = 0; i < length; i++) out += alphabet[randomInt(alphabet.length)];
+  return out;
+}
+
+/** `value` (TAG_BITS bits) written in `alphabet`, fixed width. */
+function encodeTag(value: bigint, alphabet: string): string {
+  const base = BigInt(alphabet.length);
+  const width = Math.ceil(TAG_BITS / Math.log2(alphabet.length));
+  let out = '';
+  let rest = value;
+  for (let i = 0; i < width; i++) {
+    out = alphabet[Number(rest % base)] + out;
+    rest /= base;
+  }
+  return out;
+}
+
+interface Entry {
+  placeholder: Placeholder;
+  real: string;
+  tagOffset: number;
+  /** This entry's key in `byKey`. */
+  key: string;
+  hostPatterns: HostPattern[];
+}
+
+export class PlaceholderRegistry {
+  private readonly tagValue: bigint;
+  /** Tag text per alphabet in use. */
+  private readonly tags = new Map<string, string>();
+  /** Key (tag + KEY_EXTRA characters) → entry. */
+  private readonly byKey = new Map<string, Entry>();
+  private readonly byValue = new Map<string, Entry>();
+  private readonly bySession = new Map<string, Set<Entry>>();
+
+  constructor() {
+    this.tagValue = BigInt('0x' + randomBytes(TAG_BITS / 8).toString('hex'));
+  }
+
+  /** Number of live placeholders. */
+  get size(): number {
+    return this.byValue.size;
+  }
+
+  /**
+   * Issues a placeholder for `grant` in `session`, shaped like `real`. The real value stays in the registry;
+   * the returned object is safe to log.
+   */
+  issue(session: string, grant: CredentialGrant, real: string): Placeholder {
+    const hostPatterns = grant.hosts.map((text) => {
+      const pattern = parseHostPattern(text);
+      if (typeof pattern === 'string') throw new Error(`credentials rule "${grant.ruleId}": ${pattern}`);
+      return pattern;
+    });
+    for (let attempt = 0; attempt < 16; attempt++) {
+      const shaped = this.shape(real);
+      if (!hasFormat(shaped.value, shaped.ruleId)) continue;
+      const key = shaped.value.slice(shaped.tagOffset, shaped.tagOffset + shaped.tagLength + KEY_EXTRA);
+      if (this.byKey.has(key) || this.byValue.has(shaped.value) || shaped.value === real) continue;
+      const placeholder: Placeholder = Object.freeze({
+        value: shaped.value,
+        session,
+        secret: grant.secret,
+        ruleId: grant.ruleId,
+        hosts: [...grant.hosts],
+        servers: [...grant.servers],
+        ...(grant.header ? { header: grant.header } : {}),
+        ...(grant.env ? { env: grant.env } : {}),
+        issuedAt: new Date().toISOString(),
+      });
+      const entry: Entry = { placeholder, real, tagOffset: shaped.tagOffset, key, hostPatterns };
+      this.byKey.set(key, entry);
+      this.byValue.set(shaped.value, entry);
+      let set = this.bySession.get(session);
+      if (!set) this.bySession.set(session, (set = new Set()));
+      set.add(entry);
+      return placeholder;
+    }
+    throw new Error('could not issue a unique placeholder');
+  }
+
+  /** The live placeholder with exactly this value. */
+  get(value: string): Placeholder | undefined {
+    return this.byValue.get(value)?.placeholder;
+  }
+
+  /** Whether `input` contains any live placeholder of any session. */
+  containsAny(input: string | Uint8Array): boolean {
+    return this.find(input, true).length > 0;
+  }
+
+  /** Every live placeholder in `input`, of any session. */
+  find(input: string | Uint8Array, firstOnly = false): PlaceholderHit[] {
+    if (this.byValue.size === 0) return [];
+    const text = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.length).toString('latin1');
+    const hits: PlaceholderHit[] = [];
+    for (const tag of this.tags.values()) {
+      let at = text.indexOf(tag);
+      while (at >= 0) {
+        const entry = this.byKey.get(text.slice(at, at + tag.length + KEY_EXTRA));
+        if (entry) {
+          const start = at - entry.tagOffset;
+          if (start >= 0 && text.startsWith(entry.placeholder.value, start)) {
+            hits.push({ placeholder: entry.placeholder, start, end: start + entry.placeholder.value.length });
+            if (firstOnly) return hits;
+          }
+        }
+        at = text.indexOf(tag, at + 1);
+      }
+    }
+    return hits.sort((a, b) => a.start - b.start);
+  }
+
+  /** Whether the placeholder's grant lets the real value go to `destination`. */
+  allowedAt(placeholder: Placeholder, destination: Destination): boolean {
+    const entry = this.byValue.get(placeholder.value);
+    if (!entry) return false;
+    if ('server' in destination) return placeholder.servers.includes(destination.server) || placeholder.servers.includes('*');
+    const host = normaliseHost(destination.host);
+    if (host.kind === 'name') return entry.hostPatterns.some((pattern) => matchHostPattern(pattern, host.name));
+    // An IP literal matches only a grant that names exactly that address.
+    return host.kind === 'ip' && entry.hostPatterns.some((pattern) => pattern.kind === 'all' || pattern.text === destination.host);
+  }
+
+  /**
+   * Puts the real values in, for placeholders of `session` that may go to `destination`. Every other live
+   * placeholder found (another session's, or one not allowed here) is left as is and reported in `refused`:
+   * the caller should deny, since it is a credential heading to the wrong place.
+   */
+  swap(text: string, session: string, destination: Destination): { text: string; swapped: Placeholder[]; refused: PlaceholderHit[] } {
+    const hits = this.find(text);
+    if (hits.length === 0) return { text, swapped: [], refused: [] };
+    const swapped: Placeholder[] = [];
+    const refused: PlaceholderHit[] = [];
+    let out = '';
+    let at = 0;
+    for (const hit of hits) {
+      if (hit.start < at) continue;
+      if (hit.placeholder.session === session && this.allowedAt(hit.placeholder, destination)) {
+        out += text.slice(at, hit.start) + this.byValue.get(hit.placeholder.value)!.real;
+        at = hit.end;
+        swapped.push(hit.placeholder);
+      } else {
+        refused.push(hit);
+      }
+    }
+    return { text: out + text.slice(at), swapped, refused };
+  }
+
+  /** The real value behind a placeholder, only for its own session and an allowed destination. */
+  secretFor(session: string, value: string, destination: Destination): string | undefined {
+    const entry = this.byValue.get(value);
+    if (!entry || entry.placeholder.session !== session || !this.allowedAt(entry.placeholder, destination)) return undefined;
+    return entry.real;
+  }
+
+  /** Ends a session: its placeholders stop being live. Returns how many were revoked. */
+  revokeSession(session: string): number {
+    const entries = this.bySession.get(session);
+    if (!entries) return 0;
+    for (const entry of entries) {
+      this.byValue.delete(entry.placeholder.value);
+      this.byKey.delete(entry.key);
+    }
+    this.bySession.delete(session);
+    return entries.size;
+  }
+
+  /** Placeholders of a session (for building its environment). */
+  sessionPlaceholders(session: string): Placeholder[] {
+    return [...(this.bySession.get(session) ?? [])].map((entry) => entry.placeholder);
+  }
+
+  private tagFor(alphabet: string): string {
+    let tag = this.tags.get(alphabet);
+    if (tag === undefined) {
+      tag = encodeTag(this.tagValue, alphabet);
+      this.tags.set(alphabet, tag);
+    }
+    return tag;
+  }
+
+  /** A random value shaped like `real`, with the tag written into its longest random segment. */
+  private shape(real: string): { value: string; tagOffset: number; tagLength: number; ruleId: string | undefined } {
+    const format = formatOf(real);
+    const chars = real.split('');
+    const kept = new Uint8Array(chars.length);
+    for (let i = 0; i < format.prefix.length; i++) kept[i] = 1;
+    const keep = format.ruleId ? KEEP[format.ruleId] : undefined;
+    const keepMatch = keep?.exec(real);
+    if (keepMatch) for (let i = keepMatch.index; i < keepMatch.index + keepMatch[0].length; i++) kept[i] = 1;
+    const checksummed = format.ruleId !== undefined && CHECKSUMMED.has(format.ruleId);
+    if (checksummed) for (let i = chars.length - 6; i < chars.length; i++) kept[i] = 1;
+
+    // Segments: maximal runs of letters and digits not kept; everything else stays in place.
+    const segments: { start: number; end: number }[] = [];
+    for (let i = 0; i < chars.length; ) {
+      if (kept[i] || !/[A-Za-z0-9]/.test(chars[i]!)) {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < chars.length && !kept[j] && /[A-Za-z0-9]/.test(chars[j]!)) j++;
+      segments.push({ start: i, end: j });
+      i = j;
+    }
+    const alphabetFor = (segment: { start: number; end: number }): string =>
+      (format.ruleId && ALPHABETS[format.ruleId]) || alphabetOf(real.slice(segment.start, segment.end));
+    for (const segment of segments) {
+      const alphabet = alphabetFor(segment);
+      // Digits stay digits, letters keep their case, when a segment has a single class.
+      for (let i = segment.start; i < segment.end; i++) chars[i] = randomFrom(alphabet, 1);
+    }
+    const host = segments
+      .filter((s) => {
+        const alphabet = alphabetFor(s);
+        return alphabet.length >= 10 && s.end - s.start >= encodeTag(0n, alphabet).length + KEY_EXTRA;
+      })
+      .sort((a, b) => b.end - b.start - (a.end - a.start))[0];
+
+    let value: string;
+    let tagOffset: number;
+    let tagLength: number;
+    if (host) {
+      const tag = this.tagFor(alphabetFor(host));
+      for (let i = 0; i < tag.length; i++) chars[host.start + i] = tag[i]!;
+      value = chars.join('');
+      tagOffset = host.start;
+      tagLength = tag.length;
+    } else {
+      // Too short to carry a tag in its own shape (a short password): a longer alphanumeric value.
+      const alphabet = LOWER + UPPER + DIGITS;
+      const tag = this.tagFor(alphabet);
+      value = format.prefix + tag + randomFrom(alphabet, 16);
+      tagOffset = format.prefix.length;
+      tagLength = tag.length;
+    }
+    if (checksummed) {
+      const underscore = value.indexOf('_');
+      const body = value.slice(underscore + 1, underscore + 31);
+      value = value.slice(0, underscore + 31) + base62Checksum(crc32(body));
+    }
+    return { value, tagOffset, tagLength, ruleId: format.ruleId };
+  }
+}

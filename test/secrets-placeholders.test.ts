@@ -1,0 +1,110 @@
+/**
+ * Placeholders: shaped like the real token, unique per session, found anywhere in a body, swapped for the
+ * real value only for their own session and an allowed destination.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createScanner } from '../src/dlp/index.js';
+import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
+import type { CredentialGrant } from '../src/policy/engine.js';
+import { PlaceholderRegistry } from '../src/secrets/index.js';
+
+const random = seededRandom(99);
+const scanner = createScanner();
+
+function grant(overrides: Partial<CredentialGrant> = {}): CredentialGrant {
+  return { ruleId: 'github-token', secret: 'github-token', env: 'GITHUB_TOKEN', hosts: ['api.github.com', '*.githubusercontent.com'], servers: ['github'], ...overrides };
+}
+
+const SHAPED_FORMATS = [
+  'github-pat', 'github-oauth-token', 'github-app-token', 'github-fine-grained-pat', 'gitlab-pat', 'slack-bot-token', 'slack-user-token',
+  'stripe-secret-key', 'openai-api-key', 'anthropic-api-key', 'huggingface-token', 'google-api-key', 'npm-token', 'pypi-token',
+  'dockerhub-token', 'aws-access-key-id', 'sendgrid-api-key', 'twilio-api-key', 'jwt', 'digitalocean-token', 'mailchimp-api-key',
+  'databricks-token', 'linear-api-key', 'shopify-token', 'postman-api-key',
+];
+
+test('a placeholder keeps the real token format: prefix, length, and it passes the same format check and checksum', () => {
+  const registry = new PlaceholderRegistry();
+  for (const ruleId of SHAPED_FORMATS) {
+    const real = SAMPLES[ruleId]!(random);
+    const placeholder = registry.issue('s1', grant({ ruleId: `grant-${ruleId}` }), real);
+    assert.notEqual(placeholder.value, real, ruleId);
+    assert.equal(placeholder.value.length, real.length, `${ruleId}: same length`);
+    const [finding] = scanner.scan(placeholder.value);
+    assert.equal(finding?.ruleId, ruleId, `${ruleId}: ${placeholder.value} is recognised as the same format`);
+    assert.equal(finding?.confidence, scanner.scan(real)[0]?.confidence, `${ruleId}: checksum as valid as the real one`);
+    assert.ok(!JSON.stringify(placeholder).includes(real), 'the placeholder record never holds the real value');
+  }
+});
+
+test('placeholders are unique per session and across sessions', () => {
+  const registry = new PlaceholderRegistry();
+  const real = SAMPLES['github-pat']!(random);
+  const seen = new Set<string>();
+  for (let i = 0; i < 200; i++) seen.add(registry.issue(`session-${i}`, grant(), real).value);
+  assert.equal(seen.size, 200);
+  assert.equal(registry.size, 200);
+});
+
+test('finds any live placeholder of any session in text and in bytes, and nothing in ordinary text', () => {
+  const registry = new PlaceholderRegistry();
+  const a = registry.issue('a', grant(), SAMPLES['github-pat']!(random));
+  const b = registry.issue('b', grant({ ruleId: 'openai', secret: 'openai' }), SAMPLES['openai-api-key']!(random));
+  const body = `{"auth":"token ${a.value}","other":"${b.value}"}`;
+  const hits = registry.find(body);
+  assert.deepEqual(hits.map((h) => h.placeholder.value), [a.value, b.value]);
+  assert.equal(body.slice(hits[0]!.start, hits[0]!.end), a.value);
+  assert.ok(registry.containsAny(Buffer.from(`GET /?t=${b.value} HTTP/1.1`)));
+  assert.equal(registry.containsAny(`token ${SAMPLES['github-pat']!(random)} is a real-looking token but not ours`), false);
+  assert.equal(registry.containsAny(a.value.slice(0, -1)), false, 'a truncated placeholder is not live');
+});
+
+test('swaps the real value in only for its own session and an allowed host or server', () => {
+  const registry = new PlaceholderRegistry();
+  const real = SAMPLES['github-pat']!(random);
+  const mine = registry.issue('mine', grant(), real);
+  const theirs = registry.issue('theirs', grant(), SAMPLES['github-pat']!(random));
+
+  const allowed = registry.swap(`Authorization: Bearer ${mine.value}`, 'mine', { host: 'API.GitHub.com.' });
+  assert.equal(allowed.text, `Authorization: Bearer ${real}`);
+  assert.deepEqual(allowed.swapped.map((p) => p.value), [mine.value]);
+
+  const wildcard = registry.swap(mine.value, 'mine', { host: 'raw.githubusercontent.com' });
+  assert.equal(wildcard.text, real);
+
+  const wrongHost = registry.swap(`Bearer ${mine.value}`, 'mine', { host: 'evil.example.com' });
+  assert.equal(wrongHost.text, `Bearer ${mine.value}`, 'the real value never goes to a host the grant does not name');
+  assert.equal(wrongHost.refused.length, 1);
+
+  const lookalike = registry.swap(mine.value, 'mine', { host: 'api.github.com.evil.example' });
+  assert.equal(lookalike.refused.length, 1);
+
+  const otherSession = registry.swap(theirs.value, 'mine', { host: 'api.github.com' });
+  assert.equal(otherSession.text, theirs.value);
+  assert.equal(otherSession.refused[0]!.placeholder.session, 'theirs');
+
+  assert.equal(registry.secretFor('mine', mine.value, { server: 'github' }), real);
+  assert.equal(registry.secretFor('mine', mine.value, { server: 'slack' }), undefined);
+  assert.equal(registry.secretFor('theirs', mine.value, { server: 'github' }), undefined);
+});
+
+test('a revoked session’s placeholders are no longer live or swappable', () => {
+  const registry = new PlaceholderRegistry();
+  const p = registry.issue('gone', grant(), SAMPLES['slack-bot-token']!(random));
+  assert.ok(registry.containsAny(p.value));
+  assert.equal(registry.revokeSession('gone'), 1);
+  assert.equal(registry.containsAny(p.value), false);
+  assert.equal(registry.secretFor('gone', p.value, { host: 'api.github.com' }), undefined);
+});
+
+test('a short secret such as a password still gets a findable placeholder', () => {
+  const registry = new PlaceholderRegistry();
+  const p = registry.issue('s', grant({ secret: 'db-password' }), 'hunter2!');
+  assert.ok(p.value.length >= 16);
+  assert.ok(registry.containsAny(`psql "postgres://app:${p.value}@db/x"`));
+});
+
+test('a credentials grant with a malformed host pattern is refused when issuing', () => {
+  const registry = new PlaceholderRegistry();
+  assert.throws(() => registry.issue('s', grant({ hosts: ['api.*.com'] }), 'x'.repeat(20)), /wildcard/);
+});
