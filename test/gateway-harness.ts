@@ -11,7 +11,7 @@ import { Client, StreamableHTTPClientTransport, type ClientOptions } from '@mode
 import { AgentRegistry } from '../src/agents/index.js';
 import { MemoryAuditLog } from '../src/audit/jsonl.js';
 import { configSchema } from '../src/config/schema.js';
-import { startGateway, type RunningGateway } from '../src/gateway/index.js';
+import { PinStore, startGateway, type RunningGateway } from '../src/gateway/index.js';
 import { compilePolicy } from '../src/policy/index.js';
 import type { PolicyEngine } from '../src/policy/engine.js';
 import { openStore } from '../src/store/index.js';
@@ -44,6 +44,7 @@ export async function startHarness(config: Record<string, unknown>): Promise<Har
     audit,
     agents,
     agentTeams: parsed.agents,
+    pins: new PinStore(openStore(dataDir)),
     node: 'test-node',
   });
   const clients: Client[] = [];

@@ -9,6 +9,8 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { isGatehouseError } from '../util/errors.js';
 import { registerAgentCommands } from './agent.js';
+import { registerMcpCommands } from './mcp.js';
+import { registerStatusCommands } from './status.js';
 import { registerAuditCommands } from './audit.js';
 import { registerConfigCommands } from './config.js';
 import { registerKeysCommands } from './keys.js';
@@ -30,6 +32,8 @@ export function buildProgram(): Command {
   registerKeysCommands(program);
   registerConfigCommands(program);
   registerAgentCommands(program);
+  registerMcpCommands(program);
+  registerStatusCommands(program);
   registerAuditCommands(program);
   return program;
 }

@@ -14,7 +14,7 @@ import { newCorrelationId } from '../audit/record.js';
 import type { GatewaySettings } from '../config/schema.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
-import type { Authenticator } from './auth.js';
+import { isLoopback, type Authenticator } from './auth.js';
 import type { Caller, GatewayCore } from './gateway.js';
 import type { CallBinding } from './upstream.js';
 
@@ -38,6 +38,8 @@ export interface FrontOptions {
   /** Close sessions unused for this long. */
   sessionIdleMs?: number;
   maxSessions?: number;
+  /** What `GET /status` shows to loopback callers (`gatehouse status`). */
+  status?: () => Promise<unknown>;
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
@@ -115,6 +117,11 @@ export class GatewayFront {
     }
     if (path === '/.well-known/oauth-protected-resource' || path === '/.well-known/oauth-protected-resource/mcp') {
       return this.protectedResourceMetadata(res);
+    }
+    if (path === '/status' && req.method === 'GET' && this.options.status) {
+      if (!isLoopback(req.socket.remoteAddress)) return this.reject(req, res, 403, -32600, 'status is only served to this machine');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(await this.options.status()));
+      return;
     }
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, sessions: this.sessions.size }));

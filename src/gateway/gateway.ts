@@ -6,7 +6,6 @@
  * A caller never sees what it cannot call: lists are filtered with the same decision (without arguments)
  * that guards the call, and a call to a hidden name gets exactly the error of a call to a missing one.
  */
-import { createHash } from 'node:crypto';
 import {
   ProtocolError,
   UriTemplate,
@@ -26,6 +25,8 @@ import { dlpVerdict, findingsForAudit, type DlpVerdict, type Scanner } from '../
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Decision, McpRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
+import { digestOf } from './canonical.js';
+import type { PinStore } from './pins.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
 /** Who is calling, on which client session. */
@@ -44,6 +45,8 @@ export interface GatewayCoreOptions {
   recordValues?: boolean;
   /** Secret scanning of arguments, results, resource contents and prompt messages; none when absent. */
   scanner?: Scanner;
+  /** Tool pins; without it nothing is pinned or held. */
+  pins?: PinStore;
 }
 
 /** What scanning did to one piece of content. */
@@ -71,6 +74,8 @@ interface Catalog {
   unavailable: { upstream: string; error: string }[];
   /** Filtered lists per principal and policy, built from this catalog's entries. */
   views: Map<string, View>;
+  /** Tools held out because their definition changed or steers the model, until approved. */
+  held: { upstream: string; tool: string; reason: string; flags: string[] }[];
 }
 
 type Kind = 'tools' | 'prompts' | 'resources';
@@ -90,28 +95,13 @@ function unknown(kind: 'tool' | 'prompt' | 'resource', name: string): ProtocolEr
   return new ProtocolError(-32602, `${label} ${name} not found`);
 }
 
-/** SHA-256 over a canonical JSON form (keys sorted at every level). */
-export function digestOf(value: unknown): string {
-  return 'sha256:' + createHash('sha256').update(canonicalJson(value)).digest('hex');
-}
-
-export function canonicalJson(value: unknown): string {
-  if (value === undefined) return 'null';
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const keys = Object.keys(value as Record<string, unknown>).sort();
-  return `{${keys
-    .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
-    .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`)
-    .join(',')}}`;
-}
-
 export class GatewayCore {
   readonly upstreams = new Map<string, Upstream>();
   private catalog: Promise<Catalog> | undefined;
   private catalogVersion = 0;
   private readonly listeners = new Set<(kind: Kind) => void>();
   private readonly separator: string;
+  private pinVersion = -1;
 
   constructor(private readonly options: GatewayCoreOptions) {
     this.separator = options.settings.separator;
@@ -149,6 +139,12 @@ export class GatewayCore {
     return { upstreams: [...this.upstreams.values()].map((upstream) => upstream.status()) };
   }
 
+  /** Collisions and held tools from the current catalog (empty before the first list). */
+  async catalogReport(): Promise<{ collisions: Catalog['collisions']; held: Catalog['held']; unavailable: Catalog['unavailable'] }> {
+    const catalog = await this.loadCatalog();
+    return { collisions: catalog.collisions, held: catalog.held, unavailable: catalog.unavailable };
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.upstreams.values()].map((upstream) => upstream.stop('stopped')));
   }
@@ -159,7 +155,11 @@ export class GatewayCore {
   }
 
   private loadCatalog(): Promise<Catalog> {
+    // An approval made by `gatehouse mcp pins approve` (another connection) shows in the next list.
+    const pins = this.options.pins;
+    if (pins && this.catalog && pins.version() !== this.pinVersion) this.invalidate('tools');
     if (this.catalog) return this.catalog;
+    if (pins) this.pinVersion = pins.version();
     const version = this.catalogVersion;
     const building = this.buildCatalog();
     this.catalog = building;
@@ -170,7 +170,7 @@ export class GatewayCore {
   }
 
   private async buildCatalog(): Promise<Catalog> {
-    const catalog: Catalog = { tools: new Map(), prompts: new Map(), resources: new Map(), templates: [], collisions: [], unavailable: [], views: new Map() };
+    const catalog: Catalog = { tools: new Map(), prompts: new Map(), resources: new Map(), templates: [], collisions: [], unavailable: [], views: new Map(), held: [] };
     const upstreams = [...this.upstreams.values()];
     const fetched = await Promise.all(
       upstreams.map(async (upstream) => {
@@ -193,6 +193,7 @@ export class GatewayCore {
       if (!lists) continue;
       const { upstream } = lists;
       for (const tool of lists.tools) {
+        if (!this.pinAllows(catalog, upstream, tool)) continue;
         const name = this.claim(catalog, 'tool', catalog.tools, this.exposedName(upstream, tool.name), upstream);
         catalog.tools.set(name, { upstream, original: tool.name, exposed: { ...tool, name } });
       }
@@ -211,6 +212,29 @@ export class GatewayCore {
       for (const template of lists.templates) catalog.templates.push({ upstream, original: template.uriTemplate, exposed: template });
     }
     return catalog;
+  }
+
+  /** Checks a tool against its pin; a held tool stays out of the catalog, so it can be neither listed nor called. */
+  private pinAllows(catalog: Catalog, upstream: Upstream, tool: Tool): boolean {
+    const pins = this.options.pins;
+    if (!pins) return true;
+    const check = pins.check(upstream.name, tool, upstream.instructions());
+    if (check.state === 'pinned') {
+      if (check.news) void this.recordEvent(upstream.name, 'pin.first-seen', `pinned ${upstream.name}/${tool.name} on first sight`, 'info', { tool: tool.name });
+      return true;
+    }
+    catalog.held.push({ upstream: upstream.name, tool: tool.name, reason: check.reason ?? 'changed', flags: check.flags });
+    if (check.news) {
+      const why =
+        check.reason === 'flagged'
+          ? `its description steers the model (${check.flags.join(', ')})`
+          : `its definition changed since it was pinned${check.flags.length ? ` and now steers the model (${check.flags.join(', ')})` : ''}`;
+      void this.recordEvent(upstream.name, 'pin.held', `held ${upstream.name}/${tool.name}: ${why}; approve with "gatehouse mcp pins approve ${upstream.name} ${tool.name}"`, 'deny', {
+        tool: tool.name,
+        flags: check.flags,
+      });
+    }
+    return false;
   }
 
   private claim<T>(catalog: Catalog, kind: string, taken: Map<string, T>, wanted: string, upstream: Upstream): string {
@@ -599,7 +623,7 @@ export class GatewayCore {
   }
 
   /** Records an event that is not a decision (a crash, garbage from an upstream, a refused relay). */
-  async recordEvent(server: string, kind: string, message: string): Promise<void> {
+  async recordEvent(server: string, kind: string, message: string, effect?: AuditRecord['effect'], details?: Record<string, unknown>): Promise<void> {
     const engine = this.options.policy.current;
     await this.options.audit
       .append({
@@ -608,14 +632,15 @@ export class GatewayCore {
         node: this.options.node,
         principal: {},
         surface: 'mcp',
-        action: `upstream.${kind}`,
+        action: kind.startsWith('pin.') ? kind : `upstream.${kind}`,
         resource: server,
-        effect: kind === 'garbage' || kind === 'crash' || kind === 'relay-refused' ? 'error' : 'info',
+        effect: effect ?? (kind === 'garbage' || kind === 'crash' || kind === 'relay-refused' ? 'error' : 'info'),
         rules: [],
         reason: message,
         latencyUs: 0,
         correlationId: newCorrelationId(),
         policy: { version: engine.version, digest: engine.digest },
+        ...(details ? { details } : {}),
       })
       .catch(() => undefined);
   }

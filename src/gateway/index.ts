@@ -13,10 +13,13 @@ import type { PolicyHolder } from '../policy/engine.js';
 import { Authenticator, type KeyAuthenticator } from './auth.js';
 import { GatewayFront } from './front.js';
 import { GatewayCore } from './gateway.js';
+import type { PinStore } from './pins.js';
 import type { UpstreamStatus } from './upstream.js';
 
 export { Authenticator, isLoopback, type KeyAuthenticator } from './auth.js';
-export { GatewayCore, canonicalJson, digestOf, type Caller } from './gateway.js';
+export { GatewayCore, type Caller } from './gateway.js';
+export { canonicalJson, digestOf } from './canonical.js';
+export { PinStore, steeringFlags, type PinRow } from './pins.js';
 export type { UpstreamStatus } from './upstream.js';
 
 export interface GatewayOptions {
@@ -32,6 +35,8 @@ export interface GatewayOptions {
   recordValues?: boolean;
   /** The secret scanner (with the vault's known secrets); defaults to the built-in rules only. */
   scanner?: Scanner;
+  /** Where tool pins live (the node's store); without it tools are not pinned. */
+  pins?: PinStore;
 }
 
 export interface RunningGateway {
@@ -54,13 +59,16 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     version: GATEWAY_VERSION,
     ...(options.recordValues !== undefined ? { recordValues: options.recordValues } : {}),
     scanner: options.scanner ?? createScanner({ maxBytes: options.policy.current.dlp.maxBytes }),
+    ...(options.pins ? { pins: options.pins } : {}),
   });
   const authenticator = new Authenticator({
     auth: options.settings.auth,
     ...(options.agents ? { agents: options.agents } : {}),
     configTeams: (agent) => options.agentTeams?.[agent]?.teams ?? [],
   });
+  const status = async () => ({ url: front.url, sessions: front.sessionCount(), ...core.status(), catalog: await core.catalogReport().catch(() => undefined) });
   const front = new GatewayFront({
+    status,
     settings: options.settings,
     core,
     authenticator,
