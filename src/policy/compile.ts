@@ -216,7 +216,10 @@ function compileCredentialRule(spec: CredentialRuleSpec, order: number): Credent
 
 interface NameIndex {
   exact: Map<string, McpRule[]>;
-  /** Rules that name this kind with a glob, or do not restrict names at all. */
+  /** `prefix*` globs, by prefix; `prefixLengths` says which name prefixes are worth a probe. */
+  prefixes: Map<string, McpRule[]>;
+  prefixLengths: number[];
+  /** Rules that name this kind with another glob, or do not restrict names at all. */
   other: McpRule[];
 }
 
@@ -227,7 +230,7 @@ interface KindIndex {
 }
 
 function newKindIndex(): KindIndex {
-  const fresh = (): NameIndex => ({ exact: new Map(), other: [] });
+  const fresh = (): NameIndex => ({ exact: new Map(), prefixes: new Map(), prefixLengths: [], other: [] });
   return { tool: fresh(), prompt: fresh(), resource: fresh() };
 }
 
@@ -237,12 +240,19 @@ function indexNames(index: NameIndex, names: Glob[] | undefined, rule: McpRule, 
     return;
   }
   for (const glob of names ?? []) {
-    if (glob.literal) {
-      const list = index.exact.get(glob.text);
-      if (list) list.push(rule);
-      else index.exact.set(glob.text, [rule]);
+    const prefix = /^[^*?]+\*$/.test(glob.text) ? glob.text.slice(0, -1) : undefined;
+    if (glob.literal) addTo(index.exact, glob.text, rule);
+    else if (prefix !== undefined) {
+      addTo(index.prefixes, prefix, rule);
+      if (!index.prefixLengths.includes(prefix.length)) index.prefixLengths.push(prefix.length);
     } else if (!index.other.includes(rule)) index.other.push(rule);
   }
+}
+
+function addTo(map: Map<string, McpRule[]>, key: string, rule: McpRule): void {
+  const list = map.get(key);
+  if (!list) map.set(key, [rule]);
+  else if (!list.includes(rule)) list.push(rule);
 }
 
 class McpIndex {
@@ -277,7 +287,15 @@ class McpIndex {
         if (kind) {
           const exact = index.exact.get(name);
           if (exact) for (const rule of exact) visit(rule);
-        } else for (const list of index.exact.values()) for (const rule of list) visit(rule);
+          for (const length of index.prefixLengths) {
+            if (length > name.length) continue;
+            const found = index.prefixes.get(name.slice(0, length));
+            if (found) for (const rule of found) visit(rule);
+          }
+        } else {
+          for (const list of index.exact.values()) for (const rule of list) visit(rule);
+          for (const list of index.prefixes.values()) for (const rule of list) visit(rule);
+        }
         for (const rule of index.other) visit(rule);
       }
     };

@@ -8,6 +8,8 @@ import ipaddr from 'ipaddr.js';
 
 export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 
+const IPV4_SHAPE = /^(?:[0-9a-fx]+\.){0,3}(?:0x[0-9a-f]*|[0-9]+)$/i;
+
 /** A parsed address with a stable key: `4:<uint32>` or `6:<32 hex digits>`. */
 export interface NormalisedIp {
   address: IpAddress;
@@ -28,7 +30,10 @@ export function parseIpLiteral(input: string): NormalisedIp | undefined {
     return normalise(ipaddr.IPv6.parse(text));
   }
   if (text.endsWith('.')) text = text.slice(0, -1);
-  // ipaddr.js accepts the inet_aton forms: decimal, octal, hex, and one- to four-part addresses.
+  // Cheap gate first: ipaddr.js signals "not an address" by throwing, which costs microseconds, and most
+  // hosts are names. Every inet_aton form (decimal, octal, hex, one to four parts) uses only these
+  // characters and ends in a numeric part.
+  if (!IPV4_SHAPE.test(text)) return undefined;
   if (!ipaddr.IPv4.isValid(text)) return undefined;
   return normalise(ipaddr.IPv4.parse(text));
 }
