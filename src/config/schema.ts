@@ -284,6 +284,34 @@ const egressSchema = z.strictObject({
   limits: egressLimitsSchema.default({ ...egressDefaults }),
 });
 
+/** Where a named secret comes from when it is not in the vault. Exactly one of env, file or command. */
+const secretProviderSchema = z
+  .strictObject({
+    /** An environment variable of the node process. */
+    env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
+    /** A file whose contents (without the trailing newline) are the value. */
+    file: z.string().min(1).optional(),
+    /** A command and its arguments (no shell), e.g. ["op", "read", "op://prod/github/token"]; stdout is the value. */
+    command: z.array(z.string().min(1)).min(1).optional(),
+    /** For `command`: kill it after this long. */
+    timeoutMs: z.number().int().positive().max(120_000).default(5000),
+    /** For `command` and `file`: reuse a value for this long (0: ask every time). */
+    cacheTtlSeconds: z.number().int().min(0).max(86_400).default(300),
+  })
+  .superRefine((provider, ctx) => {
+    const kinds = [provider.env, provider.file, provider.command].filter((v) => v !== undefined).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', message: 'a secret provider needs exactly one of "env", "file" or "command"' });
+  });
+
+const secretsSchema = z.strictObject({
+  /** A file (mode 0600) holding the vault's master key. Default: GATEHOUSE_MASTER_KEY, else <dataDir>/master.key. */
+  masterKeyFile: z.string().min(1).optional(),
+  /** Secrets resolved from outside the vault, by name (the name policy credentials rules use). */
+  providers: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'a secret name'), secretProviderSchema).default({}),
+  /** Also treat credential-looking environment variables of the node as known secrets for leak detection. */
+  scanEnvironment: z.boolean().default(true),
+});
+
 export const configSchema = z.strictObject({
   version: z.literal(1, { error: 'the config version: this Gatehouse reads version 1' }),
   node: nodeSchema.default({ labels: {}, api: { listen: '127.0.0.1:7400' }, trustedKeys: [], requireSignedPolicy: false, watch: true }),
@@ -311,6 +339,8 @@ export const configSchema = z.strictObject({
     upstreamCa: [],
     limits: { ...egressDefaults },
   }),
+  /** The vault's master key, and secrets that come from elsewhere (env, files, commands). */
+  secrets: secretsSchema.default({ providers: {}, scanEnvironment: true }),
   policy: policySchema.default({
     network: [],
     filesystem: [],
@@ -323,6 +353,8 @@ export const configSchema = z.strictObject({
 
 export type Config = z.output<typeof configSchema>;
 export type NodeSettings = Config['node'];
+export type SecretsSettings = Config['secrets'];
+export type SecretProviderSettings = SecretsSettings['providers'][string];
 export type EgressSettings = Config['egress'];
 export type GatewaySettings = Config['gateway'];
 export type UpstreamSettings = GatewaySettings['upstreams'][string];
