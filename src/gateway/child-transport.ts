@@ -111,7 +111,9 @@ export class ChildProcessTransport implements Transport {
       this.ongarbage?.(text.slice(0, 200));
       return;
     }
-    this.onmessage?.(message);
+    // One microtask per message: the SDK runs notification handlers a microtask after delivery but
+    // responses at once, so a progress notification read together with its result must not be overtaken.
+    queueMicrotask(() => this.onmessage?.(message));
   }
 
   send(message: JSONRPCMessage): Promise<void> {
