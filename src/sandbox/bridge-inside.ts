@@ -1,0 +1,89 @@
+/**
+ * The first process inside the sandbox. It listens on 127.0.0.1:<port> in the sandbox's own network
+ * namespace (the only address the proxy variables name), carries each accepted connection over the
+ * inherited socketpair (fd 3) to Gatehouse outside, starts the program, forwards signals to it, and reports
+ * how it ended. It runs under the same seccomp filter and rlimits as the program, so it must stay small:
+ * node built-ins and ./mux.js only.
+ *
+ * argv: node bridge.js <json settings>  — { port, command: [...], prlimit?: [...] }
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer, Socket } from 'node:net';
+import { constants } from 'node:os';
+import { FRAME, Mux } from './mux.js';
+
+interface Settings {
+  port: number;
+  command: string[];
+  /** `prlimit` arguments that put the rlimits on the program (not on this bridge). */
+  prlimit?: string[];
+}
+
+closeInheritedDescriptors();
+
+const settings = JSON.parse(process.argv[2] ?? '{}') as Settings;
+const channel = new Socket({ fd: 3, readable: true, writable: true });
+let child: ReturnType<typeof spawn> | undefined;
+let nextId = 1;
+
+const mux = new Mux(channel, {
+  onSignal: (name) => {
+    if (child && name in constants.signals) child.kill(name as NodeJS.Signals);
+  },
+  // Losing Gatehouse outside means losing the audit trail: stop the program.
+  onBroken: () => child?.kill('SIGKILL'),
+});
+
+const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+  const id = nextId++;
+  mux.send(FRAME.OPEN, id);
+  mux.attach(id, socket);
+});
+server.on('error', (error) => {
+  process.stderr.write(`gatehouse bridge: cannot listen on 127.0.0.1:${settings.port}: ${error.message}\n`);
+  process.exit(125);
+});
+
+for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const) {
+  process.on(name, () => child?.kill(name));
+}
+
+server.listen(settings.port, '127.0.0.1', () => {
+  const argv = settings.prlimit ? ['prlimit', ...settings.prlimit, '--', ...settings.command] : settings.command;
+  child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
+  child.on('error', (error: NodeJS.ErrnoException) => {
+    process.stderr.write(`gatehouse: cannot start ${argv[0]}: ${error.code === 'ENOENT' ? 'not found in the sandbox' : error.message}\n`);
+    finish(error.code === 'ENOENT' ? 127 : 126, null);
+  });
+  child.on('exit', (code, signal) => finish(code, signal));
+});
+
+function finish(code: number | null, signal: NodeJS.Signals | null): void {
+  server.close();
+  mux.closeAll();
+  mux.send(FRAME.EXIT, 0, Buffer.from(JSON.stringify({ code, signal })));
+  const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
+  channel.end(() => process.exit(status));
+  // Outside may already be gone; do not hang on a half-closed channel.
+  setTimeout(() => process.exit(status), 1000).unref();
+}
+
+/**
+ * Descriptors Gatehouse's own parent left open (a shell's, an IDE's) pass through bwrap untouched. The
+ * program must not inherit them: close every descriptor above 3 that is not close-on-exec (node's own
+ * descriptors all are, so they survive).
+ */
+function closeInheritedDescriptors(): void {
+  const O_CLOEXEC = 0o2000000;
+  for (const name of readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (!Number.isInteger(fd) || fd <= 3) continue;
+    try {
+      const flags = /^flags:\s*([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'));
+      if (flags && (parseInt(flags[1]!, 8) & O_CLOEXEC) === 0) closeSync(fd);
+    } catch {
+      // Gone already (the directory listing's own descriptor).
+    }
+  }
+}

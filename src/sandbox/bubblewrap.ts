@@ -1,0 +1,174 @@
+/**
+ * The Linux driver: runs a program under bubblewrap with the mount plan, new namespaces (user, PID, net,
+ * IPC, UTS, cgroup), the seccomp filter, a scrubbed environment, rlimits, and the network bridge.
+ *
+ * Process tree:  gatehouse ─ bwrap ─ (sandbox pid 1: bwrap's init) ─ node bridge.js ─ [prlimit ─] program
+ * The bridge is the program's parent inside, so signals sent by Gatehouse (as SIGNAL frames) reach the
+ * program, and its exit status comes back as an EXIT frame. bwrap runs in its own session (`detached`), so a
+ * terminal's Ctrl-C reaches Gatehouse, which forwards it, rather than killing bwrap outright.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { constants } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Readable, Writable } from 'node:stream';
+import { GatehouseError } from '../util/errors.js';
+import { sandboxEnv } from './env.js';
+import { bwrapMountArgs, computeMountPlan, isWithin, type MountPlan } from './mount-plan.js';
+import { FRAME, Mux } from './mux.js';
+import { openFilterFd } from './seccomp.js';
+import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Where the bridge files appear inside the sandbox (under the otherwise empty /run). */
+const INSIDE = '/run/gatehouse';
+export const DEFAULT_PROXY_PORT = 3128;
+
+export function bridgeFiles(): { source: string; dest: string }[] {
+  return [
+    { source: join(here, 'bridge-inside.js'), dest: `${INSIDE}/bridge.js` },
+    { source: join(here, 'mux.js'), dest: `${INSIDE}/mux.js` },
+    // Marks the two files as ES modules for node inside.
+    { source: join(here, '..', '..', '..', 'package.json'), dest: `${INSIDE}/package.json` },
+  ];
+}
+
+/** rlimits as `prlimit` arguments (soft = hard). */
+export function prlimitArgs(limits: SandboxSpec['rlimits']): string[] | undefined {
+  if (!limits) return undefined;
+  const args: string[] = [];
+  if (limits.memoryBytes !== undefined) args.push(`--data=${limits.memoryBytes}`);
+  if (limits.processes !== undefined) args.push(`--nproc=${limits.processes}`);
+  if (limits.openFiles !== undefined) args.push(`--nofile=${limits.openFiles}`);
+  if (limits.cpuSeconds !== undefined) args.push(`--cpu=${limits.cpuSeconds}`);
+  return args.length > 0 ? args : undefined;
+}
+
+export interface BwrapInvocation {
+  plan: MountPlan;
+  args: string[];
+  env: Record<string, string>;
+}
+
+/** The whole bwrap command line for a spec, with the seccomp filter expected on `seccompFd`. */
+export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvocation {
+  if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
+  const extras = bridgeFiles();
+  if (!isWithin(process.execPath, '/usr') && !isWithin(process.execPath, '/opt')) {
+    extras.push({ source: process.execPath, dest: process.execPath });
+  }
+  const plan = computeMountPlan({
+    view: spec.view,
+    home: spec.home,
+    cwd: spec.cwd,
+    extras,
+    ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
+    ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
+  });
+  const port = spec.proxyPort ?? DEFAULT_PROXY_PORT;
+  const env = sandboxEnv({
+    home: spec.home,
+    proxyPort: port,
+    ...(spec.envSource ? { source: spec.envSource } : {}),
+    ...(spec.envAllow ? { allow: spec.envAllow } : {}),
+    ...(spec.envAdd ? { add: spec.envAdd } : {}),
+  });
+  const prlimit = prlimitArgs(spec.rlimits);
+  const settings = { port, command: spec.command, ...(prlimit ? { prlimit } : {}) };
+  const args = [
+    '--die-with-parent',
+    '--new-session',
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-net',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    '--hostname', 'sandbox',
+    '--seccomp', String(seccompFd),
+    ...bwrapMountArgs(plan),
+    '--chdir', plan.cwd,
+    '--',
+    process.execPath, `${INSIDE}/bridge.js`, JSON.stringify(settings),
+  ];
+  return { plan, args, env };
+}
+
+/**
+ * Starts the program in the sandbox. Resolves once bwrap is spawned; `exited` settles when the program
+ * ends (its own code or signal, as the bridge reported it).
+ */
+export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProcess> {
+  const filterFd = await openFilterFd();
+  let invocation: BwrapInvocation;
+  let child: ChildProcess;
+  try {
+    invocation = bwrapInvocation(spec, 4);
+    const stdio = spec.stdio ?? 'inherit';
+    child = spawn(spec.bwrapPath ?? 'bwrap', invocation.args, {
+      env: invocation.env,
+      stdio: [stdio, stdio, stdio, 'pipe', filterFd],
+      detached: true,
+      ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
+    });
+  } finally {
+    closeSync(filterFd);
+  }
+  const channel = child.stdio[3] as Socket;
+  let reported: ExitStatus | undefined;
+  let brokenReason: string | undefined;
+  const mux: Mux = new Mux(channel, {
+    // Each connection to the bridge becomes one connection to the egress proxy's per-session socket.
+    onOpen: (id) => {
+      if (!spec.proxySocket || !existsSync(spec.proxySocket)) {
+        spec.onConnectionDenied?.({ stream: id, reason: 'no egress proxy for this session' });
+        mux.close(id, 'no egress proxy');
+        return;
+      }
+      const upstream = connect({ path: spec.proxySocket, allowHalfOpen: true });
+      upstream.once('error', (error) => spec.onConnectionDenied?.({ stream: id, reason: `egress proxy unreachable: ${error.message}` }));
+      mux.attach(id, upstream);
+    },
+    onExit: (status) => {
+      reported = { code: status.code, signal: status.signal as NodeJS.Signals | null };
+    },
+    onBroken: (error) => {
+      brokenReason = error.message;
+      child.kill('SIGKILL');
+    },
+  });
+
+  const exited = new Promise<ExitStatus>((resolve, reject) => {
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      reject(
+        error.code === 'ENOENT'
+          ? new GatehouseError('sandbox_unavailable', 'bwrap is not installed: install the bubblewrap package (run `gatehouse doctor`).')
+          : error,
+      );
+    });
+    child.once('exit', (code, signal) => {
+      mux.closeAll();
+      if (reported) return resolve({ ...reported, ...(brokenReason ? { error: brokenReason } : {}) });
+      // No report from the bridge: bwrap itself failed (namespaces refused...) or the sandbox was killed.
+      resolve({ code, signal, setupFailed: true, ...(brokenReason ? { error: brokenReason } : {}) });
+    });
+  });
+
+  return {
+    pid: child.pid,
+    plan: invocation.plan,
+    stdin: child.stdin as Writable | null,
+    stdout: child.stdout as Readable | null,
+    stderr: child.stderr as Readable | null,
+    exited,
+    kill(signal: NodeJS.Signals = 'SIGTERM') {
+      if (signal === 'SIGKILL') {
+        child.kill('SIGKILL');
+        return;
+      }
+      if (signal in constants.signals) mux.send(FRAME.SIGNAL, 0, Buffer.from(signal, 'latin1'));
+    },
+  };
+}

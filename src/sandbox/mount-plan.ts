@@ -1,0 +1,232 @@
+/**
+ * The mount plan: what the sandboxed program sees of the host's files, computed from the policy's
+ * filesystem view. The plan is data (a list of mount steps in order) so it can be tested, shown by
+ * `gatehouse run --dry-run`, and turned into bwrap arguments or container mounts.
+ *
+ * Order matters, because a later mount hides whatever it covers:
+ *   1. the system (read-only /usr, /etc, /lib...), so programs can run at all;
+ *   2. the policy's allows, parents before children;
+ *   3. private /proc, /dev, /tmp and an empty /run (no docker.sock, D-Bus or ssh-agent);
+ *   4. the policy's allows under /tmp;
+ *   5. masks: the policy's denies, the default sensitive set, Gatehouse's own data directory;
+ *   6. explicit allows inside a masked sensitive directory (`~/.ssh/known_hosts`), then the mask goes read-only.
+ * Paths are resolved through symlinks first, so a deny on a symlink masks what it points to.
+ */
+import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { join, sep } from 'node:path';
+import type { FilesystemView } from '../policy/engine.js';
+
+export type MountStep =
+  | { kind: 'ro-bind'; source: string; dest: string; why: string }
+  | { kind: 'bind'; source: string; dest: string; why: string }
+  | { kind: 'symlink'; target: string; dest: string; why: string }
+  /** An empty directory mount: a private tmpfs, or a mask over a denied directory. */
+  | { kind: 'tmpfs'; dest: string; why: string }
+  | { kind: 'remount-ro'; dest: string; why: string }
+  /** A mask over a denied file: `/dev/null` bound read-only on top. */
+  | { kind: 'mask-file'; dest: string; why: string }
+  | { kind: 'proc'; dest: string; why: string }
+  | { kind: 'dev'; dest: string; why: string }
+  | { kind: 'dir'; dest: string; why: string };
+
+export interface MountPlan {
+  steps: MountStep[];
+  /** Paths hidden from the program (resolved), for `--dry-run` and the launch audit record. */
+  masked: string[];
+  /** Where the program starts: the working directory if it is visible, else HOME. */
+  cwd: string;
+  home: string;
+}
+
+export interface MountPlanInput {
+  view: FilesystemView;
+  home: string;
+  cwd: string;
+  /** Gatehouse's state (keys, vault, audit): always masked. */
+  dataDir?: string;
+  /** Extra read-only files placed in the sandbox (the bridge script), `source → dest`. */
+  extras?: { source: string; dest: string }[];
+  /** Read-only system directories; the defaults cover Debian, Ubuntu, Fedora and Alpine layouts. */
+  system?: string[];
+  /** Mask these too (tests use this to plant files). */
+  extraSensitive?: string[];
+}
+
+export const DEFAULT_SYSTEM = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/opt'];
+
+/** Credentials and histories under HOME that are masked unless a rule allows that exact place. */
+export const SENSITIVE_IN_HOME = [
+  '.ssh', '.aws', '.config/gcloud', '.azure', '.kube', '.docker', '.npmrc', '.pypirc', '.netrc', '.git-credentials',
+  '.gnupg', '.config/gh', '.pgpass', '.password-store', '.local/share/keyrings', '.cargo/credentials.toml',
+  '.terraform.d/credentials.tfrc.json', '.vault-token',
+  // Shell and REPL histories: they hold pasted tokens and passwords.
+  '.bash_history', '.zsh_history', '.histfile', '.sh_history', '.local/share/fish/fish_history', '.python_history',
+  '.node_repl_history', '.psql_history', '.mysql_history', '.sqlite_history', '.lesshst', '.rediscli_history',
+];
+
+/** Host secrets a root-run sandbox could otherwise read through its owner bits. */
+export const SENSITIVE_SYSTEM = ['/etc/shadow', '/etc/gshadow', '/etc/shadow-', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssh', '/etc/security/opasswd'];
+
+/** Places the sandbox always makes private or hides, so policy binds never land there. */
+const PRIVATE_ROOTS = ['/proc', '/dev', '/run', '/var/run', '/sys'];
+
+type Kind = 'dir' | 'file' | undefined;
+
+function resolved(path: string): { path: string; kind: Kind } {
+  try {
+    const real = realpathSync.native(path);
+    return { path: real, kind: statSync(real).isDirectory() ? 'dir' : 'file' };
+  } catch {
+    return { path, kind: undefined };
+  }
+}
+
+export function isWithin(path: string, root: string): boolean {
+  return path === root || root === '/' || path.startsWith(root.endsWith(sep) ? root : root + sep);
+}
+
+const depth = (path: string): number => (path === '/' ? 0 : path.split('/').length - 1);
+
+export function computeMountPlan(input: MountPlanInput): MountPlan {
+  const steps: MountStep[] = [];
+  const masked: string[] = [];
+  /** Everything bound so far (resolved), to know whether a mask has anything to cover. */
+  const visible: string[] = [];
+
+  // 1. The system, read-only. On merged-/usr systems /bin and /lib are symlinks; keep them symlinks.
+  for (const path of input.system ?? DEFAULT_SYSTEM) {
+    let link: string | undefined;
+    try {
+      if (lstatSync(path).isSymbolicLink()) link = realpathSync.native(path);
+    } catch {
+      continue;
+    }
+    if (link !== undefined) steps.push({ kind: 'symlink', target: link, dest: path, why: 'system' });
+    else {
+      steps.push({ kind: 'ro-bind', source: path, dest: path, why: 'system' });
+      visible.push(path);
+    }
+  }
+
+  // 2. The policy's allows, parents first; rw before ro at the same place is irrelevant (one wins).
+  const allows = input.view.allow
+    .map((entry) => ({ ...entry, ...resolved(entry.path) }))
+    .filter((entry) => entry.kind !== undefined && !PRIVATE_ROOTS.some((root) => isWithin(entry.path, root) && root !== '/'))
+    .sort((a, b) => depth(a.path) - depth(b.path));
+  const underTmp = (path: string): boolean => isWithin(path, '/tmp');
+  const bindAllow = (entry: (typeof allows)[number]): void => {
+    steps.push({
+      kind: entry.access === 'rw' ? 'bind' : 'ro-bind',
+      source: entry.path,
+      dest: entry.path,
+      why: `allow ${entry.access} (rule ${entry.ruleId})`,
+    });
+    visible.push(entry.path);
+  };
+  for (const entry of allows) if (!underTmp(entry.path)) bindAllow(entry);
+
+  // 3. Private kernel views and scratch space; /run is an empty tmpfs so host sockets there vanish.
+  steps.push({ kind: 'proc', dest: '/proc', why: 'private /proc (new PID namespace)' });
+  steps.push({ kind: 'dev', dest: '/dev', why: 'private /dev' });
+  steps.push({ kind: 'tmpfs', dest: '/tmp', why: 'private /tmp' });
+  steps.push({ kind: 'tmpfs', dest: '/run', why: 'hide /run (docker.sock, D-Bus, ssh-agent)' });
+  if (visible.some((path) => isWithin('/var', path))) {
+    // /var/run is usually a symlink to /run; if /var is bound, the bound /var/run leads to the empty /run.
+    const varRun = resolved('/var/run');
+    if (varRun.kind === 'dir' && varRun.path !== '/run') steps.push({ kind: 'tmpfs', dest: '/var/run', why: 'hide /var/run' });
+  }
+
+  // 4. Allows under /tmp, on top of the private /tmp.
+  for (const entry of allows) if (underTmp(entry.path)) bindAllow(entry);
+  const covered = (path: string): boolean => visible.some((root) => isWithin(path, root));
+
+  // 5. Masks. A deny beats any allow, so masks come after every bind they might cover.
+  const denies: { path: string; access: 'all' | 'write'; why: string; sensitive?: boolean }[] = [];
+  for (const entry of input.view.deny) denies.push({ path: entry.path, access: entry.access, why: `deny (rule ${entry.ruleId})` });
+  for (const relative of SENSITIVE_IN_HOME) {
+    denies.push({ path: join(input.home, relative), access: 'all', why: 'default sensitive path', sensitive: true });
+  }
+  for (const path of SENSITIVE_SYSTEM) denies.push({ path, access: 'all', why: 'host secret' });
+  for (const path of input.extraSensitive ?? []) denies.push({ path, access: 'all', why: 'sensitive' });
+  if (input.dataDir) denies.push({ path: input.dataDir, access: 'all', why: "Gatehouse's data directory" });
+
+  const resolvedDenies = denies
+    .map((entry) => ({ ...entry, ...resolved(entry.path) }))
+    .filter((entry) => entry.kind !== undefined && covered(entry.path))
+    .sort((a, b) => depth(a.path) - depth(b.path) || (a.access === 'all' ? 1 : 0) - (b.access === 'all' ? 1 : 0));
+  const fullyMasked: string[] = [];
+  /** Masked sensitive directories whose explicitly allowed children are bound again on top. */
+  const reopened: { mask: string; children: typeof allows }[] = [];
+  const allowedExactly = (path: string): boolean => allows.some((allow) => allow.path === path);
+  for (const entry of resolvedDenies) {
+    // Inside a directory that is already masked there is nothing left to hide or to make read-only.
+    if (fullyMasked.some((root) => isWithin(entry.path, root))) continue;
+    if (entry.sensitive && allowedExactly(entry.path)) continue;
+    if (entry.access === 'write') {
+      steps.push({ kind: 'ro-bind', source: entry.path, dest: entry.path, why: `${entry.why}: read-only` });
+      continue;
+    }
+    masked.push(entry.path);
+    if (entry.kind === 'file') {
+      steps.push({ kind: 'mask-file', dest: entry.path, why: `mask: ${entry.why}` });
+      continue;
+    }
+    steps.push({ kind: 'tmpfs', dest: entry.path, why: `mask: ${entry.why}` });
+    fullyMasked.push(entry.path);
+    const children = entry.sensitive ? allows.filter((allow) => isWithin(allow.path, entry.path)) : [];
+    if (children.length > 0) reopened.push({ mask: entry.path, children });
+    else steps.push({ kind: 'remount-ro', dest: entry.path, why: 'masks are read-only' });
+  }
+
+  // 6. Explicit allows inside masked sensitive directories, unless a policy deny also covers them.
+  const policyDenied = (path: string): boolean =>
+    input.view.deny.some((deny) => deny.access === 'all' && isWithin(path, resolved(deny.path).path));
+  for (const { mask, children } of reopened) {
+    for (const child of children) if (!policyDenied(child.path)) bindAllow(child);
+    steps.push({ kind: 'remount-ro', dest: mask, why: 'masks are read-only' });
+  }
+
+  for (const extra of input.extras ?? []) steps.push({ kind: 'ro-bind', source: extra.source, dest: extra.dest, why: 'gatehouse bridge' });
+
+  const home = input.home;
+  if (!covered(home)) steps.push({ kind: 'dir', dest: home, why: 'empty HOME' });
+  const cwd = covered(resolved(input.cwd).path) ? resolved(input.cwd).path : home;
+  return { steps, masked, cwd, home };
+}
+
+/** The plan as bwrap arguments, in order. */
+export function bwrapMountArgs(plan: MountPlan): string[] {
+  const args: string[] = [];
+  for (const step of plan.steps) {
+    switch (step.kind) {
+      case 'ro-bind':
+        args.push('--ro-bind', step.source, step.dest);
+        break;
+      case 'bind':
+        args.push('--bind', step.source, step.dest);
+        break;
+      case 'symlink':
+        args.push('--symlink', step.target, step.dest);
+        break;
+      case 'tmpfs':
+        args.push('--tmpfs', step.dest);
+        break;
+      case 'remount-ro':
+        args.push('--remount-ro', step.dest);
+        break;
+      case 'mask-file':
+        args.push('--ro-bind', '/dev/null', step.dest);
+        break;
+      case 'proc':
+        args.push('--proc', step.dest);
+        break;
+      case 'dev':
+        args.push('--dev', step.dest);
+        break;
+      case 'dir':
+        args.push('--dir', step.dest);
+        break;
+    }
+  }
+  return args;
+}
