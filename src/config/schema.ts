@@ -312,6 +312,40 @@ const secretsSchema = z.strictObject({
   scanEnvironment: z.boolean().default(true),
 });
 
+export const sandboxDefaults = { driver: 'auto', proxyPort: 3128, env: [], rlimits: {}, onWeaker: 'refuse' } as const;
+
+const sandboxSchema = z.strictObject({
+  /** `auto`: bubblewrap where the host allows it, else a container engine (Docker or Podman). */
+  driver: z.enum(['auto', 'bubblewrap', 'container']).default('auto'),
+  /** Path to bwrap (default: found on PATH). */
+  bwrap: z.string().min(1).optional(),
+  /** Port the bridge listens on inside the sandbox (its own network namespace, so any port is free). */
+  proxyPort: z.number().int().min(1).max(65535).default(3128),
+  /** Extra environment variables (or `PREFIX*`) let through the scrub, on top of PATH, HOME, TERM, LANG... */
+  env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, 'an environment variable name, or a prefix ending in "*"')).default([]),
+  /** Limits on the sandboxed program (rlimits; soft and hard). */
+  rlimits: z
+    .strictObject({
+      /** Private writable memory (RLIMIT_DATA). */
+      memory: sizeSchema.optional(),
+      /** Processes and threads (RLIMIT_NPROC). */
+      processes: z.number().int().positive().optional(),
+      openFiles: z.number().int().positive().optional(),
+      /** CPU time (RLIMIT_CPU), e.g. "10m". */
+      cpuTime: durationSchema.optional(),
+    })
+    .default({}),
+  /** When the host cannot give the isolation the policy asks for: `refuse` (exit 2) unless `--allow-weaker`. */
+  onWeaker: z.enum(['refuse', 'warn']).default('refuse'),
+  /** The container driver: engine CLI and the image programs run in. */
+  container: z
+    .strictObject({
+      engine: z.enum(['auto', 'docker', 'podman']).default('auto'),
+      image: z.string().min(1).default('debian:12-slim'),
+    })
+    .default({ engine: 'auto', image: 'debian:12-slim' }),
+});
+
 export const configSchema = z.strictObject({
   version: z.literal(1, { error: 'the config version: this Gatehouse reads version 1' }),
   node: nodeSchema.default({ labels: {}, api: { listen: '127.0.0.1:7400' }, trustedKeys: [], requireSignedPolicy: false, watch: true }),
@@ -341,6 +375,8 @@ export const configSchema = z.strictObject({
   }),
   /** The vault's master key, and secrets that come from elsewhere (env, files, commands). */
   secrets: secretsSchema.default({ providers: {}, scanEnvironment: true }),
+  /** How `gatehouse run` and the gateway's stdio servers are isolated. */
+  sandbox: sandboxSchema.default({ ...sandboxDefaults, env: [], rlimits: {}, container: { engine: 'auto', image: 'debian:12-slim' } }),
   policy: policySchema.default({
     network: [],
     filesystem: [],
@@ -353,6 +389,7 @@ export const configSchema = z.strictObject({
 
 export type Config = z.output<typeof configSchema>;
 export type NodeSettings = Config['node'];
+export type SandboxSettings = Config['sandbox'];
 export type SecretsSettings = Config['secrets'];
 export type SecretProviderSettings = SecretsSettings['providers'][string];
 export type EgressSettings = Config['egress'];
