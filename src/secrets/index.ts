@@ -23,3 +23,8 @@
  */
 export { PlaceholderRegistry } from './placeholders.js';
 export type { Placeholder, PlaceholderHit, Destination } from './placeholders.js';
+export { Vault } from './vault.js';
+export type { SecretInfo, MasterKeyOptions } from './vault.js';
+export { ProviderSet, runCommand } from './providers.js';
+export { Secrets, openSecrets } from './service.js';
+export type { SecretsOptions } from './service.js';
