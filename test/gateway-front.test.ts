@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { ProtocolError, type CallToolResult } from '@modelcontextprotocol/client';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { JsonlAuditLog } from '../src/audit/jsonl.js';
 import { fixtureUpstream, JSON_HEADERS, rawRequest, rawSession, startHarness, type Harness } from './gateway-harness.js';
 
 let harness: Harness;
@@ -200,5 +201,24 @@ describe('DNS rebinding and bad input', () => {
     // The session still works after all of that.
     const list = await rawRequest(harness.gateway.url, { headers, body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/list' }) });
     assert.match(list.body, /fixture__hello/);
+  });
+});
+
+describe('audit failure', () => {
+  test('once the audit log cannot be written (a real ENOSPC from /dev/full), requests are refused', async () => {
+    const failing = await startHarness(
+      { gateway: { upstreams: { fixture: fixtureUpstream() } }, policy: { mcp: [{ id: 'all', allow: { server: 'fixture', tools: ['*'] } }] } },
+      new JsonlAuditLog('/dev/full'),
+    );
+    try {
+      const client = await failing.connect(failing.agents.add('tester').key);
+      await client.listTools(); // its record fails to land
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const refused = await client.callTool({ name: 'fixture__hello', arguments: {} }).catch((error: unknown) => error);
+      assert.ok(refused instanceof ProtocolError);
+      assert.match(refused.message, /audit log cannot be written/);
+    } finally {
+      await failing.close();
+    }
   });
 });

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { Client, StreamableHTTPClientTransport, type ClientOptions } from '@modelcontextprotocol/client';
 import { AgentRegistry } from '../src/agents/index.js';
 import { MemoryAuditLog } from '../src/audit/jsonl.js';
+import type { AuditLog } from '../src/audit/record.js';
 import { configSchema } from '../src/config/schema.js';
 import { PinStore, startGateway, type RunningGateway } from '../src/gateway/index.js';
 import { compilePolicy } from '../src/policy/index.js';
@@ -32,7 +33,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(config: Record<string, unknown>): Promise<Harness> {
+export async function startHarness(config: Record<string, unknown>, auditLog?: AuditLog): Promise<Harness> {
   const parsed = configSchema.parse({ version: 1, ...config });
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-gw-'));
   const agents = new AgentRegistry(openStore(dataDir));
@@ -41,7 +42,7 @@ export async function startHarness(config: Record<string, unknown>): Promise<Har
   const gateway = await startGateway({
     settings: { ...parsed.gateway, listen: '127.0.0.1:0' },
     policy,
-    audit,
+    audit: auditLog ?? audit,
     agents,
     agentTeams: parsed.agents,
     pins: new PinStore(openStore(dataDir)),

@@ -47,6 +47,8 @@ export interface GatewayCoreOptions {
   scanner?: Scanner;
   /** Tool pins; without it nothing is pinned or held. */
   pins?: PinStore;
+  /** Reply only once the audit record is durable (audit `sync` mode). Otherwise a failed append stops later requests. */
+  awaitAudit?: boolean;
 }
 
 /** What scanning did to one piece of content. */
@@ -102,6 +104,7 @@ export class GatewayCore {
   private readonly listeners = new Set<(kind: Kind) => void>();
   private readonly separator: string;
   private pinVersion = -1;
+  private auditFailure: unknown;
 
   constructor(private readonly options: GatewayCoreOptions) {
     this.separator = options.settings.separator;
@@ -247,6 +250,10 @@ export class GatewayCore {
   }
 
   private decide(caller: Caller, target: Omit<McpRequest, 'surface' | keyof Principal>): Decision {
+    // Fail closed: once the audit log cannot be written, nothing is decided.
+    if (this.auditFailure !== undefined) {
+      throw new ProtocolError(-32603, `the audit log cannot be written (${describeError(this.auditFailure)}); requests are refused until it can`);
+    }
     const request: McpRequest = { surface: 'mcp', ...target };
     if (caller.agent !== undefined) request.agent = caller.agent;
     if (caller.teams !== undefined) request.teams = caller.teams;
@@ -614,10 +621,18 @@ export class GatewayCore {
       policy: { version: engine.version, digest: engine.digest },
       details: decision ? { ...details, decisionUs: decision.latencyUs } : details,
     };
+    const appended = this.options.audit.append(record);
+    if (!this.options.awaitAudit) {
+      // The reply does not wait for the group commit; a failed append stops every later request instead.
+      appended.catch((error: unknown) => {
+        this.auditFailure ??= error;
+      });
+      return;
+    }
     try {
-      await this.options.audit.append(record);
+      await appended;
     } catch (error) {
-      // Fail closed: what cannot be recorded does not happen.
+      this.auditFailure ??= error;
       throw new ProtocolError(-32603, `the audit log cannot be written (${describeError(error)}); the request was refused`);
     }
   }

@@ -37,6 +37,8 @@ export interface GatewayOptions {
   scanner?: Scanner;
   /** Where tool pins live (the node's store); without it tools are not pinned. */
   pins?: PinStore;
+  /** Reply only after each audit record is durable (set it when audit.mode is `sync`). */
+  awaitAudit?: boolean;
 }
 
 export interface RunningGateway {
@@ -60,6 +62,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     ...(options.recordValues !== undefined ? { recordValues: options.recordValues } : {}),
     scanner: options.scanner ?? createScanner({ maxBytes: options.policy.current.dlp.maxBytes }),
     ...(options.pins ? { pins: options.pins } : {}),
+    ...(options.awaitAudit !== undefined ? { awaitAudit: options.awaitAudit } : {}),
   });
   const authenticator = new Authenticator({
     auth: options.settings.auth,
