@@ -20,6 +20,8 @@ import { REASON_HEADER, Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 import { formatTarget, parseAuthority } from './target.js';
 import { dial, splice } from './tunnel.js';
+import { prepareRequest } from './content.js';
+import { forward } from './forward.js';
 
 const UNKNOWN_CLIENT: Client = { listener: 'tcp', remote: 'unknown' };
 
@@ -151,66 +153,32 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   const address = checked.addresses[0] as CheckedAddress;
   facts.details = { ...facts.details, address: address.address };
 
-  const headers = forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']);
-  const result = await forwardHttp(runtime, request, response, { address, port: target.port, pathAndQuery: httpTarget.pathAndQuery, headers });
-  if (result instanceof Refusal) return refuse(result);
+  const prepared = await prepareRequest({
+    engine,
+    tools: runtime.content,
+    caller,
+    target,
+    scheme: 'http',
+    request,
+    outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
+    maxInspectedBytes: runtime.limits.maxInspectedBytes,
+  });
+  if (prepared instanceof Refusal) return refuse(prepared);
+  facts.details = { ...facts.details, ...prepared.facts };
+  const upstream = httpRequest({
+    host: address.address,
+    family: address.family,
+    port: target.port,
+    method: request.method,
+    path: prepared.pathAndQuery,
+    headers: prepared.headers as unknown as Record<string, string>,
+    setHost: false,
+    agent: runtime.httpAgent,
+  });
+  const result = await forward(upstream, request, response, prepared, runtime.limits.idleTimeoutMs);
+  if (result instanceof Error) return refuse(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${result.code ?? result.message})`));
   facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
   runtime.recorder.record(engine, facts);
-}
-
-export interface ForwardResult {
-  status: number;
-  bytesUp: number;
-  bytesDown: number;
-}
-
-/** The forward step for plain HTTP: one request to exactly the checked address, the body streamed both ways. */
-function forwardHttp(
-  runtime: Runtime,
-  request: IncomingMessage,
-  response: ServerResponse,
-  to: { address: CheckedAddress; port: number; pathAndQuery: string; headers: string[] },
-): Promise<ForwardResult | Refusal> {
-  return new Promise((resolve) => {
-    let bytesUp = 0;
-    let bytesDown = 0;
-    const upstream = httpRequest({
-      host: to.address.address,
-      family: to.address.family,
-      port: to.port,
-      method: request.method,
-      path: to.pathAndQuery,
-      headers: to.headers as unknown as Record<string, string>,
-      setHost: false,
-      agent: runtime.httpAgent,
-    });
-    upstream.setTimeout(runtime.limits.idleTimeoutMs, () => upstream.destroy(new Error('idle timeout')));
-    upstream.on('error', (error: NodeJS.ErrnoException) => {
-      if (response.headersSent) {
-        response.destroy();
-        resolve({ status: response.statusCode, bytesUp, bytesDown });
-      } else {
-        resolve(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${error.code ?? error.message})`));
-      }
-    });
-    upstream.on('response', (upstreamResponse) => {
-      const headers = forwardableHeaders(upstreamResponse.rawHeaders, upstreamResponse.headers.connection);
-      response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, headers);
-      upstreamResponse.on('data', (chunk: Buffer) => {
-        bytesDown += chunk.length;
-      });
-      upstreamResponse.pipe(response);
-      response.on('close', () => {
-        if (!upstreamResponse.complete) upstream.destroy();
-        resolve({ status: upstreamResponse.statusCode ?? 0, bytesUp, bytesDown });
-      });
-    });
-    request.on('data', (chunk: Buffer) => {
-      bytesUp += chunk.length;
-    });
-    if (/^100-continue$/i.test(request.headers.expect ?? '')) response.writeContinue();
-    request.pipe(upstream);
-  });
 }
 
 /** Writes a refusal as an HTTP response: status, `X-Gatehouse-Reason`, and one sentence. */

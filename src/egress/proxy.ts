@@ -18,7 +18,11 @@ import type { Principal } from '../policy/types.js';
 import { matchHostPattern, parseHostPattern, type HostPattern } from '../policy/hosts.js';
 import type { Authenticate, Client } from './authenticate.js';
 import { clientOf, handleConnect, handleForward, parserRefusal, writeRawRefusal, writeRefusal } from './http-proxy.js';
-import type { RequestInspector } from './inspect.js';
+import type { CertificateAuthority } from './ca.js';
+import type { ResolveSecret } from './content.js';
+import { createInspector } from './intercept.js';
+import type { Scanner } from '../dlp/index.js';
+import type { PlaceholderRegistry } from '../secrets/placeholders.js';
 import { RateLimiter } from './limits.js';
 import { Recorder } from './record.js';
 import { Refusal } from './refusal.js';
@@ -38,8 +42,16 @@ export interface EgressProxyOptions {
   settings?: Partial<Omit<EgressSettings, 'limits'>> & { limits?: Partial<EgressSettings['limits']> };
   /** Replaces the system resolver (overrides in `settings.resolve` still apply first). */
   resolver?: Resolver;
-  /** TLS inspection; without it, a CONNECT the policy wants inspected is refused. */
-  inspector?: RequestInspector;
+  /** The CA for TLS inspection; without it, a CONNECT the policy wants inspected is refused. */
+  ca?: CertificateAuthority;
+  /** CA certificates (PEM) trusted for upstream servers besides the system's roots. */
+  upstreamCa?: string[];
+  /** Secret scanning of readable requests (dlp/). */
+  scanner?: Scanner;
+  /** Session placeholders to swap for real values, only on the way to a host their grant names (secrets/). */
+  placeholders?: PlaceholderRegistry;
+  /** The vault: a secret's real value by name, for header injection. */
+  resolveSecret?: ResolveSecret;
   /** Directory for session sockets; a private temporary directory by default. */
   socketDir?: string;
 }
@@ -77,10 +89,12 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     requests: new RateLimiter(limits.requestsPerSecond),
     httpAgent: new HttpAgent({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo' }),
     clients: new WeakMap(),
-    inspector: options.inspector,
+    inspector: undefined,
+    content: { ...(options.scanner ? { scanner: options.scanner } : {}), ...(options.placeholders ? { placeholders: options.placeholders } : {}), ...(options.resolveSecret ? { resolveSecret: options.resolveSecret } : {}) },
     isPassThrough: (host) => passThrough.some((pattern) => matchHostPattern(pattern, host)),
   };
 
+  if (options.ca) runtime.inspector = createInspector(runtime, { ...runtime.content, ca: options.ca, upstreamCa: options.upstreamCa ?? [] });
   const http = createHttpEngine(runtime);
   const sockets = new Set<Socket>();
   const accept = (client: Omit<Client, 'remote'>) => (socket: Socket): void => {

@@ -10,6 +10,7 @@ import type { RateLimiter } from './limits.js';
 import type { Recorder } from './record.js';
 import type { Resolver } from './resolver.js';
 import type { RequestInspector } from './inspect.js';
+import type { ContentTools } from './content.js';
 
 export interface Runtime {
   policy: PolicyHolder;
@@ -24,6 +25,8 @@ export interface Runtime {
   clients: WeakMap<object, Client>;
   /** TLS inspection; undefined when no CA is configured (inspection requests are then refused). */
   inspector: RequestInspector | undefined;
+  /** Scanner, placeholder registry and vault for the requests the proxy can read. */
+  content: ContentTools;
   /** Hosts whose TLS is tunnelled even when a rule asks for inspection. */
   isPassThrough(host: string): boolean;
 }

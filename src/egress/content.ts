@@ -1,0 +1,222 @@
+/**
+ * Steps for HTTP requests the proxy can read (plain HTTP, and requests inside an inspected tunnel):
+ *
+ *   read body (bounded) → find placeholders → scan for secrets → swap placeholders → inject headers
+ *
+ * Placeholders are found first so the secret scan does not mistake them (they are shaped like real keys)
+ * for leaks, and so one heading to the wrong host is caught before anything is forwarded. Real values go in
+ * last, after scanning, and only on TLS to a host the grant names.
+ */
+import type { IncomingMessage } from 'node:http';
+import { dlpVerdict, findingsForAudit, type Finding, type Scanner } from '../dlp/index.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import { matchHostPattern, parseHostPattern } from '../policy/hosts.js';
+import { isAllowed } from '../policy/types.js';
+import type { PlaceholderHit, PlaceholderRegistry } from '../secrets/placeholders.js';
+import type { Caller } from './authenticate.js';
+import { Refusal } from './refusal.js';
+import type { Target } from './target.js';
+
+/** Looks up a secret's real value by name (the vault). Undefined when it is not there. */
+export type ResolveSecret = (name: string) => string | undefined | Promise<string | undefined>;
+
+/** The optional parts that make content inspection possible; each absent part is a step that does nothing. */
+export interface ContentTools {
+  scanner?: Scanner;
+  placeholders?: PlaceholderRegistry;
+  resolveSecret?: ResolveSecret;
+}
+
+export interface OutgoingRequest {
+  pathAndQuery: string;
+  /** Flat [name, value, ...] list, hop-by-hop headers already removed. */
+  headers: string[];
+  /** The whole body when it was read; undefined when it streams through uninspected. */
+  body: Buffer | undefined;
+  /** Body bytes already read when the rest streams uninspected (over the size limit, policy allows). */
+  bodyPrefix: Buffer[];
+}
+
+export interface Prepared extends OutgoingRequest {
+  /** Facts for the audit record: never values. */
+  facts: Record<string, unknown>;
+}
+
+export type BodyRead = { body: Buffer } | { tooLarge: true; prefix: Buffer[] };
+
+/** Reads a request body up to `limit` bytes; past that it stops reading and returns what it has. */
+export function readBody(request: IncomingMessage, limit: number): Promise<BodyRead> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > limit) {
+        request.pause();
+        request.off('data', onData);
+        request.off('end', onEnd);
+        resolve({ tooLarge: true, prefix: chunks });
+      }
+    };
+    const onEnd = (): void => resolve({ body: Buffer.concat(chunks, size) });
+    request.on('data', onData);
+    request.once('end', onEnd);
+    request.once('error', reject);
+  });
+}
+
+export interface PrepareInput {
+  engine: PolicyEngine;
+  tools: ContentTools;
+  caller: Caller;
+  target: Target;
+  scheme: 'http' | 'https';
+  request: IncomingMessage;
+  outgoing: OutgoingRequest;
+  maxInspectedBytes: number;
+}
+
+export async function prepareRequest(input: PrepareInput): Promise<Prepared | Refusal> {
+  const { engine, tools, caller, target, scheme, request } = input;
+  const facts: Record<string, unknown> = {};
+  const outgoing = { ...input.outgoing };
+  const wantsBody = tools.scanner !== undefined || tools.placeholders !== undefined;
+
+  // Step: read the body, bounded. Over the limit, policy.dlp.onTooLarge says block or pass uninspected.
+  if (wantsBody && hasBody(request)) {
+    const limit = Math.min(input.maxInspectedBytes, engine.dlp.maxBytes);
+    const read = await readBody(request, limit);
+    if ('tooLarge' in read) {
+      if (engine.dlp.onTooLarge !== 'allow') {
+        return new Refusal(413, 'body-too-large', `the request body is over ${limit} bytes, the most this proxy inspects (policy.dlp.onTooLarge is block)`);
+      }
+      outgoing.bodyPrefix = read.prefix;
+      facts.uninspected = `body over ${limit} bytes passed uninspected (policy.dlp.onTooLarge is allow)`;
+    } else {
+      outgoing.body = read.body;
+    }
+  }
+
+  // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
+  const registry = tools.placeholders;
+  const session = caller.session ?? '';
+  let placeholderSpans: { url: PlaceholderHit[]; headers: PlaceholderHit[][]; body: PlaceholderHit[] } | undefined;
+  if (registry && registry.size > 0) {
+    placeholderSpans = {
+      url: registry.find(outgoing.pathAndQuery),
+      headers: valuesOf(outgoing.headers).map((value) => registry.find(value)),
+      body: outgoing.body ? registry.find(outgoing.body) : [],
+    };
+    const hits = [...placeholderSpans.url, ...placeholderSpans.headers.flat(), ...placeholderSpans.body];
+    for (const hit of hits) {
+      const placeholder = hit.placeholder;
+      const grantAllows =
+        placeholder.session === session &&
+        registry.allowedAt(placeholder, { host: target.host }) &&
+        isAllowed(engine.decide({ surface: 'credentials', secret: placeholder.secret, host: target.host, ...principalFields(caller) }));
+      if (!grantAllows) {
+        return new Refusal(
+          403,
+          'placeholder-exfiltration',
+          `a placeholder for secret "${placeholder.secret}" is heading to ${target.host}, which its grant (rule ${placeholder.ruleId}) does not allow`,
+          [placeholder.ruleId],
+        );
+      }
+      if (scheme !== 'https') {
+        return new Refusal(403, 'credential-over-plaintext', `secret "${placeholder.secret}" may only be sent over TLS; use https://`, [placeholder.ruleId]);
+      }
+    }
+    if (hits.length > 0) facts.placeholders = [...new Set(hits.map((h) => h.placeholder.secret))];
+  }
+
+  // Step: scan what the agent wrote (URL, headers, body) for secrets; placeholders are not findings.
+  if (tools.scanner) {
+    const scanner = tools.scanner;
+    const headerValues = valuesOf(outgoing.headers);
+    const findings: Finding[] = [
+      ...outside(scanner.check(outgoing.pathAndQuery).findings, placeholderSpans?.url),
+      ...headerValues.flatMap((value, index) => outside(scanner.check(value).findings, placeholderSpans?.headers[index])),
+      ...(outgoing.body ? outside(scanner.check(outgoing.body).findings, placeholderSpans?.body) : []),
+    ];
+    const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
+    if (findings.length > 0) facts.findings = findingsForAudit(findings);
+    if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the request carries a secret: ${verdict.reason}`);
+    if (verdict.effect === 'redact') {
+      outgoing.pathAndQuery = scanner.redact(outgoing.pathAndQuery);
+      outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? scanner.redact(item) : item));
+      if (outgoing.body) outgoing.body = scanner.redact(outgoing.body);
+      facts.redacted = true;
+    }
+  }
+
+  // Step: swap this session's placeholders for the real values (TLS only, allowed hosts only: checked above).
+  if (registry && placeholderSpans && scheme === 'https') {
+    const destination = { host: target.host };
+    outgoing.pathAndQuery = registry.swap(outgoing.pathAndQuery, session, destination).text;
+    outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? registry.swap(item, session, destination).text : item));
+    if (outgoing.body && placeholderSpans.body.length > 0) {
+      outgoing.body = Buffer.from(registry.swap(outgoing.body.toString('latin1'), session, destination).text, 'latin1');
+    }
+  }
+
+  // Step: inject credential headers from grants that name this host (TLS only).
+  if (tools.resolveSecret && scheme === 'https') {
+    const injected: string[] = [];
+    for (const grant of engine.grants(caller.principal)) {
+      if (!grant.header || !grantCovers(grant.hosts, target.host)) continue;
+      const decision = engine.decide({ surface: 'credentials', secret: grant.secret, host: target.host, ...principalFields(caller) });
+      if (!isAllowed(decision)) continue;
+      const value = await tools.resolveSecret(grant.secret);
+      if (value === undefined) {
+        return new Refusal(502, 'upstream-unreachable', `secret "${grant.secret}" for rule ${grant.ruleId} is not in the vault`, [grant.ruleId]);
+      }
+      outgoing.headers = setHeader(outgoing.headers, grant.header.name, grant.header.template.replaceAll('{secret}', value));
+      injected.push(grant.ruleId);
+    }
+    if (injected.length > 0) facts.injected = injected;
+  }
+
+  if (outgoing.body) outgoing.headers = setHeader(outgoing.headers, 'content-length', String(outgoing.body.length));
+  return { ...outgoing, facts };
+}
+
+function hasBody(request: IncomingMessage): boolean {
+  return request.headers['transfer-encoding'] !== undefined || (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0');
+}
+
+function valuesOf(headers: string[]): string[] {
+  return headers.filter((_, index) => index % 2 === 1);
+}
+
+/** Findings that do not overlap a placeholder. */
+function outside(findings: Finding[], placeholders: PlaceholderHit[] | undefined): Finding[] {
+  if (!placeholders || placeholders.length === 0) return findings;
+  return findings.filter((finding) => !placeholders.some((hit) => finding.start < hit.end && hit.start < finding.end));
+}
+
+/** Replaces every header of that name (case-insensitive) with one. */
+export function setHeader(headers: string[], name: string, value: string): string[] {
+  const out: string[] = [];
+  const lower = name.toLowerCase();
+  for (let i = 0; i + 1 < headers.length; i += 2) {
+    if ((headers[i] as string).toLowerCase() !== lower) out.push(headers[i] as string, headers[i + 1] as string);
+  }
+  out.push(name, value);
+  return out;
+}
+
+function grantCovers(hosts: string[], host: string): boolean {
+  return hosts.some((text) => {
+    const pattern = parseHostPattern(text);
+    return typeof pattern !== 'string' && matchHostPattern(pattern, host);
+  });
+}
+
+function principalFields(caller: Caller): { agent?: string; teams?: string[]; user?: string } {
+  const out: { agent?: string; teams?: string[]; user?: string } = {};
+  if (caller.principal.agent !== undefined) out.agent = caller.principal.agent;
+  if (caller.principal.teams !== undefined) out.teams = caller.principal.teams;
+  if (caller.principal.user !== undefined) out.user = caller.principal.user;
+  return out;
+}

@@ -1,0 +1,196 @@
+/**
+ * TLS inspection for CONNECTs the policy asks to see inside. The client's TLS ends here with a leaf
+ * certificate from the local CA; each request inside runs the request chain:
+ *
+ *   check SNI (once) → parse → Host must be the CONNECT target → limit → decide (method, path) → read body
+ *   → placeholders → scan → swap → inject → forward over verified TLS to the checked address → record
+ *
+ * The upstream connection verifies the server's certificate for the CONNECT host against the system's roots
+ * plus any configured upstream CAs; a failure is a 502, never a silent downgrade.
+ */
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { rootCertificates, TLSSocket } from 'node:tls';
+import { newCorrelationId } from '../audit/record.js';
+import type { CheckedAddress } from './addresses.js';
+import type { CertificateAuthority } from './ca.js';
+import { prepareRequest, type ContentTools } from './content.js';
+import { networkRequest } from './destination.js';
+import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm } from './http-message.js';
+import { writeRefusal } from './http-proxy.js';
+import type { InterceptResult, RequestInspector, Tunnel } from './inspect.js';
+import type { Facts } from './record.js';
+import { Refusal } from './refusal.js';
+import type { Runtime } from './runtime.js';
+import { formatTarget, printable } from './target.js';
+import { forward } from './forward.js';
+import { isAllowed } from '../policy/types.js';
+
+export interface InspectionOptions extends ContentTools {
+  ca: CertificateAuthority;
+  /** CA certificates (PEM) trusted for upstream servers in addition to the system's roots. */
+  upstreamCa?: string[];
+}
+
+interface TunnelState {
+  tunnel: Tunnel;
+  requests: number;
+  bytesUp: number;
+  bytesDown: number;
+  address: string | undefined;
+}
+
+export function createInspector(runtime: Runtime, options: InspectionOptions): RequestInspector {
+  const states = new WeakMap<object, TunnelState>();
+  const agent = new HttpsAgent({ keepAlive: true, maxFreeSockets: 64, ca: [...rootCertificates, ...(options.upstreamCa ?? [])] });
+  const server = createHttpServer({ maxHeaderSize: runtime.limits.maxHeaderBytes, requireHostHeader: true, joinDuplicateHeaders: false });
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const state = states.get(request.socket);
+    if (!state) {
+      request.socket.destroy();
+      return;
+    }
+    handleInspected(runtime, options, agent, state, request, response).catch((error: unknown) => {
+      writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
+    });
+  });
+  server.on('clientError', (_error, socket) => socket.destroy());
+  server.on('connect', (request, socket) => socket.destroy());
+
+  return {
+    async intercept(socket: Duplex, head: Buffer, tunnel: Tunnel): Promise<InterceptResult> {
+      const result: InterceptResult = { address: undefined, sni: undefined, requests: 0, bytesUp: 0, bytesDown: 0, refusal: undefined };
+      if (head.length > 0) socket.unshift(head);
+      let context;
+      try {
+        context = await options.ca.secureContext(tunnel.target.host);
+      } catch (error) {
+        socket.destroy();
+        result.refusal = new Refusal(502, 'unsupported', `could not issue a certificate for ${tunnel.target.host}: ${String(error)}`);
+        return result;
+      }
+      const state: TunnelState = { tunnel, requests: 0, bytesUp: 0, bytesDown: 0, address: undefined };
+      const tls = new TLSSocket(socket as never, {
+        isServer: true,
+        secureContext: context,
+        ALPNProtocols: ['http/1.1'],
+        SNICallback: (servername, callback) => {
+          result.sni = servername;
+          // No fronting: the name the client's TLS asks for must be the host it asked the proxy for.
+          if (servername.toLowerCase().replace(/\.$/, '') !== tunnel.target.host) {
+            result.refusal = new Refusal(403, 'sni-mismatch', `the TLS server name ${printable(servername)} differs from the CONNECT target ${tunnel.target.host}`);
+            callback(new Error('SNI does not match the CONNECT target'), undefined);
+            return;
+          }
+          callback(null, context);
+        },
+      });
+      states.set(tls, state);
+      runtime.clients.set(tls, { listener: tunnel.listener as 'tcp', remote: 'tls' });
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => tls.destroy(), runtime.limits.totalTimeoutMs);
+        tls.setTimeout(runtime.limits.idleTimeoutMs, () => tls.destroy());
+        tls.on('error', () => tls.destroy());
+        tls.once('secure', () => server.emit('connection', tls));
+        tls.once('close', () => {
+          clearTimeout(timer);
+          socket.destroy();
+          Object.assign(result, { address: state.address, requests: state.requests, bytesUp: state.bytesUp, bytesDown: state.bytesDown });
+          resolve(result);
+        });
+      });
+    },
+  };
+}
+
+async function handleInspected(
+  runtime: Runtime,
+  options: InspectionOptions,
+  agent: HttpsAgent,
+  state: TunnelState,
+  request: IncomingMessage,
+  response: ServerResponse,
+): Promise<void> {
+  const { tunnel } = state;
+  const { target, caller } = tunnel;
+  const engine = runtime.policy.current;
+  state.requests += 1;
+  const facts: Facts = {
+    action: 'request',
+    resource: `https://${formatTarget(target)}`,
+    principal: caller.principal,
+    session: caller.session,
+    correlationId: newCorrelationId(),
+    listener: tunnel.listener,
+    startedAt: performance.now(),
+    details: { method: request.method, scheme: 'https', inspected: true, tunnel: tunnel.correlationId },
+  };
+  const refuse = (refusal: Refusal): void => {
+    facts.refusal = refusal;
+    runtime.recorder.record(engine, facts);
+    request.resume();
+    writeRefusal(response, refusal);
+  };
+
+  const httpTarget = parseOriginForm(target, 'https', request.url ?? '');
+  if (httpTarget instanceof Refusal) return refuse(httpTarget);
+  facts.resource = `https://${formatTarget(target)}${httpTarget.path}`;
+  facts.details = { ...facts.details, path: httpTarget.path };
+  const badMessage = checkFraming(request) ?? checkHostHeader(request, target, 'https');
+  if (badMessage) return refuse(badMessage);
+  const key = caller.principal.agent ?? caller.session ?? 'anonymous';
+  if (!runtime.requests.take(key)) {
+    return refuse(new Refusal(429, 'rate-limited', `agent ${key} is over its limit of ${runtime.limits.requestsPerSecond} requests per second`));
+  }
+
+  // Step: the request-level decision, now that method and path are visible.
+  const destination = { target, scheme: 'https', method: request.method ?? 'GET', path: httpTarget.path };
+  const decision = engine.decide(networkRequest(caller.principal, destination, facts.correlationId, tunnel.addresses.map((a) => a.address)));
+  facts.decision = decision;
+  if (!isAllowed(decision)) {
+    const rules = decision.rules.length > 0 ? ` (rule ${decision.rules.join(', ')})` : '';
+    return refuse(new Refusal(403, 'policy-denied', `the network policy denies ${request.method} ${httpTarget.path} on ${target.host}${rules}: ${decision.reason}`, decision.rules));
+  }
+
+  const prepared = await prepareRequest({
+    engine,
+    tools: options,
+    caller,
+    target,
+    scheme: 'https',
+    request,
+    outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
+    maxInspectedBytes: runtime.limits.maxInspectedBytes,
+  });
+  if (prepared instanceof Refusal) return refuse(prepared);
+  facts.details = { ...facts.details, ...prepared.facts };
+
+  const address = tunnel.addresses[0] as CheckedAddress;
+  state.address = address.address;
+  facts.details.address = address.address;
+  const upstream = httpsRequest({
+    host: address.address,
+    family: address.family,
+    port: target.port,
+    // The certificate is verified against the CONNECT host (the SNI), not the address dialled.
+    ...(target.ip ? {} : { servername: target.host }),
+    method: request.method,
+    path: prepared.pathAndQuery,
+    headers: prepared.headers as unknown as Record<string, string>,
+    setHost: false,
+    agent,
+  });
+  const outcome = await forward(upstream, request, response, prepared, runtime.limits.idleTimeoutMs);
+  const result =
+    outcome instanceof Error
+      ? typeof outcome.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|ALTNAME/.test(outcome.code)
+        ? new Refusal(502, 'upstream-certificate', `the certificate of ${target.host} did not verify (${outcome.code})`)
+        : new Refusal(502, 'upstream-unreachable', `the upstream server failed (${outcome.code ?? outcome.message})`)
+      : outcome;
+  if (result instanceof Refusal) return refuse(result);
+  state.bytesUp += result.bytesUp;
+  state.bytesDown += result.bytesDown;
+  facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
+  runtime.recorder.record(engine, facts);
+}
