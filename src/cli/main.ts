@@ -16,6 +16,8 @@ import { registerConfigCommands } from './config.js';
 import { registerKeysCommands } from './keys.js';
 import { registerNodeCommands } from './node.js';
 import { registerPolicyCommands } from './policy.js';
+import { registerScanCommands } from './scan.js';
+import { registerSecretCommands } from './secret.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
@@ -35,6 +37,8 @@ export function buildProgram(): Command {
   registerMcpCommands(program);
   registerStatusCommands(program);
   registerAuditCommands(program);
+  registerSecretCommands(program);
+  registerScanCommands(program);
   return program;
 }
 

@@ -1,0 +1,125 @@
+/**
+ * `gatehouse secret set|ls|rm|rotate`: the encrypted vault. Values are read from stdin or a no-echo prompt,
+ * never from the command line (argv is visible to other users in `ps` and lands in shell history).
+ */
+import type { Command } from 'commander';
+import { examples, globalOptions, printJson, usageError } from './common.js';
+
+async function secretsFor(command: Command) {
+  const { commandContext } = await import('./context.js');
+  const { openSecrets } = await import('../secrets/index.js');
+  const context = commandContext(globalOptions(command), { requireConfig: false });
+  return openSecrets({ dataDir: context.dataDir, ...(context.loaded ? { settings: context.loaded.config.secrets } : {}) });
+}
+
+/** Reads a value: all of stdin when it is piped, else a prompt on the terminal that does not echo. */
+async function readValue(name: string): Promise<string> {
+  const stdin = process.stdin;
+  if (!stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of stdin) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    // One trailing newline is from `echo` or the terminal, not part of the value.
+    return text.endsWith('\r\n') ? text.slice(0, -2) : text.endsWith('\n') ? text.slice(0, -1) : text;
+  }
+  process.stderr.write(`Value for ${name} (input is hidden): `);
+  stdin.setRawMode(true);
+  stdin.resume();
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let value = '';
+      const onData = (chunk: Buffer): void => {
+        for (const char of chunk.toString('utf8')) {
+          if (char === '\r' || char === '\n') {
+            stdin.off('data', onData);
+            process.stderr.write('\n');
+            resolve(value);
+            return;
+          }
+          if (char === '\u0003' || char === '\u0004') {
+            stdin.off('data', onData);
+            process.stderr.write('\n');
+            reject(usageError('cancelled; nothing was stored'));
+            return;
+          }
+          if (char === '\u007f' || char === '\b') value = value.slice(0, -1);
+          else value += char;
+        }
+      };
+      stdin.on('data', onData);
+    });
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+  }
+}
+
+export function registerSecretCommands(program: Command): void {
+  const secret = program.command('secret').description('manage secrets in the encrypted vault (values are never printed)');
+
+  examples(
+    secret
+      .command('set <name>')
+      .description('store a new secret; the value is read from stdin or a hidden prompt, never from arguments')
+      .option('-s, --scope <scope...>', 'labels recorded with the secret (for example agent:ci-bot, team:platform)')
+      .action(async (name: string, options: { scope?: string[] }, command: Command) => {
+        const secrets = await secretsFor(command);
+        const { Vault } = await import('../secrets/index.js');
+        if (!Vault.validName(name)) throw usageError(`"${name}" is not a valid secret name: use letters, digits, "_", ".", ":" or "-"`);
+        if (secrets.vault.has(name)) throw usageError(`a secret named "${name}" already exists; use "gatehouse secret rotate ${name}"`);
+        const value = await readValue(name);
+        secrets.vault.set(name, value, options.scope ?? []);
+        process.stderr.write(`Secret "${name}" stored.\n`);
+      }),
+    ['gatehouse secret set github-token', 'printf %s "$TOKEN" | gatehouse secret set github-token --scope agent:claude-code', 'op read op://dev/db/password | gatehouse secret set db-password'],
+  );
+
+  examples(
+    secret
+      .command('ls')
+      .description('list secrets: names, scopes, created and rotated times, and configured providers (never values)')
+      .option('--json', 'print JSON')
+      .action(async (options: { json?: boolean }, command: Command) => {
+        const secrets = await secretsFor(command);
+        const stored = secrets.vault.list().map((info) => ({ ...info, source: 'vault' }));
+        const provided = secrets.providers.names().map((name) => ({ name, source: secrets.providers.describe(name) }));
+        if (options.json) return printJson({ vault: stored, providers: provided });
+        if (stored.length === 0 && provided.length === 0) {
+          return void process.stdout.write('No secrets yet. Add one with "gatehouse secret set NAME".\n');
+        }
+        for (const s of stored) {
+          process.stdout.write(
+            `${s.name.padEnd(28)} ${(s.scopes.join(',') || '-').padEnd(24)} created ${s.createdAt}  ${s.rotatedAt ? `rotated ${s.rotatedAt}` : 'never rotated'}\n`,
+          );
+        }
+        for (const p of provided) process.stdout.write(`${p.name.padEnd(28)} ${'-'.padEnd(24)} from ${p.source}\n`);
+      }),
+    ['gatehouse secret ls', 'gatehouse secret ls --json'],
+  );
+
+  examples(
+    secret
+      .command('rm <name>')
+      .description('delete a secret from the vault')
+      .action(async (name: string, _options: unknown, command: Command) => {
+        const secrets = await secretsFor(command);
+        if (!secrets.vault.remove(name)) throw usageError(`no secret named "${name}" in the vault; see "gatehouse secret ls"`);
+        process.stderr.write(`Secret "${name}" removed.\n`);
+      }),
+    ['gatehouse secret rm old-token'],
+  );
+
+  examples(
+    secret
+      .command('rotate <name>')
+      .description('replace the value of an existing secret (read from stdin or a hidden prompt)')
+      .action(async (name: string, _options: unknown, command: Command) => {
+        const secrets = await secretsFor(command);
+        if (!secrets.vault.has(name)) throw usageError(`no secret named "${name}" in the vault; add it with "gatehouse secret set ${name}"`);
+        const value = await readValue(name);
+        const info = secrets.vault.rotate(name, value);
+        process.stderr.write(`Secret "${name}" rotated (version ${info.version}).\n`);
+      }),
+    ['printf %s "$NEW_TOKEN" | gatehouse secret rotate github-token'],
+  );
+}
