@@ -130,7 +130,11 @@ export function registerPolicyCommands(program: Command): void {
         const { createBundle } = await import('../policy/bundle.js');
         const { loadPrivateKey } = await import('../util/keys.js');
         const context = commandContext(globalOptions(command), { requireConfig: true });
-        const document = context.loaded!.config.policy;
+        const config = context.loaded!.config;
+        if (config.node.policyBundle !== undefined) {
+          throw usageError(`${context.configPath} takes its policy from the bundle ${config.node.policyBundle}; bundle a config that has the policy: section instead`);
+        }
+        const document = config.policy;
         compilePolicy(document); // refuse to sign a policy that would not compile
         const key = loadPrivateKey(options.key ? resolve(options.key) : join(context.dataDir, 'keys', 'node.key'));
         const version = options.bundleVersion ?? new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
