@@ -8,12 +8,17 @@ import { join } from 'node:path';
 import type { AuditSettings } from '../config/schema.js';
 import { ensureNodeKeys } from '../util/keys.js';
 import { ChainedAuditLog, type ChainedLogOptions } from './chain.js';
+import { AuditMetrics } from './metrics.js';
+import type { AuditLog, AuditRecord } from './record.js';
+import { openSinkRunners, type RunnerOptions, type SinkRunner, type SinkStatus } from './sinks/runner.js';
 
 export type { AuditLog, AuditRecord, RecordEffect, RecordSurface } from './record.js';
 export { auditRecordJsonSchema, newCorrelationId } from './record.js';
 export { MemoryAuditLog } from './jsonl.js';
 export { ChainedAuditLog, BATCH_SYNC_MS, type ChainedLogOptions, type DurabilityMode, type WrittenRecord } from './chain.js';
 export { verifyLog, type VerifyResult, type VerifyProblem } from './verify.js';
+export { AuditMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
+export type { SinkStatus } from './sinks/runner.js';
 
 /** Where a node keeps its audit segments. */
 export function auditDir(dataDir: string): string {
@@ -42,4 +47,63 @@ export function openNodeAuditLog(
     checkpointIntervalMs: settings.checkpoint.interval,
     ...extra,
   });
+}
+
+/**
+ * Everything audit a node runs: the chained log, a runner per configured sink, and the metrics. Use it as the
+ * `AuditLog` every data plane is given; `metrics.render()` is the body of `GET /metrics`.
+ */
+export interface NodeAudit extends AuditLog {
+  readonly log: ChainedAuditLog;
+  readonly metrics: AuditMetrics;
+  sinks(): SinkStatus[];
+  /** Waits up to `timeoutMs` for every sink to deliver its spool; true when all did. */
+  drainSinks(timeoutMs: number): Promise<boolean>;
+}
+
+export function openNodeAudit(
+  dataDir: string,
+  node: string,
+  settings: AuditSettings,
+  options: { metrics?: AuditMetrics; runner?: RunnerOptions; /** How long close waits for sinks to deliver (default 2000 ms). */ closeDrainMs?: number } = {},
+): NodeAudit {
+  const metrics = options.metrics ?? new AuditMetrics();
+  let runners: SinkRunner[] = [];
+  const log = openNodeAuditLog(dataDir, node, settings, {
+    onWritten: (records) => {
+      for (const runner of runners) runner.offer(records);
+    },
+  });
+  // Opened after the log so a spool that fell behind can be refilled up to the log's head.
+  runners = openSinkRunners(auditDir(dataDir), settings.sinks, settings.spool.maxBytes, log.headSeq, options.runner);
+  metrics.queueDepth.collect = () => [{ labels: {}, value: log.queueDepth }];
+  const statuses = () => runners.map((runner) => runner.status());
+  metrics.sinkLag.collect = () => statuses().map((s) => ({ labels: { sink: s.name }, value: s.lagRecords }));
+  metrics.sinkSpool.collect = () => statuses().map((s) => ({ labels: { sink: s.name }, value: s.spoolBytes }));
+  metrics.sinkDropped.collect = () => statuses().map((s) => ({ labels: { sink: s.name }, value: s.dropped }));
+  metrics.sinkUp.collect = () => statuses().map((s) => ({ labels: { sink: s.name }, value: s.lastError ? 0 : 1 }));
+  return {
+    log,
+    metrics,
+    async append(record: AuditRecord): Promise<void> {
+      metrics.observeRecord(record);
+      try {
+        await log.append(record);
+      } catch (error) {
+        metrics.auditWriteFailures.inc();
+        throw error;
+      }
+    },
+    sinks: statuses,
+    async drainSinks(timeoutMs: number): Promise<boolean> {
+      const results = await Promise.all(runners.map((runner) => runner.drain(timeoutMs)));
+      return results.every(Boolean);
+    },
+    async close(): Promise<void> {
+      await log.close();
+      // Give the receivers a moment to take what the log just wrote; what they do not take stays spooled.
+      await Promise.all(runners.map((runner) => runner.drain(options.closeDrainMs ?? 2000)));
+      await Promise.all(runners.map((runner) => runner.close()));
+    },
+  };
 }
