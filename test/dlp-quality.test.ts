@@ -98,6 +98,24 @@ function benignCorpus(): { name: string; text: string }[] {
   // Real minified JavaScript and a real lockfile (integrity strings) from this repository's own dependencies.
   const tldts = require.resolve('tldts/dist/index.cjs.min.js');
   pieces.push({ name: 'minified JS (tldts)', text: readFileSync(tldts, 'utf8') });
+  // Real bundled code that talks about tokens, keys and passwords all the time without holding any.
+  pieces.push({ name: 'MCP client bundle', text: readFileSync(require.resolve('@modelcontextprotocol/client'), 'utf8') });
+  pieces.push({
+    name: 'code that names secrets without holding them',
+    text: [
+      "const signer = { clientId: 'my-client', privateKey: pemEncodedPrivateKey, alg: 'RS256' };",
+      'export const RESULT_VALUE_PASSWORD_MISSING = "password_missing";',
+      "redact('https://user:pass@registry.npmjs.org/')",
+      'pino-mq -u "amqp://guest:guest@localhost//"',
+      'onresumptiontoken: options?.onresumptiontoken,',
+      'requested_token_type: "urn:ietf:params:oauth:token-type:id-jag",',
+      'const challengePassword = "1.2.840.113549.1.9.7";',
+      'password = os.environ["DB_PASSWORD"]',
+      'api_key: ${{ secrets.API_KEY }}',
+      'curl -u "$USER:$PASSWORD" https://api.internal/',
+      '// Prints https://abc:123@example.com/',
+    ].join('\n'),
+  });
   pieces.push({ name: 'package-lock.json', text: readFileSync(new URL('../../package-lock.json', import.meta.url), 'utf8') });
   const words =
     'the quick brown fox jumps over lazy dog policy agent network filesystem token secret password key rotate vault session gateway proxy request response allow deny audit record'.split(' ');

@@ -30,7 +30,8 @@ export interface Rule {
   maxLength: number;
   /** The character before the match must not be a letter or digit (default true). */
   boundary?: boolean;
-  check?: (secret: string) => Verdict;
+  /** Second-stage check of the secret; `match` is the whole match (for context such as a URL's host). */
+  check?: (secret: string, match: string) => Verdict;
   /** A public, constant prefix of the format that previews may show (`ghp_`). */
   prefix?: string;
 }
@@ -103,7 +104,10 @@ const DB_SCHEMES = ['postgres', 'postgresql', 'mysql', 'mariadb', 'mongodb', 'mo
 const URL_SCHEMES = ['https', 'http', 'ftp', 'ftps', 'sftp', 'ssh', 'git+https', 'git+ssh', 'smtp', 'smtps', 'ldap', 'ldaps'];
 
 /** A password in the user-info part of a URL; placeholders such as `:password@` or `:${PASS}@` do not count. */
-const urlPassword = (secret: string): Verdict => plausibleValue(decodeURIComponentSafe(secret), 1.5);
+const urlPassword = (secret: string, match: string): Verdict =>
+  DOCUMENTATION_HOST.test(match) ? REJECT : plausibleValue(decodeURIComponentSafe(secret), 1.5);
+/** RFC 2606 names: URLs in documentation, never a real credential's destination. */
+const DOCUMENTATION_HOST = /@(?:[A-Za-z0-9-]+\.)*(?:example\.(?:com|org|net)|[A-Za-z0-9-]+\.(?:example|test|invalid))(?![A-Za-z0-9.-])/;
 
 function decodeURIComponentSafe(value: string): string {
   try {

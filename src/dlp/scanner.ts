@@ -8,7 +8,7 @@ import { GatehouseError } from '../util/errors.js';
 import { buildAutomaton, type Automaton } from './automaton.js';
 import { knownForms, type KnownEncoding, type KnownForm, type KnownSecret } from './known.js';
 import { CARD_RULE_ID, RULES, type Confidence, type Rule, type Severity } from './rules.js';
-import { CONFIRMED, REJECT, WEAK } from './validators.js';
+import { CONFIRMED, isDocumentationExample, REJECT, WEAK } from './validators.js';
 
 export interface Finding {
   ruleId: string;
@@ -280,7 +280,7 @@ export class Scanner {
     if (text.length >= 4) this.scanText(text, true, -1, out);
     if (key !== undefined && out.length === before && text.length >= 8) {
       const generic = PASSWORD_KEY.test(key) ? this.passwordRule : SECRET_KEY.test(key) ? this.apiKeyRule : undefined;
-      if (generic && generic.rule.check!(text) === CONFIRMED && text.length <= 4096 && !/\s/.test(text)) {
+      if (generic && generic.rule.check!(text, text) === CONFIRMED && text.length <= 4096 && !/\s/.test(text)) {
         out.push(makeFinding(generic.rule, 0, text.length, text, CONFIRMED));
       }
     }
@@ -391,7 +391,7 @@ export class Scanner {
       if (!regex.test(text)) return couldGrow ? start : n;
       const end = regex.lastIndex;
       if (couldGrow && end >= n) return start;
-      this.accept(rule, text, start, start, end, out);
+      this.accept(rule, text, start, end, start, end, out);
       return n;
     }
     const match = regex.exec(text);
@@ -400,17 +400,21 @@ export class Scanner {
     for (const group of rule.secretGroups) {
       const span = match.indices?.[group];
       if (span) {
-        this.accept(rule, text, start, span[0], span[1], out);
+        this.accept(rule, text, start, regex.lastIndex, span[0], span[1], out);
         break;
       }
     }
     return n;
   }
 
-  private accept(rule: Rule, text: string, matchStart: number, start: number, end: number, out: Finding[]): void {
-    const verdict = rule.check ? rule.check(text.slice(start, end)) : CONFIRMED;
+  private accept(rule: Rule, text: string, matchStart: number, matchEnd: number, start: number, end: number, out: Finding[]): void {
+    const verdict = rule.check ? rule.check(text.slice(start, end), text.slice(matchStart, matchEnd)) : CONFIRMED;
     if (verdict === REJECT) return;
     const finding = makeFinding(rule, start, end, text, verdict);
+    if (isDocumentationExample(text.slice(start, end))) {
+      finding.severity = 'low';
+      finding.confidence = 'low';
+    }
     if (matchStart !== start) matchStarts.set(finding, matchStart);
     out.push(finding);
   }

@@ -108,11 +108,29 @@ export function jwtShape(token: string): Verdict {
 
 // Values that are obviously not secrets: references to where the secret comes from, template holes,
 // and the stock placeholders people write in examples.
-const REFERENCE = /^(?:\$|%\(|\{\{|<|\[|process\.env|os\.environ|env\.|getenv|self\.|this\.)|[()]|^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+$/;
-const STOCK = /^(?:x+|\*+|\.+|-+|changeme|change_me|example|placeholder|redacted|password|passwd|secret|token|your[_-].*|my[_-]?(?:password|secret|token).*|null|none|nil|true|false|undefined|required|optional|string|test|dummy|fake|sample|todo|tbd|(.)\1*)$/i;
+const REFERENCE = /^(?:\$|%\(|\{\{|<|\[|process\.env|os\.environ|env\.|getenv|self\.|this\.)|[()]|:\/\/|^urn:|^[\d.]+$|^[A-Za-z_$][\w$]*(?:\??\.[A-Za-z_$][\w$]*)+$/;
+/** Identifiers and word constants (`pemEncodedPrivateKey`, `reset_password`, `API_TOKEN_HEADER`), not values. */
+const IDENTIFIER = /^(?:[A-Z]?[a-z]+(?:[A-Z][a-z]*)+(?:\$\d*)?|[A-Za-z]+(?:[_-][A-Za-z]+)+|[A-Za-z_$]+)$/;
+const STOCK = /^(?:x+|\*+|\.+|-+|changeme|change_me|example|placeholder|redacted|password|passwd|secret|token|your[_-].*|my[_-]?(?:password|secret|token).*|null|none|nil|true|false|undefined|required|optional|string|test|dummy|fake|sample|todo|tbd|pass|pw|foo|bar|baz|qux|guest|user|username|(?:password|passwd|secret|pass|test|admin|changeme|example)[_-]?\d*|(.)\1*)$/i;
 
 /** A free-form value (after `password=`) that is neither a reference nor a stock placeholder. */
 export function plausibleValue(value: string, minEntropy: number): Verdict {
-  if (REFERENCE.test(value) || STOCK.test(value)) return REJECT;
+  if (REFERENCE.test(value) || STOCK.test(value) || IDENTIFIER.test(value)) return REJECT;
   return shannonEntropy(value) >= minEntropy ? CONFIRMED : REJECT;
+}
+
+/**
+ * Secrets published in documentation and test suites (AWS's EXAMPLE keys, jwt.io's sample token, the card
+ * networks' test numbers). Still reported, at low severity: they are in the wild and grant nothing.
+ */
+const DOCUMENTATION_EXAMPLES = new Set([
+  '4111111111111111', '4242424242424242', '4012888888881881', '4222222222222', '4007000000027', '4000056655665556',
+  '5555555555554444', '5105105105105100', '5200828282828210', '2223003122003222', '378282246310005', '371449635398431',
+  '6011111111111117', '6011000990139424', '3530111333300000', '3566002020360505',
+  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c',
+]);
+
+export function isDocumentationExample(secret: string): boolean {
+  if (secret.includes('EXAMPLE')) return true;
+  return DOCUMENTATION_EXAMPLES.has(secret.length <= 19 ? secret.replace(/[ -]/g, '') : secret);
 }
