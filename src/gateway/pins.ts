@@ -25,7 +25,15 @@ const MIGRATIONS = [
       PRIMARY KEY (server, tool)
     )`,
   },
+  {
+    id: 'gateway/2-pins-version',
+    sql: `CREATE TABLE gateway_pins_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+      INSERT INTO gateway_pins_version (id, version) VALUES (1, 0)`,
+  },
 ];
+
+/** How often a running gateway looks for approvals made by another process. */
+const VERSION_CHECK_MS = 500;
 
 /** Patterns of tool descriptions that try to steer the model against its user. */
 const STEERING: { id: string; pattern: RegExp }[] = [
@@ -90,17 +98,24 @@ export function steeringFlags(tool: Tool, instructions: string | undefined): str
 
 export class PinStore {
   private readonly get;
-  private readonly dataVersion;
+  private readonly readVersion;
+  private cachedVersion = 0;
+  private checkedAt = 0;
 
   constructor(private readonly db: Store) {
     migrate(db, MIGRATIONS);
     this.get = db.prepare<[string, string], Row>('SELECT * FROM gateway_pins WHERE server = ? AND tool = ?');
-    this.dataVersion = db.prepare('PRAGMA data_version').pluck();
+    this.readVersion = db.prepare('SELECT version FROM gateway_pins_version WHERE id = 1').pluck();
   }
 
-  /** Changes whenever another connection (the `gatehouse mcp pins` command) commits a change. */
+  /** Goes up with every approval, from any process; read at most every half second. */
   version(): number {
-    return this.dataVersion.get() as number;
+    const now = Date.now();
+    if (now - this.checkedAt >= VERSION_CHECK_MS) {
+      this.checkedAt = now;
+      this.cachedVersion = this.readVersion.get() as number;
+    }
+    return this.cachedVersion;
   }
 
   /** Checks a tool against its pin, pinning it on first sight. */
@@ -165,6 +180,8 @@ export class PinStore {
     this.db
       .prepare('UPDATE gateway_pins SET digest = pending_digest, definition = pending_definition, pending_digest = NULL, pending_definition = NULL, updated_at = ? WHERE server = ? AND tool = ?')
       .run(new Date().toISOString(), server, tool);
+    this.db.prepare('UPDATE gateway_pins_version SET version = version + 1 WHERE id = 1').run();
+    this.checkedAt = 0;
     return true;
   }
 }

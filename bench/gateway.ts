@@ -1,0 +1,256 @@
+/**
+ * bench/gateway: what the MCP gateway adds to a tools/call, and how fast it lists many upstreams.
+ *
+ * Calls: the same SDK client calling an echo tool directly (the baseline) and through the gateway (policy,
+ * secret scanning, pinning and the chained audit log in batch mode all on), with the upstream over stdio
+ * and over Streamable HTTP, with 1 client and with 32 concurrent clients. Direct with 32 clients means 32
+ * concurrent calls on one connection (a stdio server has one); through the gateway it is 32 sessions.
+ * Targets: added p50 <= 1 ms, throughput >= 80% of direct.
+ *
+ * Lists: tools/list across 20 stdio upstreams of 50 tools each, cold (every upstream starts) and warm.
+ * Targets: <= 3 s cold, <= 5 ms warm.
+ *
+ * The gateway runs in a child process of its own (as in production); the clients run in this one.
+ *
+ * Run: node dist/bench/gateway.js [--calls N]   (default 400 calls per client-1 run, 40 per client at 32)
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { McpServer, WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/server';
+import { z } from 'zod';
+import { AgentRegistry } from '../src/agents/index.js';
+import { openNodeAuditLog } from '../src/audit/index.js';
+import { configSchema } from '../src/config/schema.js';
+import { PinStore, startGateway, type RunningGateway } from '../src/gateway/index.js';
+import { compilePolicy } from '../src/policy/index.js';
+import { openStore } from '../src/store/index.js';
+
+const fixture = new URL('../test/fixtures/fixture-server.js', import.meta.url).pathname;
+const callsFlag = process.argv.indexOf('--calls');
+const CALLS = callsFlag > 0 ? Number(process.argv[callsFlag + 1]) : 400;
+const PER_CLIENT_AT_32 = Math.max(10, Math.round(CALLS / 10));
+
+interface Figures {
+  p50: number;
+  p99: number;
+  perSecond: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? NaN;
+}
+
+/** Runs `clients.length` loops at once, each making `perClient` echo calls; latency in ms. */
+async function measure(callers: Client[], perClient: number, name: string): Promise<Figures> {
+  const latencies: number[] = [];
+  // Warm-up: JIT, connection pools, upstream start.
+  await Promise.all(callers.map((client) => client.callTool({ name, arguments: { message: 'warm' } })));
+  const started = performance.now();
+  await Promise.all(
+    callers.map(async (client, index) => {
+      for (let i = 0; i < perClient; i += 1) {
+        const t = performance.now();
+        await client.callTool({ name, arguments: { message: `call ${index}-${i}` } });
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const elapsed = performance.now() - started;
+  latencies.sort((a, b) => a - b);
+  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), perSecond: (latencies.length / elapsed) * 1000 };
+}
+
+/** A Streamable HTTP MCP server on 127.0.0.1 with the echo tool: one SDK server per session. */
+async function httpUpstream(): Promise<{ url: string; close(): Promise<void> }> {
+  const sessions = new Map<string, WebStandardStreamableHTTPServerTransport>();
+  const server: HttpServer = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : undefined;
+    const headers = new Headers();
+    for (const [key, value] of Object.entries(req.headers)) if (typeof value === 'string') headers.set(key, value);
+    const request = new Request(`http://127.0.0.1${req.url}`, { method: req.method ?? 'GET', headers });
+    const id = req.headers['mcp-session-id'];
+    let transport = typeof id === 'string' ? sessions.get(id) : undefined;
+    if (!transport) {
+      const created = new WebStandardStreamableHTTPServerTransport({
+        sessionIdGenerator: () => crypto.randomUUID(),
+        enableJsonResponse: true,
+        onsessioninitialized: (sessionId) => void sessions.set(sessionId, created),
+      });
+      const mcp = new McpServer({ name: 'bench-http', version: '1' });
+      mcp.registerTool('echo', { inputSchema: z.object({ message: z.string() }) }, async ({ message }) => ({ content: [{ type: 'text', text: message }] }));
+      await mcp.connect(created);
+      transport = created;
+    }
+    const response = await transport.handleRequest(request, body === undefined ? {} : { parsedBody: body });
+    const out: Record<string, string> = {};
+    response.headers.forEach((value, key) => (out[key] = value));
+    res.writeHead(response.status, out);
+    res.end(Buffer.from(await response.arrayBuffer()));
+  });
+  server.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
+  return { url, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/**
+ * Runs the gateway in its own process, as in production, so that the benchmark's clients do not share its
+ * event loop. The child prints `{ url, key }` once it listens and stops when its stdin closes.
+ */
+async function gatewayProcess(upstreams: Record<string, unknown>, dataDir: string): Promise<{ url: string; key: string; close(): Promise<void> }> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', JSON.stringify({ upstreams, dataDir })], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    let buffer = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString();
+      if (buffer.includes('\n')) resolve(buffer.split('\n')[0]!);
+    });
+    child.once('exit', (code) => reject(new Error(`the gateway process exited with ${code}`)));
+  });
+  const { url, key } = JSON.parse(line) as { url: string; key: string };
+  return {
+    url,
+    key,
+    close: async () => {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.stdin!.end();
+      await exited;
+    },
+  };
+}
+
+async function serve(spec: { upstreams: Record<string, unknown>; dataDir: string }): Promise<void> {
+  const { gateway, key, close } = await gatewayFor(spec.upstreams, spec.dataDir);
+  process.stdout.write(JSON.stringify({ url: gateway.url, key }) + '\n');
+  process.stdin.resume();
+  process.stdin.on('end', () => void close().then(() => process.exit(0)));
+}
+
+async function gatewayFor(upstreams: Record<string, unknown>, dataDir: string): Promise<{ gateway: RunningGateway; key: string; close(): Promise<void> }> {
+  const config = configSchema.parse({
+    version: 1,
+    gateway: { listen: '127.0.0.1:0', upstreams },
+    policy: {
+      mcp: [
+        { id: 'allow-bench', allow: { tools: ['*'] } },
+        { id: 'no-crash', deny: { tools: ['crash', 'hang'] } },
+        { id: 'arg-check', deny: { tools: ['echo'] }, when: "has(args.message) && args.message.contains('forbidden')" },
+      ],
+    },
+  });
+  mkdirSync(dataDir, { recursive: true });
+  const store = openStore(dataDir);
+  const agents = new AgentRegistry(store);
+  const key = agents.add(`bench-${Math.random().toString(36).slice(2, 8)}`).key;
+  const audit = openNodeAuditLog(dataDir, 'bench', config.audit);
+  const gateway = await startGateway({
+    settings: config.gateway,
+    policy: { current: compilePolicy(config.policy) },
+    audit,
+    agents,
+    pins: new PinStore(store),
+    node: 'bench',
+  });
+  return {
+    gateway,
+    key,
+    close: async () => {
+      await gateway.close();
+      await audit.close();
+    },
+  };
+}
+
+async function gatewayClients(url: string, key: string, count: number): Promise<Client[]> {
+  return Promise.all(
+    Array.from({ length: count }, async () => {
+      const client = new Client({ name: 'bench', version: '1' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+      return client;
+    }),
+  );
+}
+
+function row(label: string, direct: Figures, through: Figures): string {
+  const added = through.p50 - direct.p50;
+  const share = (through.perSecond / direct.perSecond) * 100;
+  return (
+    `${label.padEnd(22)} direct p50 ${direct.p50.toFixed(3)} ms p99 ${direct.p99.toFixed(3)} ms ${direct.perSecond.toFixed(0).padStart(6)}/s | ` +
+    `gateway p50 ${through.p50.toFixed(3)} ms p99 ${through.p99.toFixed(3)} ms ${through.perSecond.toFixed(0).padStart(6)}/s | ` +
+    `added p50 ${added.toFixed(3)} ms (target <= 1) ${added <= 1 ? 'ok' : 'MISSED'}, throughput ${share.toFixed(0)}% of direct (target >= 80) ${share >= 80 ? 'ok' : 'MISSED'}`
+  );
+}
+
+async function benchCalls(dataDir: string): Promise<void> {
+  console.log(`tools/call echo; ${CALLS} calls with 1 client, ${PER_CLIENT_AT_32} per client with 32 clients`);
+  const http = await httpUpstream();
+  for (const kind of ['stdio', 'http'] as const) {
+    const upstream = kind === 'stdio' ? { command: process.execPath, args: [fixture] } : { url: http.url, allowPrivateAddress: true };
+    const { url, key, close } = await gatewayProcess({ bench: upstream }, join(dataDir, kind));
+    const direct = new Client({ name: 'bench-direct', version: '1' });
+    await direct.connect(
+      kind === 'stdio'
+        ? new StdioClientTransport({ command: process.execPath, args: [fixture], stderr: 'ignore' })
+        : new StreamableHTTPClientTransport(new URL(http.url)),
+    );
+    const one = await gatewayClients(url, key, 1);
+    console.log(row(`${kind}, 1 client`, await measure([direct], CALLS, 'echo'), await measure(one, CALLS, 'bench__echo')));
+    const many = await gatewayClients(url, key, 32);
+    console.log(
+      row(`${kind}, 32 clients`, await measure(Array.from({ length: 32 }, () => direct), PER_CLIENT_AT_32, 'echo'), await measure(many, PER_CLIENT_AT_32, 'bench__echo')),
+    );
+    await Promise.all([direct, ...one, ...many].map((client) => client.close().catch(() => undefined)));
+    await close();
+  }
+  await http.close();
+}
+
+async function benchLists(dataDir: string): Promise<void> {
+  const upstreams: Record<string, unknown> = {};
+  // The fixture has 9 tools of its own; 41 generated ones make 50.
+  for (let i = 0; i < 20; i += 1) upstreams[`u${String(i).padStart(2, '0')}`] = { command: process.execPath, args: [fixture, '--tools', '41'] };
+  const { url, key, close } = await gatewayProcess(upstreams, join(dataDir, 'lists'));
+  const [client] = await gatewayClients(url, key, 1);
+  let t = performance.now();
+  const cold = await client!.listTools();
+  const coldMs = performance.now() - t;
+  const warm: number[] = [];
+  for (let i = 0; i < 50; i += 1) {
+    t = performance.now();
+    await client!.listTools();
+    warm.push(performance.now() - t);
+  }
+  warm.sort((a, b) => a - b);
+  const warmP50 = percentile(warm, 50);
+  console.log(
+    `tools/list, 20 upstreams x 50 tools = ${cold.tools.length} tools listed (crash/hang denied by policy): ` +
+      `cold ${coldMs.toFixed(0)} ms (target <= 3000) ${coldMs <= 3000 ? 'ok' : 'MISSED'}, ` +
+      `warm p50 ${warmP50.toFixed(2)} ms p99 ${percentile(warm, 99).toFixed(2)} ms (target <= 5) ${warmP50 <= 5 ? 'ok' : 'MISSED'}`,
+  );
+  await client!.close();
+  await close();
+}
+
+const serveFlag = process.argv.indexOf('--serve');
+if (serveFlag > 0) {
+  await serve(JSON.parse(process.argv[serveFlag + 1]!) as { upstreams: Record<string, unknown>; dataDir: string });
+} else {
+  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-gw-'));
+  try {
+    await benchCalls(dataDir);
+    await benchLists(dataDir);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
