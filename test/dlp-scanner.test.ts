@@ -218,3 +218,32 @@ test('a stream over its byte limit says too_large and releases nothing more', ()
   assert.equal(over.release.length, 0);
   assert.equal(stream.end().tooLarge, true);
 });
+
+test('an AWS secret key is found next to its access key id even when nothing names it', () => {
+  const id = SAMPLES['aws-access-key-id']!(random);
+  const secret = 'wJ8lrXUtnFEMI/K7MDENG/bPxRfiCY1x2y3z4Q5w';
+  const csv = `User name,Access key ID,Secret access key\ndeploy,${id},${secret}\n`;
+  const findings = scanner.scan(csv);
+  assert.deepEqual(findings.map((f) => f.ruleId), ['aws-access-key-id', 'aws-secret-access-key']);
+  assert.equal(csv.slice(findings[1]!.start, findings[1]!.end), secret);
+  // Without an access key id nearby, a bare 40-character word is not enough.
+  assert.deepEqual(scanner.scan(`deploy,${secret}`), []);
+  // A git SHA next to a key id is not a secret key.
+  assert.equal(scanner.scan(`${id} commit ${'a1b2c3d4e5'.repeat(4)}`).length, 1);
+});
+
+test('a stream finds a known secret split across chunks', () => {
+  const value = 'correct-horse-battery-staple-42';
+  const known = createScanner({ knownSecrets: [{ name: 'db', value }] });
+  const text = Buffer.from(`user=app password-ish ${Buffer.from(value).toString('base64')} end`);
+  for (let cut = 1; cut < text.length; cut++) {
+    const stream = known.stream({ redact: true });
+    const a = stream.push(text.subarray(0, cut));
+    const b = stream.push(text.subarray(cut));
+    const c = stream.end();
+    const findings = [...a.findings, ...b.findings, ...c.findings];
+    assert.equal(findings.filter((f) => f.secretName === 'db').length, 1, `cut at ${cut}`);
+    const out = Buffer.concat([a.release, b.release, c.release]).toString();
+    assert.ok(!out.includes(Buffer.from(value).toString('base64').slice(4, 30)), `cut at ${cut}: ${out}`);
+  }
+});

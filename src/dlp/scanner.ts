@@ -8,7 +8,7 @@ import { GatehouseError } from '../util/errors.js';
 import { buildAutomaton, type Automaton } from './automaton.js';
 import { knownForms, type KnownEncoding, type KnownForm, type KnownSecret } from './known.js';
 import { CARD_RULE_ID, RULES, type Confidence, type Rule, type Severity } from './rules.js';
-import { CONFIRMED, isDocumentationExample, REJECT, WEAK } from './validators.js';
+import { CONFIRMED, isDocumentationExample, REJECT, shannonEntropy, WEAK } from './validators.js';
 
 export interface Finding {
   ruleId: string;
@@ -54,6 +54,14 @@ export const KNOWN_SECRET_RULE_ID = 'known-secret';
 const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
 /** The automaton keys a known secret on its first characters; the rest is compared directly. */
 const KNOWN_KEYWORD_LENGTH = 12;
+/** How far from an AWS access key id to look for its secret key. */
+const AWS_PAIR_WINDOW = 300;
+const BASE64_CHAR = /[A-Za-z0-9/+=]/;
+const HAS_LOWER = /[a-z]/;
+const HAS_UPPER = /[A-Z]/;
+const HAS_SPACE = /\s/;
+const ASCII_ONLY = /^[\x00-\x7f]+$/;
+const AWS_SECRET_SHAPE = /(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])/g;
 
 interface CompiledRule {
   rule: Rule;
@@ -123,6 +131,7 @@ export class Scanner {
   private readonly card: CompiledRule | undefined;
   private readonly passwordRule: CompiledRule | undefined;
   private readonly apiKeyRule: CompiledRule | undefined;
+  private readonly awsSecret: CompiledRule | undefined;
 
   constructor(options: ScannerOptions = {}) {
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
@@ -136,6 +145,7 @@ export class Scanner {
     this.card = this.compiled.find((c) => c.rule.id === CARD_RULE_ID);
     this.passwordRule = this.compiled.find((c) => c.rule.id === 'generic-password');
     this.apiKeyRule = this.compiled.find((c) => c.rule.id === 'generic-api-key');
+    this.awsSecret = this.compiled.find((c) => c.rule.id === 'aws-secret-access-key');
     this.knownSecrets = options.knownSecrets ?? [];
 
     const keywords: string[] = [];
@@ -150,7 +160,7 @@ export class Scanner {
     }
     for (const form of knownForms(this.knownSecrets)) {
       const keyword = form.text.slice(0, KNOWN_KEYWORD_LENGTH);
-      if (!/^[\x00-\x7f]+$/.test(keyword)) continue; // the automaton is ASCII; encoded forms still cover it
+      if (!ASCII_ONLY.test(keyword)) continue; // the automaton is ASCII; encoded forms still cover it
       keywords.push(keyword);
       this.triggers.push({ rule: undefined, form, before: 0 });
       holdBack = Math.max(holdBack, keyword.length - 1);
@@ -280,7 +290,7 @@ export class Scanner {
     if (text.length >= 4) this.scanText(text, true, -1, out);
     if (key !== undefined && out.length === before && text.length >= 8) {
       const generic = PASSWORD_KEY.test(key) ? this.passwordRule : SECRET_KEY.test(key) ? this.apiKeyRule : undefined;
-      if (generic && generic.rule.check!(text, text) === CONFIRMED && text.length <= 4096 && !/\s/.test(text)) {
+      if (generic && generic.rule.check!(text, text) === CONFIRMED && text.length <= 4096 && !HAS_SPACE.test(text)) {
         out.push(makeFinding(generic.rule, 0, text.length, text, CONFIRMED));
       }
     }
@@ -333,6 +343,7 @@ export class Scanner {
         }
       }
     }
+    if (final && this.awsSecret) this.pairAwsSecrets(text, out);
     if (digits >= 13 && digits <= 19) {
       if (final) this.onDigits(text, runStart, final, previous, out);
       else if (runStart < pendingFrom) pendingFrom = runStart;
@@ -373,6 +384,32 @@ export class Scanner {
     const rule = compiled.rule;
     if (rule.boundary !== false && !atWordStart(text, start, previous)) return n;
     return this.tryRule(compiled, text, start, final, out);
+  }
+
+  /**
+   * An AWS secret access key has no prefix of its own; next to an access key id (in a credentials CSV, a
+   * config block, a log line) a 40-character base64 word with high entropy is one, whatever names it.
+   */
+  private pairAwsSecrets(text: string, out: Finding[]): void {
+    const ids = out.filter((f) => f.ruleId === 'aws-access-key-id');
+    for (const id of ids) {
+      const from = Math.max(0, id.start - AWS_PAIR_WINDOW);
+      const to = Math.min(text.length, id.end + AWS_PAIR_WINDOW);
+      // Search a copy of the window only, so a long text costs nothing beyond it.
+      const window = text.slice(from, to);
+      AWS_SECRET_SHAPE.lastIndex = 0;
+      for (let match = AWS_SECRET_SHAPE.exec(window); match !== null; match = AWS_SECRET_SHAPE.exec(window)) {
+        const secret = match[0];
+        const start = from + match.index;
+        if (start > 0 && BASE64_CHAR.test(text[start - 1]!)) continue;
+        if (start + secret.length < text.length && BASE64_CHAR.test(text[start + secret.length]!)) continue;
+        if (out.some((f) => f.start === start)) continue;
+        if (!HAS_LOWER.test(secret) || !HAS_UPPER.test(secret) || shannonEntropy(secret) < 4.2) continue;
+        const finding = makeFinding(this.awsSecret!.rule, start, start + secret.length, text, CONFIRMED);
+        finding.confidence = 'medium';
+        out.push(finding);
+      }
+    }
   }
 
   private onDigits(text: string, runStart: number, final: boolean, previous: number, out: Finding[]): void {

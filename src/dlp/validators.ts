@@ -73,6 +73,8 @@ export function luhnValid(text: string): boolean {
   return digits > 0 && sum % 10 === 0;
 }
 
+const REPEATED_DIGIT = /^(\d)\1+$/;
+
 /** Payment card numbers: Luhn plus a known issuer prefix and the length that issuer uses. */
 export function cardNumber(text: string): Verdict {
   let digits = '';
@@ -91,7 +93,7 @@ export function cardNumber(text: string): Verdict {
     (four >= 3528 && four <= 3589 && n >= 16 && n <= 19); // JCB
   if (!issuer) return REJECT;
   // A run of one repeated digit passes Luhn for some lengths and is never a real card.
-  if (/^(\d)\1+$/.test(digits)) return REJECT;
+  if (REPEATED_DIGIT.test(digits)) return REJECT;
   return luhnValid(digits) ? CONFIRMED : REJECT;
 }
 

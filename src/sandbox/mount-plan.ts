@@ -33,6 +33,11 @@ export interface MountPlan {
   steps: MountStep[];
   /** Paths hidden from the program (resolved), for `--dry-run` and the launch audit record. */
   masked: string[];
+  /**
+   * Denies a mount cannot express (glob patterns, such as every *.pem file under a tree) over a tree the program can see. The
+   * launcher refuses to start with gaps unless the user accepts weaker isolation.
+   */
+  gaps: string[];
   /** Where the program starts: the working directory if it is visible, else HOME. */
   cwd: string;
   home: string;
@@ -148,6 +153,20 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   }
   for (const path of SENSITIVE_SYSTEM) denies.push({ path, access: 'all', why: 'host secret' });
   for (const path of input.extraSensitive ?? []) denies.push({ path, access: 'all', why: 'sensitive' });
+  // Glob denies: mask the literal prefix when it lies strictly inside what is visible (hiding more than
+  // asked, which fails closed); when masking it would hide a whole allowed or system tree, it is a gap.
+  const gaps: string[] = [];
+  const roots = [...visible];
+  for (const entry of input.view.unmountable ?? []) {
+    if (entry.effect !== 'deny') continue;
+    const prefix = resolved(entry.prefix).path;
+    if (!roots.some((root) => isWithin(prefix, root) || isWithin(root, prefix))) continue;
+    if (roots.some((root) => isWithin(root, prefix))) {
+      gaps.push(`rule ${entry.ruleId} denies "${entry.pattern}", which a mount cannot express without hiding all of ${prefix}`);
+    } else {
+      denies.push({ path: prefix, access: 'all', why: `deny "${entry.pattern}" (rule ${entry.ruleId}), masked whole` });
+    }
+  }
   if (input.dataDir) denies.push({ path: input.dataDir, access: 'all', why: "Gatehouse's data directory" });
 
   const resolvedDenies = denies
@@ -191,7 +210,7 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   const home = input.home;
   if (!covered(home)) steps.push({ kind: 'dir', dest: home, why: 'empty HOME' });
   const cwd = covered(resolved(input.cwd).path) ? resolved(input.cwd).path : home;
-  return { steps, masked, cwd, home };
+  return { steps, masked, gaps, cwd, home };
 }
 
 /** The plan as bwrap arguments, in order. */

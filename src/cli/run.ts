@@ -1,0 +1,170 @@
+/**
+ * `gatehouse run [--agent NAME] -- CMD ARGS...`: runs a program in the sandbox under the policy for that
+ * agent, with the egress proxy as its only way out. The program's exit code (or signal) becomes ours.
+ * Everything heavy is imported inside the action, so `gatehouse run -- true` starts fast.
+ */
+import type { Command } from 'commander';
+import { examples, globalOptions, printJson } from './common.js';
+
+interface RunOptions {
+  agent?: string;
+  allowWeaker?: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
+
+export function registerRunCommands(program: Command): void {
+  const run = program
+    .command('run')
+    .description('Run a program (an agent CLI, a script, an MCP server) in a sandbox bound by the policy')
+    .argument('<command...>', 'the program and its arguments (put them after --)')
+    .option('-a, --agent <name>', 'the agent whose policy applies')
+    .option('--allow-weaker', 'start even if this host cannot give the isolation the policy asks for (recorded)')
+    .option('--dry-run', 'print the sandbox plan (mounts, environment names, bwrap arguments) and exit')
+    .option('--json', 'with --dry-run: print the plan as JSON')
+    .action(async (command: string[], options: RunOptions, self: Command) => {
+      process.exitCode = await runAction(command, options, self);
+    });
+  examples(run, [
+    'gatehouse run --agent claude -- claude',
+    'gatehouse run --agent ci-bot -- npm test',
+    'gatehouse run -- curl -sS https://api.github.com/zen',
+    'gatehouse run --dry-run --json -- bash',
+  ]);
+}
+
+async function runAction(command: string[], options: RunOptions, self: Command): Promise<number> {
+  const { commandContext } = await import('./context.js');
+  const { loadPolicy } = await import('../node/policy-source.js');
+  const { openNodeAuditLog } = await import('../audit/index.js');
+  const { launchSandboxed } = await import('../sandbox/launch.js');
+  const { hostname } = await import('node:os');
+
+  const globals = globalOptions(self);
+  const context = commandContext(globals, { requireConfig: false });
+  const config = context.loaded?.config ?? (await import('../config/schema.js')).configSchema.parse({ version: 1 });
+  const { engine } = loadPolicy(config, context.configPath);
+  const principal = { ...(options.agent ? { agent: options.agent } : {}), ...(process.env.USER ? { user: process.env.USER } : {}) };
+
+  if (options.dryRun) {
+    const { bwrapInvocation } = await import('../sandbox/bubblewrap.js');
+    const { rlimitsFrom } = await import('../sandbox/launch.js');
+    const rlimits = rlimitsFrom(config.sandbox);
+    const invocation = bwrapInvocation(
+      {
+        command,
+        view: engine.filesystemView(principal),
+        home: (await import('node:os')).homedir(),
+        cwd: process.cwd(),
+        dataDir: context.dataDir,
+        envAllow: config.sandbox.env,
+        proxyPort: config.sandbox.proxyPort,
+        ...(rlimits ? { rlimits } : {}),
+      },
+      3,
+    );
+    const plan = { policy: engine.version, mounts: invocation.plan.steps, masked: invocation.plan.masked, gaps: invocation.plan.gaps, env: Object.keys(invocation.env).sort(), bwrap: invocation.args };
+    if (options.json) printJson(plan);
+    else {
+      for (const step of plan.mounts) process.stdout.write(`${step.kind.padEnd(10)} ${'source' in step ? `${step.source} -> ` : ''}${step.dest}  (${step.why})\n`);
+      process.stdout.write(`environment: ${plan.env.join(' ')}\n`);
+      for (const gap of plan.gaps) process.stdout.write(`gap: ${gap}\n`);
+    }
+    return 0;
+  }
+
+  const node = config.node.name ?? hostname();
+  const audit = openNodeAuditLog(context.dataDir, node, config.audit);
+  let egress: { close(): Promise<void> } | undefined;
+  try {
+    // The egress proxy runs in this process for the session when the policy lets anything out at all;
+    // otherwise the bridge refuses (and records) every connection.
+    let proxySocket: string | undefined;
+    let envAdd: Record<string, string> | undefined;
+    if (config.egress.enabled && config.policy.network.some((rule) => 'allow' in rule)) {
+      const started = await startSessionEgress(config, context.dataDir, engine, audit, principal, node);
+      egress = started.proxy;
+      proxySocket = started.socketPath;
+      envAdd = started.envAdd;
+    }
+
+    const child = await launchSandboxed({
+      command,
+      principal,
+      policy: engine,
+      audit,
+      node,
+      settings: config.sandbox,
+      dataDir: context.dataDir,
+      stdio: 'inherit',
+      ...(options.allowWeaker ? { allowWeaker: true } : {}),
+      ...(proxySocket ? { proxySocket } : {}),
+      ...(envAdd ? { envAdd } : {}),
+    });
+    if (child.weaker.length > 0) {
+      process.stderr.write(`gatehouse: WARNING: running with weaker isolation (recorded in the audit log):\n${child.weaker.map((gap) => `  - ${gap}`).join('\n')}\n`);
+    }
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    for (const signal of FORWARDED_SIGNALS) process.on(signal, forward);
+    const status = await child.exited;
+    for (const signal of FORWARDED_SIGNALS) process.off(signal, forward);
+
+    if (status.setupFailed) {
+      process.stderr.write('gatehouse: the sandbox could not start (see the message above); `gatehouse doctor` says what this host lacks\n');
+      return 2;
+    }
+    if (status.signal) {
+      await audit.close();
+      await egress?.close();
+      egress = undefined;
+      // Die the same way, so a shell sees the signal; fall back to 128+N if it is caught or ignored.
+      process.kill(process.pid, status.signal);
+      const { constants } = await import('node:os');
+      return 128 + (constants.signals[status.signal] ?? 0);
+    }
+    return status.code ?? 1;
+  } finally {
+    await egress?.close();
+    await audit.close();
+  }
+}
+
+/** Starts an egress proxy in this process with one session for the sandbox, plus placeholders for grants. */
+async function startSessionEgress(
+  config: import('../config/schema.js').Config,
+  dataDir: string,
+  engine: import('../policy/engine.js').PolicyEngine,
+  audit: import('../audit/record.js').AuditLog,
+  principal: import('../policy/types.js').Principal,
+  node: string,
+): Promise<{ proxy: { close(): Promise<void> }; socketPath: string; envAdd: Record<string, string> | undefined }> {
+  const { startEgressProxy } = await import('../egress/index.js');
+  const grants = engine.grants(principal).filter((grant) => grant.env !== undefined);
+  let placeholders: import('../secrets/index.js').PlaceholderRegistry | undefined;
+  let resolveSecret: ((name: string) => Promise<string>) | undefined;
+  const envAdd: Record<string, string> = {};
+  const session = `run-${process.pid}`;
+  if (grants.length > 0) {
+    const { PlaceholderRegistry, openSecrets } = await import('../secrets/index.js');
+    const secrets = openSecrets({ dataDir, settings: config.secrets });
+    placeholders = new PlaceholderRegistry();
+    resolveSecret = (name) => secrets.resolveSecret(name);
+    for (const grant of grants) {
+      const placeholder = placeholders.issue(session, grant, await secrets.resolveSecret(grant.secret));
+      envAdd[grant.env!] = placeholder.value;
+    }
+  }
+  const proxy = await startEgressProxy({
+    policy: { current: engine },
+    audit,
+    authenticate: () => undefined,
+    node,
+    settings: { ...config.egress, listen: '127.0.0.1:0', socks: undefined },
+    ...(placeholders ? { placeholders } : {}),
+    ...(resolveSecret ? { resolveSecret } : {}),
+  });
+  const egressSession = await proxy.openSession(principal, session);
+  return { proxy, socketPath: egressSession.socketPath, envAdd: grants.length > 0 ? envAdd : undefined };
+}

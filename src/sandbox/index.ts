@@ -1,0 +1,20 @@
+/**
+ * sandbox/: runs agents and stdio MCP servers inside boundaries the operating system enforces.
+ *
+ * - launch.ts: the launcher (`launchSandboxed`): policy → mount plan, scrubbed environment with placeholders,
+ *   network bridge to the egress proxy's session socket, rlimits; audits launch, exit and denied connections.
+ * - bubblewrap.ts: the Linux driver (bwrap with new user, PID, network, IPC and UTS namespaces).
+ * - container.ts: the Docker/Podman driver (command lines from the same plan).
+ * - mount-plan.ts, env.ts, seccomp.ts: the plan, the environment scrub, the BPF filter.
+ * - mux.ts, bridge-inside.ts: the wire between the bridge inside the sandbox and Gatehouse outside.
+ * - host.ts: what this host can enforce (`gatehouse doctor`).
+ *
+ * May import: config (types), policy (types), audit (record and log interface), util. Knows nothing of
+ * the gateway or the egress proxy beyond the session socket path it is handed.
+ */
+export { launchSandboxed, rlimitsFrom, type LaunchRequest, type Launched } from './launch.js';
+export { launchBubblewrap, bwrapInvocation, DEFAULT_PROXY_PORT } from './bubblewrap.js';
+export { computeMountPlan, bwrapMountArgs, SENSITIVE_IN_HOME, type MountPlan, type MountStep } from './mount-plan.js';
+export { sandboxEnv, DEFAULT_ENV_ALLOW } from './env.js';
+export { probeHost, quickGaps, type HostReport, type HostCheck } from './host.js';
+export type { ExitStatus, Rlimits, SandboxProcess, SandboxSpec } from './types.js';

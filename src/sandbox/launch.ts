@@ -1,0 +1,199 @@
+/**
+ * The launcher: policy in, a running sandboxed program out, with its launch, exit and denied connections
+ * in the audit trail. `gatehouse run` and the MCP gateway's stdio upstreams both come through here.
+ *
+ *   const child = await launchSandboxed({ command: ['npx', 'server-filesystem', '/work'], principal: { agent },
+ *     policy: holder.current, audit, stdio: 'pipe', server: 'fs', proxySocket: session.socketPath });
+ *   child.stdout.pipe(...); child.stdin.write(...); const { code, signal } = await child.exited;
+ */
+import { spawn } from 'node:child_process';
+import { homedir } from 'node:os';
+import type { Readable, Writable } from 'node:stream';
+import type { SandboxSettings } from '../config/schema.js';
+import { newCorrelationId, type AuditLog, type AuditRecord } from '../audit/record.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import type { Principal } from '../policy/types.js';
+import { GatehouseError } from '../util/errors.js';
+import { DEFAULT_PROXY_PORT, launchBubblewrap } from './bubblewrap.js';
+import { sandboxEnv } from './env.js';
+import { quickGaps } from './host.js';
+import { computeMountPlan } from './mount-plan.js';
+import type { ExitStatus, Rlimits, SandboxProcess, SandboxSpec } from './types.js';
+
+export interface LaunchRequest {
+  command: string[];
+  principal: Principal & { session?: string };
+  policy: PolicyEngine;
+  audit: AuditLog;
+  /** Names this node in audit records. */
+  node?: string;
+  settings?: Partial<SandboxSettings>;
+  home?: string;
+  cwd?: string;
+  dataDir?: string;
+  /** Placeholders for the secrets the policy grants (from the secrets broker). */
+  envAdd?: Record<string, string>;
+  envSource?: NodeJS.ProcessEnv;
+  /** The egress proxy's per-session Unix socket. Without one, every connection is refused and recorded. */
+  proxySocket?: string;
+  stdio?: 'inherit' | 'pipe';
+  /** Start even when the host cannot give the isolation the policy asks for (recorded as such). */
+  allowWeaker?: boolean;
+  /** The MCP server this sandbox runs, for the audit trail. */
+  server?: string;
+  user?: SandboxSpec['user'];
+}
+
+export interface Launched extends SandboxProcess {
+  correlationId: string;
+  driver: 'bubblewrap' | 'none';
+  /** Isolation this launch does without (empty for a full sandbox). */
+  weaker: string[];
+}
+
+export function rlimitsFrom(settings: Partial<SandboxSettings> | undefined): Rlimits | undefined {
+  const limits = settings?.rlimits;
+  if (!limits) return undefined;
+  const out: Rlimits = {};
+  if (limits.memory !== undefined) out.memoryBytes = limits.memory;
+  if (limits.processes !== undefined) out.processes = limits.processes;
+  if (limits.openFiles !== undefined) out.openFiles = limits.openFiles;
+  if (limits.cpuTime !== undefined) out.cpuSeconds = Math.max(1, Math.ceil(limits.cpuTime / 1000));
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+export async function launchSandboxed(request: LaunchRequest): Promise<Launched> {
+  const started = Date.now();
+  const correlationId = newCorrelationId();
+  const home = request.home ?? homedir();
+  const cwd = request.cwd ?? process.cwd();
+  const view = request.policy.filesystemView(request.principal);
+  const bwrapPath = request.settings?.bwrap ?? 'bwrap';
+  const rlimits = rlimitsFrom(request.settings);
+
+  const hostGaps = quickGaps(bwrapPath);
+  if (rlimits && hostGaps.length === 0 && !(await import('./host.js')).which('prlimit')) hostGaps.push('prlimit is not installed, so rlimits cannot be applied (install util-linux)');
+  const planGaps = computeMountPlan({ view, home, cwd, ...(request.dataDir ? { dataDir: request.dataDir } : {}) }).gaps;
+  const weaker = [...hostGaps, ...planGaps];
+  const driver: Launched['driver'] = hostGaps.length > 0 ? 'none' : 'bubblewrap';
+
+  const record = (fields: Pick<AuditRecord, 'action' | 'effect' | 'reason'> & Partial<AuditRecord>): AuditRecord => ({
+    v: 1,
+    time: new Date().toISOString(),
+    node: request.node ?? 'local',
+    principal: request.principal,
+    surface: 'system',
+    resource: request.server ? `mcp-server:${request.server}` : request.command.join(' '),
+    rules: [],
+    latencyUs: 0,
+    correlationId,
+    policy: { version: request.policy.version, digest: request.policy.digest },
+    ...fields,
+  });
+  const facts = {
+    driver,
+    argv: request.command,
+    cwd,
+    network: request.proxySocket ? 'egress proxy' : 'none',
+    ...(request.server ? { server: request.server } : {}),
+    ...(rlimits ? { rlimits } : {}),
+  };
+
+  const onWeaker = request.settings?.onWeaker ?? 'refuse';
+  if (weaker.length > 0 && !request.allowWeaker && onWeaker === 'refuse') {
+    await request.audit.append(
+      record({ action: 'sandbox.launch', effect: 'deny', reason: `refused: the host cannot give the isolation the policy asks for: ${weaker.join('; ')}`, details: { ...facts, weaker } }),
+    );
+    throw new GatehouseError('sandbox_weaker', `refusing to start: ${weaker[0]}${weaker.length > 1 ? ` (and ${weaker.length - 1} more)` : ''}; run \`gatehouse doctor\`, or pass --allow-weaker to start anyway`, {
+      exitCode: 2,
+      details: { weaker },
+    });
+  }
+
+  // Durable before the program runs: a launch that cannot be recorded does not happen.
+  await request.audit.append(
+    record({
+      action: 'sandbox.launch',
+      effect: 'info',
+      reason: weaker.length > 0 ? `started with weaker isolation: ${weaker.join('; ')}` : `started in a ${driver} sandbox`,
+      details: { ...facts, ...(weaker.length > 0 ? { weaker } : {}) },
+    }),
+  );
+
+  const spec: SandboxSpec = {
+    command: request.command,
+    view,
+    home,
+    cwd,
+    stdio: request.stdio ?? 'inherit',
+    proxyPort: request.settings?.proxyPort ?? DEFAULT_PROXY_PORT,
+    bwrapPath,
+    ...(request.dataDir ? { dataDir: request.dataDir } : {}),
+    ...(request.envSource ? { envSource: request.envSource } : {}),
+    ...(request.settings?.env ? { envAllow: request.settings.env } : {}),
+    ...(request.envAdd ? { envAdd: request.envAdd } : {}),
+    ...(request.proxySocket ? { proxySocket: request.proxySocket } : {}),
+    ...(rlimits ? { rlimits } : {}),
+    ...(request.user ? { user: request.user } : {}),
+    onConnectionDenied: (event) => {
+      void request.audit
+        .append(
+          record({
+            surface: 'network',
+            action: 'connect',
+            resource: `sandbox bridge stream ${event.stream}`,
+            effect: 'deny',
+            reason: event.reason,
+            details: { driver, ...(request.server ? { server: request.server } : {}) },
+          }),
+        )
+        .catch(() => undefined);
+    },
+  };
+
+  const child = driver === 'bubblewrap' ? await launchBubblewrap(spec) : launchDirect(spec);
+  const exited = child.exited.then(async (status: ExitStatus) => {
+    await request.audit
+      .append(
+        record({
+          action: 'sandbox.exit',
+          effect: status.setupFailed ? 'error' : 'info',
+          reason: status.setupFailed
+            ? `the sandbox did not start or was killed (bwrap exit ${status.code ?? status.signal})`
+            : status.signal
+              ? `ended by ${status.signal}`
+              : `exited with code ${status.code}`,
+          details: { driver, code: status.code, signal: status.signal, durationMs: Date.now() - started },
+        }),
+      )
+      .catch(() => undefined);
+    return status;
+  });
+  return { ...child, exited, kill: child.kill.bind(child), correlationId, driver, weaker };
+}
+
+/**
+ * Weaker isolation, chosen explicitly: the program runs unsandboxed with the scrubbed environment and
+ * placeholders only. No proxy variables: without a network namespace they would be advice, not a boundary.
+ */
+function launchDirect(spec: SandboxSpec): SandboxProcess {
+  const env = sandboxEnv({ home: spec.home, ...(spec.envSource ? { source: spec.envSource } : {}), ...(spec.envAllow ? { allow: spec.envAllow } : {}), ...(spec.envAdd ? { add: spec.envAdd } : {}) });
+  const stdio = spec.stdio ?? 'inherit';
+  const child = spawn(spec.command[0]!, spec.command.slice(1), { env, cwd: spec.cwd, stdio });
+  const exited = new Promise<ExitStatus>((resolve) => {
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      process.stderr.write(`gatehouse: cannot start ${spec.command[0]}: ${error.message}\n`);
+      resolve({ code: error.code === 'ENOENT' ? 127 : 126, signal: null });
+    });
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  return {
+    pid: child.pid,
+    plan: { steps: [], masked: [], gaps: [], cwd: spec.cwd, home: spec.home },
+    stdin: child.stdin as Writable | null,
+    stdout: child.stdout as Readable | null,
+    stderr: child.stderr as Readable | null,
+    exited,
+    kill: (signal = 'SIGTERM') => void child.kill(signal),
+  };
+}
