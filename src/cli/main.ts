@@ -16,6 +16,7 @@ import { registerConfigCommands } from './config.js';
 import { registerKeysCommands } from './keys.js';
 import { registerNodeCommands } from './node.js';
 import { registerPolicyCommands } from './policy.js';
+import { registerRunCommands } from './run.js';
 import { registerScanCommands } from './scan.js';
 import { registerSecretCommands } from './secret.js';
 
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerNodeCommands(program);
   registerPolicyCommands(program);
+  registerRunCommands(program);
   registerKeysCommands(program);
   registerConfigCommands(program);
   registerAgentCommands(program);
