@@ -136,3 +136,100 @@ export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 3_
 export function reasonOf(raw: string): string | undefined {
   return /\r\nX-Gatehouse-Reason: ([^\r]+)/i.exec(raw)?.[1];
 }
+
+/** An HTTPS server on 127.0.0.1 with a certificate for `names` from `ca`, answering like startEchoServer. */
+export async function startTlsEchoServer(
+  ca: { issue(host: string): Promise<{ certificate: string; key: string }> },
+  name: string,
+): Promise<{ port: number; requests: { method: string; url: string; headers: Record<string, unknown>; body: string }[]; close(): Promise<void> }> {
+  const { createServer: createHttpsServer } = await import('node:https');
+  const pair = await ca.issue(name);
+  const requests: { method: string; url: string; headers: Record<string, unknown>; body: string }[] = [];
+  const server = createHttpsServer({ cert: pair.certificate, key: pair.key }, (request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const seen = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks).toString('utf8') };
+      requests.push(seen);
+      const text = JSON.stringify(seen);
+      response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      response.end(text);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * An HTTPS request through a CONNECT tunnel opened on `connectTo` (a session's Unix socket or the TCP
+ * listener), with the TLS server name `servername` (the target host unless a test wants fronting).
+ */
+export async function httpsViaProxy(options: {
+  connectTo: { path: string } | { port: number };
+  host: string;
+  port: number;
+  ca: string;
+  servername?: string;
+  proxyAuthorization?: string;
+  method?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  body?: string;
+}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  const { connect: tlsConnect } = await import('node:tls');
+  const { request: httpRequest } = await import('node:http');
+  const tunnel: Socket = 'path' in options.connectTo ? connect(options.connectTo.path) : connect(options.connectTo.port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    tunnel.once('error', reject);
+    tunnel.once('connect', () => {
+      const auth = options.proxyAuthorization ? `Proxy-Authorization: ${options.proxyAuthorization}\r\n` : '';
+      tunnel.write(`CONNECT ${options.host}:${options.port} HTTP/1.1\r\nHost: ${options.host}:${options.port}\r\n${auth}\r\n`);
+    });
+    let head = '';
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      tunnel.off('data', onData);
+      if (/^HTTP\/1\.1 200 /.test(head)) resolve();
+      else reject(new Error(`CONNECT refused: ${head.split('\r\n')[0]} ${/x-gatehouse-reason: (\S+)/i.exec(head)?.[1] ?? ''}`));
+    };
+    tunnel.on('data', onData);
+  });
+  const secure = tlsConnect({ socket: tunnel, servername: options.servername ?? options.host, ca: options.ca, ALPNProtocols: ['http/1.1'] });
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', resolve);
+    secure.once('error', reject);
+  });
+  return new Promise((resolve, reject) => {
+    // TLS is already up on `secure`; plain http.request speaks HTTP over it (no agent, so createConnection is used).
+    const request = httpRequest(
+      {
+        host: options.host,
+        port: options.port,
+        method: options.method ?? 'GET',
+        path: options.path ?? '/',
+        headers: options.headers ?? {},
+        createConnection: () => secure,
+        timeout: 5_000,
+      },
+      (response) => {
+        let body = '';
+        response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        response.on('end', () => {
+          secure.destroy();
+          resolve({ status: response.statusCode ?? 0, headers: response.headers, body });
+        });
+      },
+    );
+    request.on('error', reject);
+    request.end(options.body);
+  });
+}

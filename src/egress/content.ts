@@ -37,11 +37,6 @@ export interface OutgoingRequest {
   bodyPrefix: Buffer[];
 }
 
-export interface Prepared extends OutgoingRequest {
-  /** Facts for the audit record: never values. */
-  facts: Record<string, unknown>;
-}
-
 export type BodyRead = { body: Buffer } | { tooLarge: true; prefix: Buffer[] };
 
 /** Reads a request body up to `limit` bytes; past that it stops reading and returns what it has. */
@@ -77,9 +72,9 @@ export interface PrepareInput {
   maxInspectedBytes: number;
 }
 
-export async function prepareRequest(input: PrepareInput): Promise<Prepared | Refusal> {
+/** Runs the content steps. `facts` (the audit record's details) gets what was found, even on a refusal. */
+export async function prepareRequest(input: PrepareInput, facts: Record<string, unknown>): Promise<OutgoingRequest | Refusal> {
   const { engine, tools, caller, target, scheme, request } = input;
-  const facts: Record<string, unknown> = {};
   const outgoing = { ...input.outgoing };
   const wantsBody = tools.scanner !== undefined || tools.placeholders !== undefined;
 
@@ -178,7 +173,7 @@ export async function prepareRequest(input: PrepareInput): Promise<Prepared | Re
   }
 
   if (outgoing.body) outgoing.headers = setHeader(outgoing.headers, 'content-length', String(outgoing.body.length));
-  return { ...outgoing, facts };
+  return outgoing;
 }
 
 function hasBody(request: IncomingMessage): boolean {

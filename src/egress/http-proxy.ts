@@ -162,9 +162,8 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     request,
     outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
     maxInspectedBytes: runtime.limits.maxInspectedBytes,
-  });
+  }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
-  facts.details = { ...facts.details, ...prepared.facts };
   const upstream = httpRequest({
     host: address.address,
     family: address.family,

@@ -162,9 +162,8 @@ async function handleInspected(
     request,
     outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
     maxInspectedBytes: runtime.limits.maxInspectedBytes,
-  });
+  }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
-  facts.details = { ...facts.details, ...prepared.facts };
 
   const address = tunnel.addresses[0] as CheckedAddress;
   state.address = address.address;
