@@ -78,6 +78,7 @@ export function fieldsOf(record: AuditRecord): IndexedFields {
     if (host) out.host = host.toLowerCase();
     if (port !== undefined && host) out.port = port;
   }
+  if (record.surface === 'credentials' && typeof details.server === 'string') out.server = details.server;
   if (record.surface === 'mcp') {
     const slash = record.resource.indexOf('/');
     const server = typeof details.server === 'string' ? details.server : slash > 0 ? record.resource.slice(0, slash) : record.resource;
@@ -94,6 +95,22 @@ function splitHostPort(resource: string): { host?: string; port?: number } {
   const match = /^([^:/\s]+)(?::(\d+))?$/.exec(resource);
   if (match) return { host: match[1] as string, ...(match[2] ? { port: Number(match[2]) } : {}) };
   return {};
+}
+
+export interface SummaryRow {
+  agent: string | null;
+  surface: string;
+  action: string;
+  effect: string;
+  host: string | null;
+  port: number | null;
+  server: string | null;
+  tool: string | null;
+  /** The path (filesystem) or secret name (credentials). */
+  target: string | null;
+  count: number;
+  first: string;
+  last: string;
 }
 
 export interface IndexedRow {
@@ -213,6 +230,35 @@ export class AuditIndex {
     const sql = `SELECT seq, segment, offset, length FROM audit_records${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC${limit}`;
     const rows = this.db.prepare(sql).all(params) as IndexedRow[];
     return rows.reverse();
+  }
+
+  /**
+   * Decision counts grouped by agent, surface, destination and effect: the raw material of `audit report`
+   * and `policy suggest`. System records are left out.
+   */
+  summary(filter: Pick<QueryFilter, 'since' | 'until' | 'agent'>): SummaryRow[] {
+    const where = ["surface != 'system'"];
+    const params: Record<string, unknown> = {};
+    if (filter.since) {
+      where.push('time >= @since');
+      params.since = filter.since;
+    }
+    if (filter.until) {
+      where.push('time <= @until');
+      params.until = filter.until;
+    }
+    if (filter.agent) {
+      where.push('agent = @agent');
+      params.agent = filter.agent;
+    }
+    const sql = `
+      SELECT agent, surface, action, effect, host, port, server, tool,
+             CASE WHEN surface IN ('filesystem', 'credentials') THEN resource END AS target,
+             COUNT(*) AS count, MIN(time) AS first, MAX(time) AS last
+      FROM audit_records WHERE ${where.join(' AND ')}
+      GROUP BY agent, surface, action, effect, host, port, server, tool, target
+      ORDER BY agent, surface, count DESC`;
+    return this.db.prepare(sql).all(params) as SummaryRow[];
   }
 
   /** The records behind index rows, read from their segments. Rows whose segment is gone are skipped. */

@@ -16,10 +16,18 @@ interface FilterOptions {
 }
 
 async function locate(command: Command): Promise<{ dataDir: string; auditDir: string }> {
-  const { resolveDataDir } = await import('../util/paths.js');
+  const { commandContext } = await import('./context.js');
   const { auditDir } = await import('../audit/index.js');
-  const dataDir = resolveDataDir(globalOptions(command).dataDir);
+  const { dataDir } = commandContext(globalOptions(command), { requireConfig: false });
   return { dataDir, auditDir: auditDir(dataDir) };
+}
+
+/** The per-agent summary behind `audit report` and `policy suggest`. */
+async function summarise(command: Command, options: { since?: string; until?: string; agent?: string }) {
+  const filter = await filterFrom({ ...options }, undefined);
+  const { buildReport } = await import('../audit/report.js');
+  const index = await openIndex(command);
+  return buildReport(index.summary(filter), filter);
 }
 
 /** Opens the index and brings it up to date with the segments. */
@@ -207,4 +215,44 @@ export function registerAuditCommands(program: Command): void {
     }),
     ['gatehouse audit export --since 7d > audit.jsonl', 'gatehouse audit export --format csv --effect deny -o denies.csv'],
   );
+
+  examples(
+    audit
+      .command('report')
+      .description('what each agent reached: network destinations, filesystem paths, credentials and MCP tools, with verdicts')
+      .option('--since <when>', 'only this recent: "7d", "24h", or an ISO date/time', '7d')
+      .option('--until <when>', 'only up to this time')
+      .option('--agent <name>', 'only this agent')
+      .option('--json', 'print JSON')
+      .action(async (options: { since?: string; until?: string; agent?: string; json?: boolean }, command: Command) => {
+        const { formatReport } = await import('../audit/report.js');
+        const report = await summarise(command, options);
+        if (options.json) return printJson(report);
+        process.stdout.write(formatReport(report));
+      }),
+    ['gatehouse audit report', 'gatehouse audit report --since 30d --agent claude-code', 'gatehouse audit report --json > reach.json'],
+  );
+
+  // `policy suggest` reads the audit trail, so it lives here; the policy group itself is the lead's.
+  const policy = program.commands.find((c) => c.name() === 'policy');
+  if (policy) {
+    examples(
+      policy
+        .command('suggest')
+        .description('write a minimal policy that allows what agents were seen doing (observe mode first, then this)')
+        .option('--since <when>', 'learn from this recent traffic: "7d", "24h", or an ISO date/time', '7d')
+        .option('--agent <name>', 'only this agent')
+        .option('-o, --output <file>', 'write the policy here instead of standard output')
+        .action(async (options: { since?: string; agent?: string; output?: string }, command: Command) => {
+          const { suggestPolicy } = await import('../audit/suggest.js');
+          const report = await summarise(command, options);
+          const { text, rules } = suggestPolicy(report);
+          if (!options.output) return void process.stdout.write(text);
+          const { writeFileSync } = await import('node:fs');
+          writeFileSync(options.output, text, { mode: 0o600 });
+          process.stderr.write(`Wrote ${rules} rules to ${options.output}; check it with "gatehouse --config ${options.output} policy check".\n`);
+        }),
+      ['gatehouse policy suggest --since 7d > suggested.yaml', 'gatehouse policy suggest --agent ci-bot -o ci-bot.yaml'],
+    );
+  }
 }

@@ -1,0 +1,152 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ChainedAuditLog } from '../src/audit/chain.js';
+import type { AuditRecord } from '../src/audit/record.js';
+import type { Report } from '../src/audit/report.js';
+import { decisionRecord, tempDataDir } from './audit-fixtures.js';
+
+const cli = resolve(import.meta.dirname, '../src/cli/main.js');
+
+function gatehouse(args: string[], cwd?: string): { status: number | null; stdout: string; stderr: string } {
+  const run = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 20000, ...(cwd ? { cwd } : {}) });
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+}
+
+/** A week of traffic in observe mode for two agents, plus a few enforced denials. */
+function traffic(): AuditRecord[] {
+  const now = Date.now();
+  let i = 0;
+  const at = (overrides: Partial<AuditRecord>): AuditRecord => decisionRecord(i++, { time: new Date(now - 3600_000 + i * 1000).toISOString(), ...overrides });
+  const records: AuditRecord[] = [];
+  const repeat = (n: number, overrides: Partial<AuditRecord>) => {
+    for (let k = 0; k < n; k += 1) records.push(at(overrides));
+  };
+  const coder = { agent: 'coder', teams: ['dev'] };
+  const ci = { agent: 'ci-bot' };
+  repeat(5, { principal: coder, surface: 'network', action: 'connect', resource: 'api.github.com:443', effect: 'allow', rules: ['github'] });
+  repeat(3, { principal: coder, surface: 'network', action: 'connect', resource: 'registry.npmjs.org:443', effect: 'observed-deny', rules: [] });
+  repeat(2, { principal: ci, surface: 'network', action: 'connect', resource: 'registry.npmjs.org:443', effect: 'observed-deny', rules: [] });
+  repeat(4, { principal: coder, surface: 'network', action: 'connect', resource: 'pastebin.com:443', effect: 'deny', rules: ['paste-sites'] });
+  repeat(6, { principal: coder, surface: 'filesystem', action: 'read', resource: '/work/project/src/index.ts', effect: 'allow', rules: ['workspace'] });
+  repeat(2, { principal: coder, surface: 'filesystem', action: 'write', resource: '/work/project/dist/out.js', effect: 'observed-deny', rules: [] });
+  repeat(1, { principal: coder, surface: 'filesystem', action: 'read', resource: '/root/.ssh/id_ed25519', effect: 'deny', rules: ['keys'] });
+  repeat(3, { principal: coder, surface: 'credentials', action: 'inject', resource: 'github-token', effect: 'allow', rules: ['gh'], details: { host: 'api.github.com' } });
+  repeat(7, { principal: coder, surface: 'mcp', action: 'tools/call', resource: 'github/get_issue', effect: 'observed-deny', rules: [] });
+  repeat(1, { principal: coder, surface: 'mcp', action: 'tools/call', resource: 'github/delete_repo', effect: 'deny', rules: ['no-destructive'] });
+  return records;
+}
+
+test('audit report summarises per agent what it reached, with allowed, denied and observed-deny counts', async () => {
+  const tmp = tempDataDir();
+  try {
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys });
+    for (const record of traffic()) await log.append(record);
+    // Old traffic outside the window is left out.
+    await log.append(decisionRecord(1, { time: '2020-01-01T00:00:00.000Z', principal: { agent: 'coder' }, resource: 'old.example.com:443' }));
+    await log.close();
+
+    const json = gatehouse(['--data-dir', tmp.dataDir, 'audit', 'report', '--since', '7d', '--json']);
+    assert.equal(json.status, 0, json.stderr);
+    const report = JSON.parse(json.stdout) as Report;
+    assert.deepEqual(report.agents.map((a) => a.agent), ['ci-bot', 'coder']);
+    const coder = report.agents.find((a) => a.agent === 'coder')!;
+    assert.deepEqual(
+      coder.network.map((n) => [n.host, n.port, n.count, n.allowed, n.denied, n.observedDenied]),
+      [
+        ['api.github.com', 443, 5, 5, 0, 0],
+        ['pastebin.com', 443, 4, 0, 4, 0],
+        ['registry.npmjs.org', 443, 3, 0, 0, 3],
+      ],
+    );
+    assert.deepEqual(
+      coder.filesystem.map((f) => [f.access, f.path, f.count]),
+      [
+        ['read', '/work/project/src/index.ts', 6],
+        ['write', '/work/project/dist/out.js', 2],
+        ['read', '/root/.ssh/id_ed25519', 1],
+      ],
+    );
+    assert.deepEqual(coder.credentials.map((c) => [c.secret, c.host, c.count]), [['github-token', 'api.github.com', 3]]);
+    assert.deepEqual(coder.mcp.map((m) => [m.server, m.tool, m.count, m.denied]), [
+      ['github', 'get_issue', 7, 0],
+      ['github', 'delete_repo', 1, 1],
+    ]);
+
+    const onlyCi = JSON.parse(gatehouse(['--data-dir', tmp.dataDir, 'audit', 'report', '--agent', 'ci-bot', '--json']).stdout) as Report;
+    assert.deepEqual(onlyCi.agents.map((a) => a.agent), ['ci-bot']);
+
+    const table = gatehouse(['--data-dir', tmp.dataDir, 'audit', 'report']);
+    assert.match(table.stdout, /Agent coder — 32 decisions/);
+    assert.match(table.stdout, /pastebin\.com:443\s+4\s+0 allowed, 4 denied/);
+    assert.match(table.stdout, /github\/get_issue\s+7\s+0 allowed, 0 denied, 7 observed-deny/);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('policy suggest writes a minimal commented policy that validates and allows exactly what was wanted', async () => {
+  const tmp = tempDataDir();
+  try {
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys });
+    for (const record of traffic()) await log.append(record);
+    await log.close();
+    const policyPath = join(tmp.dataDir, 'suggested.yaml');
+    const run = gatehouse(['--data-dir', tmp.dataDir, 'policy', 'suggest', '--since', '7d', '-o', policyPath]);
+    assert.equal(run.status, 0, run.stderr);
+    const text = readFileSync(policyPath, 'utf8');
+    assert.match(text, /# registry\.npmjs\.org: 5 connections \(5 observed-deny\)/);
+    assert.match(text, /- github-token\b|secret: github-token/);
+    assert.match(text, /- get_issue {2}# 7 calls \(7 observed-deny\)/);
+    assert.match(text, /# Denied while enforcing, and not allowed here:\n#\s+network pastebin\.com: 4 connections \(4 denied\)/);
+    assert.doesNotMatch(text, /allow: pastebin\.com/);
+
+    const check = gatehouse(['--data-dir', tmp.dataDir, '--config', policyPath, 'policy', 'check', '--json']);
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+
+    const cases = join(tmp.dataDir, 'cases.yaml');
+    writeFileSync(
+      cases,
+      `config: suggested.yaml
+cases:
+  - name: the GitHub API stays reachable for coder
+    request: { surface: network, agent: coder, host: api.github.com, port: 443 }
+    expect: allow
+  - name: the registry observed in observe mode is allowed for both agents
+    request: { surface: network, agent: ci-bot, host: registry.npmjs.org, port: 443 }
+    expect: allow
+  - name: ci-bot never reached GitHub, so it may not
+    request: { surface: network, agent: ci-bot, host: api.github.com, port: 443 }
+    expect: deny
+  - name: a denied paste site stays denied
+    request: { surface: network, agent: coder, host: pastebin.com, port: 443 }
+    expect: deny
+  - name: a port never used is not opened
+    request: { surface: network, agent: coder, host: api.github.com, port: 80 }
+    expect: deny
+  - name: the source file is readable
+    request: { surface: filesystem, agent: coder, path: /work/project/src/index.ts, access: read }
+    expect: allow
+  - name: the build output is writable
+    request: { surface: filesystem, agent: coder, path: /work/project/dist/out.js, access: write }
+    expect: allow
+  - name: the SSH key denied while enforcing stays denied
+    request: { surface: filesystem, agent: coder, path: /root/.ssh/id_ed25519, access: read }
+    expect: deny
+  - name: the observed MCP tool is allowed
+    request: { surface: mcp, agent: coder, server: github, tool: get_issue }
+    expect: allow
+  - name: the denied MCP tool stays denied
+    request: { surface: mcp, agent: coder, server: github, tool: delete_repo }
+    expect: deny
+`,
+    );
+    const tested = gatehouse(['--data-dir', tmp.dataDir, 'policy', 'test', cases]);
+    assert.equal(tested.status, 0, tested.stdout + tested.stderr);
+    assert.match(tested.stdout, /10 passed, 0 failed/);
+  } finally {
+    tmp.cleanup();
+  }
+});
