@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { isGatehouseError } from '../util/errors.js';
 import { registerAgentCommands } from './agent.js';
+import { registerCaCommands } from './ca.js';
 import { registerMcpCommands } from './mcp.js';
 import { registerStatusCommands } from './status.js';
 import { registerAuditCommands } from './audit.js';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerKeysCommands(program);
   registerConfigCommands(program);
   registerAgentCommands(program);
+  registerCaCommands(program);
   registerMcpCommands(program);
   registerStatusCommands(program);
   registerAuditCommands(program);
