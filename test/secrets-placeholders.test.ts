@@ -108,3 +108,30 @@ test('a credentials grant with a malformed host pattern is refused when issuing'
   const registry = new PlaceholderRegistry();
   assert.throws(() => registry.issue('s', grant({ hosts: ['api.*.com'] }), 'x'.repeat(20)), /wildcard/);
 });
+
+test('swapping in a byte body keeps the bytes around it and writes the real value', () => {
+  const registry = new PlaceholderRegistry();
+  const real = 'sk_live_' + 'Ünïcødé'.normalize() + 'A'.repeat(24);
+  const p = registry.issue('s', grant({ hosts: ['api.stripe.com'] }), real);
+  const body = Buffer.concat([Buffer.from([0xff, 0x00]), Buffer.from(`key=${p.value}&x=1`)]);
+  const { text, swapped } = registry.swap(body, 's', { host: 'api.stripe.com' });
+  assert.ok(Buffer.isBuffer(text));
+  assert.equal(swapped.length, 1);
+  assert.deepEqual(text, Buffer.concat([Buffer.from([0xff, 0x00]), Buffer.from(`key=${real}&x=1`)]));
+});
+
+test('issueForSession gives the sandbox its environment, and headerFor injects only where allowed', async () => {
+  const registry = new PlaceholderRegistry();
+  const values: Record<string, string> = { 'github-token': SAMPLES['github-pat']!(random), npm: SAMPLES['npm-token']!(random) };
+  const grants = [
+    grant({ header: { name: 'Authorization', template: 'Bearer {secret}' } }),
+    grant({ ruleId: 'npm', secret: 'npm', env: 'NPM_TOKEN', hosts: ['registry.npmjs.org'], servers: [] }),
+  ];
+  const { env, placeholders } = await registry.issueForSession('s', grants, async (name) => values[name]!);
+  assert.deepEqual(Object.keys(env).sort(), ['GITHUB_TOKEN', 'NPM_TOKEN']);
+  assert.equal(env.GITHUB_TOKEN, placeholders[0]!.value);
+  assert.ok(env.NPM_TOKEN!.startsWith('npm_') && env.NPM_TOKEN !== values.npm);
+  assert.deepEqual(registry.headerFor('s', 'github-token', { host: 'api.github.com' }), { name: 'Authorization', value: `Bearer ${values['github-token']}` });
+  assert.equal(registry.headerFor('s', 'github-token', { host: 'example.com' }), undefined);
+  assert.equal(registry.headerFor('other', 'github-token', { host: 'api.github.com' }), undefined);
+});

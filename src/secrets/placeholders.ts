@@ -41,6 +41,7 @@ export interface PlaceholderHit {
 export type Destination = { host: string } | { server: string };
 
 const TAG_BITS = 40;
+const NON_ASCII = /[^\x00-\x7f]/;
 /** Random characters after the tag that, with it, key a placeholder in the index. */
 const KEY_EXTRA = 8;
 
@@ -247,26 +248,63 @@ export class PlaceholderRegistry {
   /**
    * Puts the real values in, for placeholders of `session` that may go to `destination`. Every other live
    * placeholder found (another session's, or one not allowed here) is left as is and reported in `refused`:
-   * the caller should deny, since it is a credential heading to the wrong place.
+   * the caller should deny, since it is a credential heading to the wrong place. A Buffer comes back as a
+   * Buffer (real values written as UTF-8).
    */
-  swap(text: string, session: string, destination: Destination): { text: string; swapped: Placeholder[]; refused: PlaceholderHit[] } {
-    const hits = this.find(text);
-    if (hits.length === 0) return { text, swapped: [], refused: [] };
+  swap(input: string, session: string, destination: Destination): { text: string; swapped: Placeholder[]; refused: PlaceholderHit[] };
+  swap(input: Uint8Array, session: string, destination: Destination): { text: Buffer; swapped: Placeholder[]; refused: PlaceholderHit[] };
+  swap(input: string | Uint8Array, session: string, destination: Destination): { text: string | Buffer; swapped: Placeholder[]; refused: PlaceholderHit[] } {
+    const hits = this.find(input);
     const swapped: Placeholder[] = [];
     const refused: PlaceholderHit[] = [];
-    let out = '';
+    const parts: (string | Uint8Array)[] = [];
     let at = 0;
     for (const hit of hits) {
       if (hit.start < at) continue;
       if (hit.placeholder.session === session && this.allowedAt(hit.placeholder, destination)) {
-        out += text.slice(at, hit.start) + this.byValue.get(hit.placeholder.value)!.real;
+        parts.push(input.slice(at, hit.start), this.byValue.get(hit.placeholder.value)!.real);
         at = hit.end;
         swapped.push(hit.placeholder);
       } else {
         refused.push(hit);
       }
     }
-    return { text: out + text.slice(at), swapped, refused };
+    if (swapped.length === 0) return { text: typeof input === 'string' ? input : Buffer.from(input), swapped, refused };
+    parts.push(input.slice(at));
+    const text = typeof input === 'string' ? parts.join('') : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
+    return { text, swapped, refused };
+  }
+
+  /**
+   * The header a grant asks the proxy to set (`Authorization: Bearer {secret}`), with the real value, for
+   * the session's placeholder of that grant; undefined unless the destination is allowed.
+   */
+  headerFor(session: string, ruleId: string, destination: Destination): { name: string; value: string } | undefined {
+    for (const entry of this.bySession.get(session) ?? []) {
+      const { placeholder } = entry;
+      if (placeholder.ruleId !== ruleId || !placeholder.header || !this.allowedAt(placeholder, destination)) continue;
+      return { name: placeholder.header.name, value: placeholder.header.template.replaceAll('{secret}', entry.real) };
+    }
+    return undefined;
+  }
+
+  /**
+   * Issues a placeholder for each grant of a session (resolving each real value once) and returns them
+   * with the environment the sandbox should set: `{ GITHUB_TOKEN: "ghp_…placeholder" }`.
+   */
+  async issueForSession(
+    session: string,
+    grants: readonly CredentialGrant[],
+    resolveSecret: (name: string) => Promise<string>,
+  ): Promise<{ placeholders: Placeholder[]; env: Record<string, string> }> {
+    const placeholders: Placeholder[] = [];
+    const env: Record<string, string> = {};
+    for (const grant of grants) {
+      const placeholder = this.issue(session, grant, await resolveSecret(grant.secret));
+      placeholders.push(placeholder);
+      if (grant.env) env[grant.env] = placeholder.value;
+    }
+    return { placeholders, env };
   }
 
   /** The real value behind a placeholder, only for its own session and an allowed destination. */
@@ -343,7 +381,8 @@ export class PlaceholderRegistry {
     let value: string;
     let tagOffset: number;
     let tagLength: number;
-    if (host) {
+    // Placeholders are ASCII, so they read the same in text and in bytes; a non-ASCII value gets the plain shape.
+    if (host && NON_ASCII.test(real) === false) {
       const tag = this.tagFor(alphabetFor(host));
       for (let i = 0; i < tag.length; i++) chars[host.start + i] = tag[i]!;
       value = chars.join('');
