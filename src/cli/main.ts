@@ -18,6 +18,7 @@ import { registerKeysCommands } from './keys.js';
 import { registerNodeCommands } from './node.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerRunCommands } from './run.js';
+import { registerDoctorCommands } from './doctor.js';
 import { registerScanCommands } from './scan.js';
 import { registerSecretCommands } from './secret.js';
 
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerNodeCommands(program);
   registerPolicyCommands(program);
   registerRunCommands(program);
+  registerDoctorCommands(program);
   registerKeysCommands(program);
   registerConfigCommands(program);
   registerAgentCommands(program);

@@ -73,11 +73,12 @@ export function quickGaps(bwrapPath = 'bwrap'): string[] {
 export async function probeHost(options: { bwrapPath?: string } = {}): Promise<HostReport> {
   const checks: HostCheck[] = [];
   const linux = process.platform === 'linux';
+  const platformOk = linux && SUPPORTED_ARCHES.includes(process.arch);
   checks.push({
     id: 'platform',
-    ok: linux && SUPPORTED_ARCHES.includes(process.arch),
+    ok: platformOk,
     detail: `${process.platform}/${process.arch}`,
-    ...(linux ? { fix: 'run on x86-64 or aarch64; other CPUs have no seccomp table' } : { fix: 'use the container driver (Docker or Podman) on this platform' }),
+    ...(platformOk ? {} : { fix: linux ? 'run on x86-64 or aarch64; other CPUs have no seccomp table' : 'use the container driver (Docker or Podman) on this platform' }),
   });
 
   const bwrapPath = which(options.bwrapPath ?? 'bwrap');
