@@ -107,7 +107,8 @@ async function httpUpstream(): Promise<{ url: string; close(): Promise<void> }> 
  * event loop. The child prints `{ url, key }` once it listens and stops when its stdin closes.
  */
 async function gatewayProcess(upstreams: Record<string, unknown>, dataDir: string): Promise<{ url: string; key: string; close(): Promise<void> }> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', JSON.stringify({ upstreams, dataDir })], {
+  const nodeArgs = process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, fileURLToPath(import.meta.url), '--serve', JSON.stringify({ upstreams, dataDir })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const line = await new Promise<string>((resolve, reject) => {

@@ -1,0 +1,111 @@
+/**
+ * requireApproval: an allowed call that the policy says needs a person is put to the client as an MCP
+ * elicitation showing the exact arguments and their digest; it runs only on an explicit approval, and is
+ * denied when the person declines or the client cannot elicit. Also server-filesystem behind the gateway.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { CallToolResult } from '@modelcontextprotocol/client';
+import { digestOf } from '../src/gateway/index.js';
+import { filesystemEntry, fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+
+function text(result: CallToolResult): string {
+  return result.content.map((block) => (block.type === 'text' ? block.text : '')).join('');
+}
+
+describe('requireApproval through elicitation', () => {
+  let harness: Harness;
+  let key: string;
+
+  before(async () => {
+    harness = await startHarness({
+      gateway: { upstreams: { fixture: fixtureUpstream() } },
+      policy: {
+        mcp: [
+          { id: 'read', allow: { server: 'fixture', tools: ['hello'] } },
+          { id: 'echo-needs-a-person', allow: { server: 'fixture', tools: ['echo'] }, requireApproval: true },
+        ],
+      },
+    });
+    key = harness.agents.add('tester').key;
+  });
+  after(() => harness.close());
+
+  test('asks the person with the exact arguments and their digest, and runs the call once approved', async () => {
+    const asked: { message: string }[] = [];
+    const client = await harness.connect(key, { capabilities: { elicitation: { form: {} } } });
+    client.setRequestHandler('elicitation/create', async (request) => {
+      asked.push(request.params as { message: string });
+      return { action: 'accept', content: { approve: true } };
+    });
+    const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'ship it' } })) as CallToolResult;
+    assert.equal(text(result), 'ship it');
+    assert.equal(asked.length, 1);
+    assert.match(asked[0]!.message, /"message": "ship it"/);
+    assert.ok(asked[0]!.message.includes(digestOf({ message: 'ship it' })));
+    const approval = harness.audit.records.findLast((r) => r.action === 'approval');
+    assert.equal(approval?.effect, 'allow');
+    assert.equal(approval?.details?.argsDigest, digestOf({ message: 'ship it' }));
+    // A call that needs no approval asks nobody.
+    await client.callTool({ name: 'fixture__hello', arguments: {} });
+    assert.equal(asked.length, 1);
+  });
+
+  test('does not run the call when the person declines', async () => {
+    const client = await harness.connect(key, { capabilities: { elicitation: { form: {} } } });
+    client.setRequestHandler('elicitation/create', async () => ({ action: 'decline' }));
+    const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'ship it' } })) as CallToolResult;
+    assert.equal(result.isError, true);
+    assert.match(text(result), /declined/);
+    assert.equal(harness.audit.records.findLast((r) => r.action === 'tools/call')?.effect, 'deny');
+  });
+
+  test('denies the call when the client cannot elicit', async () => {
+    const client = await harness.connect(key);
+    const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'ship it' } })) as CallToolResult;
+    assert.equal(result.isError, true);
+    assert.match(text(result), /needs a person's approval/);
+  });
+});
+
+describe('server-filesystem behind the gateway', () => {
+  let harness: Harness;
+  let root: string;
+
+  before(async () => {
+    root = mkdtempSync(join(tmpdir(), 'gatehouse-fs-'));
+    mkdirSync(join(root, 'docs'));
+    writeFileSync(join(root, 'docs', 'readme.txt'), 'hello from the workspace\n');
+    harness = await startHarness({
+      gateway: { upstreams: { fs: { command: process.execPath, args: [filesystemEntry, root] } } },
+      policy: {
+        mcp: [
+          { id: 'fs-read', allow: { server: 'fs', tools: ['read_text_file', 'list_directory', 'list_allowed_directories'] } },
+          { id: 'no-env-files', deny: { server: 'fs', tools: ['read_text_file'] }, when: "has(args.path) && args.path.endsWith('.env')" },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await harness.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  test('shows only the read tools the policy allows and reads through them', async () => {
+    const client = await harness.connect(harness.agents.add('reader').key);
+    const tools = (await client.listTools()).tools.map((tool) => tool.name).sort();
+    assert.deepEqual(tools, ['fs__list_allowed_directories', 'fs__list_directory', 'fs__read_text_file']);
+    const read = (await client.callTool({ name: 'fs__read_text_file', arguments: { path: join(root, 'docs', 'readme.txt') } })) as CallToolResult;
+    assert.match(text(read), /hello from the workspace/);
+    const listing = (await client.callTool({ name: 'fs__list_directory', arguments: { path: root } })) as CallToolResult;
+    assert.match(text(listing), /docs/);
+    const write = await client.callTool({ name: 'fs__write_file', arguments: { path: join(root, 'x'), content: 'no' } }).catch((error: unknown) => error);
+    assert.match(String(write), /not found/);
+    const env = (await client.callTool({ name: 'fs__read_text_file', arguments: { path: join(root, '.env') } })) as CallToolResult;
+    assert.equal(env.isError, true);
+    assert.match(text(env), /no-env-files/);
+  });
+});
