@@ -32,11 +32,15 @@ export class CertificateAuthority {
   private readonly contexts = new Map<string, Promise<SecureContext>>();
   private leafKeys: Promise<CryptoKeyPair> | undefined;
 
+  readonly certificatePem: string;
+
   private constructor(
-    readonly certificatePem: string,
+    certificatePem: string,
     private readonly certificate: x509.X509Certificate,
     private readonly privateKey: CryptoKey,
-  ) {}
+  ) {
+    this.certificatePem = certificatePem.endsWith('\n') ? certificatePem : certificatePem + '\n';
+  }
 
   /** Loads the CA from `<dataDir>/egress-ca/`, creating it on first use. */
   static async loadOrCreate(dataDir: string, name = 'Gatehouse egress inspection CA'): Promise<CertificateAuthority> {
