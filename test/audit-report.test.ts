@@ -6,6 +6,8 @@ import { join, resolve } from 'node:path';
 import { ChainedAuditLog } from '../src/audit/chain.js';
 import type { AuditRecord } from '../src/audit/record.js';
 import type { Report } from '../src/audit/report.js';
+import { decisionRecord as recordOf } from '../src/audit/decision.js';
+import type { DecisionRequest, Effect } from '../src/policy/types.js';
 import { decisionRecord, tempDataDir } from './audit-fixtures.js';
 
 const cli = resolve(import.meta.dirname, '../src/cli/main.js');
@@ -15,27 +17,31 @@ function gatehouse(args: string[], cwd?: string): { status: number | null; stdou
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
-/** A week of traffic in observe mode for two agents, plus a few enforced denials. */
+/** An hour of traffic, partly in observe mode, for two agents, as the data planes record it (decision.ts). */
 function traffic(): AuditRecord[] {
   const now = Date.now();
   let i = 0;
-  const at = (overrides: Partial<AuditRecord>): AuditRecord => decisionRecord(i++, { time: new Date(now - 3600_000 + i * 1000).toISOString(), ...overrides });
   const records: AuditRecord[] = [];
-  const repeat = (n: number, overrides: Partial<AuditRecord>) => {
-    for (let k = 0; k < n; k += 1) records.push(at(overrides));
+  const repeat = (n: number, request: DecisionRequest, effect: Effect, rules: string[], details?: Record<string, unknown>) => {
+    for (let k = 0; k < n; k += 1) {
+      const record = recordOf(request, { surface: request.surface, effect, rules, reason: 'test', mode: effect === 'observed-deny' ? 'observe' : 'enforce', latencyUs: 2 }, {
+        node: 'n1',
+        policy: { version: 'v1', digest: 'sha256:00' },
+        ...(details ? { details } : {}),
+      });
+      records.push({ ...record, time: new Date(now - 3600_000 + (i += 1) * 1000).toISOString() });
+    }
   };
-  const coder = { agent: 'coder', teams: ['dev'] };
-  const ci = { agent: 'ci-bot' };
-  repeat(5, { principal: coder, surface: 'network', action: 'connect', resource: 'api.github.com:443', effect: 'allow', rules: ['github'] });
-  repeat(3, { principal: coder, surface: 'network', action: 'connect', resource: 'registry.npmjs.org:443', effect: 'observed-deny', rules: [] });
-  repeat(2, { principal: ci, surface: 'network', action: 'connect', resource: 'registry.npmjs.org:443', effect: 'observed-deny', rules: [] });
-  repeat(4, { principal: coder, surface: 'network', action: 'connect', resource: 'pastebin.com:443', effect: 'deny', rules: ['paste-sites'] });
-  repeat(6, { principal: coder, surface: 'filesystem', action: 'read', resource: '/work/project/src/index.ts', effect: 'allow', rules: ['workspace'] });
-  repeat(2, { principal: coder, surface: 'filesystem', action: 'write', resource: '/work/project/dist/out.js', effect: 'observed-deny', rules: [] });
-  repeat(1, { principal: coder, surface: 'filesystem', action: 'read', resource: '/root/.ssh/id_ed25519', effect: 'deny', rules: ['keys'] });
-  repeat(3, { principal: coder, surface: 'credentials', action: 'inject', resource: 'github-token', effect: 'allow', rules: ['gh'], details: { host: 'api.github.com' } });
-  repeat(7, { principal: coder, surface: 'mcp', action: 'tools/call', resource: 'github/get_issue', effect: 'observed-deny', rules: [] });
-  repeat(1, { principal: coder, surface: 'mcp', action: 'tools/call', resource: 'github/delete_repo', effect: 'deny', rules: ['no-destructive'] });
+  repeat(5, { surface: 'network', agent: 'coder', host: 'api.github.com', port: 443 }, 'allow', ['github']);
+  repeat(3, { surface: 'network', agent: 'coder', host: 'registry.npmjs.org', port: 443, method: 'GET', path: '/left-pad' }, 'observed-deny', []);
+  repeat(2, { surface: 'network', agent: 'ci-bot', host: 'registry.npmjs.org', port: 443 }, 'observed-deny', []);
+  repeat(4, { surface: 'network', agent: 'coder', host: 'pastebin.com', port: 443 }, 'deny', ['paste-sites']);
+  repeat(6, { surface: 'filesystem', agent: 'coder', path: '/work/project/src/index.ts', access: 'read' }, 'allow', ['workspace'], { access: 'read' });
+  repeat(2, { surface: 'filesystem', agent: 'coder', path: '/work/project/dist/out.js', access: 'write' }, 'observed-deny', [], { access: 'write' });
+  repeat(1, { surface: 'filesystem', agent: 'coder', path: '/root/.ssh/id_ed25519', access: 'read' }, 'deny', ['keys'], { access: 'read' });
+  repeat(3, { surface: 'credentials', agent: 'coder', secret: 'github-token', host: 'api.github.com' }, 'allow', ['gh']);
+  repeat(7, { surface: 'mcp', agent: 'coder', server: 'github', tool: 'get_issue' }, 'observed-deny', []);
+  repeat(1, { surface: 'mcp', agent: 'coder', server: 'github', tool: 'delete_repo' }, 'deny', ['no-destructive']);
   return records;
 }
 

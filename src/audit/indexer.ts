@@ -42,6 +42,16 @@ const MIGRATIONS = [
       CREATE INDEX audit_records_segment ON audit_records (segment);
     `,
   },
+  {
+    // Adds the path/secret and access columns; the index is rebuilt from the segments on the next catch-up.
+    id: 'audit/2-target',
+    sql: `
+      ALTER TABLE audit_records ADD COLUMN target TEXT;
+      ALTER TABLE audit_records ADD COLUMN access TEXT;
+      DELETE FROM audit_records;
+      DELETE FROM audit_segments;
+    `,
+  },
 ];
 
 export interface QueryFilter {
@@ -65,26 +75,57 @@ export interface IndexedFields {
   port?: number;
   server?: string;
   tool?: string;
+  /** The path (filesystem) or the secret's name (credentials). */
+  target?: string;
+  /** `read` or `write` (filesystem). */
+  access?: string;
 }
 
-/** Host and port of a network record, server and tool of an MCP one; `details` wins over `resource`. */
+/**
+ * Host and port of a network record, the secret and its destination of a credentials one, the path and
+ * access of a filesystem one, server and tool of an MCP one. `details` wins over what `resource` says
+ * (resources are written by decision.ts: `host:port [METHOD /path]`, `secret -> destination`, `server/tool`).
+ */
 export function fieldsOf(record: AuditRecord): IndexedFields {
   const details = record.details ?? {};
+  const text = (key: string) => (typeof details[key] === 'string' ? (details[key] as string) : undefined);
   const out: IndexedFields = {};
-  if (record.surface === 'network' || record.surface === 'credentials' || typeof details.host === 'string') {
-    const parsed = splitHostPort(record.resource);
-    const host = typeof details.host === 'string' ? details.host : record.surface === 'network' ? parsed.host : undefined;
-    const port = typeof details.port === 'number' ? details.port : parsed.port;
-    if (host) out.host = host.toLowerCase();
-    if (port !== undefined && host) out.port = port;
-  }
-  if (record.surface === 'credentials' && typeof details.server === 'string') out.server = details.server;
-  if (record.surface === 'mcp') {
-    const slash = record.resource.indexOf('/');
-    const server = typeof details.server === 'string' ? details.server : slash > 0 ? record.resource.slice(0, slash) : record.resource;
-    const tool = typeof details.tool === 'string' ? details.tool : slash > 0 ? record.resource.slice(slash + 1) : undefined;
-    if (server) out.server = server;
-    if (tool) out.tool = tool;
+  switch (record.surface) {
+    case 'network': {
+      const parsed = splitHostPort(record.resource.split(' ')[0] ?? '');
+      const host = text('host') ?? parsed.host;
+      const port = typeof details.port === 'number' ? details.port : parsed.port;
+      if (host) out.host = host.toLowerCase();
+      if (port !== undefined) out.port = port;
+      break;
+    }
+    case 'credentials': {
+      const [secret, destination] = record.resource.split(' -> ');
+      out.target = secret;
+      const server = text('server');
+      const host = text('host') ?? (server ? undefined : destination);
+      if (host) out.host = host.toLowerCase();
+      if (server) out.server = server;
+      break;
+    }
+    case 'filesystem': {
+      out.target = text('path') ?? record.resource;
+      const access = text('access') ?? (/^(read|write)$/.test(record.action) ? record.action : undefined);
+      if (access) out.access = access;
+      break;
+    }
+    case 'mcp': {
+      const slash = record.resource.indexOf('/');
+      const server = text('server') ?? (slash > 0 ? record.resource.slice(0, slash) : record.resource);
+      const tool = text('tool') ?? (slash > 0 ? record.resource.slice(slash + 1) : undefined);
+      if (server) out.server = server;
+      if (tool) out.tool = tool;
+      break;
+    }
+    default: {
+      const host = text('host');
+      if (host) out.host = host.toLowerCase();
+    }
   }
   return out;
 }
@@ -92,6 +133,13 @@ export function fieldsOf(record: AuditRecord): IndexedFields {
 function splitHostPort(resource: string): { host?: string; port?: number } {
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(resource);
   if (bracketed) return { host: bracketed[1] as string, ...(bracketed[2] ? { port: Number(bracketed[2]) } : {}) };
+  // An unbracketed IPv6 address with a port ("::1:443"): the port is after the last colon.
+  const colons = resource.split(':').length - 1;
+  if (colons > 1) {
+    const last = resource.lastIndexOf(':');
+    const port = Number(resource.slice(last + 1));
+    return Number.isInteger(port) && port > 0 && port < 65536 ? { host: resource.slice(0, last), port } : { host: resource };
+  }
   const match = /^([^:/\s]+)(?::(\d+))?$/.exec(resource);
   if (match) return { host: match[1] as string, ...(match[2] ? { port: Number(match[2]) } : {}) };
   return {};
@@ -108,6 +156,7 @@ export interface SummaryRow {
   tool: string | null;
   /** The path (filesystem) or secret name (credentials). */
   target: string | null;
+  access: string | null;
   count: number;
   first: string;
   last: string;
@@ -147,8 +196,8 @@ export class AuditIndex {
     })();
 
     const insert = db.prepare(
-      `INSERT OR REPLACE INTO audit_records (seq, time, agent, surface, action, resource, effect, host, port, server, tool, segment, offset, length)
-       VALUES (@seq, @time, @agent, @surface, @action, @resource, @effect, @host, @port, @server, @tool, @segment, @offset, @length)`,
+      `INSERT OR REPLACE INTO audit_records (seq, time, agent, surface, action, resource, effect, host, port, server, tool, target, access, segment, offset, length)
+       VALUES (@seq, @time, @agent, @surface, @action, @resource, @effect, @host, @port, @server, @tool, @target, @access, @segment, @offset, @length)`,
     );
     const remember = db.prepare('INSERT OR REPLACE INTO audit_segments (name, indexed_bytes) VALUES (?, ?)');
     let added = 0;
@@ -185,6 +234,8 @@ export class AuditIndex {
             port: fields.port ?? null,
             server: fields.server ?? null,
             tool: fields.tool ?? null,
+            target: fields.target ?? null,
+            access: fields.access ?? null,
             segment: name,
             offset: row.offset,
             length: row.length,
@@ -252,11 +303,10 @@ export class AuditIndex {
       params.agent = filter.agent;
     }
     const sql = `
-      SELECT agent, surface, action, effect, host, port, server, tool,
-             CASE WHEN surface IN ('filesystem', 'credentials') THEN resource END AS target,
+      SELECT agent, surface, action, effect, host, port, server, tool, target, access,
              COUNT(*) AS count, MIN(time) AS first, MAX(time) AS last
       FROM audit_records WHERE ${where.join(' AND ')}
-      GROUP BY agent, surface, action, effect, host, port, server, tool, target
+      GROUP BY agent, surface, action, effect, host, port, server, tool, target, access
       ORDER BY agent, surface, count DESC`;
     return this.db.prepare(sql).all(params) as SummaryRow[];
   }

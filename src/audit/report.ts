@@ -31,9 +31,9 @@ export interface Report {
 /** Agent name used for records without one (anonymous or unidentified callers). */
 export const UNKNOWN_AGENT = '(unknown)';
 
-/** A filesystem record's access, from its action (`read`, `write`, `open`, ...). */
-export function accessOf(action: string): 'read' | 'write' {
-  return /write|create|delete|rename|mkdir|rw/i.test(action) ? 'write' : 'read';
+/** A filesystem record's access: `details.access` when recorded, else guessed from its action (`write`, `open`, ...). */
+export function accessOf(access: string | null, action: string): 'read' | 'write' {
+  return /write|create|delete|rename|mkdir|rw/i.test(access ?? action) ? 'write' : 'read';
 }
 
 function add(tally: Tally, effect: string, count: number): void {
@@ -71,7 +71,7 @@ export function buildReport(rows: readonly SummaryRow[], window: { since?: strin
       }
       case 'filesystem': {
         const path = row.target ?? '(unknown path)';
-        const access = accessOf(row.action);
+        const access = accessOf(row.access, row.action);
         key = `f|${path}|${access}`;
         create = () => {
           const entry = { path, access, ...empty() };
