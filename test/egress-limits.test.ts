@@ -1,0 +1,188 @@
+/**
+ * Limits a user notices: per-agent rate limits, the inspection size limit (block or pass uninspected, as the
+ * policy says, and recorded either way), idle and total timeouts on tunnels, backpressure (a client that does
+ * not read stops the upstream instead of filling the proxy's memory), and failing closed without audit.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import type { AuditLog } from '../src/audit/record.js';
+import { createScanner } from '../src/dlp/index.js';
+import { curl, startEchoServer, startTestProxy } from './egress-helpers.js';
+
+const POLICY = (onTooLarge: 'block' | 'allow'): string => `
+network:
+  - id: api
+    allow: [api.test]
+  - id: loopback-targets
+    allow: [127.0.0.1]
+dlp:
+  action: block
+  onTooLarge: ${onTooLarge}
+`;
+const resolve = { 'api.test': ['127.0.0.1'] };
+
+/** Opens a CONNECT tunnel over TCP and returns the socket once the proxy said 200. */
+function openTunnel(proxyPort: number, target: string): Promise<Socket> {
+  return new Promise((resolvePromise, reject) => {
+    const socket = connect(proxyPort, '127.0.0.1', () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Bearer key-alice\r\n\r\n`));
+    socket.once('data', (chunk: Buffer) => {
+      const text = chunk.toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (!text.startsWith('HTTP/1.1 200') || end < 0) return reject(new Error(text));
+      // Tunnel bytes may arrive in the same chunk as the proxy's answer.
+      socket.pause();
+      if (chunk.length > end + 4) socket.unshift(chunk.subarray(end + 4));
+      resolvePromise(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+async function tcpServer(onConnection: (socket: Socket) => void): Promise<{ server: Server; port: number }> {
+  const server = createServer(onConnection);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+describe('egress limits', () => {
+  let echo: Awaited<ReturnType<typeof startEchoServer>>;
+  before(async () => {
+    echo = await startEchoServer();
+  });
+  after(async () => echo.close());
+
+  it('limits connections per agent with 429 rate-limited, without affecting other agents', async () => {
+    const gate = await startTestProxy(POLICY('block'), { settings: { resolve, limits: { connectionsPerSecond: 3 } as never } });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) statuses.push((await curl(['-x', gate.url, '-U', 'a:key-alice', `http://api.test:${echo.port}/${i}`])).status);
+      assert.deepEqual(statuses.slice(0, 3), [200, 200, 200]);
+      assert.ok(statuses.slice(3).includes(429), `some of the later requests were limited: ${statuses.join(',')}`);
+      const limited = await curl(['-x', gate.url, '-U', 'a:key-alice', `http://api.test:${echo.port}/again`]);
+      if (limited.status === 429) assert.equal(limited.headers['x-gatehouse-reason'], 'rate-limited');
+      const bob = await curl(['-x', gate.url, '-U', 'b:key-bob', `http://api.test:${echo.port}/bob`]);
+      assert.equal(bob.status, 200, 'another agent has its own budget');
+    } finally {
+      await gate.close();
+    }
+  });
+
+  it('blocks a body over the inspection limit with 413 when the policy says block', async () => {
+    const gate = await startTestProxy(POLICY('block'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } as never } });
+    try {
+      const result = await curl(['-x', gate.url, '-U', 'a:key-alice', '--data-binary', 'x'.repeat(5000), `http://api.test:${echo.port}/upload`]);
+      assert.equal(result.status, 413);
+      assert.equal(result.headers['x-gatehouse-reason'], 'body-too-large');
+      const small = await curl(['-x', gate.url, '-U', 'a:key-alice', '--data-binary', 'x'.repeat(500), `http://api.test:${echo.port}/upload`]);
+      assert.equal(small.status, 200);
+    } finally {
+      await gate.close();
+    }
+  });
+
+  it('passes a body over the limit uninspected when the policy says allow, and records that it did', async () => {
+    const gate = await startTestProxy(POLICY('allow'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } as never } });
+    try {
+      const body = 'y'.repeat(200_000);
+      const file = join(mkdtempSync(join(tmpdir(), 'gatehouse-body-')), 'body');
+      writeFileSync(file, body);
+      const result = await curl(['-x', gate.url, '-U', 'a:key-alice', '--data-binary', `@${file}`, `http://api.test:${echo.port}/big`]);
+      assert.equal(result.status, 200);
+      assert.equal((JSON.parse(result.body) as { body: string }).body, body, 'the whole body arrived intact');
+      const record = gate.audit.records.find((r) => r.resource.endsWith('/big'));
+      assert.match(String(record?.details?.uninspected), /passed uninspected/);
+    } finally {
+      await gate.close();
+    }
+  });
+
+  it('closes an idle tunnel and records why', async () => {
+    const quiet = await tcpServer(() => undefined);
+    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { idleTimeoutMs: 300 } as never } });
+    try {
+      const started = Date.now();
+      const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${quiet.port}`);
+      await new Promise((r) => tunnel.once('close', r));
+      assert.ok(Date.now() - started < 3_000);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(gate.audit.records.find((r) => r.action === 'connect')?.details?.ended, 'idle-timeout');
+    } finally {
+      await gate.close();
+      quiet.server.close();
+    }
+  });
+
+  it('closes a busy tunnel at the total timeout', async () => {
+    const chatty = await tcpServer((socket) => {
+      const timer = setInterval(() => socket.write('tick\n'), 20);
+      socket.on('close', () => clearInterval(timer));
+      socket.on('error', () => undefined);
+    });
+    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { totalTimeoutMs: 400, idleTimeoutMs: 10_000 } as never } });
+    try {
+      const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${chatty.port}`);
+      tunnel.resume();
+      await new Promise((r) => tunnel.once('close', r));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(gate.audit.records.find((r) => r.action === 'connect')?.details?.ended, 'total-timeout');
+    } finally {
+      await gate.close();
+      chatty.server.close();
+    }
+  });
+
+  it('applies backpressure: a client that does not read stops the upstream instead of filling the proxy', async () => {
+    const total = 128 * 1024 * 1024;
+    let accepted = 0;
+    const flood = await tcpServer((socket) => {
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      socket.on('error', () => undefined);
+      const pump = (): void => {
+        while (accepted < total) {
+          accepted += chunk.length;
+          if (!socket.write(chunk)) {
+            socket.once('drain', pump);
+            return;
+          }
+        }
+        socket.end();
+      };
+      pump();
+    });
+    const gate = await startTestProxy(POLICY('block'));
+    try {
+      const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${flood.port}`);
+      tunnel.pause();
+      await new Promise((r) => setTimeout(r, 700));
+      // Kernel socket buffers on both hops plus one stream buffer in the proxy: a few MB, not the whole flood.
+      assert.ok(accepted < 48 * 1024 * 1024, `the upstream could only hand over ${(accepted / 1048576).toFixed(1)} MB while nobody read`);
+      let received = 0;
+      tunnel.on('data', (chunk: Buffer) => (received += chunk.length));
+      tunnel.resume();
+      await new Promise((r) => tunnel.once('end', r));
+      assert.equal(received, total, `every byte arrived once the client read (${received} of ${total})`);
+      tunnel.destroy();
+    } finally {
+      await gate.close();
+      flood.server.close();
+    }
+  });
+
+  it('refuses new connections with 503 once the audit log cannot be written (fail closed)', async () => {
+    // A test double: a log whose disk has failed. Nothing on this machine can make a real file fail on demand.
+    const broken: AuditLog = { append: () => Promise.reject(new Error('disk full')), close: () => Promise.resolve() };
+    const gate = await startTestProxy(POLICY('block'), { audit: broken, settings: { resolve } });
+    try {
+      await curl(['-x', gate.url, '-U', 'a:key-alice', `http://api.test:${echo.port}/first`]);
+      const next = await curl(['-x', gate.url, '-U', 'a:key-alice', `http://api.test:${echo.port}/second`]);
+      assert.equal(next.status, 503);
+      assert.equal(next.headers['x-gatehouse-reason'], 'audit-unavailable');
+    } finally {
+      await gate.close();
+    }
+  });
+});
