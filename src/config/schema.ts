@@ -144,6 +144,8 @@ const upstreamTimeouts = z.strictObject({
 const upstreamPin = z.strictObject({
   /** SHA-256 (hex) of the executable or script the command runs. */
   sha256: z.string().regex(/^(sha256:)?[0-9a-f]{64}$/, 'a SHA-256 as 64 hex digits').optional(),
+  /** The file `sha256` covers; defaults to the first argument when it is a file, else the command. */
+  file: z.string().min(1).optional(),
   /** An npm package the command comes from, checked against what is installed before launch. */
   npm: z
     .strictObject({

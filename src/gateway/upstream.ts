@@ -24,6 +24,7 @@ import {
 import type { UpstreamSettings } from '../config/schema.js';
 import { gatewayDefaults } from '../config/schema.js';
 import { ChildProcessTransport } from './child-transport.js';
+import { verifyUpstream } from './verify.js';
 
 export type UpstreamState = 'idle' | 'starting' | 'ready' | 'crashed' | 'refused' | 'stopped';
 
@@ -88,7 +89,7 @@ export class Upstream {
     templates?: Promise<ResourceTemplateType[]>;
   } = {};
   private toolCount: number | undefined;
-  /** Set by a verification step before launch; a non-empty value refuses every start. */
+  /** Why the last start was refused by verify-before-run, if it was. */
   refusal: string | undefined;
 
   readonly timeouts: Timeouts;
@@ -136,8 +137,12 @@ export class Upstream {
   }
 
   private async connect(): Promise<Client> {
+    // Verify before running, on every start: an artifact swapped between restarts is caught too.
+    this.refusal = await verifyUpstream(this.settings);
     if (this.refusal !== undefined) {
       this.state = 'refused';
+      this.lastError = `not started: ${this.refusal}`;
+      this.events.event(this, 'refused', `upstream "${this.name}" was not started: ${this.refusal}`);
       throw new ProtocolError(-32603, `upstream "${this.name}" was not started: ${this.refusal}`);
     }
     const wait = this.nextAttemptAt - Date.now();
