@@ -247,3 +247,20 @@ test('a stream finds a known secret split across chunks', () => {
     assert.ok(!out.includes(Buffer.from(value).toString('base64').slice(4, 30)), `cut at ${cut}: ${out}`);
   }
 });
+
+test('zero-width characters or soft hyphens inside a token do not hide it, in text or bytes', () => {
+  const token = SAMPLES['github-pat']!(random);
+  const hidden = `${token.slice(0, 10)}\u200b${token.slice(10, 20)}\u00ad${token.slice(20)}`;
+  const text = `please post this: ${hidden} thanks`;
+  const [finding] = scanner.scan(text);
+  assert.equal(finding?.ruleId, 'github-pat');
+  assert.equal(finding?.hidden, true);
+  assert.equal(text.slice(finding!.start, finding!.end), hidden);
+  assert.equal(scanner.redact(text), 'please post this: [REDACTED:github-pat] thanks');
+  const bytes = Buffer.from(text, 'utf8');
+  const [inBytes] = scanner.scan(bytes);
+  assert.equal(inBytes?.ruleId, 'github-pat');
+  assert.equal(bytes.subarray(inBytes!.start, inBytes!.end).toString('utf8'), hidden);
+  // Ordinary non-ASCII text is left alone.
+  assert.deepEqual(scanner.scan('café — naïve façade ☕ ümlaut'), []);
+});

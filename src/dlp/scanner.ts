@@ -25,6 +25,8 @@ export interface Finding {
   preview: string;
   /** JSON pointer (RFC 6901) to the string holding the secret, for `scanJson`. */
   path?: string;
+  /** The secret was hidden with invisible characters (zero-width spaces, soft hyphens) inside it. */
+  hidden?: boolean;
   /** For `scanJson`: the secret is in an object key, not a value. */
   inKey?: boolean;
   /** For known secrets: the secret's name (`github-token`, `env:OPENAI_API_KEY`) and how it was encoded. */
@@ -56,6 +58,10 @@ const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
 const KNOWN_KEYWORD_LENGTH = 12;
 /** How far from an AWS access key id to look for its secret key. */
 const AWS_PAIR_WINDOW = 300;
+/** Characters either side of an invisible character that are scanned again without it. */
+const HIDDEN_WINDOW = 512;
+/** Past this many invisible characters the whole text is scanned again instead. */
+const MAX_HIDDEN_WINDOWS = 256;
 const BASE64_CHAR = /[A-Za-z0-9/+=]/;
 const HAS_LOWER = /[a-z]/;
 const HAS_UPPER = /[A-Z]/;
@@ -132,6 +138,7 @@ export class Scanner {
   private readonly passwordRule: CompiledRule | undefined;
   private readonly apiKeyRule: CompiledRule | undefined;
   private readonly awsSecret: CompiledRule | undefined;
+  private normalizing = false;
 
   constructor(options: ScannerOptions = {}) {
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
@@ -318,9 +325,17 @@ export class Scanner {
     let digits = 0;
     let runStart = 0;
     let separator = false;
+    // Where the text holds invisible characters (zero-width, soft hyphen), which can hide a token.
+    let hidden: number[] | undefined;
     for (let i = 0; i < n; i++) {
       const c = text.charCodeAt(i);
-      state = delta[state + (c < 128 ? column[c]! : 0)]!;
+      let col = 0;
+      if (c < 128) col = column[c]!;
+      else if (invisibleWidth(text, i) > 0) {
+        if (hidden === undefined) hidden = [];
+        if (hidden.length < MAX_HIDDEN_WINDOWS) hidden.push(i);
+      }
+      state = delta[state + col]!;
       if (state >= acceptFrom) {
         const index = state / columns;
         for (let o = outputStart[index]!; o < outputStart[index + 1]!; o++) {
@@ -344,6 +359,7 @@ export class Scanner {
       }
     }
     if (final && this.awsSecret) this.pairAwsSecrets(text, out);
+    if (final && hidden && !this.normalizing) this.rescanWithoutInvisible(text, hidden, out);
     if (digits >= 13 && digits <= 19) {
       if (final) this.onDigits(text, runStart, final, previous, out);
       else if (runStart < pendingFrom) pendingFrom = runStart;
@@ -384,6 +400,41 @@ export class Scanner {
     const rule = compiled.rule;
     if (rule.boundary !== false && !atWordStart(text, start, previous)) return n;
     return this.tryRule(compiled, text, start, final, out);
+  }
+
+  /**
+   * A token with zero-width characters or soft hyphens inside still works for whoever strips them. Scan
+   * the text without them and map what is found back onto the original spans (which then include the
+   * invisible characters, so redaction removes them too).
+   */
+  private rescanWithoutInvisible(text: string, positions: number[], out: Finding[]): void {
+    // Only the neighbourhood of each invisible character: a token they hide must contain them.
+    const windows: [number, number][] = [];
+    for (const at of positions) {
+      const from = Math.max(0, at - HIDDEN_WINDOW);
+      const to = Math.min(text.length, at + HIDDEN_WINDOW);
+      const last = windows[windows.length - 1];
+      if (last && from <= last[1]) last[1] = to;
+      else windows.push([from, to]);
+    }
+    if (positions.length >= MAX_HIDDEN_WINDOWS) windows.splice(0, windows.length, [0, text.length]);
+    this.normalizing = true;
+    try {
+      for (const [from, to] of windows) {
+        const stripped = stripInvisible(text, from, to);
+        if (!stripped) continue;
+        const found: Finding[] = [];
+        this.scanText(stripped.text, true, from > 0 ? text.charCodeAt(from - 1) : -1, found);
+        for (const finding of found) {
+          const start = stripped.map[finding.start]!;
+          const end = stripped.map[finding.end - 1]! + 1;
+          if (out.some((f) => f.start < end && start < f.end)) continue;
+          out.push({ ...finding, start, end, hidden: true });
+        }
+      }
+    } finally {
+      this.normalizing = false;
+    }
   }
 
   /**
@@ -599,6 +650,44 @@ function applyRedactions(text: string, findings: readonly Finding[]): string {
     at = finding.end;
   }
   return out + text.slice(at);
+}
+
+/**
+ * `text` without zero-width characters and soft hyphens (as code points in strings, or as their UTF-8 bytes
+ * in the latin1 view of a Buffer), with `map[i]` the original index of character `i`. Undefined if none.
+ */
+function stripInvisible(text: string, from: number, to: number): { text: string; map: Int32Array } | undefined {
+  const map = new Int32Array(to - from);
+  // Parts joined at the end: `join` gives a flat string, which the scan loop reads fastest.
+  const parts: string[] = [];
+  let kept = 0;
+  let runStart = from;
+  for (let i = from; i < to; ) {
+    const c = text.charCodeAt(i);
+    const width = c < 128 ? 0 : invisibleWidth(text, i);
+    if (width === 0) {
+      map[kept++] = i++;
+      continue;
+    }
+    parts.push(text.slice(runStart, i));
+    i += width;
+    runStart = i;
+  }
+  if (parts.length === 0) return undefined;
+  parts.push(text.slice(runStart, to));
+  return { text: parts.join(''), map: map.subarray(0, kept) };
+}
+
+function invisibleWidth(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  if (c === 0x200b || c === 0x200c || c === 0x200d || c === 0x2060 || c === 0xfeff || c === 0xad) return 1;
+  const c1 = text.charCodeAt(i + 1);
+  if (c === 0xc2 && c1 === 0xad) return 2;
+  const c2 = text.charCodeAt(i + 2);
+  if (c === 0xe2 && c1 === 0x80 && c2 >= 0x8b && c2 <= 0x8d) return 3;
+  if (c === 0xe2 && c1 === 0x81 && c2 === 0xa0) return 3;
+  if (c === 0xef && c1 === 0xbb && c2 === 0xbf) return 3;
+  return 0;
 }
 
 function latin1(bytes: Uint8Array): string {
