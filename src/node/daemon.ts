@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { JsonlAuditLog } from '../audit/jsonl.js';
+import { AuditMetrics, METRICS_CONTENT_TYPE } from '../audit/metrics.js';
 import { newCorrelationId, type AuditLog, type AuditRecord } from '../audit/record.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -89,7 +90,12 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   await audit.append(systemRecord(name, 'policy.load', 'info', `loaded policy ${initial.engine.version} from ${initial.source}`, initial.engine));
   logger.info({ version: initial.engine.version, digest: initial.engine.digest, source: initial.source }, 'policy loaded');
 
-  const api = await startApi(options.apiListen ?? config.node.api.listen, { holder, audit, node: name });
+  const metrics = new AuditMetrics();
+  const api = await startApi(options.apiListen ?? config.node.api.listen, { holder, audit, node: name, onDecision: (decision) => metrics.observeRecord(decision) });
+  api.route('GET', '/metrics', (_request, response) => {
+    response.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'cache-control': 'no-store' });
+    response.end(metrics.render());
+  });
 
   const fingerprint = (): string => {
     const hash = createHash('sha256');
