@@ -12,7 +12,7 @@ import { AgentRegistry } from '../src/agents/index.js';
 import { MemoryAuditLog } from '../src/audit/jsonl.js';
 import type { AuditLog } from '../src/audit/record.js';
 import { configSchema } from '../src/config/schema.js';
-import { PinStore, startGateway, type RunningGateway } from '../src/gateway/index.js';
+import { PinStore, startGateway, type GatewayOptions, type RunningGateway } from '../src/gateway/index.js';
 import { compilePolicy } from '../src/policy/index.js';
 import type { PolicyEngine } from '../src/policy/engine.js';
 import { openStore } from '../src/store/index.js';
@@ -33,7 +33,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(config: Record<string, unknown>, auditLog?: AuditLog): Promise<Harness> {
+export async function startHarness(config: Record<string, unknown>, auditLog?: AuditLog, extra: Partial<GatewayOptions> = {}): Promise<Harness> {
   const parsed = configSchema.parse({ version: 1, ...config });
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-gw-'));
   const agents = new AgentRegistry(openStore(dataDir));
@@ -47,6 +47,7 @@ export async function startHarness(config: Record<string, unknown>, auditLog?: A
     agentTeams: parsed.agents,
     pins: new PinStore(openStore(dataDir)),
     node: 'test-node',
+    ...extra,
   });
   const clients: Client[] = [];
   return {

@@ -1,12 +1,14 @@
 /**
  * Verify before running: an upstream whose executable, script or npm package does not match its pin is not
  * started; the user gets a clear reason in the list's audit record and in `status`, and the refusal is recorded.
+ * Upstream credentials: granted by policy, resolved by the real secrets service, never in the gateway's env.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
+import { openSecrets } from '../src/secrets/index.js';
 import { everythingUpstream, fixtureEntry, fixtureUpstream, startHarness } from './gateway-harness.js';
 
 const require = createRequire(import.meta.url);
@@ -62,4 +64,33 @@ test('refuses an upstream that pins a container image, since image signatures ca
   const { tools, status } = await toolsWith(fixtureUpstream({ pin: { image: { digest: `sha256:${'a'.repeat(64)}` } } }));
   assert.deepEqual(tools, []);
   assert.match(status.lastError ?? '', /container image verification is not available/);
+});
+
+test('starts an upstream with a secret in its environment only when a credentials rule grants it to that server', async () => {
+  const secrets = openSecrets({ dataDir: '/nonexistent', settings: { providers: { 'fixture-token': { env: 'TEST_FIXTURE_TOKEN', timeoutMs: 5000, cacheTtlSeconds: 0 } }, scanEnvironment: false }, env: { TEST_FIXTURE_TOKEN: 'value-from-the-provider' } });
+  const resolveSecret = (name: string) => secrets.resolveSecret(name);
+  const upstream = fixtureUpstream({ credentials: [{ secret: 'fixture-token', env: 'FIXTURE_LEAK' }] });
+  const granted = await startHarness(
+    { gateway: { upstreams: { fixture: upstream } }, policy: { ...allowAll, credentials: [{ id: 'fixture-token', secret: 'fixture-token', servers: ['fixture'] }] } },
+    undefined,
+    { resolveSecret },
+  );
+  try {
+    const client = await granted.connect(granted.agents.add('tester').key);
+    const result = await client.callTool({ name: 'fixture__leak', arguments: {} });
+    assert.deepEqual(result.content, [{ type: 'text', text: 'the key is value-from-the-provider' }]);
+    const record = granted.audit.records.find((r) => r.action === 'credential.inject');
+    assert.equal(record?.effect, 'allow');
+    assert.ok(!JSON.stringify(granted.audit.records).includes('value-from-the-provider'), 'the value is never recorded');
+  } finally {
+    await granted.close();
+  }
+  const ungranted = await startHarness({ gateway: { upstreams: { fixture: upstream } }, policy: allowAll }, undefined, { resolveSecret });
+  try {
+    const client = await ungranted.connect(ungranted.agents.add('tester').key);
+    assert.deepEqual((await client.listTools()).tools, []);
+    assert.match(ungranted.gateway.status().upstreams[0]!.lastError ?? '', /no credentials rule grants to server "fixture"/);
+  } finally {
+    await ungranted.close();
+  }
 });

@@ -178,8 +178,21 @@ const upstreamSchema = z
     transport: z.enum(['streamable-http', 'sse']).default('streamable-http'),
     /** Headers sent to a remote server (values may use ${env:...} / ${file:...}). */
     headers: z.record(z.string(), z.string()).default({}),
-    /** Secrets from the vault this upstream receives (env for stdio, headers for HTTP), by credentials rule. */
-    credentials: z.array(z.string().min(1)).default([]),
+    /**
+     * Secrets this upstream receives from the vault or a provider: in an environment variable (stdio) or a
+     * header (remote). Each needs a `credentials` rule in the policy that grants it to this server.
+     */
+    credentials: z
+      .array(
+        z
+          .strictObject({
+            secret: z.string().min(1),
+            env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').optional(),
+            header: z.string().regex(/^[A-Za-z0-9-]+:\s?.*\{secret\}.*$/, 'a header like "Authorization: Bearer {secret}"').optional(),
+          })
+          .refine((c) => (c.env === undefined) !== (c.header === undefined), 'a credential goes either in "env" (stdio) or in "header" (remote)'),
+      )
+      .default([]),
     /** Names this upstream's tools, prompts and resources get in front of them; defaults to the upstream name. */
     prefix: z.string().regex(/^[A-Za-z0-9_-]{0,64}$/, 'a prefix of letters, digits, "_" or "-"').optional(),
     timeouts: upstreamTimeouts.optional(),

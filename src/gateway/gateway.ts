@@ -49,6 +49,8 @@ export interface GatewayCoreOptions {
   pins?: PinStore;
   /** Reply only once the audit record is durable (audit `sync` mode). Otherwise a failed append stops later requests. */
   awaitAudit?: boolean;
+  /** The real value of a secret (the vault, then configured providers), for upstream credentials. */
+  resolveSecret?: (name: string) => Promise<string>;
 }
 
 /** What scanning did to one piece of content. */
@@ -120,10 +122,41 @@ export class GatewayCore {
           listChanged: (_upstream, kind) => this.invalidate(kind),
           event: (upstream, kind, message) => void this.recordEvent(upstream.name, kind, message),
         },
-        { maxMessageBytes: options.settings.maxMessageBytes, version: options.version },
+        { maxMessageBytes: options.settings.maxMessageBytes, version: options.version, credentials: (upstream) => this.credentialsFor(upstream) },
       );
       this.upstreams.set(name, upstream);
     }
+  }
+
+  /**
+   * The credentials an upstream is started with. Each must be granted to this server by a `credentials`
+   * rule; a missing grant or an unresolvable secret refuses the start (fail closed).
+   */
+  private async credentialsFor(upstream: Upstream): Promise<{ env: Record<string, string>; headers: Record<string, string> }> {
+    const out = { env: {} as Record<string, string>, headers: {} as Record<string, string> };
+    for (const credential of upstream.settings.credentials) {
+      const decision = this.options.policy.current.decide({ surface: 'credentials', secret: credential.secret, server: upstream.name });
+      void this.recordEvent(upstream.name, 'credential', `${isAllowed(decision) ? 'granted' : 'refused'} secret "${credential.secret}" to upstream "${upstream.name}": ${decision.reason}`, isAllowed(decision) ? 'allow' : 'deny', {
+        secret: credential.secret,
+        rules: decision.rules,
+      });
+      if (!isAllowed(decision)) {
+        throw new ProtocolError(-32603, `upstream "${upstream.name}" needs secret "${credential.secret}", which no credentials rule grants to server "${upstream.name}"`);
+      }
+      if (!this.options.resolveSecret) throw new ProtocolError(-32603, `upstream "${upstream.name}" needs secret "${credential.secret}" and this gateway has no secrets store`);
+      let value: string;
+      try {
+        value = await this.options.resolveSecret(credential.secret);
+      } catch (error) {
+        throw new ProtocolError(-32603, `upstream "${upstream.name}" needs secret "${credential.secret}": ${describeError(error)}`);
+      }
+      if (credential.env !== undefined) out.env[credential.env] = value;
+      if (credential.header !== undefined) {
+        const colon = credential.header.indexOf(':');
+        out.headers[credential.header.slice(0, colon).trim()] = credential.header.slice(colon + 1).trim().replaceAll('{secret}', value);
+      }
+    }
+    return out;
   }
 
   /** Listens for list changes a client should hear about (`notifications/<kind>/list_changed`). */
@@ -647,7 +680,7 @@ export class GatewayCore {
         node: this.options.node,
         principal: {},
         surface: 'mcp',
-        action: kind.startsWith('pin.') ? kind : kind === 'refused' ? 'pin.refused' : `upstream.${kind}`,
+        action: kind.startsWith('pin.') ? kind : kind === 'refused' ? 'pin.refused' : kind === 'credential' ? 'credential.inject' : `upstream.${kind}`,
         resource: server,
         effect: effect ?? (kind === 'refused' ? 'deny' : kind === 'garbage' || kind === 'crash' || kind === 'relay-refused' ? 'error' : 'info'),
         rules: [],

@@ -39,6 +39,8 @@ export interface GatewayOptions {
   pins?: PinStore;
   /** Reply only after each audit record is durable (set it when audit.mode is `sync`). */
   awaitAudit?: boolean;
+  /** The real value of a secret, for upstream credentials: `openSecrets(...).resolveSecret`. */
+  resolveSecret?: (name: string) => Promise<string>;
 }
 
 export interface RunningGateway {
@@ -63,6 +65,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     scanner: options.scanner ?? createScanner({ maxBytes: options.policy.current.dlp.maxBytes }),
     ...(options.pins ? { pins: options.pins } : {}),
     ...(options.awaitAudit !== undefined ? { awaitAudit: options.awaitAudit } : {}),
+    ...(options.resolveSecret ? { resolveSecret: options.resolveSecret } : {}),
   });
   const authenticator = new Authenticator({
     auth: options.settings.auth,

@@ -100,7 +100,13 @@ export class Upstream {
     readonly settings: UpstreamSettings,
     defaults: Partial<Timeouts>,
     private readonly events: UpstreamEvents,
-    private readonly options: { maxMessageBytes: number; version: string; baseEnv?: Record<string, string> },
+    private readonly options: {
+      maxMessageBytes: number;
+      version: string;
+      baseEnv?: Record<string, string>;
+      /** Real values of this upstream's credentials, after the policy granted them; throws to refuse. */
+      credentials?: (upstream: Upstream) => Promise<{ env: Record<string, string>; headers: Record<string, string> }>;
+    },
   ) {
     const pick = (key: keyof Timeouts): number => settings.timeouts?.[key] ?? defaults[key] ?? gatewayDefaults[key];
     this.timeouts = { callMs: pick('callMs'), maxCallMs: pick('maxCallMs'), connectMs: pick('connectMs'), idleMs: pick('idleMs') };
@@ -190,13 +196,14 @@ export class Upstream {
 
   private async makeTransport(): Promise<Transport> {
     const settings = this.settings;
+    const injected = this.options.credentials ? await this.options.credentials(this) : { env: {}, headers: {} };
     if (settings.command !== undefined) {
       const transport = new ChildProcessTransport(
         {
           command: settings.command,
           args: settings.args,
           // Only what the declaration names reaches the server: no ambient secrets from the gateway's env.
-          env: { ...(this.options.baseEnv ?? minimalEnv()), ...settings.env },
+          env: { ...(this.options.baseEnv ?? minimalEnv()), ...settings.env, ...injected.env },
           ...(settings.cwd !== undefined ? { cwd: settings.cwd } : {}),
         },
         this.options.maxMessageBytes,
@@ -209,7 +216,7 @@ export class Upstream {
     }
     const url = new URL(settings.url!);
     if (!settings.allowPrivateAddress) await refusePrivate(this.name, url);
-    const requestInit: RequestInit = { headers: settings.headers };
+    const requestInit: RequestInit = { headers: { ...settings.headers, ...injected.headers } };
     return settings.transport === 'sse'
       ? new SSEClientTransport(url, { requestInit })
       : new StreamableHTTPClientTransport(url, { requestInit });
