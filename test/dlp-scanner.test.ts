@@ -264,3 +264,13 @@ test('zero-width characters or soft hyphens inside a token do not hide it, in te
   // Ordinary non-ASCII text is left alone.
   assert.deepEqual(scanner.scan('café — naïve façade ☕ ümlaut'), []);
 });
+
+test('JSON unicode escapes do not hide a token from scanJson, and redaction can reuse the findings', () => {
+  const token = SAMPLES['github-pat']!(random);
+  const raw = `{"note":"\\u0067\\u0068\\u0070\\u005f${token.slice(4)}"}`;
+  assert.deepEqual(scanner.scan(raw).filter((f) => f.ruleId === 'github-pat'), [], 'the raw text hides it');
+  const value = JSON.parse(raw) as unknown;
+  const outcome = scanner.checkJson(value);
+  assert.equal(outcome.findings[0]?.ruleId, 'github-pat');
+  assert.deepEqual(scanner.redactJson(value, outcome.findings), { note: '[REDACTED:github-pat]' });
+});

@@ -12,7 +12,16 @@
  *   const stream = scanner.stream({ redact: true });
  *   stream.push(chunk) / stream.end() // { release, findings, tooLarge }: forward `release`, act on findings
  *
- * Then apply the policy with `dlpVerdict(outcome, policy.dlp, surface)`.
+ * Then apply the policy, reusing the findings to redact:
+ *
+ *   const outcome = scanner.checkJson(args);
+ *   const verdict = dlpVerdict(outcome, engine.dlp, 'mcp');   // effect: allow | redact | deny
+ *   if (verdict.effect === 'redact') args = scanner.redactJson(args, outcome.findings);
+ *
+ * What it does not see: a secret split across separate JSON strings or chunks of different requests, or
+ * transformed beyond base64/hex/URL encoding (reversed, encrypted). Raw JSON text hides `\u0067hp_...`
+ * escapes from a text scan, so scan parsed JSON with `scanJson` wherever the body is JSON. Tokens with
+ * zero-width characters or soft hyphens inside are found by `scan`/`check` (not by streams).
  *
  * A Finding carries the rule id, span, severity, confidence and a preview that never contains the secret;
  * put findings in audit records through `findingsForAudit`. Spans are UTF-16 units for strings and bytes

@@ -231,18 +231,24 @@ export class Scanner {
     return { status: findings.length > 0 ? 'found' : 'clean', findings, size };
   }
 
-  /** `input` with every finding's secret replaced by `[REDACTED:<rule id>]`. Throws over the limit. */
-  redact(input: string): string;
-  redact(input: Uint8Array): Buffer;
-  redact(input: string | Uint8Array): string | Buffer {
-    const findings = this.scan(input);
+  /**
+   * `input` with every finding's secret replaced by `[REDACTED:<rule id>]`. Throws over the limit. Pass the
+   * findings of an earlier `check`/`scan` of the same input to skip scanning it again.
+   */
+  redact(input: string, findings?: readonly Finding[]): string;
+  redact(input: Uint8Array, findings?: readonly Finding[]): Buffer;
+  redact(input: string | Uint8Array, known?: readonly Finding[]): string | Buffer {
+    const findings = known ?? this.scan(input);
     if (typeof input === 'string') return applyRedactions(input, findings);
     return Buffer.from(applyRedactions(latin1(input), findings), 'latin1');
   }
 
-  /** A copy of a JSON value with secrets redacted inside its strings; the result is still valid JSON. */
-  redactJson<T>(value: T): T {
-    const findings = this.scanJson(value);
+  /**
+   * A copy of a JSON value with secrets redacted inside its strings; the result is still valid JSON. Pass
+   * the findings of an earlier `checkJson`/`scanJson` of the same value to skip scanning it again.
+   */
+  redactJson<T>(value: T, known?: readonly Finding[]): T {
+    const findings = known ?? this.scanJson(value);
     if (findings.length === 0) return value;
     const byPath = new Map<string, Finding[]>();
     for (const finding of findings) {
