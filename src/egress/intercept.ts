@@ -18,7 +18,7 @@ import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, type ContentTools } from './content.js';
 import { networkRequest } from './destination.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm } from './http-message.js';
-import { writeRefusal } from './http-proxy.js';
+import { writeRefusal } from './respond.js';
 import type { InterceptResult, RequestInspector, Tunnel } from './inspect.js';
 import type { Facts } from './record.js';
 import { Refusal } from './refusal.js';

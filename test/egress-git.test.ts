@@ -1,0 +1,151 @@
+/**
+ * git over HTTPS through the proxy with TLS inspection: a real `git` client, and git's own smart-HTTP
+ * backend (`git http-backend`, run as CGI) behind a small HTTPS server on loopback. Clone is allowed; push
+ * is denied by a path rule that only inspection can apply.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CertificateAuthority } from '../src/egress/ca.js';
+import { startTestProxy, type TestProxy } from './egress-helpers.js';
+
+const POLICY = `
+network:
+  - id: git-host
+    allow: [git.test]
+    inspect: true
+  - id: loopback-targets
+    allow: [127.0.0.1]
+  - id: no-push
+    deny: [git.test]
+    paths: ["/**/git-receive-pack"]
+`;
+
+/** Runs git without blocking the event loop (the proxy under test lives in this process). */
+function git(args: string[], cwd: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('git', args, {
+      cwd,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: cwd, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0' },
+    });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/** An HTTPS server that runs `git http-backend` as a CGI program for every request. */
+async function startGitServer(root: string, pair: { certificate: string; key: string }): Promise<{ server: Server; port: number }> {
+  const server = createHttpsServer({ cert: pair.certificate, key: pair.key }, (request, response) => {
+    const url = new URL(request.url ?? '/', 'https://git.test');
+    const backend = spawn('git', ['http-backend'], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        GIT_PROJECT_ROOT: root,
+        GIT_HTTP_EXPORT_ALL: '1',
+        GATEWAY_INTERFACE: 'CGI/1.1',
+        REQUEST_METHOD: request.method ?? 'GET',
+        PATH_INFO: decodeURIComponent(url.pathname),
+        QUERY_STRING: url.search.slice(1),
+        CONTENT_TYPE: request.headers['content-type'] ?? '',
+        REMOTE_USER: 'tester',
+        REMOTE_ADDR: '127.0.0.1',
+        ...(request.headers['content-encoding'] ? { HTTP_CONTENT_ENCODING: request.headers['content-encoding'] } : {}),
+        ...(request.headers['git-protocol'] ? { GIT_PROTOCOL: String(request.headers['git-protocol']) } : {}),
+      },
+    });
+    request.pipe(backend.stdin);
+    let head = Buffer.alloc(0);
+    let headersDone = false;
+    backend.stdout.on('data', (chunk: Buffer) => {
+      if (headersDone) {
+        response.write(chunk);
+        return;
+      }
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      headersDone = true;
+      let status = 200;
+      for (const line of head.subarray(0, end).toString('latin1').split('\r\n')) {
+        const colon = line.indexOf(':');
+        const name = line.slice(0, colon).trim();
+        const value = line.slice(colon + 1).trim();
+        if (name.toLowerCase() === 'status') status = Number(value.split(' ')[0]);
+        else response.setHeader(name, value);
+      }
+      response.writeHead(status);
+      response.write(head.subarray(end + 4));
+    });
+    backend.on('close', () => response.end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+describe('git over HTTPS through the egress proxy', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-git-'));
+  let gate: TestProxy;
+  let gitServer: { server: Server; port: number };
+  const proxyCaFile = join(dir, 'proxy-ca.pem');
+
+  before(async () => {
+    const root = join(dir, 'srv');
+    const seed = join(dir, 'seed');
+    assert.equal((await git(['init', '-q', '--bare', join(root, 'repo.git')], dir)).status, 0);
+    await git(['config', 'http.receivepack', 'true'], join(root, 'repo.git'));
+    assert.equal((await git(['init', '-q', seed], dir)).status, 0);
+    writeFileSync(join(seed, 'README'), 'hello from loopback\n');
+    await git(['add', 'README'], seed);
+    await git(['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'first'], seed);
+    assert.equal((await git(['push', '-q', join(root, 'repo.git'), 'HEAD:refs/heads/main'], seed)).status, 0);
+    await git(['symbolic-ref', 'HEAD', 'refs/heads/main'], join(root, 'repo.git'));
+
+    const publicCa = await CertificateAuthority.create('Test public CA');
+    const proxyCa = await CertificateAuthority.create('Test proxy CA');
+    writeFileSync(proxyCaFile, proxyCa.certificatePem);
+    gitServer = await startGitServer(root, await publicCa.issue('git.test'));
+    gate = await startTestProxy(POLICY, { ca: proxyCa, upstreamCa: [publicCa.certificatePem], settings: { resolve: { 'git.test': ['127.0.0.1'] } } });
+  });
+  after(async () => {
+    await gate.close();
+    gitServer.server.closeAllConnections();
+    gitServer.server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const viaProxy = (args: string[], cwd: string): ReturnType<typeof git> =>
+    git(['-c', `http.proxy=http://alice:key-alice@127.0.0.1:${gate.proxy.address.port}`, '-c', `http.sslCAInfo=${proxyCaFile}`, ...args], cwd);
+
+  it('clones through the inspecting proxy, and each smart-HTTP request is recorded', async () => {
+    const clone = await viaProxy(['clone', '-q', `https://git.test:${gitServer.port}/repo.git`, join(dir, 'clone')], dir);
+    assert.equal(clone.status, 0, clone.stderr);
+    assert.equal(readFileSync(join(dir, 'clone', 'README'), 'utf8'), 'hello from loopback\n');
+    const paths = gate.audit.records.filter((r) => r.action === 'request' && r.effect === 'allow').map((r) => r.details?.path);
+    assert.ok(paths.includes('/repo.git/info/refs'));
+    assert.ok(paths.includes('/repo.git/git-upload-pack'));
+  });
+
+  it('refuses a push that a path rule denies, and git reports the 403', async () => {
+    const work = join(dir, 'clone');
+    writeFileSync(join(work, 'NEW'), 'change\n');
+    await git(['add', 'NEW'], work);
+    await git(['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'second'], work);
+    const push = await viaProxy(['push', '-q', 'origin', 'HEAD:main'], work);
+    assert.notEqual(push.status, 0);
+    assert.match(push.stderr, /403/);
+    const denied = gate.audit.records.find((r) => r.effect === 'deny' && r.rules.includes('no-push'));
+    assert.ok(denied, 'the denied push is recorded with its rule');
+  });
+});
