@@ -90,7 +90,7 @@ for (const identity of identities()) {
 
     test('refuses with exit 2 when the host cannot give the isolation, and starts loudly with --allow-weaker', () => {
       const config = join(dir, 'weak.yaml');
-      writeOwned(identity, config, readFileSync(join(dir, 'gatehouse.yaml'), 'utf8') + 'sandbox:\n  bwrap: /nonexistent/bwrap\n', 0o644);
+      writeOwned(identity, config, readFileSync(join(dir, 'gatehouse.yaml'), 'utf8') + 'sandbox:\n  driver: bubblewrap\n  bwrap: /nonexistent/bwrap\n', 0o644);
       const refused = gatehouse(['run', '--', 'sh', '-c', 'echo should-not-run'], { config });
       assert.equal(refused.status, 2);
       assert.doesNotMatch(refused.stdout, /should-not-run/);

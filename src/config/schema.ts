@@ -176,6 +176,12 @@ const upstreamSchema = z
     /** A remote server: its Streamable HTTP (or legacy SSE) URL. */
     url: z.string().url('an http(s) URL').optional(),
     transport: z.enum(['streamable-http', 'sse']).default('streamable-http'),
+    /**
+     * Protocol era toward this upstream: `auto` probes with \`server/discover\` and falls back to the 2025
+     * handshake; `legacy` skips the probe; `2026-07-28` insists on the modern era. Default: `auto` for
+     * remote servers, `legacy` for stdio (most stdio servers are 2025-era, and the probe costs a timeout).
+     */
+    protocol: z.enum(['auto', 'legacy', '2026-07-28']).optional(),
     /** Headers sent to a remote server (values may use ${env:...} / ${file:...}). */
     headers: z.record(z.string(), z.string()).default({}),
     /**
@@ -356,9 +362,10 @@ const sandboxSchema = z.strictObject({
   container: z
     .strictObject({
       engine: z.enum(['auto', 'docker', 'podman']).default('auto'),
-      image: z.string().min(1).default('debian:12-slim'),
+      /** Needs node (the bridge runs on it) and the tools the agent uses. */
+      image: z.string().min(1).default('node:20-bookworm-slim'),
     })
-    .default({ engine: 'auto', image: 'debian:12-slim' }),
+    .default({ engine: 'auto', image: 'node:20-bookworm-slim' }),
 });
 
 export const configSchema = z.strictObject({
@@ -391,7 +398,7 @@ export const configSchema = z.strictObject({
   /** The vault's master key, and secrets that come from elsewhere (env, files, commands). */
   secrets: secretsSchema.default({ providers: {}, scanEnvironment: true }),
   /** How `gatehouse run` and the gateway's stdio servers are isolated. */
-  sandbox: sandboxSchema.default({ ...sandboxDefaults, env: [], rlimits: {}, container: { engine: 'auto', image: 'debian:12-slim' } }),
+  sandbox: sandboxSchema.default({ ...sandboxDefaults, env: [], rlimits: {}, container: { engine: 'auto', image: 'node:20-bookworm-slim' } }),
   policy: policySchema.default({
     network: [],
     filesystem: [],

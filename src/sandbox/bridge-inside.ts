@@ -5,11 +5,14 @@
  * how it ended. It runs under the same seccomp filter and rlimits as the program, so it must stay small:
  * node built-ins and ./mux.js only.
  *
- * argv: node bridge.js <json settings>  — { port, command: [...], prlimit?: [...] }
+ * In a container (no socketpair can be passed in), `proxySocketPath` names the egress session socket
+ * mounted into the container instead, and each connection dials it directly.
+ *
+ * argv: node bridge.js <json settings>  — { port, command: [...], prlimit?: [...], proxySocketPath? }
  */
 import { spawn } from 'node:child_process';
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
-import { createServer, Socket } from 'node:net';
+import { connect, createServer, Socket } from 'node:net';
 import { constants } from 'node:os';
 import { FRAME, Mux } from './mux.js';
 
@@ -18,16 +21,17 @@ interface Settings {
   command: string[];
   /** `prlimit` arguments that put the rlimits on the program (not on this bridge). */
   prlimit?: string[];
+  proxySocketPath?: string;
 }
 
 closeInheritedDescriptors();
 
 const settings = JSON.parse(process.argv[2] ?? '{}') as Settings;
-const channel = new Socket({ fd: 3, readable: true, writable: true });
+const channel = settings.proxySocketPath ? undefined : new Socket({ fd: 3, readable: true, writable: true });
 let child: ReturnType<typeof spawn> | undefined;
 let nextId = 1;
 
-const mux = new Mux(channel, {
+const mux = channel && new Mux(channel, {
   onSignal: (name) => {
     if (child && name in constants.signals) child.kill(name as NodeJS.Signals);
   },
@@ -36,6 +40,13 @@ const mux = new Mux(channel, {
 });
 
 const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+  if (!mux) {
+    const upstream = connect({ path: settings.proxySocketPath ?? '/nonexistent', allowHalfOpen: true });
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+    socket.pipe(upstream).pipe(socket);
+    return;
+  }
   const id = nextId++;
   mux.send(FRAME.OPEN, id);
   mux.attach(id, socket);
@@ -61,9 +72,10 @@ server.listen(settings.port, '127.0.0.1', () => {
 
 function finish(code: number | null, signal: NodeJS.Signals | null): void {
   server.close();
+  const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
+  if (!mux || !channel) process.exit(status);
   mux.closeAll();
   mux.send(FRAME.EXIT, 0, Buffer.from(JSON.stringify({ code, signal })));
-  const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
   channel.end(() => process.exit(status));
   // Outside may already be gone; do not hang on a half-closed channel.
   setTimeout(() => process.exit(status), 1000).unref();

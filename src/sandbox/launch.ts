@@ -16,7 +16,7 @@ import type { Principal } from '../policy/types.js';
 import { GatehouseError } from '../util/errors.js';
 import { DEFAULT_PROXY_PORT, launchBubblewrap } from './bubblewrap.js';
 import { sandboxEnv } from './env.js';
-import { quickGaps } from './host.js';
+import { quickGaps, which } from './host.js';
 import { computeMountPlan } from './mount-plan.js';
 import type { ExitStatus, Rlimits, SandboxProcess, SandboxSpec } from './types.js';
 
@@ -46,7 +46,7 @@ export interface LaunchRequest {
 
 export interface Launched extends SandboxProcess {
   correlationId: string;
-  driver: 'bubblewrap' | 'none';
+  driver: 'bubblewrap' | 'container' | 'none';
   /** Isolation this launch does without (empty for a full sandbox). */
   weaker: string[];
 }
@@ -71,11 +71,11 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
   const bwrapPath = request.settings?.bwrap ?? 'bwrap';
   const rlimits = rlimitsFrom(request.settings);
 
-  const hostGaps = quickGaps(bwrapPath);
-  if (rlimits && hostGaps.length === 0 && !(await import('./host.js')).which('prlimit')) hostGaps.push('prlimit is not installed, so rlimits cannot be applied (install util-linux)');
+  const choice = chooseDriver(request.settings, bwrapPath, rlimits !== undefined);
+  const hostGaps = choice.gaps;
   const planGaps = computeMountPlan({ view, home, cwd, ...(request.dataDir ? { dataDir: request.dataDir } : {}) }).gaps;
   const weaker = [...hostGaps, ...planGaps];
-  const driver: Launched['driver'] = hostGaps.length > 0 ? 'none' : 'bubblewrap';
+  const driver: Launched['driver'] = choice.driver;
 
   const record = (fields: Pick<AuditRecord, 'action' | 'effect' | 'reason'> & Partial<AuditRecord>): AuditRecord => ({
     v: 1,
@@ -151,7 +151,12 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     },
   };
 
-  const child = driver === 'bubblewrap' ? await launchBubblewrap(spec) : launchDirect(spec);
+  const child =
+    driver === 'bubblewrap'
+      ? await launchBubblewrap(spec)
+      : driver === 'container'
+        ? (await import('./container.js')).launchContainer(spec, { engine: choice.engine!, enginePath: choice.enginePath!, image: request.settings?.container?.image ?? 'node:20-bookworm-slim' })
+        : launchDirect(spec);
   const exited = child.exited.then(async (status: ExitStatus) => {
     await request.audit
       .append(
@@ -170,6 +175,30 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     return status;
   });
   return { ...child, exited, kill: child.kill.bind(child), correlationId, driver, weaker };
+}
+
+/**
+ * Which driver runs this launch: `auto` takes bubblewrap when the host has it, else a container engine.
+ * `gaps` lists what the chosen driver cannot give (driver `none`: no sandbox at all).
+ */
+export function chooseDriver(
+  settings: Partial<SandboxSettings> | undefined,
+  bwrapPath: string,
+  needsRlimits: boolean,
+): { driver: Launched['driver']; gaps: string[]; engine?: 'docker' | 'podman'; enginePath?: string } {
+  const wanted = settings?.driver ?? 'auto';
+  if (wanted !== 'container') {
+    const gaps = quickGaps(bwrapPath);
+    if (gaps.length === 0 && needsRlimits && !which('prlimit')) gaps.push('prlimit is not installed, so rlimits cannot be applied (install util-linux)');
+    if (gaps.length === 0 || wanted === 'bubblewrap') return { driver: gaps.length === 0 ? 'bubblewrap' : 'none', gaps };
+  }
+  const preferred = settings?.container?.engine ?? 'auto';
+  for (const engine of preferred === 'auto' ? (['podman', 'docker'] as const) : [preferred]) {
+    const enginePath = which(engine);
+    if (enginePath) return { driver: 'container', gaps: [], engine, enginePath };
+  }
+  const bubblewrapGaps = wanted === 'auto' ? quickGaps(bwrapPath) : [];
+  return { driver: 'none', gaps: [...bubblewrapGaps, wanted === 'container' && preferred !== 'auto' ? `${preferred} is not installed` : 'no Docker or Podman CLI for the container driver'] };
 }
 
 /**
