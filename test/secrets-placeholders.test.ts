@@ -135,3 +135,16 @@ test('issueForSession gives the sandbox its environment, and headerFor injects o
   assert.equal(registry.headerFor('s', 'github-token', { host: 'example.com' }), undefined);
   assert.equal(registry.headerFor('other', 'github-token', { host: 'api.github.com' }), undefined);
 });
+
+test('a placeholder inside HTTP basic auth (as git sends a token) is swapped, and refused elsewhere', () => {
+  const registry = new PlaceholderRegistry();
+  const real = SAMPLES['github-pat']!(random);
+  const p = registry.issue('s', grant({ hosts: ['github.com'] }), real);
+  const header = `Basic ${Buffer.from(`x-access-token:${p.value}`).toString('base64')}`;
+  const swapped = registry.swapHeader(header, 's', { host: 'github.com' });
+  assert.equal(swapped.value, `Basic ${Buffer.from(`x-access-token:${real}`).toString('base64')}`);
+  const refused = registry.swapHeader(header, 's', { host: 'gitlab.example.com' });
+  assert.equal(refused.value, header);
+  assert.equal(refused.refused.length, 1);
+  assert.equal(registry.swapHeader(`token ${p.value}`, 's', { host: 'github.com' }).value, `token ${real}`);
+});

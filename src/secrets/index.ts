@@ -4,12 +4,15 @@
  * Placeholders (for the sandbox launcher, egress proxy and MCP gateway):
  *
  *   const registry = new PlaceholderRegistry();                 // one per node
- *   const p = registry.issue(session, grant, realValue);        // grant: CredentialGrant from policy.grants()
+ *   const { env } = await registry.issueForSession(session, engine.grants(principal), (name) => secrets.resolveSecret(name));
+ *   const p = registry.issue(session, grant, realValue);        // or one at a time
  *   env[grant.env] = p.value;                                    // the agent only ever sees p.value
  *   registry.containsAny(body)                                   // any live placeholder of any session?
  *   registry.swap(text, session, { host } | { server })          // real values in where allowed; `refused` lists
  *                                                                //   placeholders heading to the wrong place
- *   registry.secretFor(session, p.value, destination)            // for header injection
+ *   registry.swapHeader(value, session, destination)             // also inside `Basic` credentials (git)
+ *   registry.headerFor(session, grant.ruleId, destination)       // the grant's `header`, filled in
+ *   registry.secretFor(session, p.value, destination)
  *   registry.revokeSession(session)
  *
  * Vault and providers (for the CLI and the data planes):

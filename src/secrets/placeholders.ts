@@ -42,6 +42,7 @@ export type Destination = { host: string } | { server: string };
 
 const TAG_BITS = 40;
 const NON_ASCII = /[^\x00-\x7f]/;
+const BASIC_AUTH = /^(\s*[Bb]asic\s+)([A-Za-z0-9+/]+={0,2})\s*$/;
 /** Random characters after the tag that, with it, key a placeholder in the index. */
 const KEY_EXTRA = 8;
 
@@ -273,6 +274,24 @@ export class PlaceholderRegistry {
     parts.push(input.slice(at));
     const text = typeof input === 'string' ? parts.join('') : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
     return { text, swapped, refused };
+  }
+
+  /**
+   * `swap` for one header value, looking inside `Basic` credentials too: git and package managers send a
+   * token as the password of HTTP basic auth, base64-encoded (`Basic base64("x-access-token:ghp_…")`).
+   */
+  swapHeader(value: string, session: string, destination: Destination): { value: string; swapped: Placeholder[]; refused: PlaceholderHit[] } {
+    const basic = BASIC_AUTH.exec(value);
+    if (basic) {
+      const decoded = Buffer.from(basic[2]!, 'base64').toString('utf8');
+      const inner = this.swap(decoded, session, destination);
+      if (inner.swapped.length > 0 || inner.refused.length > 0) {
+        const encoded = inner.swapped.length > 0 ? Buffer.from(inner.text, 'utf8').toString('base64') : basic[2]!;
+        return { value: `${basic[1]}${encoded}`, swapped: inner.swapped, refused: inner.refused };
+      }
+    }
+    const plain = this.swap(value, session, destination);
+    return { value: plain.text, swapped: plain.swapped, refused: plain.refused };
   }
 
   /**
