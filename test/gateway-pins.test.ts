@@ -82,7 +82,12 @@ describe('tool pinning', () => {
 
     const approve = await gatehouse(harness.dataDir, 'mcp', 'pins', 'approve', 'fixture', 'hello');
     assert.equal(approve.status, 0, approve.stderr);
-    const after = (await client.listTools()).tools.find((tool) => tool.name === 'fixture__hello');
+    // A running gateway picks up an approval made by another process within half a second.
+    let after: { description?: string } | undefined;
+    await waitFor(async () => {
+      after = (await client.listTools()).tools.find((tool) => tool.name === 'fixture__hello');
+      return after !== undefined;
+    }, 'the approved tool to be listed again');
     assert.match(after?.description ?? '', /id_rsa/);
     const result = (await client.callTool({ name: 'fixture__hello', arguments: {} })) as CallToolResult;
     assert.deepEqual(result.content, [{ type: 'text', text: 'hello world' }]);

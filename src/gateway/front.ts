@@ -8,7 +8,15 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Server, WebStandardStreamableHTTPServerTransport, isInitializeRequest, type ServerContext } from '@modelcontextprotocol/server';
+import {
+  Server,
+  WebStandardStreamableHTTPServerTransport,
+  createMcpHandler,
+  isInitializeRequest,
+  isLegacyRequest,
+  type McpHttpHandler,
+  type ServerContext,
+} from '@modelcontextprotocol/server';
 import type { AuditLog } from '../audit/record.js';
 import { newCorrelationId } from '../audit/record.js';
 import type { GatewaySettings } from '../config/schema.js';
@@ -50,6 +58,8 @@ export class GatewayFront {
   private sweeper: NodeJS.Timeout | undefined;
   private readonly allowedHosts: Set<string>;
   private readonly allowedOrigins: Set<string>;
+  /** The 2026-07-28 era: stateless, one SDK server per request, built for the authenticated caller. */
+  private readonly modern: McpHttpHandler;
   url = '';
 
   constructor(private readonly options: FrontOptions) {
@@ -63,6 +73,13 @@ export class GatewayFront {
     this.allowedHosts = new Set([...LOOPBACK_HOSTS, listenHost.toLowerCase(), ...options.settings.allowedHosts.map((h) => h.toLowerCase())]);
     if (options.settings.publicUrl) this.allowedHosts.add(new URL(options.settings.publicUrl).hostname.toLowerCase());
     this.allowedOrigins = new Set(options.settings.allowedOrigins.map((origin) => origin.toLowerCase().replace(/\/$/, '')));
+    this.modern = createMcpHandler(
+      (context) => {
+        const principal = (context.authInfo?.extra?.principal as Principal | undefined) ?? {};
+        return createSessionServer(options.core, { ...principal, session: `stateless-${randomUUID()}` }, options.version, options.settings.separator);
+      },
+      { legacy: 'reject', maxRequestBodySize: options.settings.maxMessageBytes },
+    );
   }
 
   async listen(): Promise<string> {
@@ -88,6 +105,7 @@ export class GatewayFront {
 
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    await this.modern.close().catch(() => undefined);
     await Promise.all([...this.sessions.values()].map((session) => this.endSession(session)));
     this.http.closeAllConnections();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
@@ -173,6 +191,15 @@ export class GatewayFront {
         return jsonRpcError(res, 503, -32603, 'the gateway has too many open sessions; try again later');
       }
       session = await this.openSession(principal);
+    } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
+      // A 2026-07-28 request carries its own envelope and needs no session.
+      const response = await this.modern.fetch(toWebRequest(req), {
+        parsedBody,
+        authInfo: { token: '', clientId: principal.agent ?? 'anonymous', scopes: [], extra: { principal } },
+      });
+      if (response.status >= 400) await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for a 2026-07-28 request`);
+      await sendWebResponse(response, res);
+      return;
     } else {
       await this.recordRejection(principal, 'session.missing', 'a request without Mcp-Session-Id that is not initialize');
       return jsonRpcError(res, 400, -32600, 'Bad Request: send initialize first, then the Mcp-Session-Id it returns with every request');
@@ -231,7 +258,7 @@ export class GatewayFront {
         if (existing) void this.endSession(existing);
       },
     });
-    const server = createSessionServer(this.options.core, caller, this.options.version);
+    const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator);
     const unsubscribe = this.options.core.onListChanged((kind) => {
       void server.notification({ method: `notifications/${kind}/list_changed` }).catch(() => undefined);
     });
@@ -275,7 +302,7 @@ export class GatewayFront {
 }
 
 /** One SDK server for one client session: every handler asks the core on behalf of this caller. */
-export function createSessionServer(core: GatewayCore, caller: Caller, version: string): Server {
+export function createSessionServer(core: GatewayCore, caller: Caller, version: string, separator = '__'): Server {
   const server = new Server(
     { name: 'gatehouse', version },
     {
@@ -286,7 +313,7 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
         completions: {},
         logging: {},
       },
-      instructions: 'Gatehouse MCP gateway: tools from several servers, named <server>__<tool>, governed by policy.',
+      instructions: `Gatehouse MCP gateway: tools from several servers, named <server>${separator}<tool>, governed by policy.`,
     },
   );
   const binding = (ctx: ServerContext): CallBinding => ({

@@ -54,6 +54,7 @@ export interface UpstreamStatus {
   lastError?: string;
   garbageLines: number;
   inFlight: number;
+  protocol?: string;
 }
 
 export interface Timeouts {
@@ -125,6 +126,7 @@ export class Upstream {
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
       garbageLines: this.garbageLines,
       inFlight: this.inFlight.size,
+      ...(this.client?.getNegotiatedProtocolVersion() ? { protocol: this.client.getNegotiatedProtocolVersion()! } : {}),
     };
   }
 
@@ -170,6 +172,7 @@ export class Upstream {
       { name: 'gatehouse-gateway', version: this.options.version },
       {
         capabilities: { sampling: {}, elicitation: { form: {}, url: {} }, roots: { listChanged: true } },
+        versionNegotiation: { mode: this.protocolMode() },
       },
     );
     this.installHandlers(client);
@@ -192,6 +195,16 @@ export class Upstream {
     client.onclose = () => this.closed(client);
     this.touch();
     return client;
+  }
+
+  private protocolMode(): 'auto' | 'legacy' | { pin: string } {
+    const protocol = this.settings.protocol ?? (this.kind === 'stdio' ? 'legacy' : 'auto');
+    return protocol === '2026-07-28' ? { pin: protocol } : protocol;
+  }
+
+  /** The protocol version agreed with the upstream, once connected. */
+  protocolVersion(): string | undefined {
+    return this.client?.getNegotiatedProtocolVersion();
   }
 
   private async makeTransport(): Promise<Transport> {

@@ -1,0 +1,79 @@
+/**
+ * The 2026-07-28 protocol era end to end: modern clients (stateless, `server/discover`, per-request envelope)
+ * against the gateway, and a modern-only upstream written with the v2 SDK behind it, including an
+ * `input_required` elicitation relayed to a 2025-era client.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import type { CallToolResult } from '@modelcontextprotocol/client';
+import { fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+
+const modernEntry = new URL('./fixtures/modern-server.js', import.meta.url).pathname;
+const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'] } }] };
+const MODERN = { versionNegotiation: { mode: { pin: '2026-07-28' } } } as const;
+
+function text(result: CallToolResult): string {
+  return result.content.map((block) => (block.type === 'text' ? block.text : '')).join('');
+}
+
+describe('the 2026-07-28 era', () => {
+  let upstream: ChildProcess;
+  let upstreamUrl: string;
+  let harness: Harness;
+  let key: string;
+
+  before(async () => {
+    upstream = spawn(process.execPath, [modernEntry], { stdio: ['ignore', 'pipe', 'inherit'] });
+    upstreamUrl = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the modern fixture did not start')), 10_000);
+      upstream.stdout!.once('data', (chunk: Buffer) => {
+        clearTimeout(timer);
+        resolve(chunk.toString().trim());
+      });
+    });
+    harness = await startHarness({
+      gateway: { upstreams: { modern: { url: upstreamUrl, allowPrivateAddress: true }, fixture: fixtureUpstream() } },
+      policy: allowAll,
+    });
+    key = harness.agents.add('tester').key;
+  });
+  after(async () => {
+    await harness.close();
+    upstream.kill('SIGKILL');
+  });
+
+  test('a modern client lists and calls through the gateway without a session', async () => {
+    const client = await harness.connect(key, MODERN);
+    assert.equal(client.getNegotiatedProtocolVersion(), '2026-07-28');
+    const tools = (await client.listTools()).tools.map((tool) => tool.name);
+    assert.ok(tools.includes('fixture__echo') && tools.includes('modern__echo'));
+    const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'stateless' } })) as CallToolResult;
+    assert.equal(text(result), 'stateless');
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/call');
+    assert.match(record?.principal.session ?? '', /^stateless-/);
+    assert.equal(record?.principal.agent, 'tester');
+  });
+
+  test('the gateway negotiates the modern era with a modern-only upstream and relays calls to it', async () => {
+    const client = await harness.connect(key);
+    const result = (await client.callTool({ name: 'modern__echo', arguments: { message: 'hi' } })) as CallToolResult;
+    assert.equal(text(result), 'modern: hi');
+    const status = harness.gateway.status().upstreams.find((u) => u.name === 'modern');
+    assert.equal(status?.protocol, '2026-07-28');
+    const modernClient = await harness.connect(key, MODERN);
+    assert.equal(text((await modernClient.callTool({ name: 'modern__echo', arguments: { message: 'both ends' } })) as CallToolResult), 'modern: both ends');
+  });
+
+  test('an input_required elicitation from a modern upstream reaches a 2025-era client as elicitation/create', async () => {
+    const client = await harness.connect(key, { capabilities: { elicitation: { form: {} } } });
+    const asked: string[] = [];
+    client.setRequestHandler('elicitation/create', async (request) => {
+      asked.push((request.params as { message: string }).message);
+      return { action: 'accept', content: { confirm: true } };
+    });
+    const result = (await client.callTool({ name: 'modern__confirm', arguments: { action: 'deploy' } })) as CallToolResult;
+    assert.equal(text(result), 'confirmed: deploy');
+    assert.deepEqual(asked, ['Really deploy?']);
+  });
+});
