@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import type { CallToolResult } from '@modelcontextprotocol/client';
+import { Client, SSEClientTransport, type CallToolResult } from '@modelcontextprotocol/client';
 import { fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
 
 const modernEntry = new URL('./fixtures/modern-server.js', import.meta.url).pathname;
@@ -75,5 +75,41 @@ describe('the 2026-07-28 era', () => {
     const result = (await client.callTool({ name: 'modern__confirm', arguments: { action: 'deploy' } })) as CallToolResult;
     assert.equal(text(result), 'confirmed: deploy');
     assert.deepEqual(asked, ['Really deploy?']);
+  });
+});
+
+describe('the deprecated HTTP+SSE transport', () => {
+  let harness: Harness;
+  let key: string;
+  before(async () => {
+    harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream() } }, policy: allowAll });
+    key = harness.agents.add('old-client').key;
+  });
+  after(() => harness.close());
+
+  test('an old client connects over GET /sse and POST /messages, lists and calls, as its own agent', async () => {
+    const url = new URL(harness.gateway.url.replace(/\/mcp$/, '/sse'));
+    const headers = { authorization: `Bearer ${key}` };
+    const client = new Client({ name: 'old', version: '1' });
+    await client.connect(
+      new SSEClientTransport(url, {
+        requestInit: { headers },
+        eventSourceInit: { fetch: (input, init) => fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }) },
+      }),
+    );
+    try {
+      assert.ok((await client.listTools()).tools.some((tool) => tool.name === 'fixture__hello'));
+      const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'over sse' } })) as CallToolResult;
+      assert.equal(text(result), 'over sse');
+      assert.equal(harness.audit.records.findLast((r) => r.action === 'tools/call')?.principal.agent, 'old-client');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('refuses /sse without credentials', async () => {
+    const response = await fetch(harness.gateway.url.replace(/\/mcp$/, '/sse'));
+    assert.equal(response.status, 401);
+    await response.body?.cancel();
   });
 });

@@ -14,6 +14,8 @@ import {
   createMcpHandler,
   isInitializeRequest,
   isLegacyRequest,
+  parseJSONRPCMessage,
+  type JSONRPCMessage,
   type McpHttpHandler,
   type ServerContext,
 } from '@modelcontextprotocol/server';
@@ -24,6 +26,7 @@ import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
 import type { Caller, GatewayCore } from './gateway.js';
+import { LegacySseTransport } from './sse-front.js';
 import type { CallBinding } from './upstream.js';
 
 interface Session {
@@ -54,6 +57,8 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
 export class GatewayFront {
   private readonly sessions = new Map<string, Session>();
+  /** Sessions of the deprecated HTTP+SSE transport, by the id in their endpoint URL. */
+  private readonly sseSessions = new Map<string, { transport: LegacySseTransport; server: Server; caller: Caller; unsubscribe: () => void }>();
   private readonly http: HttpServer;
   private sweeper: NodeJS.Timeout | undefined;
   private readonly allowedHosts: Set<string>;
@@ -100,13 +105,14 @@ export class GatewayFront {
   }
 
   sessionCount(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.sseSessions.size;
   }
 
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
     await this.modern.close().catch(() => undefined);
     await Promise.all([...this.sessions.values()].map((session) => this.endSession(session)));
+    await Promise.all([...this.sseSessions.values()].map((session) => session.server.close().catch(() => undefined)));
     this.http.closeAllConnections();
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
   }
@@ -145,7 +151,7 @@ export class GatewayFront {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, sessions: this.sessions.size }));
       return;
     }
-    if (path !== '/mcp') {
+    if (path !== '/mcp' && path !== '/sse' && path !== '/messages') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the MCP endpoint is /mcp\n');
       return;
     }
@@ -160,6 +166,7 @@ export class GatewayFront {
       return;
     }
     const principal = outcome.principal;
+    if (path === '/sse' || path === '/messages') return this.handleLegacySse(req, res, path, principal);
 
     let parsedBody: unknown;
     if (req.method === 'POST') {
@@ -211,6 +218,49 @@ export class GatewayFront {
       await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for ${req.method ?? '?'} on session ${session.id}`);
     }
     await sendWebResponse(response, res);
+  }
+
+  /** The deprecated HTTP+SSE transport: `GET /sse` opens a session, `POST /messages?sessionId=` feeds it. */
+  private async handleLegacySse(req: IncomingMessage, res: ServerResponse, path: string, principal: Principal): Promise<void> {
+    if (path === '/sse' && req.method === 'GET') {
+      if (this.sessions.size + this.sseSessions.size >= (this.options.maxSessions ?? 10_000)) {
+        return jsonRpcError(res, 503, -32603, 'the gateway has too many open sessions; try again later');
+      }
+      const transport = new LegacySseTransport(res, '/messages');
+      const caller: Caller = { ...principal, session: transport.sessionId };
+      const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator);
+      const unsubscribe = this.options.core.onListChanged((kind) => {
+        void server.notification({ method: `notifications/${kind}/list_changed` }).catch(() => undefined);
+      });
+      this.sseSessions.set(transport.sessionId, { transport, server, caller, unsubscribe });
+      server.onclose = () => {
+        this.sseSessions.delete(transport.sessionId);
+        unsubscribe();
+      };
+      await server.connect(transport);
+      return;
+    }
+    if (path === '/messages' && req.method === 'POST') {
+      const id = new URL(req.url ?? '/', 'http://gateway').searchParams.get('sessionId') ?? '';
+      const session = this.sseSessions.get(id);
+      if (!session || !samePrincipal(session.caller, principal)) {
+        await this.recordRejection(principal, 'session.unknown', 'an SSE message for a session that does not exist or belongs to someone else');
+        return jsonRpcError(res, 404, -32001, 'Session not found');
+      }
+      const body = await readBody(req, this.options.settings.maxMessageBytes);
+      if (body === 'too-large') return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
+      let message: JSONRPCMessage;
+      try {
+        message = parseJSONRPCMessage(JSON.parse(body.toString('utf8')));
+      } catch {
+        await this.recordRejection(principal, 'request.parse-error', 'an SSE message that is not JSON-RPC');
+        return jsonRpcError(res, 400, -32700, 'Parse error: the body is not a JSON-RPC message');
+      }
+      res.writeHead(202).end('Accepted');
+      session.transport.receive(message);
+      return;
+    }
+    res.writeHead(405, { allow: path === '/sse' ? 'GET' : 'POST' }).end();
   }
 
   private originAllowed(origin: string): boolean {

@@ -1,0 +1,50 @@
+/**
+ * The deprecated HTTP+SSE transport (protocol 2024-11-05), for old clients: `GET /sse` opens a stream whose
+ * first event names the endpoint to POST messages to (`/messages?sessionId=…`); every message from the
+ * server travels on the stream. The gateway puts the same SDK server per session behind it.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/server';
+
+const KEEPALIVE_MS = 15_000;
+
+export class LegacySseTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: (message: JSONRPCMessage) => void;
+  readonly sessionId = randomUUID();
+  private keepalive: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly endpoint: string,
+  ) {}
+
+  async start(): Promise<void> {
+    this.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
+    this.res.write(`event: endpoint\ndata: ${this.endpoint}?sessionId=${this.sessionId}\n\n`);
+    this.keepalive = setInterval(() => this.res.write(': keepalive\n\n'), KEEPALIVE_MS);
+    this.keepalive.unref();
+    this.res.on('close', () => void this.close());
+  }
+
+  /** A message the client POSTed to the endpoint. */
+  receive(message: JSONRPCMessage): void {
+    this.onmessage?.(message);
+  }
+
+  async send(message: JSONRPCMessage): Promise<void> {
+    if (this.closed) throw new Error('the SSE stream is closed');
+    this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.keepalive) clearInterval(this.keepalive);
+    this.res.end();
+    this.onclose?.();
+  }
+}
