@@ -35,6 +35,21 @@ test('chains every record to the previous one and signs checkpoints that verify'
   }
 });
 
+test('writes a signed checkpoint after the interval even when few records arrive', async () => {
+  const tmp = tempDataDir();
+  try {
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, checkpointEvery: 1000, checkpointIntervalMs: 40 });
+    await log.append(decisionRecord(1));
+    await new Promise((r) => setTimeout(r, 150));
+    const before = readAllRecords(tmp.auditDir);
+    assert.deepEqual(before.map((r) => r.action), [decisionRecord(1).action, 'audit.checkpoint'], 'one timed checkpoint, none while idle');
+    await log.close();
+    assert.equal(verifyLog(tmp.auditDir, { publicKey: tmp.keys.publicKey }).unsignedTail, 0);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
 test('resumes the chain after a restart', async () => {
   const tmp = tempDataDir();
   try {

@@ -73,7 +73,7 @@ test('audit verify passes an untouched log and pinpoints an edited, a deleted an
         editLines(segmentPath(copy), scenario.tamper);
         assert.notEqual(readFileSync(segmentPath(copy), 'utf8'), before, `${scenario.name} changed the file`);
         const text = gatehouse(copy.dataDir, ['audit', 'verify']);
-        assert.equal(text.status, 1, `${scenario.name}: verify fails`);
+        assert.equal(text.status, 1, `${scenario.name}: verify fails ${text.stderr}`);
         assert.match(text.stdout, scenario.expect, `${scenario.name}: ${text.stdout}`);
         const json = JSON.parse(gatehouse(copy.dataDir, ['audit', 'verify', '--json']).stdout) as { ok: boolean; problem: { kind: string } };
         assert.equal(json.ok, false);
@@ -105,7 +105,7 @@ test('audit verify catches a rewritten chain through the checkpoint signature', 
       }
     });
     const run = gatehouse(tmp.dataDir, ['audit', 'verify']);
-    assert.equal(run.status, 1);
+    assert.equal(run.status, 1, run.stderr);
     assert.match(run.stdout, /checkpoint 11 \(segment-0000000000000001\.jsonl line 11\) has an invalid signature/);
   } finally {
     tmp.cleanup();
@@ -120,18 +120,32 @@ test('audit verify reports a removed middle segment as missing records, and a ke
     assert.ok(segments.length >= 3);
     unlinkSync(join(tmp.auditDir, segments[1]!.name));
     const run = gatehouse(tmp.dataDir, ['audit', 'verify']);
-    assert.equal(run.status, 1);
+    assert.equal(run.status, 1, run.stderr);
     assert.match(run.stdout, new RegExp(`records ${segments[1]!.firstSeq}-${segments[2]!.firstSeq - 1} are missing before ${segments[2]!.name} line 1`));
 
     const other = tempDataDir();
     try {
       await writeLog(other, 15);
       const wrongKey = gatehouse(other.dataDir, ['audit', 'verify', '--key', join(tmp.dataDir, 'keys', 'node.pub')]);
-      assert.equal(wrongKey.status, 1);
+      assert.equal(wrongKey.status, 1, wrongKey.stderr);
       assert.match(wrongKey.stdout, /was signed by key [0-9a-f]{16}, not by the trusted key/);
     } finally {
       other.cleanup();
     }
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('audit verify reports records cut off the end of the log once the index has seen them', async () => {
+  const tmp = tempDataDir();
+  try {
+    await writeLog(tmp, 20);
+    assert.equal(gatehouse(tmp.dataDir, ['audit', 'query', '--limit', '1']).status, 0);
+    editLines(segmentPath(tmp), (lines) => void lines.splice(lines.length - 3, 3));
+    const run = gatehouse(tmp.dataDir, ['audit', 'verify']);
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stdout, /records 20-22 are missing from the end of the log/);
   } finally {
     tmp.cleanup();
   }

@@ -85,7 +85,7 @@ test('audit report summarises per agent what it reached, with allowed, denied an
     assert.deepEqual(onlyCi.agents.map((a) => a.agent), ['ci-bot']);
 
     const table = gatehouse(['--data-dir', tmp.dataDir, 'audit', 'report']);
-    assert.match(table.stdout, /Agent coder — 32 decisions/);
+    assert.match(table.stdout, /Agent coder — 32 decisions/, table.stderr);
     assert.match(table.stdout, /pastebin\.com:443\s+4\s+0 allowed, 4 denied/);
     assert.match(table.stdout, /github\/get_issue\s+7\s+0 allowed, 0 denied, 7 observed-deny/);
   } finally {

@@ -248,6 +248,12 @@ export class AuditIndex {
     return added;
   }
 
+  /** The highest sequence number ever indexed (0 when none): a log that ends before it lost its tail. */
+  maxSeq(): number {
+    const row = this.db.prepare('SELECT MAX(seq) AS seq FROM audit_records').get() as { seq: number | null };
+    return row.seq ?? 0;
+  }
+
   /** Matching rows, oldest first. Catch up first for fresh results. */
   find(filter: QueryFilter): IndexedRow[] {
     const where: string[] = [];

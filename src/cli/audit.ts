@@ -105,6 +105,21 @@ export function registerAuditCommands(program: Command): void {
         const { dataDir, auditDir } = await locate(command);
         const publicKey = loadPublicKey(options.key ?? join(dataDir, 'keys', 'node.pub'));
         const result = verifyLog(auditDir, { publicKey });
+        // The chain cannot show records cut off its end; the index remembers how far the log once reached.
+        const { openStore } = await import('../store/index.js');
+        const { AuditIndex } = await import('../audit/indexer.js');
+        const indexed = new AuditIndex(openStore(dataDir), auditDir).maxSeq();
+        if (result.ok && indexed > result.lastSeq) {
+          const last = (await import('../audit/format.js')).listSegments(auditDir).at(-1)?.name ?? 'the log';
+          result.ok = false;
+          result.problem = {
+            kind: 'missing',
+            seq: result.lastSeq + 1,
+            segment: last,
+            line: 0,
+            message: `records ${result.lastSeq + 1}-${indexed} are missing from the end of the log (the index saw them earlier)`,
+          };
+        }
         if (!result.ok) fail(1);
         if (options.json) return printJson(result);
         if (result.problem) {
