@@ -274,3 +274,21 @@ test('JSON unicode escapes do not hide a token from scanJson, and redaction can 
   assert.equal(outcome.findings[0]?.ruleId, 'github-pat');
   assert.deepEqual(scanner.redactJson(value, outcome.findings), { note: '[REDACTED:github-pat]' });
 });
+
+test('adversarial repetitions scan in linear time (no regex blow-up, no quadratic overlap resolution)', () => {
+  // Each of these once took 2-7 s per MB; they now take well under 100 ms. The bound leaves room for a busy machine.
+  const cases: Record<string, string> = {
+    'repeated JWT starts': '-eyJ'.repeat(1 << 18),
+    'repeated PEM headers': '-----BEGIN PRIVATE KEY-----\n'.repeat(40_000),
+    'repeated OpenAI prefixes': '-sk-'.repeat(1 << 18),
+    'repeated password assignments': 'password:"'.repeat(100_000),
+    'repeated URL user-info': 'postgres://u:p@'.repeat(70_000),
+    'one long token-looking run': 'token=' + 'a'.repeat(1 << 20),
+  };
+  for (const [name, text] of Object.entries(cases)) {
+    const started = process.hrtime.bigint();
+    scanner.check(text);
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    assert.ok(ms < 1000, `${name}: ${ms.toFixed(0)} ms for ${(text.length / 1e6).toFixed(1)} MB`);
+  }
+});

@@ -30,6 +30,11 @@ export interface Rule {
   maxLength: number;
   /** The character before the match must not be a letter or digit (default true). */
   boundary?: boolean;
+  /**
+   * More characters that may not come right before a match: those of the token's own alphabet, for formats
+   * whose keyword could repeat inside one long run (`-eyJ-eyJ…`) and make every repeat a long attempt.
+   */
+  boundaryChars?: string;
   /** Second-stage check of the secret; `match` is the whole match (for context such as a URL's host). */
   check?: (secret: string, match: string) => Verdict;
   /** A public, constant prefix of the format that previews may show (`ghp_`). */
@@ -53,7 +58,7 @@ function cases(...words: string[]): string[] {
 }
 
 /** A quoted or bare value after `name = `, `name: `, `name := ` or `"name": `. */
-const ASSIGNED_VALUE = `\\\\?["']?\\s{0,4}(?::=|=>|=|:)\\s{0,4}(?:\\\\?"([^"\\\\\\s]{N,200})\\\\?"|'([^'\\\\\\s]{N,200})'|([^\\s"'\`,;)}\\]<>]{N,200}))`;
+const ASSIGNED_VALUE = `\\\\?["']?\\s{0,4}(?::=|=>|=|:)\\s{0,4}(?:\\\\?"([^"\\\\\\s]{N,200})\\\\?"|'([^'\\\\\\s]{N,200})'|([^\\s"'\`,;&)}\\]<>]{N,200}))`;
 function assignedValue(minLength: number): string {
   return ASSIGNED_VALUE.replaceAll('N', String(minLength));
 }
@@ -184,6 +189,7 @@ export const RULES: readonly Rule[] = [
     pattern: `sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_-]{20,160}T3BlbkFJ[A-Za-z0-9_-]{20,160}${END64}`,
     maxLength: 350,
     prefix: 'sk-',
+    boundaryChars: '_-',
   },
   prefixed('anthropic-api-key', 'Anthropic API key', 'sk-ant-api03-', `[A-Za-z0-9_-]{93}AA${END64}`, 95),
   prefixed('anthropic-admin-key', 'Anthropic admin key', 'sk-ant-admin01-', `[A-Za-z0-9_-]{93}AA${END64}`, 95),
@@ -318,7 +324,7 @@ export const RULES: readonly Rule[] = [
   prefixed('atlassian-api-token', 'Atlassian API token', 'ATATT3', `[A-Za-z0-9_=-]{180,200}${END64}`, 200),
   prefixed('grafana-service-account-token', 'Grafana service account token', 'glsa_', `[A-Za-z0-9]{32}_[a-f0-9]{8}${END62}`, 41),
   prefixed('newrelic-user-key', 'New Relic user API key', 'NRAK-', `[A-Z0-9]{27}${END62}`, 27),
-  prefixed('sentry-org-token', 'Sentry organisation auth token', 'sntrys_', `eyJ[A-Za-z0-9+/=_-]{60,400}${END64}`, 400),
+  prefixed('sentry-org-token', 'Sentry organisation auth token', 'sntrys_', `eyJ[A-Za-z0-9+/=_-]{60,400}${END64}`, 400, { boundaryChars: '_-' }),
   prefixed('supabase-token', 'Supabase access token', 'sbp_', `[a-f0-9]{40}${END62}`, 40),
   prefixed('pulumi-token', 'Pulumi access token', 'pul-', `[a-f0-9]{40}${END62}`, 40),
   prefixed('doppler-token', 'Doppler token', 'dp.', `(?:pt|st|ct|sa|scim|audit)\\.[A-Za-z0-9]{40,44}${END62}`, 54, {
@@ -336,6 +342,7 @@ export const RULES: readonly Rule[] = [
     maxLength: 11_000,
     check: jwtShape,
     prefix: 'eyJ',
+    boundaryChars: '_-',
   },
   {
     id: 'private-key',
@@ -344,7 +351,7 @@ export const RULES: readonly Rule[] = [
     confidence: 'high',
     keywords: ['-----BEGIN RSA PRIVATE KEY', '-----BEGIN EC PRIVATE KEY', '-----BEGIN DSA PRIVATE KEY', '-----BEGIN PRIVATE KEY', '-----BEGIN ENCRYPTED PRIVATE KEY'],
     // Newlines may be real or JSON-escaped (`\n`) when the key sits in a JSON string.
-    pattern: `-----BEGIN ((?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY)-----(?:\\\\[nr]|[\\s\\r\\n])+(?:[A-Za-z0-9+/=:,-]|\\\\[nr]|\\s){40,16000}?-----END \\1-----`,
+    pattern: `-----BEGIN ((?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY)-----(?:\\\\[nr]|[\\s\\r\\n])+(?:[A-Za-z0-9+/=:,]|-(?!----)|\\\\[nr]|\\s){40,16000}?-----END \\1-----`,
     maxLength: 16_100,
     boundary: false,
     prefix: '-----BEGIN ',
@@ -366,7 +373,7 @@ export const RULES: readonly Rule[] = [
     severity: 'high',
     confidence: 'high',
     keywords: ['-----BEGIN PGP PRIVATE KEY BLOCK'],
-    pattern: `-----BEGIN PGP PRIVATE KEY BLOCK-----(?:[A-Za-z0-9+/=:. -]|\\\\[nr]|\\s){40,32000}?-----END PGP PRIVATE KEY BLOCK-----`,
+    pattern: `-----BEGIN PGP PRIVATE KEY BLOCK-----(?:[A-Za-z0-9+/=:. ]|-(?!----)|\\\\[nr]|\\s){40,32000}?-----END PGP PRIVATE KEY BLOCK-----`,
     maxLength: 32_100,
     boundary: false,
     prefix: '-----BEGIN ',

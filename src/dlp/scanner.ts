@@ -139,6 +139,8 @@ export class Scanner {
   private readonly apiKeyRule: CompiledRule | undefined;
   private readonly awsSecret: CompiledRule | undefined;
   private normalizing = false;
+  /** Per rule: the end of its last match in the text being scanned. */
+  private readonly coveredUntil: Int32Array;
 
   constructor(options: ScannerOptions = {}) {
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
@@ -153,6 +155,7 @@ export class Scanner {
     this.passwordRule = this.compiled.find((c) => c.rule.id === 'generic-password');
     this.apiKeyRule = this.compiled.find((c) => c.rule.id === 'generic-api-key');
     this.awsSecret = this.compiled.find((c) => c.rule.id === 'aws-secret-access-key');
+    this.coveredUntil = new Int32Array(this.compiled.length);
     this.knownSecrets = options.knownSecrets ?? [];
 
     const keywords: string[] = [];
@@ -328,6 +331,7 @@ export class Scanner {
     const n = text.length;
     let pendingFrom = n;
     let state = 0;
+    this.coveredUntil.fill(0);
     let digits = 0;
     let runStart = 0;
     let separator = false;
@@ -405,6 +409,7 @@ export class Scanner {
     const compiled = trigger.rule!;
     const rule = compiled.rule;
     if (rule.boundary !== false && !atWordStart(text, start, previous)) return n;
+    if (rule.boundaryChars !== undefined && start > 0 && rule.boundaryChars.includes(text[start - 1]!)) return n;
     return this.tryRule(compiled, text, start, final, out);
   }
 
@@ -479,18 +484,23 @@ export class Scanner {
     const rule = compiled.rule;
     const regex = compiled.regex;
     const n = text.length;
+    // A keyword inside this rule's previous match (`password=password=…`) is part of it, not a new one;
+    // skipping it keeps adversarial repetitions linear.
+    if (start < this.coveredUntil[compiled.rank]!) return n;
     const couldGrow = !final && start + rule.maxLength > n;
     regex.lastIndex = start;
     if (!rule.secretGroups) {
       if (!regex.test(text)) return couldGrow ? start : n;
       const end = regex.lastIndex;
       if (couldGrow && end >= n) return start;
+      this.coveredUntil[compiled.rank] = end;
       this.accept(rule, text, start, end, start, end, out);
       return n;
     }
     const match = regex.exec(text);
     if (match === null) return couldGrow ? start : n;
     if (couldGrow && regex.lastIndex >= n) return start;
+    this.coveredUntil[compiled.rank] = regex.lastIndex;
     for (const group of rule.secretGroups) {
       const span = match.indices?.[group];
       if (span) {
@@ -621,15 +631,19 @@ export class StreamScanner {
  */
 function resolveOverlaps(findings: Finding[]): Finding[] {
   if (findings.length < 2) return findings;
-  const ranked = findings
-    .map((finding, order) => ({ finding, order, score: score(finding) }))
-    .sort((a, b) => b.score - a.score || a.order - b.order);
+  // One sweep in start order (n log n even for adversarial input with very many findings): a finding that
+  // overlaps the last one kept replaces it if it is stronger.
+  const sorted = findings.slice().sort((a, b) => a.start - b.start || b.end - a.end);
   const kept: Finding[] = [];
-  for (const { finding } of ranked) {
-    if (kept.some((k) => k.start < finding.end && finding.start < k.end)) continue;
+  for (const finding of sorted) {
+    const last = kept[kept.length - 1];
+    if (last !== undefined && finding.start < last.end) {
+      if (score(finding) > score(last)) kept[kept.length - 1] = finding;
+      continue;
+    }
     kept.push(finding);
   }
-  return kept.sort((a, b) => a.start - b.start);
+  return kept;
 }
 
 const RULE_ORDER = new Map(RULES.map((rule, index) => [rule.id, index]));
