@@ -37,8 +37,10 @@ export interface VerifyResult {
 }
 
 export interface VerifyOptions {
-  /** The node's Ed25519 public key; without it signatures are not checked. */
+  /** The node's Ed25519 public key; without it (or `publicKeys`) signatures are not checked. */
   publicKey?: KeyObject;
+  /** Several trusted keys, for a log that spans a key rotation. */
+  publicKeys?: KeyObject[];
 }
 
 interface Line {
@@ -110,9 +112,10 @@ export function verifyLog(dir: string, options: VerifyOptions = {}): VerifyResul
     checkpoints: 0,
     lastCheckpointSeq: 0,
     unsignedTail: 0,
-    signaturesChecked: options.publicKey !== undefined,
+    signaturesChecked: options.publicKey !== undefined || (options.publicKeys?.length ?? 0) > 0,
   };
-  const keyId = options.publicKey ? keyIdOf(options.publicKey) : undefined;
+  const trusted = new Map<string, KeyObject>();
+  for (const key of [...(options.publicKey ? [options.publicKey] : []), ...(options.publicKeys ?? [])]) trusted.set(keyIdOf(key), key);
   const fail = (problem: VerifyProblem): VerifyResult => {
     result.ok = false;
     result.problem = problem;
@@ -166,7 +169,7 @@ export function verifyLog(dir: string, options: VerifyOptions = {}): VerifyResul
         return fail({ kind: 'malformed', seq, segment: line.segment, line: line.number, message: `record ${seq} (${line.segment} line ${line.number}) is not valid JSON` });
       }
       if (record.action === CHECKPOINT_ACTION) {
-        const problem = checkCheckpoint(record, seq, prev, line, options.publicKey, keyId);
+        const problem = checkCheckpoint(record, seq, prev, line, result.signaturesChecked ? trusted : undefined);
         if (problem) return fail(problem);
         result.checkpoints += 1;
         result.lastCheckpointSeq = seq;
@@ -200,22 +203,22 @@ function checkCheckpoint(
   seq: number,
   prev: string,
   line: Line,
-  publicKey: KeyObject | undefined,
-  keyId: string | undefined,
+  trusted: Map<string, KeyObject> | undefined,
 ): VerifyProblem | undefined {
   const at = `${line.segment} line ${line.number}`;
   const details = record.details ?? {};
   if (details.head !== prev || details.covers !== seq - 1) {
     return { kind: 'altered', seq, segment: line.segment, line: line.number, message: `checkpoint ${seq} (${at}) does not describe the chain it sits in` };
   }
-  if (!publicKey) return undefined;
-  if (details.keyId !== keyId) {
+  if (!trusted) return undefined;
+  const publicKey = trusted.get(String(details.keyId));
+  if (!publicKey) {
     return {
       kind: 'bad-signature',
       seq,
       segment: line.segment,
       line: line.number,
-      message: `checkpoint ${seq} (${at}) was signed by key ${String(details.keyId)}, not by the trusted key ${keyId}`,
+      message: `checkpoint ${seq} (${at}) was signed by key ${String(details.keyId)}, not by a trusted key (${[...trusted.keys()].join(', ')})`,
     };
   }
   const signature = Buffer.from(String(details.signature ?? ''), 'base64');

@@ -96,15 +96,15 @@ export function registerAuditCommands(program: Command): void {
     audit
       .command('verify')
       .description('check the hash chain and checkpoint signatures; name the first altered, missing or moved record')
-      .option('--key <file>', "public key that signed the checkpoints (default: the node's <data-dir>/keys/node.pub)")
+      .option('--key <file...>', "public keys trusted to sign checkpoints, several across a key rotation (default: <data-dir>/keys/node.pub)")
       .option('--json', 'print JSON')
-      .action(async (options: { key?: string; json?: boolean }, command: Command) => {
+      .action(async (options: { key?: string[]; json?: boolean }, command: Command) => {
         const { verifyLog } = await import('../audit/verify.js');
         const { loadPublicKey } = await import('../util/keys.js');
         const { join } = await import('node:path');
         const { dataDir, auditDir } = await locate(command);
-        const publicKey = loadPublicKey(options.key ?? join(dataDir, 'keys', 'node.pub'));
-        const result = verifyLog(auditDir, { publicKey });
+        const publicKeys = (options.key ?? [join(dataDir, 'keys', 'node.pub')]).map((path) => loadPublicKey(path));
+        const result = verifyLog(auditDir, { publicKeys });
         // The chain cannot show records cut off its end; the index remembers how far the log once reached.
         const { openStore } = await import('../store/index.js');
         const { AuditIndex } = await import('../audit/indexer.js');
