@@ -292,3 +292,24 @@ test('adversarial repetitions scan in linear time (no regex blow-up, no quadrati
     assert.ok(ms < 1000, `${name}: ${ms.toFixed(0)} ms for ${(text.length / 1e6).toFixed(1)} MB`);
   }
 });
+
+test('a private key trickled into a stream one small chunk at a time is found without rescanning it every time', () => {
+  const pem = SAMPLES['private-key']!(random);
+  const body = Buffer.from(`key:\n${pem.replace('-----END', `${'QUJD\n'.repeat(3000)}-----END`)}\ndone\n`);
+  const stream = scanner.stream({ redact: true });
+  const out: Buffer[] = [];
+  let findings = 0;
+  const started = process.hrtime.bigint();
+  for (let at = 0; at < body.length; at += 7) {
+    const result = stream.push(body.subarray(at, at + 7));
+    out.push(result.release);
+    findings += result.findings.length;
+  }
+  const last = stream.end();
+  out.push(last.release);
+  findings += last.findings.length;
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  assert.equal(findings, 1);
+  assert.match(Buffer.concat(out).toString(), /^key:\n\[REDACTED:private-key\]\ndone\n$/);
+  assert.ok(ms < 2000, `${ms.toFixed(0)} ms`);
+});
