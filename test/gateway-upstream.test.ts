@@ -104,6 +104,31 @@ describe('a stdio upstream that misbehaves', () => {
   });
 });
 
+describe('resource subscriptions', () => {
+  test('a subscribed session hears notifications/resources/updated; after unsubscribing it does not', async () => {
+    const harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream() } }, policy: allowAll });
+    try {
+      const key = harness.agents.add('tester').key;
+      const subscriber = await harness.connect(key);
+      const bystander = await harness.connect(key);
+      const heard: string[] = [];
+      let bystanderHeard = 0;
+      subscriber.setNotificationHandler('notifications/resources/updated', (n) => void heard.push(n.params.uri));
+      bystander.setNotificationHandler('notifications/resources/updated', () => void (bystanderHeard += 1));
+      await subscriber.subscribeResource({ uri: 'fixture://note' });
+      assert.equal(text(await bystander.callTool({ name: 'fixture__touch', arguments: {} }) as CallToolResult), 'notified');
+      for (let i = 0; i < 50 && heard.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(heard, ['fixture://note']);
+      assert.equal(bystanderHeard, 0);
+      await subscriber.unsubscribeResource({ uri: 'fixture://note' });
+      assert.equal(text(await bystander.callTool({ name: 'fixture__touch', arguments: {} }) as CallToolResult), 'nobody subscribed');
+      await assert.rejects(subscriber.subscribeResource({ uri: 'fixture://missing' }), /not found/);
+    } finally {
+      await harness.close();
+    }
+  });
+});
+
 describe('a remote Streamable HTTP upstream', () => {
   let upstream: ChildProcess;
   let port: number;
@@ -156,6 +181,10 @@ describe('a remote Streamable HTTP upstream', () => {
     }
   });
 });
+
+function text(result: CallToolResult): string {
+  return result.content.map((block) => (block.type === 'text' ? block.text : '')).join('');
+}
 
 async function freePort(): Promise<number> {
   const server = createServer();

@@ -125,6 +125,7 @@ export class GatewayFront {
   private async endSession(session: Session): Promise<void> {
     if (!this.sessions.delete(session.id)) return;
     session.unsubscribe();
+    await this.options.core.endSession(session.id);
     await session.server.close().catch(() => undefined);
   }
 
@@ -236,6 +237,7 @@ export class GatewayFront {
       server.onclose = () => {
         this.sseSessions.delete(transport.sessionId);
         unsubscribe();
+        void this.options.core.endSession(transport.sessionId);
       };
       await server.connect(transport);
       return;
@@ -317,6 +319,7 @@ export class GatewayFront {
       if (this.sessions.get(id) === session) {
         this.sessions.delete(id);
         unsubscribe();
+        void this.options.core.endSession(id);
       }
     };
     await server.connect(transport);
@@ -359,7 +362,7 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
       capabilities: {
         tools: { listChanged: true },
         prompts: { listChanged: true },
-        resources: { listChanged: true },
+        resources: { listChanged: true, subscribe: true },
         completions: {},
         logging: {},
       },
@@ -388,6 +391,16 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   server.setRequestHandler('resources/list', async () => ({ resources: await core.listResources(caller) }));
   server.setRequestHandler('resources/templates/list', async () => ({ resourceTemplates: await core.listResourceTemplates(caller) }));
   server.setRequestHandler('resources/read', async (request, ctx) => core.readResource(caller, request.params.uri, binding(ctx)) as never);
+  server.setRequestHandler('resources/subscribe', async (request) => {
+    await core.subscribe(caller, request.params.uri, (uri) => {
+      void server.notification({ method: 'notifications/resources/updated', params: { uri } }).catch(() => undefined);
+    });
+    return {};
+  });
+  server.setRequestHandler('resources/unsubscribe', async (request) => {
+    await core.unsubscribe(caller, request.params.uri);
+    return {};
+  });
   server.setRequestHandler('completion/complete', async (request, ctx) =>
     core.complete(caller, request.params as unknown as Record<string, unknown>, binding(ctx)) as never,
   );

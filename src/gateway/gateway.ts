@@ -104,6 +104,8 @@ export class GatewayCore {
   private catalog: Promise<Catalog> | undefined;
   private catalogVersion = 0;
   private readonly listeners = new Set<(kind: Kind) => void>();
+  /** Resource subscriptions: upstream and URI → the sessions subscribed, each with its way to be told. */
+  private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
   private readonly separator: string;
   private pinVersion = -1;
   private auditFailure: unknown;
@@ -121,6 +123,7 @@ export class GatewayCore {
         {
           listChanged: (_upstream, kind) => this.invalidate(kind),
           event: (upstream, kind, message) => void this.recordEvent(upstream.name, kind, message),
+          resourceUpdated: (upstream, uri) => this.resourceUpdated(upstream, uri),
         },
         { maxMessageBytes: options.settings.maxMessageBytes, version: options.version, credentials: (upstream) => this.credentialsFor(upstream) },
       );
@@ -577,6 +580,58 @@ export class GatewayCore {
     }
     await this.record(caller, action, resource, decision.effect, decision.rules, decision.reason, started, correlationId, recorded, decision);
     return screened.value;
+  }
+
+  /**
+   * Subscribes a session to a resource it may read. The upstream is subscribed once per URI, however many
+   * sessions ask; it is unsubscribed when the last one goes.
+   */
+  async subscribe(caller: Caller, uri: string, notify: (uri: string) => void): Promise<void> {
+    const started = process.hrtime.bigint();
+    const correlationId = newCorrelationId();
+    const owner = await this.owner(uri);
+    const decision = owner ? this.decide(caller, { server: owner.upstream.name, resource: uri }) : undefined;
+    if (!owner || !decision || !isAllowed(decision)) {
+      await this.record(caller, 'resources/subscribe', uri, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
+      throw unknown('resource', uri);
+    }
+    const key = `${owner.upstream.name}\n${uri}`;
+    let sessions = this.subscriptions.get(key);
+    if (!sessions) {
+      sessions = new Map();
+      this.subscriptions.set(key, sessions);
+      try {
+        await owner.upstream.request('resources/subscribe', { uri }, undefined);
+      } catch (error) {
+        this.subscriptions.delete(key);
+        throw asProtocolError(error);
+      }
+    }
+    sessions.set(caller.session, notify);
+    await this.record(caller, 'resources/subscribe', `${owner.upstream.name}/${uri}`, decision.effect, decision.rules, decision.reason, started, correlationId, {}, decision);
+  }
+
+  async unsubscribe(caller: Caller, uri: string): Promise<void> {
+    for (const [key, sessions] of this.subscriptions) {
+      const [server, subscribed] = [key.slice(0, key.indexOf('\n')), key.slice(key.indexOf('\n') + 1)];
+      if (subscribed !== uri || !sessions.delete(caller.session) || sessions.size > 0) continue;
+      this.subscriptions.delete(key);
+      await this.upstreams.get(server)?.request('resources/unsubscribe', { uri }, undefined).catch(() => undefined);
+    }
+  }
+
+  /** Drops every subscription of a session that has ended. */
+  async endSession(session: string): Promise<void> {
+    for (const [key, sessions] of this.subscriptions) {
+      if (!sessions.has(session)) continue;
+      await this.unsubscribe({ session }, key.slice(key.indexOf('\n') + 1));
+    }
+  }
+
+  private resourceUpdated(upstream: Upstream, uri: string): void {
+    const sessions = this.subscriptions.get(`${upstream.name}\n${uri}`);
+    if (!sessions) return;
+    for (const notify of sessions.values()) notify(uri);
   }
 
   async complete(caller: Caller, params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {

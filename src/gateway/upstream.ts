@@ -42,6 +42,8 @@ export interface UpstreamEvents {
   listChanged(upstream: Upstream, kind: 'tools' | 'prompts' | 'resources'): void;
   /** Something notable happened: a crash, a refused relay, garbage on stdout. */
   event(upstream: Upstream, kind: string, message: string): void;
+  /** The upstream says a subscribed resource changed. */
+  resourceUpdated?(upstream: Upstream, uri: string): void;
 }
 
 export interface UpstreamStatus {
@@ -254,8 +256,9 @@ export class Upstream {
       // Log messages may carry call data: only the one session whose calls are in flight gets them.
       await this.routeTarget()?.notify({ method: notification.method, params: notification.params as Record<string, unknown> });
     });
-    client.setNotificationHandler('notifications/resources/updated', async (notification) => {
-      await this.routeTarget()?.notify({ method: notification.method, params: notification.params as Record<string, unknown> });
+    client.setNotificationHandler('notifications/resources/updated', (notification) => {
+      const uri = (notification.params as { uri?: unknown } | undefined)?.uri;
+      if (typeof uri === 'string') this.events.resourceUpdated?.(this, uri);
     });
     client.onerror = (error) => {
       this.lastError = error.message;
