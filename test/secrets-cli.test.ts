@@ -150,3 +150,18 @@ test('the terminal prompt does not echo the value', async (t) => {
   const scan = run(['scan', '--known', '-'], { home: dir, input: `echo ${value}` });
   assert.equal(scan.code, 1, 'the stored value is the one typed');
 });
+
+test('secret ls shows configured providers and which policy rules grant each secret', () => {
+  const dir = home();
+  writeFileSync(
+    join(dir, 'gatehouse.yaml'),
+    'version: 1\nsecrets:\n  providers:\n    npm: { env: NPM_TOKEN }\npolicy:\n  credentials:\n    - id: gh\n      secret: github-token\n      hosts: [api.github.com]\n      agents: [claude-code]\n',
+  );
+  assert.equal(run(['secret', 'set', 'github-token'], { home: dir, input: 'abcdefgh12345678' }).code, 0);
+  const listed = JSON.parse(run(['secret', 'ls', '--json'], { home: dir }).stdout) as {
+    vault: { name: string; grantedBy: string[] }[];
+    providers: { name: string; source: string }[];
+  };
+  assert.deepEqual(listed.vault.map((s) => [s.name, s.grantedBy]), [['github-token', ['gh (claude-code)']]]);
+  assert.deepEqual(listed.providers.map((p) => [p.name, p.source]), [['npm', 'env:NPM_TOKEN']]);
+});

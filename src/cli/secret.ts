@@ -5,11 +5,16 @@
 import type { Command } from 'commander';
 import { examples, globalOptions, printJson, usageError } from './common.js';
 
-async function secretsFor(command: Command) {
+async function contextFor(command: Command) {
   const { commandContext } = await import('./context.js');
   const { openSecrets } = await import('../secrets/index.js');
   const context = commandContext(globalOptions(command), { requireConfig: false });
-  return openSecrets({ dataDir: context.dataDir, ...(context.loaded ? { settings: context.loaded.config.secrets } : {}) });
+  const secrets = openSecrets({ dataDir: context.dataDir, ...(context.loaded ? { settings: context.loaded.config.secrets } : {}) });
+  return { secrets, credentials: context.loaded?.config.policy.credentials ?? [] };
+}
+
+async function secretsFor(command: Command) {
+  return (await contextFor(command)).secrets;
 }
 
 /** Reads a value: all of stdin when it is piped, else a prompt on the terminal that does not echo. */
@@ -80,19 +85,25 @@ export function registerSecretCommands(program: Command): void {
       .description('list secrets: names, scopes, created and rotated times, and configured providers (never values)')
       .option('--json', 'print JSON')
       .action(async (options: { json?: boolean }, command: Command) => {
-        const secrets = await secretsFor(command);
-        const stored = secrets.vault.list().map((info) => ({ ...info, source: 'vault' }));
-        const provided = secrets.providers.names().map((name) => ({ name, source: secrets.providers.describe(name) }));
+        const { secrets, credentials } = await contextFor(command);
+        // Which policy rules grant each secret, and to whom: the scope that policy gives it.
+        const grantedBy = (name: string): string[] =>
+          credentials.filter((rule) => rule.secret === name).map((rule) => (rule.agents ? `${rule.id} (${rule.agents.join(', ')})` : rule.id));
+        const stored = secrets.vault.list().map((info) => ({ ...info, source: 'vault', grantedBy: grantedBy(info.name) }));
+        const provided = secrets.providers.names().map((name) => ({ name, source: secrets.providers.describe(name), grantedBy: grantedBy(name) }));
         if (options.json) return printJson({ vault: stored, providers: provided });
         if (stored.length === 0 && provided.length === 0) {
           return void process.stdout.write('No secrets yet. Add one with "gatehouse secret set NAME".\n');
         }
         for (const s of stored) {
           process.stdout.write(
-            `${s.name.padEnd(28)} ${(s.scopes.join(',') || '-').padEnd(24)} created ${s.createdAt}  ${s.rotatedAt ? `rotated ${s.rotatedAt}` : 'never rotated'}\n`,
+            `${s.name.padEnd(28)} ${(s.scopes.join(',') || '-').padEnd(24)} created ${s.createdAt}  ${s.rotatedAt ? `rotated ${s.rotatedAt}` : 'never rotated'}` +
+              `${s.grantedBy.length ? `  granted by ${s.grantedBy.join('; ')}` : ''}\n`,
           );
         }
-        for (const p of provided) process.stdout.write(`${p.name.padEnd(28)} ${'-'.padEnd(24)} from ${p.source}\n`);
+        for (const p of provided) {
+          process.stdout.write(`${p.name.padEnd(28)} ${'-'.padEnd(24)} from ${p.source}${p.grantedBy.length ? `  granted by ${p.grantedBy.join('; ')}` : ''}\n`);
+        }
       }),
     ['gatehouse secret ls', 'gatehouse secret ls --json'],
   );
