@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { ChainedAuditLog } from '../src/audit/chain.js';
 import { listSegments, GENESIS_HASH, hashLine } from '../src/audit/format.js';
 import { verifyLog } from '../src/audit/verify.js';
+import { createScanner } from '../src/dlp/index.js';
 import { decisionRecord, readAllLines, readAllRecords, tempDataDir } from './audit-fixtures.js';
 
 const distRoot = resolve(import.meta.dirname, '..');
@@ -167,11 +168,23 @@ test('records digests instead of argument values unless recordValues is on, and 
     assert.ok(Buffer.byteLength(lines[1]!) <= 2048 + 200, `record is bounded (${Buffer.byteLength(lines[1]!)} bytes)`);
     assert.equal((JSON.parse(lines[1]!) as { details: { truncated: boolean } }).details.truncated, true);
 
-    log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, recordValues: true });
-    await log.append(decisionRecord(4, { details: { args: secretish } }));
+    // With recordValues, values are kept but secrets inside them are redacted by the DLP scanner.
+    const scanner = createScanner();
+    const token = 'ghp_' + 'A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8';
+    log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, recordValues: true, redactValues: (v) => scanner.redactJson(v) });
+    await log.append(decisionRecord(4, { details: { args: { ...secretish, token } } }));
     await log.close();
     lines = readAllLines(tmp.auditDir);
-    assert.ok(lines.some((l) => l.includes('alice@example.com')), 'values are recorded when the config says so');
+    const kept = lines.find((l) => l.includes('alice@example.com'));
+    assert.ok(kept, 'values are recorded when the config says so');
+    assert.ok(!lines.some((l) => l.includes(token)), 'a secret inside a recorded value is never written');
+    assert.match(kept, /\[REDACTED:[a-z0-9-]+\]/);
+
+    // recordValues without a redactor still digests: values are never written unredacted.
+    log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, recordValues: true });
+    await log.append(decisionRecord(5, { details: { args: { token } } }));
+    await log.close();
+    assert.ok(!readAllLines(tmp.auditDir).some((l) => l.includes(token)));
   } finally {
     tmp.cleanup();
   }

@@ -29,7 +29,7 @@ import {
   segmentName,
   serializeRecord,
 } from './format.js';
-import { boundRecord, withoutValues } from './privacy.js';
+import { boundRecord, withRedactedValues, withoutValues, type ValueRedactor } from './privacy.js';
 import { newCorrelationId, type AuditLog, type AuditRecord } from './record.js';
 
 export type DurabilityMode = 'sync' | 'batch';
@@ -54,8 +54,12 @@ export interface ChainedLogOptions {
   checkpointEvery?: number;
   checkpointIntervalMs?: number;
   maxRecordBytes?: number;
-  /** Keep argument values and bodies in `details` (otherwise they become digests). */
+  /**
+   * Keep argument values and bodies in `details`, passed through `redactValues` so secrets inside them are
+   * replaced by redacted previews. Without a redactor, values are digested even when this is on.
+   */
   recordValues?: boolean;
+  redactValues?: ValueRedactor;
   /** Called with each group of records once it is acknowledged, in order (sinks, index, metrics). */
   onWritten?: (records: readonly WrittenRecord[]) => void;
 }
@@ -194,7 +198,8 @@ export class ChainedAuditLog implements AuditLog {
     if (this.closed) return Promise.reject(new GatehouseError('audit_closed', 'the audit log is closed', { exitCode: 1 }));
     if (this.broken) return Promise.reject(this.broken);
     return new Promise<void>((resolve, reject) => {
-      const kept = this.options.recordValues ? record : withoutValues(record);
+      const { recordValues, redactValues } = this.options;
+      const kept = recordValues && redactValues ? withRedactedValues(record, redactValues) : withoutValues(record);
       this.planRotation();
       this.enqueue(() => kept, { resolve, reject });
       if (++this.sinceCheckpoint >= this.settings.checkpointEvery) this.enqueueCheckpoint();

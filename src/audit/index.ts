@@ -1,14 +1,16 @@
 /**
  * audit/: the one record format, the node's chained and durable log, its verifier, the SQLite index behind
  * `audit query`, the sinks that forward records, reports and policy suggestions drawn from the trail, and
- * the Prometheus metrics. Imports only config/, policy/ (types), store/ and util/; knows nothing of the data
- * planes, which reach it only through the `AuditLog` interface.
+ * the Prometheus metrics. Imports only config/, policy/ (types), store/, util/ and dlp/ (to redact secrets
+ * in recorded values); knows nothing of the data planes, which reach it only through the `AuditLog` interface.
  */
 import { join } from 'node:path';
 import type { AuditSettings } from '../config/schema.js';
 import { ensureNodeKeys } from '../util/keys.js';
 import { ChainedAuditLog, type ChainedLogOptions } from './chain.js';
+import { createScanner, secretsFromEnvironment } from '../dlp/index.js';
 import { AuditMetrics } from './metrics.js';
+import type { ValueRedactor } from './privacy.js';
 import type { AuditLog, AuditRecord } from './record.js';
 import { openSinkRunners, type RunnerOptions, type SinkRunner, type SinkStatus } from './sinks/runner.js';
 
@@ -30,7 +32,7 @@ export function openNodeAuditLog(
   dataDir: string,
   node: string,
   settings: AuditSettings,
-  extra: Pick<ChainedLogOptions, 'onWritten'> = {},
+  extra: Pick<ChainedLogOptions, 'onWritten' | 'redactValues'> = {},
 ): ChainedAuditLog {
   return ChainedAuditLog.open({
     dir: auditDir(dataDir),
@@ -65,11 +67,27 @@ export function openNodeAudit(
   dataDir: string,
   node: string,
   settings: AuditSettings,
-  options: { metrics?: AuditMetrics; runner?: RunnerOptions; /** How long close waits for sinks to deliver (default 2000 ms). */ closeDrainMs?: number } = {},
+  options: {
+    metrics?: AuditMetrics;
+    runner?: RunnerOptions;
+    /** How long close waits for sinks to deliver (default 2000 ms). */
+    closeDrainMs?: number;
+    /**
+     * Redacts secrets in recorded values (audit.recordValues): pass the node's DLP scanner's `redactJson`, which
+     * knows the vault's secrets. Without it, a scanner that knows the environment's secrets is used.
+     */
+    redactValues?: ValueRedactor;
+  } = {},
 ): NodeAudit {
   const metrics = options.metrics ?? new AuditMetrics();
   let runners: SinkRunner[] = [];
+  let redactValues = options.redactValues;
+  if (settings.recordValues && !redactValues) {
+    const scanner = createScanner({ knownSecrets: secretsFromEnvironment() });
+    redactValues = (value) => scanner.redactJson(value);
+  }
   const log = openNodeAuditLog(dataDir, node, settings, {
+    ...(redactValues ? { redactValues } : {}),
     onWritten: (records) => {
       for (const runner of runners) runner.offer(records);
     },

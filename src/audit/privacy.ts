@@ -44,6 +44,29 @@ export function withoutValues(record: AuditRecord): AuditRecord {
   return changed ? { ...record, details: changed } : record;
 }
 
+/** Replaces secrets inside a value with redacted previews (the DLP scanner's `redactJson`). */
+export type ValueRedactor = (value: unknown) => unknown;
+
+/**
+ * Keeps value-bearing keys (audit.recordValues) but passes each through the secret redactor first: values
+ * are recorded, secrets inside them are not. A value the redactor cannot handle is digested instead.
+ */
+export function withRedactedValues(record: AuditRecord, redact: ValueRedactor): AuditRecord {
+  const details = record.details;
+  if (!details) return record;
+  let changed: Record<string, unknown> | undefined;
+  for (const key of Object.keys(details)) {
+    if (!VALUE_KEYS.has(key) || details[key] === undefined) continue;
+    changed ??= { ...details };
+    try {
+      changed[key] = redact(details[key]);
+    } catch {
+      changed[key] = digestOf(details[key]);
+    }
+  }
+  return changed ? { ...record, details: changed } : record;
+}
+
 const MAX_TEXT = 1024;
 
 function clip(text: string): string {
