@@ -129,6 +129,9 @@ try {
       `(adds ${((added.p99 - memory.p99) / 1000).toFixed(3)} ms at p99; target <= 0.2 ms)`,
   );
 
+  const syncLatency = await latencies(open('latency-sync', 'sync'), 2000);
+  console.log(`awaited append, chained sync mode (fsync each): p50 ${syncLatency.p50.toFixed(1)} us, p99 ${syncLatency.p99.toFixed(1)} us`);
+
   const verifyDir = join(root, 'verify', 'audit');
   mkdirSync(verifyDir, { recursive: true });
   writeChain(verifyDir, verifyCount, keys);
