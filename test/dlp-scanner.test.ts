@@ -313,3 +313,19 @@ test('a private key trickled into a stream one small chunk at a time is found wi
   assert.match(Buffer.concat(out).toString(), /^key:\n\[REDACTED:private-key\]\ndone\n$/);
   assert.ok(ms < 2000, `${ms.toFixed(0)} ms`);
 });
+
+test('documentation examples are low severity and, by default, only logged; rules can be turned off by id', () => {
+  const settings = policySchema.parse({ dlp: { action: 'block' } }).dlp;
+  const example = scanner.check('aws_access_key_id = AKIAIOSFODNN7EXAMPLE');
+  assert.equal(example.findings[0]?.severity, 'low');
+  assert.equal(dlpVerdict(example, settings, 'mcp').effect, 'allow');
+  assert.equal(dlpVerdict(example, { ...settings, minSeverity: 'low' }, 'mcp').effect, 'deny');
+  const weak = scanner.check(`ghp_${'a'.repeat(36)}`);
+  assert.equal(weak.findings[0]?.severity, 'medium', 'a GitHub-shaped token with a bad checksum');
+  assert.equal(dlpVerdict(weak, settings, 'mcp').effect, 'deny');
+  assert.equal(dlpVerdict(weak, { ...settings, minSeverity: 'high' }, 'mcp').effect, 'allow');
+
+  const withoutCards = createScanner({ disabledRules: ['payment-card-number'] });
+  assert.deepEqual(withoutCards.scan('card 4000 0566 5566 5556'), []);
+  assert.throws(() => createScanner({ disabledRules: ['no-such-rule'] }), { code: 'dlp_unknown_rule' });
+});

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseYaml } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
-import { createScanner, dlpVerdict } from '../src/dlp/index.js';
+import { dlpVerdict } from '../src/dlp/index.js';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
 import { compilePolicy } from '../src/policy/index.js';
 import { openSecrets, PlaceholderRegistry } from '../src/secrets/index.js';
@@ -62,7 +62,7 @@ test('an agent gets placeholders only for its grants, and the real value only re
   assert.deepEqual(registry.headerFor('session-1', 'github-token', { host: 'api.github.com' }), { name: 'Authorization', value: `Bearer ${github}` });
 
   // The real value, had it leaked into a body, is a known secret; the policy's per-surface action applies.
-  const scanner = createScanner({ knownSecrets: await secrets.knownSecrets() });
+  const scanner = await secrets.createScanner(engine.dlp);
   const outcome = scanner.check(`debug: ${Buffer.from(github).toString('base64')}`);
   assert.equal(outcome.findings[0]?.secretName, 'github-token');
   assert.equal(dlpVerdict(outcome, engine.dlp, 'mcp').effect, 'deny');

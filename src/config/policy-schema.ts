@@ -129,6 +129,13 @@ export const dlpSchema = z.strictObject({
   /** Content over this size is not scanned; `onTooLarge` decides what happens to it. */
   maxBytes: z.number().int().positive().default(10 * 1024 * 1024),
   onTooLarge: z.enum(['block', 'allow']).default('block'),
+  /**
+   * Findings below this severity are recorded but not acted on (default `medium`: documentation examples
+   * such as AWS's `EXAMPLE` keys and test card numbers are `low`).
+   */
+  minSeverity: z.enum(['low', 'medium', 'high']).optional(),
+  /** Detection rule ids to turn off (see `gatehouse scan --json` for the ids). */
+  disabledRules: z.array(z.string().min(1)).optional(),
 });
 
 const modeSchema = z.enum(['enforce', 'observe']);

@@ -145,6 +145,11 @@ export class Scanner {
   constructor(options: ScannerOptions = {}) {
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     const disabled = new Set(options.disabledRules ?? []);
+    for (const id of disabled) {
+      if (!RULES.some((rule) => rule.id === id)) {
+        throw new GatehouseError('dlp_unknown_rule', `policy.dlp.disabledRules names "${id}", which is not a detection rule; see the rule ids in "gatehouse scan --json" output`);
+      }
+    }
     this.rules = RULES.filter((rule) => !disabled.has(rule.id));
     this.compiled = this.rules.map((rule, rank) => ({
       rule,

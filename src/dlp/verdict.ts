@@ -8,6 +8,8 @@ import type { Finding, ScanOutcome } from './scanner.js';
 
 export type DlpSurface = 'mcp' | 'network';
 
+const SEVERITY_RANK = { low: 1, medium: 2, high: 3 } as const;
+
 export interface DlpVerdict {
   /** `allow`: forward as is. `redact`: forward the redacted content. `deny`: stop it. */
   effect: 'allow' | 'redact' | 'deny';
@@ -17,6 +19,10 @@ export interface DlpVerdict {
   findings: Finding[];
 }
 
+/**
+ * Redact-mode callers redact every finding (`redactJson(value, verdict.findings)`), including those below
+ * `minSeverity`: removing a low-severity secret costs nothing.
+ */
 export function dlpVerdict(outcome: ScanOutcome, settings: DlpSettings, surface: DlpSurface): DlpVerdict {
   if (outcome.status === 'too_large') {
     const allowed = settings.onTooLarge === 'allow';
@@ -28,6 +34,11 @@ export function dlpVerdict(outcome: ScanOutcome, settings: DlpSettings, surface:
     };
   }
   if (outcome.status === 'clean') return { effect: 'allow', action: 'none', reason: 'no secrets found', findings: [] };
+  const minimum = SEVERITY_RANK[settings.minSeverity ?? 'medium'];
+  const acted = outcome.findings.filter((f) => SEVERITY_RANK[f.severity] >= minimum);
+  if (acted.length === 0) {
+    return { effect: 'allow', action: 'log', reason: `logged: ${summarize(outcome.findings)} below policy.dlp.minSeverity`, findings: outcome.findings };
+  }
   const action = settings.surfaces?.[surface] ?? settings.action;
   const summary = summarize(outcome.findings);
   if (action === 'block') return { effect: 'deny', action, reason: `blocked: ${summary}`, findings: outcome.findings };

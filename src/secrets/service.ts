@@ -4,7 +4,9 @@
  * master key.
  */
 import type { SecretsSettings } from '../config/schema.js';
+import type { DlpSettings } from '../config/policy-schema.js';
 import type { KnownSecret } from '../dlp/known.js';
+import { createScanner, type Scanner } from '../dlp/scanner.js';
 import { secretsFromEnvironment } from '../dlp/known.js';
 import { GatehouseError } from '../util/errors.js';
 import { ProviderSet } from './providers.js';
@@ -60,6 +62,14 @@ export class Secrets {
     }
     if (this.options.settings?.scanEnvironment !== false) known.push(...secretsFromEnvironment(this.options.env ?? process.env));
     return known;
+  }
+
+  /**
+   * The leak scanner for a node: the policy's limits and rule choices, and every known secret. Build it at
+   * start-up and again after a policy reload or a vault change.
+   */
+  async createScanner(dlp: Pick<DlpSettings, 'maxBytes' | 'disabledRules'>): Promise<Scanner> {
+    return createScanner({ knownSecrets: await this.knownSecrets(), maxBytes: dlp.maxBytes, disabledRules: dlp.disabledRules ?? [] });
   }
 }
 
