@@ -320,6 +320,12 @@ export class ChainedAuditLog implements AuditLog {
 
   private flush(): void {
     this.flushScheduled = false;
+    if (this.broken && this.pending.length > 0) {
+      // Nothing more may be written after a failed sync or an unremovable partial line.
+      const broken = this.broken;
+      for (const item of this.pending.splice(0)) item.ack?.reject(broken);
+      this.head = this.written;
+    }
     if (this.syncing || this.pending.length === 0) {
       this.notifyDrained();
       return;
@@ -441,8 +447,9 @@ export class ChainedAuditLog implements AuditLog {
 
   private openSegment(name: string, created: boolean): void {
     const path = join(this.dir, name);
-    this.fd = openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
-    const stat = fstatSync(this.fd);
+    const fd = openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    const stat = fstatSync(fd);
+    this.fd = fd;
     this.segment = name;
     this.segmentBytes = stat.size;
     this.segmentOpenedAt = created || stat.size === 0 ? Date.now() : stat.birthtimeMs > 0 ? stat.birthtimeMs : stat.mtimeMs;
@@ -452,8 +459,10 @@ export class ChainedAuditLog implements AuditLog {
   /** Closes the current segment (synced) and opens the next one, named by its first sequence number. */
   private rotate(firstSeq: number): void {
     fsyncSync(this.fd);
-    this.retire(this.fd);
+    // Open the new segment before letting go of the old one: if the open fails, the log keeps a valid fd.
+    const previous = this.fd;
     this.openSegment(segmentName(firstSeq), true);
+    this.retire(previous);
     this.applyRetention();
   }
 
