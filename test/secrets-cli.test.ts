@@ -165,3 +165,11 @@ test('secret ls shows configured providers and which policy rules grant each sec
   assert.deepEqual(listed.vault.map((s) => [s.name, s.grantedBy]), [['github-token', ['gh (claude-code)']]]);
   assert.deepEqual(listed.providers.map((p) => [p.name, p.source]), [['npm', 'env:NPM_TOKEN']]);
 });
+
+test('scan --list-rules lists at least 40 rule ids', () => {
+  const listed = run(['scan', '--list-rules', '--json'], { home: home() });
+  assert.equal(listed.code, 0);
+  const rules = JSON.parse(listed.stdout) as { id: string }[];
+  assert.ok(rules.length >= 40);
+  assert.ok(rules.some((r) => r.id === 'github-pat'));
+});

@@ -4,6 +4,7 @@ import { examples, fail, globalOptions, printJson, usageError } from './common.j
 
 interface ScanOptions {
   json?: boolean;
+  listRules?: boolean;
   known?: boolean;
   maxBytes?: string;
   severity?: string;
@@ -46,8 +47,16 @@ export function registerScanCommands(program: Command): void {
       .option('--json', 'print findings as JSON')
       .option('--known', 'also look for the values of vault secrets and credential environment variables, in any encoding')
       .option('--severity <level>', 'report only findings at or above this severity: low, medium or high', 'low')
+      .option('--list-rules', 'list the detection rules (ids for policy.dlp.disabledRules) and exit')
       .option('--max-bytes <n>', 'largest input to scan (default: policy.dlp.maxBytes, else 10 MiB); larger input fails the check')
       .action(async (files: string[], options: ScanOptions, command: Command) => {
+        if (options.listRules) {
+          const { RULES } = await import('../dlp/index.js');
+          const rules = RULES.map((rule) => ({ id: rule.id, severity: rule.severity, title: rule.title }));
+          if (options.json) return printJson(rules);
+          for (const rule of rules) process.stdout.write(`${rule.id.padEnd(34)} ${rule.severity.padEnd(7)} ${rule.title}\n`);
+          return;
+        }
         const minimum = SEVERITIES.indexOf(options.severity ?? 'low');
         if (minimum < 0) throw usageError(`--severity must be low, medium or high, not "${options.severity}"`);
         const { commandContext } = await import('./context.js');
@@ -106,6 +115,7 @@ export function registerScanCommands(program: Command): void {
       'gatehouse scan .env config/settings.json',
       'git diff --cached | gatehouse scan -',
       'gatehouse scan --json --known build/output.log',
+      'gatehouse scan --list-rules',
     ],
   );
 }
