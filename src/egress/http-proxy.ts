@@ -9,12 +9,11 @@
  */
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { newCorrelationId } from '../audit/record.js';
 import { authenticateCaller, keyFromProxyAuthorization, type Caller, type Client } from './authenticate.js';
 import type { CheckedAddress } from './addresses.js';
 import { decideDestination, resolveAndCheck, type Destination } from './destination.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, parseAbsoluteForm } from './http-message.js';
-import type { Facts } from './record.js';
+import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
@@ -47,7 +46,7 @@ function limit(runtime: Runtime, caller: Caller, kind: 'connections' | 'requests
 export async function handleConnect(runtime: Runtime, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
   const client = clientOf(runtime, socket);
   const startedAt = performance.now();
-  const correlationId = newCorrelationId();
+  const correlationId = nextCorrelationId();
   const engine = runtime.policy.current;
   const facts: Facts = {
     action: 'connect',
@@ -111,7 +110,7 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
 export async function handleForward(runtime: Runtime, request: IncomingMessage, response: ServerResponse): Promise<void> {
   const client = clientOf(runtime, request.socket);
   const startedAt = performance.now();
-  const correlationId = newCorrelationId();
+  const correlationId = nextCorrelationId();
   const engine = runtime.policy.current;
   const facts: Facts = {
     action: 'request',

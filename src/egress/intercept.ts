@@ -12,7 +12,6 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { rootCertificates, TLSSocket } from 'node:tls';
-import { newCorrelationId } from '../audit/record.js';
 import type { CheckedAddress } from './addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, type ContentTools } from './content.js';
@@ -20,7 +19,7 @@ import { networkRequest } from './destination.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm } from './http-message.js';
 import { writeRefusal } from './respond.js';
 import type { InterceptResult, RequestInspector, Tunnel } from './inspect.js';
-import type { Facts } from './record.js';
+import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 import { formatTarget, printable } from './target.js';
@@ -121,7 +120,7 @@ async function handleInspected(
     resource: `https://${formatTarget(target)}`,
     principal: caller.principal,
     session: caller.session,
-    correlationId: newCorrelationId(),
+    correlationId: nextCorrelationId(),
     listener: tunnel.listener,
     startedAt: performance.now(),
     details: { method: request.method, scheme: 'https', inspected: true, tunnel: tunnel.correlationId },

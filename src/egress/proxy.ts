@@ -25,12 +25,11 @@ import { createInspector } from './intercept.js';
 import type { Scanner } from '../dlp/index.js';
 import type { PlaceholderRegistry } from '../secrets/placeholders.js';
 import { RateLimiter } from './limits.js';
-import { Recorder } from './record.js';
+import { nextCorrelationId, Recorder } from './record.js';
 import { Refusal } from './refusal.js';
 import { createResolver, type Resolver } from './resolver.js';
 import type { Runtime } from './runtime.js';
 import { handleSocks } from './socks.js';
-import { newCorrelationId } from '../audit/record.js';
 import { configError } from '../util/errors.js';
 
 export interface EgressProxyOptions {
@@ -105,12 +104,12 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     routeByFirstByte(runtime, http, socket);
   };
 
-  const tcp = createNetServer({ allowHalfOpen: true, noDelay: true }, accept({ listener: 'tcp' }));
+  const tcp = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 256 * 1024 }, accept({ listener: 'tcp' }));
   const address = await listen(tcp, settings.listen ?? '127.0.0.1:7402');
   let socks: NetServer | undefined;
   let socksAddress: EgressProxy['socksAddress'];
   if (settings.socks) {
-    socks = createNetServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    socks = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 256 * 1024 }, (socket) => {
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
       runtime.clients.set(socket, { listener: 'socks', remote: `${socket.remoteAddress}:${socket.remotePort}` });
@@ -125,7 +124,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     let dir = options.socketDir;
     if (!dir) dir = ownSocketDir ??= mkdtempSync(join(tmpdir(), 'gatehouse-egress-'));
     const socketPath = join(dir, `${id}.sock`);
-    const server = createNetServer({ allowHalfOpen: true, noDelay: true }, accept({ listener: 'session', principal, session: id }));
+    const server = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 256 * 1024 }, accept({ listener: 'session', principal, session: id }));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ path: socketPath, readableAll: false, writableAll: false }, () => resolve());
@@ -207,7 +206,7 @@ function refuseConnection(runtime: Runtime, socket: Duplex, refusal: Refusal): v
     resource: '-',
     principal: client.principal,
     session: client.session,
-    correlationId: newCorrelationId(),
+    correlationId: nextCorrelationId(),
     listener: client.listener,
     startedAt: performance.now(),
     refusal,
@@ -233,7 +232,6 @@ function armHeaderDeadline(runtime: Runtime, socket: Duplex): void {
   }, runtime.limits.headerTimeoutMs);
   timer.unref();
   headerDeadlines.set(socket, timer);
-  socket.once('close', () => clearHeaderDeadline(socket));
 }
 
 function clearHeaderDeadline(socket: Duplex): void {
@@ -253,6 +251,7 @@ function routeByFirstByte(runtime: Runtime, http: HttpServer, socket: Socket): v
     if (chunk[0] === 0x05) {
       void handleSocks(runtime, socket);
     } else {
+      socket.once('close', () => clearHeaderDeadline(socket));
       armHeaderDeadline(runtime, socket);
       http.emit('connection', socket);
     }

@@ -2,6 +2,7 @@
  * The record step: one audit record per connection (tunnel or SOCKS) and one per request the proxy can see.
  * Facts only, never secrets: no query strings, headers or bodies.
  */
+import { randomBytes } from 'node:crypto';
 import type { AuditLog, AuditRecord, RecordEffect } from '../audit/record.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision, Principal } from '../policy/types.js';
@@ -72,4 +73,13 @@ export class Recorder {
       this.failed = error instanceof Error ? error : new Error(String(error));
     });
   }
+}
+
+const idPrefix = randomBytes(9).toString('base64url');
+let idCounter = 0;
+
+/** A correlation id unique to this process: a random prefix and a counter (no random bytes per connection). */
+export function nextCorrelationId(): string {
+  idCounter += 1;
+  return idPrefix + idCounter.toString(36);
 }

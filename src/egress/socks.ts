@@ -6,11 +6,10 @@
  * refusals map to reply codes and the reason goes to the audit record.
  */
 import type { Socket } from 'node:net';
-import { newCorrelationId } from '../audit/record.js';
 import { authenticateCaller, type Caller, type Client } from './authenticate.js';
 import { decideDestination, resolveAndCheck } from './destination.js';
 import { clientOf } from './http-proxy.js';
-import type { Facts } from './record.js';
+import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 import { formatTarget, parseHost, type Target } from './target.js';
@@ -93,7 +92,7 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   const client = clientOf(runtime, socket);
   const reader = new HandshakeReader(socket, runtime.limits.headerTimeoutMs);
   const startedAt = performance.now();
-  const correlationId = newCorrelationId();
+  const correlationId = nextCorrelationId();
   const engine = runtime.policy.current;
   const facts: Facts = {
     action: 'connect',
