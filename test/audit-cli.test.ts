@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChainedAuditLog } from '../src/audit/chain.js';
 import { hashLine, listSegments } from '../src/audit/format.js';
@@ -84,6 +84,19 @@ test('audit verify passes an untouched log and pinpoints an edited, a deleted an
     }
   } finally {
     original.cleanup();
+  }
+});
+
+test('audit verify passes a log whose last record is still being written', async () => {
+  const tmp = tempDataDir();
+  try {
+    await writeLog(tmp, 5);
+    appendFileSync(segmentPath(tmp), '{"seq":7,"prev":"');
+    const run = gatehouse(tmp.dataDir, ['audit', 'verify', '--json']);
+    assert.equal(run.status, 0, run.stdout + run.stderr);
+    assert.equal((JSON.parse(run.stdout) as { partialTail: boolean }).partialTail, true);
+  } finally {
+    tmp.cleanup();
   }
 });
 

@@ -33,6 +33,8 @@ export interface VerifyResult {
   unsignedTail: number;
   /** Whether checkpoint signatures were checked (a public key was given). */
   signaturesChecked: boolean;
+  /** The newest segment ends in an unfinished line, which was not checked. */
+  partialTail?: boolean;
   problem?: VerifyProblem;
 }
 
@@ -47,6 +49,8 @@ interface Line {
   segment: string;
   number: number;
   bytes: Buffer;
+  /** The newest segment's last bytes without a newline: a record still being written, or torn by a crash. */
+  partial?: boolean;
 }
 
 const CHUNK = 8 * 1024 * 1024;
@@ -54,6 +58,7 @@ const SYSTEM_MARK = Buffer.from('"action":"audit.');
 
 /** Every line of every segment, in order. */
 function* lines(dir: string, segments: { name: string }[]): Generator<Line> {
+  const newest = segments.at(-1)?.name;
   for (const { name } of segments) {
     const fd = openSync(join(dir, name), 'r');
     try {
@@ -76,7 +81,7 @@ function* lines(dir: string, segments: { name: string }[]): Generator<Line> {
         }
         carry = Buffer.from(data.subarray(start));
       }
-      if (carry.length > 0) yield { segment: name, number: number + 1, bytes: carry };
+      if (carry.length > 0) yield { segment: name, number: number + 1, bytes: carry, ...(name === newest ? { partial: true } : {}) };
     } finally {
       closeSync(fd);
     }
@@ -129,6 +134,11 @@ export function verifyLog(dir: string, options: VerifyOptions = {}): VerifyResul
   let removedThrough = 0;
 
   for (const line of lines(dir, segments)) {
+    if (line.partial) {
+      // A writer is mid-record (or crashed mid-record; its next start cuts this off and says so).
+      result.partialTail = true;
+      break;
+    }
     const prefix = prefixOf(line.bytes);
     if (!prefix) {
       return fail({
