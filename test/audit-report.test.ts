@@ -103,7 +103,8 @@ test('policy suggest writes a minimal commented policy that validates and allows
     const run = gatehouse(['--data-dir', tmp.dataDir, 'policy', 'suggest', '--since', '7d', '-o', policyPath]);
     assert.equal(run.status, 0, run.stderr);
     const text = readFileSync(policyPath, 'utf8');
-    assert.match(text, /# registry\.npmjs\.org: 5 connections \(5 observed-deny\)/);
+    assert.match(text, /- registry\.npmjs\.org {2}# 5 connections \(5 observed-deny\)/);
+    assert.match(text, /- api\.github\.com {2}# 5 connections \(5 allowed\)/);
     assert.match(text, /- github-token\b|secret: github-token/);
     assert.match(text, /- get_issue {2}# 7 calls \(7 observed-deny\)/);
     assert.match(text, /# Denied while enforcing, and not allowed here:\n#\s+network pastebin\.com: 4 connections \(4 denied\)/);

@@ -107,16 +107,26 @@ export function suggestPolicy(report: Report): { text: string; rules: number } {
   out += '# Every rule allows only what was seen, scoped to the agents seen. Review it, then enforce it.\n';
   out += 'version: 1\npolicy:\n';
 
+  // Hosts seen on the same ports by the same agents share one rule; each host keeps its own count.
   let section = '';
+  const hostGroups = new Map<string, (Use & { host: string; ports: Set<number> })[]>();
   for (const entry of [...network.values()].sort((a, b) => b.count - a.count)) {
     if (!wanted(entry)) {
       refused.push(`network ${entry.host}: ${counts(entry, 'connection')}`);
       continue;
     }
-    section += `    # ${comment(entry.host)}: ${counts(entry, 'connection')}\n`;
-    section += `    - id: ${ruleId('net', entry.host, taken)}\n      allow: ${scalar(entry.host)}\n`;
-    if (entry.ports.size > 0) section += `      ports: ${flow([...entry.ports].sort((a, b) => a - b))}\n`;
-    section += agentsLine(entry.agents, '      ');
+    const key = `${[...entry.ports].sort((a, b) => a - b).join(',')}|${[...entry.agents].sort().join(',')}`;
+    hostGroups.set(key, [...(hostGroups.get(key) ?? []), entry]);
+  }
+  for (const entries of hostGroups.values()) {
+    const first = entries[0]!;
+    const ports = [...first.ports].sort((a, b) => a - b);
+    const scoped = first.agents.size > 0 && !first.agents.has(UNKNOWN_AGENT) ? [...first.agents].sort() : [];
+    const name = `${scoped.join('-') || 'all'}-${ports.join('-') || 'any-port'}`;
+    section += `    - id: ${ruleId('net', name, taken)}\n      allow:\n`;
+    for (const entry of entries) section += `        - ${scalar(entry.host)}  # ${counts(entry, 'connection')}\n`;
+    if (ports.length > 0) section += `      ports: ${flow(ports)}\n`;
+    section += agentsLine(first.agents, '      ');
     rules += 1;
   }
   out += section ? `  network:\n${section}` : '  network: []\n';
