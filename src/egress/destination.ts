@@ -97,12 +97,16 @@ export async function resolveAndCheck(
   for (const answer of answers) {
     const address = classifyAddress(answer);
     if (!address) return new Refusal(502, 'resolve-failed', `${target.host} resolved to something that is not an IP address`);
-    if (address.blockedRange !== undefined && !explicitlyAllowed(engine, principal, destination, address, correlationId)) {
-      return new Refusal(
-        403,
-        'blocked-address',
-        `${target.host} resolves to ${address.address} (${address.blockedRange}), which is blocked unless a network rule allows that address by IP or CIDR`,
-      );
+    if (address.blockedRange !== undefined) {
+      const lifted = explicitlyAllowed(engine, principal, destination, address, correlationId);
+      if (lifted instanceof Refusal) return lifted;
+      if (!lifted) {
+        return new Refusal(
+          403,
+          'blocked-address',
+          `${target.host} resolves to ${address.address} (${address.blockedRange}), which is blocked unless a network rule allows that address by IP or CIDR`,
+        );
+      }
     }
     checked.push(address);
   }
@@ -115,8 +119,10 @@ export async function resolveAndCheck(
  * A non-public address is allowed only when an allowing rule names it by IP or CIDR: a catch-all host
  * pattern such as `*` or `**` must not open loopback, the metadata service or the LAN.
  */
-function explicitlyAllowed(engine: PolicyEngine, principal: Principal, destination: Destination, address: CheckedAddress, correlationId: string): boolean {
+function explicitlyAllowed(engine: PolicyEngine, principal: Principal, destination: Destination, address: CheckedAddress, correlationId: string): boolean | Refusal {
   const decision = engine.decide(networkRequest(principal, { ...destination, target: { host: address.address, port: destination.target.port } }, correlationId));
+  // A rule that denies the address itself is the better reason to give.
+  if (!isAllowed(decision) && decision.rules.length > 0) return policyRefusal(decision, address.address);
   if (decision.effect !== 'allow') return false;
   const parsed = ipaddr.parse(address.address);
   return engine.document.network.some(
