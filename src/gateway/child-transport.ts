@@ -4,7 +4,8 @@
  * Lines that are not JSON-RPC are reported through `ongarbage` and skipped: one bad line from an upstream
  * never ends its session. A line longer than `maxLineBytes` is dropped whole.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/client';
 import { deserializeMessage, serializeMessage } from '@modelcontextprotocol/client';
 
@@ -15,6 +16,48 @@ export interface ChildCommand {
   cwd?: string;
 }
 
+/** A started upstream process: the shape both a plain child and the sandbox launcher's process have. */
+export interface UpstreamProcess {
+  pid: number | undefined;
+  stdin: Writable | null;
+  stdout: Readable | null;
+  stderr: Readable | null;
+  /** Resolves when the process (or its sandbox) has ended. */
+  exited: Promise<unknown>;
+  /** Ends the process and everything it started. */
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** Starts an upstream's process; the sandbox launcher plugs in here. */
+export type ProcessLauncher = (command: ChildCommand) => Promise<UpstreamProcess>;
+
+/** The default launcher: a plain child in its own process group, signalled as a group. */
+export const spawnInGroup: ProcessLauncher = (spec) =>
+  new Promise((resolve, reject) => {
+    const child = spawn(spec.command, spec.args, {
+      cwd: spec.cwd,
+      env: spec.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true, // its own process group, so closing can signal the whole group
+      windowsHide: true,
+    });
+    const exited = new Promise<void>((done) => child.once('exit', () => done()));
+    const kill = (signal: NodeJS.Signals): void => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // The group is already gone.
+      }
+    };
+    child.once('error', reject);
+    child.once('spawn', () => {
+      // After the process has ended, anything left in its group goes too.
+      void exited.then(() => kill('SIGKILL'));
+      resolve({ pid: child.pid, stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, exited, kill });
+    });
+  });
+
 export class ChildProcessTransport implements Transport {
   onclose?: () => void;
   onerror?: (error: Error) => void;
@@ -24,7 +67,8 @@ export class ChildProcessTransport implements Transport {
   /** The last lines the child wrote to stderr, for status and error messages. */
   readonly stderrTail: string[] = [];
 
-  private child: ChildProcess | undefined;
+  private child: UpstreamProcess | undefined;
+  private exitedFlag = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private discarding = false;
@@ -33,40 +77,37 @@ export class ChildProcessTransport implements Transport {
   constructor(
     private readonly spec: ChildCommand,
     private readonly maxLineBytes: number,
+    private readonly launch: ProcessLauncher = spawnInGroup,
   ) {}
 
   get pid(): number | undefined {
     return this.child?.pid;
   }
 
-  start(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(this.spec.command, this.spec.args, {
-        cwd: this.spec.cwd,
-        env: this.spec.env,
-        stdio: ['pipe', 'pipe', 'pipe'],
-        detached: true, // its own process group, so close() can signal the whole group
-        windowsHide: true,
-      });
-      this.child = child;
-      child.once('error', (error) => {
-        this.onerror?.(error);
-        reject(error);
-        this.finish();
-      });
-      child.once('spawn', () => resolve());
-      child.once('exit', () => this.finish());
-      child.stdout!.on('data', (chunk: Buffer) => this.receive(chunk));
-      child.stderr!.on('data', (chunk: Buffer) => {
-        for (const line of chunk.toString('utf8').split('\n')) {
-          if (line.trim() === '') continue;
-          this.stderrTail.push(line.slice(0, 500));
-          if (this.stderrTail.length > 20) this.stderrTail.shift();
-        }
-      });
-      // A child that dies while we write must not take the gateway with it.
-      child.stdin!.on('error', (error) => this.onerror?.(error));
+  async start(): Promise<void> {
+    let child: UpstreamProcess;
+    try {
+      child = await this.launch(this.spec);
+    } catch (error) {
+      this.onerror?.(error instanceof Error ? error : new Error(String(error)));
+      this.finish();
+      throw error;
+    }
+    this.child = child;
+    void child.exited.then(() => {
+      this.exitedFlag = true;
+      this.finish();
     });
+    child.stdout?.on('data', (chunk: Buffer) => this.receive(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line.trim() === '') continue;
+        this.stderrTail.push(line.slice(0, 500));
+        if (this.stderrTail.length > 20) this.stderrTail.shift();
+      }
+    });
+    // A child that dies while we write must not take the gateway with it.
+    child.stdin?.on('error', (error) => this.onerror?.(error));
   }
 
   private receive(chunk: Buffer): void {
@@ -126,32 +167,19 @@ export class ChildProcessTransport implements Transport {
 
   async close(): Promise<void> {
     const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return this.finish();
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    if (!child || this.exitedFlag) return this.finish();
     child.stdin?.end();
-    this.signalGroup('SIGTERM');
-    const timer = setTimeout(() => this.signalGroup('SIGKILL'), 2000);
-    await exited;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    await child.exited;
     clearTimeout(timer);
-    // Stragglers the server left behind in its group die with it.
-    this.signalGroup('SIGKILL');
     this.finish();
-  }
-
-  private signalGroup(signal: NodeJS.Signals): void {
-    const pid = this.child?.pid;
-    if (pid === undefined) return;
-    try {
-      process.kill(-pid, signal);
-    } catch {
-      // The group is already gone.
-    }
   }
 
   private finish(): void {
     if (this.closed) return;
     this.closed = true;
-    this.signalGroup('SIGKILL');
+    this.child?.kill('SIGKILL');
     this.onclose?.();
   }
 }

@@ -26,6 +26,7 @@ import type { PolicyHolder } from '../policy/engine.js';
 import type { Decision, McpRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
 import { digestOf } from './canonical.js';
+import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import type { PinStore } from './pins.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
@@ -51,6 +52,8 @@ export interface GatewayCoreOptions {
   awaitAudit?: boolean;
   /** The real value of a secret (the vault, then configured providers), for upstream credentials. */
   resolveSecret?: (name: string) => Promise<string>;
+  /** Starts stdio upstreams, normally in a sandbox (`launchSandboxed`); a plain process group otherwise. */
+  launch?: (upstream: string, command: ChildCommand) => Promise<UpstreamProcess>;
 }
 
 /** What scanning did to one piece of content. */
@@ -125,7 +128,12 @@ export class GatewayCore {
           event: (upstream, kind, message) => void this.recordEvent(upstream.name, kind, message),
           resourceUpdated: (upstream, uri) => this.resourceUpdated(upstream, uri),
         },
-        { maxMessageBytes: options.settings.maxMessageBytes, version: options.version, credentials: (upstream) => this.credentialsFor(upstream) },
+        {
+          maxMessageBytes: options.settings.maxMessageBytes,
+          version: options.version,
+          credentials: (upstream) => this.credentialsFor(upstream),
+          ...(options.launch ? { launch: (upstream: Upstream, command: ChildCommand) => options.launch!(upstream.name, command) } : {}),
+        },
       );
       this.upstreams.set(name, upstream);
     }

@@ -13,6 +13,7 @@ import type { PolicyHolder } from '../policy/engine.js';
 import { Authenticator, type KeyAuthenticator } from './auth.js';
 import { GatewayFront } from './front.js';
 import { GatewayCore } from './gateway.js';
+import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import type { PinStore } from './pins.js';
 import type { UpstreamStatus } from './upstream.js';
 
@@ -21,6 +22,7 @@ export { GatewayCore, type Caller } from './gateway.js';
 export { canonicalJson, digestOf } from './canonical.js';
 export { PinStore, steeringFlags, type PinRow } from './pins.js';
 export type { UpstreamStatus } from './upstream.js';
+export { spawnInGroup, type ChildCommand, type ProcessLauncher, type UpstreamProcess } from './child-transport.js';
 
 export interface GatewayOptions {
   settings: GatewaySettings;
@@ -41,6 +43,12 @@ export interface GatewayOptions {
   awaitAudit?: boolean;
   /** The real value of a secret, for upstream credentials: `openSecrets(...).resolveSecret`. */
   resolveSecret?: (name: string) => Promise<string>;
+  /**
+   * Starts each stdio upstream. Pass one built on the sandbox launcher (`launchSandboxed` with
+   * `stdio: 'pipe'`, `server: name`, `envAdd: command.env`) to run every MCP server in its own sandbox;
+   * without it a server runs as a plain process in its own process group.
+   */
+  launch?: (upstream: string, command: ChildCommand) => Promise<UpstreamProcess>;
 }
 
 export interface RunningGateway {
@@ -66,6 +74,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     ...(options.pins ? { pins: options.pins } : {}),
     ...(options.awaitAudit !== undefined ? { awaitAudit: options.awaitAudit } : {}),
     ...(options.resolveSecret ? { resolveSecret: options.resolveSecret } : {}),
+    ...(options.launch ? { launch: options.launch } : {}),
   });
   const authenticator = new Authenticator({
     auth: options.settings.auth,

@@ -23,7 +23,7 @@ import {
 } from '@modelcontextprotocol/client';
 import type { UpstreamSettings } from '../config/schema.js';
 import { gatewayDefaults } from '../config/schema.js';
-import { ChildProcessTransport } from './child-transport.js';
+import { ChildProcessTransport, type ChildCommand, type UpstreamProcess } from './child-transport.js';
 import { verifyUpstream } from './verify.js';
 
 export type UpstreamState = 'idle' | 'starting' | 'ready' | 'crashed' | 'refused' | 'stopped';
@@ -109,6 +109,8 @@ export class Upstream {
       baseEnv?: Record<string, string>;
       /** Real values of this upstream's credentials, after the policy granted them; throws to refuse. */
       credentials?: (upstream: Upstream) => Promise<{ env: Record<string, string>; headers: Record<string, string> }>;
+      /** Starts a stdio upstream's process (the sandbox launcher); a plain process group by default. */
+      launch?: (upstream: Upstream, command: ChildCommand) => Promise<UpstreamProcess>;
     },
   ) {
     const pick = (key: keyof Timeouts): number => settings.timeouts?.[key] ?? defaults[key] ?? gatewayDefaults[key];
@@ -222,6 +224,7 @@ export class Upstream {
           ...(settings.cwd !== undefined ? { cwd: settings.cwd } : {}),
         },
         this.options.maxMessageBytes,
+        this.options.launch ? (command) => this.options.launch!(this, command) : undefined,
       );
       transport.ongarbage = (line) => {
         this.garbageLines += 1;
