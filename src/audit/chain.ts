@@ -123,6 +123,8 @@ export class ChainedAuditLog implements AuditLog {
   private syncing = false;
   private fsyncTimer: NodeJS.Timeout | undefined;
   private fsyncInFlight = false;
+  /** Batch mode: bytes written since the last fdatasync started. */
+  private unsynced = false;
   private retiredFds: number[] = [];
   private checkpointTimer: NodeJS.Timeout | undefined;
   private broken: Error | undefined;
@@ -420,15 +422,19 @@ export class ChainedAuditLog implements AuditLog {
   }
 
   private scheduleFsync(): void {
+    this.unsynced = true;
     if (this.fsyncTimer || this.fsyncInFlight) return;
     this.fsyncTimer = setTimeout(() => {
       this.fsyncTimer = undefined;
       this.fsyncInFlight = true;
+      this.unsynced = false;
       fdatasync(this.fd, (error) => {
         this.fsyncInFlight = false;
         for (const fd of this.retiredFds.splice(0)) closeQuietly(fd);
         // After a failed fsync the kernel may have dropped the dirty pages: nothing further can be trusted.
         if (error) this.broken = this.writeFailure(error);
+        // Writes that landed while this sync ran get the next one.
+        else if (this.unsynced && this.fd >= 0) this.scheduleFsync();
         this.notifyDrained();
       });
     }, BATCH_SYNC_MS);
