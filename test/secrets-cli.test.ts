@@ -157,8 +157,11 @@ test('secret ls shows configured providers and which policy rules grant each sec
     join(dir, 'gatehouse.yaml'),
     'version: 1\nsecrets:\n  providers:\n    npm: { env: NPM_TOKEN }\npolicy:\n  credentials:\n    - id: gh\n      secret: github-token\n      hosts: [api.github.com]\n      agents: [claude-code]\n',
   );
-  assert.equal(run(['secret', 'set', 'github-token'], { home: dir, input: 'abcdefgh12345678' }).code, 0);
-  const listed = JSON.parse(run(['secret', 'ls', '--json'], { home: dir }).stdout) as {
+  const set = run(['secret', 'set', 'github-token'], { home: dir, input: 'abcdefgh12345678' });
+  assert.equal(set.code, 0, set.stderr);
+  const ls = run(['secret', 'ls', '--json'], { home: dir });
+  assert.equal(ls.code, 0, ls.stderr);
+  const listed = JSON.parse(ls.stdout) as {
     vault: { name: string; grantedBy: string[] }[];
     providers: { name: string; source: string }[];
   };

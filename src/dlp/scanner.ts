@@ -6,42 +6,17 @@
  */
 import { GatehouseError } from '../util/errors.js';
 import { buildAutomaton, type Automaton } from './automaton.js';
-import { knownForms, type KnownEncoding, type KnownForm, type KnownSecret } from './known.js';
-import { CARD_RULE_ID, RULES, type Confidence, type Rule, type Severity } from './rules.js';
+import { applyRedactions, KNOWN_SECRET_RULE_ID, latin1, matchStarts, resolveOverlaps, type Finding, type ScanOutcome } from './findings.js';
+import { invisibleWidth, stripInvisible } from './invisible.js';
+import { knownForms, type KnownForm, type KnownSecret } from './known.js';
+import { CARD_RULE_ID, RULES, type Rule } from './rules.js';
+import { StreamScanner } from './stream.js';
 import { CONFIRMED, isDocumentationExample, REJECT, shannonEntropy, WEAK } from './validators.js';
 
-export interface Finding {
-  ruleId: string;
-  title: string;
-  severity: Severity;
-  confidence: Confidence;
-  /**
-   * The secret's span, `[start, end)`: UTF-16 code units for string input, bytes for a Buffer or a stream,
-   * and within the string at `path` for JSON.
-   */
-  start: number;
-  end: number;
-  /** Safe to log: the format's public prefix (if any), masking, and the length. Never the secret. */
-  preview: string;
-  /** JSON pointer (RFC 6901) to the string holding the secret, for `scanJson`. */
-  path?: string;
-  /** The secret was hidden with invisible characters (zero-width spaces, soft hyphens) inside it. */
-  hidden?: boolean;
-  /** For `scanJson`: the secret is in an object key, not a value. */
-  inKey?: boolean;
-  /** For known secrets: the secret's name (`github-token`, `env:OPENAI_API_KEY`) and how it was encoded. */
-  secretName?: string;
-  encoding?: KnownEncoding;
-}
+export { KNOWN_SECRET_RULE_ID } from './findings.js';
+export type { Finding, ScanOutcome, ScanStatus } from './findings.js';
+export { StreamScanner } from './stream.js';
 
-export type ScanStatus = 'clean' | 'found' | 'too_large';
-
-export interface ScanOutcome {
-  status: ScanStatus;
-  findings: Finding[];
-  /** Characters (strings), bytes (Buffers) or total string characters (JSON) looked at. */
-  size: number;
-}
 
 export interface ScannerOptions {
   /** Values that are a finding wherever they appear (vault entries, credential environment variables). */
@@ -52,7 +27,6 @@ export interface ScannerOptions {
   disabledRules?: readonly string[];
 }
 
-export const KNOWN_SECRET_RULE_ID = 'known-secret';
 const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
 /** The automaton keys a known secret on its first characters; the rest is compared directly. */
 const KNOWN_KEYWORD_LENGTH = 12;
@@ -88,11 +62,7 @@ interface RangeResult {
   pendingFrom: number;
 }
 
-/** Where a finding's whole match starts, when that is before the secret (streams hold back from there). */
-const matchStarts = new WeakMap<Finding, number>();
 
-const SEVERITY_ORDER: Record<Severity, number> = { high: 3, medium: 2, low: 1 };
-const CONFIDENCE_ORDER: Record<Confidence, number> = { high: 3, medium: 2, low: 1 };
 
 /** Object keys whose string value is a credential on its own (for JSON, where the key is not in the text). */
 const PASSWORD_KEY = /(?:password|passwd|pwd|passphrase)$/i;
@@ -546,186 +516,6 @@ function makeFinding(rule: Rule, start: number, end: number, text: string, verdi
 /** Builds the scanner once (at start-up or policy reload); share it across requests. */
 export function createScanner(options: ScannerOptions = {}): Scanner {
   return new Scanner(options);
-}
-
-/**
- * Streams: `push` byte chunks, forward what comes back in `release`, and call `end` at the end. A secret
- * split across chunks is found because the tail that could still be part of a match is held back: at least
- * `scanner.holdBack` bytes, and from the start of any match that is still arriving (never more than that
- * rule's `maxLength`). Offsets are absolute byte offsets in the stream. With `redact`, released bytes have
- * their secrets replaced. Past `maxBytes` the stream reports `tooLarge` and releases nothing more; a
- * caller whose policy allows oversized content may take the held bytes with `drain()` and forward the rest
- * unscanned.
- */
-export class StreamScanner {
-  private held = '';
-  /** Absolute offset of `held[0]`. */
-  private base = 0;
-  private previous = -1;
-  private total = 0;
-  /** Bytes at the end of `held` that arrived since the last scan. */
-  private waiting = 0;
-  private readonly reported = new Set<string>();
-  tooLarge = false;
-
-  constructor(
-    private readonly scanner: Scanner,
-    private readonly redacting: boolean,
-    private readonly maxBytes: number,
-  ) {}
-
-  push(chunk: Uint8Array): { release: Buffer; findings: Finding[]; tooLarge: boolean } {
-    if (this.tooLarge) return { release: Buffer.alloc(0), findings: [], tooLarge: true };
-    this.total += chunk.length;
-    if (this.total > this.maxBytes) {
-      this.tooLarge = true;
-      this.held += latin1(chunk);
-      return { release: Buffer.alloc(0), findings: [], tooLarge: true };
-    }
-    // A long held-back tail (an unfinished private key) is not scanned again for every tiny chunk: wait
-    // until a quarter as much again has arrived, so trickled input costs a constant factor, not a square.
-    const held = this.held.length - this.waiting;
-    this.held += latin1(chunk);
-    this.waiting += chunk.length;
-    if (held > 4096 && this.waiting < held / 4) return { release: Buffer.alloc(0), findings: [], tooLarge: false };
-    this.waiting = 0;
-    return { ...this.advance(this.held, false), tooLarge: false };
-  }
-
-  end(): { release: Buffer; findings: Finding[]; tooLarge: boolean } {
-    if (this.tooLarge) return { release: Buffer.alloc(0), findings: [], tooLarge: true };
-    return { ...this.advance(this.held, true), tooLarge: false };
-  }
-
-  /** The bytes held back so far, unscanned; for callers that forward oversized content on purpose. */
-  drain(): Buffer {
-    const out = Buffer.from(this.held, 'latin1');
-    this.held = '';
-    return out;
-  }
-
-  private advance(text: string, final: boolean): { release: Buffer; findings: Finding[] } {
-    const found: Finding[] = [];
-    const { pendingFrom } = this.scanner.scanText(text, final, this.previous, found);
-    const findings = resolveOverlaps(found);
-    let safe = final ? text.length : Math.min(pendingFrom, Math.max(0, text.length - this.scanner.holdBack));
-    // A finding not wholly released is held back from its match start (the scheme of a URL, the name in
-    // an assignment), so the next scan sees the whole match again and redaction never splits a secret.
-    for (const finding of findings) {
-      if (finding.end > safe) safe = Math.min(safe, matchStarts.get(finding) ?? finding.start);
-    }
-    const released = findings.filter((f) => f.end <= safe);
-    const fresh: Finding[] = [];
-    for (const finding of released) {
-      const absolute = { ...finding, start: finding.start + this.base, end: finding.end + this.base };
-      const key = `${finding.ruleId}:${absolute.start}:${absolute.end}`;
-      if (this.reported.has(key)) continue;
-      this.reported.add(key);
-      fresh.push(absolute);
-    }
-    const out = text.slice(0, safe);
-    const release = Buffer.from(this.redacting ? applyRedactions(out, released) : out, 'latin1');
-    if (safe > 0) this.previous = text.charCodeAt(safe - 1);
-    this.held = text.slice(safe);
-    this.base += safe;
-    // Forget reports that can no longer be found again (they lie wholly in released bytes).
-    if (this.reported.size > 64) {
-      for (const key of this.reported) {
-        const end = Number(key.slice(key.lastIndexOf(':') + 1));
-        if (end <= this.base) this.reported.delete(key);
-      }
-    }
-    return { release, findings: fresh };
-  }
-}
-
-/**
- * Where findings overlap, keeps the strongest: known secrets, then higher severity, higher confidence, and
- * the more specific rule (earlier in the table; the generic rules come last).
- */
-function resolveOverlaps(findings: Finding[]): Finding[] {
-  if (findings.length < 2) return findings;
-  // One sweep in start order (n log n even for adversarial input with very many findings): a finding that
-  // overlaps the last one kept replaces it if it is stronger.
-  const sorted = findings.slice().sort((a, b) => a.start - b.start || b.end - a.end);
-  const kept: Finding[] = [];
-  for (const finding of sorted) {
-    const last = kept[kept.length - 1];
-    if (last !== undefined && finding.start < last.end) {
-      if (score(finding) > score(last)) kept[kept.length - 1] = finding;
-      continue;
-    }
-    kept.push(finding);
-  }
-  return kept;
-}
-
-const RULE_ORDER = new Map(RULES.map((rule, index) => [rule.id, index]));
-
-function score(finding: Finding): number {
-  const known = finding.ruleId === KNOWN_SECRET_RULE_ID ? 1 : 0;
-  return (
-    known * 1_000_000 +
-    SEVERITY_ORDER[finding.severity] * 100_000 +
-    CONFIDENCE_ORDER[finding.confidence] * 10_000 +
-    (1000 - (RULE_ORDER.get(finding.ruleId) ?? 999))
-  );
-}
-
-/** Replaces each finding's span with `[REDACTED:<rule id>]` (no quotes or backslashes: JSON strings stay valid). */
-function applyRedactions(text: string, findings: readonly Finding[]): string {
-  if (findings.length === 0) return text;
-  const sorted = [...findings].sort((a, b) => a.start - b.start);
-  let out = '';
-  let at = 0;
-  for (const finding of sorted) {
-    if (finding.start < at) continue;
-    out += text.slice(at, finding.start) + `[REDACTED:${finding.ruleId}]`;
-    at = finding.end;
-  }
-  return out + text.slice(at);
-}
-
-/**
- * `text` without zero-width characters and soft hyphens (as code points in strings, or as their UTF-8 bytes
- * in the latin1 view of a Buffer), with `map[i]` the original index of character `i`. Undefined if none.
- */
-function stripInvisible(text: string, from: number, to: number): { text: string; map: Int32Array } | undefined {
-  const map = new Int32Array(to - from);
-  // Parts joined at the end: `join` gives a flat string, which the scan loop reads fastest.
-  const parts: string[] = [];
-  let kept = 0;
-  let runStart = from;
-  for (let i = from; i < to; ) {
-    const c = text.charCodeAt(i);
-    const width = c < 128 ? 0 : invisibleWidth(text, i);
-    if (width === 0) {
-      map[kept++] = i++;
-      continue;
-    }
-    parts.push(text.slice(runStart, i));
-    i += width;
-    runStart = i;
-  }
-  if (parts.length === 0) return undefined;
-  parts.push(text.slice(runStart, to));
-  return { text: parts.join(''), map: map.subarray(0, kept) };
-}
-
-function invisibleWidth(text: string, i: number): number {
-  const c = text.charCodeAt(i);
-  if (c === 0x200b || c === 0x200c || c === 0x200d || c === 0x2060 || c === 0xfeff || c === 0xad) return 1;
-  const c1 = text.charCodeAt(i + 1);
-  if (c === 0xc2 && c1 === 0xad) return 2;
-  const c2 = text.charCodeAt(i + 2);
-  if (c === 0xe2 && c1 === 0x80 && c2 >= 0x8b && c2 <= 0x8d) return 3;
-  if (c === 0xe2 && c1 === 0x81 && c2 === 0xa0) return 3;
-  if (c === 0xef && c1 === 0xbb && c2 === 0xbf) return 3;
-  return 0;
-}
-
-function latin1(bytes: Uint8Array): string {
-  return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)).toString('latin1');
 }
 
 function escapePointer(key: string): string {
