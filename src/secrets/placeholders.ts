@@ -152,6 +152,8 @@ export class PlaceholderRegistry {
   private readonly tagValue: bigint;
   /** Tag text per alphabet in use. */
   private readonly tags = new Map<string, string>();
+  /** The same tags as bytes, for searching bodies without decoding them. */
+  private readonly tagBytes = new Map<string, Buffer>();
   /** Key (tag + KEY_EXTRA characters) → entry. */
   private readonly byKey = new Map<string, Entry>();
   private readonly byValue = new Map<string, Entry>();
@@ -216,20 +218,33 @@ export class PlaceholderRegistry {
   /** Every live placeholder in `input`, of any session. */
   find(input: string | Uint8Array, firstOnly = false): PlaceholderHit[] {
     if (this.byValue.size === 0) return [];
-    const text = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.length).toString('latin1');
+    if (typeof input !== 'string') return this.findInBytes(Buffer.from(input.buffer, input.byteOffset, input.length), firstOnly);
     const hits: PlaceholderHit[] = [];
     for (const tag of this.tags.values()) {
-      let at = text.indexOf(tag);
-      while (at >= 0) {
-        const entry = this.byKey.get(text.slice(at, at + tag.length + KEY_EXTRA));
-        if (entry) {
-          const start = at - entry.tagOffset;
-          if (start >= 0 && text.startsWith(entry.placeholder.value, start)) {
-            hits.push({ placeholder: entry.placeholder, start, end: start + entry.placeholder.value.length });
-            if (firstOnly) return hits;
-          }
+      for (let at = input.indexOf(tag); at >= 0; at = input.indexOf(tag, at + 1)) {
+        const entry = this.byKey.get(input.slice(at, at + tag.length + KEY_EXTRA));
+        const start = entry ? at - entry.tagOffset : -1;
+        if (entry && start >= 0 && input.startsWith(entry.placeholder.value, start)) {
+          hits.push({ placeholder: entry.placeholder, start, end: start + entry.placeholder.value.length });
+          if (firstOnly) return hits;
         }
-        at = text.indexOf(tag, at + 1);
+      }
+    }
+    return hits.sort((a, b) => a.start - b.start);
+  }
+
+  /** `find` over bytes without decoding the body: placeholders are ASCII, so their bytes are their text. */
+  private findInBytes(bytes: Buffer, firstOnly: boolean): PlaceholderHit[] {
+    const hits: PlaceholderHit[] = [];
+    for (const [tag, needle] of this.tagBytes) {
+      for (let at = bytes.indexOf(needle); at >= 0; at = bytes.indexOf(needle, at + 1)) {
+        const entry = this.byKey.get(bytes.toString('latin1', at, at + tag.length + KEY_EXTRA));
+        const start = entry ? at - entry.tagOffset : -1;
+        const value = entry?.placeholder.value;
+        if (entry && start >= 0 && start + value!.length <= bytes.length && bytes.toString('latin1', start, start + value!.length) === value) {
+          hits.push({ placeholder: entry.placeholder, start, end: start + value!.length });
+          if (firstOnly) return hits;
+        }
       }
     }
     return hits.sort((a, b) => a.start - b.start);
@@ -355,6 +370,7 @@ export class PlaceholderRegistry {
     if (tag === undefined) {
       tag = encodeTag(this.tagValue, alphabet);
       this.tags.set(alphabet, tag);
+      this.tagBytes.set(tag, Buffer.from(tag, 'latin1'));
     }
     return tag;
   }
