@@ -133,8 +133,7 @@ describe('a remote Streamable HTTP upstream', () => {
   let upstream: ChildProcess;
   let port: number;
 
-  before(async () => {
-    port = await freePort();
+  async function startUpstream(): Promise<void> {
     upstream = spawn(process.execPath, [everythingEntry, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('server-everything did not start')), 10_000);
@@ -145,6 +144,18 @@ describe('a remote Streamable HTTP upstream', () => {
         }
       });
     });
+  }
+
+  async function restartUpstream(): Promise<void> {
+    const exited = new Promise((resolve) => upstream.once('exit', resolve));
+    upstream.kill('SIGKILL');
+    await exited;
+    await startUpstream();
+  }
+
+  before(async () => {
+    port = await freePort();
+    await startUpstream();
   });
   after(() => {
     upstream.kill('SIGKILL');
@@ -162,6 +173,22 @@ describe('a remote Streamable HTTP upstream', () => {
       const progress: number[] = [];
       await client.callTool({ name: 'remote__trigger-long-running-operation', arguments: { duration: 0.3, steps: 2 } }, { onprogress: (p) => progress.push(p.progress) });
       assert.deepEqual(progress.slice(0, 1), [1]);
+    } finally {
+      await harness.close();
+    }
+  });
+
+  test('starts a new upstream session transparently when the remote server forgot ours (it restarted)', async () => {
+    const harness = await startHarness({
+      gateway: { upstreams: { remote: { url: `http://127.0.0.1:${port}/mcp`, allowPrivateAddress: true } } },
+      policy: allowAll,
+    });
+    try {
+      const client = await harness.connect(harness.agents.add('tester').key);
+      assert.equal(text((await client.callTool({ name: 'remote__echo', arguments: { message: 'before' } })) as CallToolResult), 'Echo: before');
+      await restartUpstream();
+      assert.equal(text((await client.callTool({ name: 'remote__echo', arguments: { message: 'after' } })) as CallToolResult), 'Echo: after');
+      assert.ok(harness.audit.records.some((r) => r.action === 'upstream.reinitialise'));
     } finally {
       await harness.close();
     }

@@ -12,6 +12,7 @@ import ipaddr from 'ipaddr.js';
 import {
   Client,
   ProtocolError,
+  SdkHttpError,
   SSEClientTransport,
   StreamableHTTPClientTransport,
   type Prompt,
@@ -325,6 +326,24 @@ export class Upstream {
     binding: CallBinding | undefined,
     options: { signal?: AbortSignal; progressToken?: string | number } = {},
   ): Promise<Result> {
+    try {
+      return await this.requestOnce(method, params, binding, options);
+    } catch (error) {
+      // A remote server that forgot our session (it restarted, or expired the session) never ran the request:
+      // start a new session and send it once more.
+      if (this.kind === 'stdio' || !sessionExpired(error)) throw error;
+      this.events.event(this, 'reinitialise', `upstream "${this.name}" no longer knows our session; starting a new one`);
+      await this.stop('idle');
+      return this.requestOnce(method, params, binding, options);
+    }
+  }
+
+  private async requestOnce(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    binding: CallBinding | undefined,
+    options: { signal?: AbortSignal; progressToken?: string | number },
+  ): Promise<Result> {
     const client = await this.connection();
     if (binding) this.inFlight.add(binding);
     if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -421,6 +440,14 @@ export class Upstream {
     await client?.close().catch(() => undefined);
     await transport?.close().catch(() => undefined);
   }
+}
+
+/** Whether an error says the remote server does not know our session (HTTP 404 on a session request). */
+function sessionExpired(error: unknown): boolean {
+  // Only the transport's own HTTP error counts: a JSON-RPC error that mentions a session came from a request
+  // that ran. The spec says 404; servers built on the 2025 SDK examples answer 400 "No valid session ID".
+  if (!(error instanceof SdkHttpError)) return false;
+  return error.status === 404 || (error.status === 400 && /session/i.test(error.message));
 }
 
 /** PATH and locale only: a stdio server gets what its declaration gives it, not the gateway's secrets. */
