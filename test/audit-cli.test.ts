@@ -238,6 +238,23 @@ test('audit export writes JSONL and CSV, with spreadsheet formulas defused', asy
   }
 });
 
+test('audit tail shows the latest records, filtered by effect', async () => {
+  const tmp = tempDataDir();
+  try {
+    await writeLog(tmp, 40);
+    const denies = gatehouse(tmp.dataDir, ['audit', 'tail', '-n', '3', '--effect', 'deny', '--json']);
+    assert.equal(denies.status, 0, denies.stderr);
+    const records = denies.stdout.trim().split('\n').map((l) => JSON.parse(l) as AuditRecord);
+    const expected = Array.from({ length: 40 }, (_, i) => decisionRecord(i)).filter((r) => r.effect === 'deny').slice(-3);
+    assert.deepEqual(records.map((r) => r.resource), expected.map((r) => r.resource));
+    const table = gatehouse(tmp.dataDir, ['audit', 'tail', '-n', '2']);
+    assert.equal(table.stdout.trim().split('\n').length, 2);
+    assert.match(table.stdout, /audit\.checkpoint/, 'the newest record is the closing checkpoint');
+  } finally {
+    tmp.cleanup();
+  }
+});
+
 test('audit tail -f prints new records as they land, across a segment rotation', async () => {
   const tmp = tempDataDir();
   try {

@@ -18,8 +18,11 @@ export function logEnd(dir: string): LogEnd {
   return segment ? { segment, position: statSync(join(dir, segment)).size } : { position: 0 };
 }
 
-/** The last `count` lines of the log up to `end` (newest last), reading backwards through segments. */
-export function lastLines(dir: string, count: number, end: LogEnd = logEnd(dir)): string[] {
+/**
+ * The last `count` lines of the log up to `end` (newest last) that `keep` accepts, reading backwards through
+ * segments only as far as needed.
+ */
+export function lastLines(dir: string, count: number, end: LogEnd = logEnd(dir), keep: (line: string) => boolean = () => true): string[] {
   const out: string[] = [];
   const segments = listSegments(dir).filter((s) => end.segment === undefined || s.name <= end.segment);
   for (let i = segments.length - 1; i >= 0 && out.length < count; i -= 1) {
@@ -29,7 +32,7 @@ export function lastLines(dir: string, count: number, end: LogEnd = logEnd(dir))
     const lines = text.split('\n');
     // A final piece without a newline is a line still being written (or torn): not yet a record.
     lines.pop();
-    for (let j = lines.length - 1; j >= 0 && out.length < count; j -= 1) if (lines[j]) out.push(lines[j]!);
+    for (let j = lines.length - 1; j >= 0 && out.length < count; j -= 1) if (lines[j] && keep(lines[j]!)) out.push(lines[j]!);
   }
   return out.reverse();
 }

@@ -1,5 +1,6 @@
 /** `gatehouse audit verify|tail|query|export|report` and `gatehouse policy suggest`: reading the audit trail. */
 import type { Command } from 'commander';
+import type { AuditRecord } from '../audit/record.js';
 import { examples, fail, globalOptions, printJson, usageError } from './common.js';
 
 interface FilterOptions {
@@ -144,23 +145,41 @@ export function registerAuditCommands(program: Command): void {
       .description('print the latest records; -f keeps printing new ones as they are written')
       .option('-n, --lines <count>', 'how many records to show first', '20')
       .option('-f, --follow', 'keep following the log (across rotation) until interrupted')
+      .option('--agent <name>', 'only this agent')
+      .option('--surface <surface>', 'only this surface')
+      .option('--effect <effect>', 'only this effect (deny, observed-deny, ...)')
       .option('--json', 'print each record as one JSON line')
-      .action(async (options: { lines: string; follow?: boolean; json?: boolean }, command: Command) => {
+      .action(async (options: { lines: string; follow?: boolean; json?: boolean; agent?: string; surface?: string; effect?: string }, command: Command) => {
         const { lastLines, followLines, formatRecordLine, logEnd } = await import('../audit/reader.js');
         const { auditDir } = await locate(command);
         const count = Number(options.lines);
         if (!Number.isInteger(count) || count < 0) throw usageError(`--lines "${options.lines}" is not a whole number`);
+        const filtered = options.agent !== undefined || options.surface !== undefined || options.effect !== undefined;
+        const matches = (record: AuditRecord) =>
+          (options.agent === undefined || record.principal?.agent === options.agent) &&
+          (options.surface === undefined || record.surface === options.surface) &&
+          (options.effect === undefined || record.effect === options.effect);
         const show = (line: string) => {
-          if (options.json) return void process.stdout.write(line + '\n');
+          let record: AuditRecord;
           try {
-            process.stdout.write(formatRecordLine(JSON.parse(line)) + '\n');
+            record = JSON.parse(line) as AuditRecord;
           } catch {
-            process.stdout.write(`(unreadable line) ${line.slice(0, 200)}\n`);
+            if (!filtered) process.stdout.write(`(unreadable line) ${line.slice(0, 200)}\n`);
+            return;
           }
+          if (!matches(record)) return;
+          process.stdout.write((options.json ? line : formatRecordLine(record)) + '\n');
         };
         // Everything after this point is followed; everything before it is the tail shown first.
         const end = logEnd(auditDir);
-        for (const line of lastLines(auditDir, count, end)) show(line);
+        const keep = (line: string) => {
+          try {
+            return matches(JSON.parse(line) as AuditRecord);
+          } catch {
+            return !filtered;
+          }
+        };
+        for (const line of lastLines(auditDir, count, end, keep)) show(line);
         if (!options.follow) return;
         const follower = followLines(auditDir, show, end);
         await new Promise<void>((resolve) => {
@@ -172,7 +191,7 @@ export function registerAuditCommands(program: Command): void {
           process.once('SIGTERM', stop);
         });
       }),
-    ['gatehouse audit tail', 'gatehouse audit tail -f', 'gatehouse audit tail -n 100 --json'],
+    ['gatehouse audit tail', 'gatehouse audit tail -f --effect deny', 'gatehouse audit tail -n 100 --json'],
   );
 
   examples(
