@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChainedAuditLog } from '../src/audit/chain.js';
 import { listSegments, GENESIS_HASH, hashLine } from '../src/audit/format.js';
@@ -63,6 +63,25 @@ test('resumes the chain after a restart', async () => {
     await log.close();
     const records = readAllRecords(tmp.auditDir);
     assert.equal(records.find((r) => r.resource === 'after-restart:443')?.seq, 7);
+    assert.equal(verifyLog(tmp.auditDir, { publicKey: tmp.keys.publicKey }).ok, true);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('resumes into an empty segment left by a crash right after rotation', async () => {
+  const tmp = tempDataDir();
+  try {
+    let log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys });
+    for (let i = 0; i < 4; i += 1) await log.append(decisionRecord(i));
+    await log.close();
+    // 4 records and the closing checkpoint: the next segment would start at 6.
+    writeFileSync(join(tmp.auditDir, 'segment-0000000000000006.jsonl'), '');
+    log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys });
+    assert.equal(log.headSeq, 5);
+    await log.append(decisionRecord(9));
+    await log.close();
+    assert.equal(readFileSync(join(tmp.auditDir, 'segment-0000000000000006.jsonl'), 'utf8').split('\n')[0]!.startsWith('{"seq":6,'), true);
     assert.equal(verifyLog(tmp.auditDir, { publicKey: tmp.keys.publicKey }).ok, true);
   } finally {
     tmp.cleanup();
