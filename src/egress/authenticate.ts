@@ -53,3 +53,10 @@ export function keyFromProxyAuthorization(header: string | undefined): string | 
   const password = decoded.slice(colon + 1);
   return password === '' ? decoded.slice(0, colon) : password;
 }
+
+const UNKNOWN_CLIENT: Client = { listener: 'tcp', remote: 'unknown' };
+
+/** Who is behind a socket, as its listener recorded it. */
+export function clientOf(clients: WeakMap<object, Client>, socket: object): Client {
+  return clients.get(socket) ?? UNKNOWN_CLIENT;
+}

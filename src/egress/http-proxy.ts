@@ -9,7 +9,7 @@
  */
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { authenticateCaller, keyFromProxyAuthorization, type Caller, type Client } from './authenticate.js';
+import { authenticateCaller, clientOf, keyFromProxyAuthorization, type Caller, type Client } from './authenticate.js';
 import type { CheckedAddress } from './addresses.js';
 import { decideDestination, resolveAndCheck, type Destination } from './destination.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, parseAbsoluteForm } from './http-message.js';
@@ -21,12 +21,6 @@ import { formatTarget, parseAuthority } from './target.js';
 import { dial, splice } from './tunnel.js';
 import { prepareRequest } from './content.js';
 import { forward } from './forward.js';
-
-const UNKNOWN_CLIENT: Client = { listener: 'tcp', remote: 'unknown' };
-
-export function clientOf(runtime: Runtime, socket: object): Client {
-  return runtime.clients.get(socket) ?? UNKNOWN_CLIENT;
-}
 
 /** Steps shared by every flow before the destination is known: audit health, then who is asking. */
 async function admit(runtime: Runtime, client: Client, proxyAuthorization: string | undefined): Promise<Caller | Refusal> {
@@ -44,7 +38,7 @@ function limit(runtime: Runtime, caller: Caller, kind: 'connections' | 'requests
 }
 
 export async function handleConnect(runtime: Runtime, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-  const client = clientOf(runtime, socket);
+  const client = clientOf(runtime.clients, socket);
   const startedAt = performance.now();
   const correlationId = nextCorrelationId();
   const engine = runtime.policy.current;
@@ -108,7 +102,7 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
 }
 
 export async function handleForward(runtime: Runtime, request: IncomingMessage, response: ServerResponse): Promise<void> {
-  const client = clientOf(runtime, request.socket);
+  const client = clientOf(runtime.clients, request.socket);
   const startedAt = performance.now();
   const correlationId = nextCorrelationId();
   const engine = runtime.policy.current;

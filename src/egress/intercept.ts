@@ -17,7 +17,8 @@ import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, type ContentTools } from './content.js';
 import { networkRequest } from './destination.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm } from './http-message.js';
-import { writeRefusal } from './respond.js';
+import { HeaderDeadlines } from './deadline.js';
+import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
 import type { InterceptResult, RequestInspector, Tunnel } from './inspect.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
@@ -43,19 +44,46 @@ interface TunnelState {
 export function createInspector(runtime: Runtime, options: InspectionOptions): RequestInspector {
   const states = new WeakMap<object, TunnelState>();
   const agent = new HttpsAgent({ keepAlive: true, maxFreeSockets: 64, ca: [...rootCertificates, ...(options.upstreamCa ?? [])] });
-  const server = createHttpServer({ maxHeaderSize: runtime.limits.maxHeaderBytes, requireHostHeader: true, joinDuplicateHeaders: false });
+  const server = createHttpServer({
+    maxHeaderSize: runtime.limits.maxHeaderBytes,
+    requireHostHeader: false, // checkHostHeader refuses a missing Host with a reason
+    headersTimeout: 0, // kept by HeaderDeadlines
+    requestTimeout: 0,
+    joinDuplicateHeaders: false,
+  });
+  const deadlines = new HeaderDeadlines(runtime.limits.headerTimeoutMs, (socket) => {
+    refuseConnection(runtime, socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  });
   server.on('request', (request: IncomingMessage, response: ServerResponse) => {
     const state = states.get(request.socket);
     if (!state) {
       request.socket.destroy();
       return;
     }
+    deadlines.clear(request.socket);
+    response.once('finish', () => deadlines.arm(request.socket));
     handleInspected(runtime, options, agent, state, request, response).catch((error: unknown) => {
       writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
     });
   });
-  server.on('clientError', (_error, socket) => socket.destroy());
-  server.on('connect', (request, socket) => socket.destroy());
+  server.on('checkContinue', (request, response) => server.emit('request', request, response));
+  server.on('checkExpectation', (request, response) => {
+    deadlines.clear(request.socket);
+    request.resume();
+    writeRefusal(response, new Refusal(417, 'bad-request', 'the only expectation this proxy meets is "100-continue"'));
+  });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    deadlines.clear(socket);
+    if (error.code === 'ECONNRESET' || !socket.writable) socket.destroy();
+    else refuseConnection(runtime, socket, parserRefusal(error));
+  });
+  const unsupported = (what: string) => (_request: IncomingMessage, socket: Duplex): void => {
+    deadlines.clear(socket);
+    writeRawRefusal(socket, new Refusal(501, 'unsupported', `${what} inside an inspected tunnel is not supported`));
+  };
+  server.on('connect', unsupported('CONNECT'));
+  server.on('upgrade', unsupported('a protocol upgrade (WebSocket)'));
 
   return {
     async intercept(socket: Duplex, head: Buffer, tunnel: Tunnel): Promise<InterceptResult> {
@@ -86,12 +114,15 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
         },
       });
       states.set(tls, state);
-      runtime.clients.set(tls, { listener: tunnel.listener as 'tcp', remote: 'tls' });
+      runtime.clients.set(tls, { listener: tunnel.listener as 'tcp', remote: 'tls', principal: tunnel.caller.principal, ...(tunnel.caller.session !== undefined ? { session: tunnel.caller.session } : {}) });
       return new Promise((resolve) => {
         const timer = setTimeout(() => tls.destroy(), runtime.limits.totalTimeoutMs);
         tls.setTimeout(runtime.limits.idleTimeoutMs, () => tls.destroy());
         tls.on('error', () => tls.destroy());
-        tls.once('secure', () => server.emit('connection', tls));
+        tls.once('secure', () => {
+          deadlines.watch(tls);
+          server.emit('connection', tls);
+        });
         tls.once('close', () => {
           clearTimeout(timer);
           socket.destroy();

@@ -4,7 +4,7 @@
  * identity). Both also speak SOCKS5, told apart by the first byte a client sends.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent as HttpAgent, createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -17,15 +17,16 @@ import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import { matchHostPattern, parseHostPattern, type HostPattern } from '../policy/hosts.js';
 import type { Authenticate, Client } from './authenticate.js';
-import { clientOf, handleConnect, handleForward } from './http-proxy.js';
-import { parserRefusal, writeRawRefusal, writeRefusal } from './respond.js';
-import type { CertificateAuthority } from './ca.js';
+import { handleConnect, handleForward } from './http-proxy.js';
+import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
+import { CertificateAuthority } from './ca.js';
 import type { ResolveSecret } from './content.js';
 import { createInspector } from './intercept.js';
 import type { Scanner } from '../dlp/index.js';
 import type { PlaceholderRegistry } from '../secrets/placeholders.js';
+import { HeaderDeadlines } from './deadline.js';
 import { RateLimiter } from './limits.js';
-import { nextCorrelationId, Recorder } from './record.js';
+import { Recorder } from './record.js';
 import { Refusal } from './refusal.js';
 import { createResolver, type Resolver } from './resolver.js';
 import type { Runtime } from './runtime.js';
@@ -42,9 +43,11 @@ export interface EgressProxyOptions {
   settings?: Partial<Omit<EgressSettings, 'limits'>> & { limits?: Partial<EgressSettings['limits']> };
   /** Replaces the system resolver (overrides in `settings.resolve` still apply first). */
   resolver?: Resolver;
-  /** The CA for TLS inspection; without it, a CONNECT the policy wants inspected is refused. */
+  /** The CA for TLS inspection; without it (and without `dataDir`), a CONNECT the policy wants inspected is refused. */
   ca?: CertificateAuthority;
-  /** CA certificates (PEM) trusted for upstream servers besides the system's roots. */
+  /** The node's data dir: the inspection CA is loaded from (or created in) `<dataDir>/egress-ca/` when `ca` is not given. */
+  dataDir?: string;
+  /** CA certificates (PEM text) trusted for upstream servers besides the system's roots and `settings.upstreamCa` files. */
   upstreamCa?: string[];
   /** Secret scanning of readable requests (dlp/). */
   scanner?: Scanner;
@@ -94,12 +97,17 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     isPassThrough: (host) => passThrough.some((pattern) => matchHostPattern(pattern, host)),
   };
 
-  if (options.ca) runtime.inspector = createInspector(runtime, { ...runtime.content, ca: options.ca, upstreamCa: options.upstreamCa ?? [] });
+  const ca = options.ca ?? (options.dataDir !== undefined ? await CertificateAuthority.loadOrCreate(options.dataDir) : undefined);
+  if (ca) runtime.inspector = createInspector(runtime, { ...runtime.content, ca, upstreamCa: [...readUpstreamCas(settings.upstreamCa ?? []), ...(options.upstreamCa ?? [])] });
   const http = createHttpEngine(runtime);
   const sockets = new Set<Socket>();
-  const accept = (client: Omit<Client, 'remote'>) => (socket: Socket): void => {
+  const accept = (client: Omit<Client, 'remote'>, own?: Set<Socket>) => (socket: Socket): void => {
     sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+    own?.add(socket);
+    socket.once('close', () => {
+      sockets.delete(socket);
+      own?.delete(socket);
+    });
     runtime.clients.set(socket, { ...client, remote: `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}` });
     routeByFirstByte(runtime, http, socket);
   };
@@ -121,10 +129,12 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   let ownSocketDir: string | undefined;
   const sessions = new Set<EgressSession>();
   const openSession = async (principal: Principal, id: string = randomBytes(9).toString('base64url')): Promise<EgressSession> => {
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) throw configError('egress-session-id', `"${id}" is not a session id: use 1-64 letters, digits, "_" or "-"`);
     let dir = options.socketDir;
     if (!dir) dir = ownSocketDir ??= mkdtempSync(join(tmpdir(), 'gatehouse-egress-'));
     const socketPath = join(dir, `${id}.sock`);
-    const server = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 256 * 1024 }, accept({ listener: 'session', principal, session: id }));
+    const connections = new Set<Socket>();
+    const server = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 256 * 1024 }, accept({ listener: 'session', principal, session: id }, connections));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ path: socketPath, readableAll: false, writableAll: false }, () => resolve());
@@ -132,9 +142,12 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     const session: EgressSession = {
       socketPath,
       id,
+      // Ending a session ends its connections too: nothing keeps the session's identity after it is gone.
       close: async () => {
         sessions.delete(session);
-        await closeServer(server);
+        const closing = closeServer(server);
+        for (const socket of connections) socket.destroy();
+        await closing;
       },
     };
     sessions.add(session);
@@ -150,110 +163,74 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       for (const socket of sockets) socket.destroy();
       await Promise.all(closing);
       runtime.httpAgent.destroy();
-      http.close();
+      http.server.close();
       if (ownSocketDir) rmSync(ownSocketDir, { recursive: true, force: true });
     },
   };
 }
 
-function createHttpEngine(runtime: Runtime): HttpServer {
+function createHttpEngine(runtime: Runtime): { server: HttpServer; deadlines: HeaderDeadlines } {
   const server = createHttpServer({
     maxHeaderSize: runtime.limits.maxHeaderBytes,
     requireHostHeader: false, // HTTP/1.0 clients may omit Host; checkHostHeader decides
-    headersTimeout: runtime.limits.headerTimeoutMs,
+    headersTimeout: 0, // kept by HeaderDeadlines (see deadline.ts)
     requestTimeout: 0,
-    connectionsCheckingInterval: Math.min(1000, runtime.limits.headerTimeoutMs),
     keepAliveTimeout: 5_000,
     joinDuplicateHeaders: false,
   });
+  const deadlines = new HeaderDeadlines(runtime.limits.headerTimeoutMs, (socket) => {
+    refuseConnection(runtime, socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  });
   server.on('request', (request, response) => {
-    clearHeaderDeadline(request.socket);
-    response.once('finish', () => armHeaderDeadline(runtime, request.socket));
+    deadlines.clear(request.socket);
+    response.once('finish', () => deadlines.arm(request.socket));
     handleForward(runtime, request, response).catch((error: unknown) => internalError(response, error));
   });
   // "Expect: 100-continue": the client's body is invited only once the request passed its checks (see
-  // forwardHttp). Any other expectation is refused.
+  // forward.ts). Any other expectation is refused.
   server.on('checkContinue', (request, response) => server.emit('request', request, response));
   server.on('checkExpectation', (request, response) => {
-    clearHeaderDeadline(request.socket);
+    deadlines.clear(request.socket);
     request.resume();
     writeRefusal(response, new Refusal(417, 'bad-request', 'the only expectation this proxy meets is "100-continue"'));
   });
   server.on('connect', (request, socket, head) => {
-    clearHeaderDeadline(socket);
+    deadlines.clear(socket);
     handleConnect(runtime, request, socket, head).catch(() => socket.destroy());
   });
   server.on('upgrade', (request, socket) => {
-    clearHeaderDeadline(socket);
+    deadlines.clear(socket);
     request.resume();
     writeRawRefusal(socket, new Refusal(501, 'unsupported', 'protocol upgrades through the plain-HTTP proxy are not supported; use CONNECT'));
   });
   server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    deadlines.clear(socket);
     if (error.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
-    clearHeaderDeadline(socket);
     refuseConnection(runtime, socket, parserRefusal(error));
   });
-  return server;
-}
-
-function refuseConnection(runtime: Runtime, socket: Duplex, refusal: Refusal): void {
-  const client = clientOf(runtime, socket);
-  runtime.recorder.record(runtime.policy.current, {
-    action: 'request',
-    resource: '-',
-    principal: client.principal,
-    session: client.session,
-    correlationId: nextCorrelationId(),
-    listener: client.listener,
-    startedAt: performance.now(),
-    refusal,
-    details: {},
-  });
-  writeRawRefusal(socket, refusal);
-}
-
-/**
- * Slowloris: a client must finish each request's headers within `headerTimeoutMs` of connecting or of the
- * previous response. Node's own headersTimeout only runs for servers that listen themselves, and this HTTP
- * engine is fed sockets by our listeners, so the deadline is kept here.
- */
-const headerDeadlines = new WeakMap<object, NodeJS.Timeout>();
-
-function armHeaderDeadline(runtime: Runtime, socket: Duplex): void {
-  if (socket.destroyed) return;
-  clearHeaderDeadline(socket);
-  const timer = setTimeout(() => {
-    headerDeadlines.delete(socket);
-    refuseConnection(runtime, socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
-    setTimeout(() => socket.destroy(), 1_000).unref();
-  }, runtime.limits.headerTimeoutMs);
-  timer.unref();
-  headerDeadlines.set(socket, timer);
-}
-
-function clearHeaderDeadline(socket: Duplex): void {
-  const timer = headerDeadlines.get(socket);
-  if (timer) {
-    clearTimeout(timer);
-    headerDeadlines.delete(socket);
-  }
+  return { server, deadlines };
 }
 
 /** SOCKS5 begins with version byte 5; an HTTP request begins with a method name. */
-function routeByFirstByte(runtime: Runtime, http: HttpServer, socket: Socket): void {
+function routeByFirstByte(runtime: Runtime, http: { server: HttpServer; deadlines: HeaderDeadlines }, socket: Socket): void {
   socket.on('error', () => socket.destroy());
+  // A client that connects and sends nothing holds a socket too: it gets the header deadline as well.
+  const silent = setTimeout(() => socket.destroy(), runtime.limits.headerTimeoutMs);
+  silent.unref();
+  socket.once('close', () => clearTimeout(silent));
   socket.once('data', (chunk: Buffer) => {
+    clearTimeout(silent);
     socket.pause();
     socket.unshift(chunk);
     if (chunk[0] === 0x05) {
       void handleSocks(runtime, socket);
     } else {
-      socket.once('close', () => clearHeaderDeadline(socket));
-      armHeaderDeadline(runtime, socket);
-      http.emit('connection', socket);
+      http.deadlines.watch(socket);
+      http.server.emit('connection', socket);
     }
     socket.resume();
   });
@@ -261,6 +238,16 @@ function routeByFirstByte(runtime: Runtime, http: HttpServer, socket: Socket): v
 
 function internalError(response: import('node:http').ServerResponse, error: unknown): void {
   writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
+}
+
+function readUpstreamCas(paths: string[]): string[] {
+  return paths.map((path) => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (error) {
+      throw configError('egress-upstream-ca', `egress.upstreamCa: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  });
 }
 
 function parsePassThrough(text: string): HostPattern {

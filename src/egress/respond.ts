@@ -4,7 +4,10 @@
  */
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { clientOf } from './authenticate.js';
+import { nextCorrelationId } from './record.js';
 import { REASON_HEADER, Refusal } from './refusal.js';
+import type { Runtime } from './runtime.js';
 
 /** Writes a refusal as an HTTP response: status, `X-Gatehouse-Reason`, and one sentence. */
 export function writeRefusal(response: ServerResponse, refusal: Refusal): void {
@@ -56,5 +59,23 @@ export function parserRefusal(error: NodeJS.ErrnoException): Refusal {
     default:
       return new Refusal(400, 'bad-request', `the request is malformed (${(error.message ?? '').replace(/^Parse Error: /, '')})`);
   }
+}
+
+
+/** Records and answers a refusal for a connection whose request could not be read. */
+export function refuseConnection(runtime: Runtime, socket: Duplex, refusal: Refusal): void {
+  const client = clientOf(runtime.clients, socket);
+  runtime.recorder.record(runtime.policy.current, {
+    action: 'request',
+    resource: '-',
+    principal: client.principal,
+    session: client.session,
+    correlationId: nextCorrelationId(),
+    listener: client.listener,
+    startedAt: performance.now(),
+    refusal,
+    details: {},
+  });
+  writeRawRefusal(socket, refusal);
 }
 

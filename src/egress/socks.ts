@@ -6,9 +6,8 @@
  * refusals map to reply codes and the reason goes to the audit record.
  */
 import type { Socket } from 'node:net';
-import { authenticateCaller, type Caller, type Client } from './authenticate.js';
+import { authenticateCaller, clientOf, type Caller, type Client } from './authenticate.js';
 import { decideDestination, resolveAndCheck } from './destination.js';
-import { clientOf } from './http-proxy.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
@@ -89,7 +88,7 @@ class HandshakeReader {
 }
 
 export async function handleSocks(runtime: Runtime, socket: Socket): Promise<void> {
-  const client = clientOf(runtime, socket);
+  const client = clientOf(runtime.clients, socket);
   const reader = new HandshakeReader(socket, runtime.limits.headerTimeoutMs);
   const startedAt = performance.now();
   const correlationId = nextCorrelationId();
