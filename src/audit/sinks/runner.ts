@@ -59,7 +59,14 @@ export class SinkRunner {
 
   offer(records: readonly { seq: number; line: string }[]): void {
     if (this.closed) return;
-    this.spool.append(records);
+    try {
+      this.spool.append(records);
+    } catch (error) {
+      // The spool's disk failed: these records are lost for this sink (they stay in the audit log). Say so.
+      this.spool.dropped += records.length;
+      this.lastError = `cannot spool: ${errorMessage(error)}`;
+      return;
+    }
     this.kick();
   }
 
