@@ -116,6 +116,37 @@ function benignCorpus(): { name: string; text: string }[] {
       '// Prints https://abc:123@example.com/',
     ].join('\n'),
   });
+  pieces.push({
+    name: 'configuration that refers to secrets by name',
+    text: [
+      '# GitHub Actions',
+      'env:',
+      '  NPM_TOKEN: ${{ secrets.NPM_TOKEN }}',
+      '  GITHUB_TOKEN: ${{ github.token }}',
+      '# Kubernetes',
+      'envFrom:',
+      '  - secretRef: { name: api-credentials }',
+      'volumes:',
+      '  - name: tls',
+      '    secret: { secretName: ingress-tls-cert }',
+      'env:',
+      '  - name: DB_PASSWORD',
+      '    valueFrom: { secretKeyRef: { name: db, key: password } }',
+      '# docker compose',
+      'environment:',
+      '  POSTGRES_PASSWORD_FILE: /run/secrets/db_password',
+      '  REDIS_URL: redis://redis:6379/0',
+      'FROM node:20.19-bookworm-slim@sha256:' + createHash('sha256').update('base').digest('hex'),
+      '# terraform',
+      'password = var.db_password',
+      'token    = data.vault_generic_secret.api.data["token"]',
+      '# yarn.lock',
+      '"zod@^4.0.0":',
+      '  version "4.6.7"',
+      '  resolved "https://registry.yarnpkg.com/zod/-/zod-4.6.7.tgz#' + randomBytes(20).toString('hex') + '"',
+      '  integrity sha512-' + randomBytes(64).toString('base64'),
+    ].join('\n'),
+  });
   pieces.push({ name: 'package-lock.json', text: readFileSync(new URL('../../package-lock.json', import.meta.url), 'utf8') });
   const words =
     'the quick brown fox jumps over lazy dog policy agent network filesystem token secret password key rotate vault session gateway proxy request response allow deny audit record'.split(' ');

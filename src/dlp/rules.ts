@@ -58,7 +58,7 @@ function cases(...words: string[]): string[] {
 }
 
 /** A quoted or bare value after `name = `, `name: `, `name := ` or `"name": `. */
-const ASSIGNED_VALUE = `\\\\?["']?\\s{0,4}(?::=|=>|=|:)\\s{0,4}(?:\\\\?"([^"\\\\\\s]{N,200})\\\\?"|'([^'\\\\\\s]{N,200})'|([^\\s"'\`,;&)}\\]<>]{N,200}))`;
+const ASSIGNED_VALUE = `\\\\?["']?\\s{0,4}(?::=|=>|=|:)\\s{0,4}(?:\\\\?"([^"\\\\\\s]{N,200})\\\\?"|'([^'\\\\\\s]{N,200})'|([^\\s"'\`,;&()[\\]{}<>]{N,200}))`;
 function assignedValue(minLength: number): string {
   return ASSIGNED_VALUE.replaceAll('N', String(minLength));
 }

@@ -110,7 +110,7 @@ export function jwtShape(token: string): Verdict {
 
 // Values that are obviously not secrets: references to where the secret comes from, template holes,
 // and the stock placeholders people write in examples.
-const REFERENCE = /^(?:\$|%\(|\{\{|<|\[|process\.env|os\.environ|env\.|getenv|self\.|this\.)|[()]|:\/\/|^urn:|^[\d.]+$|^[A-Za-z_$][\w$]*(?:\??\.[A-Za-z_$][\w$]*)+$/;
+const REFERENCE = /^(?:\$|%\(|\{\{|<|\[|process\.env|os\.environ|env\.|getenv|self\.|this\.)|[()]|:\/\/|^urn:|^[\d.]+$|^(?:\.{0,2}\/|~\/)[\w./-]*$|^[A-Za-z_$][\w$]*(?:\??\.[A-Za-z_$][\w$]*)+$/;
 /** Identifiers and word constants (`pemEncodedPrivateKey`, `reset_password`, `API_TOKEN_HEADER`), not values. */
 const IDENTIFIER = /^(?:[A-Z]?[a-z]+(?:[A-Z][a-z]*)+(?:\$\d*)?|[A-Za-z]+(?:[_-][A-Za-z]+)+|[A-Za-z_$]+)$/;
 const STOCK = /^(?:x+|\*+|\.+|-+|changeme|change_me|example|placeholder|redacted|password|passwd|secret|token|your[_-].*|my[_-]?(?:password|secret|token).*|null|none|nil|true|false|undefined|required|optional|string|test|dummy|fake|sample|todo|tbd|pass|pw|foo|bar|baz|qux|guest|user|username|(?:password|passwd|secret|pass|test|admin|changeme|example)[_-]?\d*|(.)\1*)$/i;
