@@ -5,7 +5,7 @@
  * the network. The spool is bounded: past `maxBytes` the oldest whole files are dropped and counted, so a
  * receiver that never returns cannot fill the disk the audit log itself needs.
  */
-import { closeSync, existsSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, readFileSync, constants } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync, readFileSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { ensurePrivateDir } from '../util/paths.js';
 import { parsePrefix } from './format.js';
@@ -115,7 +115,14 @@ export class Spool {
     let text = '';
     for (const { line } of lines) text += line + '\n';
     const buffer = Buffer.from(text);
-    writeSync(this.fd, buffer);
+    let written = 0;
+    try {
+      while (written < buffer.length) written += writeSync(this.fd, buffer, written, buffer.length - written);
+    } catch (error) {
+      // Cut off a partial line so the next append starts clean.
+      if (written > 0) ftruncateSync(this.fd, current.size);
+      throw error;
+    }
     current.size += buffer.length;
     this.lastSeq = lines[lines.length - 1]!.seq;
     this.enforceBound();
