@@ -56,6 +56,8 @@ test('lists every server-everything tool, prompt and resource under the "everyth
   assert.ok(prompts.includes('everything__simple-prompt'));
   assert.ok((await client.listResources()).resources.length > 0);
   assert.ok((await client.listResourceTemplates()).resourceTemplates.length > 0);
+  // Pinning flags none of server-everything's honest descriptions.
+  assert.deepEqual((await harness.gateway.core.catalogReport()).held, []);
 });
 
 test('relays plain tools: echo, sum, image, annotations, structured content, resource links and references', async () => {
