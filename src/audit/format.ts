@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AuditRecord } from './record.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -18,6 +19,11 @@ export const REPAIR_ACTION = 'audit.repair';
 export const RETENTION_ACTION = 'audit.retention';
 
 const SEGMENT_NAME = /^segment-(\d{16})\.jsonl$/;
+
+/** Where a node keeps its audit segments. */
+export function auditDir(dataDir: string): string {
+  return join(dataDir, 'audit');
+}
 
 export function segmentName(firstSeq: number): string {
   return `segment-${String(firstSeq).padStart(16, '0')}.jsonl`;

@@ -4,10 +4,10 @@
  * the Prometheus metrics. Imports only config/, policy/ (types), store/, util/ and dlp/ (to redact secrets
  * in recorded values); knows nothing of the data planes, which reach it only through the `AuditLog` interface.
  */
-import { join } from 'node:path';
 import type { AuditSettings } from '../config/schema.js';
 import { ensureNodeKeys } from '../util/keys.js';
 import { ChainedAuditLog, type ChainedLogOptions } from './chain.js';
+import { auditDir } from './format.js';
 import { createScanner, secretsFromEnvironment } from '../dlp/index.js';
 import { AuditMetrics } from './metrics.js';
 import type { ValueRedactor } from './privacy.js';
@@ -22,10 +22,7 @@ export { verifyLog, type VerifyResult, type VerifyProblem } from './verify.js';
 export { AuditMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 export type { SinkStatus } from './sinks/runner.js';
 
-/** Where a node keeps its audit segments. */
-export function auditDir(dataDir: string): string {
-  return join(dataDir, 'audit');
-}
+export { auditDir } from './format.js';
 
 /** Opens the node's chained audit log as the config's `audit:` section describes it. */
 export function openNodeAuditLog(

@@ -18,7 +18,7 @@ interface FilterOptions {
 
 async function locate(command: Command): Promise<{ dataDir: string; auditDir: string }> {
   const { commandContext } = await import('./context.js');
-  const { auditDir } = await import('../audit/index.js');
+  const { auditDir } = await import('../audit/format.js');
   const { dataDir } = commandContext(globalOptions(command), { requireConfig: false });
   return { dataDir, auditDir: auditDir(dataDir) };
 }
