@@ -329,3 +329,27 @@ test('documentation examples are low severity and, by default, only logged; rule
   assert.deepEqual(withoutCards.scan('card 4000 0566 5566 5556'), []);
   assert.throws(() => createScanner({ disabledRules: ['no-such-rule'] }), { code: 'dlp_unknown_rule' });
 });
+
+test('a stream finds a token hidden with zero-width characters, split across chunks', () => {
+  const token = SAMPLES['slack-bot-token']!(random);
+  const hidden = `${token.slice(0, 12)}\u200b${token.slice(12, 30)}\u200d${token.slice(30)}`;
+  const text = Buffer.from(`${'x '.repeat(400)}post ${hidden} now ${'y '.repeat(400)}`);
+  for (const cut of [1, 700, 805, 812, 830, 870, text.length - 1]) {
+    const stream = scanner.stream({ redact: true });
+    const a = stream.push(text.subarray(0, cut));
+    const b = stream.push(text.subarray(cut));
+    const c = stream.end();
+    const findings = [...a.findings, ...b.findings, ...c.findings];
+    assert.equal(findings.filter((f) => f.ruleId === 'slack-bot-token').length, 1, `cut at ${cut}`);
+    const out = Buffer.concat([a.release, b.release, c.release]).toString();
+    assert.ok(out.includes('post [REDACTED:slack-bot-token] now'), `cut at ${cut}`);
+  }
+});
+
+test('a stream full of zero-width characters still releases its bytes as it goes', () => {
+  const stream = scanner.stream();
+  const chunk = Buffer.from('ab\u200bcd '.repeat(2000));
+  let released = 0;
+  for (let i = 0; i < 10; i++) released += stream.push(chunk).release.length;
+  assert.ok(released > chunk.length * 9, `released ${released} of ${chunk.length * 10}`);
+});

@@ -344,7 +344,10 @@ export class Scanner {
       }
     }
     if (final && this.awsSecret) this.pairAwsSecrets(text, out);
-    if (final && hidden && !this.normalizing) this.rescanWithoutInvisible(text, hidden, out);
+    if (hidden && !this.normalizing) {
+      const incomplete = this.rescanWithoutInvisible(text, hidden, final, out);
+      if (incomplete < pendingFrom) pendingFrom = incomplete;
+    }
     if (digits >= 13 && digits <= 19) {
       if (final) this.onDigits(text, runStart, final, previous, out);
       else if (runStart < pendingFrom) pendingFrom = runStart;
@@ -393,7 +396,7 @@ export class Scanner {
    * the text without them and map what is found back onto the original spans (which then include the
    * invisible characters, so redaction removes them too).
    */
-  private rescanWithoutInvisible(text: string, positions: number[], out: Finding[]): void {
+  private rescanWithoutInvisible(text: string, positions: number[], final: boolean, out: Finding[]): number {
     // Only the neighbourhood of each invisible character: a token they hide must contain them.
     const windows: [number, number][] = [];
     for (const at of positions) {
@@ -403,10 +406,21 @@ export class Scanner {
       if (last && from <= last[1]) last[1] = to;
       else windows.push([from, to]);
     }
-    if (positions.length >= MAX_HIDDEN_WINDOWS) windows.splice(0, windows.length, [0, text.length]);
+    // In a stream, a window that reaches the end of what has arrived is not judged yet: held back instead.
+    let incomplete = text.length;
+    if (positions.length >= MAX_HIDDEN_WINDOWS) {
+      // Too many to window: all of it, except (in a stream) the tail, which the next chunk completes.
+      const n = text.length;
+      windows.splice(0, windows.length, [0, final ? n : Math.max(0, n - HIDDEN_WINDOW)]);
+      if (!final) incomplete = Math.max(0, n - 2 * HIDDEN_WINDOW);
+    }
     this.normalizing = true;
     try {
       for (const [from, to] of windows) {
+        if (!final && to >= text.length) {
+          incomplete = Math.min(incomplete, from);
+          continue;
+        }
         const stripped = stripInvisible(text, from, to);
         if (!stripped) continue;
         const found: Finding[] = [];
@@ -421,6 +435,7 @@ export class Scanner {
     } finally {
       this.normalizing = false;
     }
+    return incomplete;
   }
 
   /**

@@ -1,8 +1,8 @@
 /**
  * The streaming scanner, for bodies that arrive in chunks (the egress proxy, streamed tool results). It runs
- * the same single pass as `Scanner.check` over what is held plus each new chunk; the two whole-text extras
- * (tokens hidden by invisible characters, and AWS secret keys found by their distance to a key id) are not
- * applied to streams.
+ * the same single pass as `Scanner.check` over what is held plus each new chunk, including tokens hidden by
+ * invisible characters (the neighbourhood of one is held back until it has fully arrived). AWS secret keys
+ * found only by their distance to a key id are not looked for in streams.
  */
 import { applyRedactions, latin1, matchStarts, resolveOverlaps, type Finding } from './findings.js';
 import type { Scanner } from './scanner.js';
