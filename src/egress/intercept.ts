@@ -51,6 +51,9 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     requestTimeout: 0,
     joinDuplicateHeaders: false,
   });
+  // A client that half-closes after its request still gets the answer (node's http server otherwise aborts
+  // the request and closes the socket when the client's side ends).
+  (server as typeof server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   const deadlines = new HeaderDeadlines(runtime.limits.headerTimeoutMs, (socket) => {
     refuseConnection(runtime, socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
     setTimeout(() => socket.destroy(), 1_000).unref();

@@ -178,6 +178,9 @@ function createHttpEngine(runtime: Runtime): { server: HttpServer; deadlines: He
     keepAliveTimeout: 5_000,
     joinDuplicateHeaders: false,
   });
+  // A client that half-closes after its request still gets the answer (node's http server otherwise aborts
+  // the request and closes the socket when the client's side ends).
+  (server as typeof server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   const deadlines = new HeaderDeadlines(runtime.limits.headerTimeoutMs, (socket) => {
     refuseConnection(runtime, socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
     setTimeout(() => socket.destroy(), 1_000).unref();
