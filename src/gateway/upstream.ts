@@ -245,6 +245,8 @@ export class Upstream {
     for (const method of ['sampling/createMessage', 'elicitation/create', 'roots/list'] as const) {
       client.setRequestHandler(method, async (request) => {
         const target = this.routeTarget();
+        // Outside a call (servers often ask at start-up) no client's roots may be shown: the answer is none.
+        if (!target && method === 'roots/list' && this.inFlight.size === 0) return { roots: [] } as never;
         if (!target) {
           const message = `upstream "${this.name}" sent ${method} while calls from several sessions (or none) were in flight; refused because it cannot be tied to one client`;
           this.events.event(this, 'relay-refused', message);
