@@ -63,6 +63,15 @@ function assignedValue(minLength: number): string {
   return ASSIGNED_VALUE.replaceAll('N', String(minLength));
 }
 
+/** Base64 of `user:password` with printable text and a plausible password. */
+function basicCredentials(encoded: string): Verdict {
+  const decoded = Buffer.from(encoded, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 1 || !PRINTABLE.test(decoded)) return REJECT;
+  return plausibleValue(decoded.slice(colon + 1), 1.5);
+}
+const PRINTABLE = /^[\x20-\x7e]+$/;
+
 const entropyAtLeast = (bits: number) => (secret: string): Verdict => (shannonEntropy(secret) >= bits ? CONFIRMED : REJECT);
 
 function github(id: string, prefix: string, title: string): Rule {
@@ -410,6 +419,17 @@ export const RULES: readonly Rule[] = [
     secretGroups: [1],
     maxLength: 2010,
     check: entropyAtLeast(3.5),
+  },
+  {
+    id: 'http-basic-auth',
+    title: 'Credentials in an HTTP Basic Authorization header',
+    severity: 'high',
+    confidence: 'high',
+    keywords: ['Basic ', 'basic '],
+    pattern: `[Bb]asic\\s{1,4}([A-Za-z0-9+/]{8,1000}={0,2})(?![A-Za-z0-9+/=])`,
+    secretGroups: [1],
+    maxLength: 1010,
+    check: basicCredentials,
   },
   // Payment cards are found without a keyword: the scanner tracks runs of digits itself.
   {

@@ -156,6 +156,7 @@ export const SAMPLES: Record<string, (random: Random) => string> = {
   'pgp-private-key': (r) => `-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n${pemBody(r, 8)}\n=${pick(r, B64, 4)}\n-----END PGP PRIVATE KEY BLOCK-----`,
   'database-url-password': (r) => `postgres://app:${password(r)}@db.internal.acme.io:5432/orders`,
   'url-basic-auth': (r) => `https://deploy:${password(r)}@artifacts.acme.io/releases/`,
+  'http-basic-auth': (r) => `Authorization: Basic ${Buffer.from(`deploy:${password(r)}`).toString('base64')}`,
   'bearer-token': (r) => `Authorization: Bearer ${pick(r, B64URL, 40)}`,
   'payment-card-number': (r) => luhnComplete('4' + pick(r, DIGITS, 14)),
   'generic-password': (r) => `DB_PASSWORD=${password(r)}`,
