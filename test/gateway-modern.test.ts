@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { Client, SSEClientTransport, type CallToolResult } from '@modelcontextprotocol/client';
-import { fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+import { fixtureUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
 
 const modernEntry = new URL('./fixtures/modern-server.js', import.meta.url).pathname;
 const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'] } }] };
@@ -53,6 +53,24 @@ describe('the 2026-07-28 era', () => {
     const record = harness.audit.records.findLast((r) => r.action === 'tools/call');
     assert.match(record?.principal.session ?? '', /^stateless-/);
     assert.equal(record?.principal.agent, 'tester');
+  });
+
+  test('checks the mirrored Mcp-* headers of a modern request against its body (-32020 on a mismatch)', async () => {
+    const body = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/list',
+      params: { _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } },
+    });
+    const headers = { ...JSON_HEADERS, authorization: `Bearer ${key}`, 'mcp-protocol-version': '2026-07-28' };
+    const matching = await rawRequest(harness.gateway.url, { headers: { ...headers, 'mcp-method': 'tools/list' }, body });
+    assert.equal(matching.status, 200);
+    assert.match(matching.body, /fixture__echo/);
+    const mismatched = await rawRequest(harness.gateway.url, { headers: { ...headers, 'mcp-method': 'tools/call' }, body });
+    assert.equal(mismatched.status, 400);
+    assert.match(mismatched.body, /-32020/);
+    const unauthenticated = await rawRequest(harness.gateway.url, { headers: { ...JSON_HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list' }, body });
+    assert.equal(unauthenticated.status, 401);
   });
 
   test('the gateway negotiates the modern era with a modern-only upstream and relays calls to it', async () => {
