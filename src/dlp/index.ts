@@ -3,7 +3,8 @@
  *
  * Build one scanner at start-up or policy reload and share it:
  *
- *   const scanner = createScanner({ knownSecrets: [...vaultSecrets, ...secretsFromEnvironment()], maxBytes });
+ *   const scanner = await secrets.createScanner(engine.dlp);   // src/secrets: vault + providers + env, policy limits
+ *   // or: createScanner({ knownSecrets, maxBytes, disabledRules })
  *   scanner.scan(textOrBuffer)        // Finding[]; throws GatehouseError 'dlp_too_large' over maxBytes
  *   scanner.check(textOrBuffer)       // { status: 'clean' | 'found' | 'too_large', findings, size }
  *   scanner.scanJson(value)           // findings in every string (and key) of a parsed value, with `path`
@@ -21,11 +22,17 @@
  * What it does not see: a secret split across separate JSON strings or chunks of different requests, or
  * transformed beyond base64/hex/URL encoding (reversed, encrypted). Raw JSON text hides `\u0067hp_...`
  * escapes from a text scan, so scan parsed JSON with `scanJson` wherever the body is JSON. Tokens with
- * zero-width characters or soft hyphens inside are found by `scan`/`check` (not by streams).
+ * zero-width characters or soft hyphens inside are found (`finding.hidden`), in streams too.
+ *
+ * `dlpVerdict` acts only on findings at or above `policy.dlp.minSeverity` (default medium); the rest are
+ * logged. Live placeholders look like real tokens to this scanner: swap them first (src/secrets), or drop
+ * findings whose span `registry.find()` reports.
  *
  * A Finding carries the rule id, span, severity, confidence and a preview that never contains the secret;
  * put findings in audit records through `findingsForAudit`. Spans are UTF-16 units for strings and bytes
  * for Buffers and streams (Buffers are read as latin1, so binary and invalid UTF-8 are scanned as bytes).
+ *
+ * Rules are listed by `gatehouse scan --list-rules`; `samples.ts` makes fake, format-valid tokens for tests.
  *
  * May import: util, config types. Knows nothing of the data planes.
  */

@@ -17,9 +17,14 @@
  *
  * Vault and providers (for the CLI and the data planes):
  *
- *   const secrets = openSecrets({ dataDir, config: config.secrets });
- *   await secrets.resolveSecret('github-token')                 // vault first, then configured providers
+ *   const secrets = openSecrets({ dataDir, settings: config.secrets });
+ *   await secrets.resolveSecret('github-token')                 // a configured provider first, then the vault
+ *   await secrets.createScanner(engine.dlp)                      // the leak scanner with every known secret
  *   secrets.vault.set(name, value) / list() / remove(name) / rotate(name, value)
+ *
+ * The vault opens on first use and throws a GatehouseError (`vault_wrong_master_key`, `vault_key_file_mode`,
+ * `vault_key_file_missing`) that names the key's source and the fix. GATEHOUSE_MASTER_KEY stays in the node's
+ * environment: the sandbox launcher must not pass it (or any GATEHOUSE_* variable) to agents.
  *
  * May import: util, store, config, policy (types and host patterns), dlp (formats). Knows nothing of the
  * data planes.
