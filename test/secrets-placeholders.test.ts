@@ -148,3 +148,16 @@ test('a placeholder inside HTTP basic auth (as git sends a token) is swapped, an
   assert.equal(refused.refused.length, 1);
   assert.equal(registry.swapHeader(`token ${p.value}`, 's', { host: 'github.com' }).value, `token ${real}`);
 });
+
+test('leak findings that are live placeholders can be told apart from real tokens', () => {
+  const registry = new PlaceholderRegistry();
+  const p = registry.issue('s', grant(), SAMPLES['github-pat']!(random));
+  const real = SAMPLES['github-pat']!(random);
+  const body = `{"a":"${p.value}","b":"${real}"}`;
+  const findings = scanner.scan(body);
+  assert.equal(findings.length, 2, 'both look like GitHub tokens to the scanner');
+  const leaks = registry.withoutPlaceholders(findings, body);
+  assert.equal(leaks.length, 1);
+  assert.equal(body.slice(leaks[0]!.start, leaks[0]!.end), real);
+  assert.equal(registry.withoutPlaceholders(scanner.scan(Buffer.from(body)), Buffer.from(body)).length, 1);
+});

@@ -26,7 +26,7 @@
  *
  * `dlpVerdict` acts only on findings at or above `policy.dlp.minSeverity` (default medium); the rest are
  * logged. Live placeholders look like real tokens to this scanner: swap them first (src/secrets), or drop
- * findings whose span `registry.find()` reports.
+ * them with `registry.withoutPlaceholders(findings, input)`.
  *
  * A Finding carries the rule id, span, severity, confidence and a preview that never contains the secret;
  * put findings in audit records through `findingsForAudit`. Spans are UTF-16 units for strings and bytes

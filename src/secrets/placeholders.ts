@@ -250,6 +250,16 @@ export class PlaceholderRegistry {
     return hits.sort((a, b) => a.start - b.start);
   }
 
+  /**
+   * Leak findings minus those that are live placeholders (which look like real tokens but are worthless):
+   * `registry.withoutPlaceholders(scanner.scan(body), body)`. Spans must come from the same input.
+   */
+  withoutPlaceholders<F extends { start: number; end: number }>(findings: readonly F[], input: string | Uint8Array): F[] {
+    if (findings.length === 0 || this.byValue.size === 0) return [...findings];
+    const hits = this.find(input);
+    return findings.filter((f) => !hits.some((h) => h.start <= f.start && f.end <= h.end));
+  }
+
   /** Whether the placeholder's grant lets the real value go to `destination`. */
   allowedAt(placeholder: Placeholder, destination: Destination): boolean {
     const entry = this.byValue.get(placeholder.value);
