@@ -55,6 +55,22 @@ describe('the 2026-07-28 era', () => {
     assert.equal(record?.principal.agent, 'tester');
   });
 
+  test('a modern client listening with subscriptions/listen hears tools list_changed', async () => {
+    const client = await harness.connect(key, MODERN);
+    let changed = 0;
+    client.setNotificationHandler('notifications/tools/list_changed', () => {
+      changed += 1;
+    });
+    const subscription = await client.listen({ toolsListChanged: true });
+    try {
+      harness.gateway.core.invalidate('tools');
+      for (let i = 0; i < 50 && changed === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(changed, 1);
+    } finally {
+      await subscription.close();
+    }
+  });
+
   test('checks the mirrored Mcp-* headers of a modern request against its body (-32020 on a mismatch)', async () => {
     const body = JSON.stringify({
       jsonrpc: '2.0',

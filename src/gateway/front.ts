@@ -65,6 +65,7 @@ export class GatewayFront {
   private readonly allowedOrigins: Set<string>;
   /** The 2026-07-28 era: stateless, one SDK server per request, built for the authenticated caller. */
   private readonly modern: McpHttpHandler;
+  private readonly unsubscribeModern: () => void;
   url = '';
 
   constructor(private readonly options: FrontOptions) {
@@ -85,6 +86,12 @@ export class GatewayFront {
       },
       { legacy: 'reject', maxRequestBodySize: options.settings.maxMessageBytes },
     );
+    // Modern clients hear about list changes on their `subscriptions/listen` streams.
+    this.unsubscribeModern = options.core.onListChanged((kind) => {
+      if (kind === 'tools') this.modern.notify.toolsChanged();
+      else if (kind === 'prompts') this.modern.notify.promptsChanged();
+      else this.modern.notify.resourcesChanged();
+    });
   }
 
   async listen(): Promise<string> {
@@ -110,6 +117,7 @@ export class GatewayFront {
 
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    this.unsubscribeModern();
     await this.modern.close().catch(() => undefined);
     await Promise.all([...this.sessions.values()].map((session) => this.endSession(session)));
     await Promise.all([...this.sseSessions.values()].map((session) => session.server.close().catch(() => undefined)));
