@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { configSchema } from '../src/config/schema.js';
-import { openSecrets, ProviderSet, Vault } from '../src/secrets/index.js';
+import { openSecrets, ProviderSet, runCommand, Vault } from '../src/secrets/index.js';
 import { closeStores, openStore } from '../src/store/index.js';
 
 function tempDir(): string {
@@ -162,6 +162,18 @@ test('providers: an environment variable, a file, and a command with a timeout a
   assert.ok(Date.now() - started < 5000);
   await assert.rejects(providers.resolve('failing'), /exit code 3\): vault is sealed/);
   await assert.rejects(providers.resolve('missing'), /was not found/);
+});
+
+test('a provider command does not inherit the vault master key', async () => {
+  const previous = process.env.GATEHOUSE_MASTER_KEY;
+  process.env.GATEHOUSE_MASTER_KEY = 'do-not-leak-this-master-key';
+  try {
+    const value = await runCommand('probe', [process.execPath, '-e', 'process.stdout.write(String(process.env.GATEHOUSE_MASTER_KEY) + ":" + String(!!process.env.PATH))'], 5000);
+    assert.equal(value, 'undefined:true');
+  } finally {
+    if (previous === undefined) delete process.env.GATEHOUSE_MASTER_KEY;
+    else process.env.GATEHOUSE_MASTER_KEY = previous;
+  }
 });
 
 test('a provider needs exactly one source', () => {

@@ -24,7 +24,10 @@ function providerError(name: string, message: string): GatehouseError {
 export function runCommand(name: string, argv: readonly string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const [file, ...args] = argv;
-    const child = spawn(file!, args, { stdio: ['ignore', 'pipe', 'pipe'], shell: false });
+    // The command gets the node's environment (password managers need HOME, sessions, agents), minus the
+    // vault's master key, which no other program needs.
+    const { GATEHOUSE_MASTER_KEY: _masterKey, ...env } = process.env;
+    const child = spawn(file!, args, { stdio: ['ignore', 'pipe', 'pipe'], shell: false, env });
     const out: Buffer[] = [];
     let outBytes = 0;
     let errText = '';
