@@ -128,6 +128,16 @@ describe('egress TLS inspection', () => {
     assert.equal(record.effect, 'deny');
   });
 
+  it('closes a pass-through tunnel whose TLS names another host than the CONNECT (no fronting without inspection)', async () => {
+    await assert.rejects(
+      httpsViaProxy({ connectTo: { port: gate.proxy.address.port }, proxyAuthorization: 'Bearer key-alice', host: 'pinned.test', port: servers.pinned.port, servername: 'api.test', ca: publicCa.certificatePem }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const record = gate.audit.records.find((r) => r.action === 'connect' && r.resource === `pinned.test:${servers.pinned.port}` && r.details?.reasonCode === 'sni-mismatch');
+    assert.ok(record, 'the tunnel is recorded as refused for its SNI');
+    assert.equal(record.details?.inspected, false);
+  });
+
   it('answers 502 when the upstream certificate does not verify', async () => {
     const result = await viaCurl([`https://bad.test:${servers.bad.port}/`]);
     assert.equal(result.status, 502);

@@ -100,6 +100,29 @@ describe('egress limits', () => {
     }
   });
 
+  it('lets the server speak first through a tunnel (an ssh banner), also where the first client bytes are checked', async () => {
+    const banner = await tcpServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.write('SSH-2.0-OpenSSH_9.2 test\r\n');
+    });
+    const gate = await startTestProxy(POLICY('block'), { settings: { resolve } });
+    try {
+      const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${banner.port}`);
+      const named = await openTunnel(gate.proxy.address.port, `api.test:${banner.port}`).catch((error: Error) => assert.fail(error.message));
+      for (const socket of [tunnel, named]) {
+        const line = await new Promise<string>((resolve) => {
+          socket.once('data', (chunk: Buffer) => resolve(chunk.toString()));
+          socket.resume();
+        });
+        assert.match(line, /^SSH-2\.0-/);
+        socket.destroy();
+      }
+    } finally {
+      await gate.close();
+      banner.server.close();
+    }
+  });
+
   it('closes an idle tunnel and records why', async () => {
     const quiet = await tcpServer(() => undefined);
     const gate = await startTestProxy(POLICY('block'), { settings: { limits: { idleTimeoutMs: 300 } as never } });

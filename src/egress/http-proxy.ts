@@ -17,8 +17,9 @@ import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
-import { formatTarget, parseAuthority } from './target.js';
-import { dial, splice } from './tunnel.js';
+import { formatTarget, parseAuthority, printable } from './target.js';
+import { dial, splice, type FirstBytesGate } from './tunnel.js';
+import { readClientHelloSni } from './client-hello.js';
 import { prepareRequest } from './content.js';
 import { forward } from './forward.js';
 
@@ -96,8 +97,9 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   if (upstream instanceof Refusal) return refuse(upstream);
   const dialled = upstream.remoteAddress;
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-  const result = await splice(socket, upstream, runtime.limits, head);
+  const result = await splice(socket, upstream, runtime.limits, head, target.ip ? undefined : sniMustMatch(target.host));
   facts.details = { address: dialled, inspected: false, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
+  if (result.refusal) facts.refusal = result.refusal;
   runtime.recorder.record(engine, facts);
 }
 
@@ -173,3 +175,18 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   runtime.recorder.record(engine, facts);
 }
 
+
+/**
+ * No fronting on tunnels the proxy does not inspect either: if the client's first bytes are a TLS
+ * ClientHello naming a server, it must be the CONNECT host. Non-TLS protocols pass untouched.
+ */
+function sniMustMatch(host: string): FirstBytesGate {
+  return (data) => {
+    const hello = readClientHelloSni(data);
+    if (hello.kind === 'incomplete') return 'more';
+    if (hello.kind !== 'sni') return 'pass';
+    const name = hello.name.toLowerCase().replace(/\.$/, '');
+    if (name === host) return 'pass';
+    return new Refusal(403, 'sni-mismatch', `the TLS server name ${printable(hello.name)} differs from the CONNECT target ${host}`);
+  };
+}

@@ -49,19 +49,30 @@ export interface SpliceResult {
   bytesUp: number;
   bytesDown: number;
   /** Why the tunnel ended, when it was not a normal close. */
-  ended: 'closed' | 'idle-timeout' | 'total-timeout' | 'error';
+  ended: 'closed' | 'idle-timeout' | 'total-timeout' | 'error' | 'refused';
+  /** Set when the gate refused the client's first bytes. */
+  refusal?: Refusal;
 }
 
+/**
+ * Looks at the client's first bytes before any of them go upstream: 'pass', 'more' (wait for more bytes)
+ * or a refusal. The server's side flows from the start (protocols where the server speaks first).
+ */
+export type FirstBytesGate = (data: Buffer) => 'pass' | 'more' | Refusal;
+
+const GATE_MAX_BYTES = 20 * 1024;
+
 /** Joins client and upstream until both are done. `head` is anything the client sent ahead of the splice. */
-export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, head?: Buffer): Promise<SpliceResult> {
+export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, head?: Buffer, gate?: FirstBytesGate): Promise<SpliceResult> {
   return new Promise((resolve) => {
     let ended: SpliceResult['ended'] = 'closed';
+    let refusal: Refusal | undefined;
     let closed = 0;
     const finish = (): void => {
       closed += 1;
       if (closed < 2) return;
       clearTimeout(total);
-      resolve({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, ended });
+      resolve({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, ended, ...(refusal ? { refusal } : {}) });
     };
     const abort = (why: SpliceResult['ended']) => (): void => {
       if (ended === 'closed') ended = why;
@@ -82,8 +93,33 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
       client.end();
       finish();
     });
-    if (head && head.length > 0) upstream.write(head);
-    client.pipe(upstream);
     upstream.pipe(client);
+    if (!gate) {
+      if (head && head.length > 0) upstream.write(head);
+      client.pipe(upstream);
+      return;
+    }
+    let pending = head ?? Buffer.alloc(0);
+    const judge = (): boolean => {
+      const verdict = pending.length > GATE_MAX_BYTES ? 'pass' : gate(pending);
+      if (verdict === 'more') return false;
+      client.off('data', onData);
+      if (verdict instanceof Refusal) {
+        refusal = verdict;
+        abort('refused')();
+        return true;
+      }
+      if (pending.length > 0) upstream.write(pending);
+      client.pipe(upstream);
+      return true;
+    };
+    const onData = (chunk: Buffer): void => {
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      judge();
+    };
+    if (pending.length === 0 || !judge()) {
+      client.on('data', onData);
+      client.resume();
+    }
   });
 }
