@@ -104,6 +104,27 @@ describe('a stdio upstream that misbehaves', () => {
   });
 });
 
+describe('lifecycle', () => {
+  test('starts an upstream on first use, stops it after the idle timeout, and starts it again when needed', async () => {
+    const harness = await startHarness({ gateway: { timeouts: { idleMs: 300 }, upstreams: { fixture: fixtureUpstream() } }, policy: allowAll });
+    try {
+      assert.equal(harness.gateway.status().upstreams[0]!.state, 'idle', 'nothing starts before it is needed');
+      const client = await harness.connect(harness.agents.add('tester').key);
+      await client.callTool({ name: 'fixture__hello', arguments: {} });
+      const pid = harness.gateway.status().upstreams[0]!.pid!;
+      assert.equal(harness.gateway.status().upstreams[0]!.state, 'ready');
+      for (let i = 0; i < 50 && harness.gateway.status().upstreams[0]!.state !== 'idle'; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(harness.gateway.status().upstreams[0]!.state, 'idle');
+      assert.throws(() => process.kill(pid, 0), 'the idle process is gone');
+      const again = (await client.callTool({ name: 'fixture__hello', arguments: {} })) as CallToolResult;
+      assert.equal(text(again), 'hello world');
+      assert.equal(harness.gateway.status().upstreams[0]!.restarts, 0, 'an idle stop is not a crash');
+    } finally {
+      await harness.close();
+    }
+  });
+});
+
 describe('resource subscriptions', () => {
   test('a subscribed session hears notifications/resources/updated; after unsubscribing it does not', async () => {
     const harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream() } }, policy: allowAll });
