@@ -353,3 +353,11 @@ test('a stream full of zero-width characters still releases its bytes as it goes
   for (let i = 0; i < 10; i++) released += stream.push(chunk).release.length;
   assert.ok(released > chunk.length * 9, `released ${released} of ${chunk.length * 10}`);
 });
+
+test('redactJson keeps a "__proto__" key as data, redacted like any other', () => {
+  const token = SAMPLES['github-pat']!(random);
+  const value = JSON.parse(`{"__proto__":{"token":"${token}"},"ok":1}`) as unknown;
+  const redacted = scanner.redactJson(value);
+  assert.equal(JSON.stringify(redacted), '{"__proto__":{"token":"[REDACTED:github-pat]"},"ok":1}');
+  assert.equal(Object.getPrototypeOf(redacted), Object.prototype);
+});

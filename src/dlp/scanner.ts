@@ -263,7 +263,8 @@ export class Scanner {
         const container = containerFor(child);
         const out = container ?? copy(child, childPath);
         if (Array.isArray(target)) target.push(out);
-        else target[outKey] = out;
+        // defineProperty, not assignment: a "__proto__" key must stay an own property of the copy.
+        else Object.defineProperty(target, outKey, { value: out, enumerable: true, writable: true, configurable: true });
         if (container) stack.push({ source: child, target: container, path: childPath });
       }
     }
