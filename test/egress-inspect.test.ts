@@ -200,6 +200,8 @@ describe('egress TLS inspection', () => {
       const record = gate.audit.records.find((r) => r.details?.reasonCode === 'placeholder-exfiltration');
       assert.equal(record?.principal.session, 'sess-p');
       assert.deepEqual(record?.rules, ['deploy']);
+      assert.deepEqual(record?.details?.attemptedExfiltration, { secret: 'deploy-key', rule: 'deploy', session: 'sess-p' });
+      assert.ok(!JSON.stringify(gate.audit.records).includes(realDeployKey), 'the real value is in no record');
     } finally {
       await session.close();
     }

@@ -111,6 +111,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
         registry.allowedAt(placeholder, { host: target.host }) &&
         isAllowed(engine.decide({ surface: 'credentials', secret: placeholder.secret, host: target.host, ...principalFields(caller) }));
       if (!grantAllows) {
+        facts.attemptedExfiltration = { secret: placeholder.secret, rule: placeholder.ruleId, session: placeholder.session };
         return new Refusal(
           403,
           'placeholder-exfiltration',

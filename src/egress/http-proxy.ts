@@ -17,25 +17,16 @@ import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
+import { auditHealthy, limit } from './steps.js';
 import { formatTarget, parseAuthority, printable } from './target.js';
 import { dial, splice, type FirstBytesGate } from './tunnel.js';
 import { readClientHelloSni } from './client-hello.js';
 import { prepareRequest } from './content.js';
 import { forward } from './forward.js';
 
-/** Steps shared by every flow before the destination is known: audit health, then who is asking. */
+/** The first steps of both HTTP flows: audit health, then who is asking. */
 async function admit(runtime: Runtime, client: Client, proxyAuthorization: string | undefined): Promise<Caller | Refusal> {
-  if (runtime.recorder.failed) {
-    return new Refusal(503, 'audit-unavailable', 'the audit log cannot be written, so no connection may proceed');
-  }
-  return authenticateCaller(client, keyFromProxyAuthorization(proxyAuthorization), runtime.authenticate);
-}
-
-function limit(runtime: Runtime, caller: Caller, kind: 'connections' | 'requests'): Refusal | undefined {
-  const key = caller.principal.agent ?? caller.session ?? 'anonymous';
-  if (runtime[kind].take(key)) return undefined;
-  const rate = kind === 'connections' ? runtime.limits.connectionsPerSecond : runtime.limits.requestsPerSecond;
-  return new Refusal(429, 'rate-limited', `agent ${key} is over its limit of ${rate} ${kind} per second`);
+  return auditHealthy(runtime) ?? authenticateCaller(client, keyFromProxyAuthorization(proxyAuthorization), runtime.authenticate);
 }
 
 export async function handleConnect(runtime: Runtime, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {

@@ -23,6 +23,7 @@ import type { InterceptResult, RequestInspector, Tunnel } from './inspect.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
+import { auditHealthy, limit } from './steps.js';
 import { formatTarget, printable } from './target.js';
 import { forward } from './forward.js';
 import { isAllowed } from '../policy/types.js';
@@ -172,10 +173,8 @@ async function handleInspected(
   facts.details = { ...facts.details, path: httpTarget.path };
   const badMessage = checkFraming(request) ?? checkHostHeader(request, target, 'https');
   if (badMessage) return refuse(badMessage);
-  const key = caller.principal.agent ?? caller.session ?? 'anonymous';
-  if (!runtime.requests.take(key)) {
-    return refuse(new Refusal(429, 'rate-limited', `agent ${key} is over its limit of ${runtime.limits.requestsPerSecond} requests per second`));
-  }
+  const notAdmitted = auditHealthy(runtime) ?? limit(runtime, caller, 'requests');
+  if (notAdmitted) return refuse(notAdmitted);
 
   // Step: the request-level decision, now that method and path are visible.
   const destination = { target, scheme: 'https', method: request.method ?? 'GET', path: httpTarget.path };

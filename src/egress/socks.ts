@@ -11,6 +11,7 @@ import { decideDestination, resolveAndCheck } from './destination.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
+import { auditHealthy, limit } from './steps.js';
 import { formatTarget, parseHost, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
 
@@ -133,11 +134,8 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   }
   if (target instanceof Refusal) return refuse(target, REPLY.addressTypeNotSupported);
   facts.resource = formatTarget(target);
-  if (runtime.recorder.failed) return refuse(new Refusal(503, 'audit-unavailable', 'the audit log cannot be written'), REPLY.generalFailure);
-  const key = caller.principal.agent ?? caller.session ?? 'anonymous';
-  if (!runtime.connections.take(key)) {
-    return refuse(new Refusal(429, 'rate-limited', `agent ${key} is over its connection rate limit`), REPLY.generalFailure);
-  }
+  const notAdmitted = auditHealthy(runtime) ?? limit(runtime, caller, 'connections');
+  if (notAdmitted) return refuse(notAdmitted, REPLY.generalFailure);
 
   const destination = { target };
   const decision = decideDestination(engine, caller.principal, destination, correlationId);
