@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -191,5 +191,21 @@ test('resolveSecret prefers a configured provider, then the vault, and names wha
   await assert.rejects(secrets.resolveSecret('nope'), { code: 'secret_not_found' });
   const known = await secrets.knownSecrets();
   assert.deepEqual(known.map((k) => k.name).sort(), ['env:X_SECRET', 'from-env', 'in-vault']);
+  closeStores();
+});
+
+test('relative paths in the secrets section are relative to the config file', async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'conf', 'keys'), { recursive: true });
+  writeFileSync(join(dir, 'conf', 'keys', 'db.txt'), 'relative-value-123\n');
+  writeFileSync(join(dir, 'conf', 'keys', 'master.key'), randomBytes(32).toString('hex'), { mode: 0o600 });
+  const settings = configSchema.parse({
+    version: 1,
+    secrets: { masterKeyFile: 'keys/master.key', providers: { db: { file: 'keys/db.txt' } } },
+  }).secrets;
+  const secrets = openSecrets({ dataDir: join(dir, 'data'), settings, env: {}, baseDir: join(dir, 'conf') });
+  assert.equal(await secrets.resolveSecret('db'), 'relative-value-123');
+  secrets.vault.set('x', 'value-xxxxxxxx');
+  assert.equal(existsSync(join(dir, 'data', 'master.key')), false, 'the configured key file is used, not a generated one');
   closeStores();
 });

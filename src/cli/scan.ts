@@ -1,5 +1,6 @@
 /** `gatehouse scan [FILE|-]...`: secret-leak detection for files and stdin (pre-commit hooks, CI). */
 import type { Command } from 'commander';
+import { dirname } from 'node:path';
 import { examples, fail, globalOptions, printJson, usageError } from './common.js';
 
 interface ScanOptions {
@@ -70,7 +71,7 @@ export function registerScanCommands(program: Command): void {
         let knownSecrets: { name: string; value: string }[] = [];
         if (options.known) {
           const { openSecrets } = await import('../secrets/index.js');
-          const secrets = openSecrets({ dataDir: context.dataDir, ...(context.loaded ? { settings: context.loaded.config.secrets } : {}) });
+          const secrets = openSecrets({ dataDir: context.dataDir, ...(context.loaded && context.configPath ? { settings: context.loaded.config.secrets, baseDir: dirname(context.configPath) } : {}) });
           knownSecrets = await secrets.knownSecrets();
         }
         const scanner = createScanner({ knownSecrets, maxBytes });

@@ -3,13 +3,14 @@
  * never from the command line (argv is visible to other users in `ps` and lands in shell history).
  */
 import type { Command } from 'commander';
+import { dirname } from 'node:path';
 import { examples, globalOptions, printJson, usageError } from './common.js';
 
 async function contextFor(command: Command) {
   const { commandContext } = await import('./context.js');
   const { openSecrets } = await import('../secrets/index.js');
   const context = commandContext(globalOptions(command), { requireConfig: false });
-  const secrets = openSecrets({ dataDir: context.dataDir, ...(context.loaded ? { settings: context.loaded.config.secrets } : {}) });
+  const secrets = openSecrets({ dataDir: context.dataDir, ...(context.loaded && context.configPath ? { settings: context.loaded.config.secrets, baseDir: dirname(context.configPath) } : {}) });
   return { secrets, credentials: context.loaded?.config.policy.credentials ?? [] };
 }
 

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import type { SecretProviderSettings } from '../config/schema.js';
 import { GatehouseError } from '../util/errors.js';
-import { expandHome } from '../util/paths.js';
+import { absolutePath } from '../util/paths.js';
 
 const MAX_OUTPUT_BYTES = 64 * 1024;
 
@@ -84,6 +84,8 @@ export class ProviderSet {
     private readonly providers: Readonly<Record<string, SecretProviderSettings>>,
     private readonly env: NodeJS.ProcessEnv = process.env,
     private readonly now: () => number = Date.now,
+    /** What relative `file` paths are relative to: the config file's directory. */
+    private readonly baseDir: string = process.cwd(),
   ) {}
 
   has(name: string): boolean {
@@ -114,7 +116,7 @@ export class ProviderSet {
     if (cached && cached.expires > this.now()) return cached.value;
     const pending =
       provider.file !== undefined
-        ? readFile(expandHome(provider.file), 'utf8').then(chompNewline, () => {
+        ? readFile(absolutePath(provider.file, this.baseDir), 'utf8').then(chompNewline, () => {
             throw providerError(name, `the file ${provider.file} cannot be read`);
           })
         : runCommand(name, provider.command!, provider.timeoutMs);

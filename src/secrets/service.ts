@@ -9,6 +9,7 @@ import type { KnownSecret } from '../dlp/known.js';
 import { createScanner, type Scanner } from '../dlp/scanner.js';
 import { secretsFromEnvironment } from '../dlp/known.js';
 import { GatehouseError } from '../util/errors.js';
+import { absolutePath } from '../util/paths.js';
 import { ProviderSet } from './providers.js';
 import { Vault } from './vault.js';
 
@@ -16,6 +17,8 @@ export interface SecretsOptions {
   dataDir: string;
   settings?: SecretsSettings;
   env?: NodeJS.ProcessEnv;
+  /** What relative paths in `settings` (key file, file providers) are relative to: the config file's directory. */
+  baseDir?: string;
 }
 
 export class Secrets {
@@ -23,13 +26,15 @@ export class Secrets {
   private openedVault: Vault | undefined;
 
   constructor(private readonly options: SecretsOptions) {
-    this.providers = new ProviderSet(options.settings?.providers ?? {}, options.env ?? process.env);
+    this.providers = new ProviderSet(options.settings?.providers ?? {}, options.env ?? process.env, Date.now, options.baseDir ?? process.cwd());
   }
 
   /** The vault (opened, and created on first use). Throws a GatehouseError on a wrong or missing master key. */
   get vault(): Vault {
     this.openedVault ??= Vault.open(this.options.dataDir, {
-      ...(this.options.settings?.masterKeyFile !== undefined ? { keyFile: this.options.settings.masterKeyFile } : {}),
+      ...(this.options.settings?.masterKeyFile !== undefined
+        ? { keyFile: absolutePath(this.options.settings.masterKeyFile, this.options.baseDir ?? process.cwd()) }
+        : {}),
       ...(this.options.env ? { env: this.options.env } : {}),
     });
     return this.openedVault;
