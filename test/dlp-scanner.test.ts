@@ -141,6 +141,7 @@ test('input over the limit is an explicit too_large outcome, which scan turns in
   assert.equal(small.check(big).status, 'too_large');
   assert.throws(() => small.scan(big), { code: 'dlp_too_large' });
   assert.equal(small.checkJson({ list: ['a'.repeat(600), 'b'.repeat(600)] }).status, 'too_large');
+  assert.equal(small.checkJson(new Array(2000).fill(0)).status, 'too_large', 'many tiny values count too');
   const settings = policySchema.parse({}).dlp;
   assert.equal(dlpVerdict(small.check(big), settings, 'mcp').effect, 'deny');
   assert.equal(dlpVerdict(small.check(big), { ...settings, onTooLarge: 'allow' }, 'mcp').effect, 'allow');

@@ -35,7 +35,7 @@ export type ScanStatus = 'clean' | 'found' | 'too_large';
 export interface ScanOutcome {
   status: ScanStatus;
   findings: Finding[];
-  /** Characters (strings), bytes (Buffers) or total string characters (JSON) looked at. */
+  /** Characters (strings), bytes (Buffers), or for JSON the string characters plus one per value. */
   size: number;
 }
 

@@ -117,7 +117,7 @@ export class Scanner {
     const disabled = new Set(options.disabledRules ?? []);
     for (const id of disabled) {
       if (!RULES.some((rule) => rule.id === id)) {
-        throw new GatehouseError('dlp_unknown_rule', `policy.dlp.disabledRules names "${id}", which is not a detection rule; see the rule ids in "gatehouse scan --json" output`);
+        throw new GatehouseError('dlp_unknown_rule', `policy.dlp.disabledRules names "${id}", which is not a detection rule; "gatehouse scan --list-rules" lists them`);
       }
     }
     this.rules = RULES.filter((rule) => !disabled.has(rule.id));
@@ -187,6 +187,8 @@ export class Scanner {
     while (stack.length > 0) {
       const item = stack.pop()!;
       const current = item.value;
+      // Every value counts at least one unit, so a huge array of tiny values meets the limit too.
+      size += 1;
       if (typeof current === 'string') {
         size += current.length;
         if (size > this.maxBytes) return { status: 'too_large', findings: [], size };
