@@ -4,10 +4,12 @@
  * Upstream credentials: granted by policy, resolved by the real secrets service, never in the gateway's env.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createHash, createSign, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
-import { test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { openSecrets } from '../src/secrets/index.js';
 import { everythingUpstream, fixtureEntry, fixtureUpstream, startHarness } from './gateway-harness.js';
 
@@ -60,10 +62,45 @@ test('checks an npm-launched server against the installed package name, version 
   assert.match(wrongIntegrity.status.lastError ?? '', /not the pinned sha512-AAAA/);
 });
 
-test('refuses an upstream that pins a container image, since image signatures cannot be verified yet', async () => {
-  const { tools, status } = await toolsWith(fixtureUpstream({ pin: { image: { digest: `sha256:${'a'.repeat(64)}` } } }));
-  assert.deepEqual(tools, []);
-  assert.match(status.lastError ?? '', /container image verification is not available/);
+describe('container image pins (cosign-compatible signatures, locally generated keys)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-cosign-'));
+  const digest = `sha256:${createHash('sha256').update('an image manifest').digest('hex')}`;
+  const signer = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const write = (name: string, content: string | Buffer): string => {
+    writeFileSync(join(dir, name), content);
+    return join(dir, name);
+  };
+  /** What `cosign sign --key … --output-payload --output-signature` writes: simple-signing JSON and a base64 signature. */
+  const signed = (forDigest: string, key = signer.privateKey) => {
+    const payload = JSON.stringify({ critical: { identity: { 'docker-reference': 'example/server' }, image: { 'docker-manifest-digest': forDigest }, type: 'cosign container image signature' }, optional: null });
+    const name = `${forDigest.slice(7, 15)}-${Math.random().toString(36).slice(2, 8)}`;
+    return { payload: write(`${name}.payload`, payload), signature: write(`${name}.sig`, createSign('sha256').update(payload).sign(key).toString('base64')) };
+  };
+  const publicKey = write('cosign.pub', signer.publicKey.export({ type: 'spki', format: 'pem' }) as string);
+  // Stands in for "docker run example/server@<digest>": the fixture ignores the extra argument.
+  const runs = (image: string) => [fixtureEntry, '--image', image];
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('starts an upstream whose image signature verifies against a configured key and names the digest it runs', async () => {
+    const { tools } = await toolsWith({ command: process.execPath, args: runs(`example/server@${digest}`), pin: { image: { digest, publicKeys: [publicKey], ...signed(digest) } } });
+    assert.ok(tools.includes('pinned__hello'));
+  });
+
+  test('refuses a signature by a key that is not configured', async () => {
+    const { tools, status } = await toolsWith({ command: process.execPath, args: runs(`example/server@${digest}`), pin: { image: { digest, publicKeys: [publicKey], ...signed(digest, stranger.privateKey) } } });
+    assert.deepEqual(tools, []);
+    assert.match(status.lastError ?? '', /does not verify against any of the 1 configured public key/);
+  });
+
+  test('refuses a valid signature over another digest, and a command that does not run the pinned digest', async () => {
+    const other = `sha256:${'b'.repeat(64)}`;
+    const wrongDigest = await toolsWith({ command: process.execPath, args: runs(`example/server@${digest}`), pin: { image: { digest, publicKeys: [publicKey], ...signed(other) } } });
+    assert.match(wrongDigest.status.lastError ?? '', new RegExp(`signature is for image ${other}, not the pinned ${digest}`));
+    const byTag = await toolsWith({ command: process.execPath, args: runs('example/server:latest'), pin: { image: { digest, publicKeys: [publicKey], ...signed(digest) } } });
+    assert.match(byTag.status.lastError ?? '', /does not run the image by its pinned digest/);
+    assert.deepEqual([...wrongDigest.tools, ...byTag.tools], []);
+  });
 });
 
 test('starts an upstream with a secret in its environment only when a credentials rule grants it to that server', async () => {

@@ -155,11 +155,20 @@ const upstreamPin = z.strictObject({
       integrity: z.string().regex(/^sha(256|384|512)-[A-Za-z0-9+/=]+$/, 'an npm integrity like "sha512-..."').optional(),
     })
     .optional(),
-  /** A container image digest plus cosign-compatible signature verification. */
+  /**
+   * A container image digest plus its cosign signature (`cosign sign --key … --output-payload P
+   * --output-signature S`), verified against these public keys before launch. The command must run the
+   * image by this digest (`name@sha256:…`).
+   */
   image: z
     .strictObject({
       digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'an image digest "sha256:<64 hex>"'),
-      publicKeys: z.array(z.string().min(1)).default([]),
+      /** PEM public keys (files or inline PEM); a signature by any one of them is enough. */
+      publicKeys: z.array(z.string().min(1)).min(1, 'at least one public key to verify the signature with'),
+      /** The signed simple-signing payload (a file). */
+      payload: z.string().min(1),
+      /** The base64 signature over the payload (a file). */
+      signature: z.string().min(1),
     })
     .optional(),
 });

@@ -4,12 +4,14 @@
  * - `sha256`: the executable or script (`file`, else the first argument when it is a file, else the command);
  * - `npm`: the installed package's name, version and registry integrity, from npm's lockfile in the
  *   `node_modules` the server would load from;
- * - `image`: container digests and signatures are not verified yet, so such a pin refuses the launch.
+ * - `image`: the image must be run by its pinned digest, with a cosign signature over that digest that
+ *   verifies against a configured public key (image-signature.ts).
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { UpstreamSettings } from '../config/schema.js';
+import { verifyImageSignature } from './image-signature.js';
 
 async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
@@ -44,7 +46,10 @@ export async function verifyUpstream(settings: UpstreamSettings): Promise<string
   const pin = settings.pin;
   if (!pin || settings.command === undefined) return undefined;
   const cwd = settings.cwd ?? process.cwd();
-  if (pin.image) return 'it pins a container image, and container image verification is not available in this version';
+  if (pin.image) {
+    const refusal = verifyImageSignature(pin.image, settings.args, cwd);
+    if (refusal) return refusal;
+  }
   if (pin.sha256) {
     const firstArgument = settings.args[0] !== undefined ? resolve(cwd, settings.args[0]) : undefined;
     const target = pin.file !== undefined ? resolve(cwd, pin.file) : firstArgument !== undefined && isFile(firstArgument) ? firstArgument : resolveCommand(settings.command, cwd);
