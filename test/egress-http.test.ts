@@ -219,6 +219,24 @@ describe('egress HTTP proxy', () => {
   });
 });
 
+describe('egress credentials over plain HTTP', () => {
+  it('never injects a credential header in the clear, and records that it left it out', async () => {
+    const echo = await startEchoServer();
+    const policy = 'network:\n  - id: api\n    allow: [api.test]\n  - id: lo\n    allow: [127.0.0.1]\ncredentials:\n  - id: gh\n    secret: github-token\n    hosts: [api.test]\n    header: "Authorization: Bearer {secret}"\n';
+    const gate = await startTestProxy(policy, { resolveSecret: () => 'real-token', settings: { resolve: { 'api.test': ['127.0.0.1'] } } });
+    try {
+      const result = await curl(['-x', gate.url, '-U', 'a:key-alice', `http://api.test:${echo.port}/plain`]);
+      assert.equal(result.status, 200);
+      assert.equal((JSON.parse(result.body) as { headers: Record<string, string> }).headers.authorization, undefined);
+      const record = gate.audit.records.find((r) => r.resource.endsWith('/plain'));
+      assert.deepEqual((record?.details?.injectionSkipped as { rules: string[] }).rules, ['gh']);
+    } finally {
+      await gate.close();
+      await echo.close();
+    }
+  });
+});
+
 describe('egress decisions before DNS', () => {
   it('denies a port no rule lists without sending a DNS query for the host', async () => {
     const asked: string[] = [];

@@ -156,7 +156,12 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     }
   }
 
-  // Step: inject credential headers from grants that name this host (TLS only).
+  // Step: inject credential headers from grants that name this host (TLS only: over plain HTTP the grant is
+  // left out, and the record says so).
+  if (tools.resolveSecret && scheme !== 'https') {
+    const skipped = engine.grants(caller.principal).filter((grant) => grant.header && grantCovers(grant.hosts, target.host));
+    if (skipped.length > 0) facts.injectionSkipped = { rules: skipped.map((grant) => grant.ruleId), reason: 'credentials are only injected over TLS' };
+  }
   if (tools.resolveSecret && scheme === 'https') {
     const injected: string[] = [];
     for (const grant of engine.grants(caller.principal)) {

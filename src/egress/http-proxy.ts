@@ -36,7 +36,7 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   const engine = runtime.policy.current;
   const facts: Facts = {
     action: 'connect',
-    resource: request.url ?? '',
+    resource: printable(request.url ?? ''),
     principal: client.principal,
     session: client.session,
     correlationId,

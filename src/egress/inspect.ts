@@ -3,7 +3,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { CheckedAddress } from './addresses.js';
-import type { Caller } from './authenticate.js';
+import type { Caller, Client } from './authenticate.js';
 import type { Refusal } from './refusal.js';
 import type { Target } from './target.js';
 
@@ -13,7 +13,7 @@ export interface Tunnel {
   addresses: CheckedAddress[];
   caller: Caller;
   correlationId: string;
-  listener: string;
+  listener: Client['listener'];
 }
 
 export interface InterceptResult {

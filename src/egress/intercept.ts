@@ -102,7 +102,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
         return result;
       }
       const state: TunnelState = { tunnel, requests: 0, bytesUp: 0, bytesDown: 0, address: undefined };
-      const tls = new TLSSocket(socket as never, {
+      const tls = new TLSSocket(socket, {
         isServer: true,
         secureContext: context,
         ALPNProtocols: ['http/1.1'],
@@ -118,7 +118,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
         },
       });
       states.set(tls, state);
-      runtime.clients.set(tls, { listener: tunnel.listener as 'tcp', remote: 'tls', principal: tunnel.caller.principal, ...(tunnel.caller.session !== undefined ? { session: tunnel.caller.session } : {}) });
+      runtime.clients.set(tls, { listener: tunnel.listener, remote: 'tls', principal: tunnel.caller.principal, ...(tunnel.caller.session !== undefined ? { session: tunnel.caller.session } : {}) });
       return new Promise((resolve) => {
         const timer = setTimeout(() => tls.destroy(), runtime.limits.totalTimeoutMs);
         tls.setTimeout(runtime.limits.idleTimeoutMs, () => tls.destroy());
