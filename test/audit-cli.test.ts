@@ -75,7 +75,9 @@ test('audit verify passes an untouched log and pinpoints an edited, a deleted an
         const text = gatehouse(copy.dataDir, ['audit', 'verify']);
         assert.equal(text.status, 1, `${scenario.name}: verify fails ${text.stderr}`);
         assert.match(text.stdout, scenario.expect, `${scenario.name}: ${text.stdout}`);
-        const json = JSON.parse(gatehouse(copy.dataDir, ['audit', 'verify', '--json']).stdout) as { ok: boolean; problem: { kind: string } };
+        const jsonRun = gatehouse(copy.dataDir, ['audit', 'verify', '--json']);
+        assert.ok(jsonRun.stdout.trim().startsWith('{'), `verify --json printed JSON (stderr: ${jsonRun.stderr})`);
+        const json = JSON.parse(jsonRun.stdout) as { ok: boolean; problem: { kind: string } };
         assert.equal(json.ok, false);
         assert.equal(json.problem.kind, scenario.kind);
       } finally {
@@ -119,7 +121,7 @@ test('audit verify catches a rewritten chain through the checkpoint signature', 
     });
     const run = gatehouse(tmp.dataDir, ['audit', 'verify']);
     assert.equal(run.status, 1, run.stderr);
-    assert.match(run.stdout, /checkpoint 11 \(segment-0000000000000001\.jsonl line 11\) has an invalid signature/);
+    assert.match(run.stdout, /checkpoint 11 \(segment-0000000000000001\.jsonl line 11\) has an invalid signature/, run.stderr);
   } finally {
     tmp.cleanup();
   }
@@ -134,7 +136,7 @@ test('audit verify reports a removed middle segment as missing records, and a ke
     unlinkSync(join(tmp.auditDir, segments[1]!.name));
     const run = gatehouse(tmp.dataDir, ['audit', 'verify']);
     assert.equal(run.status, 1, run.stderr);
-    assert.match(run.stdout, new RegExp(`records ${segments[1]!.firstSeq}-${segments[2]!.firstSeq - 1} are missing before ${segments[2]!.name} line 1`));
+    assert.match(run.stdout, new RegExp(`records ${segments[1]!.firstSeq}-${segments[2]!.firstSeq - 1} are missing before ${segments[2]!.name} line 1`), run.stderr);
 
     const other = tempDataDir();
     try {
