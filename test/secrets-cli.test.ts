@@ -176,3 +176,22 @@ test('scan --list-rules lists at least 40 rule ids', () => {
   assert.ok(rules.length >= 40);
   assert.ok(rules.some((r) => r.id === 'github-pat'));
 });
+
+test('secret rekey rotates the master key and the vault keeps working', () => {
+  const dir = home();
+  assert.equal(run(['secret', 'set', 'a'], { home: dir, input: 'value-aaaaaaaa' }).code, 0);
+  const rekey = run(['secret', 'rekey'], { home: dir });
+  assert.equal(rekey.code, 0, rekey.stderr);
+  assert.match(rekey.stderr, /master\.key now holds the new key/);
+  assert.equal(rekey.stdout, '', 'a key kept in a file is never printed');
+  assert.match(run(['secret', 'ls'], { home: dir }).stdout, /^a /);
+
+  const key = randomBytes(32).toString('hex');
+  const envHome = home();
+  assert.equal(run(['secret', 'set', 'b'], { home: envHome, input: 'value-bbbbbbbb', env: { GATEHOUSE_MASTER_KEY: key } }).code, 0);
+  const printed = run(['secret', 'rekey'], { home: envHome, env: { GATEHOUSE_MASTER_KEY: key } });
+  assert.equal(printed.code, 0, printed.stderr);
+  const newKey = printed.stdout.trim();
+  assert.match(newKey, /^[0-9a-f]{64}$/);
+  assert.match(run(['secret', 'ls'], { home: envHome, env: { GATEHOUSE_MASTER_KEY: newKey } }).stdout, /^b /);
+});

@@ -209,3 +209,51 @@ test('relative paths in the secrets section are relative to the config file', as
   assert.equal(existsSync(join(dir, 'data', 'master.key')), false, 'the configured key file is used, not a generated one');
   closeStores();
 });
+
+test('rekey re-wraps the data key: secrets survive, the old master key stops working', () => {
+  const dir = tempDir();
+  const vault = Vault.open(dir, { env: noEnv });
+  vault.set('a', 'value-aaaaaaaa');
+  const oldKey = readFileSync(join(dir, 'master.key'), 'utf8');
+  const result = vault.rekey();
+  assert.equal(result.source, join(dir, 'master.key'));
+  assert.equal(result.newKey, undefined, 'a key file is rewritten, not printed');
+  assert.notEqual(readFileSync(join(dir, 'master.key'), 'utf8'), oldKey);
+  assert.equal(statSync(join(dir, 'master.key')).mode & 0o777, 0o600);
+  closeStores();
+  assert.equal(Vault.open(dir, { env: noEnv }).get('a'), 'value-aaaaaaaa');
+  closeStores();
+  assert.throws(() => Vault.open(dir, { env: { GATEHOUSE_MASTER_KEY: oldKey } }), { code: 'vault_wrong_master_key' });
+  closeStores();
+});
+
+test('a rekey interrupted before the key file was replaced still opens, and completes', () => {
+  const dir = tempDir();
+  const vault = Vault.open(dir, { env: noEnv });
+  vault.set('a', 'value-aaaaaaaa');
+  const oldKey = readFileSync(join(dir, 'master.key'), 'utf8');
+  vault.rekey();
+  const newKey = readFileSync(join(dir, 'master.key'), 'utf8');
+  closeStores();
+  // As if the process died after the store took the new key but before the rename.
+  writeFileSync(join(dir, 'master.key.new'), newKey, { mode: 0o600 });
+  writeFileSync(join(dir, 'master.key'), oldKey, { mode: 0o600 });
+  assert.equal(Vault.open(dir, { env: noEnv }).get('a'), 'value-aaaaaaaa');
+  assert.equal(readFileSync(join(dir, 'master.key'), 'utf8'), newKey);
+  assert.equal(existsSync(join(dir, 'master.key.new')), false);
+  closeStores();
+});
+
+test('rekey with GATEHOUSE_MASTER_KEY returns the generated key for the operator to store', () => {
+  const dir = tempDir();
+  const env = { GATEHOUSE_MASTER_KEY: randomBytes(32).toString('hex') };
+  const vault = Vault.open(dir, { env });
+  vault.set('a', 'value-aaaaaaaa');
+  const { newKey } = vault.rekey();
+  assert.match(newKey!, /^[0-9a-f]{64}$/);
+  closeStores();
+  assert.equal(Vault.open(dir, { env: { GATEHOUSE_MASTER_KEY: newKey! } }).get('a'), 'value-aaaaaaaa');
+  closeStores();
+  assert.throws(() => Vault.open(dir, { env }), { code: 'vault_wrong_master_key' });
+  closeStores();
+});

@@ -123,6 +123,28 @@ export function registerSecretCommands(program: Command): void {
 
   examples(
     secret
+      .command('rekey')
+      .description('rotate the vault master key: the data key is re-wrapped, secrets stay as they are')
+      .option('--stdin', 'read the new master key from stdin (hex, base64 or a passphrase) instead of generating one')
+      .action(async (options: { stdin?: boolean }, command: Command) => {
+        const secrets = await secretsFor(command);
+        const vault = secrets.vault;
+        const newKey = options.stdin ? await readValue('the new master key') : undefined;
+        const result = vault.rekey(newKey);
+        if (result.newKey !== undefined) {
+          process.stdout.write(`${result.newKey}\n`);
+          process.stderr.write('Master key rotated. Set GATEHOUSE_MASTER_KEY to the key above (shown once) before the next start.\n');
+        } else if (result.source === 'GATEHOUSE_MASTER_KEY') {
+          process.stderr.write('Master key rotated. Set GATEHOUSE_MASTER_KEY to the new key before the next start.\n');
+        } else {
+          process.stderr.write(`Master key rotated; ${result.source} now holds the new key.\n`);
+        }
+      }),
+    ['gatehouse secret rekey', 'openssl rand -hex 32 | gatehouse secret rekey --stdin'],
+  );
+
+  examples(
+    secret
       .command('rotate <name>')
       .description('replace the value of an existing secret (read from stdin or a hidden prompt)')
       .action(async (name: string, _options: unknown, command: Command) => {

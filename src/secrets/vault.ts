@@ -8,7 +8,7 @@
  * written.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes, scryptSync } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrate, openStore, type Store } from '../store/index.js';
 import { GatehouseError } from '../util/errors.js';
@@ -87,6 +87,8 @@ function secretAad(name: string, version: number): Buffer {
 /** Where the master key came from, for messages. Never the key. */
 interface MasterKeyMaterial {
   source: string;
+  /** The key file it was read from (undefined for GATEHOUSE_MASTER_KEY). */
+  file?: string;
   /** Raw 32-byte key, or a passphrase to stretch with the vault's salt. */
   raw: Buffer | undefined;
   passphrase: string | undefined;
@@ -121,10 +123,17 @@ function readKeyFile(path: string): string {
 export class Vault {
   private readonly db: Store;
   private readonly dataKey: Buffer;
+  private readonly material: MasterKeyMaterial;
 
-  private constructor(db: Store, dataKey: Buffer) {
+  private constructor(db: Store, dataKey: Buffer, material: MasterKeyMaterial) {
     this.db = db;
     this.dataKey = dataKey;
+    this.material = material;
+  }
+
+  /** Where the master key came from: `GATEHOUSE_MASTER_KEY` or a key file's path. Never the key. */
+  get keySource(): string {
+    return this.material.source;
   }
 
   /**
@@ -139,15 +148,23 @@ export class Vault {
       | undefined;
     const material = Vault.masterKeyMaterial(dataDir, options, row !== undefined);
     if (row) {
-      const master = Vault.deriveMaster(material, row.kdf, row.salt);
-      const dataKey = open(master, row.wrapped, WRAP_AAD);
+      let dataKey = open(Vault.deriveMaster(material, row.kdf, row.salt), row.wrapped, WRAP_AAD);
+      if (!dataKey && material.file && existsSync(`${material.file}.new`)) {
+        // A rekey was interrupted after the store took the new key but before the key file was replaced.
+        const next = parseMasterKey(readKeyFile(`${material.file}.new`), `${material.file}.new`);
+        dataKey = open(Vault.deriveMaster(next, row.kdf, row.salt), row.wrapped, WRAP_AAD);
+        if (dataKey) {
+          renameSync(`${material.file}.new`, material.file);
+          return new Vault(db, dataKey, { ...next, source: material.file, file: material.file });
+        }
+      }
       if (!dataKey) {
         throw new GatehouseError(
           'vault_wrong_master_key',
           `the master key from ${material.source} does not open the vault in ${dataDir}; use the key the vault was created with (GATEHOUSE_MASTER_KEY, secrets.masterKeyFile or ${join(dataDir, 'master.key')})`,
         );
       }
-      return new Vault(db, dataKey);
+      return new Vault(db, dataKey, material);
     }
     const salt = randomBytes(16);
     const kdf = material.raw ? 'raw' : `scrypt:${SCRYPT.N}:${SCRYPT.r}:${SCRYPT.p}`;
@@ -158,7 +175,7 @@ export class Vault {
       .prepare('INSERT OR IGNORE INTO vault_keys (id, wrapped, kdf, salt, created_at) VALUES (1, ?, ?, ?, ?)')
       .run(seal(master, dataKey, WRAP_AAD), kdf, salt, new Date().toISOString());
     if (inserted.changes === 0) return Vault.open(dataDir, options);
-    return new Vault(db, dataKey);
+    return new Vault(db, dataKey, material);
   }
 
   private static masterKeyMaterial(dataDir: string, options: MasterKeyOptions, vaultExists: boolean): MasterKeyMaterial {
@@ -170,10 +187,10 @@ export class Vault {
       if (!existsSync(path)) {
         throw new GatehouseError('vault_key_file_missing', `the master key file ${path} (secrets.masterKeyFile) does not exist`);
       }
-      return parseMasterKey(readKeyFile(path), path);
+      return { ...parseMasterKey(readKeyFile(path), path), file: path };
     }
     const path = join(dataDir, 'master.key');
-    if (existsSync(path)) return parseMasterKey(readKeyFile(path), path);
+    if (existsSync(path)) return { ...parseMasterKey(readKeyFile(path), path), file: path };
     if (vaultExists) {
       // Generating a new key now would orphan every stored secret.
       throw new GatehouseError(
@@ -186,11 +203,11 @@ export class Vault {
       writeFileSync(path, key + '\n', { mode: 0o600, flag: 'wx' });
     } catch (error) {
       // Another process generated it first: use theirs.
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return parseMasterKey(readKeyFile(path), path);
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return { ...parseMasterKey(readKeyFile(path), path), file: path };
       throw error;
     }
     chmodSync(path, 0o600);
-    return { source: path, raw: Buffer.from(key, 'hex'), passphrase: undefined };
+    return { source: path, file: path, raw: Buffer.from(key, 'hex'), passphrase: undefined };
   }
 
   private static deriveMaster(material: MasterKeyMaterial, kdf: string, salt: Buffer): Buffer {
@@ -202,6 +219,32 @@ export class Vault {
     const [, n, r, p] = kdf.split(':').map(Number);
     const secret = material.passphrase ?? material.raw!.toString('hex');
     return scryptSync(secret, salt, 32, { N: n!, r: r!, p: p!, maxmem: SCRYPT.maxmem });
+  }
+
+  /**
+   * Wraps the data key under a new master key (`newKey`, or 32 random bytes); the secrets themselves are not
+   * re-encrypted. A key file is replaced through `<file>.new` so an interrupted rekey leaves a vault that
+   * still opens (see `open`). For GATEHOUSE_MASTER_KEY the caller must store the new key; it is returned.
+   */
+  rekey(newKey?: string): { source: string; newKey: string | undefined } {
+    const text = newKey ?? randomBytes(32).toString('hex');
+    const next = parseMasterKey(text, 'the new master key');
+    const salt = randomBytes(16);
+    const kdf = next.raw ? 'raw' : `scrypt:${SCRYPT.N}:${SCRYPT.r}:${SCRYPT.p}`;
+    const wrapped = seal(Vault.deriveMaster(next, kdf, salt), this.dataKey, WRAP_AAD);
+    const file = this.material.file;
+    if (file) {
+      // A fresh file (never a leftover one, whose mode could be wider) holds the new key until the store has it.
+      rmSync(`${file}.new`, { force: true });
+      writeFileSync(`${file}.new`, text.trim() + '\n', { mode: 0o600, flag: 'wx' });
+    }
+    this.db.prepare('UPDATE vault_keys SET wrapped = ?, kdf = ?, salt = ? WHERE id = 1').run(wrapped, kdf, salt);
+    if (file) {
+      chmodSync(`${file}.new`, 0o600);
+      renameSync(`${file}.new`, file);
+      return { source: file, newKey: undefined };
+    }
+    return { source: this.material.source, newKey: newKey === undefined ? text : undefined };
   }
 
   static validName(name: string): boolean {
