@@ -20,7 +20,7 @@
  *   const secrets = openSecrets({ dataDir, settings: config.secrets });
  *   await secrets.resolveSecret('github-token')                 // a configured provider first, then the vault
  *   await secrets.createScanner(engine.dlp)                      // the leak scanner with every known secret
- *   secrets.vault.set(name, value) / list() / remove(name) / rotate(name, value)
+ *   secrets.vault.set(name, value) / list() / remove(name) / rotate(name, value) / rekey()
  *
  * The vault opens on first use and throws a GatehouseError (`vault_wrong_master_key`, `vault_key_file_mode`,
  * `vault_key_file_missing`) that names the key's source and the fix. GATEHOUSE_MASTER_KEY stays in the node's
