@@ -76,6 +76,8 @@ test('audit report summarises per agent what it reached, with allowed, denied an
       ],
     );
     assert.deepEqual(coder.credentials.map((c) => [c.secret, c.host, c.count]), [['github-token', 'api.github.com', 3]]);
+    const github = coder.network[0]!;
+    assert.ok(github.firstSeen < github.lastSeen, 'each destination says when it was first and last reached');
     assert.deepEqual(coder.mcp.map((m) => [m.server, m.tool, m.count, m.denied]), [
       ['github', 'get_issue', 7, 0],
       ['github', 'delete_repo', 1, 1],

@@ -11,6 +11,8 @@ export interface Tally {
   denied: number;
   /** Would have been denied; let through because the surface is in observe mode. */
   observedDenied: number;
+  firstSeen: string;
+  lastSeen: string;
 }
 
 export interface AgentReport {
@@ -36,14 +38,17 @@ export function accessOf(access: string | null, action: string): 'read' | 'write
   return /write|create|delete|rename|mkdir|rw/i.test(access ?? action) ? 'write' : 'read';
 }
 
-function add(tally: Tally, effect: string, count: number): void {
+function add(tally: Tally, row: SummaryRow): void {
+  const { effect, count } = row;
   tally.count += count;
+  if (tally.firstSeen === '' || row.first < tally.firstSeen) tally.firstSeen = row.first;
+  if (row.last > tally.lastSeen) tally.lastSeen = row.last;
   if (effect === 'deny') tally.denied += count;
   else if (effect === 'observed-deny') tally.observedDenied += count;
   else tally.allowed += count;
 }
 
-const empty = (): Tally => ({ count: 0, allowed: 0, denied: 0, observedDenied: 0 });
+const empty = (): Tally => ({ count: 0, allowed: 0, denied: 0, observedDenied: 0, firstSeen: '', lastSeen: '' });
 
 export function buildReport(rows: readonly SummaryRow[], window: { since?: string; until?: string } = {}): Report {
   const agents = new Map<string, { report: AgentReport; entries: Map<string, Tally> }>();
@@ -108,7 +113,7 @@ export function buildReport(rows: readonly SummaryRow[], window: { since?: strin
       tally = create();
       agent.entries.set(key, tally);
     }
-    add(tally, row.effect, row.count);
+    add(tally, row);
   }
   const byCount = (a: Tally, b: Tally) => b.count - a.count;
   const out = [...agents.values()].map(({ report }) => {

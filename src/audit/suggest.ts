@@ -15,7 +15,7 @@ interface Use extends Tally {
 }
 
 function use(): Use {
-  return { count: 0, allowed: 0, denied: 0, observedDenied: 0, agents: new Set() };
+  return { count: 0, allowed: 0, denied: 0, observedDenied: 0, firstSeen: '', lastSeen: '', agents: new Set() };
 }
 
 function merge(into: Use, from: Tally, agent: string): void {
