@@ -138,6 +138,15 @@ describe('egress TLS inspection', () => {
     assert.equal(record.details?.inspected, false);
   });
 
+  it('records a refused tunnel when the client speaks no TLS to an inspected host', async () => {
+    const result = await curl(['-p', '-x', gate.url, '-U', 'alice:key-alice', `http://www.test:${servers.www.port}/plain-inside`]);
+    assert.notEqual(result.code, 0, 'curl got no HTTP answer inside the tunnel');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const record = gate.audit.records.find((r) => r.action === 'connect' && r.resource === `www.test:${servers.www.port}` && r.effect === 'deny');
+    assert.equal(record?.details?.reasonCode, 'bad-request');
+    assert.equal(servers.www.requests.length, 0);
+  });
+
   it('answers 502 when the upstream certificate does not verify', async () => {
     const result = await viaCurl([`https://bad.test:${servers.bad.port}/`]);
     assert.equal(result.status, 502);

@@ -122,8 +122,14 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
       return new Promise((resolve) => {
         const timer = setTimeout(() => tls.destroy(), runtime.limits.totalTimeoutMs);
         tls.setTimeout(runtime.limits.idleTimeoutMs, () => tls.destroy());
-        tls.on('error', () => tls.destroy());
+        let secure = false;
+        tls.on('error', (error: NodeJS.ErrnoException) => {
+          // A handshake that fails for any reason but an SNI refusal is still a refused tunnel, with its cause.
+          if (!secure) result.refusal ??= new Refusal(400, 'bad-request', `the client's TLS handshake failed (${error.code ?? error.message})`);
+          tls.destroy();
+        });
         tls.once('secure', () => {
+          secure = true;
           deadlines.watch(tls);
           server.emit('connection', tls);
         });
