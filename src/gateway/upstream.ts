@@ -25,6 +25,7 @@ import {
 import type { UpstreamSettings } from '../config/schema.js';
 import { gatewayDefaults } from '../config/schema.js';
 import { ChildProcessTransport, type ChildCommand, type UpstreamProcess } from './child-transport.js';
+import { checkedFetch } from './dial.js';
 import { verifyUpstream } from './verify.js';
 
 export type UpstreamState = 'idle' | 'starting' | 'ready' | 'crashed' | 'refused' | 'stopped';
@@ -236,9 +237,11 @@ export class Upstream {
     const url = new URL(settings.url!);
     if (!settings.allowPrivateAddress) await refusePrivate(this.name, url);
     const requestInit: RequestInit = { headers: { ...settings.headers, ...injected.headers } };
+    // Unless private addresses are allowed, every connection re-checks what the name resolves to.
+    const fetchOption = settings.allowPrivateAddress ? {} : { fetch: checkedFetch };
     return settings.transport === 'sse'
-      ? new SSEClientTransport(url, { requestInit })
-      : new StreamableHTTPClientTransport(url, { requestInit });
+      ? new SSEClientTransport(url, { requestInit, ...fetchOption })
+      : new StreamableHTTPClientTransport(url, { requestInit, ...fetchOption });
   }
 
   private installHandlers(client: Client): void {

@@ -1,0 +1,75 @@
+/**
+ * The fetch a remote upstream's transport uses when private addresses are not allowed for it: every
+ * connection resolves the host once, checks every address it got, and dials only a checked one. So a name
+ * that resolves to a public address when the upstream starts cannot later be rebound to 127.0.0.1, a
+ * private network or a cloud metadata address.
+ */
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { LookupFunction } from 'node:net';
+import { Readable } from 'node:stream';
+import ipaddr from 'ipaddr.js';
+
+/** Why an address may not be dialled, or undefined when it is a public unicast address. */
+export function addressRefusal(address: string): string | undefined {
+  if (!ipaddr.isValid(address)) return `${address} is not an IP address`;
+  const range = ipaddr.process(address).range();
+  return range === 'unicast' ? undefined : `${address} is a ${range} address`;
+}
+
+/** A `lookup` for sockets that fails unless every address the name resolves to is public. */
+export const checkedLookup: LookupFunction = (hostname, options, callback) => {
+  dnsLookup(hostname, { ...options, all: true }, (error, addresses) => {
+    if (error) return callback(error, '', 0);
+    const list = addresses as LookupAddress[];
+    for (const entry of list) {
+      const refusal = addressRefusal(entry.address);
+      if (refusal) {
+        return callback(Object.assign(new Error(`${hostname} resolves to ${refusal}, which an upstream may not reach`), { code: 'EGATEHOUSE_PRIVATE' }), '', 0);
+      }
+    }
+    const first = list[0];
+    if (!first) return callback(Object.assign(new Error(`${hostname} did not resolve`), { code: 'ENOTFOUND' }), '', 0);
+    if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
+    callback(null, first.address, first.family);
+  });
+};
+
+/** A fetch over node:http(s) whose connections go through `checkedLookup`; IP literals are checked directly. */
+export const checkedFetch = createCheckedFetch(checkedLookup, addressRefusal);
+
+/** The same fetch with another lookup and literal check (tests give one that stands in for public DNS). */
+export function createCheckedFetch(lookup: LookupFunction, literalRefusal: (address: string) => string | undefined) {
+  return (input: string | URL, init?: RequestInit) => fetchWith(lookup, literalRefusal, input, init ?? {});
+}
+
+async function fetchWith(lookup: LookupFunction, literalRefusal: (address: string) => string | undefined, input: string | URL, init: RequestInit): Promise<Response> {
+  const url = new URL(String(input));
+  const literal = url.hostname.replace(/^\[|\]$/g, '');
+  if (ipaddr.isValid(literal)) {
+    const refusal = literalRefusal(literal);
+    if (refusal) throw new Error(`${refusal}, which an upstream may not reach`);
+  }
+  const headers: Record<string, string> = {};
+  new Headers(init.headers).forEach((value, name) => {
+    headers[name] = value;
+  });
+  const body = init.body === undefined || init.body === null ? undefined : typeof init.body === 'string' ? init.body : Buffer.from(await new Response(init.body).arrayBuffer());
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise<Response>((resolve, reject) => {
+    const req = send(url, { method: init.method ?? 'GET', headers, lookup, ...(init.signal ? { signal: init.signal } : {}) }, (res: IncomingMessage) => {
+      const responseHeaders = new Headers();
+      for (const [name, value] of Object.entries(res.headers)) {
+        if (Array.isArray(value)) for (const item of value) responseHeaders.append(name, item);
+        else if (value !== undefined) responseHeaders.set(name, value);
+      }
+      const status = res.statusCode ?? 502;
+      const empty = status === 204 || status === 304 || init.method === 'HEAD';
+      if (empty) res.resume();
+      resolve(new Response(empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>), { status, statusText: res.statusMessage ?? '', headers: responseHeaders }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
