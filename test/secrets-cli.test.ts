@@ -195,3 +195,15 @@ test('secret rekey rotates the master key and the vault keeps working', () => {
   assert.match(newKey, /^[0-9a-f]{64}$/);
   assert.match(run(['secret', 'ls'], { home: envHome, env: { GATEHOUSE_MASTER_KEY: newKey } }).stdout, /^b /);
 });
+
+test('scan leaves published example keys out unless asked for low severity', () => {
+  const dir = home();
+  const docs = 'aws_access_key_id = AKIAIOSFODNN7EXAMPLE\ncard: 4111 1111 1111 1111\n';
+  assert.equal(run(['scan', '-'], { home: dir, input: docs }).code, 0);
+  const low = run(['scan', '--severity', 'low', '--json', '-'], { home: dir, input: docs });
+  assert.equal(low.code, 1);
+  assert.deepEqual((JSON.parse(low.stdout) as { findings: { rule: string; severity: string }[] }).findings.map((f) => [f.rule, f.severity]), [
+    ['aws-access-key-id', 'low'],
+    ['payment-card-number', 'low'],
+  ]);
+});

@@ -47,7 +47,7 @@ export function registerScanCommands(program: Command): void {
       .description('find secrets (API keys, tokens, private keys, passwords) in files or stdin; exits 1 if any are found')
       .option('--json', 'print findings as JSON')
       .option('--known', 'also look for the values of vault secrets and credential environment variables, in any encoding')
-      .option('--severity <level>', 'report only findings at or above this severity: low, medium or high', 'low')
+      .option('--severity <level>', 'report only findings at or above this severity: low (includes published example keys), medium or high', 'medium')
       .option('--list-rules', 'list the detection rules (ids for policy.dlp.disabledRules) and exit')
       .option('--max-bytes <n>', 'largest input to scan (default: policy.dlp.maxBytes, else 10 MiB); larger input fails the check')
       .action(async (files: string[], options: ScanOptions, command: Command) => {
@@ -58,7 +58,7 @@ export function registerScanCommands(program: Command): void {
           for (const rule of rules) process.stdout.write(`${rule.id.padEnd(34)} ${rule.severity.padEnd(7)} ${rule.title}\n`);
           return;
         }
-        const minimum = SEVERITIES.indexOf(options.severity ?? 'low');
+        const minimum = SEVERITIES.indexOf(options.severity ?? 'medium');
         if (minimum < 0) throw usageError(`--severity must be low, medium or high, not "${options.severity}"`);
         const { commandContext } = await import('./context.js');
         const context = commandContext(globalOptions(command), { requireConfig: false });
