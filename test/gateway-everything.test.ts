@@ -122,6 +122,8 @@ test('answers get-roots-list and reads resources and prompts through the gateway
   assert.ok(prompt.messages.length > 0);
   const templated = await client.readResource({ uri: 'demo://resource/dynamic/text/3' });
   assert.ok(templated.contents.length > 0);
+  const completion = await client.complete({ ref: { type: 'ref/prompt', name: 'everything__completable-prompt' }, argument: { name: 'department', value: 'S' } });
+  assert.deepEqual(completion.completion.values, ['Sales', 'Support']);
 });
 
 test('cancelling a call stops it upstream and the gateway keeps serving', async () => {
