@@ -362,3 +362,13 @@ test('redactJson keeps a "__proto__" key as data, redacted like any other', () =
   assert.equal(JSON.stringify(redacted), '{"__proto__":{"token":"[REDACTED:github-pat]"},"ok":1}');
   assert.equal(Object.getPrototypeOf(redacted), Object.prototype);
 });
+
+test('a known secret with non-ASCII characters is found verbatim in text and in bytes', () => {
+  const value = 'pässwörd-Geheimnis-2024';
+  const known = createScanner({ knownSecrets: [{ name: 'db', value }] });
+  assert.equal(known.scan(`login with ${value} now`)[0]?.secretName, 'db');
+  const bytes = Buffer.from(`login with ${value} now`, 'utf8');
+  const [inBytes] = known.scan(bytes);
+  assert.equal(inBytes?.secretName, 'db');
+  assert.equal(bytes.subarray(inBytes!.start, inBytes!.end).toString('utf8'), value);
+});

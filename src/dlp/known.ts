@@ -54,6 +54,8 @@ export function knownForms(secrets: readonly KnownSecret[]): KnownForm[] {
     if (known.value.length < MIN_KNOWN_SECRET_LENGTH) return;
     const bytes = Buffer.from(known.value, 'utf8');
     add(index, 'verbatim', known.value);
+    // Bytes are scanned as latin1: a value with non-ASCII characters appears there as its UTF-8 bytes.
+    add(index, 'verbatim', bytes.toString('latin1'));
     add(index, 'url', encodeURIComponent(known.value));
     const hex = bytes.toString('hex');
     add(index, 'hex', hex);

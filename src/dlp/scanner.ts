@@ -40,7 +40,7 @@ const BASE64_CHAR = /[A-Za-z0-9/+=]/;
 const HAS_LOWER = /[a-z]/;
 const HAS_UPPER = /[A-Z]/;
 const HAS_SPACE = /\s/;
-const ASCII_ONLY = /^[\x00-\x7f]+$/;
+const ASCII_RUN = /[\x00-\x7f]{6,}/;
 const AWS_SECRET_SHAPE = /(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])/g;
 
 interface CompiledRule {
@@ -144,11 +144,14 @@ export class Scanner {
       }
     }
     for (const form of knownForms(this.knownSecrets)) {
-      const keyword = form.text.slice(0, KNOWN_KEYWORD_LENGTH);
-      if (!ASCII_ONLY.test(keyword)) continue; // the automaton is ASCII; encoded forms still cover it
+      // The automaton is ASCII: key a value with other characters on its first ASCII run long enough.
+      const run = ASCII_RUN.exec(form.text);
+      if (!run) continue; // its hex, base64 and URL forms still cover it
+      const before = run.index;
+      const keyword = run[0].slice(0, KNOWN_KEYWORD_LENGTH);
       keywords.push(keyword);
-      this.triggers.push({ rule: undefined, form, before: 0 });
-      holdBack = Math.max(holdBack, keyword.length - 1);
+      this.triggers.push({ rule: undefined, form, before });
+      holdBack = Math.max(holdBack, before + keyword.length - 1);
     }
     this.holdBack = holdBack;
     this.automaton = buildAutomaton(keywords);
