@@ -50,6 +50,8 @@ test('known secrets are found verbatim and base64-, hex- and URL-encoded, naming
   const encodings: [string, string][] = [
     ['verbatim', `x ${value} y`],
     ['url', `https://example.test/?q=${encodeURIComponent(value)}&z=1`],
+    ['url', `q=${encodeURIComponent(value).replace(/%[0-9A-F]{2}/g, (e) => e.toLowerCase())}`],
+    ['url', `user=app&password=${encodeURIComponent(value).replaceAll('%20', '+')}`],
     ['hex', `blob=${Buffer.from(value).toString('hex')}`],
     ['hex', `BLOB=${Buffer.from(value).toString('hex').toUpperCase()}`],
     ['base64', `Basic ${Buffer.from(value).toString('base64')}`],

@@ -56,7 +56,11 @@ export function knownForms(secrets: readonly KnownSecret[]): KnownForm[] {
     add(index, 'verbatim', known.value);
     // Bytes are scanned as latin1: a value with non-ASCII characters appears there as its UTF-8 bytes.
     add(index, 'verbatim', bytes.toString('latin1'));
-    add(index, 'url', encodeURIComponent(known.value));
+    const url = encodeURIComponent(known.value);
+    add(index, 'url', url);
+    // Other encoders write lower-case escapes, or '+' for a space (HTML forms).
+    add(index, 'url', url.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()));
+    add(index, 'url', url.replaceAll('%20', '+'));
     const hex = bytes.toString('hex');
     add(index, 'hex', hex);
     add(index, 'hex', hex.toUpperCase());
