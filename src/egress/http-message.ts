@@ -71,8 +71,8 @@ function withPath(target: Target, scheme: 'http' | 'https', pathAndQuery: string
 
 /**
  * One spelling per path, so the path policy decides on is the path the server gets: unreserved
- * percent-escapes decoded (`/%61dmin` is `/admin`), dot segments resolved, and escapes a server might read
- * as structure (`%2F`, `%5C`, `%00`, `%2E` in a segment) or backslashes refused.
+ * percent-escapes decoded (`/%61dmin` is `/admin`, `%2e%2e` is `..`), then dot segments resolved; escapes a
+ * server might read as structure (`%2F`, `%5C`, `%00`) and backslashes are refused.
  */
 export function normalisePath(path: string): string | Refusal {
   if (/[^\x21-\x7e]/.test(path)) return new Refusal(400, 'bad-request', 'the request path contains spaces, control or non-ASCII characters');
