@@ -6,6 +6,7 @@
  */
 import type { AuditSettings } from '../config/schema.js';
 import { ensureNodeKeys } from '../util/keys.js';
+import { Worker } from 'node:worker_threads';
 import { ChainedAuditLog, type ChainedLogOptions } from './chain.js';
 import { auditDir } from './format.js';
 import { createScanner, secretsFromEnvironment } from '../dlp/index.js';
@@ -74,6 +75,8 @@ export function openNodeAudit(
      * knows the vault's secrets. Without it, a scanner that knows the environment's secrets is used.
      */
     redactValues?: ValueRedactor;
+    /** Catch the SQLite index up from a worker thread this often (0: never; `audit query` catches up itself). */
+    indexIntervalMs?: number;
   } = {},
 ): NodeAudit {
   const metrics = options.metrics ?? new AuditMetrics();
@@ -91,6 +94,13 @@ export function openNodeAudit(
   });
   // Opened after the log so a spool that fell behind can be refilled up to the log's head.
   runners = openSinkRunners(auditDir(dataDir), settings.sinks, settings.spool.maxBytes, log.headSeq, options.runner);
+  const indexIntervalMs = options.indexIntervalMs ?? 5000;
+  const indexer =
+    indexIntervalMs > 0
+      ? new Worker(new URL('./index-worker.js', import.meta.url), { workerData: { dataDir, auditDir: auditDir(dataDir), intervalMs: indexIntervalMs } })
+      : undefined;
+  indexer?.unref();
+  indexer?.on('error', () => undefined);
   metrics.queueDepth.collect = () => [{ labels: {}, value: log.queueDepth }];
   const statuses = () => runners.map((runner) => runner.status());
   metrics.sinkLag.collect = () => statuses().map((s) => ({ labels: { sink: s.name }, value: s.lagRecords }));
@@ -119,6 +129,14 @@ export function openNodeAudit(
       // Give the receivers a moment to take what the log just wrote; what they do not take stays spooled.
       await Promise.all(runners.map((runner) => runner.drain(options.closeDrainMs ?? 2000)));
       await Promise.all(runners.map((runner) => runner.close()));
+      if (indexer) {
+        // One last catch-up, then the worker ends; a stuck one is terminated.
+        const exited = new Promise<void>((resolve) => indexer.once('exit', () => resolve()));
+        indexer.postMessage('stop');
+        const timer = setTimeout(() => void indexer.terminate(), 5000);
+        await exited;
+        clearTimeout(timer);
+      }
     },
   };
 }

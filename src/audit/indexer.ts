@@ -7,9 +7,13 @@
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Statement } from 'better-sqlite3';
 import { migrate, type Store } from '../store/index.js';
 import { listSegments } from './format.js';
 import type { AuditRecord } from './record.js';
+
+/** Rows per index transaction. */
+const CHUNK_ROWS = 5000;
 
 const MIGRATIONS = [
   {
@@ -212,40 +216,49 @@ export class AuditIndex {
       }
       if (size === from) continue;
       const { rows, consumed } = readLines(path, from, size);
-      db.transaction(() => {
-        for (const row of rows) {
-          let record: AuditRecord;
-          try {
-            record = JSON.parse(row.text) as AuditRecord;
-          } catch {
-            continue;
-          }
-          if (typeof record.seq !== 'number') continue;
-          const fields = fieldsOf(record);
-          insert.run({
-            seq: record.seq,
-            time: String(record.time),
-            agent: record.principal?.agent ?? null,
-            surface: String(record.surface),
-            action: String(record.action),
-            resource: String(record.resource),
-            effect: String(record.effect),
-            host: fields.host ?? null,
-            port: fields.port ?? null,
-            server: fields.server ?? null,
-            tool: fields.tool ?? null,
-            target: fields.target ?? null,
-            access: fields.access ?? null,
-            segment: name,
-            offset: row.offset,
-            length: row.length,
-          });
-          added += 1;
-        }
-        remember.run(name, from + consumed);
-      })();
+      // Short transactions, so other writers of the shared store never wait long on the index.
+      for (let start = 0; start < rows.length || (start === 0 && rows.length === 0); start += CHUNK_ROWS) {
+        const chunk = rows.slice(start, start + CHUNK_ROWS);
+        const last = chunk.at(-1);
+        const through = start + CHUNK_ROWS >= rows.length ? from + consumed : last!.offset + last!.length + 1;
+        db.transaction(() => {
+          for (const row of chunk) if (this.insertRow(insert, name, row)) added += 1;
+          remember.run(name, through);
+        })();
+        if (rows.length === 0) break;
+      }
     }
     return added;
+  }
+
+  private insertRow(insert: Statement, segment: string, row: { text: string; offset: number; length: number }): boolean {
+    let record: AuditRecord;
+    try {
+      record = JSON.parse(row.text) as AuditRecord;
+    } catch {
+      return false;
+    }
+    if (typeof record.seq !== 'number') return false;
+    const fields = fieldsOf(record);
+    insert.run({
+      seq: record.seq,
+      time: String(record.time),
+      agent: record.principal?.agent ?? null,
+      surface: String(record.surface),
+      action: String(record.action),
+      resource: String(record.resource),
+      effect: String(record.effect),
+      host: fields.host ?? null,
+      port: fields.port ?? null,
+      server: fields.server ?? null,
+      tool: fields.tool ?? null,
+      target: fields.target ?? null,
+      access: fields.access ?? null,
+      segment,
+      offset: row.offset,
+      length: row.length,
+    });
+    return true;
   }
 
   /** The highest sequence number ever indexed (0 when none): a log that ends before it lost its tail. */
