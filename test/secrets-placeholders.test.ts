@@ -161,3 +161,13 @@ test('leak findings that are live placeholders can be told apart from real token
   assert.equal(body.slice(leaks[0]!.start, leaks[0]!.end), real);
   assert.equal(registry.withoutPlaceholders(scanner.scan(Buffer.from(body)), Buffer.from(body)).length, 1);
 });
+
+test('issuing the same grant again in a session returns the same placeholder; a rotated value gets a new one', () => {
+  const registry = new PlaceholderRegistry();
+  const real = SAMPLES['github-pat']!(random);
+  const first = registry.issue('s', grant(), real);
+  assert.equal(registry.issue('s', grant(), real).value, first.value);
+  assert.equal(registry.size, 1);
+  const rotated = registry.issue('s', grant(), SAMPLES['github-pat']!(random));
+  assert.notEqual(rotated.value, first.value);
+});

@@ -173,6 +173,11 @@ export class PlaceholderRegistry {
    * the returned object is safe to log.
    */
   issue(session: string, grant: CredentialGrant, real: string): Placeholder {
+    // The same grant and value in the same session keeps its placeholder (an agent restarted in its session,
+    // or a second upstream started for it, sees the value it already has).
+    for (const entry of this.bySession.get(session) ?? []) {
+      if (entry.placeholder.ruleId === grant.ruleId && entry.placeholder.secret === grant.secret && entry.real === real) return entry.placeholder;
+    }
     const hostPatterns = grant.hosts.map((text) => {
       const pattern = parseHostPattern(text);
       if (typeof pattern === 'string') throw new Error(`credentials rule "${grant.ruleId}": ${pattern}`);
