@@ -115,10 +115,36 @@ describe('lifecycle', () => {
       assert.equal(harness.gateway.status().upstreams[0]!.state, 'ready');
       for (let i = 0; i < 50 && harness.gateway.status().upstreams[0]!.state !== 'idle'; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
       assert.equal(harness.gateway.status().upstreams[0]!.state, 'idle');
-      assert.throws(() => process.kill(pid, 0), 'the idle process is gone');
+      const gone = () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      };
+      for (let i = 0; i < 100 && !gone(); i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.ok(gone(), 'the idle process is gone');
       const again = (await client.callTool({ name: 'fixture__hello', arguments: {} })) as CallToolResult;
       assert.equal(text(again), 'hello world');
       assert.equal(harness.gateway.status().upstreams[0]!.restarts, 0, 'an idle stop is not a crash');
+    } finally {
+      await harness.close();
+    }
+  });
+});
+
+describe('logging', () => {
+  test('relays an upstream\'s log messages during a call to the calling session, at the level it set', async () => {
+    const harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream() } }, policy: allowAll });
+    try {
+      const client = await harness.connect(harness.agents.add('tester').key);
+      const heard: string[] = [];
+      client.setNotificationHandler('notifications/message', (n) => void heard.push(`${n.params.level}: ${String(n.params.data)}`));
+      await client.setLoggingLevel('error');
+      assert.equal(text((await client.callTool({ name: 'fixture__log', arguments: {} })) as CallToolResult), 'logged');
+      for (let i = 0; i < 25 && heard.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(heard, ['error: something broke']);
     } finally {
       await harness.close();
     }

@@ -16,6 +16,7 @@ import {
   isLegacyRequest,
   parseJSONRPCMessage,
   type JSONRPCMessage,
+  type LoggingLevel,
   type McpHttpHandler,
   type ServerContext,
 } from '@modelcontextprotocol/server';
@@ -380,7 +381,14 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   const binding = (ctx: ServerContext): CallBinding => ({
     session: caller.session,
     send: (request) => ctx.mcpReq.send(request as never) as never,
-    notify: (notification) => ctx.mcpReq.notify(notification as never),
+    notify: (notification) => {
+      // Log messages go through the session's own logging/setLevel filter.
+      if (notification.method === 'notifications/message') {
+        const { level, data, logger } = (notification.params ?? {}) as { level?: LoggingLevel; data?: unknown; logger?: string };
+        if (level !== undefined) return ctx.mcpReq.log(level, data, logger);
+      }
+      return ctx.mcpReq.notify(notification as never);
+    },
   });
   server.setRequestHandler('tools/list', async () => ({ tools: await core.listTools(caller) }));
   server.setRequestHandler('tools/call', async (request, ctx) => {
