@@ -57,7 +57,7 @@ async function runProxyChild(): Promise<void> {
     settings: {
       listen: '127.0.0.1:0',
       resolve: { 'bench.test': ['127.0.0.1'], 'secure.test': ['127.0.0.1'] },
-      limits: { connectionsPerSecond: 1e9, requestsPerSecond: 1e9 } as never,
+      limits: { connectionsPerSecond: 1e9, requestsPerSecond: 1e9 },
     },
   });
   process.stdout.write(JSON.stringify({ port: proxy.address.port }) + '\n');

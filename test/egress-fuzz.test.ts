@@ -47,7 +47,7 @@ describe('egress parser fuzz', () => {
       response.end('ok');
       return true;
     });
-    gate = await startTestProxy(POLICY, { settings: { resolve: { 'api.test': ['127.0.0.1'], 'admin.test': ['127.0.0.1'] }, limits: { headerTimeoutMs: 500, connectionsPerSecond: 100_000 } as never } });
+    gate = await startTestProxy(POLICY, { settings: { resolve: { 'api.test': ['127.0.0.1'], 'admin.test': ['127.0.0.1'] }, limits: { headerTimeoutMs: 500, connectionsPerSecond: 100_000 } } });
   });
   after(async () => {
     await gate.close();

@@ -29,7 +29,7 @@ describe('egress HTTP proxy', () => {
 
   before(async () => {
     echo = await startEchoServer();
-    gate = await startTestProxy(POLICY, { settings: { resolve, limits: { headerTimeoutMs: 1000 } as never } });
+    gate = await startTestProxy(POLICY, { settings: { resolve, limits: { headerTimeoutMs: 1000 } } });
   });
   after(async () => {
     await gate.close();

@@ -56,7 +56,7 @@ describe('egress limits', () => {
   after(async () => echo.close());
 
   it('limits connections per agent with 429 rate-limited, without affecting other agents', async () => {
-    const gate = await startTestProxy(POLICY('block'), { settings: { resolve, limits: { connectionsPerSecond: 3 } as never } });
+    const gate = await startTestProxy(POLICY('block'), { settings: { resolve, limits: { connectionsPerSecond: 3 } } });
     try {
       // Ten at once: the bucket holds three, and refills far too slowly to matter within one burst.
       const burst = await Promise.all(
@@ -76,7 +76,7 @@ describe('egress limits', () => {
   });
 
   it('blocks a body over the inspection limit with 413 when the policy says block', async () => {
-    const gate = await startTestProxy(POLICY('block'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } as never } });
+    const gate = await startTestProxy(POLICY('block'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } } });
     try {
       const result = await curl(['-x', gate.url, '-U', 'a:key-alice', '--data-binary', 'x'.repeat(5000), `http://api.test:${echo.port}/upload`]);
       assert.equal(result.status, 413);
@@ -89,7 +89,7 @@ describe('egress limits', () => {
   });
 
   it('passes a body over the limit uninspected when the policy says allow, and records that it did', async () => {
-    const gate = await startTestProxy(POLICY('allow'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } as never } });
+    const gate = await startTestProxy(POLICY('allow'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } } });
     try {
       const body = 'y'.repeat(200_000);
       const file = join(mkdtempSync(join(tmpdir(), 'gatehouse-body-')), 'body');
@@ -129,7 +129,7 @@ describe('egress limits', () => {
 
   it('closes an idle tunnel and records why', async () => {
     const quiet = await tcpServer(() => undefined);
-    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { idleTimeoutMs: 300 } as never } });
+    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { idleTimeoutMs: 300 } } });
     try {
       const started = Date.now();
       const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${quiet.port}`);
@@ -149,7 +149,7 @@ describe('egress limits', () => {
       socket.on('close', () => clearInterval(timer));
       socket.on('error', () => undefined);
     });
-    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { totalTimeoutMs: 400, idleTimeoutMs: 10_000 } as never } });
+    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { totalTimeoutMs: 400, idleTimeoutMs: 10_000 } } });
     try {
       const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${chatty.port}`);
       tunnel.resume();

@@ -66,7 +66,7 @@ network:
     const gate = await startTestProxy('network:\n  - id: api\n    allow: [api.test]\n    inspect: true\n  - id: lo\n    allow: [127.0.0.1]\n', {
       ca,
       upstreamCa: [publicCa.certificatePem],
-      settings: { resolve: { 'api.test': ['127.0.0.1'] }, limits: { requestsPerSecond: 2, connectionsPerSecond: 100 } as never },
+      settings: { resolve: { 'api.test': ['127.0.0.1'] }, limits: { requestsPerSecond: 2, connectionsPerSecond: 100 } },
     });
     try {
       // Six at once against a bucket of two: four are refused whatever the machine's speed.

@@ -51,7 +51,7 @@ describe('egress sessions and lifecycle', () => {
   });
 
   it('drops a client that connects and never sends anything', async () => {
-    const gate = await startTestProxy('network: []\n', { settings: { limits: { headerTimeoutMs: 300 } as never } });
+    const gate = await startTestProxy('network: []\n', { settings: { limits: { headerTimeoutMs: 300 } } });
     try {
       const started = Date.now();
       const socket = connect(gate.proxy.address.port, '127.0.0.1');
@@ -80,6 +80,15 @@ describe('egress sessions and lifecycle', () => {
       await gate.close();
       await upstream.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('says which address is taken when it cannot listen', async () => {
+    const first = await startTestProxy('network: []\n');
+    try {
+      await assert.rejects(startTestProxy('network: []\n', { settings: { listen: `127.0.0.1:${first.proxy.address.port}` } }), /cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\); change egress\.listen/);
+    } finally {
+      await first.close();
     }
   });
 

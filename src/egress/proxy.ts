@@ -5,33 +5,31 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent as HttpAgent, createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { Agent as HttpAgent, createServer as createHttpServer, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { EgressSettings } from '../config/schema.js';
-import { egressDefaults } from '../config/schema.js';
 import type { AuditLog } from '../audit/record.js';
+import { egressDefaults, type EgressSettings } from '../config/schema.js';
+import type { Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
-import type { Principal } from '../policy/types.js';
 import { matchHostPattern, parseHostPattern, type HostPattern } from '../policy/hosts.js';
+import type { Principal } from '../policy/types.js';
+import type { PlaceholderRegistry } from '../secrets/placeholders.js';
+import { configError } from '../util/errors.js';
 import type { Authenticate, Client } from './authenticate.js';
-import { handleConnect, handleForward } from './http-proxy.js';
-import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
 import { CertificateAuthority } from './ca.js';
 import type { ResolveSecret } from './content.js';
-import { createInspector } from './intercept.js';
-import type { Scanner } from '../dlp/index.js';
-import type { PlaceholderRegistry } from '../secrets/placeholders.js';
 import { HeaderDeadlines } from './deadline.js';
+import { handleConnect, handleForward } from './http-proxy.js';
+import { createInspector } from './intercept.js';
 import { RateLimiter } from './limits.js';
 import { Recorder } from './record.js';
 import { Refusal } from './refusal.js';
 import { createResolver, type Resolver } from './resolver.js';
+import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
 import { handleSocks } from './socks.js';
-import { configError } from '../util/errors.js';
 
 export interface EgressProxyOptions {
   policy: PolicyHolder;
@@ -123,7 +121,12 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       runtime.clients.set(socket, { listener: 'socks', remote: `${socket.remoteAddress}:${socket.remotePort}` });
       void handleSocks(runtime, socket);
     });
-    socksAddress = await listen(socks, settings.socks.listen);
+    try {
+      socksAddress = await listen(socks, settings.socks.listen);
+    } catch (error) {
+      await closeServer(tcp);
+      throw error;
+    }
   }
 
   let ownSocketDir: string | undefined;
@@ -239,7 +242,7 @@ function routeByFirstByte(runtime: Runtime, http: { server: HttpServer; deadline
   });
 }
 
-function internalError(response: import('node:http').ServerResponse, error: unknown): void {
+function internalError(response: ServerResponse, error: unknown): void {
   writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
 }
 
@@ -264,7 +267,9 @@ async function listen(server: NetServer, listenAddress: string): Promise<{ host:
   const host = listenAddress.slice(0, colon).replace(/^\[|\]$/g, '');
   const port = Number(listenAddress.slice(colon + 1));
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(configError('egress-listen', `the egress proxy cannot listen on ${listenAddress} (${error.code ?? error.message}); change egress.listen`)),
+    );
     server.listen({ host, port }, () => resolve());
   });
   const bound = server.address();
