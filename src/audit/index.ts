@@ -4,12 +4,12 @@
  * the Prometheus metrics. Imports only config/, policy/ (types), store/, util/ and dlp/ (to redact secrets
  * in recorded values); knows nothing of the data planes, which reach it only through the `AuditLog` interface.
  */
-import type { AuditSettings } from '../config/schema.js';
-import { ensureNodeKeys } from '../util/keys.js';
 import { Worker } from 'node:worker_threads';
+import type { AuditSettings } from '../config/schema.js';
+import { createScanner, secretsFromEnvironment } from '../dlp/index.js';
+import { ensureNodeKeys } from '../util/keys.js';
 import { ChainedAuditLog, type ChainedLogOptions } from './chain.js';
 import { auditDir } from './format.js';
-import { createScanner, secretsFromEnvironment } from '../dlp/index.js';
 import { AuditMetrics } from './metrics.js';
 import type { ValueRedactor } from './privacy.js';
 import type { AuditLog, AuditRecord } from './record.js';
@@ -22,8 +22,10 @@ export { ChainedAuditLog, BATCH_SYNC_MS, type ChainedLogOptions, type Durability
 export { verifyLog, type VerifyResult, type VerifyProblem } from './verify.js';
 export { AuditMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 export type { SinkStatus } from './sinks/runner.js';
-
 export { auditDir } from './format.js';
+export { AuditIndex } from './indexer.js';
+export { buildReport, formatReport } from './report.js';
+export { suggestPolicy } from './suggest.js';
 
 /** Opens the node's chained audit log as the config's `audit:` section describes it. */
 export function openNodeAuditLog(
