@@ -155,3 +155,30 @@ test('records one audit record per call with agent, server, tool, rule ids, late
   assert.ok(!JSON.stringify(record).includes('audited'), 'argument values are not recorded by default');
   assert.ok(record.latencyUs > 0);
 });
+
+test('with isolation "session", concurrent sampling requests from one server reach each calling client', async () => {
+  const isolated = await startHarness({
+    gateway: { upstreams: { everything: everythingUpstream({ isolation: 'session' }) } },
+    policy: { mcp: [{ id: 'everything', allow: { server: 'everything', tools: ['*'] } }] },
+  });
+  try {
+    const key = isolated.agents.add('tester').key;
+    const clients = await Promise.all(
+      ['ada', 'grace'].map(async (name) => {
+        const client = await isolated.connect(key, { capabilities: { sampling: {} } });
+        client.setRequestHandler('sampling/createMessage', async () => {
+          await new Promise((resolve) => setTimeout(resolve, 100)); // both calls are in flight at once
+          return { role: 'assistant', content: { type: 'text', text: `answered by ${name}` }, model: 'test-model' };
+        });
+        return { name, client };
+      }),
+    );
+    const results = await Promise.all(
+      clients.map(({ client }) => client.callTool({ name: 'everything__trigger-sampling-request', arguments: { prompt: 'hi', maxTokens: 5 } }) as Promise<CallToolResult>),
+    );
+    assert.match(text(results[0]!), /answered by ada/);
+    assert.match(text(results[1]!), /answered by grace/);
+  } finally {
+    await isolated.close();
+  }
+});

@@ -212,6 +212,12 @@ const upstreamSchema = z
     prefix: z.string().regex(/^[A-Za-z0-9_-]{0,64}$/, 'a prefix of letters, digits, "_" or "-"').optional(),
     timeouts: upstreamTimeouts.optional(),
     pin: upstreamPin.optional(),
+    /**
+     * `shared`: one connection serves every client session (cheap; a sampling, elicitation or roots request
+     * from the server is relayed only while a single session has calls in flight). `session`: each client
+     * session gets its own connection (its own process for stdio), so such requests always reach the right one.
+     */
+    isolation: z.enum(['shared', 'session']).default('shared'),
     /** Allow a remote URL that resolves to a private, loopback or metadata address. */
     allowPrivateAddress: z.boolean().default(false),
     enabled: z.boolean().default(true),

@@ -107,6 +107,8 @@ export class GatewayCore {
   private catalog: Promise<Catalog> | undefined;
   private catalogVersion = 0;
   private readonly listeners = new Set<(kind: Kind) => void>();
+  /** Connections of `isolation: session` upstreams, one per client session: `<upstream>\n<session>`. */
+  private readonly sessionConnections = new Map<string, Upstream>();
   /** Resource subscriptions: upstream and URI → the sessions subscribed, each with its way to be told. */
   private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
   private readonly separator: string;
@@ -193,7 +195,7 @@ export class GatewayCore {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.upstreams.values()].map((upstream) => upstream.stop('stopped')));
+    await Promise.all([...this.upstreams.values(), ...this.sessionConnections.values()].map((upstream) => upstream.stop('stopped')));
   }
 
   private exposedName(upstream: Upstream, name: string): string {
@@ -457,7 +459,7 @@ export class GatewayCore {
     if (meta) params._meta = meta;
     let result: CallToolResult;
     try {
-      result = (await entry.upstream.request('tools/call', params, binding, options)) as CallToolResult;
+      result = (await this.connectionFor(entry.upstream, caller).request('tools/call', params, binding, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
       throw asProtocolError(error);
@@ -528,7 +530,7 @@ export class GatewayCore {
       throw new ProtocolError(-32602, `Denied by Gatehouse policy: ${decision.reason}`);
     }
     return this.forward<GetPromptResult>(caller, 'prompts/get', `${server}/${entry.original}`, 'prompt', decision, details, started, correlationId, () =>
-      entry.upstream.request('prompts/get', { name: entry.original, ...(args ? { arguments: args } : {}) }, binding),
+      this.connectionFor(entry.upstream, caller).request('prompts/get', { name: entry.original, ...(args ? { arguments: args } : {}) }, binding),
     );
   }
 
@@ -557,7 +559,7 @@ export class GatewayCore {
       throw unknown('resource', uri);
     }
     return this.forward<ReadResourceResult>(caller, 'resources/read', `${owner.upstream.name}/${uri}`, 'resource', decision, {}, started, correlationId, () =>
-      owner.upstream.request('resources/read', { uri }, binding),
+      this.connectionFor(owner.upstream, caller).request('resources/read', { uri }, binding),
     );
   }
 
@@ -628,8 +630,28 @@ export class GatewayCore {
     }
   }
 
-  /** Drops every subscription of a session that has ended. */
+  /**
+   * The connection a caller's request goes over: the shared one, or for an `isolation: session` upstream the
+   * caller's own (started on first use, stopped when the session ends). Lists always come from the shared one.
+   */
+  private connectionFor(upstream: Upstream, caller: Caller): Upstream {
+    if (upstream.settings.isolation !== 'session') return upstream;
+    const key = `${upstream.name}\n${caller.session}`;
+    let own = this.sessionConnections.get(key);
+    if (!own) {
+      own = upstream.sibling();
+      this.sessionConnections.set(key, own);
+    }
+    return own;
+  }
+
+  /** Drops every subscription and own connection of a session that has ended. */
   async endSession(session: string): Promise<void> {
+    for (const [key, own] of this.sessionConnections) {
+      if (!key.endsWith(`\n${session}`)) continue;
+      this.sessionConnections.delete(key);
+      await own.stop('stopped');
+    }
     for (const [key, sessions] of this.subscriptions) {
       if (!sessions.has(session)) continue;
       await this.unsubscribe({ session }, key.slice(key.indexOf('\n') + 1));
@@ -650,7 +672,7 @@ export class GatewayCore {
       const entry = catalog.prompts.get(ref.name);
       if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) throw unknown('prompt', ref.name);
       if (!(await entry.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      return entry.upstream.request('completion/complete', { ...params, ref: { ...ref, name: entry.original } }, binding);
+      return this.connectionFor(entry.upstream, caller).request('completion/complete', { ...params, ref: { ...ref, name: entry.original } }, binding);
     }
     if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
       const catalog = await this.loadCatalog();
@@ -659,7 +681,7 @@ export class GatewayCore {
         throw unknown('resource', ref.uri);
       }
       if (!(await template.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      return template.upstream.request('completion/complete', params, binding);
+      return this.connectionFor(template.upstream, caller).request('completion/complete', params, binding);
     }
     throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
   }

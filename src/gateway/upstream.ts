@@ -120,6 +120,11 @@ export class Upstream {
     this.kind = settings.command !== undefined ? 'stdio' : settings.transport === 'sse' ? 'sse' : 'http';
   }
 
+  /** Another connection to the same upstream, with the same settings, for one client session. */
+  sibling(): Upstream {
+    return new Upstream(this.name, this.settings, this.timeouts, this.events, this.options);
+  }
+
   status(): UpstreamStatus {
     const pid = this.transport instanceof ChildProcessTransport ? this.transport.pid : undefined;
     return {
