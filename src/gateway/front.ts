@@ -83,7 +83,7 @@ export class GatewayFront {
     this.modern = createMcpHandler(
       (context) => {
         const principal = (context.authInfo?.extra?.principal as Principal | undefined) ?? {};
-        return createSessionServer(options.core, { ...principal, session: `stateless-${randomUUID()}` }, options.version, options.settings.separator);
+        return createSessionServer(options.core, { ...principal, session: `stateless-${randomUUID()}`, stateless: true }, options.version, options.settings.separator);
       },
       { legacy: 'reject', maxRequestBodySize: options.settings.maxMessageBytes },
     );

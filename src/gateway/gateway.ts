@@ -33,6 +33,8 @@ import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 /** Who is calling, on which client session. */
 export interface Caller extends Principal {
   session: string;
+  /** A 2026-07-28 request: one request, no session that could own a connection. */
+  stateless?: boolean;
 }
 
 export interface GatewayCoreOptions {
@@ -635,7 +637,8 @@ export class GatewayCore {
    * caller's own (started on first use, stopped when the session ends). Lists always come from the shared one.
    */
   private connectionFor(upstream: Upstream, caller: Caller): Upstream {
-    if (upstream.settings.isolation !== 'session') return upstream;
+    // A stateless request has no session end at which its own connection could be stopped.
+    if (upstream.settings.isolation !== 'session' || caller.stateless) return upstream;
     const key = `${upstream.name}\n${caller.session}`;
     let own = this.sessionConnections.get(key);
     if (!own) {
