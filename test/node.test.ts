@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { auditDir } from '../src/audit/index.js';
+import { lastLines } from '../src/audit/reader.js';
 import { startNode, type RunningNode } from '../src/node/daemon.js';
 
 const policyV1 = `version: 1
@@ -51,6 +53,8 @@ describe('node: decision API over HTTP', () => {
   let dir: string;
   let configPath: string;
 
+  const auditRecords = (): any[] => lastLines(auditDir(join(dir, 'data')), 10_000).map((line) => JSON.parse(line));
+
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'gh-node-'));
     configPath = join(dir, 'gatehouse.yaml');
@@ -86,8 +90,8 @@ describe('node: decision API over HTTP', () => {
   it('writes one audit record per decision', async () => {
     const correlationId = 'test-correlation-1';
     await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', agent: 'dev', host: 'evil.example', port: 443, correlationId }));
-    await waitFor(async () => readFileSync(join(dir, 'data', 'audit', 'audit.jsonl'), 'utf8').includes(correlationId), 'the audit record');
-    const records = readFileSync(join(dir, 'data', 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    await waitFor(async () => auditRecords().some((r) => r.correlationId === correlationId), 'the audit record');
+    const records = auditRecords();
     const record = records.find((r) => r.correlationId === correlationId);
     assert.equal(record.effect, 'deny');
     assert.equal(record.surface, 'network');
@@ -136,7 +140,7 @@ describe('node: decision API over HTTP', () => {
     const npm = await call(node.api.url, 'POST', '/v1/decide', JSON.stringify({ surface: 'network', host: 'registry.npmjs.org', port: 443 }));
     assert.equal(npm.json.effect, 'allow');
 
-    const records = readFileSync(join(dir, 'data', 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const records = auditRecords();
     const reloads = records.filter((r) => r.action === 'policy.reload');
     assert.ok(reloads.some((r) => r.effect === 'error' && /keeping/.test(r.reason)), 'the refused reload is audited');
     assert.ok(reloads.some((r) => r.effect === 'info' && r.policy.version === node.holder.current.version), 'the accepted reload is audited');

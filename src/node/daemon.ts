@@ -8,12 +8,13 @@ import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { JsonlAuditLog } from '../audit/jsonl.js';
+import { openNodeAudit } from '../audit/index.js';
 import { AuditMetrics, METRICS_CONTENT_TYPE } from '../audit/metrics.js';
 import { newCorrelationId, type AuditLog, type AuditRecord } from '../audit/record.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
+import type { Decision } from '../policy/types.js';
 import { errorMessage } from '../util/errors.js';
 import { ensureNodeKeys, type KeyPair } from '../util/keys.js';
 import { ensurePrivateDir, expandHome } from '../util/paths.js';
@@ -83,15 +84,22 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const dataDir = ensurePrivateDir(options.dataDir);
   const keys = ensureNodeKeys(dataDir);
   const name = config.node.name ?? hostname();
-  const audit = options.audit ?? new JsonlAuditLog(join(dataDir, 'audit', 'audit.jsonl'));
+  const nodeAudit = options.audit ? undefined : openNodeAudit(dataDir, name, config.audit);
+  const audit: AuditLog = options.audit ?? nodeAudit!;
 
   const initial = loadPolicy(config, configPath);
   const holder: PolicyState = { current: initial.engine, loadedAt: new Date().toISOString(), source: initial.source };
   await audit.append(systemRecord(name, 'policy.load', 'info', `loaded policy ${initial.engine.version} from ${initial.source}`, initial.engine));
   logger.info({ version: initial.engine.version, digest: initial.engine.digest, source: initial.source }, 'policy loaded');
 
-  const metrics = new AuditMetrics();
-  const api = await startApi(options.apiListen ?? config.node.api.listen, { holder, audit, node: name, onDecision: (decision) => metrics.observeRecord(decision) });
+  // The node's audit log counts every record it takes; an injected log (tests, embedding) gets its own counter.
+  const metrics = nodeAudit?.metrics ?? new AuditMetrics();
+  const api = await startApi(options.apiListen ?? config.node.api.listen, {
+    holder,
+    audit,
+    node: name,
+    ...(nodeAudit ? {} : { onDecision: (decision: Decision) => metrics.observeRecord(decision) }),
+  });
   api.route('GET', '/metrics', (_request, response) => {
     response.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'cache-control': 'no-store' });
     response.end(metrics.render());
