@@ -47,6 +47,19 @@ export function decisionRecord(request: DecisionRequest, decision: Decision, con
     correlationId: request.correlationId ?? newCorrelationId(),
     policy: context.policy,
   };
-  if (context.details) record.details = context.details;
+  const details = { ...surfaceDetails(request), ...context.details };
+  if (Object.keys(details).length > 0) record.details = details;
   return record;
+}
+
+/** Facts a report needs that the resource string does not carry on its own. */
+function surfaceDetails(request: DecisionRequest): Record<string, unknown> {
+  switch (request.surface) {
+    case 'filesystem':
+      return { access: request.access };
+    case 'credentials':
+      return request.host !== undefined ? { host: request.host } : request.server !== undefined ? { server: request.server } : {};
+    default:
+      return {};
+  }
 }

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { hostname } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { openNodeAudit } from '../audit/index.js';
 import { AuditMetrics, METRICS_CONTENT_TYPE } from '../audit/metrics.js';
