@@ -171,3 +171,16 @@ test('issuing the same grant again in a session returns the same placeholder; a 
   const rotated = registry.issue('s', grant(), SAMPLES['github-pat']!(random));
   assert.notEqual(rotated.value, first.value);
 });
+
+test('a response that reflects the real value gets the placeholder back instead', () => {
+  const registry = new PlaceholderRegistry();
+  const real = SAMPLES['github-pat']!(random);
+  const p = registry.issue('s', grant(), real);
+  const echoed = `{"headers":{"Authorization":"Bearer ${real}"},"again":"${real}"}`;
+  const { text, masked } = registry.mask(echoed, 's');
+  assert.equal(text, `{"headers":{"Authorization":"Bearer ${p.value}"},"again":"${p.value}"}`);
+  assert.deepEqual(masked.map((m) => m.value), [p.value]);
+  const bytes = registry.mask(Buffer.from(echoed), 's');
+  assert.equal(bytes.text.toString(), text);
+  assert.equal(registry.mask(echoed, 'another-session').masked.length, 0, 'only the session’s own values');
+});

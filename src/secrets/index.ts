@@ -11,8 +11,10 @@
  *   registry.swap(text, session, { host } | { server })          // real values in where allowed; `refused` lists
  *                                                                //   placeholders heading to the wrong place
  *   registry.swapHeader(value, session, destination)             // also inside `Basic` credentials (git)
+ *   registry.mask(response, session)                             // reflected real values back to placeholders
  *   registry.headerFor(session, grant.ruleId, destination)       // the grant's `header`, filled in
  *   registry.secretFor(session, p.value, destination)
+ *   registry.withoutPlaceholders(findings, input)                // leak findings minus live placeholders
  *   registry.revokeSession(session)
  *
  * Vault and providers (for the CLI and the data planes):

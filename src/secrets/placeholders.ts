@@ -356,6 +356,43 @@ export class PlaceholderRegistry {
     return { placeholders, env };
   }
 
+  /**
+   * The reverse of `swap`, for responses on their way back to the agent: every real value of `session`'s
+   * placeholders that appears verbatim is put back as its placeholder. An allowed host that reflects what it
+   * was sent (an echo endpoint, an error page quoting the Authorization header) must not hand the agent the
+   * secret. Encoded reflections are the leak scanner's job (known secrets).
+   */
+  mask(input: string, session: string): { text: string; masked: Placeholder[] };
+  mask(input: Uint8Array, session: string): { text: Buffer; masked: Placeholder[] };
+  mask(input: string | Uint8Array, session: string): { text: string | Buffer; masked: Placeholder[] } {
+    const entries = [...(this.bySession.get(session) ?? [])];
+    const masked: Placeholder[] = [];
+    if (typeof input === 'string') {
+      let text = input;
+      for (const entry of entries) {
+        if (!text.includes(entry.real)) continue;
+        text = text.replaceAll(entry.real, entry.placeholder.value);
+        masked.push(entry.placeholder);
+      }
+      return { text, masked };
+    }
+    let bytes = Buffer.from(input.buffer, input.byteOffset, input.length);
+    for (const entry of entries) {
+      const real = Buffer.from(entry.real, 'utf8');
+      if (bytes.indexOf(real) < 0) continue;
+      const parts: Buffer[] = [];
+      let at = 0;
+      for (let hit = bytes.indexOf(real); hit >= 0; hit = bytes.indexOf(real, hit + real.length)) {
+        parts.push(bytes.subarray(at, hit), Buffer.from(entry.placeholder.value, 'latin1'));
+        at = hit + real.length;
+      }
+      parts.push(bytes.subarray(at));
+      bytes = Buffer.concat(parts);
+      masked.push(entry.placeholder);
+    }
+    return { text: masked.length > 0 ? bytes : Buffer.from(input), masked };
+  }
+
   /** The real value behind a placeholder, only for its own session and an allowed destination. */
   secretFor(session: string, value: string, destination: Destination): string | undefined {
     const entry = this.byValue.get(value);
