@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { CallToolResult } from '@modelcontextprotocol/client';
 import { digestOf } from '../src/gateway/index.js';
-import { filesystemEntry, fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+import { filesystemEntry, fixtureUpstream, rawRequest, startHarness, type Harness } from './gateway-harness.js';
 
 function text(result: CallToolResult): string {
   return result.content.map((block) => (block.type === 'text' ? block.text : '')).join('');
@@ -61,6 +61,46 @@ describe('requireApproval through elicitation', () => {
     assert.equal(result.isError, true);
     assert.match(text(result), /declined/);
     assert.equal(harness.audit.records.findLast((r) => r.action === 'tools/call')?.effect, 'deny');
+  });
+
+  test('asks a 2026-07-28 client through input_required and runs the call on its retry with the approval', async () => {
+    const asked: string[] = [];
+    const client = await harness.connect(key, { capabilities: { elicitation: { form: {} } }, versionNegotiation: { mode: { pin: '2026-07-28' } } });
+    client.setRequestHandler('elicitation/create', async (request) => {
+      asked.push((request.params as { message: string }).message);
+      return { action: 'accept', content: { approve: true } };
+    });
+    const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'modern ship' } })) as CallToolResult;
+    assert.equal(text(result), 'modern ship');
+    assert.equal(asked.length, 1);
+    assert.ok(asked[0]!.includes(digestOf({ message: 'modern ship' })));
+    const declining = await harness.connect(key, { capabilities: { elicitation: { form: {} } }, versionNegotiation: { mode: { pin: '2026-07-28' } } });
+    declining.setRequestHandler('elicitation/create', async () => ({ action: 'decline' }));
+    const declined = (await declining.callTool({ name: 'fixture__echo', arguments: { message: 'modern ship' } })) as CallToolResult;
+    assert.equal(declined.isError, true);
+    assert.match(text(declined), /declined/);
+  });
+
+  test('refuses a 2026-07-28 retry whose approval state was made for other arguments', async () => {
+    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'fixture__echo' };
+    const call = (args: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+      rawRequest(harness.gateway.url, {
+        headers,
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'tools/call',
+          params: { name: 'fixture__echo', arguments: args, ...extra, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } } },
+        }),
+      });
+    const first = JSON.parse((await call({ message: 'harmless' })).body) as { result: { resultType?: string; requestState: string } };
+    assert.equal(first.result.resultType, 'input_required');
+    const approval = { 'gatehouse-approval': { action: 'accept', content: { approve: true } } };
+    // The state minted for "harmless" does not approve "rm -rf": the gateway asks again instead of running it.
+    const swapped = JSON.parse((await call({ message: 'rm -rf' }, { inputResponses: approval, requestState: first.result.requestState })).body) as { result: { resultType?: string; content?: unknown } };
+    assert.equal(swapped.result.resultType, 'input_required');
+    const honest = JSON.parse((await call({ message: 'harmless' }, { inputResponses: approval, requestState: first.result.requestState })).body) as { result: { content: { text: string }[] } };
+    assert.equal(honest.result.content[0]!.text, 'harmless');
   });
 
   test('denies the call when the client cannot elicit', async () => {

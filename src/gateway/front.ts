@@ -380,6 +380,9 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   );
   const binding = (ctx: ServerContext): CallBinding => ({
     session: caller.session,
+    ...(caller.stateless
+      ? { multiRound: { response: (key: string) => ctx.mcpReq.inputResponses?.[key], requestState: ctx.mcpReq.requestState<string>() } }
+      : {}),
     send: (request) => ctx.mcpReq.send(request as never) as never,
     notify: (notification) => {
       // Log messages go through the session's own logging/setLevel filter.

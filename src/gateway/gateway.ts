@@ -6,6 +6,8 @@
  * A caller never sees what it cannot call: lists are filtered with the same decision (without arguments)
  * that guards the call, and a call to a hidden name gets exactly the error of a call to a missing one.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { inputRequired } from '@modelcontextprotocol/server';
 import {
   ProtocolError,
   UriTemplate,
@@ -98,6 +100,10 @@ interface View {
   templates?: ResourceTemplateType[];
 }
 
+const APPROVAL_KEY = 'gatehouse-approval';
+type ElicitAnswer = { action?: string; content?: { approve?: unknown } };
+const APPROVAL_TTL_MS = 10 * 60 * 1000;
+
 /** Error for a name the caller cannot see, identical whether it exists or not. */
 function unknown(kind: 'tool' | 'prompt' | 'resource', name: string): ProtocolError {
   const label = kind === 'resource' ? 'Resource' : kind === 'tool' ? 'Tool' : 'Prompt';
@@ -115,6 +121,8 @@ export class GatewayCore {
   private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
   private readonly separator: string;
   private pinVersion = -1;
+  /** Signs the request state of approvals asked through `input_required`; new at every start. */
+  private readonly approvalKey = randomBytes(32);
   private auditFailure: unknown;
 
   constructor(private readonly options: GatewayCoreOptions) {
@@ -445,6 +453,7 @@ export class GatewayCore {
     }
     if (decision.requireApproval) {
       const approved = await this.askApproval(caller, name, args ?? {}, argsDigest, binding, correlationId);
+      if (approved.ok === 'ask') return approved.result;
       if (!approved.ok) {
         await this.record(caller, 'tools/call', resource, 'deny', decision.rules, approved.reason, started, correlationId, details, decision);
         return { isError: true, content: [{ type: 'text', text: `Not run: ${approved.reason}` }] };
@@ -477,6 +486,11 @@ export class GatewayCore {
     return screened.value;
   }
 
+  /**
+   * Asks a person to approve this exact call. A 2025-era client is sent `elicitation/create`; a 2026-07-28
+   * request is answered `input_required`, and the retry must echo a request state that binds the answer to
+   * this agent, tool and argument digest (HMAC, valid ten minutes).
+   */
   private async askApproval(
     caller: Caller,
     name: string,
@@ -484,27 +498,33 @@ export class GatewayCore {
     argsDigest: string,
     binding: CallBinding | undefined,
     correlationId: string,
-  ): Promise<{ ok: true } | { ok: false; reason: string }> {
+  ): Promise<{ ok: true } | { ok: false; reason: string } | { ok: 'ask'; result: CallToolResult }> {
     const started = process.hrtime.bigint();
     if (!binding) return { ok: false, reason: 'this call needs a person\'s approval and the client cannot be asked' };
+    const message = `Gatehouse: approve the call to ${name} with these arguments?\n${JSON.stringify(args, null, 2).slice(0, 4000)}\n(${argsDigest})`;
+    const requestedSchema = {
+      type: 'object' as const,
+      properties: { approve: { type: 'boolean' as const, title: `Run ${name} with exactly these arguments` } },
+      required: ['approve'],
+    };
+    let answer: ElicitAnswer | undefined;
     let outcome: { ok: true } | { ok: false; reason: string };
+    if (binding.multiRound) {
+      const response = binding.multiRound.response(APPROVAL_KEY) as ElicitAnswer | undefined;
+      if (response === undefined || !this.approvalStateValid(binding.multiRound.requestState, caller, name, argsDigest)) {
+        return {
+          ok: 'ask',
+          result: inputRequired({
+            inputRequests: { [APPROVAL_KEY]: inputRequired.elicit({ message, requestedSchema }) },
+            requestState: this.approvalState(caller, name, argsDigest, Date.now() + APPROVAL_TTL_MS),
+          }) as unknown as CallToolResult,
+        };
+      }
+      answer = response;
+    }
     try {
-      const answer = (await binding.send({
-        method: 'elicitation/create',
-        params: {
-          mode: 'form',
-          message: `Gatehouse: approve the call to ${name} with these arguments?\n${JSON.stringify(args, null, 2).slice(0, 4000)}\n(${argsDigest})`,
-          requestedSchema: {
-            type: 'object',
-            properties: { approve: { type: 'boolean', title: `Run ${name} with exactly these arguments` } },
-            required: ['approve'],
-          },
-        },
-      })) as { action?: string; content?: { approve?: unknown } };
-      outcome =
-        answer.action === 'accept' && answer.content?.approve === true
-          ? { ok: true }
-          : { ok: false, reason: 'a person declined the call' };
+      answer ??= (await binding.send({ method: 'elicitation/create', params: { mode: 'form', message, requestedSchema } })) as ElicitAnswer;
+      outcome = answer?.action === 'accept' && answer.content?.approve === true ? { ok: true } : { ok: false, reason: 'a person declined the call' };
     } catch (error) {
       outcome = { ok: false, reason: `this call needs a person's approval and the client could not be asked (${describeError(error)})` };
     }
@@ -512,6 +532,19 @@ export class GatewayCore {
       argsDigest,
     });
     return outcome;
+  }
+
+  private approvalState(caller: Caller, name: string, argsDigest: string, expires: number): string {
+    const mac = createHmac('sha256', this.approvalKey).update(`${caller.agent ?? ''}\n${caller.user ?? ''}\n${name}\n${argsDigest}\n${expires}`).digest('base64url');
+    return `${expires}.${mac}`;
+  }
+
+  private approvalStateValid(state: string | undefined, caller: Caller, name: string, argsDigest: string): boolean {
+    const expires = Number(state?.split('.')[0]);
+    if (!state || !Number.isSafeInteger(expires) || expires < Date.now()) return false;
+    const expected = Buffer.from(this.approvalState(caller, name, argsDigest, expires));
+    const given = Buffer.from(state);
+    return expected.length === given.length && timingSafeEqual(expected, given);
   }
 
   async getPrompt(caller: Caller, name: string, args: Record<string, string> | undefined, binding: CallBinding | undefined): Promise<GetPromptResult> {

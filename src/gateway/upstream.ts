@@ -37,6 +37,11 @@ export interface CallBinding {
   send(request: { method: string; params?: Record<string, unknown> }): Promise<Result>;
   /** Sends a notification to the client, related to the call being served. */
   notify(notification: { method: string; params?: Record<string, unknown> }): Promise<void>;
+  /**
+   * Set on a 2026-07-28 request, which cannot send requests to the client: what the client answered to an
+   * earlier `input_required` result (its `inputResponses` and the echoed `requestState`).
+   */
+  multiRound?: { response(key: string): unknown; requestState: string | undefined };
 }
 
 export interface UpstreamEvents {
