@@ -79,6 +79,9 @@ test('credential-looking environment variables become known secrets; paths and f
     HOME: '/home/dev',
     FEATURE_TOKEN_ENABLED: 'true',
     SESSION_SECRET: 'short',
+    DBUS_SESSION_BUS_ADDRESS: 'unix:path=/run/user/1000/bus',
+    SESSION_MANAGER: 'local/devbox:@/tmp/.ICE-unix/2211,unix/devbox:/tmp/.ICE-unix/2211',
+    API_KEY_PLACEHOLDER: 'aaaaaaaaaaaa',
   });
   assert.deepEqual(secrets, [{ name: 'env:OPENAI_API_KEY', value: 'sk-live-value-0123456789' }]);
 });

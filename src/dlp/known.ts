@@ -3,6 +3,7 @@
  * they appear, verbatim or base64-, hex- or URL-encoded. Each encoding becomes one keyword for the automaton
  * (its first characters) plus the full text that must follow.
  */
+import { shannonEntropy } from './validators.js';
 
 export interface KnownSecret {
   /** Shown in findings instead of the value: the vault name or `env:NAME`. */
@@ -86,6 +87,8 @@ export function secretsFromEnvironment(env: NodeJS.ProcessEnv = process.env): Kn
     if (value === undefined || value.length < MIN_KNOWN_SECRET_LENGTH || value.length > 8192) continue;
     if (!SECRET_NAME.test(name) || NOT_A_VALUE.test(value)) continue;
     if (value.startsWith('/') || value.startsWith('~/') || /^[A-Za-z]:\\/.test(value)) continue;
+    // Socket and bus addresses (DBUS_SESSION_BUS_ADDRESS, SESSION_MANAGER) and low-entropy words are not secrets.
+    if (/^(?:unix|local|tcp|abstract):|\/run\/|\/tmp\//.test(value) || shannonEntropy(value) < 3) continue;
     out.push({ name: `env:${name}`, value });
   }
   return out;
