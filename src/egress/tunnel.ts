@@ -1,7 +1,7 @@
 /**
  * The dial and forward steps for byte tunnels (CONNECT, SOCKS5): connect to exactly a checked address, then
- * splice the two sockets with backpressure (`pipe` pauses the faster side; nothing buffers without bound),
- * idle and total timeouts, and byte counts for the record.
+ * splice the two sockets with backpressure (the faster side pauses; at most about a megabyte is held per
+ * direction), idle and total timeouts, and byte counts for the record.
  */
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -9,6 +9,52 @@ import type { CheckedAddress } from './addresses.js';
 import { Refusal } from './refusal.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * Downloads are read in large pieces straight into one shared buffer (node's `onread`) and copied out at
+ * once, instead of 64 KB reads through the stream machinery: far fewer system calls and callbacks per
+ * megabyte. The buffer can be shared because each read is copied before the next one lands.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(1024 * 1024);
+/** What arrives from upstream before the client is attached is held, up to this much, then reading pauses. */
+const EARLY_LIMIT = 256 * 1024;
+
+/** Where an upstream socket's bytes go: held until the client is attached, then written with backpressure. */
+class Downstream {
+  target: Duplex | undefined;
+  held: Buffer[] = [];
+  heldBytes = 0;
+  bytes = 0;
+  ended = false;
+
+  constructor(private readonly socket: Socket) {}
+
+  /** The `onread` callback: false pauses reading until the target drains. */
+  readonly onRead = (length: number, buffer: Buffer): boolean => {
+    const piece = Buffer.allocUnsafe(length);
+    buffer.copy(piece, 0, 0, length);
+    this.bytes += length;
+    if (!this.target) {
+      this.held.push(piece);
+      this.heldBytes += length;
+      return this.heldBytes < EARLY_LIMIT;
+    }
+    // Keep reading while the client has less than one read's worth queued; past that, wait for 'drain'.
+    this.target.write(piece);
+    return this.target.writableLength < READ_BUFFER.length;
+  };
+
+  attach(target: Duplex): void {
+    this.target = target;
+    target.on('drain', () => this.socket.resume());
+    for (const piece of this.held) target.write(piece);
+    this.held = [];
+    if (this.ended) target.end();
+    else this.socket.resume();
+  }
+}
+
+const downstreams = new WeakMap<Socket, Downstream>();
 
 /** Connects to the checked addresses in order; never to anything else, and never by name. */
 export async function dial(addresses: CheckedAddress[], port: number): Promise<Socket | Refusal> {
@@ -23,7 +69,22 @@ export async function dial(addresses: CheckedAddress[], port: number): Promise<S
 
 function dialOne(address: CheckedAddress, port: number): Promise<Socket | string> {
   return new Promise((resolve) => {
-    const socket = connect({ host: address.address, port, family: address.family, noDelay: true, allowHalfOpen: true });
+    let downstream: Downstream | undefined;
+    const socket = connect({
+      host: address.address,
+      port,
+      family: address.family,
+      noDelay: true,
+      allowHalfOpen: true,
+      onread: { buffer: READ_BUFFER, callback: (length, buffer) => downstream?.onRead(length, buffer as Buffer) ?? false },
+    });
+    downstream = new Downstream(socket);
+    downstreams.set(socket, downstream);
+    socket.once('end', () => {
+      if (!downstream) return;
+      downstream.ended = true;
+      downstream.target?.end();
+    });
     const timer = setTimeout(() => {
       socket.destroy();
       resolve('timed out');
@@ -31,6 +92,7 @@ function dialOne(address: CheckedAddress, port: number): Promise<Socket | string
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
+      socket.on('error', () => socket.destroy());
       resolve(socket);
     });
     socket.once('error', (error: NodeJS.ErrnoException) => {
@@ -72,7 +134,7 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
       closed += 1;
       if (closed < 2) return;
       clearTimeout(total);
-      resolve({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, ended, ...(refusal ? { refusal } : {}) });
+      resolve({ bytesUp: upstream.bytesWritten, bytesDown: downstreams.get(upstream)?.bytes ?? upstream.bytesRead, ended, ...(refusal ? { refusal } : {}) });
     };
     const abort = (why: SpliceResult['ended']) => (): void => {
       if (ended === 'closed') ended = why;
@@ -93,7 +155,9 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
       client.end();
       finish();
     });
-    upstream.pipe(client);
+    const downstream = downstreams.get(upstream);
+    if (downstream) downstream.attach(client);
+    else upstream.pipe(client);
     if (!gate) {
       if (head && head.length > 0) upstream.write(head);
       client.pipe(upstream);
