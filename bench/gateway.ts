@@ -219,8 +219,8 @@ async function benchCalls(dataDir: string): Promise<void> {
 
 async function benchLists(dataDir: string): Promise<void> {
   const upstreams: Record<string, unknown> = {};
-  // The fixture has 9 tools of its own; 41 generated ones make 50.
-  for (let i = 0; i < 20; i += 1) upstreams[`u${String(i).padStart(2, '0')}`] = { command: process.execPath, args: [fixture, '--tools', '41'] };
+  // The fixture has 10 tools of its own; 40 generated ones make 50.
+  for (let i = 0; i < 20; i += 1) upstreams[`u${String(i).padStart(2, '0')}`] = { command: process.execPath, args: [fixture, '--tools', '40'] };
   const { url, key, close } = await gatewayProcess(upstreams, join(dataDir, 'lists'));
   const [client] = await gatewayClients(url, key, 1);
   let t = performance.now();
