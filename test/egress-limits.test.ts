@@ -143,6 +143,30 @@ describe('egress limits', () => {
     }
   });
 
+  it('keeps a tunnel open while the server keeps sending, however short the idle timeout', async () => {
+    const chatty = await tcpServer((socket) => {
+      const timer = setInterval(() => socket.write('tick\n'), 20);
+      setTimeout(() => {
+        clearInterval(timer);
+        socket.end('bye\n');
+      }, 900);
+      socket.on('error', () => clearInterval(timer));
+    });
+    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { idleTimeoutMs: 200 } } });
+    try {
+      const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${chatty.port}`);
+      let text = '';
+      tunnel.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      tunnel.resume();
+      await new Promise((r) => tunnel.once('end', r));
+      assert.match(text, /bye\n$/, 'the server finished on its own terms');
+      tunnel.destroy();
+    } finally {
+      await gate.close();
+      chatty.server.close();
+    }
+  });
+
   it('closes a busy tunnel at the total timeout', async () => {
     const chatty = await tcpServer((socket) => {
       const timer = setInterval(() => socket.write('tick\n'), 20);
