@@ -28,8 +28,9 @@ async function readValue(name: string): Promise<string> {
     // One trailing newline is from `echo` or the terminal, not part of the value.
     return text.endsWith('\r\n') ? text.slice(0, -2) : text.endsWith('\n') ? text.slice(0, -1) : text;
   }
-  process.stderr.write(`Value for ${name} (input is hidden): `);
+  // Echo goes off before the prompt appears, so nothing typed after it is ever shown.
   stdin.setRawMode(true);
+  process.stderr.write(`Value for ${name} (input is hidden): `);
   stdin.resume();
   try {
     return await new Promise<string>((resolve, reject) => {
