@@ -123,6 +123,19 @@ for (const identity of identities()) {
       assert.doesNotMatch(result.stdout, /pushed/);
     });
 
+    test('picks up a changed policy on the very next run (the start-up cache follows the config text)', () => {
+      const config = join(dir, 'changing.yaml');
+      const allow = ['version: 1', 'policy:', '  filesystem:', '    - id: workspace', '      allow: { paths: ["./"], access: rw }', ''].join('\n');
+      writeOwned(identity, config, allow, 0o644);
+      assert.equal(gatehouse(['run', '--', 'sh', '-c', 'echo one > cached-write'], { config }).status, 0);
+      assert.equal(gatehouse(['run', '--', 'sh', '-c', 'echo two > cached-write'], { config }).status, 0);
+      assert.equal(readFileSync(join(dir, 'cached-write'), 'utf8'), 'two\n');
+      writeOwned(identity, config, allow + '    - id: read-only\n      deny: { paths: ["./cached-write"], access: write }\n', 0o644);
+      const denied = gatehouse(['run', '--', 'sh', '-c', 'echo three > cached-write'], { config });
+      assert.notEqual(denied.status, 0);
+      assert.equal(readFileSync(join(dir, 'cached-write'), 'utf8'), 'two\n');
+    });
+
     test('--dry-run shows the mounts, masks and bwrap arguments without running anything', () => {
       const result = gatehouse(['run', '--dry-run', '--json', '--', 'sh', '-c', 'touch ran']);
       assert.equal(result.status, 0, result.stderr);

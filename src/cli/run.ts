@@ -4,6 +4,9 @@
  * Everything heavy is imported inside the action, so `gatehouse run -- true` starts fast.
  */
 import type { Command } from 'commander';
+import type { Config } from '../config/schema.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import type { CachedLaunch } from '../sandbox/run-cache.js';
 import { examples, globalOptions, printJson } from './common.js';
 
 interface RunOptions {
@@ -36,55 +39,53 @@ export function registerRunCommands(program: Command): void {
 }
 
 async function runAction(command: string[], options: RunOptions, self: Command): Promise<number> {
-  const { commandContext } = await import('./context.js');
-  const { loadPolicy } = await import('../node/policy-source.js');
-  const { openNodeAuditLog } = await import('../audit/index.js');
-  const { launchSandboxed } = await import('../sandbox/launch.js');
-  const { hostname } = await import('node:os');
-
   const globals = globalOptions(self);
-  const context = commandContext(globals, { requireConfig: false });
-  const config = context.loaded?.config ?? (await import('../config/schema.js')).configSchema.parse({ version: 1 });
-  const { engine } = loadPolicy(config, context.configPath);
+  const { homedir, hostname } = await import('node:os');
+  const { resolveDataDir } = await import('../util/paths.js');
+  const { cachePath, readCachedLaunch, writeCachedLaunch } = await import('../sandbox/run-cache.js');
   const principal = { ...(options.agent ? { agent: options.agent } : {}), ...(process.env.USER ? { user: process.env.USER } : {}) };
+  const cacheFile = options.dryRun
+    ? undefined
+    : cachePath({ configFlag: globals.config, provisionalDataDir: resolveDataDir(globals.dataDir), cwd: process.cwd(), home: homedir(), agent: options.agent, user: process.env.USER });
 
-  if (options.dryRun) {
-    const { bwrapInvocation } = await import('../sandbox/bubblewrap.js');
-    const { rlimitsFrom } = await import('../sandbox/launch.js');
-    const rlimits = rlimitsFrom(config.sandbox);
-    const invocation = bwrapInvocation(
-      {
-        command,
-        view: engine.filesystemView(principal),
-        home: (await import('node:os')).homedir(),
-        cwd: process.cwd(),
-        dataDir: context.dataDir,
-        envAllow: config.sandbox.env,
-        proxyPort: config.sandbox.proxyPort,
-        ...(rlimits ? { rlimits } : {}),
-      },
-      3,
-    );
-    const plan = { policy: engine.version, mounts: invocation.plan.steps, masked: invocation.plan.masked, gaps: invocation.plan.gaps, env: Object.keys(invocation.env).sort(), bwrap: invocation.args };
-    if (options.json) printJson(plan);
-    else {
-      for (const step of plan.mounts) process.stdout.write(`${step.kind.padEnd(10)} ${'source' in step ? `${step.source} -> ` : ''}${step.dest}  (${step.why})\n`);
-      process.stdout.write(`environment: ${plan.env.join(' ')}\n`);
-      for (const gap of plan.gaps) process.stdout.write(`gap: ${gap}\n`);
-    }
-    return 0;
+  // Fast path: a cached derivation of this exact config, and no egress proxy to start.
+  let prepared = cacheFile ? readCachedLaunch(cacheFile) : undefined;
+  let loaded: { config: Config; engine: PolicyEngine } | undefined;
+  if (!prepared || prepared.needsEgress) {
+    const { commandContext } = await import('./context.js');
+    const { loadPolicy } = await import('../node/policy-source.js');
+    const context = commandContext(globals, { requireConfig: false });
+    const config = context.loaded?.config ?? (await import('../config/schema.js')).configSchema.parse({ version: 1 });
+    const { engine } = loadPolicy(config, context.configPath);
+    loaded = { config, engine };
+    prepared = {
+      v: 1,
+      dataDir: context.dataDir,
+      configPath: context.configPath,
+      node: config.node.name ?? hostname(),
+      audit: config.audit,
+      sandbox: config.sandbox,
+      policy: { version: engine.version, digest: engine.digest },
+      view: engine.filesystemView(principal),
+      needsEgress: config.egress.enabled && config.policy.network.some((rule) => 'allow' in rule),
+    };
+    if (cacheFile) writeCachedLaunch(cacheFile, prepared);
   }
 
-  const node = config.node.name ?? hostname();
-  const audit = openNodeAuditLog(context.dataDir, node, config.audit);
+  if (options.dryRun) return dryRun(command, prepared, options.json === true);
+
+  const { launchSandboxed } = await import('../sandbox/launch.js');
+  const audit = await openAuditLog(prepared);
+  const view = prepared.view;
+  const policy = loaded?.engine ?? { ...prepared.policy, filesystemView: () => view };
   let egress: { close(): Promise<void> } | undefined;
   try {
     // The egress proxy runs in this process for the session when the policy lets anything out at all;
     // otherwise the bridge refuses (and records) every connection.
     let proxySocket: string | undefined;
     let envAdd: Record<string, string> | undefined;
-    if (config.egress.enabled && config.policy.network.some((rule) => 'allow' in rule)) {
-      const started = await startSessionEgress(config, context.dataDir, engine, audit, principal, node);
+    if (prepared.needsEgress && loaded) {
+      const started = await startSessionEgress(loaded.config, prepared.dataDir, loaded.engine, audit, principal, prepared.node);
       egress = started.proxy;
       proxySocket = started.socketPath;
       envAdd = started.envAdd;
@@ -93,11 +94,11 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     const child = await launchSandboxed({
       command,
       principal,
-      policy: engine,
+      policy,
       audit,
-      node,
-      settings: config.sandbox,
-      dataDir: context.dataDir,
+      node: prepared.node,
+      settings: prepared.sandbox,
+      dataDir: prepared.dataDir,
       stdio: 'inherit',
       ...(options.allowWeaker ? { allowWeaker: true } : {}),
       ...(proxySocket ? { proxySocket } : {}),
@@ -129,6 +130,60 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     await egress?.close();
     await audit.close();
   }
+}
+
+async function dryRun(command: string[], prepared: CachedLaunch, json: boolean): Promise<number> {
+  const { bwrapInvocation } = await import('../sandbox/bubblewrap.js');
+  const { rlimitsFrom } = await import('../sandbox/launch.js');
+  const { homedir } = await import('node:os');
+  const rlimits = rlimitsFrom(prepared.sandbox);
+  const invocation = bwrapInvocation(
+    {
+      command,
+      view: prepared.view,
+      home: homedir(),
+      cwd: process.cwd(),
+      dataDir: prepared.dataDir,
+      envAllow: prepared.sandbox.env,
+      proxyPort: prepared.sandbox.proxyPort,
+      ...(rlimits ? { rlimits } : {}),
+    },
+    3,
+  );
+  const plan = { policy: prepared.policy.version, mounts: invocation.plan.steps, masked: invocation.plan.masked, gaps: invocation.plan.gaps, env: Object.keys(invocation.env).sort(), bwrap: invocation.args };
+  if (json) printJson(plan);
+  else {
+    for (const step of plan.mounts) process.stdout.write(`${step.kind.padEnd(10)} ${'source' in step ? `${step.source} -> ` : ''}${step.dest}  (${step.why})\n`);
+    process.stdout.write(`environment: ${plan.env.join(' ')}\n`);
+    for (const gap of plan.gaps) process.stdout.write(`gap: ${gap}\n`);
+  }
+  return 0;
+}
+
+/**
+ * The node's chained audit log, opened as `openNodeAuditLog` (audit/index.ts) opens it. Done here from
+ * audit/chain.js directly because audit/index.js also loads the sink runners, which `run` does not need
+ * and which cost more start-up than the whole sandbox. Keep the two in step.
+ */
+async function openAuditLog(prepared: CachedLaunch): Promise<import('../audit/record.js').AuditLog> {
+  const { ChainedAuditLog } = await import('../audit/chain.js');
+  const { ensureNodeKeys } = await import('../util/keys.js');
+  const { join } = await import('node:path');
+  const settings = prepared.audit;
+  return ChainedAuditLog.open({
+    dir: join(prepared.dataDir, 'audit'),
+    node: prepared.node,
+    keys: ensureNodeKeys(prepared.dataDir),
+    mode: settings.mode,
+    recordValues: settings.recordValues,
+    maxRecordBytes: settings.maxRecordBytes,
+    segmentMaxBytes: settings.segment.maxBytes,
+    segmentMaxAgeMs: settings.segment.maxAge,
+    ...(settings.retention.maxBytes !== undefined ? { retentionMaxBytes: settings.retention.maxBytes } : {}),
+    ...(settings.retention.maxAge !== undefined ? { retentionMaxAgeMs: settings.retention.maxAge } : {}),
+    checkpointEvery: settings.checkpoint.every,
+    checkpointIntervalMs: settings.checkpoint.interval,
+  });
 }
 
 /** Starts an egress proxy in this process with one session for the sandbox, plus placeholders for grants. */

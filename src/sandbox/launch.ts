@@ -23,7 +23,8 @@ import type { ExitStatus, Rlimits, SandboxProcess, SandboxSpec } from './types.j
 export interface LaunchRequest {
   command: string[];
   principal: Principal & { session?: string };
-  policy: PolicyEngine;
+  /** The policy (only its filesystem view and identity are needed here). */
+  policy: Pick<PolicyEngine, 'version' | 'digest' | 'filesystemView'>;
   audit: AuditLog;
   /** Names this node in audit records. */
   node?: string;

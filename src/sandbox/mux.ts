@@ -46,29 +46,40 @@ export interface Frame {
   payload: Buffer;
 }
 
-/** Incremental frame parser. Throws on a frame larger than MAX_FRAME or an unknown type. */
+/**
+ * Incremental frame parser. Throws on a frame larger than MAX_FRAME or an unknown type. Chunks are joined
+ * only once a whole frame is there, so a large frame arriving in many pieces is copied once.
+ */
 export class FrameReader {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Header of the frame being gathered, once known: total bytes it needs. */
+  private needed = HEADER_BYTES;
 
   push(chunk: Buffer, onFrame: (frame: Frame) => void): void {
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
+    if (this.pendingBytes < this.needed) return;
     let buffer = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     let offset = 0;
+    this.needed = HEADER_BYTES;
     while (buffer.length - offset >= HEADER_BYTES) {
       const type = buffer.readUInt8(offset);
       const id = buffer.readUInt32BE(offset + 1);
       const length = buffer.readUInt32BE(offset + 5);
       if (type < FRAME.OPEN || type > FRAME.EXIT) throw new Error(`unknown frame type ${type}`);
       if (length > MAX_FRAME) throw new Error(`frame of ${length} bytes exceeds ${MAX_FRAME}`);
-      if (buffer.length - offset < HEADER_BYTES + length) break;
+      if (buffer.length - offset < HEADER_BYTES + length) {
+        this.needed = HEADER_BYTES + length;
+        break;
+      }
+      // The payload is a view into a buffer nobody writes to again, so it is handed on without a copy.
       const payload = buffer.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + length);
       offset += HEADER_BYTES + length;
       onFrame({ type, id, payload });
     }
     buffer = buffer.subarray(offset);
-    this.pending = buffer.length > 0 ? [Buffer.from(buffer)] : [];
+    this.pending = buffer.length > 0 ? [buffer] : [];
     this.pendingBytes = buffer.length;
   }
 }
@@ -80,6 +91,8 @@ export interface StreamEnd {
   credit: number;
   /** Bytes the peer sent that our socket has not yet accepted. */
   unacknowledged: number;
+  /** Bytes our socket accepted that we have not yet granted back as credit. */
+  consumed: number;
   ended: boolean;
   closed: boolean;
 }
@@ -115,12 +128,25 @@ export class Mux {
   }
 
   send(type: number, id: number, payload?: Buffer): void {
-    if (!this.broken && !this.channel.destroyed) this.channel.write(encodeFrame(type, id, payload));
+    if (this.broken || this.channel.destroyed) return;
+    if (!payload || payload.length < 4096) {
+      this.channel.write(encodeFrame(type, id, payload));
+      return;
+    }
+    // Large payloads go out as header + payload in one writev, without copying the payload.
+    const header = Buffer.allocUnsafe(HEADER_BYTES);
+    header.writeUInt8(type, 0);
+    header.writeUInt32BE(id >>> 0, 1);
+    header.writeUInt32BE(payload.length, 5);
+    this.channel.cork();
+    this.channel.write(header);
+    this.channel.write(payload);
+    process.nextTick(() => this.channel.uncork());
   }
 
   /** Attaches a local socket as stream `id` and starts pumping. */
   attach(id: number, socket: Duplex): void {
-    const end: StreamEnd = { socket, credit: WINDOW, unacknowledged: 0, ended: false, closed: false };
+    const end: StreamEnd = { socket, credit: WINDOW, unacknowledged: 0, consumed: 0, ended: false, closed: false };
     this.streams.set(id, end);
     socket.on('data', (chunk: Buffer) => {
       for (let offset = 0; offset < chunk.length; offset += MAX_FRAME) {
@@ -164,11 +190,16 @@ export class Mux {
         // A peer that ignores its window is trying to make us buffer without bound.
         if (end.unacknowledged > WINDOW) throw new Error(`stream ${frame.id} overran its window`);
         const length = frame.payload.length;
-        end.socket.write(Buffer.from(frame.payload), () => {
+        end.socket.write(frame.payload, () => {
           end.unacknowledged -= length;
-          const credit = Buffer.allocUnsafe(4);
-          credit.writeUInt32BE(length);
-          this.send(FRAME.WINDOW, frame.id, credit);
+          end.consumed += length;
+          // Credit goes back in batches (or at once when the destination has caught up).
+          if (end.consumed >= WINDOW / 8 || end.unacknowledged === 0) {
+            const credit = Buffer.allocUnsafe(4);
+            credit.writeUInt32BE(end.consumed);
+            end.consumed = 0;
+            this.send(FRAME.WINDOW, frame.id, credit);
+          }
         });
         return;
       }
