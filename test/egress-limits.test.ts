@@ -4,7 +4,7 @@
  * not read stops the upstream instead of filling the proxy's memory), and failing closed without audit.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -92,9 +92,11 @@ describe('egress limits', () => {
     const gate = await startTestProxy(POLICY('allow'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } } });
     try {
       const body = 'y'.repeat(200_000);
-      const file = join(mkdtempSync(join(tmpdir(), 'gatehouse-body-')), 'body');
+      const bodyDir = mkdtempSync(join(tmpdir(), 'gatehouse-body-'));
+      const file = join(bodyDir, 'body');
       writeFileSync(file, body);
       const result = await curl(['-x', gate.url, '-U', 'a:key-alice', '--data-binary', `@${file}`, `http://api.test:${echo.port}/big`]);
+      rmSync(bodyDir, { recursive: true, force: true });
       assert.equal(result.status, 200);
       assert.equal((JSON.parse(result.body) as { body: string }).body, body, 'the whole body arrived intact');
       const record = gate.audit.records.find((r) => r.resource.endsWith('/big'));

@@ -93,9 +93,11 @@ describe('egress sessions and lifecycle', () => {
   });
 
   it('refuses to start when an upstream CA file cannot be read', async () => {
-    await assert.rejects(
-      startTestProxy('network: []\n', { dataDir: mkdtempSync(join(tmpdir(), 'gatehouse-egress-bad-')), settings: { upstreamCa: ['/nonexistent/ca.pem'] } }),
-      /egress.upstreamCa: cannot read \/nonexistent\/ca.pem/,
-    );
+    const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-egress-bad-'));
+    try {
+      await assert.rejects(startTestProxy('network: []\n', { dataDir, settings: { upstreamCa: ['/nonexistent/ca.pem'] } }), /egress.upstreamCa: cannot read \/nonexistent\/ca.pem/);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
