@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -206,4 +206,17 @@ test('scan leaves published example keys out unless asked for low severity', () 
     ['aws-access-key-id', 'low'],
     ['payment-card-number', 'low'],
   ]);
+});
+
+test('scan walks a directory, skipping .git and node_modules', () => {
+  const dir = home();
+  const project = join(dir, 'project');
+  for (const sub of ['src', '.git', 'node_modules/pkg']) mkdirSync(join(project, sub), { recursive: true });
+  writeFileSync(join(project, 'src', 'config.ts'), `export const token = '${SAMPLES['npm-token']!(random)}';\n`);
+  writeFileSync(join(project, '.git', 'config'), `url = https://x:${SAMPLES['github-pat']!(random)}@github.com/acme/app\n`);
+  writeFileSync(join(project, 'node_modules', 'pkg', 'index.js'), `const k = '${SAMPLES['stripe-secret-key']!(random)}';\n`);
+  const result = run(['scan', '--json', project], { home: dir });
+  assert.equal(result.code, 1, result.stderr);
+  const findings = (JSON.parse(result.stdout) as { findings: { file: string; rule: string }[] }).findings;
+  assert.deepEqual(findings.map((f) => [f.file.slice(project.length), f.rule]), [['/src/config.ts', 'npm-token']]);
 });

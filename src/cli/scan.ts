@@ -24,8 +24,30 @@ async function readInput(source: string): Promise<Buffer> {
     return await readFile(source);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw usageError(code === 'EISDIR' ? `${source} is a directory; pass files (for example with "git ls-files -z | xargs -0 gatehouse scan")` : `cannot read ${source}`);
+    throw usageError(`cannot read ${source}${code === 'ENOENT' ? ': no such file' : ''}`);
   }
+}
+
+/** The files to scan: each argument, with directories walked (except .git and node_modules). */
+async function expandSources(sources: string[]): Promise<string[]> {
+  const { readdir, stat } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const out: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (entry.name !== '.git' && entry.name !== 'node_modules') await walk(path);
+      } else if (entry.isFile()) {
+        out.push(path);
+      }
+    }
+  };
+  for (const source of sources) {
+    if (source !== '-' && (await stat(source).catch(() => undefined))?.isDirectory()) await walk(source);
+    else out.push(source);
+  }
+  return out;
 }
 
 /** 1-based line and column (in bytes) of a byte offset. */
@@ -43,7 +65,7 @@ export function registerScanCommands(program: Command): void {
   examples(
     program
       .command('scan')
-      .argument('[files...]', 'files to scan; "-" or nothing reads stdin')
+      .argument('[files...]', 'files or directories to scan (.git and node_modules are skipped); "-" or nothing reads stdin')
       .description('find secrets (API keys, tokens, private keys, passwords) in files or stdin; exits 1 if any are found')
       .option('--json', 'print findings as JSON')
       .option('--known', 'also look for the values of vault secrets and credential environment variables, in any encoding')
@@ -76,7 +98,7 @@ export function registerScanCommands(program: Command): void {
         }
         const scanner = createScanner({ knownSecrets, maxBytes });
 
-        const sources = files.length === 0 ? ['-'] : files;
+        const sources = await expandSources(files.length === 0 ? ['-'] : files);
         const report: { file: string; line: number; column: number; rule: string; severity: string; confidence: string; preview: string; secret?: string }[] = [];
         const tooLarge: string[] = [];
         for (const source of sources) {
@@ -114,6 +136,7 @@ export function registerScanCommands(program: Command): void {
       }),
     [
       'gatehouse scan .env config/settings.json',
+      'gatehouse scan .',
       'git diff --cached | gatehouse scan -',
       'gatehouse scan --json --known build/output.log',
       'gatehouse scan --list-rules',
