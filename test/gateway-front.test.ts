@@ -222,3 +222,47 @@ describe('audit failure', () => {
     }
   });
 });
+
+describe('startNodeGateway', () => {
+  test('starts from a parsed gatehouse.yaml with the node\'s agent keys and pins, and answers a scanned call', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { parseYaml } = await import('../src/config/load.js');
+    const { configSchema } = await import('../src/config/schema.js');
+    const { compilePolicy } = await import('../src/policy/index.js');
+    const { MemoryAuditLog } = await import('../src/audit/jsonl.js');
+    const { openAgentRegistry } = await import('../src/agents/index.js');
+    const { startNodeGateway } = await import('../src/gateway/index.js');
+    const { Client, StreamableHTTPClientTransport } = await import('@modelcontextprotocol/client');
+    const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-node-gw-'));
+    const yaml = [
+      'version: 1',
+      'agents: { claude: { teams: [dev] } }',
+      'gateway:',
+      '  listen: 127.0.0.1:0',
+      '  upstreams:',
+      `    fixture: { command: ${JSON.stringify(process.execPath)}, args: [${JSON.stringify(new URL('./fixtures/fixture-server.js', import.meta.url).pathname)}] }`,
+      'policy:',
+      '  mcp:',
+      '    - { id: dev-echo, teams: [dev], allow: { server: fixture, tools: [echo] } }',
+    ].join('\n');
+    const config = parseYaml(yaml, 'gatehouse.yaml', configSchema);
+    const audit = new MemoryAuditLog();
+    const key = openAgentRegistry(dataDir).add('claude').key;
+    const gateway = await startNodeGateway({ config, dataDir, policy: { current: compilePolicy(config.policy, { agents: config.agents }) }, audit, node: 'n1' });
+    const client = new Client({ name: 't', version: '1' });
+    try {
+      await client.connect(new StreamableHTTPClientTransport(new URL(gateway.url), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+      assert.deepEqual((await client.listTools()).tools.map((tool) => tool.name), ['fixture__echo']);
+      const result = await client.callTool({ name: 'fixture__echo', arguments: { message: 'from the node' } });
+      assert.deepEqual(result.content, [{ type: 'text', text: 'from the node' }]);
+      assert.ok(audit.records.some((r) => r.action === 'pin.first-seen'));
+      assert.deepEqual(audit.records.findLast((r) => r.action === 'tools/call')?.principal.teams, ['dev']);
+    } finally {
+      await client.close();
+      await gateway.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -7,8 +7,8 @@
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import type { AuditLog } from '../audit/record.js';
-import type { GatewaySettings } from '../config/schema.js';
-import { createScanner, type Scanner } from '../dlp/index.js';
+import type { Config, GatewaySettings } from '../config/schema.js';
+import { createScanner, type KnownSecret, type Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import { Authenticator, type KeyAuthenticator } from './auth.js';
 import { GatewayFront } from './front.js';
@@ -60,6 +60,43 @@ export interface RunningGateway {
 }
 
 export const GATEWAY_VERSION: string = (createRequire(import.meta.url)('../../../package.json') as { version: string }).version;
+
+/** What a node has at hand when it starts its gateway from gatehouse.yaml. */
+export interface NodeGatewayInput {
+  config: Config;
+  dataDir: string;
+  policy: PolicyHolder;
+  audit: AuditLog;
+  node?: string;
+  /** Vault values and credential env vars, so the scanner finds them in any encoding (`secrets.knownSecrets()`). */
+  knownSecrets?: readonly KnownSecret[];
+  resolveSecret?: (name: string) => Promise<string>;
+  launch?: GatewayOptions['launch'];
+}
+
+/**
+ * Starts the gateway a node runs: settings, agents' teams and audit choices from the config; agent keys and
+ * tool pins from the node's store in `dataDir`. What `gatehouse node` and `gatehouse up` call.
+ */
+export async function startNodeGateway(input: NodeGatewayInput): Promise<RunningGateway> {
+  const { openAgentRegistry } = await import('../agents/index.js');
+  const { openStore } = await import('../store/index.js');
+  const { PinStore } = await import('./pins.js');
+  return startGateway({
+    settings: input.config.gateway,
+    policy: input.policy,
+    audit: input.audit,
+    agents: openAgentRegistry(input.dataDir),
+    agentTeams: input.config.agents,
+    pins: new PinStore(openStore(input.dataDir)),
+    scanner: createScanner({ maxBytes: input.policy.current.dlp.maxBytes, ...(input.knownSecrets ? { knownSecrets: input.knownSecrets } : {}) }),
+    awaitAudit: input.config.audit.mode === 'sync',
+    recordValues: input.config.audit.recordValues,
+    ...(input.node !== undefined ? { node: input.node } : {}),
+    ...(input.resolveSecret ? { resolveSecret: input.resolveSecret } : {}),
+    ...(input.launch ? { launch: input.launch } : {}),
+  });
+}
 
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const node = options.node ?? hostname();
