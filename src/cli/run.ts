@@ -84,11 +84,13 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     // otherwise the bridge refuses (and records) every connection.
     let proxySocket: string | undefined;
     let envAdd: Record<string, string> | undefined;
+    let caCertificate: string | undefined;
     if (prepared.needsEgress && loaded) {
       const started = await startSessionEgress(loaded.config, prepared.dataDir, loaded.engine, audit, principal, prepared.node);
       egress = started.proxy;
       proxySocket = started.socketPath;
       envAdd = started.envAdd;
+      caCertificate = started.caCertificate;
     }
 
     const child = await launchSandboxed({
@@ -103,6 +105,7 @@ async function runAction(command: string[], options: RunOptions, self: Command):
       ...(options.allowWeaker ? { allowWeaker: true } : {}),
       ...(proxySocket ? { proxySocket } : {}),
       ...(envAdd ? { envAdd } : {}),
+      ...(caCertificate ? { caCertificate } : {}),
     });
     if (child.weaker.length > 0) {
       process.stderr.write(`gatehouse: WARNING: running with weaker isolation (recorded in the audit log):\n${child.weaker.map((gap) => `  - ${gap}`).join('\n')}\n`);
@@ -194,7 +197,7 @@ async function startSessionEgress(
   audit: import('../audit/record.js').AuditLog,
   principal: import('../policy/types.js').Principal,
   node: string,
-): Promise<{ proxy: { close(): Promise<void> }; socketPath: string; envAdd: Record<string, string> | undefined }> {
+): Promise<{ proxy: { close(): Promise<void> }; socketPath: string; envAdd: Record<string, string> | undefined; caCertificate: string | undefined }> {
   const { startEgressProxy } = await import('../egress/index.js');
   const grants = engine.grants(principal).filter((grant) => grant.env !== undefined);
   let placeholders: import('../secrets/index.js').PlaceholderRegistry | undefined;
@@ -211,15 +214,24 @@ async function startSessionEgress(
       envAdd[grant.env!] = placeholder.value;
     }
   }
+  // TLS inspection (and with it placeholder swaps in HTTPS) needs the node's CA, trusted inside the sandbox.
+  const inspects = grants.length > 0 || config.policy.network.some((rule) => 'inspect' in rule && rule.inspect === true);
+  const { join } = await import('node:path');
   const proxy = await startEgressProxy({
     policy: { current: engine },
     audit,
     authenticate: () => undefined,
     node,
     settings: { ...config.egress, listen: '127.0.0.1:0', socks: undefined },
+    ...(inspects ? { dataDir } : {}),
     ...(placeholders ? { placeholders } : {}),
     ...(resolveSecret ? { resolveSecret } : {}),
   });
   const egressSession = await proxy.openSession(principal, session);
-  return { proxy, socketPath: egressSession.socketPath, envAdd: grants.length > 0 ? envAdd : undefined };
+  return {
+    proxy,
+    socketPath: egressSession.socketPath,
+    envAdd: grants.length > 0 ? envAdd : undefined,
+    caCertificate: inspects ? join(dataDir, 'egress-ca', 'ca.pem') : undefined,
+  };
 }

@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
-import { sandboxEnv } from './env.js';
+import { CA_INSIDE, ensureCaBundle, sandboxEnv, trustEnv } from './env.js';
 import { bwrapMountArgs, computeMountPlan, isWithin, type MountPlan } from './mount-plan.js';
 import { FRAME, Mux } from './mux.js';
 import { openFilterFd } from './seccomp.js';
@@ -59,6 +59,9 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
   if (!isWithin(process.execPath, '/usr') && !isWithin(process.execPath, '/opt')) {
     extras.push({ source: process.execPath, dest: process.execPath });
   }
+  if (spec.caCertificate) {
+    extras.push({ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle });
+  }
   const plan = computeMountPlan({
     view: spec.view,
     home: spec.home,
@@ -73,7 +76,7 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
     proxyPort: port,
     ...(spec.envSource ? { source: spec.envSource } : {}),
     ...(spec.envAllow ? { allow: spec.envAllow } : {}),
-    ...(spec.envAdd ? { add: spec.envAdd } : {}),
+    add: { ...(spec.caCertificate ? trustEnv() : {}), ...spec.envAdd },
   });
   const prlimit = prlimitArgs(spec.rlimits);
   const settings = { port, command: spec.command, ...(prlimit ? { prlimit } : {}) };

@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
 import { bridgeFiles, DEFAULT_PROXY_PORT } from './bubblewrap.js';
-import { sandboxEnv } from './env.js';
+import { CA_INSIDE, ensureCaBundle, sandboxEnv, trustEnv } from './env.js';
 import { computeMountPlan, type MountPlan } from './mount-plan.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
 
@@ -71,7 +71,10 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
     view: spec.view,
     home: spec.home,
     cwd: spec.cwd,
-    extras: bridgeFiles(),
+    extras: [
+      ...bridgeFiles(),
+      ...(spec.caCertificate ? [{ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle }] : []),
+    ],
     ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
     ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
   });
@@ -81,7 +84,7 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
     proxyPort: port,
     ...(spec.envSource ? { source: spec.envSource } : {}),
     ...(spec.envAllow ? { allow: spec.envAllow } : {}),
-    ...(spec.envAdd ? { add: spec.envAdd } : {}),
+    add: { ...(spec.caCertificate ? trustEnv() : {}), ...spec.envAdd },
   });
   // The image has its own PATH layout; the host's would point at directories that do not exist there.
   delete env.PATH;

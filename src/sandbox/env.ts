@@ -3,6 +3,7 @@
  * secrets broker hands out and the proxy variables that point at the bridge. Nothing else crosses, so
  * tokens in the parent's environment (GITHUB_TOKEN, AWS_*, SSH_AUTH_SOCK...) never reach the program.
  */
+import * as fsSync from 'node:fs';
 
 /** Variables a program needs to behave normally in a terminal; none of them carries a credential. */
 export const DEFAULT_ENV_ALLOW = [
@@ -55,4 +56,38 @@ export function sandboxEnv(input: SandboxEnvInput): Record<string, string> {
   }
   for (const [name, value] of Object.entries(input.add ?? {})) env[name] = value;
   return env;
+}
+
+/** Where the CA files appear inside the sandbox. */
+export const CA_INSIDE = { certificate: '/run/gatehouse/ca.pem', bundle: '/run/gatehouse/ca-bundle.pem' };
+
+/**
+ * Variables that make common clients trust the inspection CA: node adds to its roots; OpenSSL-based tools
+ * (curl, git, python, ruby) replace theirs, so they get a bundle of the system's roots plus the CA.
+ */
+export function trustEnv(): Record<string, string> {
+  return {
+    NODE_EXTRA_CA_CERTS: CA_INSIDE.certificate,
+    SSL_CERT_FILE: CA_INSIDE.bundle,
+    CURL_CA_BUNDLE: CA_INSIDE.bundle,
+    GIT_SSL_CAINFO: CA_INSIDE.bundle,
+    REQUESTS_CA_BUNDLE: CA_INSIDE.bundle,
+  };
+}
+
+const SYSTEM_ROOTS = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt', '/etc/ssl/cert.pem'];
+
+/** Writes `<ca>.bundle.pem` (system roots + the CA) next to the CA when missing or older; returns its path. */
+export function ensureCaBundle(caCertificate: string): string {
+  const { existsSync, readFileSync, renameSync, statSync, writeFileSync } = fsSync;
+  const bundle = caCertificate.replace(/\.pem$/, '') + '.bundle.pem';
+  const fresh = existsSync(bundle) && statSync(bundle).mtimeMs >= statSync(caCertificate).mtimeMs;
+  if (!fresh) {
+    const system = SYSTEM_ROOTS.find((path) => existsSync(path));
+    const text = (system ? readFileSync(system, 'utf8').trimEnd() + '\n' : '') + readFileSync(caCertificate, 'utf8');
+    const temporary = `${bundle}.${process.pid}.tmp`;
+    writeFileSync(temporary, text, { mode: 0o644 });
+    renameSync(temporary, bundle);
+  }
+  return bundle;
 }

@@ -37,6 +37,8 @@ export interface LaunchRequest {
   envSource?: NodeJS.ProcessEnv;
   /** The egress proxy's per-session Unix socket. Without one, every connection is refused and recorded. */
   proxySocket?: string;
+  /** The egress proxy's TLS-inspection CA (PEM file), trusted inside the sandbox. */
+  caCertificate?: string;
   stdio?: 'inherit' | 'pipe';
   /** Start even when the host cannot give the isolation the policy asks for (recorded as such). */
   allowWeaker?: boolean;
@@ -134,6 +136,7 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     ...(request.settings?.env ? { envAllow: request.settings.env } : {}),
     ...(request.envAdd ? { envAdd: request.envAdd } : {}),
     ...(request.proxySocket ? { proxySocket: request.proxySocket } : {}),
+    ...(request.caCertificate ? { caCertificate: request.caCertificate } : {}),
     ...(rlimits ? { rlimits } : {}),
     ...(request.user ? { user: request.user } : {}),
     onConnectionDenied: (event) => {

@@ -37,6 +37,8 @@ export interface SandboxSpec {
   /** Port the bridge listens on inside the sandbox (its own network namespace, so any port is free). */
   proxyPort?: number;
   rlimits?: Rlimits;
+  /** The egress proxy's TLS-inspection CA (PEM file): trusted inside, next to the system's roots. */
+  caCertificate?: string;
   /** `inherit` for an interactive program; `pipe` for an MCP server spoken to over stdio. */
   stdio?: 'inherit' | 'pipe';
   bwrapPath?: string;

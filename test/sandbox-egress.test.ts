@@ -1,0 +1,113 @@
+/**
+ * `gatehouse run` with the real egress proxy as the sandbox's only way out: allowed hosts are reachable
+ * through the bridge, denied ones get the proxy's refusal, and a secret granted to a host reaches that host
+ * over HTTPS while the program only ever holds a placeholder. Real CLI, bwrap, curl, TLS and audit log.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CertificateAuthority } from '../src/egress/ca.js';
+import { startTlsEchoServer } from './egress-helpers.js';
+import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startOrigin, writeOwned, type Identity } from './sandbox-helpers.js';
+
+const main = new URL('../src/cli/main.js', import.meta.url).pathname;
+const REAL_TOKEN = 'ghp_' + 'R3alT0kenValue0123456789abcdefABCDEF'.slice(0, 36);
+
+function run(identity: Identity, dir: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8' };
+  const [command, commandArgs] = identity.user
+    ? ['setpriv', ['--reuid', String(identity.user.uid), '--regid', String(identity.user.gid), '--clear-groups', '--', process.execPath, main, ...args]]
+    : [process.execPath, [main, ...args]];
+  return new Promise((resolve) => {
+    // Asynchronous: the origin servers answer from this very process.
+    const child = spawn(command as string, commandArgs as string[], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+for (const identity of identities()) {
+  describe(`gatehouse run through the egress proxy as ${identity.name}`, { skip: skipWithoutBwrap }, () => {
+    let dir: string;
+    let origin: Awaited<ReturnType<typeof startOrigin>>;
+    let api: Awaited<ReturnType<typeof startTlsEchoServer>>;
+
+    before(async () => {
+      assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
+      dir = scratch(identity, 'egress');
+      origin = await startOrigin();
+      // api.test presents a certificate from a "public" CA the egress proxy trusts upstream.
+      const publicCa = await CertificateAuthority.create('test public CA');
+      api = await startTlsEchoServer(publicCa, 'api.test');
+      writeOwned(identity, join(dir, 'public-ca.pem'), publicCa.certificatePem, 0o644);
+      writeOwned(identity, join(dir, 'token.txt'), REAL_TOKEN + '\n');
+      const config = `version: 1
+egress:
+  resolve: { origin.test: ["127.0.0.1"], api.test: ["127.0.0.1"] }
+  upstreamCa: ["${join(dir, 'public-ca.pem')}"]
+secrets:
+  providers:
+    github-token: { file: "${join(dir, 'token.txt')}" }
+policy:
+  filesystem:
+    - id: workspace
+      allow: { paths: ["./"], access: rw }
+  network:
+    - id: origin
+      allow: [origin.test]
+    - id: api
+      allow: [api.test]
+      inspect: true
+    - id: loopback-targets
+      allow: [127.0.0.1]
+    - id: paste-site
+      deny: [denied.test]
+  credentials:
+    - id: github-token
+      secret: github-token
+      env: GITHUB_TOKEN
+      hosts: [api.test]
+`;
+      writeOwned(identity, join(dir, 'gatehouse.yaml'), config, 0o644);
+    });
+    after(async () => {
+      await origin.close();
+      await api.close();
+      cleanup(dir);
+    });
+
+    test('reaches an allowed host through the bridge and the proxy; a denied host gets the refusal, recorded', async () => {
+      const script = `curl -sS --max-time 10 http://origin.test:${origin.port}/allowed; echo; curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://denied.test/`;
+      const result = await run(identity, dir, ['run', '--', 'sh', '-c', script]);
+      assert.equal(result.status, 0, result.stderr);
+      assert.match(result.stdout, /hello from \/allowed/);
+      assert.match(result.stdout, /403$/);
+      const auditDir = join(dir, 'data', 'audit');
+      const records = readdirSync(auditDir)
+        .filter((name) => name.endsWith('.jsonl'))
+        .flatMap((name) => readFileSync(join(auditDir, name), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { surface: string; effect: string; resource: string }));
+      assert.ok(records.some((record) => record.surface === 'network' && record.effect === 'deny' && record.resource.includes('denied.test')), 'the denied connection is in the audit log');
+    });
+
+    test('a granted secret reaches its host over HTTPS while the program only holds a placeholder', async () => {
+      const script = `printf 'inside:%s\\n' "$GITHUB_TOKEN"; curl -sS --max-time 10 -H "Authorization: Bearer $GITHUB_TOKEN" https://api.test:${api.port}/user`;
+      const result = await run(identity, dir, ['run', '--', 'sh', '-c', script]);
+      assert.equal(result.status, 0, result.stderr + result.stdout);
+      const inside = /inside:(\S*)/.exec(result.stdout)?.[1] ?? '';
+      assert.ok(inside.length > 0, 'a placeholder is set');
+      assert.notEqual(inside, REAL_TOKEN);
+      // (The echo server reflects the header it received, so only the variable itself is checked here.)
+      const seen = api.requests.at(-1);
+      assert.equal(seen?.headers.authorization, `Bearer ${REAL_TOKEN}`);
+    });
+  });
+}
