@@ -118,7 +118,10 @@ async function main(): Promise<void> {
     }
     console.log(`  request rate, connection per request: direct ${Math.round(directFresh)}/s, Gatehouse ${Math.round(gatehouseFresh)}/s, tinyproxy ${Number.isNaN(tinyFresh) ? 'n/a' : Math.round(tinyFresh) + '/s'}`);
     const rateRatio = gatehouseFresh / tinyFresh;
-    line('request rate vs tinyproxy', `${Math.round(gatehouseFresh)}/s vs ${Math.round(tinyFresh)}/s`, rateRatio, rateRatio >= 1, '>= 1x tinyproxy');
+    line('request rate vs tinyproxy, same client behaviour', `${Math.round(gatehouseFresh)}/s vs ${Math.round(tinyFresh)}/s`, rateRatio, rateRatio >= 1, '>= 1x tinyproxy');
+    // tinyproxy cannot keep a client connection open, so its best is a connection per request.
+    const bestRatio = Math.max(gatehouseRate, gatehouseFresh) / tinyFresh;
+    line('request rate vs tinyproxy, each at its best', `${Math.round(Math.max(gatehouseRate, gatehouseFresh))}/s vs ${Math.round(tinyFresh)}/s`, bestRatio, bestRatio >= 1, '>= 1x tinyproxy');
 
     // 3. Added connect latency (connect + one echoed byte).
     const directTimes = await timeConnects(connects, () => connectDirect(echo.port));
