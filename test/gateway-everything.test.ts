@@ -182,3 +182,27 @@ test('with isolation "session", concurrent sampling requests from one server rea
     await isolated.close();
   }
 });
+
+test('with isolation "session", the server sees exactly its own client\'s roots, also after they change', async () => {
+  const isolated = await startHarness({
+    gateway: { upstreams: { everything: everythingUpstream({ isolation: 'session' }) } },
+    policy: { mcp: [{ id: 'everything', allow: { server: 'everything', tools: ['*'] } }] },
+  });
+  try {
+    const client = await isolated.connect(isolated.agents.add('tester').key, { capabilities: { roots: { listChanged: true } } });
+    let roots = [{ uri: 'file:///work/first', name: 'first' }];
+    client.setRequestHandler('roots/list', async () => ({ roots }));
+    const before = text(await client.callTool({ name: 'everything__get-roots-list', arguments: {} }) as CallToolResult);
+    assert.match(before, /file:\/\/\/work\/first/);
+    roots = [{ uri: 'file:///work/second', name: 'second' }];
+    await client.sendRootsListChanged();
+    let after = '';
+    for (let i = 0; i < 50 && !after.includes('second'); i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      after = text(await client.callTool({ name: 'everything__get-roots-list', arguments: {} }) as CallToolResult);
+    }
+    assert.match(after, /file:\/\/\/work\/second/);
+  } finally {
+    await isolated.close();
+  }
+});

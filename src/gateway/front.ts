@@ -378,6 +378,13 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
       instructions: `Gatehouse MCP gateway: tools from several servers, named <server>${separator}<tool>, governed by policy.`,
     },
   );
+  // Outside a call, the session's own upstream connections reach the client through the server itself.
+  caller.client = {
+    session: caller.session,
+    send: (request) => server.request(request as never) as never,
+    notify: (notification) => server.notification(notification as never),
+  };
+  server.setNotificationHandler('notifications/roots/list_changed', () => void core.rootsChanged(caller));
   const binding = (ctx: ServerContext): CallBinding => ({
     session: caller.session,
     ...(caller.stateless

@@ -35,6 +35,8 @@ import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 /** Who is calling, on which client session. */
 export interface Caller extends Principal {
   session: string;
+  /** The way to this caller's client outside any call (requests and notifications not tied to one). */
+  client?: CallBinding;
   /** A 2026-07-28 request: one request, no session that could own a connection. */
   stateless?: boolean;
 }
@@ -675,10 +677,18 @@ export class GatewayCore {
     const key = `${upstream.name}\n${caller.session}`;
     let own = this.sessionConnections.get(key);
     if (!own) {
-      own = upstream.sibling();
+      if (!caller.client) return upstream;
+      own = upstream.sibling(caller.client);
       this.sessionConnections.set(key, own);
     }
     return own;
+  }
+
+  /** The client's roots changed: its own upstream connections hear it (shared ones never see roots). */
+  async rootsChanged(caller: Caller): Promise<void> {
+    for (const [key, own] of this.sessionConnections) {
+      if (key.endsWith(`\n${caller.session}`)) await own.notify('notifications/roots/list_changed');
+    }
   }
 
   /** Drops every subscription and own connection of a session that has ended. */

@@ -126,8 +126,18 @@ export class Upstream {
   }
 
   /** Another connection to the same upstream, with the same settings, for one client session. */
-  sibling(): Upstream {
-    return new Upstream(this.name, this.settings, this.timeouts, this.events, this.options);
+  sibling(owner: CallBinding): Upstream {
+    const own = new Upstream(this.name, this.settings, this.timeouts, this.events, this.options);
+    own.owner = owner;
+    return own;
+  }
+
+  /** For a connection that belongs to one client session: the way to that session outside any call. */
+  private owner: CallBinding | undefined;
+
+  /** Tells the upstream something changed on the client's side (for example its roots). */
+  async notify(method: string): Promise<void> {
+    await this.client?.notification({ method } as never).catch(() => undefined);
   }
 
   status(): UpstreamStatus {
@@ -295,6 +305,8 @@ export class Upstream {
   }
 
   private routeTarget(): CallBinding | undefined {
+    // A session's own connection always answers to that session, in a call or not.
+    if (this.owner) return this.owner;
     let target: CallBinding | undefined;
     for (const binding of this.inFlight) {
       if (target && target.session !== binding.session) return undefined;
