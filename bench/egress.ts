@@ -40,17 +40,19 @@ network:
     inspect: true
 `;
 
-/** The proxy process: a real startEgressProxy with a JSONL audit log, printing its port. */
+/** The proxy process: a real startEgressProxy with the node's chained audit log, printing its port. */
 async function runProxyChild(): Promise<void> {
   const { startEgressProxy } = await import('../src/egress/index.js');
   const { CertificateAuthority } = await import('../src/egress/ca.js');
-  const { JsonlAuditLog } = await import('../src/audit/jsonl.js');
+  const { openNodeAuditLog } = await import('../src/audit/index.js');
+  const { configSchema } = await import('../src/config/schema.js');
   const { compilePolicy } = await import('../src/policy/index.js');
   const { policySchema } = await import('../src/config/policy-schema.js');
   const settings = JSON.parse(process.env.BENCH_EGRESS ?? '{}') as { dir: string; upstreamCa: string };
   const proxy = await startEgressProxy({
     policy: { current: compilePolicy(policySchema.parse(parseYaml(POLICY))) },
-    audit: new JsonlAuditLog(join(settings.dir, 'audit.jsonl')),
+    // The node's own audit log, as `gatehouse node` opens it (hash chain, batch durability by default).
+    audit: openNodeAuditLog(settings.dir, 'bench', configSchema.parse({ version: 1 }).audit),
     authenticate: (key) => (key === 'bench-key' ? { agent: 'bench' } : undefined),
     ca: await CertificateAuthority.loadOrCreate(settings.dir),
     upstreamCa: [settings.upstreamCa],
