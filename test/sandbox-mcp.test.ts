@@ -1,0 +1,107 @@
+/**
+ * The launcher API the MCP gateway uses for stdio servers: the real server-filesystem from npm, started in
+ * a sandbox with a per-server policy, spoken to over its stdio pipes (JSON-RPC, newline-delimited). The
+ * server is told it may read everything; the sandbox lets it see one directory.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { MemoryAuditLog } from '../src/audit/jsonl.js';
+import { configSchema } from '../src/config/schema.js';
+import { compilePolicy } from '../src/policy/compile.js';
+import { launchSandboxed, type Launched } from '../src/sandbox/launch.js';
+import { cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned } from './sandbox-helpers.js';
+
+const repository = new URL('../../', import.meta.url).pathname.replace(/\/$/, '');
+const server = join(repository, 'node_modules', '@modelcontextprotocol', 'server-filesystem', 'dist', 'index.js');
+
+/** A minimal JSON-RPC client over the sandboxed server's stdio. */
+function rpc(child: Launched): (method: string, params?: unknown) => Promise<{ result?: any; error?: any }> {
+  let buffer = '';
+  let next = 1;
+  const waiting = new Map<number, (message: any) => void>();
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    buffer += chunk;
+    let newline: number;
+    while ((newline = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+      if (!line.trim()) continue;
+      const message = JSON.parse(line) as { id?: number };
+      if (message.id !== undefined) waiting.get(message.id)?.(message);
+    }
+  });
+  return (method, params) => {
+    const id = next++;
+    child.stdin!.write(JSON.stringify({ jsonrpc: '2.0', id, method, ...(params ? { params } : {}) }) + '\n');
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${method}: no answer`)), 15000);
+      waiting.set(id, (message) => {
+        clearTimeout(timer);
+        resolve(message);
+      });
+    });
+  };
+}
+
+for (const identity of identities()) {
+  describe(`a stdio MCP server in the sandbox as ${identity.name}`, { skip: skipWithoutBwrap }, () => {
+    let root: string;
+    before(() => {
+      assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
+      root = scratch(identity, 'mcp');
+      mkdirOwned(identity, join(root, 'work'));
+      mkdirOwned(identity, join(root, 'private'));
+      writeOwned(identity, join(root, 'work', 'notes.txt'), 'inside the allowed path\n', 0o644);
+      writeOwned(identity, join(root, 'private', 'secret.txt'), 'never for the server\n', 0o644);
+      mkdirSync(join(root, 'home'), { recursive: true });
+    });
+    after(() => cleanup(root));
+
+    test('reads inside its allowed path and fails outside it, even though the server itself allows everything', async () => {
+      // The per-server policy: the server's code, and /work read-only. Nothing else.
+      const document = configSchema.parse({
+        version: 1,
+        policy: {
+          filesystem: [
+            { id: 'server-code', allow: { paths: [join(repository, 'node_modules')], access: 'ro' } },
+            { id: 'fs-work', allow: { paths: [join(root, 'work')], access: 'ro' } },
+          ],
+        },
+      }).policy;
+      const audit = new MemoryAuditLog();
+      const child = await launchSandboxed({
+        command: [process.execPath, server, root],
+        principal: { agent: 'gateway' },
+        policy: compilePolicy(document),
+        audit,
+        stdio: 'pipe',
+        server: 'fs',
+        home: join(root, 'home'),
+        cwd: join(root, 'work'),
+        ...(identity.user ? { user: identity.user } : {}),
+      });
+      const call = rpc(child);
+      try {
+        const initialized = await call('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'gatehouse-test', version: '0' } });
+        assert.ok(initialized.result, JSON.stringify(initialized));
+        child.stdin!.write(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) + '\n');
+
+        const inside = await call('tools/call', { name: 'read_text_file', arguments: { path: join(root, 'work', 'notes.txt') } });
+        assert.match(JSON.stringify(inside.result), /inside the allowed path/);
+
+        const outside = await call('tools/call', { name: 'read_text_file', arguments: { path: join(root, 'private', 'secret.txt') } });
+        assert.doesNotMatch(JSON.stringify(outside), /never for the server/);
+        assert.ok(outside.error || outside.result?.isError, 'the read outside fails');
+      } finally {
+        child.stdin!.end();
+        child.kill('SIGTERM');
+        await child.exited;
+      }
+      const launch = audit.records.find((record) => record.action === 'sandbox.launch');
+      assert.equal(launch?.resource, 'mcp-server:fs');
+      assert.ok(audit.records.some((record) => record.action === 'sandbox.exit'));
+    });
+  });
+}
