@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
+import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
 import { curl, rawExchange, reasonOf, startEchoServer, startTestProxy, type TestProxy } from './egress-helpers.js';
 
 const POLICY = `
@@ -231,6 +233,39 @@ describe('egress credentials over plain HTTP', () => {
       const record = gate.audit.records.find((r) => r.resource.endsWith('/plain'));
       assert.deepEqual((record?.details?.injectionSkipped as { rules: string[] }).rules, ['gh']);
     } finally {
+      await gate.close();
+      await echo.close();
+    }
+  });
+});
+
+describe('egress placeholders over plain HTTP', () => {
+  it('never swaps a placeholder in the clear, and blocks it to a host its grant does not name', async () => {
+    const echo = await startEchoServer();
+    const policy = 'network:\n  - id: api\n    allow: [api.test, other.test]\n  - id: lo\n    allow: [127.0.0.1]\ncredentials:\n  - id: deploy\n    secret: deploy-key\n    hosts: [api.test]\n';
+    const placeholders = new PlaceholderRegistry();
+    const gate = await startTestProxy(policy, { placeholders, settings: { resolve: { 'api.test': ['127.0.0.1'], 'other.test': ['127.0.0.1'] } } });
+    const grant = gate.holder.current.grants({ agent: 'alice' }).find((g) => g.secret === 'deploy-key');
+    assert.ok(grant);
+    const placeholder = placeholders.issue('sess-plain', grant, checksummedToken('ghp_', seededRandom(3)));
+    const session = await gate.proxy.openSession({ agent: 'alice' }, 'sess-plain');
+    const send = (host: string): Promise<{ status: number; reason: string | undefined }> =>
+      new Promise((resolve, reject) => {
+        const request = httpRequest(
+          { socketPath: session.socketPath, path: `http://${host}:${echo.port}/`, headers: { host: `${host}:${echo.port}`, 'x-key': placeholder.value } },
+          (response) => {
+            response.resume();
+            resolve({ status: response.statusCode ?? 0, reason: response.headers['x-gatehouse-reason'] as string | undefined });
+          },
+        );
+        request.on('error', reject);
+        request.end();
+      });
+    try {
+      assert.deepEqual(await send('api.test'), { status: 403, reason: 'credential-over-plaintext' });
+      assert.deepEqual(await send('other.test'), { status: 403, reason: 'placeholder-exfiltration' });
+    } finally {
+      await session.close();
       await gate.close();
       await echo.close();
     }
