@@ -10,7 +10,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import { startTlsEchoServer } from './egress-helpers.js';
-import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startOrigin, writeOwned, type Identity } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startGitHttpsServer, startOrigin, writeOwned, type Identity } from './sandbox-helpers.js';
+import { spawnSync } from 'node:child_process';
 
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
 const REAL_TOKEN = 'ghp_' + 'R3alT0kenValue0123456789abcdefABCDEF'.slice(0, 36);
@@ -40,6 +41,8 @@ for (const identity of identities()) {
     let dir: string;
     let origin: Awaited<ReturnType<typeof startOrigin>>;
     let api: Awaited<ReturnType<typeof startTlsEchoServer>>;
+    let gitServer: Awaited<ReturnType<typeof startGitHttpsServer>>;
+    let repositories: string;
 
     before(async () => {
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
@@ -50,9 +53,18 @@ for (const identity of identities()) {
       api = await startTlsEchoServer(publicCa, 'api.test');
       writeOwned(identity, join(dir, 'public-ca.pem'), publicCa.certificatePem, 0o644);
       writeOwned(identity, join(dir, 'token.txt'), REAL_TOKEN + '\n');
+      // A bare repository with one commit, served over HTTPS as git.test.
+      repositories = scratch({ name: 'host' }, 'git-repos');
+      const git = (args: string[], cwd: string) => spawnSync('git', args, { cwd, encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: repositories, GIT_CONFIG_NOSYSTEM: '1' } });
+      git(['init', '-q', '-b', 'main', 'source'], repositories);
+      spawnSync('sh', ['-c', 'echo "sandboxed clone works" > README'], { cwd: join(repositories, 'source') });
+      git(['add', 'README'], join(repositories, 'source'));
+      git(['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'first'], join(repositories, 'source'));
+      git(['clone', '-q', '--bare', 'source', 'project.git'], repositories);
+      gitServer = await startGitHttpsServer(repositories, await publicCa.issue('git.test'));
       const config = `version: 1
 egress:
-  resolve: { origin.test: ["127.0.0.1"], api.test: ["127.0.0.1"] }
+  resolve: { origin.test: ["127.0.0.1"], api.test: ["127.0.0.1"], git.test: ["127.0.0.1"] }
   upstreamCa: ["${join(dir, 'public-ca.pem')}"]
 secrets:
   providers:
@@ -66,6 +78,9 @@ policy:
       allow: [origin.test]
     - id: api
       allow: [api.test]
+      inspect: true
+    - id: git-host
+      allow: [git.test]
       inspect: true
     - id: loopback-targets
       allow: [127.0.0.1]
@@ -82,7 +97,8 @@ policy:
     after(async () => {
       await origin.close();
       await api.close();
-      cleanup(dir);
+      await gitServer.close();
+      cleanup(dir, repositories);
     });
 
     test('reaches an allowed host through the bridge and the proxy; a denied host gets the refusal, recorded', async () => {
@@ -108,6 +124,12 @@ policy:
       // (The echo server reflects the header it received, so only the variable itself is checked here.)
       const seen = api.requests.at(-1);
       assert.equal(seen?.headers.authorization, `Bearer ${REAL_TOKEN}`);
+    });
+
+    test('git clone over HTTPS from a local server works through the proxy', async () => {
+      const result = await run(identity, dir, ['run', '--', 'sh', '-c', `git -c http.sslVerify=true clone -q https://git.test:${gitServer.port}/project.git cloned && cat cloned/README`]);
+      assert.equal(result.status, 0, result.stderr + result.stdout);
+      assert.match(result.stdout, /sandboxed clone works/);
     });
   });
 }

@@ -177,3 +177,59 @@ export function processesWith(marker: string): number[] {
   }
   return found;
 }
+
+/**
+ * An HTTPS git server on 127.0.0.1: git's own smart-HTTP backend (`git http-backend`) run as CGI for every
+ * request, serving the bare repositories under `root`.
+ */
+export async function startGitHttpsServer(root: string, pair: { certificate: string; key: string }): Promise<{ port: number; close: () => Promise<void> }> {
+  const { createServer: createHttpsServer } = await import('node:https');
+  const { spawn } = await import('node:child_process');
+  const server = createHttpsServer({ cert: pair.certificate, key: pair.key }, (request, response) => {
+    const url = new URL(request.url ?? '/', 'https://git.test');
+    const backend = spawn('git', ['http-backend'], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        GIT_PROJECT_ROOT: root,
+        GIT_HTTP_EXPORT_ALL: '1',
+        GATEWAY_INTERFACE: 'CGI/1.1',
+        REQUEST_METHOD: request.method ?? 'GET',
+        PATH_INFO: decodeURIComponent(url.pathname),
+        QUERY_STRING: url.search.slice(1),
+        CONTENT_TYPE: request.headers['content-type'] ?? '',
+        REMOTE_ADDR: '127.0.0.1',
+      },
+    });
+    request.pipe(backend.stdin);
+    // CGI output: headers, a blank line, then the body.
+    let head = Buffer.alloc(0);
+    let headersDone = false;
+    backend.stdout.on('data', (chunk: Buffer) => {
+      if (headersDone) return void response.write(chunk);
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      headersDone = true;
+      let status = 200;
+      for (const line of head.subarray(0, end).toString('latin1').split('\r\n')) {
+        const colon = line.indexOf(':');
+        const name = line.slice(0, colon).trim();
+        const value = line.slice(colon + 1).trim();
+        if (name.toLowerCase() === 'status') status = Number(value.split(' ')[0]);
+        else response.setHeader(name, value);
+      }
+      response.writeHead(status);
+      response.write(head.subarray(end + 4));
+    });
+    backend.on('close', () => response.end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
