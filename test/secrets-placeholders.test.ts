@@ -3,6 +3,7 @@
  * real value only for their own session and an allowed destination.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { createScanner } from '../src/dlp/index.js';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
@@ -183,4 +184,29 @@ test('a response that reflects the real value gets the placeholder back instead'
   const bytes = registry.mask(Buffer.from(echoed), 's');
   assert.equal(bytes.text.toString(), text);
   assert.equal(registry.mask(echoed, 'another-session').masked.length, 0, 'only the session’s own values');
+});
+
+test('every format gets a placeholder, and URLs and connection strings keep what clients parse', () => {
+  const registry = new PlaceholderRegistry();
+  for (const ruleId of Object.keys(SAMPLES)) {
+    const real = SAMPLES[ruleId]!(random);
+    const p = registry.issue('all', grant({ ruleId: `grant-${ruleId}` }), real);
+    assert.ok(registry.containsAny(p.value), `${ruleId}: the placeholder is findable`);
+    assert.notEqual(p.value, real);
+  }
+  for (const ruleId of ['slack-webhook-url', 'discord-webhook-url', 'terraform-cloud-token', 'azure-ad-client-secret', 'private-key', 'openssh-private-key', 'gitlab-runner-registration-token', 'grafana-service-account-token']) {
+    const real = SAMPLES[ruleId]!(random);
+    const p = registry.issue('formats', grant({ ruleId: `grant-${ruleId}` }), real);
+    assert.equal(scanner.scan(p.value)[0]?.ruleId, ruleId, `${ruleId}: ${p.value.slice(0, 80)}`);
+  }
+
+  const db = registry.issue('urls', grant({ ruleId: 'db' }), 'postgres://app:S3cr3t-p4ss!@db.internal:5432/orders');
+  assert.match(db.value, /^postgres:\/\/app:[^@]+@db\.internal:5432\//);
+  assert.ok(!db.value.includes('S3cr3t-p4ss!'));
+
+  const key = randomBytes(64).toString('base64');
+  const connection = `DefaultEndpointsProtocol=https;AccountName=acmeprod;AccountKey=${key};EndpointSuffix=core.windows.net`;
+  const p = registry.issue('urls', grant({ ruleId: 'azure' }), connection);
+  assert.match(p.value, /^DefaultEndpointsProtocol=https;AccountName=acmeprod;AccountKey=[^;]+;EndpointSuffix=core\.windows\.net$/);
+  assert.ok(!p.value.includes(key));
 });

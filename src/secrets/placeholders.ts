@@ -42,6 +42,8 @@ export type Destination = { host: string } | { server: string };
 
 const TAG_BITS = 40;
 const NON_ASCII = /[^\x00-\x7f]/;
+const SEGMENT = /[A-Za-z0-9]/;
+const SEGMENT_MERGED = /[A-Za-z0-9_-]/;
 const BASIC_AUTH = /^(\s*[Bb]asic\s+)([A-Za-z0-9+/]+={0,2})\s*$/;
 /** Random characters after the tag that, with it, key a placeholder in the index. */
 const KEY_EXTRA = 8;
@@ -51,20 +53,32 @@ const UPPER = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
 const DIGITS = '0123456789';
 
 /** Parts of a format that must stay as they are for the value to still look like one (besides the prefix). */
-const KEEP: Record<string, RegExp> = {
-  'openai-api-key': /T3BlbkFJ/,
-  'anthropic-api-key': /AA$/,
-  'anthropic-admin-key': /AA$/,
-  'mailchimp-api-key': /-us[0-9]{1,2}$/,
+const PEM_ARMOUR = [/^-----BEGIN [^\n-]+-----/, /-----END [^\n-]+-----\s*$/];
+const KEEP: Record<string, RegExp[]> = {
+  'openai-api-key': [/T3BlbkFJ/],
+  'anthropic-api-key': [/AA$/],
+  'anthropic-admin-key': [/AA$/],
+  'mailchimp-api-key': [/-us[0-9]{1,2}$/],
   // A JWT keeps its header and claims (clients read `exp`); only the signature is replaced.
-  jwt: /^[^.]+\.[^.]+\./,
-  'sentry-org-token': /^sntrys_eyJ/,
+  jwt: [/^[^.]+\.[^.]+\./],
+  'sentry-org-token': [/^sntrys_eyJ/],
+  'azure-ad-client-secret': [/[0-9]Q~/],
+  'terraform-cloud-token': [/\.atlasv1\./],
+  'slack-webhook-url': [/services\/T/, /\/B(?=[A-Z0-9]{8,12}\/)/],
+  'private-key': PEM_ARMOUR,
+  'openssh-private-key': PEM_ARMOUR,
+  'pgp-private-key': PEM_ARMOUR,
 };
 const CHECKSUMMED = new Set(['github-pat', 'github-oauth-token', 'github-user-token', 'github-app-token', 'github-refresh-token', 'npm-token']);
 
 interface Format {
   ruleId: string | undefined;
+  /** Kept as is: the format's constant prefix (and anything before the token, for a token inside a URL). */
   prefix: string;
+  /** Where the token starts in the value (its format is checked from there). */
+  from: number;
+  /** More character ranges kept as is, `[start, end)`. */
+  keep: [number, number][];
 }
 
 interface AnchoredRule {
@@ -86,22 +100,62 @@ function anchored(): AnchoredRule[] {
   return anchoredRules;
 }
 
-/** The provider format of a real value, if it is one: the rule and the constant prefix to keep. */
+/** The provider format of a real value, if it is one: the rule and what to keep. */
 function formatOf(real: string): Format {
   for (const rule of anchored()) {
     // Keep the longest keyword the value starts with (pypi-AgEIcHlwaS5vcmc, not just pypi-).
     const keyword = rule.leading.filter((k) => real.startsWith(k)).sort((a, b) => b.length - a.length)[0];
-    if (keyword !== undefined && rule.regex.test(real)) return { ruleId: rule.id, prefix: keyword };
-    if (rule.inner.some((k) => real.includes(k)) && rule.regex.test(real)) return { ruleId: rule.id, prefix: '' };
+    if (keyword !== undefined && rule.regex.test(real)) return { ruleId: rule.id, prefix: keyword, from: 0, keep: [] };
+    if (rule.inner.some((k) => real.includes(k)) && rule.regex.test(real)) return { ruleId: rule.id, prefix: '', from: 0, keep: [] };
+  }
+  // A token at the end of a URL (a Slack or Discord webhook): everything up to its keyword stays.
+  for (const rule of anchored()) {
+    for (const keyword of rule.leading) {
+      const at = real.lastIndexOf(keyword);
+      if (at > 0 && rule.regex.test(real.slice(at))) return { ruleId: rule.id, prefix: real.slice(0, at + keyword.length), from: at, keep: [] };
+    }
+  }
+  // A connection string (`Key=value;Key=value`): only the values of secret-named keys are replaced.
+  if (CONNECTION_STRING.test(real)) {
+    const keep: [number, number][] = [];
+    let at = 0;
+    for (const part of real.split(';')) {
+      const equals = part.indexOf('=');
+      const secretValue = equals > 0 && SECRET_NAME.test(part.slice(0, equals));
+      keep.push([at, secretValue ? at + equals + 1 : at + part.length + 1]);
+      at += part.length + 1;
+    }
+    return { ruleId: undefined, prefix: '', from: 0, keep };
+  }
+  // A URL: scheme, user name and host stay (clients parse them); the password and the path are replaced.
+  const url = URL_PARTS.exec(real);
+  if (url) {
+    const [, scheme, user, password, host] = url as unknown as [string, string, string | undefined, string | undefined, string];
+    const keep: [number, number][] = [];
+    let at = scheme.length;
+    if (user !== undefined) {
+      keep.push([at, at + user.length + (password !== undefined ? 1 : 0)]);
+      at += user.length + (password !== undefined ? 1 + password.length : 0);
+      keep.push([at, at + 1]); // "@"
+      at += 1;
+    }
+    keep.push([at, at + host.length]);
+    return { ruleId: undefined, prefix: scheme, from: 0, keep };
   }
   // Unknown format: keep leading letter groups that end in a separator ("sk-", "acme_live_").
   const leading = /^(?:[A-Za-z]{2,10}[-_])+/.exec(real)?.[0] ?? '';
-  return { ruleId: undefined, prefix: leading.length <= 16 ? leading : '' };
+  return { ruleId: undefined, prefix: leading.length <= 16 ? leading : '', from: 0, keep: [] };
 }
 
-/** Whether `value` still has the format `ruleId` describes. */
-function hasFormat(value: string, ruleId: string | undefined): boolean {
-  return ruleId === undefined || anchored().some((rule) => rule.id === ruleId && rule.regex.test(value));
+const CONNECTION_STRING = /^[A-Za-z][\w .-]*=[^;]*(?:;[A-Za-z][\w .-]*=[^;]*)+;?$/;
+const SECRET_NAME = /key|secret|password|pwd|token|signature|sig$/i;
+
+/** scheme://, then optional user[:password]@, then host[:port]. */
+const URL_PARTS = /^([a-z][a-z0-9+.-]*:\/\/)(?:([^:@/?#\s]*)(?::([^@/?#\s]*))?@)?([^/?#\s]*)/i;
+
+/** Whether `value` still has the format `ruleId` describes (from `from` on). */
+function hasFormat(value: string, ruleId: string | undefined, from: number): boolean {
+  return ruleId === undefined || anchored().some((rule) => rule.id === ruleId && rule.regex.test(value.slice(from)));
 }
 
 /** Formats whose characters are narrower than "letters of this case and digits". */
@@ -111,8 +165,8 @@ const ALPHABETS: Record<string, string> = {
 };
 
 function alphabetOf(segment: string): string {
-  if (/^[0-9a-f]+$/.test(segment) && segment.length >= 16 && /[a-f]/.test(segment)) return DIGITS + 'abcdef';
-  if (/^[0-9A-F]+$/.test(segment) && segment.length >= 16 && /[A-F]/.test(segment)) return DIGITS + 'ABCDEF';
+  if (/^[0-9a-f]+$/.test(segment) && /[a-f]/.test(segment)) return DIGITS + 'abcdef';
+  if (/^[0-9A-F]+$/.test(segment) && /[A-F]/.test(segment)) return DIGITS + 'ABCDEF';
   let alphabet = '';
   if (/[a-z]/.test(segment)) alphabet += LOWER;
   if (/[A-Z]/.test(segment)) alphabet += UPPER;
@@ -183,9 +237,13 @@ export class PlaceholderRegistry {
       if (typeof pattern === 'string') throw new Error(`credentials rule "${grant.ruleId}": ${pattern}`);
       return pattern;
     });
-    for (let attempt = 0; attempt < 16; attempt++) {
-      const shaped = this.shape(real);
-      if (!hasFormat(shaped.value, shaped.ruleId)) continue;
+    // Shapes from most to least faithful: separators kept; then "-" and "_" inside the token rewritten too
+    // (so a short, dashed token has room for the tag); then, if the format still cannot be matched, the
+    // closest shape without the guarantee: a placeholder is always issued.
+    for (let attempt = 0; attempt < 24; attempt++) {
+      const plan = attempt < 8 ? 'keep' : attempt < 16 ? 'merge' : 'extend';
+      const shaped = this.shape(real, plan);
+      if (!shaped || (plan !== 'extend' && !hasFormat(shaped.value, shaped.ruleId, shaped.from))) continue;
       const key = shaped.value.slice(shaped.tagOffset, shaped.tagOffset + shaped.tagLength + KEY_EXTRA);
       if (this.byKey.has(key) || this.byValue.has(shaped.value) || shaped.value === real) continue;
       const placeholder: Placeholder = Object.freeze({
@@ -427,27 +485,39 @@ export class PlaceholderRegistry {
     return tag;
   }
 
-  /** A random value shaped like `real`, with the tag written into its longest random segment. */
-  private shape(real: string): { value: string; tagOffset: number; tagLength: number; ruleId: string | undefined } {
+  /**
+   * A random value shaped like `real`, with the tag written into its longest random segment. `keep` leaves
+   * every separator in place, `merge` also rewrites "-" and "_", and `extend` lengthens the longest segment
+   * when none is long enough for the tag (undefined when the plan cannot place the tag).
+   */
+  private shape(
+    real: string,
+    plan: 'keep' | 'merge' | 'extend',
+  ): { value: string; tagOffset: number; tagLength: number; ruleId: string | undefined; from: number } | undefined {
     const format = formatOf(real);
     const chars = real.split('');
     const kept = new Uint8Array(chars.length);
     for (let i = 0; i < format.prefix.length; i++) kept[i] = 1;
-    const keep = format.ruleId ? KEEP[format.ruleId] : undefined;
-    const keepMatch = keep?.exec(real);
-    if (keepMatch) for (let i = keepMatch.index; i < keepMatch.index + keepMatch[0].length; i++) kept[i] = 1;
+    for (const [start, end] of format.keep) kept.fill(1, start, end);
+    const token = real.slice(format.from);
+    for (const keep of (format.ruleId ? KEEP[format.ruleId] : undefined) ?? []) {
+      const match = keep.exec(token);
+      if (match) kept.fill(1, format.from + match.index, format.from + match.index + match[0].length);
+    }
     const checksummed = format.ruleId !== undefined && CHECKSUMMED.has(format.ruleId);
-    if (checksummed) for (let i = chars.length - 6; i < chars.length; i++) kept[i] = 1;
+    if (checksummed) kept.fill(1, chars.length - 6);
 
-    // Segments: maximal runs of letters and digits not kept; everything else stays in place.
+    // Segments: maximal runs of letters and digits (and, when merging, "-" and "_") not kept; everything
+    // else stays in place.
+    const inSegment = plan === 'merge' ? SEGMENT_MERGED : SEGMENT;
     const segments: { start: number; end: number }[] = [];
     for (let i = 0; i < chars.length; ) {
-      if (kept[i] || !/[A-Za-z0-9]/.test(chars[i]!)) {
+      if (kept[i] || !inSegment.test(chars[i]!)) {
         i++;
         continue;
       }
       let j = i;
-      while (j < chars.length && !kept[j] && /[A-Za-z0-9]/.test(chars[j]!)) j++;
+      while (j < chars.length && !kept[j] && inSegment.test(chars[j]!)) j++;
       segments.push({ start: i, end: j });
       i = j;
     }
@@ -455,39 +525,49 @@ export class PlaceholderRegistry {
       (format.ruleId && ALPHABETS[format.ruleId]) || alphabetOf(real.slice(segment.start, segment.end));
     for (const segment of segments) {
       const alphabet = alphabetFor(segment);
-      // Digits stay digits, letters keep their case, when a segment has a single class.
+      // Digits stay digits, letters keep their case, hex stays hex, when a segment has a single class.
       for (let i = segment.start; i < segment.end; i++) chars[i] = randomFrom(alphabet, 1);
     }
-    const host = segments
-      .filter((s) => {
-        const alphabet = alphabetFor(s);
-        return alphabet.length >= 10 && s.end - s.start >= encodeTag(0n, alphabet).length + KEY_EXTRA;
-      })
-      .sort((a, b) => b.end - b.start - (a.end - a.start))[0];
+    const fits = (s: { start: number; end: number }): boolean => {
+      const alphabet = alphabetFor(s);
+      return alphabet.length >= 10 && s.end - s.start >= encodeTag(0n, alphabet).length + KEY_EXTRA;
+    };
+    const longest = [...segments].filter((s) => alphabetFor(s).length >= 10).sort((a, b) => b.end - b.start - (a.end - a.start))[0];
+    let host = longest && fits(longest) ? longest : undefined;
+    const ascii = !NON_ASCII.test(real);
+    if (!host && plan === 'extend' && longest && ascii) {
+      // Lengthen the longest segment just enough to carry the tag; the rest of the shape stays.
+      const alphabet = alphabetFor(longest);
+      const missing = encodeTag(0n, alphabet).length + KEY_EXTRA - (longest.end - longest.start);
+      chars.splice(longest.end, 0, ...randomFrom(alphabet, missing).split(''));
+      host = { start: longest.start, end: longest.end + missing };
+    }
 
     let value: string;
     let tagOffset: number;
     let tagLength: number;
-    // Placeholders are ASCII, so they read the same in text and in bytes; a non-ASCII value gets the plain shape.
-    if (host && NON_ASCII.test(real) === false) {
+    // Placeholders are ASCII, so they read the same in text and in bytes.
+    if (host && ascii) {
       const tag = this.tagFor(alphabetFor(host));
       for (let i = 0; i < tag.length; i++) chars[host.start + i] = tag[i]!;
       value = chars.join('');
       tagOffset = host.start;
       tagLength = tag.length;
-    } else {
-      // Too short to carry a tag in its own shape (a short password): a longer alphanumeric value.
+    } else if (plan === 'extend') {
+      // Nothing to shape (no letters or digits, or not ASCII): a plain alphanumeric value.
       const alphabet = LOWER + UPPER + DIGITS;
       const tag = this.tagFor(alphabet);
       value = format.prefix + tag + randomFrom(alphabet, 16);
       tagOffset = format.prefix.length;
       tagLength = tag.length;
+    } else {
+      return undefined;
     }
     if (checksummed) {
-      const underscore = value.indexOf('_');
+      const underscore = value.indexOf('_', format.from);
       const body = value.slice(underscore + 1, underscore + 31);
       value = value.slice(0, underscore + 31) + base62Checksum(crc32(body));
     }
-    return { value, tagOffset, tagLength, ruleId: format.ruleId };
+    return { value, tagOffset, tagLength, ruleId: format.ruleId, from: format.from };
   }
 }
