@@ -14,6 +14,7 @@ import { fixtureUpstream, JSON_HEADERS, rawRequest, rawSession, startHarness, ty
 let harness: Harness;
 let aliceKey: string;
 let bobKey: string;
+let carolKey: string;
 let jwks: Server;
 let issuer: string;
 let privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
@@ -41,10 +42,13 @@ before(async () => {
         { id: 'dev-basic', teams: ['dev'], allow: { server: 'fixture', tools: ['hello', 'echo'] } },
         { id: 'ops-all', teams: ['ops'], allow: { server: 'fixture', tools: ['*'] } },
         { id: 'no-forbidden-echo', deny: { server: 'fixture', tools: ['echo'] }, when: "has(args.message) && args.message.contains('forbidden')" },
+        { id: 'acme-only', agents: ['carol'], allow: { server: 'fixture', tools: ['echo'] }, when: "args.message == 'acme'" },
+        { id: 'admins-only', agents: ['carol'], allow: { server: 'fixture', tools: ['hello'] }, when: "claims.role == 'admin'" },
       ],
     },
   });
   aliceKey = harness.agents.add('alice', ['dev']).key;
+  carolKey = harness.agents.add('carol').key;
   bobKey = harness.agents.add('bob').key;
 });
 
@@ -95,6 +99,21 @@ describe('policy views', () => {
     const record = harness.audit.records.findLast((r) => r.action === 'tools/call' && r.resource === 'fixture/echo');
     assert.equal(record?.effect, 'deny');
     assert.deepEqual(record?.rules, ['no-forbidden-echo']);
+  });
+});
+
+describe('conditions on arguments', () => {
+  test('lists a tool whose allow depends on its arguments, and decides each call by them', async () => {
+    const carol = await harness.connect(carolKey);
+    // admins-only depends on identity claims, not arguments, so it is decided (false) already at list time.
+    assert.deepEqual((await carol.listTools()).tools.map((tool) => tool.name), ['fixture__echo']);
+    const acme = (await carol.callTool({ name: 'fixture__echo', arguments: { message: 'acme' } })) as CallToolResult;
+    assert.deepEqual(acme.content, [{ type: 'text', text: 'acme' }]);
+    const other = (await carol.callTool({ name: 'fixture__echo', arguments: { message: 'globex' } })) as CallToolResult;
+    assert.equal(other.isError, true);
+    assert.match(JSON.stringify(other.content), /Denied by Gatehouse policy/);
+    const hidden = await carol.callTool({ name: 'fixture__hello', arguments: {} }).catch((error: unknown) => error);
+    assert.ok(hidden instanceof ProtocolError && /not found/.test(hidden.message));
   });
 });
 

@@ -320,6 +320,33 @@ export class GatewayCore {
     return this.options.policy.current.decide(request);
   }
 
+  /**
+   * Whether a list shows this entry. A list has no arguments, so conditions on `args` cannot be judged yet:
+   * an allow that depends on them may still grant the call, and a deny that depends on them may not apply.
+   * Such an entry is listed, and its calls are decided with their arguments. Anything else is decided exactly
+   * as a call would be: one decision function for both.
+   */
+  private listable(caller: Caller, target: Omit<McpRequest, 'surface' | keyof Principal>): boolean {
+    const decision = this.decide(caller, target);
+    if (isAllowed(decision)) return true;
+    const engine = this.options.policy.current;
+    const request: McpRequest = { surface: 'mcp', ...target };
+    if (caller.agent !== undefined) request.agent = caller.agent;
+    if (caller.teams !== undefined) request.teams = caller.teams;
+    if (caller.user !== undefined) request.user = caller.user;
+    if (caller.claims !== undefined) request.claims = caller.claims;
+    const onArguments = (id: string): boolean => {
+      const rule = engine.document.mcp.find((candidate) => candidate.id === id);
+      const conditions = [rule?.when, rule?.allow?.when, rule?.deny?.when].filter((when): when is string => when !== undefined);
+      return conditions.some((when) => /\bargs\b/.test(when));
+    };
+    const traces = engine.explain(request).rules;
+    if (traces.some((trace) => trace.effect === 'deny' && trace.matched && !onArguments(trace.id))) return false;
+    return traces.some(
+      (trace) => trace.effect === 'allow' && !trace.matched && onArguments(trace.id) && /its condition (could not be evaluated|is false)/.test(trace.why),
+    );
+  }
+
   private viewKey(caller: Caller): string {
     const engine = this.options.policy.current;
     return JSON.stringify([engine.digest, caller.agent, caller.teams, caller.user, caller.claims]);
@@ -343,12 +370,12 @@ export class GatewayCore {
     if (!view.tools) {
       view.tools = [];
       for (const entry of catalog.tools.values()) {
-        const decision = this.decide(caller, {
+        const listed = this.listable(caller, {
           server: entry.upstream.name,
           tool: entry.original,
           ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
         });
-        if (isAllowed(decision)) view.tools.push(entry.exposed);
+        if (listed) view.tools.push(entry.exposed);
       }
       view.toolSet = new Set(view.tools);
     }
@@ -359,7 +386,7 @@ export class GatewayCore {
     const view = this.view(caller, catalog);
     if (!view.prompts) {
       view.prompts = [...catalog.prompts.values()]
-        .filter((entry) => isAllowed(this.decide(caller, { server: entry.upstream.name, prompt: entry.original })))
+        .filter((entry) => this.listable(caller, { server: entry.upstream.name, prompt: entry.original }))
         .map((entry) => entry.exposed);
       view.promptSet = new Set(view.prompts);
     }
@@ -397,7 +424,7 @@ export class GatewayCore {
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
     view.resources ??= [...catalog.resources.values()]
-      .filter((entry) => isAllowed(this.decide(caller, { server: entry.upstream.name, resource: entry.original })))
+      .filter((entry) => this.listable(caller, { server: entry.upstream.name, resource: entry.original }))
       .map((entry) => entry.exposed);
     await this.recordList(caller, 'resources/list', started, view.resources.length, catalog.resources.size, catalog);
     return view.resources;
@@ -408,7 +435,7 @@ export class GatewayCore {
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
     view.templates ??= catalog.templates
-      .filter((entry) => isAllowed(this.decide(caller, { server: entry.upstream.name, resource: entry.original })))
+      .filter((entry) => this.listable(caller, { server: entry.upstream.name, resource: entry.original }))
       .map((entry) => entry.exposed);
     await this.recordList(caller, 'resources/templates/list', started, view.templates.length, catalog.templates.length, catalog);
     return view.templates;
