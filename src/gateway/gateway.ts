@@ -106,6 +106,9 @@ const APPROVAL_KEY = 'gatehouse-approval';
 type ElicitAnswer = { action?: string; content?: { approve?: unknown } };
 const APPROVAL_TTL_MS = 10 * 60 * 1000;
 
+/** Per policy: the MCP rules whose conditions read the call's arguments. */
+const argumentRules = new WeakMap<object, Set<string>>();
+
 /** Error for a name the caller cannot see, identical whether it exists or not. */
 function unknown(kind: 'tool' | 'prompt' | 'resource', name: string): ProtocolError {
   const label = kind === 'resource' ? 'Resource' : kind === 'tool' ? 'Tool' : 'Prompt';
@@ -335,11 +338,16 @@ export class GatewayCore {
     if (caller.teams !== undefined) request.teams = caller.teams;
     if (caller.user !== undefined) request.user = caller.user;
     if (caller.claims !== undefined) request.claims = caller.claims;
-    const onArguments = (id: string): boolean => {
-      const rule = engine.document.mcp.find((candidate) => candidate.id === id);
-      const conditions = [rule?.when, rule?.allow?.when, rule?.deny?.when].filter((when): when is string => when !== undefined);
-      return conditions.some((when) => /\bargs\b/.test(when));
-    };
+    let conditional = argumentRules.get(engine);
+    if (!conditional) {
+      conditional = new Set(
+        engine.document.mcp
+          .filter((rule) => [rule.when, rule.allow?.when, rule.deny?.when].some((when) => when !== undefined && /\bargs\b/.test(when)))
+          .map((rule) => rule.id),
+      );
+      argumentRules.set(engine, conditional);
+    }
+    const onArguments = (id: string): boolean => conditional.has(id);
     const traces = engine.explain(request).rules;
     if (traces.some((trace) => trace.effect === 'deny' && trace.matched && !onArguments(trace.id))) return false;
     return traces.some(
