@@ -4,7 +4,8 @@
  * match start only when a keyword was seen. Patterns are compiled once, in scanner.ts.
  *
  * Severity says how bad a leak would be; a failed checksum lowers a finding to `medium` with `low`
- * confidence (it has the shape of a token but is probably a fake).
+ * confidence (it has the shape of a token but is probably a fake), and a published documentation example
+ * (AWS's `…EXAMPLE` keys, test card numbers) is `low`.
  */
 import { cardNumber, CONFIRMED, jwtShape, plausibleValue, prefixedCrc32Token, shannonEntropy, REJECT, type Verdict } from './validators.js';
 
