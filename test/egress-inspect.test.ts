@@ -84,7 +84,9 @@ describe('egress TLS inspection', () => {
   const viaCurl = (args: string[]): ReturnType<typeof curl> => curl(['--cacert', caFile, '-x', gate.url, '-U', 'alice:key-alice', ...args]);
 
   it('inspects an allowed HTTPS request, injects the credential header and records the request', async () => {
-    const result = await viaCurl(['-H', 'Authorization: Bearer agent-supplied', `https://api.test:${servers.api.port}/v1/repos?page=2`]);
+    // The agent's own Authorization (here a real-looking token) is replaced, so it is neither scanned nor sent.
+    const agentToken = checksummedToken('ghp_', seededRandom(11));
+    const result = await viaCurl(['-H', `Authorization: Bearer ${agentToken}`, `https://api.test:${servers.api.port}/v1/repos?page=2`]);
     assert.equal(result.status, 200, result.stderr + result.body);
     const seen = JSON.parse(result.body) as { url: string; headers: Record<string, string> };
     assert.equal(seen.url, '/v1/repos?page=2');

@@ -93,6 +93,12 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     }
   }
 
+  // Headers a credential grant will set are dropped first: the agent's own value never leaves, so it is
+  // neither scanned nor forwarded.
+  const injecting =
+    tools.resolveSecret && scheme === 'https' ? engine.grants(caller.principal).filter((grant) => grant.header && grantCovers(grant.hosts, target.host)) : [];
+  for (const grant of injecting) if (grant.header) outgoing.headers = removeHeader(outgoing.headers, grant.header.name);
+
   // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
   const registry = tools.placeholders;
   const session = caller.session ?? '';
@@ -162,10 +168,10 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const skipped = engine.grants(caller.principal).filter((grant) => grant.header && grantCovers(grant.hosts, target.host));
     if (skipped.length > 0) facts.injectionSkipped = { rules: skipped.map((grant) => grant.ruleId), reason: 'credentials are only injected over TLS' };
   }
-  if (tools.resolveSecret && scheme === 'https') {
+  if (tools.resolveSecret && injecting.length > 0) {
     const injected: string[] = [];
-    for (const grant of engine.grants(caller.principal)) {
-      if (!grant.header || !grantCovers(grant.hosts, target.host)) continue;
+    for (const grant of injecting) {
+      if (!grant.header) continue;
       const decision = engine.decide({ surface: 'credentials', secret: grant.secret, host: target.host, ...principalFields(caller) });
       if (!isAllowed(decision)) continue;
       const value = await tools.resolveSecret(grant.secret);
@@ -198,12 +204,15 @@ function outside(findings: Finding[], placeholders: PlaceholderHit[] | undefined
 
 /** Replaces every header of that name (case-insensitive) with one. */
 export function setHeader(headers: string[], name: string, value: string): string[] {
+  return [...removeHeader(headers, name), name, value];
+}
+
+function removeHeader(headers: string[], name: string): string[] {
   const out: string[] = [];
   const lower = name.toLowerCase();
   for (let i = 0; i + 1 < headers.length; i += 2) {
     if ((headers[i] as string).toLowerCase() !== lower) out.push(headers[i] as string, headers[i + 1] as string);
   }
-  out.push(name, value);
   return out;
 }
 
