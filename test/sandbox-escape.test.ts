@@ -211,5 +211,12 @@ for (const identity of identities()) {
       assert.match(result.stdout, /refused: Operation not permitted/);
       assert.doesNotMatch(result.stdout, /pushed/);
     });
+
+    test('holds no capabilities and cannot change kernel settings', async () => {
+      const script = 'grep CapEff /proc/self/status; echo 1 > /proc/sys/vm/drop_caches && echo sysctl-written; echo core > /proc/sys/kernel/core_pattern && echo core-written; true';
+      const result = await runSandboxed({ ...base(), command: ['sh', '-c', script] });
+      assert.match(result.stdout, /CapEff:\s+0+\n/);
+      assert.doesNotMatch(result.stdout, /written/);
+    });
   });
 }

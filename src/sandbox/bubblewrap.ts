@@ -89,6 +89,8 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
     '--unshare-ipc',
     '--unshare-uts',
     '--unshare-cgroup-try',
+    // bwrap keeps every capability (in the new user namespace) for a uid-0 sandbox unless told otherwise.
+    '--cap-drop', 'ALL',
     '--hostname', 'sandbox',
     '--seccomp', String(seccompFd),
     ...bwrapMountArgs(plan),

@@ -36,7 +36,7 @@ function mountArgs(plan: MountPlan): string[] {
   const args: string[] = [];
   for (const step of plan.steps) {
     // The image supplies the system; /proc, /dev and /tmp come from the engine and the flags below.
-    if (step.why === 'system' || step.kind === 'proc' || step.kind === 'dev' || step.kind === 'dir' || step.kind === 'symlink') continue;
+    if (step.why === 'system' || step.dest === '/proc/sys' || step.kind === 'proc' || step.kind === 'dev' || step.kind === 'dir' || step.kind === 'symlink') continue;
     if (step.kind === 'tmpfs' && (step.dest === '/tmp' || step.dest === '/run')) continue;
     switch (step.kind) {
       case 'ro-bind':

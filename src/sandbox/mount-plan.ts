@@ -132,6 +132,8 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
 
   // 3. Private kernel views and scratch space; /run is an empty tmpfs so host sockets there vanish.
   steps.push({ kind: 'proc', dest: '/proc', why: 'private /proc (new PID namespace)' });
+  // A root-run sandbox is uid 0 on the host too: keep it from writing global sysctls (core_pattern...).
+  steps.push({ kind: 'ro-bind', source: '/proc/sys', dest: '/proc/sys', why: 'kernel settings read-only' });
   steps.push({ kind: 'dev', dest: '/dev', why: 'private /dev' });
   steps.push({ kind: 'tmpfs', dest: '/tmp', why: 'private /tmp' });
   steps.push({ kind: 'tmpfs', dest: '/run', why: 'hide /run (docker.sock, D-Bus, ssh-agent)' });
