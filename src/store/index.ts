@@ -32,16 +32,21 @@ export function openStore(dataDir: string, file = 'gatehouse.db'): Store {
   return db;
 }
 
-/** Applies the migrations that have not run yet, in order. */
+/**
+ * Applies the migrations that have not run yet, in order. Each one is checked and applied inside an
+ * IMMEDIATE transaction, which takes the write lock first: two processes opening a new store at once
+ * (a node and a CLI command) serialise instead of both trying to create the same tables.
+ */
 export function migrate(db: Store, migrations: readonly Migration[]): void {
   const applied = db.prepare('SELECT 1 FROM migrations WHERE id = ?');
   const record = db.prepare('INSERT INTO migrations (id, applied_at) VALUES (?, ?)');
   for (const migration of migrations) {
     if (applied.get(migration.id)) continue;
     db.transaction(() => {
+      if (applied.get(migration.id)) return;
       db.exec(migration.sql);
       record.run(migration.id, new Date().toISOString());
-    })();
+    }).immediate();
   }
 }
 
