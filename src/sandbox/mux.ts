@@ -29,6 +29,8 @@ export const FRAME = {
 export const HEADER_BYTES = 9;
 export const WINDOW = 1024 * 1024;
 export const MAX_FRAME = 256 * 1024;
+/** Concurrent streams one sandbox may hold open; more is a sandbox trying to exhaust the host. */
+export const MAX_STREAMS = 1024;
 
 export function encodeFrame(type: number, id: number, payload?: Buffer): Buffer {
   const length = payload?.length ?? 0;
@@ -182,6 +184,10 @@ export class Mux {
     switch (frame.type) {
       case FRAME.OPEN:
         if (end) throw new Error(`stream ${frame.id} opened twice`);
+        if (this.streams.size >= MAX_STREAMS) {
+          this.send(FRAME.CLOSE, frame.id, Buffer.from('too many connections'));
+          return;
+        }
         this.handlers.onOpen?.(frame.id);
         return;
       case FRAME.DATA: {
