@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent as HttpAgent, createServer as createHttpServer, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import type { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import type { AuditLog } from '../audit/record.js';
 import { egressDefaults, type EgressSettings } from '../config/schema.js';
@@ -27,7 +28,7 @@ import { RateLimiter } from './limits.js';
 import { Recorder } from './record.js';
 import { Refusal } from './refusal.js';
 import { createResolver, type Resolver } from './resolver.js';
-import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
+import { parserRefusal, recordRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
 import { handleSocks } from './socks.js';
 
@@ -191,7 +192,7 @@ function createHttpEngine(runtime: Runtime): { server: HttpServer; deadlines: He
   server.on('request', (request, response) => {
     deadlines.clear(request.socket);
     response.once('finish', () => deadlines.arm(request.socket));
-    handleForward(runtime, request, response).catch((error: unknown) => internalError(response, error));
+    handleForward(runtime, request, response).catch((error: unknown) => internalError(runtime, request.socket, response, error));
   });
   // "Expect: 100-continue": the client's body is invited only once the request passed its checks (see
   // forward.ts). Any other expectation is refused.
@@ -203,7 +204,7 @@ function createHttpEngine(runtime: Runtime): { server: HttpServer; deadlines: He
   });
   server.on('connect', (request, socket, head) => {
     deadlines.clear(socket);
-    handleConnect(runtime, request, socket, head).catch(() => socket.destroy());
+    handleConnect(runtime, request, socket, head).catch((error: unknown) => internalError(runtime, socket, undefined, error));
   });
   server.on('upgrade', (request, socket) => {
     deadlines.clear(socket);
@@ -242,8 +243,15 @@ function routeByFirstByte(runtime: Runtime, http: { server: HttpServer; deadline
   });
 }
 
-function internalError(response: ServerResponse, error: unknown): void {
-  writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
+/** A step threw (a bug, or a resource failure): answer 502 if still possible, and leave a record of it. */
+function internalError(runtime: Runtime, socket: Duplex, response: ServerResponse | undefined, error: unknown): void {
+  const refusal = new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`);
+  if (response) {
+    recordRefusal(runtime, socket, refusal);
+    writeRefusal(response, refusal);
+  } else {
+    refuseConnection(runtime, socket, refusal);
+  }
 }
 
 function readUpstreamCas(paths: string[]): string[] {

@@ -64,6 +64,12 @@ export function parserRefusal(error: NodeJS.ErrnoException): Refusal {
 
 /** Records and answers a refusal for a connection whose request could not be read. */
 export function refuseConnection(runtime: Runtime, socket: Duplex, refusal: Refusal): void {
+  recordRefusal(runtime, socket, refusal);
+  writeRawRefusal(socket, refusal);
+}
+
+/** The audit record of a refusal that happened before any flow knew its destination. */
+export function recordRefusal(runtime: Runtime, socket: Duplex, refusal: Refusal): void {
   const client = clientOf(runtime.clients, socket);
   runtime.recorder.record(runtime.policy.current, {
     action: 'request',
@@ -76,6 +82,5 @@ export function refuseConnection(runtime: Runtime, socket: Duplex, refusal: Refu
     refusal,
     details: {},
   });
-  writeRawRefusal(socket, refusal);
 }
 
