@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { MemoryAuditLog } from '../src/audit/jsonl.js';
 import { configSchema } from '../src/config/schema.js';
 import { compilePolicy } from '../src/policy/compile.js';
-import { launchSandboxed, type Launched } from '../src/sandbox/launch.js';
+import type { Launched } from '../src/sandbox/launch.js';
+import { mcpServerLauncher } from '../src/sandbox/mcp.js';
 import { cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned } from './sandbox-helpers.js';
 
 const repository = new URL('../../', import.meta.url).pathname.replace(/\/$/, '');
@@ -60,28 +61,21 @@ for (const identity of identities()) {
     after(() => cleanup(root));
 
     test('reads inside its allowed path and fails outside it, even though the server itself allows everything', async () => {
-      // The per-server policy: the server's code, and /work read-only. Nothing else.
+      // The per-server policy: the server's code, and /work read-only for the fs server only; another
+      // server's rule (private/) must not leak into it.
       const document = configSchema.parse({
         version: 1,
         policy: {
           filesystem: [
             { id: 'server-code', allow: { paths: [join(repository, 'node_modules')], access: 'ro' } },
-            { id: 'fs-work', allow: { paths: [join(root, 'work')], access: 'ro' } },
+            { id: 'fs-work', allow: { paths: [join(root, 'work')], access: 'ro' }, agents: ['mcp-server:fs'] },
+            { id: 'other-private', allow: { paths: [join(root, 'private')], access: 'ro' }, agents: ['mcp-server:other'] },
           ],
         },
       }).policy;
       const audit = new MemoryAuditLog();
-      const child = await launchSandboxed({
-        command: [process.execPath, server, root],
-        principal: { agent: 'gateway' },
-        policy: compilePolicy(document),
-        audit,
-        stdio: 'pipe',
-        server: 'fs',
-        home: join(root, 'home'),
-        cwd: join(root, 'work'),
-        ...(identity.user ? { user: identity.user } : {}),
-      });
+      const launch = mcpServerLauncher({ policy: { current: compilePolicy(document) }, audit, ...(identity.user ? { user: identity.user } : {}) });
+      const child = await launch('fs', { command: process.execPath, args: [server, root], env: {}, cwd: join(root, 'work') });
       const call = rpc(child);
       try {
         const initialized = await call('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'gatehouse-test', version: '0' } });
@@ -99,8 +93,9 @@ for (const identity of identities()) {
         child.kill('SIGTERM');
         await child.exited;
       }
-      const launch = audit.records.find((record) => record.action === 'sandbox.launch');
-      assert.equal(launch?.resource, 'mcp-server:fs');
+      const launched = audit.records.find((record) => record.action === 'sandbox.launch');
+      assert.equal(launched?.resource, 'mcp-server:fs');
+      assert.equal(launched?.principal.agent, 'mcp-server:fs');
       assert.ok(audit.records.some((record) => record.action === 'sandbox.exit'));
     });
   });

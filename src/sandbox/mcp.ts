@@ -1,0 +1,66 @@
+/**
+ * Stdio MCP servers in sandboxes: the launcher the gateway plugs in (`launch` in gateway options). Each
+ * server runs under its own principal, `mcp-server:<name>`, so policy rules scoped with
+ * `agents: ["mcp-server:fs"]` give that server (and only it) its filesystem and network.
+ *
+ *   const launch = mcpServerLauncher({ policy: holder, audit, settings: config.sandbox, dataDir,
+ *     proxySocketFor: async (principal) => (await egress.openSession(principal)).socketPath });
+ *   startGateway({ ..., launch });
+ */
+import type { SandboxSettings } from '../config/schema.js';
+import type { AuditLog } from '../audit/record.js';
+import type { PolicyHolder } from '../policy/engine.js';
+import type { Principal } from '../policy/types.js';
+import { launchSandboxed, type Launched } from './launch.js';
+
+/** What the gateway knows about a stdio upstream (structurally its `ChildCommand`). */
+export interface ServerCommand {
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd?: string;
+}
+
+export interface McpServerLauncherOptions {
+  policy: PolicyHolder;
+  audit: AuditLog;
+  node?: string;
+  settings?: Partial<SandboxSettings>;
+  dataDir?: string;
+  /** The server's principal; default `{ agent: "mcp-server:<name>" }`. */
+  principalFor?: (server: string) => Principal;
+  /** An egress session socket for the server; without one the server has no network at all. */
+  proxySocketFor?: (principal: Principal, server: string) => Promise<string | undefined>;
+  allowWeaker?: boolean;
+  /** Run servers as this host user (a root-run node dropping privileges). */
+  user?: { uid: number; gid: number };
+}
+
+export function serverPrincipal(server: string): Principal {
+  return { agent: `mcp-server:${server}` };
+}
+
+export function mcpServerLauncher(options: McpServerLauncherOptions): (server: string, command: ServerCommand) => Promise<Launched> {
+  return async (server, command) => {
+    const principal = options.principalFor?.(server) ?? serverPrincipal(server);
+    const proxySocket = await options.proxySocketFor?.(principal, server);
+    return launchSandboxed({
+      command: [command.command, ...command.args],
+      principal,
+      // Read per launch: a reloaded policy applies to the next server started.
+      policy: options.policy.current,
+      audit: options.audit,
+      stdio: 'pipe',
+      server,
+      // The upstream's configured environment is added on top of the scrub (the gateway resolved it).
+      envAdd: command.env,
+      ...(command.cwd ? { cwd: command.cwd } : {}),
+      ...(options.node ? { node: options.node } : {}),
+      ...(options.settings ? { settings: options.settings } : {}),
+      ...(options.dataDir ? { dataDir: options.dataDir } : {}),
+      ...(proxySocket ? { proxySocket } : {}),
+      ...(options.allowWeaker ? { allowWeaker: true } : {}),
+      ...(options.user ? { user: options.user } : {}),
+    });
+  };
+}
