@@ -80,7 +80,11 @@ export const PERSISTENCE_IN_HOME = [
 ];
 
 /** Host secrets a root-run sandbox could otherwise read through its owner bits. */
-export const SENSITIVE_SYSTEM = ['/etc/shadow', '/etc/gshadow', '/etc/shadow-', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssh', '/etc/security/opasswd'];
+export const SENSITIVE_SYSTEM = [
+  '/etc/shadow', '/etc/gshadow', '/etc/shadow-', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssh', '/etc/security/opasswd',
+  '/etc/ssl/private', '/etc/letsencrypt', '/etc/krb5.keytab', '/etc/wireguard', '/etc/NetworkManager/system-connections',
+  '/etc/docker', '/etc/containers/auth.json', '/etc/rancher', '/etc/kubernetes',
+];
 
 /** Places the sandbox always makes private or hides, so policy binds never land there. */
 const PRIVATE_ROOTS = ['/proc', '/dev', '/run', '/var/run', '/sys'];
