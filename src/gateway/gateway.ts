@@ -106,9 +106,6 @@ const APPROVAL_KEY = 'gatehouse-approval';
 type ElicitAnswer = { action?: string; content?: { approve?: unknown } };
 const APPROVAL_TTL_MS = 10 * 60 * 1000;
 
-/** Per policy: the MCP rules whose conditions read the call's arguments. */
-const argumentRules = new WeakMap<object, Set<string>>();
-
 /** Error for a name the caller cannot see, identical whether it exists or not. */
 function unknown(kind: 'tool' | 'prompt' | 'resource', name: string): ProtocolError {
   const label = kind === 'resource' ? 'Resource' : kind === 'tool' ? 'Tool' : 'Prompt';
@@ -329,30 +326,14 @@ export class GatewayCore {
    * Such an entry is listed, and its calls are decided with their arguments. Anything else is decided exactly
    * as a call would be: one decision function for both.
    */
+  /** Whether the caller may see this entry in a list: the engine's own listing decision (see PolicyEngine.listable). */
   private listable(caller: Caller, target: Omit<McpRequest, 'surface' | keyof Principal>): boolean {
-    const decision = this.decide(caller, target);
-    if (isAllowed(decision)) return true;
-    const engine = this.options.policy.current;
     const request: McpRequest = { surface: 'mcp', ...target };
     if (caller.agent !== undefined) request.agent = caller.agent;
     if (caller.teams !== undefined) request.teams = caller.teams;
     if (caller.user !== undefined) request.user = caller.user;
     if (caller.claims !== undefined) request.claims = caller.claims;
-    let conditional = argumentRules.get(engine);
-    if (!conditional) {
-      conditional = new Set(
-        engine.document.mcp
-          .filter((rule) => [rule.when, rule.allow?.when, rule.deny?.when].some((when) => when !== undefined && /\bargs\b/.test(when)))
-          .map((rule) => rule.id),
-      );
-      argumentRules.set(engine, conditional);
-    }
-    const onArguments = (id: string): boolean => conditional.has(id);
-    const traces = engine.explain(request).rules;
-    if (traces.some((trace) => trace.effect === 'deny' && trace.matched && !onArguments(trace.id))) return false;
-    return traces.some(
-      (trace) => trace.effect === 'allow' && !trace.matched && onArguments(trace.id) && /its condition (could not be evaluated|is false)/.test(trace.why),
-    );
+    return isAllowed(this.options.policy.current.listable(request));
   }
 
   private viewKey(caller: Caller): string {

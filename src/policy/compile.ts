@@ -31,7 +31,7 @@ import {
   type NetworkRule,
   type NormalisedPrincipal,
 } from './rules.js';
-import type { Decision, DecisionRequest, Explanation, Mode, Principal, RuleTrace, Surface } from './types.js';
+import type { Decision, DecisionRequest, Explanation, McpRequest, Mode, Principal, RuleTrace, Surface } from './types.js';
 
 export interface CompileOptions {
   /** Home directory for `~` in filesystem rules (default: the current user's). */
@@ -104,6 +104,8 @@ function base<S extends Surface>(surface: S, spec: Common, effect: 'allow' | 'de
     agents: spec.agents ? new Set(spec.agents) : undefined,
     teams: spec.teams ? new Set(spec.teams) : undefined,
     when: condition,
+    // A textual test is enough: a false positive only defers a rule to call time, where it is judged fully.
+    whenReadsArgs: when !== undefined && /\bargs\b/.test(when),
     stamp: 0,
   };
 }
@@ -460,7 +462,7 @@ class CompiledPolicy implements PolicyEngine {
         if (typeof name !== 'string') return `the request ${kind} is not a string`;
         const args = request.args !== null && typeof request.args === 'object' && !Array.isArray(request.args) ? request.args : {};
         const annotations = request.annotations !== null && typeof request.annotations === 'object' ? request.annotations : undefined;
-        return { surface: 'mcp', principal, server: request.server, kind, name, args, annotations: effectiveAnnotations(annotations) };
+        return { surface: 'mcp', principal, server: request.server, kind, name, args, annotations: effectiveAnnotations(annotations), argsUnknown: false };
       }
       case 'credentials': {
         if (typeof request.secret !== 'string' || request.secret === '') return 'the request has no secret';
@@ -557,6 +559,15 @@ class CompiledPolicy implements PolicyEngine {
 
   decide(request: DecisionRequest): Decision {
     return this.run(request, false);
+  }
+
+  listable(request: McpRequest): Decision {
+    const started = performance.now();
+    const facts = this.normalise({ ...request, surface: 'mcp' });
+    if (typeof facts === 'string') return this.finish('mcp', [], [], `invalid request: ${facts}`, started, false);
+    if (facts.surface !== 'mcp') return this.finish('mcp', [], [], 'invalid request: not an MCP request', started, false);
+    const { denies, allows, conditional } = this.evaluate({ ...facts, argsUnknown: true }, false);
+    return this.finish('mcp', denies, allows, undefined, started, conditional, facts);
   }
 
   /** The same decision by checking every rule in order, without indexes: the benchmark's baseline. */

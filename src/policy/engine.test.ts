@@ -267,6 +267,19 @@ describe('mcp', () => {
     assert.deepEqual(decision.rules, ['big-writes']);
     assert.equal(engine.decide(mcp('github', 'create_issue', { owner: 'acme', count: 5 })).effect, 'allow');
   });
+  it('lists a tool whose allow depends on arguments, and decides each call by its own arguments', () => {
+    const listing = { surface: 'mcp' as const, agent: 'dev', server: 'github', tool: 'list_issues', annotations: { readOnlyHint: true } };
+    const listed = engine.listable(listing);
+    assert.equal(listed.effect, 'allow');
+    assert.deepEqual(listed.rules, ['acme-only']);
+    // A deny that depends on arguments does not hide the tool; a deny that does not, does.
+    assert.equal(engine.listable({ ...listing, tool: 'create_issue' }).effect, 'allow');
+    assert.equal(engine.listable({ ...listing, tool: 'delete_repo', annotations: {} }).effect, 'deny');
+    // Not listed on a server no rule allows.
+    assert.equal(engine.listable({ ...listing, server: 'other' }).effect, 'deny');
+    // The call itself is still judged with its arguments.
+    assert.equal(engine.decide({ ...listing, args: { owner: 'evil' } }).effect, 'deny');
+  });
   it('matches prompts separately from tools', () => {
     assert.equal(engine.decide({ surface: 'mcp', agent: 'dev', server: 'docs', prompt: 'summarise' }).effect, 'allow');
     assert.equal(engine.decide(mcp('docs', 'summarise')).effect, 'deny');

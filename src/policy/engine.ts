@@ -4,7 +4,7 @@
  * `holder.current` per connection or call rather than caching the engine.
  */
 import type { DlpSettings, PolicyDocument } from '../config/policy-schema.js';
-import type { Decision, DecisionRequest, Explanation, Mode, Principal, Surface } from './types.js';
+import type { Decision, DecisionRequest, Explanation, McpRequest, Mode, Principal, Surface } from './types.js';
 
 /** A secret this principal may use, and where the real value may go. */
 export interface CredentialGrant {
@@ -44,6 +44,13 @@ export interface PolicyEngine {
   readonly ruleCount: number;
 
   decide(request: DecisionRequest): Decision;
+  /**
+   * Whether an MCP tool, prompt or resource may appear in a list, before any call's arguments exist. Rules
+   * whose condition reads `args` are judged per call: an allow among them keeps the entry listed, a deny
+   * among them waits for the call. Every other rule applies exactly as in `decide`, which still authorises
+   * each call with its real arguments.
+   */
+  listable(request: McpRequest): Decision;
   /** The same decision, plus every rule's verdict and the normalised request. Slower; for people. */
   explain(request: DecisionRequest): Explanation;
   mode(surface: Surface): Mode;

@@ -20,6 +20,8 @@ export interface RuleBase {
   agents: Set<string> | undefined;
   teams: Set<string> | undefined;
   when: Condition | undefined;
+  /** The condition reads the call's arguments, so it cannot be judged when listing. */
+  whenReadsArgs: boolean;
   /** Per-decision de-duplication: the decision number that last visited this rule. */
   stamp: number;
 }
@@ -103,6 +105,8 @@ export interface McpFacts {
   args: Record<string, unknown>;
   /** Annotations with the MCP spec's defaults applied (an unannotated tool may be destructive). */
   annotations: Record<string, unknown>;
+  /** Listing: no call's arguments exist yet (see PolicyEngine.listable). */
+  argsUnknown: boolean;
 }
 
 export interface CredentialFacts {
@@ -181,6 +185,11 @@ export function mismatch(rule: CompiledRule, facts: Facts, context: () => CelCon
   }
   if (reason) return reason;
   if (rule.when) {
+    if (rule.whenReadsArgs && facts.surface === 'mcp' && facts.argsUnknown) {
+      // Listing: an allow that may hold for some arguments keeps the entry visible; a deny that depends on
+      // the arguments waits for the call, where `decide` judges it with them.
+      return rule.effect === 'allow' ? null : 'it depends on the arguments of a call';
+    }
     const result = rule.when.evaluate(context());
     if (result instanceof Error) {
       // Fail closed: an unevaluable condition never grants, and always lets a deny stand.
