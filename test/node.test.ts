@@ -59,7 +59,7 @@ describe('node: decision API over HTTP', () => {
     dir = mkdtempSync(join(tmpdir(), 'gh-node-'));
     configPath = join(dir, 'gatehouse.yaml');
     writeFileSync(configPath, policyV1);
-    node = await startNode({ configPath, dataDir: join(dir, 'data'), logger: pino({ level: 'silent' }), apiListen: '127.0.0.1:0' });
+    node = await startNode({ configPath, dataDir: join(dir, 'data'), logger: pino({ level: 'silent' }), apiListen: '127.0.0.1:0', gatewayListen: '127.0.0.1:0' });
   });
   after(async () => node.close());
 
@@ -116,6 +116,16 @@ describe('node: decision API over HTTP', () => {
     const { status, json } = await call(node.api.url, 'GET', '/v1/policy', undefined, { host: 'evil.example' });
     assert.equal(status, 403);
     assert.equal(json.error.code, 'host_not_allowed');
+  });
+
+  it('runs the MCP gateway, which refuses an unauthenticated client by default', async () => {
+    assert.match(node.gateway.url, /^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
+    const response = await fetch(node.gateway.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
+    });
+    assert.equal(response.status, 401);
   });
 
   it('reports the active policy version and digest', async () => {

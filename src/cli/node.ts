@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { examples, globalOptions, printJson } from './common.js';
+import { examples, globalOptions } from './common.js';
 
 export function registerNodeCommands(program: Command): void {
   examples(
@@ -7,7 +7,8 @@ export function registerNodeCommands(program: Command): void {
       .command('up')
       .description('start a node on embedded defaults; on first run create the data dir, keys and an example policy')
       .option('--api <address>', 'listen address for the local API (default: node.api.listen, 127.0.0.1:7400)')
-      .action(async (options: { api?: string }, command: Command) => {
+      .option('--gateway <address>', 'listen address for the MCP gateway (default: gateway.listen, 127.0.0.1:7401)')
+      .action(async (options: { api?: string; gateway?: string }, command: Command) => {
         const { existsSync, writeFileSync } = await import('node:fs');
         const { join } = await import('node:path');
         const { findConfigPath } = await import('../config/load.js');
@@ -23,7 +24,7 @@ export function registerNodeCommands(program: Command): void {
             process.stdout.write(`created ${configPath} (an example policy; edit it, it reloads on save)\n`);
           }
         }
-        await runNode({ ...globals, config: configPath, dataDir }, options.api);
+        await runNode({ ...globals, config: configPath, dataDir }, options);
       }),
     ['gatehouse up', 'GATEHOUSE_HOME=/tmp/gh gatehouse up --api 127.0.0.1:7500'],
   );
@@ -33,14 +34,15 @@ export function registerNodeCommands(program: Command): void {
       .command('node')
       .description('run a node from gatehouse.yaml: the local decision API (and, as they land, the gateway and proxy)')
       .option('--api <address>', 'listen address for the local API (default: node.api.listen)')
-      .action(async (options: { api?: string }, command: Command) => {
-        await runNode(globalOptions(command), options.api);
+      .option('--gateway <address>', 'listen address for the MCP gateway (default: gateway.listen)')
+      .action(async (options: { api?: string; gateway?: string }, command: Command) => {
+        await runNode(globalOptions(command), options);
       }),
     ['gatehouse node --config /etc/gatehouse/gatehouse.yaml', 'gatehouse --data-dir /var/lib/gatehouse node'],
   );
 }
 
-async function runNode(globals: { config?: string; dataDir?: string }, apiListen: string | undefined): Promise<void> {
+async function runNode(globals: { config?: string; dataDir?: string }, listen: { api?: string; gateway?: string }): Promise<void> {
   const { commandContext } = await import('./context.js');
   const { startNode } = await import('../node/daemon.js');
   const { createLogger } = await import('../node/log.js');
@@ -51,14 +53,16 @@ async function runNode(globals: { config?: string; dataDir?: string }, apiListen
     configPath: context.configPath!,
     dataDir: ensurePrivateDir(context.dataDir),
     logger,
-    ...(apiListen ? { apiListen } : {}),
+    ...(listen.api ? { apiListen: listen.api } : {}),
+    ...(listen.gateway ? { gatewayListen: listen.gateway } : {}),
   });
   const lines = [
     `gatehouse node "${node.name}" is running`,
     `  config      ${context.configPath}`,
     `  data dir    ${node.dataDir}`,
     `  policy      ${node.holder.current.version} (${node.holder.current.ruleCount} rules) from ${node.holder.source}`,
-    `  decision API ${node.api.url}  (GET /healthz, POST /v1/decide, POST /v1/explain, GET /v1/policy)`,
+    `  decision API ${node.api.url}  (GET /healthz, POST /v1/decide, POST /v1/explain, GET /v1/policy, GET /metrics)`,
+    `  MCP gateway ${node.gateway.url}  (${Object.keys(node.config.gateway.upstreams).length} upstream servers)`,
     `  audit log   ${node.dataDir}/audit/`,
     `stop with Ctrl-C`,
   ];
@@ -74,5 +78,4 @@ async function runNode(globals: { config?: string; dataDir?: string }, apiListen
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
-  void printJson;
 }

@@ -12,6 +12,8 @@ import { openNodeAudit } from '../audit/index.js';
 import { AuditMetrics, METRICS_CONTENT_TYPE } from '../audit/metrics.js';
 import { newCorrelationId, type AuditLog, type AuditRecord } from '../audit/record.js';
 import { loadConfigFile } from '../config/load.js';
+import { startNodeGateway, type RunningGateway } from '../gateway/index.js';
+import { openSecrets } from '../secrets/index.js';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/types.js';
@@ -27,6 +29,8 @@ export interface NodeOptions {
   logger: Logger;
   /** Overrides `node.api.listen` (tests use port 0). */
   apiListen?: string;
+  /** Overrides `gateway.listen`. */
+  gatewayListen?: string;
   audit?: AuditLog;
 }
 
@@ -51,6 +55,7 @@ export interface RunningNode {
   holder: PolicyState;
   audit: AuditLog;
   api: Api;
+  gateway: RunningGateway;
   /** Re-reads the config and swaps the policy if it is valid. */
   reload(): Promise<ReloadResult>;
   close(): Promise<void>;
@@ -104,6 +109,26 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     response.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'cache-control': 'no-store' });
     response.end(metrics.render());
   });
+
+  // The MCP gateway: agent keys and tool pins from the store, secrets from the vault and providers.
+  const secrets = openSecrets({ dataDir, settings: config.secrets, baseDir: dirname(configPath) });
+  const gatewayConfig = options.gatewayListen ? { ...config, gateway: { ...config.gateway, listen: options.gatewayListen } } : config;
+  let gateway: RunningGateway;
+  try {
+    gateway = await startNodeGateway({
+      config: gatewayConfig,
+      dataDir,
+      policy: holder,
+      audit,
+      node: name,
+      knownSecrets: await secrets.knownSecrets(),
+      resolveSecret: (secret) => secrets.resolveSecret(secret),
+    });
+  } catch (error) {
+    await api.close();
+    await audit.close();
+    throw error;
+  }
 
   const fingerprint = (): string => {
     const hash = createHash('sha256');
@@ -180,10 +205,12 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     holder,
     audit,
     api,
+    gateway,
     reload,
     async close() {
       clearTimeout(timer);
       for (const watcher of watchers) watcher.close();
+      await gateway.close();
       await api.close();
       await audit.close();
     },
