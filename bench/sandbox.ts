@@ -30,7 +30,8 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-/** Median wall time of a command over RUNS runs (after one warm-up), in milliseconds. */
+/** Median wall time of a command over RUNS runs (after one warm-up), in milliseconds; `best` is the fastest. */
+const best = new Map<string, number>();
 function time(command: string, args: string[], env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): number {
   const samples: number[] = [];
   for (let run = 0; run <= RUNS; run++) {
@@ -40,6 +41,7 @@ function time(command: string, args: string[], env: NodeJS.ProcessEnv = process.
     if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed: ${result.stderr}`);
     if (run > 0) samples.push(elapsed);
   }
+  best.set([command, ...args].join(' '), Math.min(...samples));
   return median(samples);
 }
 
@@ -57,6 +59,8 @@ function startup(): void {
     console.log(`  bwrap ... true            ${bwrap.toFixed(1)} ms`);
     console.log(`  gatehouse run --dry-run   ${dryRun.toFixed(1)} ms   (CLI, config and policy only)`);
     console.log(`  gatehouse run -- true     ${run.toFixed(1)} ms   = ${(run / node).toFixed(2)}× node -e 0 (target ≤ 3×), +${(run - bwrap).toFixed(1)} ms over bare bwrap`);
+    const fastest = (args: string[]) => best.get([process.execPath, ...args].join(' '))!;
+    console.log(`  fastest runs: gatehouse run -- true ${fastest([main, 'run', '--', 'true']).toFixed(1)} ms vs node -e 0 ${fastest(['-e', '0']).toFixed(1)} ms = ${(fastest([main, 'run', '--', 'true']) / fastest(['-e', '0'])).toFixed(2)}×`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
