@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { spawn } from 'node:child_process';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { openAgentRegistry } from '../src/agents/index.js';
 import { auditDir } from '../src/audit/index.js';
 import { lastLines } from '../src/audit/reader.js';
 import { startNode, type RunningNode } from '../src/node/daemon.js';
@@ -24,6 +27,8 @@ policy:
       teams: [ci]
     - id: no-loopback
       deny: [127.0.0.0/8]
+    - id: paste-sites
+      deny: ["**.pastebin.com"]
 `;
 
 async function call(url: string, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
@@ -48,6 +53,17 @@ async function waitFor(check: () => Promise<boolean>, what: string): Promise<voi
   assert.fail(`timed out waiting for ${what}`);
 }
 
+function curl(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('curl', ['-sS', '--max-time', '10', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c));
+    child.stderr.on('data', (c: Buffer) => (stderr += c));
+    child.on('exit', (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
+}
+
 describe('node: decision API over HTTP', () => {
   let node: RunningNode;
   let dir: string;
@@ -59,7 +75,7 @@ describe('node: decision API over HTTP', () => {
     dir = mkdtempSync(join(tmpdir(), 'gh-node-'));
     configPath = join(dir, 'gatehouse.yaml');
     writeFileSync(configPath, policyV1);
-    node = await startNode({ configPath, dataDir: join(dir, 'data'), logger: pino({ level: 'silent' }), apiListen: '127.0.0.1:0', gatewayListen: '127.0.0.1:0' });
+    node = await startNode({ configPath, dataDir: join(dir, 'data'), logger: pino({ level: 'silent' }), apiListen: '127.0.0.1:0', gatewayListen: '127.0.0.1:0', egressListen: '127.0.0.1:0' });
   });
   after(async () => node.close());
 
@@ -119,13 +135,37 @@ describe('node: decision API over HTTP', () => {
   });
 
   it('runs the MCP gateway, which refuses an unauthenticated client by default', async () => {
+    assert.ok(node.gateway, 'the gateway runs');
     assert.match(node.gateway.url, /^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
-    const response = await fetch(node.gateway.url, {
+    const response = await fetch(node.gateway!.url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
     });
     assert.equal(response.status, 401);
+  });
+
+  it('runs the egress proxy: an agent with its key reaches an allowed server, and is refused elsewhere', async () => {
+    assert.ok(node.egress, 'the egress proxy runs');
+    const target = createServer((_req, res) => res.end('hello through the node'));
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', () => r()));
+    const port = (target.address() as AddressInfo).port;
+    try {
+      // The policy names the loopback address explicitly: only that lifts the proxy's default block.
+      writeFileSync(configPath, policyV1.replace('    - id: no-loopback\n      deny: [127.0.0.0/8]\n', `    - id: local-test\n      allow: [127.0.0.1]\n      ports: [${port}]\n`));
+      await waitFor(async () => node.holder.current.document.network.some((r) => r.id === 'local-test'), 'the reload');
+      const key = openAgentRegistry(join(dir, 'data')).add('dev').key;
+      const proxy = `http://127.0.0.1:${node.egress!.address.port}`;
+      const allowed = await curl(['-x', proxy, '--proxy-user', `dev:${key}`, `http://127.0.0.1:${port}/`]);
+      assert.equal(allowed.stdout, 'hello through the node', allowed.stderr);
+      const denied = await curl(['-x', proxy, '--proxy-user', `dev:${key}`, '-o', '/dev/null', '-w', '%{http_code}', 'http://pastebin.com/']);
+      assert.equal(denied.stdout, '403', 'a host denied by name is refused before any DNS lookup');
+      const anonymous = await curl(['-x', proxy, '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/`]);
+      assert.equal(anonymous.stdout, '407');
+    } finally {
+      target.close();
+      writeFileSync(configPath, policyV1);
+    }
   });
 
   it('reports the active policy version and digest', async () => {

@@ -9,7 +9,7 @@ const cli = resolve(import.meta.dirname, '..', 'src', 'cli', 'main.js');
 
 /** Starts `gatehouse up` in a fresh data dir and resolves once it prints the API address. */
 function startUp(home: string): Promise<{ child: ReturnType<typeof spawn>; url: string; output: () => string }> {
-  const child = spawn(process.execPath, [cli, 'up', '--api', '127.0.0.1:0', '--gateway', '127.0.0.1:0'], {
+  const child = spawn(process.execPath, [cli, 'up', '--api', '127.0.0.1:0', '--gateway', '127.0.0.1:0', '--egress', '127.0.0.1:0'], {
     env: { ...process.env, GATEHOUSE_HOME: home, GATEHOUSE_LOG_LEVEL: 'warn' },
     cwd: resolve(home, '..'),
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -8,7 +8,8 @@ export function registerNodeCommands(program: Command): void {
       .description('start a node on embedded defaults; on first run create the data dir, keys and an example policy')
       .option('--api <address>', 'listen address for the local API (default: node.api.listen, 127.0.0.1:7400)')
       .option('--gateway <address>', 'listen address for the MCP gateway (default: gateway.listen, 127.0.0.1:7401)')
-      .action(async (options: { api?: string; gateway?: string }, command: Command) => {
+      .option('--egress <address>', 'listen address for the egress proxy (default: egress.listen, 127.0.0.1:7402)')
+      .action(async (options: { api?: string; gateway?: string; egress?: string }, command: Command) => {
         const { existsSync, writeFileSync } = await import('node:fs');
         const { join } = await import('node:path');
         const { findConfigPath } = await import('../config/load.js');
@@ -35,14 +36,15 @@ export function registerNodeCommands(program: Command): void {
       .description('run a node from gatehouse.yaml: the local decision API (and, as they land, the gateway and proxy)')
       .option('--api <address>', 'listen address for the local API (default: node.api.listen)')
       .option('--gateway <address>', 'listen address for the MCP gateway (default: gateway.listen)')
-      .action(async (options: { api?: string; gateway?: string }, command: Command) => {
+      .option('--egress <address>', 'listen address for the egress proxy (default: egress.listen)')
+      .action(async (options: { api?: string; gateway?: string; egress?: string }, command: Command) => {
         await runNode(globalOptions(command), options);
       }),
     ['gatehouse node --config /etc/gatehouse/gatehouse.yaml', 'gatehouse --data-dir /var/lib/gatehouse node'],
   );
 }
 
-async function runNode(globals: { config?: string; dataDir?: string }, listen: { api?: string; gateway?: string }): Promise<void> {
+async function runNode(globals: { config?: string; dataDir?: string }, listen: { api?: string; gateway?: string; egress?: string }): Promise<void> {
   const { commandContext } = await import('./context.js');
   const { startNode } = await import('../node/daemon.js');
   const { createLogger } = await import('../node/log.js');
@@ -55,6 +57,7 @@ async function runNode(globals: { config?: string; dataDir?: string }, listen: {
     logger,
     ...(listen.api ? { apiListen: listen.api } : {}),
     ...(listen.gateway ? { gatewayListen: listen.gateway } : {}),
+    ...(listen.egress ? { egressListen: listen.egress } : {}),
   });
   const lines = [
     `gatehouse node "${node.name}" is running`,
@@ -62,7 +65,10 @@ async function runNode(globals: { config?: string; dataDir?: string }, listen: {
     `  data dir    ${node.dataDir}`,
     `  policy      ${node.holder.current.version} (${node.holder.current.ruleCount} rules) from ${node.holder.source}`,
     `  decision API ${node.api.url}  (GET /healthz, POST /v1/decide, POST /v1/explain, GET /v1/policy, GET /metrics)`,
-    `  MCP gateway ${node.gateway.url}  (${Object.keys(node.config.gateway.upstreams).length} upstream servers)`,
+    node.gateway ? `  MCP gateway ${node.gateway.url}  (${Object.keys(node.config.gateway.upstreams).length} upstream servers)` : '  MCP gateway  off (gateway.enabled: false)',
+    node.egress
+      ? `  egress proxy http://${node.egress.address.host.includes(':') ? `[${node.egress.address.host}]` : node.egress.address.host}:${node.egress.address.port}  (HTTP, CONNECT and SOCKS5; agents authenticate with their key)`
+      : '  egress proxy off (egress.enabled: false)',
     `  audit log   ${node.dataDir}/audit/`,
     `stop with Ctrl-C`,
   ];

@@ -13,7 +13,9 @@ import { AuditMetrics, METRICS_CONTENT_TYPE } from '../audit/metrics.js';
 import { newCorrelationId, type AuditLog, type AuditRecord } from '../audit/record.js';
 import { loadConfigFile } from '../config/load.js';
 import { startNodeGateway, type RunningGateway } from '../gateway/index.js';
-import { openSecrets } from '../secrets/index.js';
+import { openSecrets, PlaceholderRegistry } from '../secrets/index.js';
+import { startEgressProxy, type EgressProxy } from '../egress/index.js';
+import { openAgentRegistry } from '../agents/index.js';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/types.js';
@@ -31,6 +33,8 @@ export interface NodeOptions {
   apiListen?: string;
   /** Overrides `gateway.listen`. */
   gatewayListen?: string;
+  /** Overrides `egress.listen`. */
+  egressListen?: string;
   audit?: AuditLog;
 }
 
@@ -55,7 +59,10 @@ export interface RunningNode {
   holder: PolicyState;
   audit: AuditLog;
   api: Api;
-  gateway: RunningGateway;
+  gateway: RunningGateway | undefined;
+  egress: EgressProxy | undefined;
+  /** Issues and swaps the session placeholders that stand in for secrets (shared by egress and sandboxes). */
+  placeholders: PlaceholderRegistry;
   /** Re-reads the config and swaps the policy if it is valid. */
   reload(): Promise<ReloadResult>;
   close(): Promise<void>;
@@ -110,21 +117,41 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     response.end(metrics.render());
   });
 
-  // The MCP gateway: agent keys and tool pins from the store, secrets from the vault and providers.
+  // The data planes. Both authenticate agents by the keys in the store and take secrets from the vault and
+  // the configured providers; neither ever sees the other.
   const secrets = openSecrets({ dataDir, settings: config.secrets, baseDir: dirname(configPath) });
-  const gatewayConfig = options.gatewayListen ? { ...config, gateway: { ...config.gateway, listen: options.gatewayListen } } : config;
-  let gateway: RunningGateway;
+  const resolveSecret = (secret: string): Promise<string> => secrets.resolveSecret(secret);
+  const placeholders = new PlaceholderRegistry();
+  let gateway: RunningGateway | undefined;
+  let egress: EgressProxy | undefined;
   try {
-    gateway = await startNodeGateway({
-      config: gatewayConfig,
-      dataDir,
-      policy: holder,
-      audit,
-      node: name,
-      knownSecrets: await secrets.knownSecrets(),
-      resolveSecret: (secret) => secrets.resolveSecret(secret),
-    });
+    if (config.gateway.enabled) {
+      gateway = await startNodeGateway({
+        config: options.gatewayListen ? { ...config, gateway: { ...config.gateway, listen: options.gatewayListen } } : config,
+        dataDir,
+        policy: holder,
+        audit,
+        node: name,
+        knownSecrets: await secrets.knownSecrets(),
+        resolveSecret,
+      });
+    }
+    if (config.egress.enabled) {
+      const agents = openAgentRegistry(dataDir);
+      egress = await startEgressProxy({
+        policy: holder,
+        audit,
+        authenticate: (key) => agents.authenticateAgentKey(key),
+        node: name,
+        settings: options.egressListen ? { ...config.egress, listen: options.egressListen } : config.egress,
+        dataDir,
+        scanner: await secrets.createScanner(initial.engine.dlp),
+        placeholders,
+        resolveSecret,
+      });
+    }
   } catch (error) {
+    await gateway?.close();
     await api.close();
     await audit.close();
     throw error;
@@ -206,11 +233,14 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     audit,
     api,
     gateway,
+    egress,
+    placeholders,
     reload,
     async close() {
       clearTimeout(timer);
       for (const watcher of watchers) watcher.close();
-      await gateway.close();
+      await egress?.close();
+      await gateway?.close();
       await api.close();
       await audit.close();
     },
