@@ -33,7 +33,7 @@ export function registerNodeCommands(program: Command): void {
   examples(
     program
       .command('node')
-      .description('run a node from gatehouse.yaml: the local decision API (and, as they land, the gateway and proxy)')
+      .description('run a node from gatehouse.yaml: the decision API, the MCP gateway and the egress proxy')
       .option('--api <address>', 'listen address for the local API (default: node.api.listen)')
       .option('--gateway <address>', 'listen address for the MCP gateway (default: gateway.listen)')
       .option('--egress <address>', 'listen address for the egress proxy (default: egress.listen)')
