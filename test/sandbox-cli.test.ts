@@ -136,6 +136,13 @@ for (const identity of identities()) {
       assert.equal(readFileSync(join(dir, 'cached-write'), 'utf8'), 'two\n');
     });
 
+    test("applies the agent's own rlimits from the sandbox section", () => {
+      const config = join(dir, 'limits.yaml');
+      writeOwned(identity, config, readFileSync(join(dir, 'gatehouse.yaml'), 'utf8') + 'sandbox:\n  rlimits: { openFiles: 512 }\n  agents:\n    coder: { rlimits: { openFiles: 99 } }\n', 0o644);
+      assert.equal(gatehouse(['run', '--agent', 'coder', '--', 'sh', '-c', 'ulimit -n'], { config }).stdout.trim(), '99');
+      assert.equal(gatehouse(['run', '--', 'sh', '-c', 'ulimit -n'], { config }).stdout.trim(), '512');
+    });
+
     test('--dry-run shows the mounts, masks and bwrap arguments without running anything', () => {
       const result = gatehouse(['run', '--dry-run', '--json', '--', 'sh', '-c', 'touch ran']);
       assert.equal(result.status, 0, result.stderr);

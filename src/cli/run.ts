@@ -72,7 +72,7 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     if (cacheFile) writeCachedLaunch(cacheFile, prepared);
   }
 
-  if (options.dryRun) return dryRun(command, prepared, options.json === true);
+  if (options.dryRun) return dryRun(command, prepared, options.agent, options.json === true);
 
   const { launchSandboxed } = await import('../sandbox/launch.js');
   const audit = await openAuditLog(prepared);
@@ -135,11 +135,12 @@ async function runAction(command: string[], options: RunOptions, self: Command):
   }
 }
 
-async function dryRun(command: string[], prepared: CachedLaunch, json: boolean): Promise<number> {
+async function dryRun(command: string[], prepared: CachedLaunch, agent: string | undefined, json: boolean): Promise<number> {
   const { bwrapInvocation } = await import('../sandbox/bubblewrap.js');
-  const { rlimitsFrom } = await import('../sandbox/launch.js');
+  const { rlimitsFrom, settingsFor } = await import('../sandbox/launch.js');
   const { homedir } = await import('node:os');
-  const rlimits = rlimitsFrom(prepared.sandbox);
+  const settings = settingsFor(prepared.sandbox, agent) ?? prepared.sandbox;
+  const rlimits = rlimitsFrom(settings);
   const invocation = bwrapInvocation(
     {
       command,
@@ -147,13 +148,13 @@ async function dryRun(command: string[], prepared: CachedLaunch, json: boolean):
       home: homedir(),
       cwd: process.cwd(),
       dataDir: prepared.dataDir,
-      envAllow: prepared.sandbox.env,
+      envAllow: settings.env ?? [],
       proxyPort: prepared.sandbox.proxyPort,
       ...(rlimits ? { rlimits } : {}),
     },
     3,
   );
-  const plan = { policy: prepared.policy.version, mounts: invocation.plan.steps, masked: invocation.plan.masked, gaps: invocation.plan.gaps, env: Object.keys(invocation.env).sort(), bwrap: invocation.args };
+  const plan = { policy: prepared.policy.version, ...(rlimits ? { rlimits } : {}), mounts: invocation.plan.steps, masked: invocation.plan.masked, gaps: invocation.plan.gaps, env: Object.keys(invocation.env).sort(), bwrap: invocation.args };
   if (json) printJson(plan);
   else {
     for (const step of plan.mounts) process.stdout.write(`${step.kind.padEnd(10)} ${'source' in step ? `${step.source} -> ` : ''}${step.dest}  (${step.why})\n`);

@@ -348,7 +348,19 @@ const secretsSchema = z.strictObject({
   scanEnvironment: z.boolean().default(true),
 });
 
-export const sandboxDefaults = { driver: 'auto', proxyPort: 3128, env: [], rlimits: {}, onWeaker: 'refuse' } as const;
+export const sandboxDefaults = { driver: 'auto', proxyPort: 3128, env: [], rlimits: {}, agents: {}, onWeaker: 'refuse' } as const;
+
+const envNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, 'an environment variable name, or a prefix ending in "*"');
+
+const sandboxRlimitsSchema = z.strictObject({
+  /** Private writable memory (RLIMIT_DATA). */
+  memory: sizeSchema.optional(),
+  /** Processes and threads (RLIMIT_NPROC). */
+  processes: z.number().int().positive().optional(),
+  openFiles: z.number().int().positive().optional(),
+  /** CPU time (RLIMIT_CPU), e.g. "10m". */
+  cpuTime: durationSchema.optional(),
+});
 
 const sandboxSchema = z.strictObject({
   /** `auto`: bubblewrap where the host allows it, else a container engine (Docker or Podman). */
@@ -358,18 +370,12 @@ const sandboxSchema = z.strictObject({
   /** Port the bridge listens on inside the sandbox (its own network namespace, so any port is free). */
   proxyPort: z.number().int().min(1).max(65535).default(3128),
   /** Extra environment variables (or `PREFIX*`) let through the scrub, on top of PATH, HOME, TERM, LANG... */
-  env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, 'an environment variable name, or a prefix ending in "*"')).default([]),
+  env: z.array(envNameSchema).default([]),
   /** Limits on the sandboxed program (rlimits; soft and hard). */
-  rlimits: z
-    .strictObject({
-      /** Private writable memory (RLIMIT_DATA). */
-      memory: sizeSchema.optional(),
-      /** Processes and threads (RLIMIT_NPROC). */
-      processes: z.number().int().positive().optional(),
-      openFiles: z.number().int().positive().optional(),
-      /** CPU time (RLIMIT_CPU), e.g. "10m". */
-      cpuTime: durationSchema.optional(),
-    })
+  rlimits: sandboxRlimitsSchema.default({}),
+  /** Per-agent overrides: an agent's rlimits replace the defaults field by field; its env names add to them. */
+  agents: z
+    .record(z.string().min(1), z.strictObject({ rlimits: sandboxRlimitsSchema.optional(), env: z.array(envNameSchema).optional() }))
     .default({}),
   /** When the host cannot give the isolation the policy asks for: `refuse` (exit 2) unless `--allow-weaker`. */
   onWeaker: z.enum(['refuse', 'warn']).default('refuse'),
@@ -413,7 +419,7 @@ export const configSchema = z.strictObject({
   /** The vault's master key, and secrets that come from elsewhere (env, files, commands). */
   secrets: secretsSchema.default({ providers: {}, scanEnvironment: true }),
   /** How `gatehouse run` and the gateway's stdio servers are isolated. */
-  sandbox: sandboxSchema.default({ ...sandboxDefaults, env: [], rlimits: {}, container: { engine: 'auto', image: 'node:20-bookworm-slim' } }),
+  sandbox: sandboxSchema.default({ ...sandboxDefaults, env: [], rlimits: {}, agents: {}, container: { engine: 'auto', image: 'node:20-bookworm-slim' } }),
   policy: policySchema.default({
     network: [],
     filesystem: [],

@@ -65,7 +65,19 @@ export function rlimitsFrom(settings: Partial<SandboxSettings> | undefined): Rli
   return Object.keys(out).length > 0 ? out : undefined;
 }
 
+/** The sandbox settings for one agent: its own rlimits replace the defaults field by field; env names add up. */
+export function settingsFor(settings: Partial<SandboxSettings> | undefined, agent: string | undefined): Partial<SandboxSettings> | undefined {
+  const own = agent !== undefined ? settings?.agents?.[agent] : undefined;
+  if (!settings || !own) return settings;
+  return {
+    ...settings,
+    rlimits: { ...settings.rlimits, ...own.rlimits },
+    env: [...(settings.env ?? []), ...(own.env ?? [])],
+  };
+}
+
 export async function launchSandboxed(request: LaunchRequest): Promise<Launched> {
+  request = { ...request, settings: settingsFor(request.settings, request.principal.agent) };
   const started = Date.now();
   const correlationId = newCorrelationId();
   const home = request.home ?? homedir();
