@@ -10,15 +10,15 @@ import { join } from 'node:path';
 import { MemoryAuditLog } from '../src/audit/jsonl.js';
 import { configSchema } from '../src/config/schema.js';
 import { compilePolicy } from '../src/policy/compile.js';
-import type { Launched } from '../src/sandbox/launch.js';
 import { mcpServerLauncher } from '../src/sandbox/mcp.js';
+import type { GatewayOptions } from '../src/gateway/index.js';
 import { cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned } from './sandbox-helpers.js';
 
 const repository = new URL('../../', import.meta.url).pathname.replace(/\/$/, '');
 const server = join(repository, 'node_modules', '@modelcontextprotocol', 'server-filesystem', 'dist', 'index.js');
 
 /** A minimal JSON-RPC client over the sandboxed server's stdio. */
-function rpc(child: Launched): (method: string, params?: unknown) => Promise<{ result?: any; error?: any }> {
+function rpc(child: Awaited<ReturnType<NonNullable<GatewayOptions['launch']>>>): (method: string, params?: unknown) => Promise<{ result?: any; error?: any }> {
   let buffer = '';
   let next = 1;
   const waiting = new Map<number, (message: any) => void>();
@@ -74,7 +74,8 @@ for (const identity of identities()) {
         },
       }).policy;
       const audit = new MemoryAuditLog();
-      const launch = mcpServerLauncher({ policy: { current: compilePolicy(document) }, audit, ...(identity.user ? { user: identity.user } : {}) });
+      // Typed as the gateway's `launch` option: this is what the node plugs in.
+      const launch: NonNullable<GatewayOptions['launch']> = mcpServerLauncher({ policy: { current: compilePolicy(document) }, audit, ...(identity.user ? { user: identity.user } : {}) });
       const child = await launch('fs', { command: process.execPath, args: [server, root], env: {}, cwd: join(root, 'work') });
       const call = rpc(child);
       try {
