@@ -104,6 +104,25 @@ for (const identity of identities()) {
       assert.deepEqual(launches.at(-1)?.details?.weaker, ['bwrap is not installed (apt-get install bubblewrap)']);
     });
 
+    test('a host that refuses namespaces stops the run with exit 2, and --allow-weaker falls back, recorded', () => {
+      // A test double for bwrap on purpose: a host refusing user namespaces cannot be produced here without
+      // changing sysctls that every other test on this machine depends on. It fails the way bwrap does.
+      const fake = join(dir, 'refusing-bwrap');
+      writeOwned(identity, fake, '#!/bin/sh\necho "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n', 0o755);
+      const config = join(dir, 'refusing.yaml');
+      writeOwned(identity, config, readFileSync(join(dir, 'gatehouse.yaml'), 'utf8') + `sandbox:\n  driver: bubblewrap\n  bwrap: ${fake}\n`, 0o644);
+      const refused = gatehouse(['run', '--', 'sh', '-c', 'echo should-not-run'], { config });
+      assert.equal(refused.status, 2);
+      assert.doesNotMatch(refused.stdout, /should-not-run/);
+      assert.match(refused.stderr, /sandbox could not start.*gatehouse doctor/);
+      const weaker = gatehouse(['run', '--allow-weaker', '--', 'sh', '-c', 'echo ran-anyway'], { config });
+      assert.equal(weaker.status, 0, weaker.stderr);
+      assert.match(weaker.stdout, /ran-anyway/);
+      assert.match(weaker.stderr, /bwrap cannot create a sandbox here: setting up uid map: Permission denied/);
+      const launch = auditRecords().findLast((record) => record.action === 'sandbox.launch');
+      assert.deepEqual(launch?.details?.weaker, ['bwrap cannot create a sandbox here: setting up uid map: Permission denied']);
+    });
+
     test('an interactive program works through a real terminal, and cannot push input with TIOCSTI', () => {
       const inner = `${process.execPath} ${main} run -- sh -c 'test -t 0 && test -t 1 && echo has-a-tty; read line; echo "got:$line"; perl -e "my \\$c = q(x); print ioctl(STDIN, 0x5412, \\$c) ? qq(pushed\\n) : qq(refused\\n)"'`;
       const [command, args] = identity.user

@@ -6,7 +6,7 @@
  *     policy: holder.current, audit, stdio: 'pipe', server: 'fs', proxySocket: session.socketPath });
  *   child.stdout.pipe(...); child.stdin.write(...); const { code, signal } = await child.exited;
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { homedir } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type { SandboxSettings } from '../config/schema.js';
@@ -86,7 +86,13 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
   const bwrapPath = request.settings?.bwrap ?? 'bwrap';
   const rlimits = rlimitsFrom(request.settings);
 
-  const choice = chooseDriver(request.settings, bwrapPath, rlimits !== undefined);
+  let choice = chooseDriver(request.settings, bwrapPath, rlimits !== undefined);
+  // With weaker isolation allowed, find out now whether bwrap can really start here (user namespaces may
+  // be refused), so the launch falls back instead of failing. Without it, a refusal ends the run (exit 2).
+  if (request.allowWeaker && choice.driver === 'bubblewrap') {
+    const refused = bwrapRefused(bwrapPath);
+    if (refused) choice = { driver: 'none', gaps: [`bwrap cannot create a sandbox here: ${refused}`] };
+  }
   const hostGaps = choice.gaps;
   const planGaps = computeMountPlan({ view, home, cwd, ...(request.dataDir ? { dataDir: request.dataDir } : {}) }).gaps;
   const weaker = [...hostGaps, ...planGaps];
@@ -191,6 +197,17 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     return status;
   });
   return { ...child, exited, kill: child.kill.bind(child), correlationId, driver, weaker };
+}
+
+/** Starts the smallest sandbox with the namespaces every launch uses; the reason it failed, if it did. */
+function bwrapRefused(bwrapPath: string): string | undefined {
+  const result = spawnSync(bwrapPath, ['--unshare-user', '--unshare-pid', '--unshare-net', '--die-with-parent', '--ro-bind', '/', '/', 'true'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+    timeout: 10000,
+  });
+  if (result.status === 0) return undefined;
+  return (result.stderr ?? '').trim().replace(/^bwrap: /, '') || `exit ${result.status ?? result.signal}`;
 }
 
 /**
