@@ -137,20 +137,31 @@ export function reasonOf(raw: string): string | undefined {
   return /\r\nX-Gatehouse-Reason: ([^\r]+)/i.exec(raw)?.[1];
 }
 
+/** What a test server received; `bodyBytes` and `rawHeaders` exactly as they arrived. */
+export interface SeenRequest {
+  method: string;
+  url: string;
+  headers: Record<string, unknown>;
+  body: string;
+  bodyBytes: Buffer;
+  rawHeaders: string[];
+}
+
 /** An HTTPS server on 127.0.0.1 with a certificate for `names` from `ca`, answering like startEchoServer. */
 export async function startTlsEchoServer(
   ca: { issue(host: string): Promise<{ certificate: string; key: string }> },
   name: string,
-): Promise<{ port: number; requests: { method: string; url: string; headers: Record<string, unknown>; body: string }[]; close(): Promise<void> }> {
+): Promise<{ port: number; requests: SeenRequest[]; close(): Promise<void> }> {
   const { createServer: createHttpsServer } = await import('node:https');
   const pair = await ca.issue(name);
-  const requests: { method: string; url: string; headers: Record<string, unknown>; body: string }[] = [];
+  const requests: SeenRequest[] = [];
   const server = createHttpsServer({ cert: pair.certificate, key: pair.key }, (request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
-      const seen = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks).toString('utf8') };
-      requests.push(seen);
+      const bytes = Buffer.concat(chunks);
+      const seen = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: bytes.toString('utf8') };
+      requests.push({ ...seen, bodyBytes: bytes, rawHeaders: request.rawHeaders });
       const text = JSON.stringify(seen);
       response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       response.end(text);
@@ -182,7 +193,7 @@ export async function httpsViaProxy(options: {
   method?: string;
   path?: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Buffer;
 }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const { connect: tlsConnect } = await import('node:tls');
   const { request: httpRequest } = await import('node:http');
@@ -232,4 +243,34 @@ export async function httpsViaProxy(options: {
     request.on('error', reject);
     request.end(options.body);
   });
+}
+
+/**
+ * A TCP port on 127.0.0.1 that relays each connection to a session's Unix socket, as the sandbox's bridge
+ * does, so clients that only speak to TCP proxies (curl, git) can use a session.
+ */
+export async function bridgeToSession(socketPath: string): Promise<{ port: number; close(): Promise<void> }> {
+  const { createServer: createNetServer } = await import('node:net');
+  const open = new Set<Socket>();
+  const server = createNetServer({ allowHalfOpen: true }, (inbound) => {
+    const outbound = connect(socketPath);
+    open.add(inbound).add(outbound);
+    for (const socket of [inbound, outbound]) {
+      socket.on('error', () => {
+        inbound.destroy();
+        outbound.destroy();
+      });
+      socket.once('close', () => open.delete(socket));
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of open) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -12,7 +12,7 @@ import { dlpVerdict, findingsForAudit, type Finding, type Scanner } from '../dlp
 import type { PolicyEngine } from '../policy/engine.js';
 import { matchHostPattern, parseHostPattern } from '../policy/hosts.js';
 import { isAllowed } from '../policy/types.js';
-import type { PlaceholderHit, PlaceholderRegistry } from '../secrets/placeholders.js';
+import type { PlaceholderRegistry } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
 import { Refusal } from './refusal.js';
 import type { Target } from './target.js';
@@ -99,67 +99,78 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     tools.resolveSecret && scheme === 'https' ? engine.grants(caller.principal).filter((grant) => grant.header && grantCovers(grant.hosts, target.host)) : [];
   for (const grant of injecting) if (grant.header) outgoing.headers = removeHeader(outgoing.headers, grant.header.name);
 
-  // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
+  // Every part the agent wrote is handled as bytes from here on: the URL and header values as the bytes
+  // that arrived (latin1 text in node), a Basic credential that carries a placeholder as its decoded bytes
+  // (git sends a token as the password of HTTP Basic auth), and the body as is. Real values go in as UTF-8.
   const registry = tools.placeholders;
-  const session = caller.session ?? '';
-  let placeholderSpans: { url: PlaceholderHit[]; headers: PlaceholderHit[][]; body: PlaceholderHit[] } | undefined;
-  if (registry && registry.size > 0) {
-    placeholderSpans = {
-      url: registry.find(outgoing.pathAndQuery),
-      headers: valuesOf(outgoing.headers).map((value) => registry.find(value)),
-      body: outgoing.body ? registry.find(outgoing.body) : [],
-    };
-    const hits = [...placeholderSpans.url, ...placeholderSpans.headers.flat(), ...placeholderSpans.body];
-    for (const hit of hits) {
-      const placeholder = hit.placeholder;
-      const grantAllows =
-        placeholder.session === session &&
-        registry.allowedAt(placeholder, { host: target.host }) &&
-        isAllowed(engine.decide({ surface: 'credentials', secret: placeholder.secret, host: target.host, ...principalFields(caller) }));
-      if (!grantAllows) {
-        facts.attemptedExfiltration = { secret: placeholder.secret, rule: placeholder.ruleId, session: placeholder.session };
-        return new Refusal(
-          403,
-          'placeholder-exfiltration',
-          `a placeholder for secret "${placeholder.secret}" is heading to ${target.host}, which its grant (rule ${placeholder.ruleId}) does not allow`,
-          [placeholder.ruleId],
-        );
-      }
-      if (scheme !== 'https') {
-        return new Refusal(403, 'credential-over-plaintext', `secret "${placeholder.secret}" may only be sent over TLS; use https://`, [placeholder.ruleId]);
-      }
-    }
-    if (hits.length > 0) facts.placeholders = [...new Set(hits.map((h) => h.placeholder.secret))];
-  }
+  const live = registry !== undefined && registry.size > 0;
+  if (live || tools.scanner) {
+    const session = caller.session ?? '';
+    const url: Part = { bytes: Buffer.from(outgoing.pathAndQuery, 'latin1'), changed: false };
+    const headerParts = valuesOf(outgoing.headers).map((value) => headerPart(value, registry));
+    const body: Part | undefined = outgoing.body ? { bytes: outgoing.body, changed: false } : undefined;
+    const parts = [url, ...headerParts, ...(body ? [body] : [])];
 
-  // Step: scan what the agent wrote (URL, headers, body) for secrets; placeholders are not findings.
-  if (tools.scanner) {
-    const scanner = tools.scanner;
-    const headerValues = valuesOf(outgoing.headers);
-    const findings: Finding[] = [
-      ...outside(scanner.check(outgoing.pathAndQuery).findings, placeholderSpans?.url),
-      ...headerValues.flatMap((value, index) => outside(scanner.check(value).findings, placeholderSpans?.headers[index])),
-      ...(outgoing.body ? outside(scanner.check(outgoing.body).findings, placeholderSpans?.body) : []),
-    ];
-    const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
-    if (findings.length > 0) facts.findings = findingsForAudit(findings);
-    if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the request carries a secret: ${verdict.reason}`);
-    if (verdict.effect === 'redact') {
-      outgoing.pathAndQuery = scanner.redact(outgoing.pathAndQuery);
-      outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? scanner.redact(item) : item));
-      if (outgoing.body) outgoing.body = scanner.redact(outgoing.body);
-      facts.redacted = true;
+    // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
+    if (registry && live) {
+      const hits = parts.flatMap((part) => registry.find(part.bytes));
+      for (const hit of hits) {
+        const placeholder = hit.placeholder;
+        const grantAllows =
+          placeholder.session === session &&
+          registry.allowedAt(placeholder, { host: target.host }) &&
+          isAllowed(engine.decide({ surface: 'credentials', secret: placeholder.secret, host: target.host, ...principalFields(caller) }));
+        if (!grantAllows) {
+          facts.attemptedExfiltration = { secret: placeholder.secret, rule: placeholder.ruleId, session: placeholder.session };
+          return new Refusal(
+            403,
+            'placeholder-exfiltration',
+            `a placeholder for secret "${placeholder.secret}" is heading to ${target.host}, which its grant (rule ${placeholder.ruleId}) does not allow`,
+            [placeholder.ruleId],
+          );
+        }
+        if (scheme !== 'https') {
+          return new Refusal(403, 'credential-over-plaintext', `secret "${placeholder.secret}" may only be sent over TLS; use https://`, [placeholder.ruleId]);
+        }
+      }
+      if (hits.length > 0) facts.placeholders = [...new Set(hits.map((h) => h.placeholder.secret))];
     }
-  }
 
-  // Step: swap this session's placeholders for the real values (TLS only, allowed hosts only: checked above).
-  if (registry && placeholderSpans && scheme === 'https') {
-    const destination = { host: target.host };
-    outgoing.pathAndQuery = registry.swap(outgoing.pathAndQuery, session, destination).text;
-    outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? registry.swap(item, session, destination).text : item));
-    if (outgoing.body && placeholderSpans.body.length > 0) {
-      outgoing.body = Buffer.from(registry.swap(outgoing.body.toString('latin1'), session, destination).text, 'latin1');
+    // Step: scan what the agent wrote (URL, headers, body) for secrets; live placeholders are not findings.
+    if (tools.scanner) {
+      const scanner = tools.scanner;
+      const found = parts.map((part) => {
+        const findings = scanner.check(part.bytes).findings;
+        return registry && live ? registry.withoutPlaceholders(findings, part.bytes) : findings;
+      });
+      const findings: Finding[] = found.flat();
+      const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
+      if (findings.length > 0) facts.findings = findingsForAudit(findings);
+      if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the request carries a secret: ${verdict.reason}`);
+      if (verdict.effect === 'redact') {
+        for (const part of parts) {
+          part.bytes = scanner.redact(part.bytes);
+          part.changed = true;
+        }
+        facts.redacted = true;
+      }
     }
+
+    // Step: swap this session's placeholders for the real values (TLS only, allowed hosts only: checked above).
+    if (registry && live && scheme === 'https') {
+      const destination = { host: target.host };
+      for (const part of parts) {
+        const swapped = registry.swap(part.bytes, session, destination);
+        if (swapped.swapped.length === 0) continue;
+        part.bytes = swapped.text;
+        part.changed = true;
+      }
+    }
+
+    if (url.changed) outgoing.pathAndQuery = urlText(url.bytes);
+    let headerIndex = 0;
+    outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? headerText(headerParts[headerIndex++] as HeaderPart, item) : item));
+    if (body?.changed) outgoing.body = body.bytes;
   }
 
   // Step: inject credential headers from grants that name this host (TLS only: over plain HTTP the grant is
@@ -196,10 +207,42 @@ function valuesOf(headers: string[]): string[] {
   return headers.filter((_, index) => index % 2 === 1);
 }
 
-/** Findings that do not overlap a placeholder. */
-function outside(findings: Finding[], placeholders: PlaceholderHit[] | undefined): Finding[] {
-  if (!placeholders || placeholders.length === 0) return findings;
-  return findings.filter((finding) => !placeholders.some((hit) => finding.start < hit.end && hit.start < finding.end));
+/** One piece of the request the content steps read and may rewrite, as bytes. */
+interface Part {
+  bytes: Buffer;
+  changed: boolean;
+}
+
+/** A header value; `basic` is the scheme text (`Basic `) when `bytes` are a decoded Basic credential. */
+interface HeaderPart extends Part {
+  basic?: string;
+}
+
+const BASIC_CREDENTIALS = /^(\s*basic\s+)([A-Za-z0-9+/]+={0,2})\s*$/i;
+
+/**
+ * A header value as bytes. A Basic credential is read decoded when it holds a live placeholder, so the
+ * placeholder is judged and swapped like any other, and what surrounds it is scanned as what it is.
+ */
+function headerPart(value: string, registry: PlaceholderRegistry | undefined): HeaderPart {
+  const basic = registry && registry.size > 0 ? BASIC_CREDENTIALS.exec(value) : null;
+  if (basic) {
+    const decoded = Buffer.from(basic[2] as string, 'base64');
+    if (registry!.containsAny(decoded)) return { bytes: decoded, changed: false, basic: basic[1] as string };
+  }
+  return { bytes: Buffer.from(value, 'latin1'), changed: false };
+}
+
+function headerText(part: HeaderPart, original: string): string {
+  if (!part.changed) return original;
+  return part.basic !== undefined ? part.basic + part.bytes.toString('base64') : part.bytes.toString('latin1');
+}
+
+/** A rewritten request target: bytes outside printable ASCII (a real value's UTF-8) are percent-encoded. */
+function urlText(bytes: Buffer): string {
+  let out = '';
+  for (const byte of bytes) out += byte > 0x20 && byte < 0x7f ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  return out;
 }
 
 /** Replaces every header of that name (case-insensitive) with one. */

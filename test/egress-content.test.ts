@@ -1,0 +1,96 @@
+/**
+ * What the inspecting proxy does to request content on its way out, seen from the upstream server: real
+ * values arrive byte-exact, placeholders survive redaction to be swapped, secrets do not. Real clients (curl
+ * through a session, as the sandbox's bridge connects it) and real HTTPS servers on loopback.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createScanner } from '../src/dlp/index.js';
+import { CertificateAuthority } from '../src/egress/ca.js';
+import type { EgressSession } from '../src/egress/index.js';
+import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
+import { bridgeToSession, curl, startTestProxy, startTlsEchoServer, type TestProxy } from './egress-helpers.js';
+
+const policy = (dlpAction: string): string => `
+network:
+  - id: inspected
+    allow: [api.test, www.test]
+    inspect: true
+  - id: loopback-targets
+    allow: [127.0.0.1]
+credentials:
+  - id: unicode
+    secret: unicode-password
+    hosts: [api.test]
+  - id: deploy
+    secret: deploy-key
+    hosts: [api.test]
+dlp:
+  action: ${dlpAction}
+`;
+
+describe('egress request content', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-content-'));
+  const caFile = join(dir, 'proxy-ca.pem');
+  let gate: TestProxy;
+  let api: Awaited<ReturnType<typeof startTlsEchoServer>>;
+  let session: EgressSession;
+  let bridge: Awaited<ReturnType<typeof bridgeToSession>>;
+  const placeholders = new PlaceholderRegistry();
+  // Two-, three- and four-byte UTF-8 characters (ü, €, ☃, 𝄞): none of them fits in latin1 as one byte.
+  const realUnicode = 'Kennwort7f3a9c8d2e1bXy-schlüssel€☃𝄞';
+  const grant = (secret: string) => {
+    const found = gate.holder.current.grants({ agent: 'alice' }).find((g) => g.secret === secret);
+    assert.ok(found, `a grant for ${secret}`);
+    return found;
+  };
+
+  before(async () => {
+    const proxyCa = await CertificateAuthority.create('Test proxy CA');
+    const publicCa = await CertificateAuthority.create('Test public CA');
+    writeFileSync(caFile, proxyCa.certificatePem);
+    api = await startTlsEchoServer(publicCa, 'api.test');
+    gate = await startTestProxy(policy('block'), {
+      ca: proxyCa,
+      upstreamCa: [publicCa.certificatePem],
+      scanner: createScanner(),
+      placeholders,
+      settings: { resolve: { 'api.test': ['127.0.0.1'], 'www.test': ['127.0.0.1'] } },
+    });
+    session = await gate.proxy.openSession({ agent: 'alice' }, 'sess-c');
+    bridge = await bridgeToSession(session.socketPath);
+  });
+  after(async () => {
+    await bridge.close();
+    await gate.close();
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const viaSession = (args: string[]): ReturnType<typeof curl> => curl(['--cacert', caFile, '-x', `http://127.0.0.1:${bridge.port}`, ...args]);
+
+  it('swaps in a real value with multi-byte UTF-8 characters byte-exact in the body', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('unicode-password'), realUnicode);
+    const bodyFile = join(dir, 'unicode-body.json');
+    // The agent's own non-ASCII text around the placeholder must pass untouched as well.
+    writeFileSync(bodyFile, `{"password":"${placeholder.value}","note":"naïve ☃ café"}`);
+    const result = await viaSession(['-X', 'POST', '--data-binary', `@${bodyFile}`, `https://api.test:${api.port}/v1/login`]);
+    assert.equal(result.status, 200, result.stderr + result.body);
+    const seen = api.requests.at(-1);
+    assert.equal(seen?.url, '/v1/login');
+    assert.deepEqual(seen.bodyBytes, Buffer.from(`{"password":"${realUnicode}","note":"naïve ☃ café"}`, 'utf8'));
+  });
+
+  it('swaps in a real value with multi-byte UTF-8 characters byte-exact in a header', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('unicode-password'), realUnicode);
+    const result = await viaSession(['-H', `X-Password: ${placeholder.value}`, `https://api.test:${api.port}/v1/header`]);
+    assert.equal(result.status, 200, result.stderr + result.body);
+    const seen = api.requests.at(-1);
+    assert.equal(seen?.url, '/v1/header');
+    const header = seen.rawHeaders[seen.rawHeaders.findIndex((name) => name.toLowerCase() === 'x-password') + 1];
+    assert.deepEqual(Buffer.from(header ?? '', 'latin1'), Buffer.from(realUnicode, 'utf8'), 'the header carries the value as UTF-8 bytes');
+  });
+});
