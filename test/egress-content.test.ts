@@ -9,10 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createScanner } from '../src/dlp/index.js';
+import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import type { EgressSession } from '../src/egress/index.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
-import { bridgeToSession, curl, startTestProxy, startTlsEchoServer, type TestProxy } from './egress-helpers.js';
+import { bridgeToSession, compile, curl, startTestProxy, startTlsEchoServer, type TestProxy } from './egress-helpers.js';
 
 const policy = (dlpAction: string): string => `
 network:
@@ -42,6 +43,7 @@ describe('egress request content', () => {
   const placeholders = new PlaceholderRegistry();
   // Two-, three- and four-byte UTF-8 characters (ü, €, ☃, 𝄞): none of them fits in latin1 as one byte.
   const realUnicode = 'Kennwort7f3a9c8d2e1bXy-schlüssel€☃𝄞';
+  const realDeployKey = checksummedToken('ghp_', seededRandom(21));
   const grant = (secret: string) => {
     const found = gate.holder.current.grants({ agent: 'alice' }).find((g) => g.secret === secret);
     assert.ok(found, `a grant for ${secret}`);
@@ -92,5 +94,26 @@ describe('egress request content', () => {
     assert.equal(seen?.url, '/v1/header');
     const header = seen.rawHeaders[seen.rawHeaders.findIndex((name) => name.toLowerCase() === 'x-password') + 1];
     assert.deepEqual(Buffer.from(header ?? '', 'latin1'), Buffer.from(realUnicode, 'utf8'), 'the header carries the value as UTF-8 bytes');
+  });
+
+  it('in redact mode, redacts a real secret but still swaps the placeholder beside it', async () => {
+    const previous = gate.holder.current;
+    gate.holder.current = compile(policy('redact'));
+    try {
+      const placeholder = placeholders.issue('sess-c', grant('deploy-key'), realDeployKey);
+      // The placeholder is shaped like the real key, so a fresh scan would take it for a leak.
+      assert.ok(createScanner().scan(placeholder.value).length > 0, 'the placeholder looks like a secret to the scanner');
+      const leaked = checksummedToken('ghp_', seededRandom(33));
+      const result = await viaSession(['-X', 'POST', '--data-binary', `deploy=${placeholder.value}&leak=${leaked}`, `https://api.test:${api.port}/v1/deploy`]);
+      assert.equal(result.status, 200, result.stderr + result.body);
+      const seen = api.requests.at(-1);
+      assert.equal(seen?.url, '/v1/deploy');
+      assert.ok(seen.body.startsWith(`deploy=${realDeployKey}&leak=`), `the real key arrived: ${seen.body}`);
+      assert.ok(!seen.body.includes(leaked), 'the other secret was redacted');
+      assert.match(seen.body, /REDACTED/);
+      assert.equal(Number(seen.headers['content-length']), seen.bodyBytes.length);
+    } finally {
+      gate.holder.current = previous;
+    }
   });
 });

@@ -148,10 +148,13 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
       if (findings.length > 0) facts.findings = findingsForAudit(findings);
       if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the request carries a secret: ${verdict.reason}`);
       if (verdict.effect === 'redact') {
-        for (const part of parts) {
-          part.bytes = scanner.redact(part.bytes);
+        // Redact exactly the findings kept above (not a fresh scan, which would take placeholders for secrets).
+        parts.forEach((part, index) => {
+          const kept = found[index] as Finding[];
+          if (kept.length === 0) return;
+          part.bytes = scanner.redact(part.bytes, kept);
           part.changed = true;
-        }
+        });
         facts.redacted = true;
       }
     }
