@@ -19,7 +19,7 @@ import { FRAME, Mux } from './mux.js';
 interface Settings {
   port: number;
   command: string[];
-  /** `prlimit` arguments that put the rlimits on the program (not on this bridge). */
+  /** `prlimit` (absolute path first) and the arguments that put the rlimits on the program, not on this bridge. */
   prlimit?: string[];
   proxySocketPath?: string;
 }
@@ -61,7 +61,7 @@ for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR
 }
 
 server.listen(settings.port, '127.0.0.1', () => {
-  const argv = settings.prlimit ? ['prlimit', ...settings.prlimit, '--', ...settings.command] : settings.command;
+  const argv = settings.prlimit ? [...settings.prlimit, '--', ...settings.command] : settings.command;
   child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
   child.on('error', (error: NodeJS.ErrnoException) => {
     process.stderr.write(`gatehouse: cannot start ${argv[0]}: ${error.code === 'ENOENT' ? 'not found in the sandbox' : error.message}\n`);

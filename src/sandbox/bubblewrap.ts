@@ -18,6 +18,7 @@ import { GatehouseError } from '../util/errors.js';
 import { CA_INSIDE, ensureCaBundle, sandboxEnv, trustEnv } from './env.js';
 import { bwrapMountArgs, computeMountPlan, isWithin, type MountPlan } from './mount-plan.js';
 import { FRAME, Mux } from './mux.js';
+import { SYSTEM_PATH, which } from './host.js';
 import { openFilterFd } from './seccomp.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
 
@@ -78,7 +79,11 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
     ...(spec.envAllow ? { allow: spec.envAllow } : {}),
     add: { ...(spec.caCertificate ? trustEnv() : {}), ...spec.envAdd },
   });
-  const prlimit = prlimitArgs(spec.rlimits);
+  // An absolute, system path: a `prlimit` planted earlier in a writable PATH entry must not be the one run.
+  const limits = prlimitArgs(spec.rlimits);
+  const prlimitPath = limits ? which('prlimit', SYSTEM_PATH) : undefined;
+  if (limits && !prlimitPath) throw new GatehouseError('sandbox_no_prlimit', 'rlimits are configured but prlimit is not installed (install util-linux).');
+  const prlimit = limits && prlimitPath ? [prlimitPath, ...limits] : undefined;
   const settings = { port, command: spec.command, ...(prlimit ? { prlimit } : {}) };
   const args = [
     '--die-with-parent',

@@ -56,6 +56,8 @@ function isExecutable(path: string): boolean {
 }
 
 export const SUPPORTED_ARCHES = ['x64', 'arm64'];
+/** Where system tools the sandbox relies on (prlimit) are looked up: never the user's own PATH. */
+export const SYSTEM_PATH = '/usr/bin:/bin:/usr/sbin:/sbin';
 
 /**
  * The cheap check before every launch: Linux, a seccomp table for this CPU, and bwrap on PATH. Namespaces
@@ -132,7 +134,7 @@ export async function probeHost(options: { bwrapPath?: string } = {}): Promise<H
     ...(seccomp ? {} : { fix: 'use a kernel built with CONFIG_SECCOMP_FILTER' }),
   });
 
-  const prlimit = which('prlimit');
+  const prlimit = which('prlimit', SYSTEM_PATH);
   checks.push({
     id: 'prlimit',
     ok: prlimit !== undefined,

@@ -16,7 +16,7 @@ import type { Principal } from '../policy/types.js';
 import { GatehouseError } from '../util/errors.js';
 import { DEFAULT_PROXY_PORT, launchBubblewrap } from './bubblewrap.js';
 import { sandboxEnv } from './env.js';
-import { quickGaps, which } from './host.js';
+import { quickGaps, SYSTEM_PATH, which } from './host.js';
 import { computeMountPlan } from './mount-plan.js';
 import type { ExitStatus, Rlimits, SandboxProcess, SandboxSpec } from './types.js';
 
@@ -222,7 +222,7 @@ export function chooseDriver(
   const wanted = settings?.driver ?? 'auto';
   if (wanted !== 'container') {
     const gaps = quickGaps(bwrapPath);
-    if (gaps.length === 0 && needsRlimits && !which('prlimit')) gaps.push('prlimit is not installed, so rlimits cannot be applied (install util-linux)');
+    if (gaps.length === 0 && needsRlimits && !which('prlimit', SYSTEM_PATH)) gaps.push('prlimit is not installed, so rlimits cannot be applied (install util-linux)');
     if (gaps.length === 0 || wanted === 'bubblewrap') return { driver: gaps.length === 0 ? 'bubblewrap' : 'none', gaps };
   }
   const preferred = settings?.container?.engine ?? 'auto';
