@@ -117,7 +117,9 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
   try {
     invocation = bwrapInvocation(spec, 4);
     const stdio = spec.stdio ?? 'inherit';
-    child = spawn(spec.bwrapPath ?? 'bwrap', invocation.args, {
+    const bwrap = which(spec.bwrapPath ?? 'bwrap');
+    if (!bwrap) throw new GatehouseError('sandbox_unavailable', 'bwrap is not installed: install the bubblewrap package (run `gatehouse doctor`).');
+    child = spawn(bwrap, invocation.args, {
       env: invocation.env,
       stdio: [stdio, stdio, stdio, 'pipe', filterFd],
       detached: true,

@@ -35,8 +35,15 @@ function readText(path: string): string | undefined {
   }
 }
 
-/** Finds an executable on PATH, without spawning anything. */
-export function which(name: string, path = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'): string | undefined {
+/**
+ * Where the tools the sandbox relies on (bwrap, prlimit, docker, podman) are looked up: system directories
+ * only, never the user's PATH. A sandboxed program with a writable HOME could otherwise plant a fake
+ * `~/.local/bin/bwrap` that the next `gatehouse run` would use to start it unconfined.
+ */
+export const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** Finds an executable (by default in the system directories), without spawning anything. */
+export function which(name: string, path = SYSTEM_PATH): string | undefined {
   if (name.includes('/')) return isExecutable(name) ? name : undefined;
   for (const dir of path.split(delimiter)) {
     if (!dir) continue;
@@ -56,8 +63,6 @@ function isExecutable(path: string): boolean {
 }
 
 export const SUPPORTED_ARCHES = ['x64', 'arm64'];
-/** Where system tools the sandbox relies on (prlimit) are looked up: never the user's own PATH. */
-export const SYSTEM_PATH = '/usr/bin:/bin:/usr/sbin:/sbin';
 
 /**
  * The cheap check before every launch: Linux, a seccomp table for this CPU, and bwrap on PATH. Namespaces
