@@ -365,7 +365,7 @@ const sandboxRlimitsSchema = z.strictObject({
 const sandboxSchema = z.strictObject({
   /** `auto`: bubblewrap where the host allows it, else a container engine (Docker or Podman). */
   driver: z.enum(['auto', 'bubblewrap', 'container']).default('auto'),
-  /** Path to bwrap (default: found on PATH). */
+  /** Path to bwrap (default: found in /usr/local/bin, /usr/bin or /bin; never the user's PATH). */
   bwrap: z.string().min(1).optional(),
   /** Port the bridge listens on inside the sandbox (its own network namespace, so any port is free). */
   proxyPort: z.number().int().min(1).max(65535).default(3128),
