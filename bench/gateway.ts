@@ -41,6 +41,9 @@ interface Figures {
   p50: number;
   p99: number;
   perSecond: number;
+  /** CPU time per call of this (the clients') process, and of the gateway's process when there is one; in µs. */
+  clientCpuUs: number;
+  gatewayCpuUs?: number;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -48,10 +51,12 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /** Runs `clients.length` loops at once, each making `perClient` echo calls; latency in ms. */
-async function measure(callers: Client[], perClient: number, name: string): Promise<Figures> {
+async function measure(callers: Client[], perClient: number, name: string, gatewayCpuMs?: () => Promise<number>): Promise<Figures> {
   const latencies: number[] = [];
   // Warm-up: JIT, connection pools, upstream start.
   await Promise.all(callers.map((client) => client.callTool({ name, arguments: { message: 'warm' } })));
+  const gatewayCpuBefore = await gatewayCpuMs?.();
+  const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
   await Promise.all(
     callers.map(async (client, index) => {
@@ -63,8 +68,16 @@ async function measure(callers: Client[], perClient: number, name: string): Prom
     }),
   );
   const elapsed = performance.now() - started;
+  const clientCpu = process.cpuUsage(clientCpuBefore);
+  const gatewayCpuAfter = await gatewayCpuMs?.();
   latencies.sort((a, b) => a - b);
-  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), perSecond: (latencies.length / elapsed) * 1000 };
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    perSecond: (latencies.length / elapsed) * 1000,
+    clientCpuUs: (clientCpu.user + clientCpu.system) / latencies.length,
+    ...(gatewayCpuBefore !== undefined && gatewayCpuAfter !== undefined ? { gatewayCpuUs: ((gatewayCpuAfter - gatewayCpuBefore) * 1000) / latencies.length } : {}),
+  };
 }
 
 /** A Streamable HTTP MCP server on 127.0.0.1 with the echo tool: one SDK server per session. */
@@ -106,23 +119,39 @@ async function httpUpstream(): Promise<{ url: string; close(): Promise<void> }> 
  * Runs the gateway in its own process, as in production, so that the benchmark's clients do not share its
  * event loop. The child prints `{ url, key }` once it listens and stops when its stdin closes.
  */
-async function gatewayProcess(upstreams: Record<string, unknown>, dataDir: string): Promise<{ url: string; key: string; close(): Promise<void> }> {
+async function gatewayProcess(
+  upstreams: Record<string, unknown>,
+  dataDir: string,
+): Promise<{ url: string; key: string; cpuMs(): Promise<number>; close(): Promise<void> }> {
   const nodeArgs = process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child = spawn(process.execPath, [...nodeArgs, fileURLToPath(import.meta.url), '--serve', JSON.stringify({ upstreams, dataDir })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
+  // The child answers each line on its stdin with one line on its stdout.
+  const waiting: ((line: string) => void)[] = [];
+  let buffer = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString();
+    for (let newline = buffer.indexOf('\n'); newline !== -1; newline = buffer.indexOf('\n')) {
+      waiting.shift()?.(buffer.slice(0, newline));
+      buffer = buffer.slice(newline + 1);
+    }
+  });
+  const nextLine = (): Promise<string> => new Promise((resolve) => waiting.push(resolve));
   const line = await new Promise<string>((resolve, reject) => {
-    let buffer = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      if (buffer.includes('\n')) resolve(buffer.split('\n')[0]!);
-    });
+    void nextLine().then(resolve);
     child.once('exit', (code) => reject(new Error(`the gateway process exited with ${code}`)));
   });
   const { url, key } = JSON.parse(line) as { url: string; key: string };
   return {
     url,
     key,
+    // CPU time (user + system) the gateway process has used so far.
+    cpuMs: async () => {
+      const answer = nextLine();
+      child.stdin!.write('cpu\n');
+      return Number(await answer);
+    },
     close: async () => {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.stdin!.end();
@@ -134,7 +163,12 @@ async function gatewayProcess(upstreams: Record<string, unknown>, dataDir: strin
 async function serve(spec: { upstreams: Record<string, unknown>; dataDir: string }): Promise<void> {
   const { gateway, key, close } = await gatewayFor(spec.upstreams, spec.dataDir);
   process.stdout.write(JSON.stringify({ url: gateway.url, key }) + '\n');
-  process.stdin.resume();
+  process.stdin.on('data', (chunk: Buffer) => {
+    for (const _line of chunk.toString().split('\n').slice(1)) {
+      const { user, system } = process.cpuUsage();
+      process.stdout.write(`${(user + system) / 1000}\n`);
+    }
+  });
   process.stdin.on('end', () => void close().then(() => process.exit(0)));
 }
 
@@ -189,7 +223,8 @@ function row(label: string, direct: Figures, through: Figures): string {
   return (
     `${label.padEnd(22)} direct p50 ${direct.p50.toFixed(3)} ms p99 ${direct.p99.toFixed(3)} ms ${direct.perSecond.toFixed(0).padStart(6)}/s | ` +
     `gateway p50 ${through.p50.toFixed(3)} ms p99 ${through.p99.toFixed(3)} ms ${through.perSecond.toFixed(0).padStart(6)}/s | ` +
-    `added p50 ${added.toFixed(3)} ms (target <= 1) ${added <= 1 ? 'ok' : 'MISSED'}, throughput ${share.toFixed(0)}% of direct (target >= 80) ${share >= 80 ? 'ok' : 'MISSED'}`
+    `added p50 ${added.toFixed(3)} ms (target <= 1) ${added <= 1 ? 'ok' : 'MISSED'}, throughput ${share.toFixed(0)}% of direct (target >= 80) ${share >= 80 ? 'ok' : 'MISSED'} | ` +
+    `cpu per call: clients ${direct.clientCpuUs.toFixed(0)} -> ${through.clientCpuUs.toFixed(0)} us, gateway process ${through.gatewayCpuUs?.toFixed(0) ?? '?'} us`
   );
 }
 
@@ -198,7 +233,7 @@ async function benchCalls(dataDir: string): Promise<void> {
   const http = await httpUpstream();
   for (const kind of ['stdio', 'http'] as const) {
     const upstream = kind === 'stdio' ? { command: process.execPath, args: [fixture] } : { url: http.url, allowPrivateAddress: true };
-    const { url, key, close } = await gatewayProcess({ bench: upstream }, join(dataDir, kind));
+    const { url, key, cpuMs, close } = await gatewayProcess({ bench: upstream }, join(dataDir, kind));
     const direct = new Client({ name: 'bench-direct', version: '1' });
     await direct.connect(
       kind === 'stdio'
@@ -206,10 +241,10 @@ async function benchCalls(dataDir: string): Promise<void> {
         : new StreamableHTTPClientTransport(new URL(http.url)),
     );
     const one = await gatewayClients(url, key, 1);
-    console.log(row(`${kind}, 1 client`, await measure([direct], CALLS, 'echo'), await measure(one, CALLS, 'bench__echo')));
+    console.log(row(`${kind}, 1 client`, await measure([direct], CALLS, 'echo'), await measure(one, CALLS, 'bench__echo', cpuMs)));
     const many = await gatewayClients(url, key, 32);
     console.log(
-      row(`${kind}, 32 clients`, await measure(Array.from({ length: 32 }, () => direct), PER_CLIENT_AT_32, 'echo'), await measure(many, PER_CLIENT_AT_32, 'bench__echo')),
+      row(`${kind}, 32 clients`, await measure(Array.from({ length: 32 }, () => direct), PER_CLIENT_AT_32, 'echo'), await measure(many, PER_CLIENT_AT_32, 'bench__echo', cpuMs)),
     );
     await Promise.all([direct, ...one, ...many].map((client) => client.close().catch(() => undefined)));
     await close();

@@ -492,31 +492,79 @@ function toWebRequest(req: IncomingMessage): Request {
   return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers });
 }
 
+/** Headers that only make sense on an event stream, dropped when its one event is sent as plain JSON. */
+const STREAM_ONLY_HEADERS = new Set(['content-type', 'cache-control', 'connection', 'x-accel-buffering', 'content-length']);
+
+/**
+ * Writes a web Response to a Node response. The SDK answers every POST with an event stream; when that stream
+ * turns out to hold exactly one event and then ends (a reply with no progress, log or request before it, the
+ * usual case), the event is sent as an `application/json` response instead, which Streamable HTTP allows for
+ * any request and which costs both sides far less. Anything else streams as it comes. Nothing is written
+ * before the first event, so which form to use is known then; the SDK's keep-alive comment (15 s) starts the
+ * stream for a call that stays silent longer.
+ */
 async function sendWebResponse(response: Response, res: ServerResponse): Promise<void> {
   const headers: Record<string, string> = {};
   response.headers.forEach((value, name) => {
     headers[name] = value;
   });
-  res.writeHead(response.status, headers);
   if (!response.body) {
+    res.writeHead(response.status, headers);
     res.end();
     return;
   }
-  res.flushHeaders();
   const reader = response.body.getReader();
   // A client that goes away mid-stream cancels the stream; the SDK sees the cancel and drops the rest.
   res.on('close', () => void reader.cancel().catch(() => undefined));
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (!res.write(value)) await new Promise((resolve) => (res.once('drain', resolve), res.once('close', resolve)));
-      if (res.destroyed) break;
+    let next = reader.read();
+    const first = await next;
+    if (first.done || res.destroyed) {
+      if (!res.destroyed) res.writeHead(response.status, headers);
+      res.end();
+      return;
+    }
+    next = reader.read();
+    if (headers['content-type']?.startsWith('text/event-stream')) {
+      // The SDK enqueues a reply and closes the stream in one step: if the stream has not ended by the time
+      // pending I/O callbacks run, more is coming.
+      const ended = await Promise.race([next.then((read) => read.done), new Promise<false>((resolve) => setImmediate(resolve, false))]);
+      const json = ended ? singleEventData(first.value) : undefined;
+      if (json !== undefined) {
+        const out: Record<string, string> = {};
+        for (const [name, value] of Object.entries(headers)) if (!STREAM_ONLY_HEADERS.has(name)) out[name] = value;
+        out['content-type'] = 'application/json';
+        out['content-length'] = String(Buffer.byteLength(json));
+        res.writeHead(response.status, out);
+        res.end(json);
+        return;
+      }
+    }
+    res.writeHead(response.status, headers);
+    let chunk: Uint8Array | undefined = first.value;
+    while (chunk !== undefined && !res.destroyed) {
+      if (!res.write(chunk)) await new Promise((resolve) => (res.once('drain', resolve), res.once('close', resolve)));
+      const read = await next;
+      if (read.done) break;
+      chunk = read.value;
+      next = reader.read();
     }
   } catch {
     // The client disconnected; nothing more to send.
   }
   res.end();
+}
+
+/** The data of an event stream chunk that holds exactly one unnamed or `message` event without an id; else undefined. */
+function singleEventData(chunk: Uint8Array): string | undefined {
+  const text = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString('utf8');
+  if (!text.endsWith('\n\n') || text.indexOf('\n\n') !== text.length - 2) return undefined;
+  const data: string[] = [];
+  for (const line of text.slice(0, -2).split('\n')) {
+    if (line.startsWith('data:')) data.push(line.slice(line.startsWith('data: ') ? 6 : 5));
+    else if (line !== 'event: message') return undefined;
+  }
+  return data.length > 0 ? data.join('\n') : undefined;
 }
 
 function jsonRpcError(res: ServerResponse, status: number, code: number, message: string): void {
