@@ -162,6 +162,13 @@ for (const identity of identities()) {
       assert.equal(gatehouse(['run', '--', 'sh', '-c', 'ulimit -n'], { config }).stdout.trim(), '512');
     });
 
+    test('the program cannot rewrite the gatehouse.yaml its next run would read', () => {
+      const before = readFileSync(join(dir, 'gatehouse.yaml'), 'utf8');
+      const result = gatehouse(['run', '--', 'sh', '-c', 'printf "version: 1\\npolicy: {}\\n" > gatehouse.yaml; echo more >> gatehouse.yaml']);
+      assert.notEqual(result.status, 0);
+      assert.equal(readFileSync(join(dir, 'gatehouse.yaml'), 'utf8'), before);
+    });
+
     test('--dry-run shows the mounts, masks and bwrap arguments without running anything', () => {
       const result = gatehouse(['run', '--dry-run', '--json', '--', 'sh', '-c', 'touch ran']);
       assert.equal(result.status, 0, result.stderr);

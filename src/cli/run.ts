@@ -101,6 +101,8 @@ async function runAction(command: string[], options: RunOptions, self: Command):
       node: prepared.node,
       settings: prepared.sandbox,
       dataDir: prepared.dataDir,
+      // The program must not rewrite the policy its next run will get.
+      ...(prepared.configPath ? { protect: [prepared.configPath] } : {}),
       stdio: 'inherit',
       ...(options.allowWeaker ? { allowWeaker: true } : {}),
       ...(proxySocket ? { proxySocket } : {}),
@@ -148,6 +150,7 @@ async function dryRun(command: string[], prepared: CachedLaunch, agent: string |
       home: homedir(),
       cwd: process.cwd(),
       dataDir: prepared.dataDir,
+      ...(prepared.configPath ? { protect: [prepared.configPath] } : {}),
       envAllow: settings.env ?? [],
       proxyPort: prepared.sandbox.proxyPort,
       ...(rlimits ? { rlimits } : {}),

@@ -70,6 +70,7 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
     extras,
     ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
     ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
+    ...(spec.protect ? { protect: spec.protect } : {}),
   });
   const port = spec.proxyPort ?? DEFAULT_PROXY_PORT;
   const env = sandboxEnv({

@@ -42,6 +42,8 @@ export interface LaunchRequest {
   stdio?: 'inherit' | 'pipe';
   /** Start even when the host cannot give the isolation the policy asks for (recorded as such). */
   allowWeaker?: boolean;
+  /** Files kept read-only inside: the config file the policy came from. */
+  protect?: string[];
   /** The MCP server this sandbox runs, for the audit trail. */
   server?: string;
   user?: SandboxSpec['user'];
@@ -150,6 +152,7 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     proxyPort: request.settings?.proxyPort ?? DEFAULT_PROXY_PORT,
     bwrapPath,
     ...(request.dataDir ? { dataDir: request.dataDir } : {}),
+    ...(request.protect ? { protect: request.protect } : {}),
     ...(request.envSource ? { envSource: request.envSource } : {}),
     ...(request.settings?.env ? { envAllow: request.settings.env } : {}),
     ...(request.envAdd ? { envAdd: request.envAdd } : {}),

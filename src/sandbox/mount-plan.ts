@@ -55,6 +55,8 @@ export interface MountPlanInput {
   system?: string[];
   /** Mask these too (tests use this to plant files). */
   extraSensitive?: string[];
+  /** Keep these read-only wherever they are visible (the config file the policy came from). */
+  protect?: string[];
 }
 
 export const DEFAULT_SYSTEM = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/opt'];
@@ -171,6 +173,7 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
     const path = join(input.home, relative);
     if (!allows.some((allow) => allow.access === 'rw' && isWithin(allow.path, resolved(path).path))) denies.push({ path, access: 'write', why: 'runs outside the sandbox later' });
   }
+  for (const path of input.protect ?? []) denies.push({ path, access: 'write', why: 'Gatehouse configuration' });
   for (const path of SENSITIVE_SYSTEM) denies.push({ path, access: 'all', why: 'host secret' });
   for (const path of input.extraSensitive ?? []) denies.push({ path, access: 'all', why: 'sensitive' });
   // Glob denies: mask the literal prefix when it lies strictly inside what is visible (hiding more than

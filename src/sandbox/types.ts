@@ -26,6 +26,8 @@ export interface SandboxSpec {
   /** Gatehouse's data directory: always hidden. */
   dataDir?: string;
   extraSensitive?: string[];
+  /** Files kept read-only inside (the config the policy came from, so a program cannot rewrite its next policy). */
+  protect?: string[];
   /** The environment to scrub (default: this process's). */
   envSource?: NodeJS.ProcessEnv;
   /** Extra variable names (or `PREFIX*`) allowed through. */
