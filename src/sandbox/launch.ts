@@ -189,7 +189,7 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
           action: 'sandbox.exit',
           effect: status.setupFailed ? 'error' : 'info',
           reason: status.setupFailed
-            ? `the sandbox did not start or was killed (${driver === "container" ? "engine" : "bwrap"} exit ${status.code ?? status.signal})`
+            ? `the sandbox did not start or was killed (${driver === 'container' ? 'engine' : 'bwrap'} exit ${status.code ?? status.signal})`
             : status.signal
               ? `ended by ${status.signal}`
               : `exited with code ${status.code}`,
