@@ -18,6 +18,7 @@ import { normaliseHttpPath } from './http-path.js';
 import { CidrTable, parseCidr, parseIpLiteral, type Cidr, type NormalisedIp } from './ip.js';
 import { hasGlob, literalPrefix, PathTrie, splitPath } from './paths.js';
 import {
+  AWAITS_REQUEST,
   effectiveAnnotations,
   fileAccessLabel,
   filesystemPaths,
@@ -592,7 +593,9 @@ class CompiledPolicy implements PolicyEngine {
     const lazyContext = (): CelContext => (context ??= this.celContext(facts));
     let conditional = false;
     const check = (rule: CompiledRule): void => {
-      if (mismatch(rule, facts, lazyContext) !== null) return;
+      const why = mismatch(rule, facts, lazyContext);
+      if (why === AWAITS_REQUEST) conditional = true;
+      if (why !== null) return;
       (rule.effect === 'deny' ? denies : allows).push(rule);
       if (rule.surface === 'network' && (rule.methods || rule.paths)) conditional = true;
     };

@@ -134,11 +134,24 @@ describe('network: methods and paths', () => {
     assert.equal(engine.decide(http('GET', '/user')).effect, 'deny');
   });
   it('normalises paths before matching: encoding, dot segments and repeated slashes', () => {
-    for (const path of ['/%61dmin/x', '/repos/../admin/x', '//admin//x', '/repos/%2e%2e/admin/x']) {
+    for (const path of ['/%61dmin/x', '/repos/../admin/x', '//admin//x', '/repos/%2e%2e/admin/x', '/repos/..;/admin/x', '/admin;jsessionid=1/x', '/admin/']) {
       const decision = engine.decide(http('GET', path));
       assert.equal(decision.effect, 'deny', path);
       assert.deepEqual(decision.rules, ['gh-admin'], path);
     }
+  });
+  it('requires inspection when a method or path deny on the host cannot be judged yet', () => {
+    const mixed = policy({
+      network: [
+        { id: 'gh', allow: ['api.github.com'] },
+        { id: 'no-delete', deny: ['api.github.com'], methods: ['DELETE'] },
+      ],
+    });
+    const tunnel = mixed.decide(net('api.github.com', 443));
+    assert.equal(tunnel.effect, 'allow');
+    assert.equal(tunnel.needsInspection, true, 'a blind tunnel would let DELETE through');
+    assert.equal(mixed.decide(net('api.github.com', 443, { method: 'DELETE', path: '/repos/x' } as Partial<DecisionRequest>)).effect, 'deny');
+    assert.equal(mixed.decide(net('other.example', 443)).needsInspection, undefined);
   });
   it('allows the connection on condition of inspection when the request is not visible', () => {
     const decision = engine.decide(net('api.github.com', 443));

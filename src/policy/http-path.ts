@@ -1,8 +1,10 @@
 /**
  * HTTP request paths are normalised before method and path rules see them, so that `/admin` cannot be
- * reached as `/%61dmin`, `/x/../admin` or `//admin`: the query is dropped, percent-encoded unreserved
- * characters are decoded, dot segments are resolved (encoded ones too) and repeated slashes collapse.
- * An encoded slash (`%2F`) stays encoded: it is part of a segment, not a separator.
+ * reached as `/%61dmin`, `/x/../admin`, `//admin`, `/admin/` or `/public/..;/admin`: the query is dropped,
+ * percent-encoded unreserved characters are decoded, `;` parameters are cut from each segment (servlet
+ * containers resolve `..;` as `..`), dot segments are resolved (encoded ones too), repeated slashes collapse
+ * and a trailing slash is dropped. An encoded slash (`%2F`) stays encoded: it is part of a segment, not a
+ * separator. Matching stays case-sensitive, as RFC 3986 paths are.
  */
 export function normaliseHttpPath(raw: string): string | undefined {
   let path = raw;
@@ -24,11 +26,12 @@ export function normaliseHttpPath(raw: string): string | undefined {
     i += 2;
   }
   const out: string[] = [];
-  for (const segment of decoded.split('/')) {
+  for (const raw of decoded.split('/')) {
+    const parameters = raw.indexOf(';');
+    const segment = parameters >= 0 ? raw.slice(0, parameters) : raw;
     if (segment === '' || segment === '.') continue;
     if (segment === '..') out.pop();
     else out.push(segment);
   }
-  const trailing = decoded.length > 1 && decoded.endsWith('/') && out.length > 0 ? '/' : '';
-  return '/' + out.join('/') + trailing;
+  return '/' + out.join('/');
 }

@@ -162,6 +162,12 @@ export function filesystemPaths(absolute: string, resolveSymlinks: boolean): str
 // ---- the per-rule check ---------------------------------------------------------------------------------
 
 /**
+ * A network deny with method or path rules whose host and port match, judged before the HTTP request is
+ * visible. It does not deny the connection, but the connection may only proceed if the proxy inspects it.
+ */
+export const AWAITS_REQUEST = 'it needs the HTTP method and path, which are not visible';
+
+/**
  * Why a rule does not apply, or null when it does. Returns fixed strings so that the linear scan (the
  * benchmark's baseline) pays no more than the indexed path for building messages.
  */
@@ -248,7 +254,7 @@ function networkMismatch(rule: NetworkRule, facts: NetworkFacts): string | null 
   if (rule.methods || rule.paths) {
     // Without a visible HTTP request, method and path rules cannot be judged: an allow holds on condition
     // of inspection (see needsInspection), a deny waits for the request.
-    if (facts.method === undefined && facts.path === undefined) return rule.effect === 'allow' ? null : 'it needs the HTTP method and path, which are not visible';
+    if (facts.method === undefined && facts.path === undefined) return rule.effect === 'allow' ? null : AWAITS_REQUEST;
     if (rule.methods && (facts.method === undefined || !rule.methods.has(facts.method))) return 'the method is not one of its methods';
     if (rule.paths && (facts.path === undefined || !matchesAny(rule.paths, facts.path))) return 'the path matches none of its paths';
   }
