@@ -12,6 +12,10 @@
  *
  * The gateway runs in a child process of its own (as in production); the clients run in this one.
  *
+ * Each measurement starts after 300 warm-up calls (spread over its clients), direct and through the gateway alike.
+ * CPU time per call is printed for the clients' process and the gateway's: on a shared machine the latencies
+ * and rates move with other load, the CPU per call much less.
+ *
  * Run: node dist/bench/gateway.js [--calls N]   (default 400 calls per client-1 run, 40 per client at 32)
  */
 import { spawn } from 'node:child_process';
@@ -36,6 +40,7 @@ const fixture = new URL('../test/fixtures/fixture-server.js', import.meta.url).p
 const callsFlag = process.argv.indexOf('--calls');
 const CALLS = callsFlag > 0 ? Number(process.argv[callsFlag + 1]) : 400;
 const PER_CLIENT_AT_32 = Math.max(10, Math.round(CALLS / 10));
+const WARMUP_CALLS = 300;
 
 interface Figures {
   p50: number;
@@ -44,6 +49,8 @@ interface Figures {
   /** CPU time per call of this (the clients') process, and of the gateway's process when there is one; in µs. */
   clientCpuUs: number;
   gatewayCpuUs?: number;
+  /** Of which in the kernel (socket and pipe I/O). */
+  gatewaySystemUs?: number;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -51,10 +58,16 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /** Runs `clients.length` loops at once, each making `perClient` echo calls; latency in ms. */
-async function measure(callers: Client[], perClient: number, name: string, gatewayCpuMs?: () => Promise<number>): Promise<Figures> {
+async function measure(callers: Client[], perClient: number, name: string, gatewayCpuMs?: () => Promise<{ user: number; system: number }>): Promise<Figures> {
   const latencies: number[] = [];
-  // Warm-up: JIT, connection pools, upstream start.
-  await Promise.all(callers.map((client) => client.callTool({ name, arguments: { message: 'warm' } })));
+  // Warm-up, the same for direct and gateway: upstream start, connection pools, and enough calls for the JIT
+  // to have compiled the hot path (a gateway runs for days; its first few hundred calls are not its speed).
+  const warmup = Math.max(5, Math.round(WARMUP_CALLS / callers.length));
+  await Promise.all(
+    callers.map(async (client) => {
+      for (let i = 0; i < warmup; i += 1) await client.callTool({ name, arguments: { message: `warm ${i}` } });
+    }),
+  );
   const gatewayCpuBefore = await gatewayCpuMs?.();
   const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
@@ -76,7 +89,12 @@ async function measure(callers: Client[], perClient: number, name: string, gatew
     p99: percentile(latencies, 99),
     perSecond: (latencies.length / elapsed) * 1000,
     clientCpuUs: (clientCpu.user + clientCpu.system) / latencies.length,
-    ...(gatewayCpuBefore !== undefined && gatewayCpuAfter !== undefined ? { gatewayCpuUs: ((gatewayCpuAfter - gatewayCpuBefore) * 1000) / latencies.length } : {}),
+    ...(gatewayCpuBefore !== undefined && gatewayCpuAfter !== undefined
+      ? {
+          gatewayCpuUs: ((gatewayCpuAfter.user + gatewayCpuAfter.system - gatewayCpuBefore.user - gatewayCpuBefore.system) * 1000) / latencies.length,
+          gatewaySystemUs: ((gatewayCpuAfter.system - gatewayCpuBefore.system) * 1000) / latencies.length,
+        }
+      : {}),
   };
 }
 
@@ -122,7 +140,7 @@ async function httpUpstream(): Promise<{ url: string; close(): Promise<void> }> 
 async function gatewayProcess(
   upstreams: Record<string, unknown>,
   dataDir: string,
-): Promise<{ url: string; key: string; cpuMs(): Promise<number>; close(): Promise<void> }> {
+): Promise<{ url: string; key: string; cpuMs(): Promise<{ user: number; system: number }>; close(): Promise<void> }> {
   const nodeArgs = process.env.BENCH_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const child = spawn(process.execPath, [...nodeArgs, fileURLToPath(import.meta.url), '--serve', JSON.stringify({ upstreams, dataDir })], {
     stdio: ['pipe', 'pipe', 'inherit'],
@@ -146,11 +164,12 @@ async function gatewayProcess(
   return {
     url,
     key,
-    // CPU time (user + system) the gateway process has used so far.
+    // CPU time (user and system, ms) the gateway process has used so far.
     cpuMs: async () => {
       const answer = nextLine();
       child.stdin!.write('cpu\n');
-      return Number(await answer);
+      const [user, system] = (await answer).split(' ').map(Number) as [number, number];
+      return { user, system };
     },
     close: async () => {
       const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -166,7 +185,7 @@ async function serve(spec: { upstreams: Record<string, unknown>; dataDir: string
   process.stdin.on('data', (chunk: Buffer) => {
     for (const _line of chunk.toString().split('\n').slice(1)) {
       const { user, system } = process.cpuUsage();
-      process.stdout.write(`${(user + system) / 1000}\n`);
+      process.stdout.write(`${user / 1000} ${system / 1000}\n`);
     }
   });
   process.stdin.on('end', () => void close().then(() => process.exit(0)));
@@ -224,7 +243,7 @@ function row(label: string, direct: Figures, through: Figures): string {
     `${label.padEnd(22)} direct p50 ${direct.p50.toFixed(3)} ms p99 ${direct.p99.toFixed(3)} ms ${direct.perSecond.toFixed(0).padStart(6)}/s | ` +
     `gateway p50 ${through.p50.toFixed(3)} ms p99 ${through.p99.toFixed(3)} ms ${through.perSecond.toFixed(0).padStart(6)}/s | ` +
     `added p50 ${added.toFixed(3)} ms (target <= 1) ${added <= 1 ? 'ok' : 'MISSED'}, throughput ${share.toFixed(0)}% of direct (target >= 80) ${share >= 80 ? 'ok' : 'MISSED'} | ` +
-    `cpu per call: clients ${direct.clientCpuUs.toFixed(0)} -> ${through.clientCpuUs.toFixed(0)} us, gateway process ${through.gatewayCpuUs?.toFixed(0) ?? '?'} us`
+    `cpu per call: clients ${direct.clientCpuUs.toFixed(0)} -> ${through.clientCpuUs.toFixed(0)} us, gateway process ${through.gatewayCpuUs?.toFixed(0) ?? '?'} us (kernel ${through.gatewaySystemUs?.toFixed(0) ?? '?'})`
   );
 }
 
