@@ -134,11 +134,20 @@ export function checkFraming(request: IncomingMessage): Refusal | undefined {
   return undefined;
 }
 
+/**
+ * Headers a `Connection` header may not declare hop-by-hop: dropping them would change how the upstream
+ * frames the body or which host it serves (`Connection: content-length` is a smuggling trick).
+ */
+const NEVER_HOP_BY_HOP = new Set(['content-length', 'host']);
+
 /** The request's headers as a flat [name, value, ...] list for forwarding: hop-by-hop headers removed. */
 export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined, alsoDrop: string[] = []): string[] {
   const drop = new Set([...HOP_BY_HOP, ...alsoDrop]);
   for (const value of [extraHopByHop ?? []].flat()) {
-    for (const name of value.split(',')) drop.add(name.trim().toLowerCase());
+    for (const name of value.split(',')) {
+      const lower = name.trim().toLowerCase();
+      if (!NEVER_HOP_BY_HOP.has(lower)) drop.add(lower);
+    }
   }
   const out: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -146,4 +155,16 @@ export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string |
     if (!drop.has(name.toLowerCase())) out.push(name, rawHeaders[i + 1] as string);
   }
   return out;
+}
+
+/**
+ * Upstream framing for a body streamed as it arrives. The client's Transfer-Encoding is hop-by-hop and was
+ * dropped, so a chunked body must be chunked again: otherwise Node writes its bytes unframed (it does not
+ * chunk GET, HEAD, DELETE or OPTIONS by default) and the upstream reads them as a second request. A body
+ * with a Content-Length keeps it; a buffered body gets its length from the content step.
+ */
+export function withBodyFraming(headers: string[], request: IncomingMessage, buffered: boolean): string[] {
+  if (buffered || request.headers['transfer-encoding'] === undefined) return headers;
+  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'content-length') return headers;
+  return [...headers, 'Transfer-Encoding', 'chunked'];
 }

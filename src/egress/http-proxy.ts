@@ -11,16 +11,16 @@ import { request as httpRequest, type IncomingMessage, type ServerResponse } fro
 import type { Duplex } from 'node:stream';
 import { authenticateCaller, clientOf, keyFromProxyAuthorization, type Caller, type Client } from './authenticate.js';
 import type { CheckedAddress } from './addresses.js';
-import { decideDestination, resolveAndCheck, type Destination } from './destination.js';
-import { checkFraming, checkHostHeader, forwardableHeaders, parseAbsoluteForm } from './http-message.js';
+import { checkTunnel, decideDestination, resolveAndCheck, type CheckedDestination, type Destination } from './destination.js';
+import { tunnelGate, type FirstBytes } from './first-bytes.js';
+import { checkFraming, checkHostHeader, forwardableHeaders, parseAbsoluteForm, withBodyFraming } from './http-message.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
 import { formatTarget, parseAuthority, printable } from './target.js';
-import { dial, splice, type FirstBytesGate } from './tunnel.js';
-import { readClientHelloSni } from './client-hello.js';
+import { dial, splice } from './tunnel.js';
 import { prepareRequest } from './content.js';
 import { forward } from './forward.js';
 
@@ -60,13 +60,24 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   const overLimit = limit(runtime, caller, 'connections');
   if (overLimit) return refuse(overLimit);
 
+  // An inspected tunnel is https by construction. One that is not has no scheme until its first bytes show
+  // TLS (see first-bytes.ts).
   const inspect = engine.inspects(target.host, caller.principal) && !runtime.isPassThrough(target.host);
-  const destination: Destination = inspect ? { target, scheme: 'https' } : { target };
-  const decision = decideDestination(engine, caller.principal, destination, correlationId);
-  if (decision instanceof Refusal) return refuse(decision);
-  facts.decision = decision;
-  const checked = await resolveAndCheck(engine, runtime.resolver, caller.principal, destination, correlationId);
-  if (checked instanceof Refusal) return refuse(checked);
+  let checked: CheckedDestination;
+  let tlsOnly = false;
+  if (inspect) {
+    const destination: Destination = { target, scheme: 'https' };
+    const decision = decideDestination(engine, caller.principal, destination, correlationId);
+    if (decision instanceof Refusal) return refuse(decision);
+    facts.decision = decision;
+    const result = await resolveAndCheck(engine, runtime.resolver, caller.principal, destination, correlationId);
+    if (result instanceof Refusal) return refuse(result);
+    checked = result;
+  } else {
+    const result = await checkTunnel(engine, runtime.resolver, caller.principal, target, correlationId);
+    if (result instanceof Refusal) return refuse(result);
+    ({ checked, tlsOnly } = result);
+  }
   facts.decision = checked.decision;
   if (checked.decision.needsInspection && !inspect) {
     return refuse(
@@ -88,8 +99,19 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   if (upstream instanceof Refusal) return refuse(upstream);
   const dialled = upstream.remoteAddress;
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-  const result = await splice(socket, upstream, runtime.limits, head, target.ip ? undefined : sniMustMatch(target.host));
-  facts.details = { address: dialled, inspected: false, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
+  const seen: FirstBytes = {};
+  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: checked.addresses.map((a) => a.address), correlationId, tlsOnly }, seen);
+  const result = await splice(socket, upstream, runtime.limits, head, gate, tlsOnly);
+  if (seen.decision) facts.decision = seen.decision;
+  facts.details = {
+    address: dialled,
+    inspected: false,
+    ...(seen.scheme ? { scheme: seen.scheme } : {}),
+    ...(seen.sni ? { sni: seen.sni } : {}),
+    bytesUp: result.bytesUp,
+    bytesDown: result.bytesDown,
+    ended: result.ended,
+  };
   if (result.refusal) facts.refusal = result.refusal;
   runtime.recorder.record(engine, facts);
 }
@@ -156,9 +178,9 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     port: target.port,
     method: request.method,
     path: prepared.pathAndQuery,
-    headers: prepared.headers as unknown as Record<string, string>,
+    headers: withBodyFraming(prepared.headers, request, prepared.body !== undefined) as unknown as Record<string, string>,
     setHost: false,
-    agent: runtime.httpAgent,
+    agent: runtime.httpAgents.for(caller),
   });
   const result = await forward(upstream, request, response, prepared, runtime.limits.idleTimeoutMs);
   if (result instanceof Error) return refuse(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${result.code ?? result.message})`));
@@ -167,17 +189,3 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
 }
 
 
-/**
- * No fronting on tunnels the proxy does not inspect either: if the client's first bytes are a TLS
- * ClientHello naming a server, it must be the CONNECT host. Non-TLS protocols pass untouched.
- */
-function sniMustMatch(host: string): FirstBytesGate {
-  return (data) => {
-    const hello = readClientHelloSni(data);
-    if (hello.kind === 'incomplete') return 'more';
-    if (hello.kind !== 'sni') return 'pass';
-    const name = hello.name.toLowerCase().replace(/\.$/, '');
-    if (name === host) return 'pass';
-    return new Refusal(403, 'sni-mismatch', `the TLS server name ${printable(hello.name)} differs from the CONNECT target ${host}`);
-  };
-}

@@ -16,7 +16,8 @@ import type { CheckedAddress } from './addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, type ContentTools } from './content.js';
 import { networkRequest } from './destination.js';
-import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm } from './http-message.js';
+import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm, withBodyFraming } from './http-message.js';
+import { PerCallerPools } from './pools.js';
 import { HeaderDeadlines } from './deadline.js';
 import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
 import type { InterceptResult, RequestInspector, Tunnel } from './inspect.js';
@@ -44,7 +45,8 @@ interface TunnelState {
 
 export function createInspector(runtime: Runtime, options: InspectionOptions): RequestInspector {
   const states = new WeakMap<object, TunnelState>();
-  const agent = new HttpsAgent({ keepAlive: true, maxFreeSockets: 64, ca: [...rootCertificates, ...(options.upstreamCa ?? [])] });
+  const ca = [...rootCertificates, ...(options.upstreamCa ?? [])];
+  const agents = new PerCallerPools(() => new HttpsAgent({ keepAlive: true, maxFreeSockets: 64, timeout: 30_000, ca }));
   const server = createHttpServer({
     maxHeaderSize: runtime.limits.maxHeaderBytes,
     requireHostHeader: false, // checkHostHeader refuses a missing Host with a reason
@@ -67,7 +69,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     }
     deadlines.clear(request.socket);
     response.once('finish', () => deadlines.arm(request.socket));
-    handleInspected(runtime, options, agent, state, request, response).catch((error: unknown) => {
+    handleInspected(runtime, options, agents, state, request, response).catch((error: unknown) => {
       writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
     });
   });
@@ -147,7 +149,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
 async function handleInspected(
   runtime: Runtime,
   options: InspectionOptions,
-  agent: HttpsAgent,
+  agents: PerCallerPools<HttpsAgent>,
   state: TunnelState,
   request: IncomingMessage,
   response: ServerResponse,
@@ -214,9 +216,9 @@ async function handleInspected(
     ...(target.ip ? {} : { servername: target.host }),
     method: request.method,
     path: prepared.pathAndQuery,
-    headers: prepared.headers as unknown as Record<string, string>,
+    headers: withBodyFraming(prepared.headers, request, prepared.body !== undefined) as unknown as Record<string, string>,
     setHost: false,
-    agent,
+    agent: agents.for(caller),
   });
   const outcome = await forward(upstream, request, response, prepared, runtime.limits.idleTimeoutMs);
   const result =

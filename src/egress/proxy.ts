@@ -3,6 +3,7 @@
  * (agents outside a sandbox, authenticated by key), and a Unix socket per session (the socket is the
  * identity). Both also speak SOCKS5, told apart by the first byte a client sends.
  */
+import { PerCallerPools } from './pools.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent as HttpAgent, createServer as createHttpServer, type Server as HttpServer, type ServerResponse } from 'node:http';
@@ -89,7 +90,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     limits,
     connections: new RateLimiter(limits.connectionsPerSecond),
     requests: new RateLimiter(limits.requestsPerSecond),
-    httpAgent: new HttpAgent({ keepAlive: true, maxFreeSockets: 256, scheduling: 'lifo' }),
+    httpAgents: new PerCallerPools(() => new HttpAgent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo', timeout: 30_000 })),
     clients: new WeakMap(),
     inspector: undefined,
     content: { ...(options.scanner ? { scanner: options.scanner } : {}), ...(options.placeholders ? { placeholders: options.placeholders } : {}), ...(options.resolveSecret ? { resolveSecret: options.resolveSecret } : {}) },
@@ -166,7 +167,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       const closing = [closeServer(tcp), ...(socks ? [closeServer(socks)] : []), ...[...sessions].map((s) => s.close())];
       for (const socket of sockets) socket.destroy();
       await Promise.all(closing);
-      runtime.httpAgent.destroy();
+      runtime.httpAgents.destroy();
       http.server.close();
       if (ownSocketDir) rmSync(ownSocketDir, { recursive: true, force: true });
     },

@@ -2,6 +2,7 @@
  * What every listener and step of one proxy shares: the policy holder, the recorder, the resolver, the
  * limits. Built once by `startEgressProxy`; steps read `policy.current` per connection so reloads apply.
  */
+import { PerCallerPools } from './pools.js';
 import type { Agent as HttpAgent } from 'node:http';
 import type { EgressSettings } from '../config/schema.js';
 import type { PolicyHolder } from '../policy/engine.js';
@@ -20,7 +21,8 @@ export interface Runtime {
   limits: EgressSettings['limits'];
   connections: RateLimiter;
   requests: RateLimiter;
-  httpAgent: HttpAgent;
+  /** Keep-alive pools for plain HTTP upstreams, one per caller. */
+  httpAgents: PerCallerPools<HttpAgent>;
   /** Who is behind each client socket (set by the listener that accepted it). */
   clients: WeakMap<object, Client>;
   /** TLS inspection; undefined when no CA is configured (inspection requests are then refused). */
