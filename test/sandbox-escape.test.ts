@@ -192,17 +192,25 @@ for (const identity of identities()) {
          const spec = JSON.parse(process.argv[2]);
          await launchBubblewrap(spec);
          setTimeout(() => console.log('ready'), 300);
-         setInterval(() => {}, 1000);`,
+         // Bounded: if the test never kills it, it goes away by itself.
+         setTimeout(() => process.exit(0), 60000);`,
       );
       const sleeper = (seconds: number): string => `sh -c 'sleep ${seconds}; echo ${marker}'`;
       const spec = { ...base(), stdio: 'pipe', command: ['sh', '-c', `(setsid ${sleeper(3600)} &) ; nohup ${sleeper(3601)} & ${sleeper(3602)}`] };
       const parent = spawn(process.execPath, [helper, JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
-      await new Promise<void>((resolve) => parent.stdout.once('data', () => resolve()));
-      assert.ok(processesWith(marker).length >= 2, 'the sandboxed sleepers started');
-      parent.kill('SIGKILL');
-      const deadline = Date.now() + 5000;
-      while (processesWith(marker).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-      assert.deepEqual(processesWith(marker), []);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          parent.stdout.once('data', () => resolve());
+          parent.once('exit', () => reject(new Error('the parent exited before the sandbox started')));
+        });
+        assert.ok(processesWith(marker).length >= 2, 'the sandboxed sleepers started');
+        parent.kill('SIGKILL');
+        const deadline = Date.now() + 5000;
+        while (processesWith(marker).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.deepEqual(processesWith(marker), []);
+      } finally {
+        parent.kill('SIGKILL');
+      }
     });
 
     test('cannot push input into its terminal with TIOCSTI', async () => {
