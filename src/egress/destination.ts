@@ -48,27 +48,70 @@ export function networkRequest(principal: Principal, destination: Destination, c
 /**
  * Step "decide": the host-level decision, before any DNS query leaves for a host that is denied anyway (a
  * query is itself a way to leak data). Undefined means "decide after resolving": the target is an IP literal,
- * or no rule names the host but a rule allowing by CIDR might cover its addresses.
+ * or no rule names the host but a rule allowing by CIDR might cover its addresses for this principal and port.
  */
 export function decideDestination(engine: PolicyEngine, principal: Principal, destination: Destination, correlationId: string): Decision | Refusal | undefined {
   if (destination.target.ip) return undefined;
   const decision = engine.decide(networkRequest(principal, destination, correlationId));
   if (isAllowed(decision)) return decision;
-  if (decision.rules.length === 0 && allowsByCidr(engine)) return undefined;
+  if (decision.rules.length === 0 && engine.mayAllowByAddress(principal, destination.target.port)) return undefined;
   return policyRefusal(decision, destination.target.host);
 }
 
-const cidrAllowCache = new WeakMap<PolicyEngine, boolean>();
+/**
+ * The decide and resolve-check steps for a byte tunnel the proxy does not inspect (CONNECT, SOCKS5). When it
+ * opens, nothing says what it will carry, so it is decided without a scheme. If only rules that name
+ * `schemes:` could allow it, it is decided again as `https`, and allowed on condition that the client's first
+ * bytes are a TLS ClientHello (`tlsOnly`; see first-bytes.ts, which also decides again once TLS is seen).
+ */
+export async function checkTunnel(
+  engine: PolicyEngine,
+  resolver: Resolver,
+  principal: Principal,
+  target: Target,
+  correlationId: string,
+): Promise<{ checked: CheckedDestination; tlsOnly: boolean } | Refusal> {
+  const plain = await decideAndCheck(engine, resolver, principal, { target }, correlationId);
+  if (!(plain instanceof Refusal)) return { checked: plain, tlsOnly: false };
+  if ((plain.reason !== 'policy-denied' && plain.reason !== 'blocked-address') || !readsScheme(engine)) return plain;
+  const tls = await decideAndCheck(engine, resolver, principal, { target, scheme: 'https' }, correlationId);
+  return tls instanceof Refusal ? plain : { checked: tls, tlsOnly: true };
+}
 
-/** Whether any allow rule names an IP or CIDR (computed once per compiled policy). */
-function allowsByCidr(engine: PolicyEngine): boolean {
-  let found = cidrAllowCache.get(engine);
+async function decideAndCheck(
+  engine: PolicyEngine,
+  resolver: Resolver,
+  principal: Principal,
+  destination: Destination,
+  correlationId: string,
+): Promise<CheckedDestination | Refusal> {
+  const decision = decideDestination(engine, principal, destination, correlationId);
+  if (decision instanceof Refusal) return decision;
+  return resolveAndCheck(engine, resolver, principal, destination, correlationId);
+}
+
+/** The decision for a tunnel once its first bytes showed TLS: the same destination, as `https`. */
+export function decideTls(engine: PolicyEngine, principal: Principal, target: Target, addresses: string[], correlationId: string): Decision | Refusal {
+  const decision = engine.decide(networkRequest(principal, { target, scheme: 'https' }, correlationId, addresses));
+  if (!isAllowed(decision)) return policyRefusal(decision, target.host);
+  if (decision.needsInspection) {
+    return new Refusal(403, 'needs-inspection', `rules for ${target.host} over TLS allow only some methods or paths, which needs TLS inspection of this host`, decision.rules);
+  }
+  return decision;
+}
+
+const schemeCache = new WeakMap<PolicyEngine, boolean>();
+
+/** Whether any network rule can depend on the scheme (`schemes:`, or a condition that reads it). */
+export function readsScheme(engine: PolicyEngine): boolean {
+  let found = schemeCache.get(engine);
   if (found === undefined) {
-    found = engine.document.network.some((rule) => rule.allow?.some((entry) => ipaddr.isValid(entry.replace(/^\[|\]$/g, '')) || ipaddr.isValidCIDR(entry)) ?? false);
-    cidrAllowCache.set(engine, found);
+    found = engine.document.network.some((rule) => rule.schemes !== undefined || (rule.when?.includes('scheme') ?? false));
+    schemeCache.set(engine, found);
   }
   return found;
 }
+
 
 /**
  * Step "resolve-check": resolves once, checks every answer against the default-blocked ranges and against

@@ -187,5 +187,3 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
   runtime.recorder.record(engine, facts);
 }
-
-

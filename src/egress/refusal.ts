@@ -19,6 +19,7 @@ export type ReasonCode =
   | 'resolve-failed'
   | 'needs-inspection'
   | 'sni-mismatch'
+  | 'needs-tls'
   | 'secret-detected'
   | 'placeholder-exfiltration'
   | 'credential-over-plaintext'

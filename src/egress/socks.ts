@@ -7,7 +7,8 @@
  */
 import type { Socket } from 'node:net';
 import { authenticateCaller, clientOf, type Caller, type Client } from './authenticate.js';
-import { decideDestination, resolveAndCheck } from './destination.js';
+import { checkTunnel, decideDestination } from './destination.js';
+import { tunnelGate, type FirstBytes } from './first-bytes.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
@@ -137,30 +138,42 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   const notAdmitted = auditHealthy(runtime) ?? limit(runtime, caller, 'connections');
   if (notAdmitted) return refuse(notAdmitted, REPLY.generalFailure);
 
-  const destination = { target };
-  const decision = decideDestination(engine, caller.principal, destination, correlationId);
-  if (decision instanceof Refusal) return refuse(decision, REPLY.notAllowed);
-  facts.decision = decision;
   if (engine.inspects(target.host, caller.principal) && !runtime.isPassThrough(target.host)) {
+    const decision = decideDestination(engine, caller.principal, { target, scheme: 'https' }, correlationId);
+    if (decision instanceof Refusal) return refuse(decision, REPLY.notAllowed);
     return refuse(new Refusal(403, 'needs-inspection', `${target.host} is inspected; reach it through the HTTP proxy (CONNECT), not SOCKS`), REPLY.notAllowed);
   }
-  const checked = await resolveAndCheck(engine, runtime.resolver, caller.principal, destination, correlationId);
+  // No scheme until the first bytes show TLS (see first-bytes.ts).
+  const checked = await checkTunnel(engine, runtime.resolver, caller.principal, target, correlationId);
   if (checked instanceof Refusal) {
     return refuse(checked, checked.reason === 'resolve-failed' ? REPLY.hostUnreachable : REPLY.notAllowed);
   }
-  facts.decision = checked.decision;
-  if (checked.decision.needsInspection) {
-    return refuse(new Refusal(403, 'needs-inspection', `rules for ${target.host} allow only some methods or paths, which SOCKS cannot show`, checked.decision.rules), REPLY.notAllowed);
+  facts.decision = checked.checked.decision;
+  if (checked.checked.decision.needsInspection) {
+    return refuse(new Refusal(403, 'needs-inspection', `rules for ${target.host} allow only some methods or paths, which SOCKS cannot show`, checked.checked.decision.rules), REPLY.notAllowed);
   }
-  const upstream = await dial(checked.addresses, target.port);
+  const addresses = checked.checked.addresses;
+  const upstream = await dial(addresses, target.port);
   if (upstream instanceof Refusal) return refuse(upstream, REPLY.connectionRefused);
   const dialled = upstream.remoteAddress;
 
   const early = reader.finish();
   socket.write(reply(REPLY.succeeded));
   socket.resume();
-  const result = await splice(socket, upstream, runtime.limits, early);
-  facts.details = { ...facts.details, address: dialled, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
+  const seen: FirstBytes = {};
+  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: addresses.map((a) => a.address), correlationId, tlsOnly: checked.tlsOnly }, seen);
+  const result = await splice(socket, upstream, runtime.limits, early, gate, checked.tlsOnly);
+  if (seen.decision) facts.decision = seen.decision;
+  if (result.refusal) facts.refusal = result.refusal;
+  facts.details = {
+    ...facts.details,
+    address: dialled,
+    ...(seen.scheme ? { scheme: seen.scheme } : {}),
+    ...(seen.sni ? { sni: seen.sni } : {}),
+    bytesUp: result.bytesUp,
+    bytesDown: result.bytesDown,
+    ended: result.ended,
+  };
   runtime.recorder.record(engine, facts);
 }
 

@@ -124,8 +124,12 @@ export type FirstBytesGate = (data: Buffer) => 'pass' | 'more' | Refusal;
 
 const GATE_MAX_BYTES = 20 * 1024;
 
-/** Joins client and upstream until both are done. `head` is anything the client sent ahead of the splice. */
-export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, head?: Buffer, gate?: FirstBytesGate): Promise<SpliceResult> {
+/**
+ * Joins client and upstream until both are done. `head` is anything the client sent ahead of the splice.
+ * With `holdDownstream`, the server's bytes wait too until the gate passes (for tunnels that must begin
+ * with the client's TLS handshake).
+ */
+export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, head?: Buffer, gate?: FirstBytesGate, holdDownstream = false): Promise<SpliceResult> {
   return new Promise((resolve) => {
     let ended: SpliceResult['ended'] = 'closed';
     let refusal: Refusal | undefined;
@@ -156,8 +160,11 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
       finish();
     });
     const downstream = downstreams.get(upstream);
-    if (downstream) downstream.attach(client);
-    else upstream.pipe(client);
+    const attach = (): void => {
+      if (downstream) downstream.attach(client);
+      else upstream.pipe(client);
+    };
+    if (!gate || !holdDownstream) attach();
     if (!gate) {
       if (head && head.length > 0) upstream.write(head);
       client.pipe(upstream);
@@ -165,14 +172,20 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
     }
     let pending = head ?? Buffer.alloc(0);
     const judge = (): boolean => {
-      const verdict = pending.length > GATE_MAX_BYTES ? 'pass' : gate(pending);
-      if (verdict === 'more') return false;
+      let verdict = gate(pending);
+      if (verdict === 'more') {
+        if (pending.length <= GATE_MAX_BYTES) return false;
+        // A gate that still wants more past the limit is never passed by default (fail closed).
+        verdict = new Refusal(400, 'bad-request', `the tunnel's first ${GATE_MAX_BYTES} bytes did not complete what the proxy must check`);
+      }
       client.off('data', onData);
+      client.off('end', onEnd);
       if (verdict instanceof Refusal) {
         refusal = verdict;
         abort('refused')();
         return true;
       }
+      if (holdDownstream) attach();
       if (pending.length > 0) upstream.write(pending);
       client.pipe(upstream);
       return true;
@@ -181,8 +194,21 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       judge();
     };
+    // The client half-closed before its first bytes could be judged: with nothing sent, the upstream just
+    // sees the end; a fragment is never passed on unjudged.
+    const onEnd = (): void => {
+      client.off('data', onData);
+      if (pending.length === 0 && !holdDownstream) {
+        upstream.end();
+        return;
+      }
+      if (pending.length > 0) refusal = new Refusal(400, 'bad-request', 'the client ended the tunnel before the proxy could check its first bytes');
+      abort(pending.length > 0 ? 'refused' : 'closed')();
+    };
     if (pending.length === 0 || !judge()) {
+      if (client.readableEnded) return onEnd();
       client.on('data', onData);
+      client.once('end', onEnd);
       client.resume();
     }
   });
