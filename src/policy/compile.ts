@@ -23,6 +23,7 @@ import {
   fileAccessLabel,
   filesystemPaths,
   mismatch,
+  scopeMismatch,
   type CompiledRule,
   type CredentialRule,
   type Facts,
@@ -744,13 +745,24 @@ class CompiledPolicy implements PolicyEngine {
     return view;
   }
 
+  mayAllowByAddress(principal: Principal, port: number): boolean {
+    const p = this.principal(principal);
+    return this.rules.network.some(
+      (rule) =>
+        rule.effect === 'allow' &&
+        rule.cidrs.length > 0 &&
+        scopeMismatch(rule, p) === null &&
+        (!rule.ports || rule.ports.some(([low, high]) => port >= low && port <= high)),
+    );
+  }
+
   inspects(host: string, principal: Principal): boolean {
     const normalised = normaliseHost(host);
     if (normalised.kind !== 'name') return false;
     const p = this.principal(principal);
     let found = false;
     this.inspectHosts.lookup(normalised.name, (rule) => {
-      if (!found && (!rule.agents && !rule.teams ? true : (p.agent !== undefined && rule.agents?.has(p.agent)) || p.teams.some((t) => rule.teams?.has(t)))) found = true;
+      if (!found && scopeMismatch(rule, p) === null) found = true;
     });
     return found;
   }

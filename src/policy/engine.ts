@@ -57,6 +57,11 @@ export interface PolicyEngine {
   /** Credential grants that apply to a principal (scope and node labels already applied). */
   grants(principal: Principal): CredentialGrant[];
   filesystemView(principal: Principal): FilesystemView;
+  /**
+   * Whether some allow rule by IP or CIDR could admit this principal on this port. When none could, a name
+   * that no rule allows is denied without resolving it: a DNS query is itself a way to leak data.
+   */
+  mayAllowByAddress(principal: Principal, port: number): boolean;
   /** Whether a network rule asks for TLS inspection of this host for this principal. */
   inspects(host: string, principal: Principal): boolean;
 }

@@ -206,7 +206,7 @@ export function mismatch(rule: CompiledRule, facts: Facts, context: () => CelCon
   return null;
 }
 
-function scopeMismatch(rule: RuleBase, principal: NormalisedPrincipal): string | null {
+export function scopeMismatch(rule: RuleBase, principal: NormalisedPrincipal): string | null {
   if (!rule.agents && !rule.teams) return null;
   if (rule.agents && principal.agent !== undefined && rule.agents.has(principal.agent)) return null;
   if (rule.teams) for (const team of principal.teams) if (rule.teams.has(team)) return null;
