@@ -85,8 +85,12 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
     );
   }
 
-  if (inspect) {
-    if (!runtime.inspector) return refuse(new Refusal(502, 'unsupported', `the policy asks to inspect ${target.host}, but this proxy has no CA for TLS inspection`));
+  if (inspect && !runtime.inspector) return refuse(new Refusal(502, 'unsupported', `the policy asks to inspect ${target.host}, but this proxy has no CA for TLS inspection`));
+  // Sync audit mode: the decision is durable before anything is dialled or flows.
+  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
+  if (unrecorded) return refuse(unrecorded);
+
+  if (inspect && runtime.inspector) {
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     const result = await runtime.inspector.intercept(socket, head, { target, addresses: checked.addresses, caller, correlationId, listener: client.listener });
     facts.details = { address: result.address, inspected: true, sni: result.sni, requests: result.requests, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
@@ -172,6 +176,8 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     maxInspectedBytes: runtime.limits.maxInspectedBytes,
   }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
+  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
+  if (unrecorded) return refuse(unrecorded);
   const upstream = httpRequest({
     host: address.address,
     family: address.family,

@@ -204,6 +204,8 @@ async function handleInspected(
     maxInspectedBytes: runtime.limits.maxInspectedBytes,
   }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
+  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
+  if (unrecorded) return refuse(unrecorded);
 
   const address = tunnel.addresses[0] as CheckedAddress;
   state.address = address.address;

@@ -55,6 +55,12 @@ export interface EgressProxyOptions {
   placeholders?: PlaceholderRegistry;
   /** The vault: a secret's real value by name, for header injection. */
   resolveSecret?: ResolveSecret;
+  /**
+   * Sync audit mode (`audit.mode: sync`): each allowed connection's and request's decision record is
+   * acknowledged by the audit log before the first byte flows. Batch mode (false, the default) records when
+   * the connection or request ends, without making traffic wait.
+   */
+  awaitAudit?: boolean;
   /** Directory for session sockets; a private temporary directory by default. */
   socketDir?: string;
 }
@@ -84,7 +90,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   const passThrough = (settings.passThrough ?? []).map(parsePassThrough);
   const runtime: Runtime = {
     policy: options.policy,
-    recorder: new Recorder(options.audit, options.node ?? 'local'),
+    recorder: new Recorder(options.audit, options.node ?? 'local', options.awaitAudit ?? false),
     resolver: (host) => (fixedNames.has(host) ? overrides(host) : baseResolver(host)),
     authenticate: options.authenticate,
     limits,

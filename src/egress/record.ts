@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { AuditLog, AuditRecord, RecordEffect } from '../audit/record.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision, Principal } from '../policy/types.js';
-import type { Refusal } from './refusal.js';
+import { Refusal } from './refusal.js';
 
 export interface Facts {
   action: 'connect' | 'request';
@@ -19,6 +19,8 @@ export interface Facts {
   decision?: Decision | undefined;
   refusal?: Refusal | undefined;
   details: Record<string, unknown>;
+  /** Set once the decision's own record was written ahead of the traffic (sync audit mode). */
+  decisionRecorded?: boolean;
 }
 
 export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): AuditRecord {
@@ -57,8 +59,11 @@ export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): A
 }
 
 /**
- * Appends without making the data path wait; a failed append trips `failed`, after which the proxy refuses
- * new connections (fail closed: nothing proceeds without evidence).
+ * Appends records for the data path. In batch audit mode (the default) nothing waits: the one record of a
+ * connection or request is appended when it ends, and a failed append trips `failed`, after which the proxy
+ * refuses new connections (fail closed: nothing proceeds without evidence). In sync mode (`awaitDecisions`),
+ * the decision is also recorded, and acknowledged, before the first byte flows (`decided`); the record at the
+ * end then becomes `<action>.end`, carrying the bytes and duration under the same correlation id.
  */
 export class Recorder {
   failed: Error | undefined;
@@ -66,10 +71,35 @@ export class Recorder {
   constructor(
     private readonly log: AuditLog,
     private readonly node: string,
+    readonly awaitDecisions = false,
   ) {}
 
+  /**
+   * The allowed decision, before any traffic: in sync mode its record is appended and awaited; a failed
+   * append is a refusal. In batch mode it does nothing.
+   */
+  async decided(engine: PolicyEngine, facts: Facts): Promise<Refusal | undefined> {
+    if (!this.awaitDecisions) return undefined;
+    try {
+      await this.log.append(buildRecord(this.node, engine, facts));
+      facts.decisionRecorded = true;
+      return undefined;
+    } catch (error) {
+      this.failed = error instanceof Error ? error : new Error(String(error));
+      return new Refusal(503, 'audit-unavailable', 'the audit log cannot be written, so no connection may proceed');
+    }
+  }
+
   record(engine: PolicyEngine, facts: Facts): void {
-    this.log.append(buildRecord(this.node, engine, facts)).catch((error: unknown) => {
+    const record = buildRecord(this.node, engine, facts);
+    if (facts.decisionRecorded) {
+      record.action = `${facts.action}.end`;
+      if (!facts.refusal) {
+        record.effect = 'info';
+        record.reason = 'ended';
+      }
+    }
+    this.log.append(record).catch((error: unknown) => {
       this.failed = error instanceof Error ? error : new Error(String(error));
     });
   }

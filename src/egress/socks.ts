@@ -152,6 +152,8 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   if (checked.checked.decision.needsInspection) {
     return refuse(new Refusal(403, 'needs-inspection', `rules for ${target.host} allow only some methods or paths, which SOCKS cannot show`, checked.checked.decision.rules), REPLY.notAllowed);
   }
+  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
+  if (unrecorded) return refuse(unrecorded, REPLY.generalFailure);
   const addresses = checked.checked.addresses;
   const upstream = await dial(addresses, target.port);
   if (upstream instanceof Refusal) return refuse(upstream, REPLY.connectionRefused);
