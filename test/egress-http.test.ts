@@ -53,6 +53,19 @@ describe('egress HTTP proxy', () => {
     assert.ok(typeof record.details?.bytesDown === 'number' && record.details.bytesDown > 0);
   });
 
+  it('names the target as Host upstream for an HTTP/1.0 request that has none', async () => {
+    const raw = await rawExchange(
+      gate.proxy.address.port,
+      `GET http://api.test:${echo.port}/old-client HTTP/1.0\r\nProxy-Authorization: Bearer key-alice\r\n\r\n`,
+      3_000,
+      true,
+    );
+    assert.match(raw, /^HTTP\/1\.1 200 /, raw.slice(0, 120));
+    const seen = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as { url: string; headers: Record<string, string> };
+    assert.equal(seen.url, '/old-client');
+    assert.equal(seen.headers.host, `api.test:${echo.port}`);
+  });
+
   it('asks for an agent key (407) when none is given, and rejects an unknown key', async () => {
     const none = await curl(['-x', gate.url, `http://api.test:${echo.port}/`]);
     assert.equal(none.status, 407);

@@ -19,7 +19,7 @@ import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
-import { formatTarget, parseAuthority, printable } from './target.js';
+import { formatTarget, parseAuthority, printable, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
 import { prepareRequest } from './content.js';
 import { forward } from './forward.js';
@@ -184,7 +184,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     port: target.port,
     method: request.method,
     path: prepared.pathAndQuery,
-    headers: withBodyFraming(prepared.headers, request, prepared.body !== undefined) as unknown as Record<string, string>,
+    headers: withBodyFraming(withHost(prepared.headers, target), request, prepared.body !== undefined) as unknown as Record<string, string>,
     setHost: false,
     agent: runtime.httpAgents.for(caller),
   });
@@ -192,4 +192,13 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   if (result instanceof Error) return refuse(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${result.code ?? result.message})`));
   facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
   runtime.recorder.record(engine, facts);
+}
+
+/**
+ * An HTTP/1.0 client may leave Host out (its absolute URI names the destination); the proxy speaks HTTP/1.1
+ * upstream, where Host is required, so it names the checked target.
+ */
+function withHost(headers: string[], target: Target): string[] {
+  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'host') return headers;
+  return [...headers, 'Host', formatTarget(target)];
 }
