@@ -16,7 +16,8 @@
  * CPU time per call is printed for the clients' process and the gateway's: on a shared machine the latencies
  * and rates move with other load, the CPU per call much less.
  *
- * Run: node dist/bench/gateway.js [--calls N]   (default 400 calls per client-1 run, 40 per client at 32)
+ * Run: node dist/bench/gateway.js [--calls N] [--only calls|lists]   (default 400 calls per client-1 run, 40 per client at 32)
+ * Profile the gateway: BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/bench/gateway.js
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -41,6 +42,9 @@ const callsFlag = process.argv.indexOf('--calls');
 const CALLS = callsFlag > 0 ? Number(process.argv[callsFlag + 1]) : 400;
 const PER_CLIENT_AT_32 = Math.max(10, Math.round(CALLS / 10));
 const WARMUP_CALLS = 300;
+const LIST_ROUNDS = 50;
+const onlyFlag = process.argv.indexOf('--only');
+const ONLY = onlyFlag > 0 ? process.argv[onlyFlag + 1] : undefined;
 
 interface Figures {
   p50: number;
@@ -281,7 +285,7 @@ async function benchLists(dataDir: string): Promise<void> {
   const cold = await client!.listTools();
   const coldMs = performance.now() - t;
   const warm: number[] = [];
-  for (let i = 0; i < 50; i += 1) {
+  for (let i = 0; i < LIST_ROUNDS; i += 1) {
     t = performance.now();
     await client!.listTools();
     warm.push(performance.now() - t);
@@ -303,8 +307,8 @@ if (serveFlag > 0) {
 } else {
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-gw-'));
   try {
-    await benchCalls(dataDir);
-    await benchLists(dataDir);
+    if (ONLY !== 'lists') await benchCalls(dataDir);
+    if (ONLY !== 'calls') await benchLists(dataDir);
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }

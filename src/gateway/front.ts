@@ -534,7 +534,7 @@ async function sendWebResponse(response: Response, res: ServerResponse): Promise
         const out: Record<string, string> = {};
         for (const [name, value] of Object.entries(headers)) if (!STREAM_ONLY_HEADERS.has(name)) out[name] = value;
         out['content-type'] = 'application/json';
-        out['content-length'] = String(Buffer.byteLength(json));
+        out['content-length'] = String(json.length);
         res.writeHead(response.status, out);
         res.end(json);
         return;
@@ -555,16 +555,20 @@ async function sendWebResponse(response: Response, res: ServerResponse): Promise
   res.end();
 }
 
-/** The data of an event stream chunk that holds exactly one unnamed or `message` event without an id; else undefined. */
-function singleEventData(chunk: Uint8Array): string | undefined {
-  const text = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString('utf8');
-  if (!text.endsWith('\n\n') || text.indexOf('\n\n') !== text.length - 2) return undefined;
-  const data: string[] = [];
-  for (const line of text.slice(0, -2).split('\n')) {
-    if (line.startsWith('data:')) data.push(line.slice(line.startsWith('data: ') ? 6 : 5));
-    else if (line !== 'event: message') return undefined;
-  }
-  return data.length > 0 ? data.join('\n') : undefined;
+const EVENT_PREFIX = Buffer.from('event: message\ndata: ');
+
+/**
+ * The data of an event stream chunk that holds exactly one `message` event with one data line and no id,
+ * the form the SDK writes a message in (JSON.stringify never writes a newline); else undefined.
+ * The bytes are returned as they are: a large list is neither decoded nor encoded again.
+ */
+function singleEventData(chunk: Uint8Array): Buffer | undefined {
+  const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  const end = bytes.length - 2;
+  if (end <= EVENT_PREFIX.length || bytes[end] !== 10 || bytes[end + 1] !== 10) return undefined;
+  if (!bytes.subarray(0, EVENT_PREFIX.length).equals(EVENT_PREFIX)) return undefined;
+  if (bytes.indexOf(10, EVENT_PREFIX.length) !== end) return undefined;
+  return bytes.subarray(EVENT_PREFIX.length, end);
 }
 
 function jsonRpcError(res: ServerResponse, status: number, code: number, message: string): void {
