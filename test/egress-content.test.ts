@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +20,7 @@ import { bridgeToSession, compile, curl, startTestProxy, startTlsEchoServer, typ
 const policy = (dlpAction: string): string => `
 network:
   - id: inspected
-    allow: [api.test, www.test]
+    allow: [api.test, www.test, stream.test]
     inspect: true
   - id: loopback-targets
     allow: [127.0.0.1]
@@ -38,6 +40,8 @@ describe('egress request content', () => {
   const caFile = join(dir, 'proxy-ca.pem');
   let gate: TestProxy;
   let api: Awaited<ReturnType<typeof startTlsEchoServer>>;
+  /** Streams back, as server-sent events, a real value it learnt earlier (no Content-Length). */
+  let stream: { port: number; close(): void };
   let session: EgressSession;
   let bridge: Awaited<ReturnType<typeof bridgeToSession>>;
   const placeholders = new PlaceholderRegistry();
@@ -55,12 +59,26 @@ describe('egress request content', () => {
     const publicCa = await CertificateAuthority.create('Test public CA');
     writeFileSync(caFile, proxyCa.certificatePem);
     api = await startTlsEchoServer(publicCa, 'api.test');
+    const pair = await publicCa.issue('stream.test');
+    const streamServer = createHttpsServer({ cert: pair.certificate, key: pair.key }, (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.write(`data: first ${realDeployKey}\n\n`);
+      setTimeout(() => response.end(`data: second ${realDeployKey}\n\n`), 50);
+    });
+    await new Promise<void>((resolve) => streamServer.listen(0, '127.0.0.1', resolve));
+    stream = {
+      port: (streamServer.address() as AddressInfo).port,
+      close: () => {
+        streamServer.closeAllConnections();
+        streamServer.close();
+      },
+    };
     gate = await startTestProxy(policy('block'), {
       ca: proxyCa,
       upstreamCa: [publicCa.certificatePem],
       scanner: createScanner(),
       placeholders,
-      settings: { resolve: { 'api.test': ['127.0.0.1'], 'www.test': ['127.0.0.1'] } },
+      settings: { resolve: { 'api.test': ['127.0.0.1'], 'www.test': ['127.0.0.1'], 'stream.test': ['127.0.0.1'] } },
     });
     session = await gate.proxy.openSession({ agent: 'alice' }, 'sess-c');
     bridge = await bridgeToSession(session.socketPath);
@@ -69,6 +87,7 @@ describe('egress request content', () => {
     await bridge.close();
     await gate.close();
     await api.close();
+    stream.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -115,5 +134,26 @@ describe('egress request content', () => {
     } finally {
       gate.holder.current = previous;
     }
+  });
+
+  it('gives the agent back its placeholder where the server reflects the real value', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('deploy-key'), realDeployKey);
+    const result = await viaSession(['-X', 'POST', '--data-binary', `deploy=${placeholder.value}`, `https://api.test:${api.port}/v1/echo`]);
+    assert.equal(result.status, 200, result.stderr + result.body);
+    assert.equal(api.requests.at(-1)?.body, `deploy=${realDeployKey}`, 'the server got the real value');
+    assert.ok(!result.body.includes(realDeployKey), 'the agent never reads the real value');
+    const echoed = JSON.parse(result.body) as { body: string };
+    assert.equal(echoed.body, `deploy=${placeholder.value}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const record = gate.audit.records.find((r) => r.action === 'request' && r.resource === `https://api.test:${api.port}/v1/echo`);
+    assert.equal(record?.details?.masked, 1);
+  });
+
+  it('masks a real value in a streamed response piece by piece, and it still streams', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('deploy-key'), realDeployKey);
+    const result = await viaSession(['-N', `https://stream.test:${stream.port}/events`]);
+    assert.equal(result.status, 200, result.stderr + result.body);
+    assert.equal(result.headers['transfer-encoding'], 'chunked', 'not held back to be measured');
+    assert.equal(result.body, `data: first ${placeholder.value}\n\ndata: second ${placeholder.value}\n\n`);
   });
 });

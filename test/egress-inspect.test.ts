@@ -192,9 +192,11 @@ describe('egress TLS inspection', () => {
         body: JSON.stringify({ key: placeholder.value }),
       });
       assert.equal(result.status, 200, result.body);
-      const seen = JSON.parse(result.body) as { headers: Record<string, string>; body: string };
-      assert.equal(seen.headers['x-deploy-key'], realDeployKey);
+      const seen = servers.api.requests.at(-1);
+      assert.equal(seen?.headers['x-deploy-key'], realDeployKey);
       assert.equal((JSON.parse(seen.body) as { key: string }).key, realDeployKey);
+      // The echo reflects the real value; the agent reads its placeholder instead.
+      assert.ok(!result.body.includes(realDeployKey) && result.body.includes(placeholder.value));
 
       const exfiltration = await httpsViaProxy({
         connectTo: { path: session.socketPath },

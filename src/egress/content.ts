@@ -15,6 +15,7 @@ import { isAllowed } from '../policy/types.js';
 import type { PlaceholderRegistry } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
 import { Refusal } from './refusal.js';
+import type { ResponseMask } from './forward.js';
 import type { Target } from './target.js';
 
 /** Looks up a secret's real value by name (the vault). Undefined when it is not there. */
@@ -200,6 +201,21 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
 
   if (outgoing.body) outgoing.headers = setHeader(outgoing.headers, 'content-length', String(outgoing.body.length));
   return outgoing;
+}
+
+/**
+ * The response step for a caller whose session holds placeholders: real values a server reflects back are
+ * put back as placeholders, so the agent never reads a secret it was only lent. Undefined when there is
+ * nothing to mask.
+ */
+export function responseMask(tools: ContentTools, caller: Caller): ResponseMask | undefined {
+  const registry = tools.placeholders;
+  const session = caller.session;
+  if (!registry || session === undefined || registry.sessionPlaceholders(session).length === 0) return undefined;
+  return (bytes) => {
+    const result = registry.mask(bytes, session);
+    return { bytes: result.text, count: result.masked.length };
+  };
 }
 
 function hasBody(request: IncomingMessage): boolean {

@@ -21,7 +21,7 @@ import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
 import { formatTarget, parseAuthority, printable, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
-import { prepareRequest } from './content.js';
+import { prepareRequest, responseMask } from './content.js';
 import { forward } from './forward.js';
 
 /** The first steps of both HTTP flows: audit health, then who is asking. */
@@ -188,9 +188,20 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     setHost: false,
     agent: runtime.httpAgents.for(caller),
   });
-  const result = await forward(upstream, request, response, prepared, runtime.limits.idleTimeoutMs);
+  const result = await forward(upstream, request, response, prepared, {
+    idleTimeoutMs: runtime.limits.idleTimeoutMs,
+    mask: responseMask(runtime.content, caller),
+    maskLimit: runtime.limits.maxInspectedBytes,
+  });
   if (result instanceof Error) return refuse(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${result.code ?? result.message})`));
-  facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
+  facts.details = {
+    ...facts.details,
+    status: result.status,
+    bytesUp: result.bytesUp,
+    bytesDown: result.bytesDown,
+    ...(result.masked ? { masked: result.masked } : {}),
+    ...(result.unmasked ? { unmasked: result.unmasked } : {}),
+  };
   runtime.recorder.record(engine, facts);
 }
 

@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import { rootCertificates, TLSSocket } from 'node:tls';
 import type { CheckedAddress } from './addresses.js';
 import type { CertificateAuthority } from './ca.js';
-import { prepareRequest, type ContentTools } from './content.js';
+import { prepareRequest, responseMask, type ContentTools } from './content.js';
 import { networkRequest } from './destination.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm, withBodyFraming } from './http-message.js';
 import { PerCallerPools } from './pools.js';
@@ -222,7 +222,11 @@ async function handleInspected(
     setHost: false,
     agent: agents.for(caller),
   });
-  const outcome = await forward(upstream, request, response, prepared, runtime.limits.idleTimeoutMs);
+  const outcome = await forward(upstream, request, response, prepared, {
+    idleTimeoutMs: runtime.limits.idleTimeoutMs,
+    mask: responseMask(options, caller),
+    maskLimit: runtime.limits.maxInspectedBytes,
+  });
   const result =
     outcome instanceof Error
       ? typeof outcome.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|ALTNAME/.test(outcome.code)
@@ -232,6 +236,13 @@ async function handleInspected(
   if (result instanceof Refusal) return refuse(result);
   state.bytesUp += result.bytesUp;
   state.bytesDown += result.bytesDown;
-  facts.details = { ...facts.details, status: result.status, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
+  facts.details = {
+    ...facts.details,
+    status: result.status,
+    bytesUp: result.bytesUp,
+    bytesDown: result.bytesDown,
+    ...(result.masked ? { masked: result.masked } : {}),
+    ...(result.unmasked ? { unmasked: result.unmasked } : {}),
+  };
   runtime.recorder.record(engine, facts);
 }
