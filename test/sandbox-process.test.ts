@@ -6,6 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { launchBubblewrap } from '../src/sandbox/bubblewrap.js';
+import { launchSandboxed } from '../src/sandbox/launch.js';
+import { JsonlAuditLog } from '../src/audit/jsonl.js';
+import { existsSync } from 'node:fs';
 import type { FilesystemView } from '../src/policy/engine.js';
 import { cleanup, hasBwrap, identities, runSandboxed, scratch, skipWithoutBwrap } from './sandbox-helpers.js';
 
@@ -82,6 +85,27 @@ for (const identity of identities()) {
     test('a missing bwrap is reported with how to install it', async () => {
       const result = await runSandboxed({ ...base(), command: ['true'], bwrapPath: join(home, 'not-bwrap') }).catch((error: Error) => error);
       assert.ok(result instanceof Error && /bwrap is not installed/.test(result.message));
+    });
+
+    test('a launch that cannot be recorded never runs the program', async () => {
+      // A real log on a device that is always full: every append fails with ENOSPC.
+      const audit = new JsonlAuditLog('/dev/full');
+      const marker = join(home, 'ran-without-audit');
+      await assert.rejects(
+        launchSandboxed({
+          command: ['sh', '-c', `touch ${marker}`],
+          principal: { agent: 'a' },
+          policy: { version: 'test', digest: 'sha256:0', filesystemView: () => view },
+          audit,
+          stdio: 'pipe',
+          home,
+          cwd: home,
+          ...(identity.user ? { user: identity.user } : {}),
+        }),
+        /ENOSPC|no space/i,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(existsSync(marker), false);
     });
   });
 }

@@ -75,7 +75,8 @@ async function runAction(command: string[], options: RunOptions, self: Command):
   if (options.dryRun) return dryRun(command, prepared, options.agent, options.json === true);
 
   const { launchSandboxed } = await import('../sandbox/launch.js');
-  const audit = await openAuditLog(prepared);
+  // Opened on first use: for a bubblewrap launch that is after bwrap is spawned, so the two overlap.
+  const audit = lazyAuditLog(() => openAuditLog(prepared));
   const view = prepared.view;
   const policy = loaded?.engine ?? { ...prepared.policy, filesystemView: () => view };
   let egress: { close(): Promise<void> } | undefined;
@@ -165,6 +166,16 @@ async function dryRun(command: string[], prepared: CachedLaunch, agent: string |
     for (const gap of plan.gaps) process.stdout.write(`gap: ${gap}\n`);
   }
   return 0;
+}
+
+function lazyAuditLog(open: () => Promise<import('../audit/record.js').AuditLog>): import('../audit/record.js').AuditLog {
+  let opened: Promise<import('../audit/record.js').AuditLog> | undefined;
+  return {
+    append: async (record) => (await (opened ??= open())).append(record),
+    close: async () => {
+      if (opened) await (await opened).close();
+    },
+  };
 }
 
 /**

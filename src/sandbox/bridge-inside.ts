@@ -30,13 +30,26 @@ const settings = JSON.parse(process.argv[2] ?? '{}') as Settings;
 const channel = settings.proxySocketPath ? undefined : new Socket({ fd: 3, readable: true, writable: true });
 let child: ReturnType<typeof spawn> | undefined;
 let nextId = 1;
+// The program starts once the bridge listens and, with Gatehouse outside, once Gatehouse says so (after it
+// has recorded the launch), so the bridge's own start-up overlaps Gatehouse's.
+let listening = false;
+let startRequested = false;
 
 const mux = channel && new Mux(channel, {
+  onStart: () => {
+    startRequested = true;
+    startProgram();
+  },
   onSignal: (name) => {
     if (child && name in constants.signals) child.kill(name as NodeJS.Signals);
   },
   // Losing Gatehouse outside means losing the audit trail: stop the program.
   onBroken: () => child?.kill('SIGKILL'),
+});
+// Gatehouse gone: before it said start, the program never runs; after, it is stopped (no audit trail).
+channel?.on('close', () => {
+  if (child) child.kill('SIGKILL');
+  else process.exit(125);
 });
 
 const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
@@ -61,6 +74,12 @@ for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR
 }
 
 server.listen(settings.port, '127.0.0.1', () => {
+  listening = true;
+  startProgram();
+});
+
+function startProgram(): void {
+  if (child || !listening || (mux && !startRequested)) return;
   const argv = settings.prlimit ? [...settings.prlimit, '--', ...settings.command] : settings.command;
   child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
   child.on('error', (error: NodeJS.ErrnoException) => {
@@ -68,7 +87,7 @@ server.listen(settings.port, '127.0.0.1', () => {
     finish(error.code === 'ENOENT' ? 127 : 126, null);
   });
   child.on('exit', (code, signal) => finish(code, signal));
-});
+}
 
 function finish(code: number | null, signal: NodeJS.Signals | null): void {
   server.close();

@@ -169,7 +169,10 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
     });
   });
 
+  const start = (): void => mux.send(FRAME.START, 0);
+  if (!spec.deferStart) start();
   return {
+    start,
     pid: child.pid,
     plan: invocation.plan,
     stdin: child.stdin as Writable | null,
@@ -179,6 +182,9 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
     kill(signal: NodeJS.Signals = 'SIGTERM') {
       if (signal === 'SIGKILL') {
         child.kill('SIGKILL');
+        // Also end the channel: the bridge stops the program when it loses Gatehouse, even if bwrap was
+        // killed before its die-with-parent chain was in place.
+        channel.destroy();
         return;
       }
       if (signal in constants.signals) mux.send(FRAME.SIGNAL, 0, Buffer.from(signal, 'latin1'));

@@ -133,16 +133,6 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     });
   }
 
-  // Durable before the program runs: a launch that cannot be recorded does not happen.
-  await request.audit.append(
-    record({
-      action: 'sandbox.launch',
-      effect: 'info',
-      reason: weaker.length > 0 ? `started with weaker isolation: ${weaker.join('; ')}` : `started in a ${driver} sandbox`,
-      details: { ...facts, ...(weaker.length > 0 ? { weaker } : {}) },
-    }),
-  );
-
   const spec: SandboxSpec = {
     command: request.command,
     view,
@@ -176,12 +166,35 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     },
   };
 
-  const child =
-    driver === 'bubblewrap'
-      ? await launchBubblewrap(spec)
-      : driver === 'container'
+  const recordLaunch = (): Promise<void> =>
+    request.audit.append(
+      record({
+        action: 'sandbox.launch',
+        effect: 'info',
+        reason: weaker.length > 0 ? `started with weaker isolation: ${weaker.join('; ')}` : `started in a ${driver} sandbox`,
+        details: { ...facts, ...(weaker.length > 0 ? { weaker } : {}) },
+      }),
+    );
+  let child: SandboxProcess;
+  if (driver === 'bubblewrap') {
+    // bwrap and the bridge start while the launch is recorded; the program itself waits for `start()`.
+    child = await launchBubblewrap({ ...spec, deferStart: true });
+    try {
+      await recordLaunch();
+    } catch (error) {
+      // Durable before the program runs: a launch that cannot be recorded does not happen.
+      child.kill('SIGKILL');
+      for (const stream of [child.stdin, child.stdout, child.stderr]) stream?.destroy();
+      throw error;
+    }
+    child.start?.();
+  } else {
+    await recordLaunch();
+    child =
+      driver === 'container'
         ? (await import('./container.js')).launchContainer(spec, { engine: choice.engine!, enginePath: choice.enginePath!, image: request.settings?.container?.image ?? 'node:20-bookworm-slim' })
         : launchDirect(spec);
+  }
   const exited = child.exited.then(async (status: ExitStatus) => {
     await request.audit
       .append(

@@ -24,6 +24,8 @@ export const FRAME = {
   SIGNAL: 6,
   /** inside → host: the program ended; payload is JSON `{code, signal}`. */
   EXIT: 7,
+  /** host → inside: the launch is recorded; start the program. */
+  START: 8,
 } as const;
 
 export const HEADER_BYTES = 9;
@@ -69,7 +71,7 @@ export class FrameReader {
       const type = buffer.readUInt8(offset);
       const id = buffer.readUInt32BE(offset + 1);
       const length = buffer.readUInt32BE(offset + 5);
-      if (type < FRAME.OPEN || type > FRAME.EXIT) throw new Error(`unknown frame type ${type}`);
+      if (type < FRAME.OPEN || type > FRAME.START) throw new Error(`unknown frame type ${type}`);
       if (length > MAX_FRAME) throw new Error(`frame of ${length} bytes exceeds ${MAX_FRAME}`);
       if (buffer.length - offset < HEADER_BYTES + length) {
         this.needed = HEADER_BYTES + length;
@@ -114,6 +116,7 @@ export class Mux {
       onOpen?: (id: number) => void;
       onSignal?: (signal: string) => void;
       onExit?: (status: { code: number | null; signal: string | null }) => void;
+      onStart?: () => void;
       onBroken?: (error: Error) => void;
     } = {},
   ) {
@@ -229,6 +232,9 @@ export class Mux {
         return;
       case FRAME.SIGNAL:
         this.handlers.onSignal?.(frame.payload.toString('latin1'));
+        return;
+      case FRAME.START:
+        this.handlers.onStart?.();
         return;
       case FRAME.EXIT:
         this.handlers.onExit?.(JSON.parse(frame.payload.toString('utf8')) as { code: number | null; signal: string | null });

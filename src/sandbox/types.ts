@@ -46,6 +46,8 @@ export interface SandboxSpec {
   bwrapPath?: string;
   /** Run the sandbox as this host user (Gatehouse must be root to switch); default: the current user. */
   user?: { uid: number; gid: number };
+  /** Spawn the sandbox but hold the program until `start()` (the launcher records the launch meanwhile). */
+  deferStart?: boolean;
   /** A connection the bridge could not deliver (no proxy for this session, or the proxy is gone). */
   onConnectionDenied?: (event: { stream: number; reason: string }) => void;
 }
@@ -68,4 +70,6 @@ export interface SandboxProcess {
   exited: Promise<ExitStatus>;
   /** Delivers a signal to the program inside (SIGKILL tears the whole sandbox down). */
   kill(signal?: NodeJS.Signals): void;
+  /** Lets a sandbox spawned with `deferStart` run its program (a no-op otherwise). */
+  start?(): void;
 }
