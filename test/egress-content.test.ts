@@ -138,9 +138,11 @@ describe('egress request content', () => {
 
   it('gives the agent back its placeholder where the server reflects the real value', async () => {
     const placeholder = placeholders.issue('sess-c', grant('deploy-key'), realDeployKey);
-    const result = await viaSession(['-X', 'POST', '--data-binary', `deploy=${placeholder.value}`, `https://api.test:${api.port}/v1/echo`]);
+    // --compressed asks for gzip; the proxy asks the server for a plain body instead, so it can mask it.
+    const result = await viaSession(['--compressed', '-X', 'POST', '--data-binary', `deploy=${placeholder.value}`, `https://api.test:${api.port}/v1/echo`]);
     assert.equal(result.status, 200, result.stderr + result.body);
     assert.equal(api.requests.at(-1)?.body, `deploy=${realDeployKey}`, 'the server got the real value');
+    assert.equal(api.requests.at(-1)?.headers['accept-encoding'], 'identity');
     assert.ok(!result.body.includes(realDeployKey), 'the agent never reads the real value');
     const echoed = JSON.parse(result.body) as { body: string };
     assert.equal(echoed.body, `deploy=${placeholder.value}`);

@@ -199,6 +199,9 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     if (injected.length > 0) facts.injected = injected;
   }
 
+  // A session holding placeholders gets its responses masked (see responseMask), which needs them readable:
+  // ask for no content coding.
+  if (responseMask(tools, caller)) outgoing.headers = setHeader(outgoing.headers, 'accept-encoding', 'identity');
   if (outgoing.body) outgoing.headers = setHeader(outgoing.headers, 'content-length', String(outgoing.body.length));
   return outgoing;
 }
