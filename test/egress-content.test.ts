@@ -115,6 +115,15 @@ describe('egress request content', () => {
     assert.deepEqual(Buffer.from(header ?? '', 'latin1'), Buffer.from(realUnicode, 'utf8'), 'the header carries the value as UTF-8 bytes');
   });
 
+  it('swaps a real value with multi-byte UTF-8 characters into a URL as percent-encoded UTF-8', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('unicode-password'), realUnicode);
+    const result = await viaSession([`https://api.test:${api.port}/v1/query?password=${placeholder.value}&x=1`]);
+    assert.equal(result.status, 200, result.stderr + result.body);
+    const seen = api.requests.at(-1);
+    assert.equal(seen?.url, `/v1/query?password=${encodeURIComponent(realUnicode)}&x=1`);
+    assert.equal(new URL(seen.url, 'https://api.test').searchParams.get('password'), realUnicode);
+  });
+
   it('in redact mode, redacts a real secret but still swaps the placeholder beside it', async () => {
     const previous = gate.holder.current;
     gate.holder.current = compile(policy('redact'));
