@@ -16,6 +16,7 @@ import { startNodeGateway, type RunningGateway } from '../gateway/index.js';
 import { openSecrets, PlaceholderRegistry } from '../secrets/index.js';
 import { startEgressProxy, type EgressProxy } from '../egress/index.js';
 import { openAgentRegistry } from '../agents/index.js';
+import { mcpServerLauncher } from '../sandbox/mcp.js';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/types.js';
@@ -118,24 +119,14 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   });
 
   // The data planes. Both authenticate agents by the keys in the store and take secrets from the vault and
-  // the configured providers; neither ever sees the other.
+  // the configured providers; neither ever sees the other. The proxy starts first: sandboxed MCP servers
+  // reach the network only through their own session on it.
   const secrets = openSecrets({ dataDir, settings: config.secrets, baseDir: dirname(configPath) });
   const resolveSecret = (secret: string): Promise<string> => secrets.resolveSecret(secret);
   const placeholders = new PlaceholderRegistry();
   let gateway: RunningGateway | undefined;
   let egress: EgressProxy | undefined;
   try {
-    if (config.gateway.enabled) {
-      gateway = await startNodeGateway({
-        config: options.gatewayListen ? { ...config, gateway: { ...config.gateway, listen: options.gatewayListen } } : config,
-        dataDir,
-        policy: holder,
-        audit,
-        node: name,
-        knownSecrets: await secrets.knownSecrets(),
-        resolveSecret,
-      });
-    }
     if (config.egress.enabled) {
       const agents = openAgentRegistry(dataDir);
       egress = await startEgressProxy({
@@ -148,6 +139,28 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         scanner: await secrets.createScanner(initial.engine.dlp),
         placeholders,
         resolveSecret,
+      });
+    }
+    if (config.gateway.enabled) {
+      const proxy = egress;
+      gateway = await startNodeGateway({
+        config: options.gatewayListen ? { ...config, gateway: { ...config.gateway, listen: options.gatewayListen } } : config,
+        dataDir,
+        policy: holder,
+        audit,
+        node: name,
+        knownSecrets: await secrets.knownSecrets(),
+        resolveSecret,
+        // Every stdio MCP server runs in its own sandbox as principal `mcp-server:<name>`, with the policy's
+        // filesystem view for that principal and, when the proxy runs, its own egress session.
+        launch: mcpServerLauncher({
+          policy: holder,
+          audit,
+          node: name,
+          settings: config.sandbox,
+          dataDir,
+          ...(proxy ? { proxySocketFor: async (principal) => (await proxy.openSession(principal)).socketPath } : {}),
+        }),
       });
     }
   } catch (error) {
