@@ -222,8 +222,7 @@ export class GatewayFront {
       return jsonRpcError(res, 400, -32600, 'Bad Request: send initialize first, then the Mcp-Session-Id it returns with every request');
     }
 
-    const request = toWebRequest(req);
-    const response = await session.transport.handleRequest(request, parsedBody === undefined ? {} : { parsedBody });
+    const response = await session.transport.handleRequest(sessionRequest(req), parsedBody === undefined ? {} : { parsedBody });
     if (response.status >= 400) {
       await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for ${req.method ?? '?'} on session ${session.id}`);
     }
@@ -482,14 +481,29 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | '
   return Buffer.concat(chunks);
 }
 
-function toWebRequest(req: IncomingMessage): Request {
+function webHeaders(req: IncomingMessage): Headers {
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined) continue;
     if (Array.isArray(value)) for (const item of value) headers.append(name, item);
     else headers.set(name, value);
   }
-  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers });
+  return headers;
+}
+
+function toWebRequest(req: IncomingMessage): Request {
+  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers: webHeaders(req) });
+}
+
+/**
+ * The request as the SDK's session transport reads it: `method` and `headers.get()` are all that
+ * WebStandardStreamableHTTPServerTransport.handleRequest and its POST/GET/DELETE handlers use (the body is
+ * passed parsed), and our handlers never read `ctx.http.req`. A full undici Request also parses the URL and
+ * creates an AbortSignal, which cost ~20 us of the gateway's CPU per call (profile: _Request 68 ms in 3,300
+ * calls). `url` is kept for anything that logs it.
+ */
+function sessionRequest(req: IncomingMessage): Request {
+  return { method: req.method ?? 'GET', url: `http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, headers: webHeaders(req) } as unknown as Request;
 }
 
 /** Headers that only make sense on an event stream, dropped when its one event is sent as plain JSON. */
