@@ -139,6 +139,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         scanner: await secrets.createScanner(initial.engine.dlp),
         placeholders,
         resolveSecret,
+        // In sync mode no byte flows before the connection's record is on disk.
+        awaitAudit: config.audit.mode === 'sync',
       });
     }
     if (config.gateway.enabled) {
