@@ -305,6 +305,16 @@ const serveFlag = process.argv.indexOf('--serve');
 if (serveFlag > 0) {
   await serve(JSON.parse(process.argv[serveFlag + 1]!) as { upstreams: Record<string, unknown>; dataDir: string });
 } else {
+  // The SDK client's Streamable HTTP transport passes one long-lived abort signal to every fetch, and the global
+  // fetch leaves a listener on it per request until garbage collection: past 1,500 Node warns on every request.
+  // That is this (the clients') process, not the gateway; say it once instead of a thousand times.
+  process.removeAllListeners('warning');
+  let warned = false;
+  process.on('warning', (warning) => {
+    if (warning.name !== 'MaxListenersExceededWarning') return console.error(warning);
+    if (!warned) console.error(`note (clients' process, SDK client + global fetch): ${warning.message}; further ones not shown`);
+    warned = true;
+  });
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-gw-'));
   try {
     if (ONLY !== 'lists') await benchCalls(dataDir);
