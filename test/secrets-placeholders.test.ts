@@ -210,3 +210,14 @@ test('every format gets a placeholder, and URLs and connection strings keep what
   assert.match(p.value, /^DefaultEndpointsProtocol=https;AccountName=acmeprod;AccountKey=[^;]+;EndpointSuffix=core\.windows\.net$/);
   assert.ok(!p.value.includes(key));
 });
+
+test('issues a placeholder for any real value, whatever its characters', () => {
+  const registry = new PlaceholderRegistry();
+  const grant = { ruleId: 'r', secret: 's', hosts: ['api.example.com'], servers: [] };
+  for (const real of ['pässwörd-€☃-𝄞-Zugangsschlüssel-7f3a9c', 'ß-ü-ö', '€☃', 'x𝄞y']) {
+    const placeholder = registry.issue('session-unicode', grant, real);
+    assert.match(placeholder.value, /^[\x20-\x7e]+$/, `an ASCII placeholder for ${real}`);
+    assert.notEqual(placeholder.value, real);
+    assert.equal(registry.swap(placeholder.value, 'session-unicode', { host: 'api.example.com' }).text, real);
+  }
+});

@@ -171,7 +171,8 @@ function alphabetOf(segment: string): string {
   if (/[a-z]/.test(segment)) alphabet += LOWER;
   if (/[A-Z]/.test(segment)) alphabet += UPPER;
   if (/[0-9]/.test(segment)) alphabet += DIGITS;
-  return alphabet;
+  // A segment of separators alone (`-` between non-ASCII characters, when merging): letters and digits.
+  return alphabet === '' ? LOWER + UPPER + DIGITS : alphabet;
 }
 
 function randomFrom(alphabet: string, length: number): string {
