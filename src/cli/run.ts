@@ -51,7 +51,8 @@ async function runAction(command: string[], options: RunOptions, self: Command):
   // Fast path: a cached derivation of this exact config, and no egress proxy to start.
   let prepared = cacheFile ? readCachedLaunch(cacheFile) : undefined;
   let loaded: { config: Config; engine: PolicyEngine } | undefined;
-  if (!prepared || prepared.needsEgress) {
+  // An allow that leads through a symlink needs the policy's own decision on where it leads (mount-plan.ts).
+  if (!prepared || prepared.needsEgress || (await import('../sandbox/mount-plan.js')).followsSymlinks(prepared.view)) {
     const { commandContext } = await import('./context.js');
     const { loadPolicy } = await import('../node/policy-source.js');
     const context = commandContext(globals, { requireConfig: false });
@@ -72,7 +73,7 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     if (cacheFile) writeCachedLaunch(cacheFile, prepared);
   }
 
-  if (options.dryRun) return dryRun(command, prepared, options.agent, options.json === true);
+  if (options.dryRun) return dryRun(command, prepared, options.agent, options.json === true, loaded?.engine, principal);
 
   const { launchSandboxed } = await import('../sandbox/launch.js');
   // Opened on first use: for a bubblewrap launch that is after bwrap is spawned, so the two overlap.
@@ -138,7 +139,14 @@ async function runAction(command: string[], options: RunOptions, self: Command):
   }
 }
 
-async function dryRun(command: string[], prepared: CachedLaunch, agent: string | undefined, json: boolean): Promise<number> {
+async function dryRun(
+  command: string[],
+  prepared: CachedLaunch,
+  agent: string | undefined,
+  json: boolean,
+  engine: PolicyEngine | undefined,
+  principal: import('../policy/types.js').Principal,
+): Promise<number> {
   const { bwrapInvocation } = await import('../sandbox/bubblewrap.js');
   const { rlimitsFrom, settingsFor } = await import('../sandbox/launch.js');
   const { homedir } = await import('node:os');
@@ -152,6 +160,7 @@ async function dryRun(command: string[], prepared: CachedLaunch, agent: string |
       cwd: process.cwd(),
       dataDir: prepared.dataDir,
       ...(prepared.configPath ? { protect: [prepared.configPath] } : {}),
+      ...(engine ? { permits: (path: string, access: 'read' | 'write') => engine.decide({ surface: 'filesystem', ...principal, path, access }).effect === 'allow' } : {}),
       envAllow: settings.env ?? [],
       proxyPort: prepared.sandbox.proxyPort,
       ...(rlimits ? { rlimits } : {}),

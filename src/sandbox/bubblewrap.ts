@@ -71,6 +71,7 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
     ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
     ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
     ...(spec.protect ? { protect: spec.protect } : {}),
+    ...(spec.permits ? { permits: spec.permits } : {}),
   });
   const port = spec.proxyPort ?? DEFAULT_PROXY_PORT;
   const env = sandboxEnv({

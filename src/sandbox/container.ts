@@ -78,6 +78,7 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
     ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
     ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
     ...(spec.protect ? { protect: spec.protect } : {}),
+    ...(spec.permits ? { permits: spec.permits } : {}),
   });
   const port = spec.proxyPort ?? DEFAULT_PROXY_PORT;
   const env = sandboxEnv({

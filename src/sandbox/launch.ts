@@ -23,8 +23,11 @@ import type { ExitStatus, Rlimits, SandboxProcess, SandboxSpec } from './types.j
 export interface LaunchRequest {
   command: string[];
   principal: Principal & { session?: string };
-  /** The policy (only its filesystem view and identity are needed here). */
-  policy: Pick<PolicyEngine, 'version' | 'digest' | 'filesystemView'>;
+  /**
+   * The policy: its filesystem view and identity, and `decide` to judge an allow that leads through a
+   * symlink (without it, such an allow is not mounted).
+   */
+  policy: Pick<PolicyEngine, 'version' | 'digest' | 'filesystemView'> & Partial<Pick<PolicyEngine, 'decide'>>;
   audit: AuditLog;
   /** Names this node in audit records. */
   node?: string;
@@ -85,6 +88,11 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
   const home = request.home ?? homedir();
   const cwd = request.cwd ?? process.cwd();
   const view = request.policy.filesystemView(request.principal);
+  const decide = request.policy.decide?.bind(request.policy);
+  const { session: _session, ...who } = request.principal;
+  const permits = decide
+    ? (path: string, access: 'read' | 'write'): boolean => decide({ surface: 'filesystem', ...who, path, access }).effect === 'allow'
+    : undefined;
   const bwrapPath = request.settings?.bwrap ?? 'bwrap';
   const rlimits = rlimitsFrom(request.settings);
 
@@ -96,7 +104,7 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     if (refused) choice = { driver: 'none', gaps: [`bwrap cannot create a sandbox here: ${refused}`] };
   }
   const hostGaps = choice.gaps;
-  const planGaps = computeMountPlan({ view, home, cwd, ...(request.dataDir ? { dataDir: request.dataDir } : {}) }).gaps;
+  const planGaps = computeMountPlan({ view, home, cwd, ...(request.dataDir ? { dataDir: request.dataDir } : {}), ...(permits ? { permits } : {}) }).gaps;
   const weaker = [...hostGaps, ...planGaps];
   const driver: Launched['driver'] = choice.driver;
 
@@ -143,6 +151,7 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     bwrapPath,
     ...(request.dataDir ? { dataDir: request.dataDir } : {}),
     ...(request.protect ? { protect: request.protect } : {}),
+    ...(permits ? { permits } : {}),
     ...(request.envSource ? { envSource: request.envSource } : {}),
     ...(request.settings?.env ? { envAllow: request.settings.env } : {}),
     ...(request.envAdd ? { envAdd: request.envAdd } : {}),

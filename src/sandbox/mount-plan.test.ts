@@ -185,3 +185,28 @@ test('shell start-up files and git config stay read-only under a writable HOME u
     done();
   }
 });
+
+test('an allow that leads through a symlink is bound only when the policy allows where it leads, and never unmasks a sensitive path', () => {
+  const { home, done } = fixture();
+  try {
+    const cache = join(home, 'work', '.cache');
+    symlinkSync(join(home, '.ssh'), cache);
+    const view = { allow: [{ path: join(home, 'work'), access: 'rw' as const, ruleId: 'ws' }, { path: cache, access: 'rw' as const, ruleId: 'cache' }], deny: [], unmountable: [] };
+    const asked: string[] = [];
+    const refused = computeMountPlan({ view, home, cwd: home, permits: (path) => (asked.push(path), false) });
+    assert.deepEqual(asked, [cache], 'the policy is asked about the path as written');
+    assert.equal(at(refused.steps, join(home, '.ssh')).some((step) => step.kind === 'bind'), false);
+    assert.match(refused.gaps.join('\n'), /rule cache allows .*\.cache, which leads through a symlink to .*\.ssh/);
+    // Without a policy to ask, the same allow is dropped too (fail closed).
+    assert.equal(computeMountPlan({ view, home, cwd: home }).gaps.length, 1);
+
+    // The policy allows ~/.ssh as well: bound, but the default mask still applies, because only an allow of
+    // ~/.ssh as written lifts it.
+    const permitted = computeMountPlan({ view, home, cwd: home, permits: () => true });
+    assert.equal(permitted.gaps.length, 0);
+    const bind = indexOf(permitted.steps, 'bind', join(home, '.ssh'));
+    assert.ok(bind >= 0 && indexOf(permitted.steps, 'tmpfs', join(home, '.ssh')) > bind);
+  } finally {
+    done();
+  }
+});

@@ -10,10 +10,12 @@
  *   4. the policy's allows under /tmp;
  *   5. masks: the policy's denies, the default sensitive set, Gatehouse's own data directory;
  *   6. explicit allows inside a masked sensitive directory (`~/.ssh/known_hosts`), then the mask goes read-only.
- * Paths are resolved through symlinks first, so a deny on a symlink masks what it points to.
+ * Paths are resolved through symlinks first, so a deny on a symlink masks what it points to. An allow that
+ * leads through a symlink is bound only when the policy also allows where it leads (`permits`): a program
+ * with a writable workspace can plant a symlink at a path an allow names before it exists.
  */
 import { lstatSync, realpathSync, statSync } from 'node:fs';
-import { join, sep } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import type { FilesystemView } from '../policy/engine.js';
 
 export type MountStep =
@@ -57,6 +59,12 @@ export interface MountPlanInput {
   extraSensitive?: string[];
   /** Keep these read-only wherever they are visible (the config file the policy came from). */
   protect?: string[];
+  /**
+   * The policy's own decision for one path (`engine.decide` for the filesystem surface, which requires both
+   * the path as asked and its real path to pass). Without it, an allow that leads through a symlink is not
+   * mounted.
+   */
+  permits?: (path: string, access: 'read' | 'write') => boolean;
 }
 
 export const DEFAULT_SYSTEM = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/opt'];
@@ -102,6 +110,14 @@ function resolved(path: string): { path: string; kind: Kind } {
   }
 }
 
+/** Whether any allow in the view leads through a symlink (and so needs the policy's decision to be bound). */
+export function followsSymlinks(view: FilesystemView): boolean {
+  return view.allow.some((entry) => {
+    const real = resolved(entry.path);
+    return real.kind !== undefined && real.path !== resolve(entry.path);
+  });
+}
+
 export function isWithin(path: string, root: string): boolean {
   return path === root || root === '/' || path.startsWith(root.endsWith(sep) ? root : root + sep);
 }
@@ -130,9 +146,17 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   }
 
   // 2. The policy's allows, parents first; rw before ro at the same place is irrelevant (one wins).
+  //    `written` is the path as the rule names it, `path` where it really leads (what gets bound).
+  const gaps: string[] = [];
   const allows = input.view.allow
-    .map((entry) => ({ ...entry, ...resolved(entry.path) }))
+    .map((entry) => ({ ...entry, written: resolve(entry.path), ...resolved(entry.path) }))
     .filter((entry) => entry.kind !== undefined && !PRIVATE_ROOTS.some((root) => isWithin(entry.path, root) && root !== '/'))
+    .filter((entry) => {
+      if (entry.path === entry.written) return true;
+      if (input.permits?.(entry.written, entry.access === 'rw' ? 'write' : 'read') === true) return true;
+      gaps.push(`rule ${entry.ruleId} allows ${entry.written}, which leads through a symlink to ${entry.path}, which the policy does not allow: not mounted`);
+      return false;
+    })
     .sort((a, b) => depth(a.path) - depth(b.path));
   const underTmp = (path: string): boolean => isWithin(path, '/tmp');
   const bindAllow = (entry: (typeof allows)[number]): void => {
@@ -171,14 +195,13 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   }
   for (const relative of PERSISTENCE_IN_HOME) {
     const path = join(input.home, relative);
-    if (!allows.some((allow) => allow.access === 'rw' && isWithin(allow.path, resolved(path).path))) denies.push({ path, access: 'write', why: 'runs outside the sandbox later' });
+    if (!allows.some((allow) => allow.access === 'rw' && isWithin(allow.written, path))) denies.push({ path, access: 'write', why: 'runs outside the sandbox later' });
   }
   for (const path of input.protect ?? []) denies.push({ path, access: 'write', why: 'Gatehouse configuration' });
   for (const path of SENSITIVE_SYSTEM) denies.push({ path, access: 'all', why: 'host secret' });
   for (const path of input.extraSensitive ?? []) denies.push({ path, access: 'all', why: 'sensitive' });
   // Glob denies: mask the literal prefix when it lies strictly inside what is visible (hiding more than
   // asked, which fails closed); when masking it would hide a whole allowed or system tree, it is a gap.
-  const gaps: string[] = [];
   const roots = [...visible];
   for (const entry of input.view.unmountable ?? []) {
     if (entry.effect !== 'deny') continue;
@@ -193,17 +216,18 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   if (input.dataDir) denies.push({ path: input.dataDir, access: 'all', why: "Gatehouse's data directory" });
 
   const resolvedDenies = denies
-    .map((entry) => ({ ...entry, ...resolved(entry.path) }))
+    .map((entry) => ({ ...entry, written: resolve(entry.path), ...resolved(entry.path) }))
     .filter((entry) => entry.kind !== undefined && covered(entry.path))
     .sort((a, b) => depth(a.path) - depth(b.path) || (a.access === 'all' ? 1 : 0) - (b.access === 'all' ? 1 : 0));
   const fullyMasked: string[] = [];
   /** Masked sensitive directories whose explicitly allowed children are bound again on top. */
   const reopened: { mask: string; children: typeof allows }[] = [];
-  const allowedExactly = (path: string): boolean => allows.some((allow) => allow.path === path);
+  // Both as written: an allow that only leads to a sensitive place (a planted symlink) never unmasks it.
+  const allowedExactly = (written: string): boolean => allows.some((allow) => allow.written === written);
   for (const entry of resolvedDenies) {
     // Inside a directory that is already masked there is nothing left to hide or to make read-only.
     if (fullyMasked.some((root) => isWithin(entry.path, root))) continue;
-    if (entry.sensitive && allowedExactly(entry.path)) continue;
+    if (entry.sensitive && entry.path === entry.written && allowedExactly(entry.written)) continue;
     if (entry.access === 'write') {
       steps.push({ kind: 'ro-bind', source: entry.path, dest: entry.path, why: `${entry.why}: read-only` });
       continue;

@@ -28,6 +28,8 @@ export interface SandboxSpec {
   extraSensitive?: string[];
   /** Files kept read-only inside (the config the policy came from, so a program cannot rewrite its next policy). */
   protect?: string[];
+  /** The policy's decision for one path: an allow that leads through a symlink is bound only if it permits (see mount-plan.ts). */
+  permits?: (path: string, access: 'read' | 'write') => boolean;
   /** The environment to scrub (default: this process's). */
   envSource?: NodeJS.ProcessEnv;
   /** Extra variable names (or `PREFIX*`) allowed through. */
