@@ -37,6 +37,31 @@ for (const identity of identities()) {
     });
     after(() => cleanup(home));
 
+    test("cannot take the bridge's channel to Gatehouse and forge the program's exit (pidfd_getfd, /proc/<pid>/mem)", async () => {
+      // The reviewer's attack, in perl: copy the bridge's fd 3 (the channel) with pidfd_getfd, write an EXIT
+      // frame saying 0, then exit 42. Also try the bridge's memory and its fd through /proc.
+      const pidfdOpen = 434;
+      const pidfdGetfd = 438;
+      const script = `
+        my $bridge = getppid();
+        my $pidfd = syscall(${pidfdOpen}, $bridge, 0);
+        my $fd = syscall(${pidfdGetfd}, $pidfd, 3, 0);
+        if ($fd >= 0) {
+          my $payload = '{"code":0,"signal":null}';
+          open(my $out, '>&=', $fd);
+          syswrite($out, pack('CNN', 7, 0, length $payload) . $payload);
+          print "getfd stolen\n";
+        } else { print "getfd refused: $!\n" }
+        if (open(my $mem, '+<', "/proc/$bridge/mem")) { print "mem opened\n" } else { print "mem refused\n" }
+        if (open(my $channel, '+<', "/proc/$bridge/fd/3")) { print "fd opened\n" } else { print "fd refused\n" }
+        exit 42;`;
+      const result = await runSandboxed({ view: { allow: [], deny: [], unmountable: [] }, home, cwd: work, ...as, command: ['perl', '-e', script] });
+      assert.match(result.stdout, /getfd refused: Operation not permitted/, result.stderr);
+      assert.match(result.stdout, /mem refused/);
+      assert.match(result.stdout, /fd refused/);
+      assert.equal(result.code, 42, 'the program\'s own exit code is what Gatehouse reports');
+    });
+
     test('a symlink planted at an allowed path that does not exist yet does not expose ~/.ssh on the next run (C2)', async () => {
       // The workspace is writable and a build cache inside it is allowed too; `.cache` does not exist yet.
       const engine = compilePolicy(

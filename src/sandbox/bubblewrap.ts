@@ -3,12 +3,16 @@
  * IPC, UTS, cgroup), the seccomp filter, a scrubbed environment, rlimits, and the network bridge.
  *
  * Process tree:  gatehouse ─ bwrap ─ (sandbox pid 1: bwrap's init) ─ node bridge.js ─ [prlimit ─] program
+ * The bridge holds the channel to Gatehouse, and the program runs as the same user beside it. So the bridge
+ * is started through an execute-only copy of node's ELF loader (`ld.so node bridge.js`): the kernel marks a
+ * process that executed a file it cannot read as not dumpable, which closes its /proc/<pid>/mem and fds to
+ * the program (seccomp already refuses ptrace and pidfd_getfd). The program's own exec makes it dumpable again.
  * The bridge is the program's parent inside, so signals sent by Gatehouse (as SIGNAL frames) reach the
  * program, and its exit status comes back as an EXIT frame. bwrap runs in its own session (`detached`), so a
  * terminal's Ctrl-C reaches Gatehouse, which forwards it, rather than killing bwrap outright.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -26,6 +30,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Where the bridge files appear inside the sandbox (under the otherwise empty /run). */
 const INSIDE = '/run/gatehouse';
 export const DEFAULT_PROXY_PORT = 3128;
+/** The execute-only copy of node's ELF loader the bridge is started through. */
+const LOADER_INSIDE = `${INSIDE}/ld.so`;
 
 export function bridgeFiles(): { source: string; dest: string }[] {
   return [
@@ -53,8 +59,46 @@ export interface BwrapInvocation {
   env: Record<string, string>;
 }
 
-/** The whole bwrap command line for a spec, with the seccomp filter expected on `seccompFd`. */
-export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvocation {
+/**
+ * The ELF program interpreter (`ld-linux...so`) a dynamically linked executable names in its PT_INTERP
+ * header; undefined for a static executable or one that cannot be read.
+ */
+export function elfInterpreter(executable: string): string | undefined {
+  let image: Buffer;
+  try {
+    image = readFileSync(executable);
+  } catch {
+    return undefined;
+  }
+  // ELF64 little-endian only (x86-64 and aarch64, the two architectures the seccomp filter admits).
+  if (image.length < 64 || image.readUInt32BE(0) !== 0x7f454c46 || image[4] !== 2 || image[5] !== 1) return undefined;
+  const programHeaders = Number(image.readBigUInt64LE(0x20));
+  const entrySize = image.readUInt16LE(0x36);
+  const count = image.readUInt16LE(0x38);
+  for (let index = 0; index < count; index++) {
+    const header = programHeaders + index * entrySize;
+    if (header + 56 > image.length) return undefined;
+    if (image.readUInt32LE(header) !== 3 /* PT_INTERP */) continue;
+    const offset = Number(image.readBigUInt64LE(header + 8));
+    const size = Number(image.readBigUInt64LE(header + 32));
+    const path = image.subarray(offset, offset + size).toString('latin1').replace(/\0+$/, '');
+    return path.startsWith('/') ? path : undefined;
+  }
+  return undefined;
+}
+
+let nodeInterpreter: string | null | undefined;
+/** Node's ELF loader, read once per process (null: node is static, and the bridge runs as plain node). */
+export function nodeLoader(): string | undefined {
+  nodeInterpreter ??= elfInterpreter(process.execPath) ?? null;
+  return nodeInterpreter ?? undefined;
+}
+
+/**
+ * The whole bwrap command line for a spec, with the seccomp filter expected on `seccompFd` and node's ELF
+ * loader (copied in execute-only) on `loaderFd`.
+ */
+export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd = seccompFd + 1): BwrapInvocation {
   if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
   const extras = bridgeFiles();
   if (!isWithin(process.execPath, '/usr') && !isWithin(process.execPath, '/opt')) {
@@ -101,8 +145,10 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
     '--hostname', 'sandbox',
     '--seccomp', String(seccompFd),
     ...bwrapMountArgs(plan),
+    ...(nodeLoader() ? ['--perms', '0111', '--ro-bind-data', String(loaderFd), LOADER_INSIDE] : []),
     '--chdir', plan.cwd,
     '--',
+    ...(nodeLoader() ? [LOADER_INSIDE] : []),
     process.execPath, `${INSIDE}/bridge.js`, JSON.stringify(settings),
   ];
   return { plan, args, env };
@@ -114,21 +160,25 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number): BwrapInvo
  */
 export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProcess> {
   const filterFd = await openFilterFd();
+  const loader = nodeLoader();
+  let loaderFd: number | undefined;
   let invocation: BwrapInvocation;
   let child: ChildProcess;
   try {
-    invocation = bwrapInvocation(spec, 4);
+    if (loader) loaderFd = openSync(loader, 'r');
+    invocation = bwrapInvocation(spec, 4, 5);
     const stdio = spec.stdio ?? 'inherit';
     const bwrap = which(spec.bwrapPath ?? 'bwrap');
     if (!bwrap) throw new GatehouseError('sandbox_unavailable', 'bwrap is not installed: install the bubblewrap package (run `gatehouse doctor`).');
     child = spawn(bwrap, invocation.args, {
       env: invocation.env,
-      stdio: [stdio, stdio, stdio, 'pipe', filterFd],
+      stdio: [stdio, stdio, stdio, 'pipe', filterFd, ...(loaderFd !== undefined ? [loaderFd] : [])],
       detached: true,
       ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
     });
   } finally {
     closeSync(filterFd);
+    if (loaderFd !== undefined) closeSync(loaderFd);
   }
   const channel = child.stdio[3] as Socket;
   let reported: ExitStatus | undefined;

@@ -43,6 +43,13 @@ for (const table of [X86_64, AARCH64]) {
   });
 }
 
+test('refuses pidfd_getfd (438) and process_madvise (440) on both architectures', () => {
+  // Literal numbers from the kernel tables (syscall_64.tbl, asm-generic/unistd.h), not from our own table.
+  for (const arch of [X86_64.auditArch, AARCH64.auditArch]) {
+    for (const nr of [438, 440]) assert.deepEqual(simulate(program, { arch, nr }), { action: 'errno', errno: EPERM }, `${arch.toString(16)} ${nr}`);
+  }
+});
+
 test('x86-64: refuses every x32 call and leaves ordinary calls alone', () => {
   assert.deepEqual(simulate(program, { arch: AUDIT_ARCH_X86_64, nr: 0x40000000 + 41, args: [2] }), { action: 'errno', errno: ENOSYS });
   assert.deepEqual(simulate(program, { arch: AUDIT_ARCH_X86_64, nr: 0 }), { action: 'allow' });

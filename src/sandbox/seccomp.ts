@@ -45,7 +45,7 @@ const TIOCLINUX = 0x541c;
 const CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
 
 type SyscallName =
-  | 'socket' | 'ptrace' | 'process_vm_readv' | 'process_vm_writev'
+  | 'socket' | 'ptrace' | 'process_vm_readv' | 'process_vm_writev' | 'pidfd_getfd' | 'process_madvise'
   | 'mount' | 'umount2' | 'pivot_root' | 'chroot' | 'open_tree' | 'move_mount' | 'fsopen' | 'fsconfig' | 'fsmount'
   | 'fspick' | 'mount_setattr' | 'open_tree_attr'
   | 'keyctl' | 'add_key' | 'request_key' | 'bpf' | 'userfaultfd' | 'perf_event_open' | 'kexec_load' | 'kexec_file_load'
@@ -61,7 +61,7 @@ export interface SyscallTable {
 const UNIFIED = {
   io_uring_setup: 425, io_uring_enter: 426, io_uring_register: 427,
   open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433,
-  clone3: 435, mount_setattr: 442, open_tree_attr: 467,
+  clone3: 435, pidfd_getfd: 438, process_madvise: 440, mount_setattr: 442, open_tree_attr: 467,
 } as const;
 
 export const X86_64: SyscallTable = {
@@ -109,6 +109,9 @@ export const RULES: readonly Rule[] = [
   { name: 'ptrace', errno: EPERM },
   { name: 'process_vm_readv', errno: EPERM },
   { name: 'process_vm_writev', errno: EPERM },
+  // Copies a descriptor out of another process (the bridge's channel to Gatehouse), or acts on its memory.
+  { name: 'pidfd_getfd', errno: EPERM },
+  { name: 'process_madvise', errno: EPERM },
   { name: 'mount', errno: EPERM },
   { name: 'umount2', errno: EPERM },
   { name: 'pivot_root', errno: EPERM },
