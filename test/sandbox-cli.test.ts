@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, writeOwned } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, writeOwned, assertCheckoutReadable } from './sandbox-helpers.js';
 
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
 
@@ -26,6 +26,7 @@ for (const identity of identities()) {
   describe(`gatehouse run as ${identity.name}`, { skip: skipWithoutBwrap }, () => {
     let dir: string;
     before(() => {
+      assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       dir = scratch(identity, 'cli');
       writeOwned(

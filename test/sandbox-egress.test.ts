@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import { startTlsEchoServer } from './egress-helpers.js';
-import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startGitHttpsServer, startOrigin, writeOwned, type Identity } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startGitHttpsServer, startOrigin, writeOwned, assertCheckoutReadable, type Identity } from './sandbox-helpers.js';
 import { spawnSync } from 'node:child_process';
 
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
@@ -45,6 +45,7 @@ for (const identity of identities()) {
     let repositories: string;
 
     before(async () => {
+      assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       dir = scratch(identity, 'egress');
       origin = await startOrigin();

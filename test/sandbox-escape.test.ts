@@ -11,7 +11,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import {
   cleanup, identities, mkdirOwned, processesWith, runSandboxed, scratch, skipWithoutBwrap, startOrigin, startTcpListener,
-  startUnixProxy, writeOwned, hasBwrap, type Identity,
+  startUnixProxy, writeOwned, hasBwrap, assertCheckoutReadable, type Identity,
 } from './sandbox-helpers.js';
 import type { FilesystemView } from '../src/policy/engine.js';
 
@@ -31,6 +31,7 @@ for (const identity of identities()) {
     });
 
     before(() => {
+      assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       home = scratch(identity, 'home');
       outside = scratch(identity, 'outside');

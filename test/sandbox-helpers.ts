@@ -2,6 +2,7 @@
  * Shared pieces for the sandbox tests: who to run as (root and an unprivileged user), a real HTTP proxy on
  * a Unix socket (absolute-URI and CONNECT, like the egress proxy's session socket), and a one-call runner.
  */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
@@ -22,6 +23,31 @@ export const TEST_USER = process.env.GATEHOUSE_TEST_USER ?? 'gatehouse-test';
 export interface Identity {
   name: string;
   user?: { uid: number; gid: number };
+}
+
+/** Files the sandbox needs from this checkout at run time: the bridge (bound in) and the CLI (run as the user). */
+const checkoutFiles = ['../src/sandbox/bridge-inside.js', '../src/sandbox/mux.js', '../../package.json', '../src/cli/main.js'].map(
+  (relative) => new URL(relative, import.meta.url).pathname,
+);
+
+/**
+ * Why this identity cannot use the compiled checkout, if it cannot: CI may clone into a directory only root
+ * can enter (mktemp -d is 0700), and then every sandbox started as the unprivileged user fails in bwrap.
+ */
+export function checkoutUnreadable(identity: Identity): string | undefined {
+  if (!identity.user) return undefined;
+  const unreadable = checkoutFiles.filter((file) => spawnSync('test', ['-r', file], { uid: identity.user!.uid, gid: identity.user!.gid }).status !== 0);
+  if (unreadable.length === 0) return undefined;
+  return (
+    `${identity.name} (uid ${identity.user.uid}) cannot read ${unreadable[0]}: the checkout or one of its parent directories ` +
+    'is closed to other users; give them traverse permission (chmod o+x on each parent) or run the suite from a readable place'
+  );
+}
+
+/** For a suite's `before`: stops every test of an identity at once, with the reason, when it cannot use the checkout. */
+export function assertCheckoutReadable(identity: Identity): void {
+  const reason = checkoutUnreadable(identity);
+  assert.equal(reason, undefined, reason);
 }
 
 function lookupUser(name: string): { uid: number; gid: number } | undefined {

@@ -12,7 +12,7 @@ import { configSchema } from '../src/config/schema.js';
 import { compilePolicy } from '../src/policy/compile.js';
 import { mcpServerLauncher } from '../src/sandbox/mcp.js';
 import type { GatewayOptions } from '../src/gateway/index.js';
-import { cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned, assertCheckoutReadable } from './sandbox-helpers.js';
 
 const repository = new URL('../../', import.meta.url).pathname.replace(/\/$/, '');
 const server = join(repository, 'node_modules', '@modelcontextprotocol', 'server-filesystem', 'dist', 'index.js');
@@ -50,6 +50,7 @@ for (const identity of identities()) {
   describe(`a stdio MCP server in the sandbox as ${identity.name}`, { skip: skipWithoutBwrap }, () => {
     let root: string;
     before(() => {
+      assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       root = scratch(identity, 'mcp');
       mkdirOwned(identity, join(root, 'work'));

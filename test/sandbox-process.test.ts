@@ -10,7 +10,7 @@ import { launchSandboxed } from '../src/sandbox/launch.js';
 import { JsonlAuditLog } from '../src/audit/jsonl.js';
 import { existsSync } from 'node:fs';
 import type { FilesystemView } from '../src/policy/engine.js';
-import { cleanup, hasBwrap, identities, runSandboxed, scratch, skipWithoutBwrap } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, runSandboxed, scratch, skipWithoutBwrap, assertCheckoutReadable } from './sandbox-helpers.js';
 
 for (const identity of identities()) {
   describe(`the sandboxed process as ${identity.name}`, { skip: skipWithoutBwrap }, () => {
@@ -18,6 +18,7 @@ for (const identity of identities()) {
     let view: FilesystemView;
     const base = () => ({ home, cwd: home, view, ...(identity.user ? { user: identity.user } : {}) });
     before(() => {
+      assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       home = scratch(identity, 'process');
       view = { allow: [{ path: home, access: 'rw', ruleId: 'home' }], deny: [], unmountable: [] };

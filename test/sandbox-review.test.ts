@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, hasBwrap, identities, mkdirOwned, runSandboxed, scratch, skipWithoutBwrap, writeOwned } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, mkdirOwned, runSandboxed, scratch, skipWithoutBwrap, writeOwned, assertCheckoutReadable } from './sandbox-helpers.js';
 import { policySchema } from '../src/config/policy-schema.js';
 import { compilePolicy } from '../src/policy/compile.js';
 import type { PolicyEngine } from '../src/policy/engine.js';
@@ -28,6 +28,7 @@ for (const identity of identities()) {
     const as = identity.user ? { user: identity.user } : {};
 
     before(() => {
+      assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       home = scratch(identity, 'review-home');
       work = join(home, 'work');
