@@ -223,6 +223,42 @@ describe('DNS rebinding and bad input', () => {
   });
 });
 
+describe('response form', () => {
+  test('answers a call that sends nothing before its result as plain JSON, and one that logs on the way as an event stream', async () => {
+    const session = await rawSession(harness.gateway.url, bobKey);
+    const headers = { ...JSON_HEADERS, authorization: `Bearer ${bobKey}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' };
+    const plain = await rawRequest(harness.gateway.url, {
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 21, method: 'tools/call', params: { name: 'fixture__hello', arguments: { name: 'json' } } }),
+    });
+    assert.equal(plain.status, 200);
+    assert.match(String(plain.headers['content-type']), /^application\/json/);
+    assert.equal(plain.headers['mcp-session-id'], session);
+    assert.equal(Number(plain.headers['content-length']), Buffer.byteLength(plain.body));
+    const reply = JSON.parse(plain.body) as { id: number; result: CallToolResult };
+    assert.equal(reply.id, 21);
+    assert.deepEqual(reply.result.content, [{ type: 'text', text: 'hello json' }]);
+
+    // The upstream logs twice before it answers: those messages go out first, on an event stream.
+    const streamed = await rawRequest(harness.gateway.url, {
+      headers,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 22, method: 'tools/call', params: { name: 'fixture__log', arguments: {} } }),
+    });
+    assert.equal(streamed.status, 200);
+    assert.match(String(streamed.headers['content-type']), /^text\/event-stream/);
+    const events = streamed.body
+      .split('\n')
+      .filter((line) => line.startsWith('data: '))
+      .map((line) => JSON.parse(line.slice(6)) as { id?: number; method?: string; params?: { data?: unknown }; result?: CallToolResult });
+    assert.deepEqual(
+      events.filter((event) => event.method === 'notifications/message').map((event) => event.params?.data),
+      ['fine detail', 'something broke'],
+    );
+    assert.equal(events.at(-1)?.id, 22);
+    assert.deepEqual(events.at(-1)?.result?.content, [{ type: 'text', text: 'logged' }]);
+  });
+});
+
 describe('audit failure', () => {
   test('once the audit log cannot be written (a real ENOSPC from /dev/full), requests are refused', async () => {
     const failing = await startHarness(

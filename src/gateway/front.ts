@@ -540,9 +540,13 @@ async function sendWebResponse(response: Response, res: ServerResponse): Promise
     }
     next = reader.read();
     if (headers['content-type']?.startsWith('text/event-stream')) {
-      // The SDK enqueues a reply and closes the stream in one step: if the stream has not ended by the time
-      // pending I/O callbacks run, more is coming.
-      const ended = await Promise.race([next.then((read) => read.done), new Promise<false>((resolve) => setImmediate(resolve, false))]);
+      // The SDK enqueues a reply and closes the stream in one synchronous step, so once the stream holds only
+      // the reply, the read after it settles within a microtask or two; a stream that goes on leaves it pending.
+      // Waiting for a later phase of the event loop instead (setImmediate) put the reply behind the audit log's
+      // group write, which is queued there by the same call.
+      let ended = false;
+      void next.then((read) => (ended = read.done === true), () => undefined);
+      for (let turn = 0; turn < 4 && !ended; turn += 1) await null;
       const json = ended ? singleEventData(first.value) : undefined;
       if (json !== undefined) {
         const out: Record<string, string> = {};
