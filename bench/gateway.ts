@@ -14,7 +14,9 @@
  *
  * Each measurement starts after 300 warm-up calls (spread over its clients), direct and through the gateway alike.
  * CPU time per call is printed for the clients' process and the gateway's: on a shared machine the latencies
- * and rates move with other load, the CPU per call much less.
+ * and rates move with other load, the CPU per call much less. Read the throughput ratio with them: the SDK
+ * client over Streamable HTTP costs its own process several times the CPU per call of the same client over
+ * stdio, so on a small machine the clients' side alone bounds the stdio rows' ratio, whatever the gateway costs.
  *
  * Run: node dist/bench/gateway.js [--calls N] [--only calls|lists]   (default 400 calls per client-1 run, 40 per client at 32)
  * Profile the gateway: BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/bench/gateway.js
