@@ -5,9 +5,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, writeOwned, assertCheckoutReadable } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned, assertCheckoutReadable } from './sandbox-helpers.js';
 
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
 
@@ -29,9 +29,12 @@ for (const identity of identities()) {
       assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       dir = scratch(identity, 'cli');
+      // The configs live in the data directory (GATEHOUSE_HOME), which the sandbox always hides: never in
+      // the writable workspace, where `gatehouse run` refuses them.
+      mkdirOwned(identity, join(dir, 'data'));
       writeOwned(
         identity,
-        join(dir, 'gatehouse.yaml'),
+        join(dir, 'data', 'gatehouse.yaml'),
         ['version: 1', 'agents:', '  coder: {}', 'policy:', '  filesystem:', '    - id: workspace', '      allow: { paths: ["./"], access: rw }', ''].join('\n'),
         0o644,
       );
@@ -90,8 +93,8 @@ for (const identity of identities()) {
     });
 
     test('refuses with exit 2 when the host cannot give the isolation, and starts loudly with --allow-weaker', () => {
-      const config = join(dir, 'weak.yaml');
-      writeOwned(identity, config, readFileSync(join(dir, 'gatehouse.yaml'), 'utf8') + 'sandbox:\n  driver: bubblewrap\n  bwrap: /nonexistent/bwrap\n', 0o644);
+      const config = join(dir, 'data', 'weak.yaml');
+      writeOwned(identity, config, readFileSync(join(dir, 'data', 'gatehouse.yaml'), 'utf8') + 'sandbox:\n  driver: bubblewrap\n  bwrap: /nonexistent/bwrap\n', 0o644);
       const refused = gatehouse(['run', '--', 'sh', '-c', 'echo should-not-run'], { config });
       assert.equal(refused.status, 2);
       assert.doesNotMatch(refused.stdout, /should-not-run/);
@@ -108,10 +111,10 @@ for (const identity of identities()) {
     test('a host that refuses namespaces stops the run with exit 2, and --allow-weaker falls back, recorded', () => {
       // A test double for bwrap on purpose: a host refusing user namespaces cannot be produced here without
       // changing sysctls that every other test on this machine depends on. It fails the way bwrap does.
-      const fake = join(dir, 'refusing-bwrap');
+      const fake = join(dir, 'data', 'refusing-bwrap');
       writeOwned(identity, fake, '#!/bin/sh\necho "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n', 0o755);
-      const config = join(dir, 'refusing.yaml');
-      writeOwned(identity, config, readFileSync(join(dir, 'gatehouse.yaml'), 'utf8') + `sandbox:\n  driver: bubblewrap\n  bwrap: ${fake}\n`, 0o644);
+      const config = join(dir, 'data', 'refusing.yaml');
+      writeOwned(identity, config, readFileSync(join(dir, 'data', 'gatehouse.yaml'), 'utf8') + `sandbox:\n  driver: bubblewrap\n  bwrap: ${fake}\n`, 0o644);
       const refused = gatehouse(['run', '--', 'sh', '-c', 'echo should-not-run'], { config });
       assert.equal(refused.status, 2);
       assert.doesNotMatch(refused.stdout, /should-not-run/);
@@ -144,7 +147,7 @@ for (const identity of identities()) {
     });
 
     test('picks up a changed policy on the very next run (the start-up cache follows the config text)', () => {
-      const config = join(dir, 'changing.yaml');
+      const config = join(dir, 'data', 'changing.yaml');
       const allow = ['version: 1', 'policy:', '  filesystem:', '    - id: workspace', '      allow: { paths: ["./"], access: rw }', ''].join('\n');
       writeOwned(identity, config, allow, 0o644);
       assert.equal(gatehouse(['run', '--', 'sh', '-c', 'echo one > cached-write'], { config }).status, 0);
@@ -157,17 +160,54 @@ for (const identity of identities()) {
     });
 
     test("applies the agent's own rlimits from the sandbox section", () => {
-      const config = join(dir, 'limits.yaml');
-      writeOwned(identity, config, readFileSync(join(dir, 'gatehouse.yaml'), 'utf8') + 'sandbox:\n  rlimits: { openFiles: 512 }\n  agents:\n    coder: { rlimits: { openFiles: 99 } }\n', 0o644);
+      const config = join(dir, 'data', 'limits.yaml');
+      writeOwned(identity, config, readFileSync(join(dir, 'data', 'gatehouse.yaml'), 'utf8') + 'sandbox:\n  rlimits: { openFiles: 512 }\n  agents:\n    coder: { rlimits: { openFiles: 99 } }\n', 0o644);
       assert.equal(gatehouse(['run', '--agent', 'coder', '--', 'sh', '-c', 'ulimit -n'], { config }).stdout.trim(), '99');
       assert.equal(gatehouse(['run', '--', 'sh', '-c', 'ulimit -n'], { config }).stdout.trim(), '512');
     });
 
     test('the program cannot rewrite the gatehouse.yaml its next run would read', () => {
-      const before = readFileSync(join(dir, 'gatehouse.yaml'), 'utf8');
-      const result = gatehouse(['run', '--', 'sh', '-c', 'printf "version: 1\\npolicy: {}\\n" > gatehouse.yaml; echo more >> gatehouse.yaml']);
+      const config = join(dir, 'data', 'gatehouse.yaml');
+      const before = readFileSync(config, 'utf8');
+      const result = gatehouse(['run', '--', 'sh', '-c', `printf "version: 1\\npolicy: {}\\n" > ${config}; echo more >> ${config}`]);
       assert.notEqual(result.status, 0);
-      assert.equal(readFileSync(join(dir, 'gatehouse.yaml'), 'utf8'), before);
+      assert.equal(readFileSync(config, 'utf8'), before);
+    });
+
+    test('a gatehouse.yaml the program plants in its workspace makes the next run refuse, not obey it (review: config)', () => {
+      // ./gatehouse.yaml is read before <data-dir>/gatehouse.yaml: the program writes one opening everything.
+      const planted = ['version: 1', 'policy:', '  filesystem:', '    - id: everything', '      allow: { paths: ["/"], access: rw }', ''].join('\\n');
+      const plant = gatehouse(['run', '--', 'sh', '-c', `printf '${planted}' > gatehouse.yaml && echo planted`]);
+      assert.match(plant.stdout, /planted/, plant.stderr);
+      try {
+        const next = gatehouse(['run', '--', 'sh', '-c', 'echo ran-under-planted-policy']);
+        assert.equal(next.status, 2);
+        assert.doesNotMatch(next.stdout, /ran-under-planted-policy/);
+        assert.match(next.stderr, /^gatehouse: refusing to run: the config file .*\/gatehouse\.yaml lies where the policy of .*\/data\/gatehouse\.yaml lets a program write.*move the config .*node\.requireSignedPolicy\n$/);
+      } finally {
+        rmSync(join(dir, 'gatehouse.yaml'), { force: true });
+      }
+    });
+
+    test('refuses a config kept in the writable workspace itself, saying to move it', () => {
+      const config = join(dir, 'in-workspace.yaml');
+      writeOwned(identity, config, readFileSync(join(dir, 'data', 'gatehouse.yaml'), 'utf8'), 0o644);
+      try {
+        const result = gatehouse(['run', '--', 'sh', '-c', 'echo should-not-run'], { config });
+        assert.equal(result.status, 2);
+        assert.doesNotMatch(result.stdout, /should-not-run/);
+        assert.match(result.stderr, /refusing to run: the config file .*in-workspace\.yaml lies where the policy lets the program write.*move the config/);
+      } finally {
+        rmSync(config, { force: true });
+      }
+    });
+
+    test('refuses a config that names a file the program may write (here the bwrap to run)', () => {
+      const config = join(dir, 'data', 'planted-bwrap.yaml');
+      writeOwned(identity, config, readFileSync(join(dir, 'data', 'gatehouse.yaml'), 'utf8') + `sandbox:\n  bwrap: ${join(dir, 'bwrap')}\n`, 0o644);
+      const result = gatehouse(['run', '--', 'sh', '-c', 'echo should-not-run'], { config });
+      assert.equal(result.status, 2);
+      assert.match(result.stderr, new RegExp(`refusing to run: ${join(dir, 'bwrap')}, which the config file .*planted-bwrap\\.yaml uses, lies where the policy lets the program write`));
     });
 
     test('--dry-run shows the mounts, masks and bwrap arguments without running anything', () => {

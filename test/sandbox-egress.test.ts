@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import { startTlsEchoServer } from './egress-helpers.js';
-import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startGitHttpsServer, startOrigin, writeOwned, assertCheckoutReadable, type Identity } from './sandbox-helpers.js';
+import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startGitHttpsServer, startOrigin, writeOwned, mkdirOwned, assertCheckoutReadable, type Identity } from './sandbox-helpers.js';
 import { spawnSync } from 'node:child_process';
 
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
@@ -48,12 +48,15 @@ for (const identity of identities()) {
       assertCheckoutReadable(identity);
       assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
       dir = scratch(identity, 'egress');
+      // The config and the files it names live in the data directory (hidden from the sandbox):
+      // `gatehouse run` refuses a config the program may write.
+      mkdirOwned(identity, join(dir, 'data'));
       origin = await startOrigin();
       // api.test presents a certificate from a "public" CA the egress proxy trusts upstream.
       const publicCa = await CertificateAuthority.create('test public CA');
       api = await startTlsEchoServer(publicCa, 'api.test');
-      writeOwned(identity, join(dir, 'public-ca.pem'), publicCa.certificatePem, 0o644);
-      writeOwned(identity, join(dir, 'token.txt'), REAL_TOKEN + '\n');
+      writeOwned(identity, join(dir, 'data', 'public-ca.pem'), publicCa.certificatePem, 0o644);
+      writeOwned(identity, join(dir, 'data', 'token.txt'), REAL_TOKEN + '\n');
       // A bare repository with one commit, served over HTTPS as git.test.
       repositories = scratch({ name: 'host' }, 'git-repos');
       const git = (args: string[], cwd: string) => spawnSync('git', args, { cwd, encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: repositories, GIT_CONFIG_NOSYSTEM: '1' } });
@@ -66,10 +69,10 @@ for (const identity of identities()) {
       const config = `version: 1
 egress:
   resolve: { origin.test: ["127.0.0.1"], api.test: ["127.0.0.1"], git.test: ["127.0.0.1"] }
-  upstreamCa: ["${join(dir, 'public-ca.pem')}"]
+  upstreamCa: ["${join(dir, 'data', 'public-ca.pem')}"]
 secrets:
   providers:
-    github-token: { file: "${join(dir, 'token.txt')}" }
+    github-token: { file: "${join(dir, 'data', 'token.txt')}" }
 policy:
   filesystem:
     - id: workspace
@@ -93,7 +96,7 @@ policy:
       env: GITHUB_TOKEN
       hosts: [api.test]
 `;
-      writeOwned(identity, join(dir, 'gatehouse.yaml'), config, 0o644);
+      writeOwned(identity, join(dir, 'data', 'gatehouse.yaml'), config, 0o644);
     });
     after(async () => {
       await origin.close();

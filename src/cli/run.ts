@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
+import type { Principal } from '../policy/types.js';
 import type { CachedLaunch } from '../sandbox/run-cache.js';
 import { examples, globalOptions, printJson } from './common.js';
 
@@ -44,12 +45,21 @@ async function runAction(command: string[], options: RunOptions, self: Command):
   const { resolveDataDir } = await import('../util/paths.js');
   const { cachePath, readCachedLaunch, writeCachedLaunch } = await import('../sandbox/run-cache.js');
   const principal = { ...(options.agent ? { agent: options.agent } : {}), ...(process.env.USER ? { user: process.env.USER } : {}) };
+  const provisionalDataDir = resolveDataDir(globals.dataDir);
   const cacheFile = options.dryRun
     ? undefined
-    : cachePath({ configFlag: globals.config, provisionalDataDir: resolveDataDir(globals.dataDir), cwd: process.cwd(), home: homedir(), agent: options.agent, user: process.env.USER });
+    : cachePath({ configFlag: globals.config, provisionalDataDir, cwd: process.cwd(), home: homedir(), agent: options.agent, user: process.env.USER });
+  // A ./gatehouse.yaml read instead of <data-dir>/gatehouse.yaml is also judged by the policy it shadows,
+  // under which a program may have planted it (config-guard.ts); that takes the full path.
+  const { existsSync } = await import('node:fs');
+  const { join, resolve } = await import('node:path');
+  const shadowed =
+    !options.dryRun && globals.config === undefined && existsSync(resolve('gatehouse.yaml')) && existsSync(join(provisionalDataDir, 'gatehouse.yaml'))
+      ? join(provisionalDataDir, 'gatehouse.yaml')
+      : undefined;
 
   // Fast path: a cached derivation of this exact config, and no egress proxy to start.
-  let prepared = cacheFile ? readCachedLaunch(cacheFile) : undefined;
+  let prepared = cacheFile && !shadowed ? readCachedLaunch(cacheFile) : undefined;
   let loaded: { config: Config; engine: PolicyEngine } | undefined;
   // An allow that leads through a symlink needs the policy's own decision on where it leads (mount-plan.ts).
   if (!prepared || prepared.needsEgress || (await import('../sandbox/mount-plan.js')).followsSymlinks(prepared.view)) {
@@ -58,6 +68,7 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     const context = commandContext(globals, { requireConfig: false });
     const config = context.loaded?.config ?? (await import('../config/schema.js')).configSchema.parse({ version: 1 });
     const { engine } = loadPolicy(config, context.configPath);
+    const { configFiles } = await import('../sandbox/config-guard.js');
     loaded = { config, engine };
     prepared = {
       v: 1,
@@ -69,8 +80,15 @@ async function runAction(command: string[], options: RunOptions, self: Command):
       policy: { version: engine.version, digest: engine.digest },
       view: engine.filesystemView(principal),
       needsEgress: config.egress.enabled && config.policy.network.some((rule) => 'allow' in rule),
+      configFiles: context.configPath && context.loaded ? configFiles(config, context.configPath, context.loaded.text, homedir()) : [],
     };
+    if (!options.dryRun) {
+      await guardConfig(prepared, engine, principal);
+      if (shadowed && context.configPath) await guardShadowingConfig(context.configPath, shadowed, prepared, principal);
+    }
     if (cacheFile) writeCachedLaunch(cacheFile, prepared);
+  } else {
+    await guardConfig(prepared, undefined, principal);
   }
 
   if (options.dryRun) return dryRun(command, prepared, options.agent, options.json === true, loaded?.engine, principal);
@@ -139,13 +157,71 @@ async function runAction(command: string[], options: RunOptions, self: Command):
   }
 }
 
+type Permits = (path: string, access: 'read' | 'write') => boolean;
+
+function permitsOf(engine: PolicyEngine, principal: Principal): Permits {
+  return (path, access) => engine.decide({ surface: 'filesystem', ...principal, path, access }).effect === 'allow';
+}
+
+async function refuse(exposure: string | undefined): Promise<void> {
+  if (!exposure) return;
+  const { GatehouseError } = await import('../util/errors.js');
+  throw new GatehouseError('config_writable', exposure, { exitCode: 2 });
+}
+
+/** Refuses (exit 2) when the program may write the config this run read, or a file it names. */
+async function guardConfig(prepared: CachedLaunch, engine: PolicyEngine | undefined, principal: Principal): Promise<void> {
+  const { configExposure } = await import('../sandbox/config-guard.js');
+  const { homedir } = await import('node:os');
+  await refuse(
+    configExposure({
+      files: prepared.configFiles ?? (prepared.configPath ? [prepared.configPath] : []),
+      configPath: prepared.configPath,
+      view: prepared.view,
+      home: homedir(),
+      cwd: process.cwd(),
+      dataDir: prepared.dataDir,
+      ...(engine ? { permits: permitsOf(engine, principal) } : {}),
+    }),
+  );
+}
+
+/**
+ * Refuses (exit 2) when `configPath` (a ./gatehouse.yaml) lies where the policy of the config it shadows
+ * lets a program write. A shadowed config that does not load cannot be judged, and is left alone.
+ */
+async function guardShadowingConfig(configPath: string, shadowed: string, prepared: CachedLaunch, principal: Principal): Promise<void> {
+  const { configExposure } = await import('../sandbox/config-guard.js');
+  const { loadConfigFile } = await import('../config/load.js');
+  const { loadPolicy } = await import('../node/policy-source.js');
+  const { homedir } = await import('node:os');
+  let engine: PolicyEngine;
+  try {
+    engine = loadPolicy(loadConfigFile(shadowed).config, shadowed).engine;
+  } catch {
+    return;
+  }
+  await refuse(
+    configExposure({
+      files: [configPath],
+      configPath,
+      view: engine.filesystemView(principal),
+      home: homedir(),
+      cwd: process.cwd(),
+      dataDir: prepared.dataDir,
+      permits: permitsOf(engine, principal),
+      policyOf: shadowed,
+    }),
+  );
+}
+
 async function dryRun(
   command: string[],
   prepared: CachedLaunch,
   agent: string | undefined,
   json: boolean,
   engine: PolicyEngine | undefined,
-  principal: import('../policy/types.js').Principal,
+  principal: Principal,
 ): Promise<number> {
   const { bwrapInvocation } = await import('../sandbox/bubblewrap.js');
   const { rlimitsFrom, settingsFor } = await import('../sandbox/launch.js');
@@ -160,7 +236,7 @@ async function dryRun(
       cwd: process.cwd(),
       dataDir: prepared.dataDir,
       ...(prepared.configPath ? { protect: [prepared.configPath] } : {}),
-      ...(engine ? { permits: (path: string, access: 'read' | 'write') => engine.decide({ surface: 'filesystem', ...principal, path, access }).effect === 'allow' } : {}),
+      ...(engine ? { permits: permitsOf(engine, principal) } : {}),
       envAllow: settings.env ?? [],
       proxyPort: prepared.sandbox.proxyPort,
       ...(rlimits ? { rlimits } : {}),

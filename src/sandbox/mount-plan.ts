@@ -296,3 +296,24 @@ export function bwrapMountArgs(plan: MountPlan): string[] {
   }
   return args;
 }
+
+/**
+ * Whether the program can change the host file at `path` through this plan: the mount that finally covers
+ * it (the last step whose destination contains it) is a writable bind of a host path. Private tmpfs
+ * (/tmp) and masks do not count: what is written there never reaches the host.
+ */
+export function writableInside(plan: MountPlan, path: string): boolean {
+  let state: 'rw' | 'ro' | 'private' | undefined;
+  let dest: string | undefined;
+  for (const step of plan.steps) {
+    if (!isWithin(path, step.dest)) continue;
+    if (step.kind === 'dir') continue;
+    if (step.kind === 'remount-ro') {
+      if (step.dest === dest) state = 'ro';
+      continue;
+    }
+    dest = step.dest;
+    state = step.kind === 'bind' ? 'rw' : step.kind === 'tmpfs' ? 'private' : 'ro';
+  }
+  return state === 'rw';
+}

@@ -25,6 +25,8 @@ export interface CachedLaunch {
   view: FilesystemView;
   /** The policy lets something out, so the egress proxy must run: not a fast-path launch. */
   needsEgress: boolean;
+  /** The config file and the files it names, which must lie outside what the program may write (config-guard.ts). */
+  configFiles?: string[];
 }
 
 export interface CacheInputs {
