@@ -7,7 +7,7 @@ import ipaddr from 'ipaddr.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision, NetworkRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
-import { classifyAddress, type CheckedAddress } from './addresses.js';
+import { classifyAddress, type CheckedAddress } from '../policy/addresses.js';
 import { Refusal } from './refusal.js';
 import type { Resolver } from './resolver.js';
 import type { Target } from './target.js';

@@ -10,7 +10,7 @@
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { authenticateCaller, clientOf, keyFromProxyAuthorization, type Caller, type Client } from './authenticate.js';
-import type { CheckedAddress } from './addresses.js';
+import type { CheckedAddress } from '../policy/addresses.js';
 import { checkTunnel, decideDestination, resolveAndCheck, type CheckedDestination, type Destination } from './destination.js';
 import { tunnelGate, type FirstBytes } from './first-bytes.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, parseAbsoluteForm, withBodyFraming } from './http-message.js';

@@ -2,7 +2,7 @@
  * TLS inspection: the contract between the CONNECT flow and the interceptor (implemented in intercept.ts).
  */
 import type { Duplex } from 'node:stream';
-import type { CheckedAddress } from './addresses.js';
+import type { CheckedAddress } from '../policy/addresses.js';
 import type { Caller, Client } from './authenticate.js';
 import type { Refusal } from './refusal.js';
 import type { Target } from './target.js';

@@ -12,7 +12,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { rootCertificates, TLSSocket } from 'node:tls';
-import type { CheckedAddress } from './addresses.js';
+import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, responseMask, type ContentTools } from './content.js';
 import { networkRequest } from './destination.js';

@@ -5,7 +5,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { CheckedAddress } from './addresses.js';
+import type { CheckedAddress } from '../policy/addresses.js';
 import { Refusal } from './refusal.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;

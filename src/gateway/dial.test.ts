@@ -55,3 +55,10 @@ test('carries method, headers, body and a streamed response over the checked con
   const streamed = await fetchLocal(`http://upstream.test:${port}/stream`);
   assert.equal(await streamed.text(), 'data: one\n\ndata: two\n\n');
 });
+
+test('refuses every address the egress proxy blocks by default, including IPv6 forms that carry IPv4', () => {
+  for (const address of ['127.0.0.1', '10.1.2.3', '169.254.169.254', '::1', 'fd00:ec2::254', '::ffff:127.0.0.1', '::7f00:1', '::127.0.0.1', '64:ff9b::a00:1', '2002:7f00:1::', 'fe80::1', '100::1', '4000::1']) {
+    assert.ok(addressRefusal(address), `${address} must be refused`);
+  }
+  for (const address of ['93.184.216.34', '2606:2800:220:1:248:1893:25c8:1946']) assert.equal(addressRefusal(address), undefined, address);
+});

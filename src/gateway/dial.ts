@@ -13,12 +13,13 @@ import { request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import ipaddr from 'ipaddr.js';
+import { classifyAddress } from '../policy/addresses.js';
 
 /** Why an address may not be dialled, or undefined when it is a public unicast address. */
 export function addressRefusal(address: string): string | undefined {
-  if (!ipaddr.isValid(address)) return `${address} is not an IP address`;
-  const range = ipaddr.process(address).range();
-  return range === 'unicast' ? undefined : `${address} is a ${range} address`;
+  const checked = classifyAddress(address);
+  if (!checked) return `${address} is not an IP address`;
+  return checked.blockedRange === undefined ? undefined : `${address} is a ${checked.blockedRange} address`;
 }
 
 /** A `lookup` for sockets that fails unless every address the name resolves to is public. */

@@ -45,6 +45,11 @@ describe('network: IP literals in every encoding', () => {
       assert.deepEqual(decision.rules, ['no-loopback']);
     });
   }
+  it('reads a dotted IPv6 tail as the OS does (::1.2.3.4 is IPv4-compatible, not mapped)', () => {
+    const one = policy({ network: [{ id: 'one-address', allow: ['1.2.3.4'] }] });
+    assert.equal(one.decide(net('::ffff:1.2.3.4', 80)).effect, 'allow', 'the mapped form is the same address');
+    assert.equal(one.decide(net('::1.2.3.4', 80)).effect, 'deny', 'the IPv4-compatible form is another address');
+  });
   it('still allows an address outside the denied range', () => {
     assert.equal(engine.decide(net('0x08.8.8.8', 80)).effect, 'allow');
   });

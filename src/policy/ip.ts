@@ -5,6 +5,7 @@
  * (NAT64, 6to4, Teredo, ISATAP, IPv4-compatible) are extra identities that deny rules also see.
  */
 import ipaddr from 'ipaddr.js';
+import { dottedTailToHex } from './addresses.js';
 
 export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 
@@ -27,7 +28,7 @@ export function parseIpLiteral(input: string): NormalisedIp | undefined {
     const zone = text.indexOf('%');
     if (zone >= 0) text = text.slice(0, zone);
     if (!ipaddr.IPv6.isValid(text)) return undefined;
-    return normalise(ipaddr.IPv6.parse(text));
+    return normalise(ipaddr.IPv6.parse(dottedTailToHex(text)));
   }
   if (text.endsWith('.')) text = text.slice(0, -1);
   // Cheap gate first: ipaddr.js signals "not an address" by throwing, which costs microseconds, and most

@@ -1,5 +1,6 @@
 /**
- * Address ranges the proxy refuses unless the policy explicitly allows the address: everything that is not
+ * Address ranges the data planes refuse unless the policy explicitly allows the address (the egress proxy
+ * for agents' connections, the gateway for remote MCP servers): everything that is not
  * global unicast. That covers loopback, link-local (and with it cloud metadata at 169.254.169.254 and
  * fd00:ec2::254), RFC 1918, CGNAT, ULA, multicast, unspecified and reserved space, and the IPv6 forms that
  * carry an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo) whatever IPv4 address they carry.
@@ -53,7 +54,7 @@ function blockedIpv6Range(address: ipaddr.IPv6): string | undefined {
  * ipaddr.js 2.5 reads "::1.2.3.4" as the IPv4-mapped "::ffff:1.2.3.4". The OS (inet_pton) reads it as the
  * IPv4-compatible ::102:304. Rewriting a dotted tail as two hex groups makes both agree on the bytes.
  */
-function dottedTailToHex(text: string): string {
+export function dottedTailToHex(text: string): string {
   const match = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   if (!match) return text;
   const [, head, a, b, c, d] = match;
