@@ -32,6 +32,8 @@ for (const identity of identities()) {
       // The configs live in the data directory (GATEHOUSE_HOME), which the sandbox always hides: never in
       // the writable workspace, where `gatehouse run` refuses them.
       mkdirOwned(identity, join(dir, 'data'));
+      // HOME apart from the workspace, as for a real user.
+      mkdirOwned(identity, join(dir, 'home'));
       writeOwned(
         identity,
         join(dir, 'data', 'gatehouse.yaml'),
@@ -43,7 +45,7 @@ for (const identity of identities()) {
 
     /** Runs the CLI as this identity, in the scratch directory, with its own data dir. */
     function gatehouse(args: string[], options: { input?: string; config?: string } = {}): SpawnSyncReturns<string> {
-      const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8' };
+      const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8' };
       const argv = [main, ...(options.config ? ['--config', options.config] : []), ...args];
       const [command, commandArgs] = identity.user
         ? ['setpriv', ['--reuid', String(identity.user.uid), '--regid', String(identity.user.gid), '--clear-groups', '--', process.execPath, ...argv]]
@@ -134,7 +136,7 @@ for (const identity of identities()) {
         : ['script', ['-qefc', inner, '/dev/null']];
       const result = spawnSync(command as string, args as string[], {
         cwd: dir,
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, GATEHOUSE_HOME: join(dir, 'data'), TERM: 'xterm' },
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), TERM: 'xterm' },
         input: 'hello-terminal\n',
         encoding: 'utf8',
         timeout: 30000,

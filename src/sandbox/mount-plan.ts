@@ -14,8 +14,8 @@
  * leads through a symlink is bound only when the policy also allows where it leads (`permits`): a program
  * with a writable workspace can plant a symlink at a path an allow names before it exists.
  */
-import { lstatSync, realpathSync, statSync } from 'node:fs';
-import { join, resolve, sep } from 'node:path';
+import { lstatSync, readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
+import { dirname, join, resolve, sep } from 'node:path';
 import type { FilesystemView } from '../policy/engine.js';
 
 export type MountStep =
@@ -168,7 +168,99 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
     });
     visible.push(entry.path);
   };
-  for (const entry of allows) if (!underTmp(entry.path)) bindAllow(entry);
+
+  // What the masks of step 5 protect, gathered now because protecting it also shapes the binds (below).
+  // `guardMissing`: if it does not exist, the program must not be able to create it either.
+  const denies: { path: string; access: 'all' | 'write'; why: string; sensitive?: boolean; guardMissing?: boolean }[] = [];
+  for (const entry of input.view.deny) denies.push({ path: entry.path, access: entry.access, why: `deny (rule ${entry.ruleId})`, guardMissing: true });
+  for (const relative of SENSITIVE_IN_HOME) {
+    denies.push({ path: join(input.home, relative), access: 'all', why: 'default sensitive path', sensitive: true, guardMissing: true });
+  }
+  const allowedRw = (path: string): boolean => allows.some((allow) => allow.access === 'rw' && isWithin(allow.written, path));
+  for (const relative of PERSISTENCE_IN_HOME) {
+    const path = join(input.home, relative);
+    if (!allowedRw(path)) denies.push({ path, access: 'write', why: 'runs outside the sandbox later', guardMissing: true });
+  }
+  // In a writable workspace, git's config and hooks and direnv's .envrc run code on the host at the next
+  // `git status` or `cd`. A missing .envrc is left alone (direnv asks before it runs a new one); missing
+  // git files are guarded only where .git exists (a program that makes a new repository is not caught).
+  for (const root of allows) {
+    if (root.access !== 'rw' || root.kind !== 'dir') continue;
+    const envrc = join(root.path, '.envrc');
+    if (!allowedRw(envrc)) denies.push({ path: envrc, access: 'write', why: 'runs outside the sandbox later (direnv)' });
+    if (resolved(join(root.path, '.git')).kind !== 'dir') continue;
+    for (const relative of ['.git/config', '.git/hooks']) {
+      const path = join(root.path, relative);
+      if (!allowedRw(path)) denies.push({ path, access: 'write', why: 'runs outside the sandbox later (git)', guardMissing: true });
+    }
+  }
+  for (const path of input.protect ?? []) denies.push({ path, access: 'write', why: 'Gatehouse configuration', guardMissing: true });
+  if (input.dataDir) denies.push({ path: input.dataDir, access: 'all', why: "Gatehouse's data directory" });
+
+  // Where the program can write, a protected path must stay where the masks will be next time too:
+  //  - every directory between a writable allow and a protected path is bound onto itself, so it is a mount
+  //    point and cannot be renamed (EBUSY), which would carry the protected path away from its mask;
+  //  - a protected path that does not exist cannot be masked without creating it on the host, so the
+  //    nearest directory that does exist is kept read-only ("frozen"), with each entry already in it bound
+  //    writable again: the program can change what is there but not add a name, so it cannot create it.
+  const allowedExactly = (written: string): boolean => allows.some((allow) => allow.written === written);
+  /** The writable allow that finally decides `path` (the deepest one covering it), if the deepest is writable. */
+  const writableRoot = (path: string): string | undefined => {
+    let deepest: (typeof allows)[number] | undefined;
+    for (const allow of allows) if (isWithin(path, allow.path) && (!deepest || depth(allow.path) >= depth(deepest.path))) deepest = allow;
+    // Under the private /tmp only allows bound on top of it are seen; the host's /tmp is not.
+    if (deepest && underTmp(path) && !underTmp(deepest.path)) return undefined;
+    return deepest?.access === 'rw' ? deepest.path : undefined;
+  };
+  const pinned = new Set<string>();
+  const frozen = new Set<string>();
+  const pinBetween = (root: string, path: string): void => {
+    for (let directory = dirname(path); directory !== root && isWithin(directory, root) && directory !== '/'; directory = dirname(directory)) pinned.add(directory);
+  };
+  for (const entry of denies) {
+    if (entry.sensitive && allowedExactly(resolve(entry.path))) continue;
+    const target = resolved(entry.path);
+    if (target.kind !== undefined) {
+      const root = writableRoot(target.path);
+      if (root !== undefined && root !== target.path) pinBetween(root, target.path);
+      continue;
+    }
+    if (!entry.guardMissing) continue;
+    let ancestor = dirname(resolve(entry.path));
+    while (ancestor !== '/' && resolved(ancestor).kind === undefined) ancestor = dirname(ancestor);
+    const existing = resolved(ancestor);
+    if (existing.kind !== 'dir') continue;
+    const root = writableRoot(existing.path);
+    if (root === undefined) continue;
+    frozen.add(existing.path);
+    pinBetween(root, existing.path);
+  }
+  const freeze = (directory: string): void => {
+    steps.push({ kind: 'ro-bind', source: directory, dest: directory, why: 'no new names here: a protected path in it does not exist yet' });
+    let names: Dirent[] = [];
+    try {
+      names = readdirSync(directory, { withFileTypes: true });
+    } catch {
+      // Unreadable: it stays read-only as a whole, which fails closed.
+    }
+    // Symlinks and special files need no bind: the read-only directory keeps them as they are.
+    for (const name of names) {
+      if (!name.isDirectory() && !name.isFile()) continue;
+      const path = join(directory, name.name);
+      steps.push({ kind: 'bind', source: path, dest: path, why: 'writable, in a directory kept read-only' });
+    }
+  };
+  type Bind = { order: number; path: string; emit: () => void };
+  const binds: Bind[] = [
+    ...allows.map((entry) => ({ order: 0, path: entry.path, emit: () => bindAllow(entry) })),
+    ...[...pinned].filter((path) => !frozen.has(path)).map((path) => ({
+      order: 1,
+      path,
+      emit: () => steps.push({ kind: 'bind' as const, source: path, dest: path, why: 'pinned: holds a protected path, so it cannot be renamed' }),
+    })),
+    ...[...frozen].map((path) => ({ order: 2, path, emit: () => freeze(path) })),
+  ].sort((a, b) => depth(a.path) - depth(b.path) || a.order - b.order);
+  for (const bind of binds) if (!underTmp(bind.path)) bind.emit();
 
   // 3. Private kernel views and scratch space; /run is an empty tmpfs so host sockets there vanish.
   steps.push({ kind: 'proc', dest: '/proc', why: 'private /proc (new PID namespace)' });
@@ -183,21 +275,12 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
     if (varRun.kind === 'dir' && varRun.path !== '/run') steps.push({ kind: 'tmpfs', dest: '/var/run', why: 'hide /var/run' });
   }
 
-  // 4. Allows under /tmp, on top of the private /tmp.
-  for (const entry of allows) if (underTmp(entry.path)) bindAllow(entry);
+  // 4. Allows (and their pinned and frozen directories) under /tmp, on top of the private /tmp.
+  for (const bind of binds) if (underTmp(bind.path)) bind.emit();
   const covered = (path: string): boolean => visible.some((root) => isWithin(path, root));
 
   // 5. Masks. A deny beats any allow, so masks come after every bind they might cover.
-  const denies: { path: string; access: 'all' | 'write'; why: string; sensitive?: boolean }[] = [];
-  for (const entry of input.view.deny) denies.push({ path: entry.path, access: entry.access, why: `deny (rule ${entry.ruleId})` });
-  for (const relative of SENSITIVE_IN_HOME) {
-    denies.push({ path: join(input.home, relative), access: 'all', why: 'default sensitive path', sensitive: true });
-  }
-  for (const relative of PERSISTENCE_IN_HOME) {
-    const path = join(input.home, relative);
-    if (!allows.some((allow) => allow.access === 'rw' && isWithin(allow.written, path))) denies.push({ path, access: 'write', why: 'runs outside the sandbox later' });
-  }
-  for (const path of input.protect ?? []) denies.push({ path, access: 'write', why: 'Gatehouse configuration' });
+
   for (const path of SENSITIVE_SYSTEM) denies.push({ path, access: 'all', why: 'host secret' });
   for (const path of input.extraSensitive ?? []) denies.push({ path, access: 'all', why: 'sensitive' });
   // Glob denies: mask the literal prefix when it lies strictly inside what is visible (hiding more than
@@ -213,8 +296,6 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
       denies.push({ path: prefix, access: 'all', why: `deny "${entry.pattern}" (rule ${entry.ruleId}), masked whole` });
     }
   }
-  if (input.dataDir) denies.push({ path: input.dataDir, access: 'all', why: "Gatehouse's data directory" });
-
   const resolvedDenies = denies
     .map((entry) => ({ ...entry, written: resolve(entry.path), ...resolved(entry.path) }))
     .filter((entry) => entry.kind !== undefined && covered(entry.path))
@@ -222,8 +303,7 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   const fullyMasked: string[] = [];
   /** Masked sensitive directories whose explicitly allowed children are bound again on top. */
   const reopened: { mask: string; children: typeof allows }[] = [];
-  // Both as written: an allow that only leads to a sensitive place (a planted symlink) never unmasks it.
-  const allowedExactly = (written: string): boolean => allows.some((allow) => allow.written === written);
+  // Both as written (allowedExactly): an allow that only leads to a sensitive place (a planted symlink) never unmasks it.
   for (const entry of resolvedDenies) {
     // Inside a directory that is already masked there is nothing left to hide or to make read-only.
     if (fullyMasked.some((root) => isWithin(entry.path, root))) continue;
