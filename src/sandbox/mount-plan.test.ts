@@ -210,3 +210,35 @@ test('an allow that leads through a symlink is bound only when the policy allows
     done();
   }
 });
+
+test('directories between a writable allow and a denied path are bound onto themselves (pinned), before the mask', () => {
+  const { home, done } = fixture();
+  try {
+    const deep = join(home, 'work', 'src', 'keys');
+    mkdirSync(deep);
+    const view = { allow: [{ path: join(home, 'work'), access: 'rw' as const, ruleId: 'ws' }], deny: [{ path: deep, access: 'all' as const, ruleId: 'keys' }], unmountable: [] };
+    const plan = computeMountPlan({ view, home, cwd: home });
+    const root = indexOf(plan.steps, 'bind', join(home, 'work'));
+    const pin = indexOf(plan.steps, 'bind', join(home, 'work', 'src'));
+    const mask = indexOf(plan.steps, 'tmpfs', deep);
+    assert.ok(root >= 0 && pin > root && mask > pin, JSON.stringify(plan.steps.slice(root, mask + 1)));
+  } finally {
+    done();
+  }
+});
+
+test('a protected path missing under a writable HOME: HOME is kept read-only with each existing entry writable, and nothing is created', () => {
+  const { home, done } = fixture();
+  try {
+    const plan = computeMountPlan({ view: { allow: [{ path: home, access: 'rw', ruleId: 'home' }], deny: [], unmountable: [] }, home, cwd: home });
+    const bind = indexOf(plan.steps, 'bind', home);
+    const freeze = indexOf(plan.steps, 'ro-bind', home);
+    assert.ok(bind >= 0 && freeze > bind);
+    assert.ok(indexOf(plan.steps, 'bind', join(home, 'work')) > freeze, 'existing entries are writable again');
+    assert.equal(at(plan.steps, join(home, '.bash_profile')).length, 0, 'no mount point (no stray file) for a missing path');
+    // The mask of an existing sensitive entry still comes after its writable re-bind.
+    assert.ok(indexOf(plan.steps, 'tmpfs', join(home, '.ssh')) > indexOf(plan.steps, 'bind', join(home, '.ssh')));
+  } finally {
+    done();
+  }
+});
