@@ -9,7 +9,7 @@
  *   node dist/bench/sandbox.js [--runs 15] [--megabytes 64]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -48,7 +48,9 @@ function time(command: string, args: string[], env: NodeJS.ProcessEnv = process.
 function startup(): void {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-sandbox-'));
   try {
-    writeFileSync(join(dir, 'gatehouse.yaml'), 'version: 1\npolicy:\n  filesystem:\n    - id: workspace\n      allow: { paths: ["./"], access: rw }\n');
+    // The config lives in the data dir: `gatehouse run` refuses one inside the writable workspace.
+    mkdirSync(join(dir, 'data'), { mode: 0o700 });
+    writeFileSync(join(dir, 'data', 'gatehouse.yaml'), 'version: 1\npolicy:\n  filesystem:\n    - id: workspace\n      allow: { paths: ["./"], access: rw }\n');
     const env = { ...process.env, GATEHOUSE_HOME: join(dir, 'data') };
     const node = time(process.execPath, ['-e', '0']);
     const bwrap = time('bwrap', ['--unshare-user', '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--proc', '/proc', '--dev', '/dev', 'true']);

@@ -12,7 +12,7 @@
  * terminal's Ctrl-C reaches Gatehouse, which forwards it, rather than killing bwrap outright.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -64,27 +64,37 @@ export interface BwrapInvocation {
  * header; undefined for a static executable or one that cannot be read.
  */
 export function elfInterpreter(executable: string): string | undefined {
-  let image: Buffer;
+  // Only the headers are read: node's binary is large (over 100 MB with debug information).
+  let fd: number | undefined;
   try {
-    image = readFileSync(executable);
+    fd = openSync(executable, 'r');
+    const read = (position: number, length: number): Buffer => {
+      const buffer = Buffer.alloc(length);
+      const got = readSync(fd!, buffer, 0, length, position);
+      return buffer.subarray(0, got);
+    };
+    const header = read(0, 64);
+    // ELF64 little-endian only (x86-64 and aarch64, the two architectures the seccomp filter admits).
+    if (header.length < 64 || header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) return undefined;
+    const entrySize = header.readUInt16LE(0x36);
+    const count = header.readUInt16LE(0x38);
+    if (entrySize < 56 || count > 512) return undefined;
+    const table = read(Number(header.readBigUInt64LE(0x20)), entrySize * count);
+    for (let index = 0; index < count; index++) {
+      const entry = index * entrySize;
+      if (entry + 56 > table.length) return undefined;
+      if (table.readUInt32LE(entry) !== 3 /* PT_INTERP */) continue;
+      const size = Number(table.readBigUInt64LE(entry + 32));
+      if (size > 4096) return undefined;
+      const path = read(Number(table.readBigUInt64LE(entry + 8)), size).toString('latin1').replace(/\0+$/, '');
+      return path.startsWith('/') ? path : undefined;
+    }
+    return undefined;
   } catch {
     return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
-  // ELF64 little-endian only (x86-64 and aarch64, the two architectures the seccomp filter admits).
-  if (image.length < 64 || image.readUInt32BE(0) !== 0x7f454c46 || image[4] !== 2 || image[5] !== 1) return undefined;
-  const programHeaders = Number(image.readBigUInt64LE(0x20));
-  const entrySize = image.readUInt16LE(0x36);
-  const count = image.readUInt16LE(0x38);
-  for (let index = 0; index < count; index++) {
-    const header = programHeaders + index * entrySize;
-    if (header + 56 > image.length) return undefined;
-    if (image.readUInt32LE(header) !== 3 /* PT_INTERP */) continue;
-    const offset = Number(image.readBigUInt64LE(header + 8));
-    const size = Number(image.readBigUInt64LE(header + 32));
-    const path = image.subarray(offset, offset + size).toString('latin1').replace(/\0+$/, '');
-    return path.startsWith('/') ? path : undefined;
-  }
-  return undefined;
 }
 
 let nodeInterpreter: string | null | undefined;
