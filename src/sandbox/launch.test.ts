@@ -18,3 +18,12 @@ test('no rlimits configured means none applied', () => {
   assert.equal(rlimitsFrom({ rlimits: {} }), undefined);
   assert.equal(rlimitsFrom(undefined), undefined);
 });
+
+test("finds node's ELF loader from its headers (the bridge is started through an execute-only copy of it)", async () => {
+  const { elfInterpreter } = await import('./bubblewrap.js');
+  const { existsSync } = await import('node:fs');
+  const loader = elfInterpreter(process.execPath);
+  assert.ok(loader && loader.startsWith('/') && existsSync(loader), String(loader));
+  assert.equal(elfInterpreter(new URL(import.meta.url).pathname), undefined, 'a script is not ELF');
+  assert.equal(elfInterpreter('/nonexistent'), undefined);
+});
