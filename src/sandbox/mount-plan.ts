@@ -184,13 +184,16 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
   // In a writable workspace, git's config and hooks and direnv's .envrc run code on the host at the next
   // `git status` or `cd`. A missing .envrc is left alone (direnv asks before it runs a new one); missing
   // git files are guarded only where .git exists (a program that makes a new repository is not caught).
-  for (const root of allows) {
-    if (root.access !== 'rw' || root.kind !== 'dir') continue;
-    const envrc = join(root.path, '.envrc');
+  // Workspaces: each writable allow, and the working directory wherever it is writable.
+  const workspaces = new Set(allows.filter((allow) => allow.access === 'rw' && allow.kind === 'dir').map((allow) => allow.path));
+  const start = resolved(input.cwd);
+  if (start.kind === 'dir' && allows.some((allow) => allow.access === 'rw' && isWithin(start.path, allow.path))) workspaces.add(start.path);
+  for (const workspace of workspaces) {
+    const envrc = join(workspace, '.envrc');
     if (!allowedRw(envrc)) denies.push({ path: envrc, access: 'write', why: 'runs outside the sandbox later (direnv)' });
-    if (resolved(join(root.path, '.git')).kind !== 'dir') continue;
+    if (resolved(join(workspace, '.git')).kind !== 'dir') continue;
     for (const relative of ['.git/config', '.git/hooks']) {
-      const path = join(root.path, relative);
+      const path = join(workspace, relative);
       if (!allowedRw(path)) denies.push({ path, access: 'write', why: 'runs outside the sandbox later (git)', guardMissing: true });
     }
   }
@@ -235,6 +238,8 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
     frozen.add(existing.path);
     pinBetween(root, existing.path);
   }
+  /** Entries a frozen directory bound again: already mount points, so they need no pin. */
+  const reboundInFrozen = new Set<string>();
   const freeze = (directory: string): void => {
     steps.push({ kind: 'ro-bind', source: directory, dest: directory, why: 'no new names here: a protected path in it does not exist yet' });
     let names: Dirent[] = [];
@@ -248,6 +253,7 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
       if (!name.isDirectory() && !name.isFile()) continue;
       const path = join(directory, name.name);
       steps.push({ kind: 'bind', source: path, dest: path, why: 'writable, in a directory kept read-only' });
+      reboundInFrozen.add(path);
     }
   };
   type Bind = { order: number; path: string; emit: () => void };
@@ -256,7 +262,9 @@ export function computeMountPlan(input: MountPlanInput): MountPlan {
     ...[...pinned].filter((path) => !frozen.has(path)).map((path) => ({
       order: 1,
       path,
-      emit: () => steps.push({ kind: 'bind' as const, source: path, dest: path, why: 'pinned: holds a protected path, so it cannot be renamed' }),
+      emit: () => {
+        if (!reboundInFrozen.has(path)) steps.push({ kind: 'bind', source: path, dest: path, why: 'pinned: holds a protected path, so it cannot be renamed' });
+      },
     })),
     ...[...frozen].map((path) => ({ order: 2, path, emit: () => freeze(path) })),
   ].sort((a, b) => depth(a.path) - depth(b.path) || a.order - b.order);
