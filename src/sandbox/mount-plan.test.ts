@@ -242,3 +242,17 @@ test('a protected path missing under a writable HOME: HOME is kept read-only wit
     done();
   }
 });
+
+test('a working directory inside a writable HOME is a workspace too: its .git/config and .git/hooks are read-only', () => {
+  const { home, done } = fixture();
+  try {
+    const repo = join(home, 'work');
+    mkdirSync(join(repo, '.git', 'hooks'), { recursive: true });
+    writeFileSync(join(repo, '.git', 'config'), '[core]\n');
+    const plan = computeMountPlan({ view: { allow: [{ path: home, access: 'rw', ruleId: 'home' }], deny: [], unmountable: [] }, home, cwd: repo });
+    assert.ok(lastIndexOf(plan.steps, 'ro-bind', join(repo, '.git', 'config')) > indexOf(plan.steps, 'bind', home));
+    assert.ok(lastIndexOf(plan.steps, 'ro-bind', join(repo, '.git', 'hooks')) > indexOf(plan.steps, 'bind', home));
+  } finally {
+    done();
+  }
+});
