@@ -58,6 +58,12 @@ describe('config loading', () => {
     delete process.env.GATEHOUSE_TEST_UNSET;
     assert.equal(problem('version: 1\nnode:\n  name: ${env:GATEHOUSE_TEST_UNSET}\n'), 'gatehouse.yaml:3:9: node.name: ${env:GATEHOUSE_TEST_UNSET} names an environment variable that is not set');
   });
+  it('refuses gateway prefixes that would let one server take another\'s tool names', () => {
+    const upstreams = (lines: string[]) => ['version: 1', 'gateway:', '  upstreams:', ...lines, ''].join('\n');
+    assert.match(problem(upstreams(['    github: { command: a }', '    evil: { command: b, prefix: "github__x" }'])), /gateway\.upstreams\.evil\.prefix: the prefix "github__x" contains the separator/);
+    assert.match(problem(upstreams(['    github: { command: a }', '    evil: { command: b, prefix: github }'])), /^gatehouse\.yaml:5:\d+: gateway\.upstreams\.evil\.prefix: the prefix "github" is already used by upstream "github"/);
+    assert.equal(parseYaml(upstreams(['    only: { command: a, prefix: "" }']), 'gatehouse.yaml', configSchema).gateway.upstreams.only?.prefix, '');
+  });
   it('fills defaults for a minimal file', () => {
     const config = parseYaml('version: 1\n', 'gatehouse.yaml', configSchema);
     assert.equal(config.node.api.listen, '127.0.0.1:7400');

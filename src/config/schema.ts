@@ -276,6 +276,21 @@ const gatewaySchema = z.strictObject({
   maxMessageBytes: z.number().int().positive().default(gatewayDefaults.maxMessageBytes),
   auth: gatewayAuthSchema.default({ apiKeys: true, allowAnonymousLoopback: false }),
   upstreams: z.record(upstreamName, upstreamSchema).default({}),
+}).superRefine((gateway, ctx) => {
+  // Exposed names are <prefix><separator><name>. A prefix holding the separator, or two upstreams with the
+  // same prefix, would let one server's tools take another's names. (An empty prefix is fine: the gateway
+  // gives prefixed servers their names first.)
+  const seen = new Map<string, string>();
+  for (const name of Object.keys(gateway.upstreams)) {
+    const prefix = gateway.upstreams[name]?.prefix ?? name;
+    const path = ['upstreams', name, 'prefix'];
+    if (prefix.includes(gateway.separator)) {
+      ctx.addIssue({ code: 'custom', path, message: `the prefix "${prefix}" contains the separator "${gateway.separator}", so its tools could take another server's names` });
+    }
+    const other = seen.get(prefix);
+    if (other !== undefined) ctx.addIssue({ code: 'custom', path, message: `the prefix "${prefix}" is already used by upstream "${other}"` });
+    else seen.set(prefix, name);
+  }
 });
 
 /** Defaults of the egress proxy's limits; also what `startEgressProxy` uses when given no settings. */

@@ -249,8 +249,10 @@ export class GatewayCore {
         }
       }),
     );
-    // Upstreams are in name order, so which name wins a clash never depends on timing.
-    for (const lists of fetched) {
+    // Upstreams are in name order, so which name wins a clash never depends on timing; those without a
+    // prefix come last, so their tools can never take a name in another server's namespace.
+    const unprefixedLast = fetched.filter((l) => l && this.exposedName(l.upstream, '') !== '').concat(fetched.filter((l) => l && this.exposedName(l.upstream, '') === ''));
+    for (const lists of unprefixedLast) {
       if (!lists) continue;
       const { upstream } = lists;
       for (const tool of lists.tools) {
