@@ -3,6 +3,7 @@
  * through the bridge, denied ones get the proxy's refusal, and a secret granted to a host reaches that host
  * over HTTPS while the program only ever holds a placeholder. Real CLI, bwrap, curl, TLS and audit log.
  */
+import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -130,6 +131,15 @@ policy:
       // (The echo server reflects the header it received, so only the variable itself is checked here.)
       const seen = api.requests.at(-1);
       assert.equal(seen?.headers.authorization, `Bearer ${REAL_TOKEN}`);
+    });
+
+    test('a secret the program sends to an inspected host is blocked before it leaves', async () => {
+      const leaked = SAMPLES['stripe-secret-key']!(seededRandom(7));
+      const before = api.requests.length;
+      const script = `curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST --data 'key=${leaked}' https://api.test:${api.port}/upload`;
+      const result = await run(identity, dir, ['run', '--', 'sh', '-c', script]);
+      assert.equal(result.stdout, '403', result.stderr + result.stdout);
+      assert.equal(api.requests.length, before, 'the server never received the request');
     });
 
     test('git clone over HTTPS from a local server works through the proxy', async () => {

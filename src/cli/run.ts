@@ -316,6 +316,13 @@ async function startSessionEgress(
   }
   // TLS inspection (and with it placeholder swaps in HTTPS) needs the node's CA, trusted inside the sandbox.
   const inspects = grants.length > 0 || config.policy.network.some((rule) => 'inspect' in rule && rule.inspect === true);
+  // What the proxy can see (inspected requests) is scanned for secrets, the vault's included; without
+  // inspection there is nothing to scan, and the vault is not opened (start-up stays lean).
+  let scanner: import('../dlp/index.js').Scanner | undefined;
+  if (inspects) {
+    const { openSecrets } = await import('../secrets/index.js');
+    scanner = await openSecrets({ dataDir, settings: config.secrets }).createScanner(engine.dlp);
+  }
   const { join } = await import('node:path');
   const proxy = await startEgressProxy({
     policy: { current: engine },
@@ -326,6 +333,9 @@ async function startSessionEgress(
     ...(inspects ? { dataDir } : {}),
     ...(placeholders ? { placeholders } : {}),
     ...(resolveSecret ? { resolveSecret } : {}),
+    ...(scanner ? { scanner } : {}),
+    // In sync mode no byte flows before the connection's record is on disk.
+    awaitAudit: config.audit.mode === 'sync',
   });
   const egressSession = await proxy.openSession(principal, session);
   return {
