@@ -7,9 +7,9 @@
 import { Worker } from 'node:worker_threads';
 import type { AuditSettings } from '../config/schema.js';
 import { createScanner, secretsFromEnvironment } from '../dlp/index.js';
-import { ensureNodeKeys } from '../util/keys.js';
-import { ChainedAuditLog, type ChainedLogOptions } from './chain.js';
+import type { ChainedAuditLog } from './chain.js';
 import { auditDir } from './format.js';
+import { openNodeAuditLog } from './node-log.js';
 import { AuditMetrics } from './metrics.js';
 import type { ValueRedactor } from './privacy.js';
 import type { AuditLog, AuditRecord } from './record.js';
@@ -23,33 +23,11 @@ export { verifyLog, type VerifyResult, type VerifyProblem } from './verify.js';
 export { AuditMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
 export type { SinkStatus } from './sinks/runner.js';
 export { auditDir } from './format.js';
+export { openNodeAuditLog } from './node-log.js';
 export { AuditIndex } from './indexer.js';
 export { buildReport, formatReport } from './report.js';
 export { suggestPolicy } from './suggest.js';
 
-/** Opens the node's chained audit log as the config's `audit:` section describes it. */
-export function openNodeAuditLog(
-  dataDir: string,
-  node: string,
-  settings: AuditSettings,
-  extra: Pick<ChainedLogOptions, 'onWritten' | 'redactValues'> = {},
-): ChainedAuditLog {
-  return ChainedAuditLog.open({
-    dir: auditDir(dataDir),
-    node,
-    keys: ensureNodeKeys(dataDir),
-    mode: settings.mode,
-    recordValues: settings.recordValues,
-    maxRecordBytes: settings.maxRecordBytes,
-    segmentMaxBytes: settings.segment.maxBytes,
-    segmentMaxAgeMs: settings.segment.maxAge,
-    ...(settings.retention.maxBytes !== undefined ? { retentionMaxBytes: settings.retention.maxBytes } : {}),
-    ...(settings.retention.maxAge !== undefined ? { retentionMaxAgeMs: settings.retention.maxAge } : {}),
-    checkpointEvery: settings.checkpoint.every,
-    checkpointIntervalMs: settings.checkpoint.interval,
-    ...extra,
-  });
-}
 
 /**
  * Everything audit a node runs: the chained log, a runner per configured sink, and the metrics. Use it as the

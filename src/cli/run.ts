@@ -263,30 +263,10 @@ function lazyAuditLog(open: () => Promise<import('../audit/record.js').AuditLog>
   };
 }
 
-/**
- * The node's chained audit log, opened as `openNodeAuditLog` (audit/index.ts) opens it. Done here from
- * audit/chain.js directly because audit/index.js also loads the sink runners, which `run` does not need
- * and which cost more start-up than the whole sandbox. Keep the two in step.
- */
+/** The node's chained audit log; from audit/node-log.js, which does not load the sinks (start-up cost). */
 async function openAuditLog(prepared: CachedLaunch): Promise<import('../audit/record.js').AuditLog> {
-  const { ChainedAuditLog } = await import('../audit/chain.js');
-  const { ensureNodeKeys } = await import('../util/keys.js');
-  const { join } = await import('node:path');
-  const settings = prepared.audit;
-  return ChainedAuditLog.open({
-    dir: join(prepared.dataDir, 'audit'),
-    node: prepared.node,
-    keys: ensureNodeKeys(prepared.dataDir),
-    mode: settings.mode,
-    recordValues: settings.recordValues,
-    maxRecordBytes: settings.maxRecordBytes,
-    segmentMaxBytes: settings.segment.maxBytes,
-    segmentMaxAgeMs: settings.segment.maxAge,
-    ...(settings.retention.maxBytes !== undefined ? { retentionMaxBytes: settings.retention.maxBytes } : {}),
-    ...(settings.retention.maxAge !== undefined ? { retentionMaxAgeMs: settings.retention.maxAge } : {}),
-    checkpointEvery: settings.checkpoint.every,
-    checkpointIntervalMs: settings.checkpoint.interval,
-  });
+  const { openNodeAuditLog } = await import('../audit/node-log.js');
+  return openNodeAuditLog(prepared.dataDir, prepared.node, prepared.audit);
 }
 
 /** Starts an egress proxy in this process with one session for the sandbox, plus placeholders for grants. */

@@ -12,7 +12,7 @@ import { decisionRecord } from '../audit/decision.js';
 import type { AuditLog } from '../audit/record.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import { parseDecisionRequest } from '../policy/request-schema.js';
-import type { Decision } from '../policy/types.js';
+import type { Decision, DecisionRequest } from '../policy/types.js';
 
 const MAX_BODY = 256 * 1024;
 
@@ -82,24 +82,31 @@ export async function startApi(listen: string, options: ApiOptions): Promise<Api
   const routes = new Map<string, RouteHandler>();
   const { host, port } = splitListen(listen);
 
-  const decide: RouteHandler = async (_request, response, body) => {
+  /** The body as a decision request, or undefined once a 400 has been sent saying what is wrong. */
+  const requestFrom = (response: ServerResponse, body: Buffer): DecisionRequest | undefined => {
     let value: unknown;
     try {
       value = JSON.parse(body.toString('utf8'));
     } catch {
       sendError(response, 400, 'invalid_json', 'the request body is not valid JSON');
-      return;
+      return undefined;
     }
     const parsed = parseDecisionRequest(value);
     if ('error' in parsed) {
       sendError(response, 400, 'invalid_request', parsed.error);
-      return;
+      return undefined;
     }
+    return parsed.request;
+  };
+
+  const decide: RouteHandler = async (_request, response, body) => {
+    const request = requestFrom(response, body);
+    if (!request) return;
     const engine = options.holder.current;
-    const decision = engine.decide(parsed.request);
+    const decision = engine.decide(request);
     // Fail closed: a decision that cannot be recorded is not given out as an allow.
     try {
-      await options.audit.append(decisionRecord(parsed.request, decision, { node: options.node, policy: { version: engine.version, digest: engine.digest } }));
+      await options.audit.append(decisionRecord(request, decision, { node: options.node, policy: { version: engine.version, digest: engine.digest } }));
     } catch (error) {
       sendError(response, 503, 'audit_unavailable', `the decision could not be recorded (${(error as Error).message}); denying`);
       return;
@@ -111,16 +118,8 @@ export async function startApi(listen: string, options: ApiOptions): Promise<Api
   routes.set('GET /healthz', (_request, response) => sendJson(response, 200, { status: 'ok' }));
   routes.set('POST /v1/decide', decide);
   routes.set('POST /v1/explain', (_request, response, body) => {
-    let value: unknown;
-    try {
-      value = JSON.parse(body.toString('utf8'));
-    } catch {
-      sendError(response, 400, 'invalid_json', 'the request body is not valid JSON');
-      return;
-    }
-    const parsed = parseDecisionRequest(value);
-    if ('error' in parsed) sendError(response, 400, 'invalid_request', parsed.error);
-    else sendJson(response, 200, options.holder.current.explain(parsed.request));
+    const request = requestFrom(response, body);
+    if (request) sendJson(response, 200, options.holder.current.explain(request));
   });
   routes.set('GET /v1/policy', (_request, response) => {
     const engine = options.holder.current;
