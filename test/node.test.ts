@@ -162,6 +162,11 @@ describe('node: decision API over HTTP', () => {
       assert.equal(denied.stdout, '403', 'a host denied by name is refused before any DNS lookup');
       const anonymous = await curl(['-x', proxy, '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/`]);
       assert.equal(anonymous.stdout, '407');
+      // The proxy scanned the request it could read, and /metrics shows how long that took.
+      const metrics = await (await fetch(`${node.api.url}/metrics`)).text();
+      const scans = /gatehouse_scan_latency_seconds_count\{surface="network"\} (\d+)/.exec(metrics);
+      assert.ok(scans && Number(scans[1]) >= 1, 'scan latency is reported for the network surface');
+      assert.match(metrics, /gatehouse_decisions_total\{effect="allow",surface="network"\} \d+/);
     } finally {
       target.close();
       writeFileSync(configPath, policyV1);

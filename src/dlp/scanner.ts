@@ -164,8 +164,19 @@ export class Scanner {
     return outcome.findings;
   }
 
+  /** Told how long each `check` and `checkJson` took, in microseconds (the node's scan-latency metric). */
+  onScan: ((microseconds: number) => void) | undefined;
+
   /** Like `scan`, but reports `too_large` as an outcome for the caller's policy to decide. */
   check(input: string | Uint8Array): ScanOutcome {
+    if (!this.onScan) return this.checkText(input);
+    const started = performance.now();
+    const outcome = this.checkText(input);
+    this.onScan((performance.now() - started) * 1000);
+    return outcome;
+  }
+
+  private checkText(input: string | Uint8Array): ScanOutcome {
     const size = input.length;
     if (size > this.maxBytes) return { status: 'too_large', findings: [], size };
     const text = typeof input === 'string' ? input : latin1(input);
@@ -183,6 +194,14 @@ export class Scanner {
   }
 
   checkJson(value: unknown): ScanOutcome {
+    if (!this.onScan) return this.checkValue(value);
+    const started = performance.now();
+    const outcome = this.checkValue(value);
+    this.onScan((performance.now() - started) * 1000);
+    return outcome;
+  }
+
+  private checkValue(value: unknown): ScanOutcome {
     const findings: Finding[] = [];
     let size = 0;
     // An explicit stack: deeply nested input cannot overflow the call stack.

@@ -72,6 +72,8 @@ export interface NodeGatewayInput {
   knownSecrets?: readonly KnownSecret[];
   resolveSecret?: (name: string) => Promise<string>;
   launch?: GatewayOptions['launch'];
+  /** The secret scanner; by default one built from the built-in rules and `knownSecrets`. */
+  scanner?: Scanner;
 }
 
 /**
@@ -89,7 +91,7 @@ export async function startNodeGateway(input: NodeGatewayInput): Promise<Running
     agents: openAgentRegistry(input.dataDir),
     agentTeams: input.config.agents,
     pins: new PinStore(openStore(input.dataDir)),
-    scanner: createScanner({ maxBytes: input.policy.current.dlp.maxBytes, ...(input.knownSecrets ? { knownSecrets: input.knownSecrets } : {}) }),
+    scanner: input.scanner ?? createScanner({ maxBytes: input.policy.current.dlp.maxBytes, ...(input.knownSecrets ? { knownSecrets: input.knownSecrets } : {}) }),
     awaitAudit: input.config.audit.mode === 'sync',
     recordValues: input.config.audit.recordValues,
     ...(input.node !== undefined ? { node: input.node } : {}),

@@ -13,6 +13,7 @@ import { AuditMetrics, METRICS_CONTENT_TYPE } from '../audit/metrics.js';
 import { newCorrelationId, type AuditLog, type AuditRecord } from '../audit/record.js';
 import { loadConfigFile } from '../config/load.js';
 import { startNodeGateway, type RunningGateway } from '../gateway/index.js';
+import type { Scanner } from '../dlp/index.js';
 import { openSecrets, PlaceholderRegistry } from '../secrets/index.js';
 import { startEgressProxy, type EgressProxy } from '../egress/index.js';
 import { openAgentRegistry } from '../agents/index.js';
@@ -124,6 +125,13 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const secrets = openSecrets({ dataDir, settings: config.secrets, baseDir: dirname(configPath) });
   const resolveSecret = (secret: string): Promise<string> => secrets.resolveSecret(secret);
   const placeholders = new PlaceholderRegistry();
+  // One scanner per data plane (vault values and credential-like environment variables included), each
+  // reporting its scan times under its own surface in /metrics.
+  const meteredScanner = async (surface: 'network' | 'mcp'): Promise<Scanner> => {
+    const scanner = await secrets.createScanner(initial.engine.dlp);
+    scanner.onScan = (microseconds) => metrics.observeScan(microseconds, surface);
+    return scanner;
+  };
   let gateway: RunningGateway | undefined;
   let egress: EgressProxy | undefined;
   try {
@@ -136,7 +144,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         node: name,
         settings: options.egressListen ? { ...config.egress, listen: options.egressListen } : config.egress,
         dataDir,
-        scanner: await secrets.createScanner(initial.engine.dlp),
+        scanner: await meteredScanner('network'),
         placeholders,
         resolveSecret,
         // In sync mode no byte flows before the connection's record is on disk.
@@ -151,7 +159,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         policy: holder,
         audit,
         node: name,
-        knownSecrets: await secrets.knownSecrets(),
+        scanner: await meteredScanner('mcp'),
         resolveSecret,
         // Every stdio MCP server runs in its own sandbox as principal `mcp-server:<name>`, with the policy's
         // filesystem view for that principal and, when the proxy runs, its own egress session.
