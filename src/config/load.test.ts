@@ -64,6 +64,12 @@ describe('config loading', () => {
     assert.match(problem(upstreams(['    github: { command: a }', '    evil: { command: b, prefix: github }'])), /^gatehouse\.yaml:5:\d+: gateway\.upstreams\.evil\.prefix: the prefix "github" is already used by upstream "github"/);
     assert.equal(parseYaml(upstreams(['    only: { command: a, prefix: "" }']), 'gatehouse.yaml', configSchema).gateway.upstreams.only?.prefix, '');
   });
+  it('reports an invalid CEL condition where it is written', () => {
+    const text = ['version: 1', 'policy:', '  mcp:', '    - id: acme', '      allow: { server: github, when: "args.owner ==" }', ''].join('\n');
+    assert.match(problem(text), /^gatehouse\.yaml:5:\d+: policy\.mcp\[0\]\.allow\.when: the condition "args\.owner ==" is not valid CEL/);
+    const unknown = ['version: 1', 'policy:', '  network:', '    - id: x', '      allow: [a.com]', '      when: "hostt == \'a.com\'"', ''].join('\n');
+    assert.match(problem(unknown), /^gatehouse\.yaml:6:\d+: policy\.network\[0\]\.when: .*variables are agent, teams/);
+  });
   it('fills defaults for a minimal file', () => {
     const config = parseYaml('version: 1\n', 'gatehouse.yaml', configSchema);
     assert.equal(config.node.api.listen, '127.0.0.1:7400');

@@ -3,6 +3,7 @@
  * Validated once at the edge; compile.ts turns it into indexed matchers.
  */
 import { z } from 'zod';
+import { checkCondition } from '../policy/cel.js';
 
 const ruleId = z
   .string()
@@ -15,6 +16,15 @@ const portSpec = z.union([
   z.string().regex(/^\d{1,5}(-\d{1,5})?$/, 'a port (443) or a port range ("8000-8100")'),
 ]);
 
+/** A CEL condition, checked here so that a bad one is reported with its file, line and column. */
+const condition = z
+  .string()
+  .min(1)
+  .superRefine((source, ctx) => {
+    const problem = checkCondition(source);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
 /** Scope and condition, shared by rules on every surface. */
 const scope = {
   description: z.string().optional(),
@@ -23,7 +33,7 @@ const scope = {
   /** Node labels: the rule applies only on nodes whose labels include all of these. */
   labels: z.record(z.string(), z.string()).optional(),
   /** A CEL condition over the request; the rule matches only when it is true. */
-  when: z.string().min(1).optional(),
+  when: condition.optional(),
 };
 
 function exactlyOneEffect(rule: { allow?: unknown; deny?: unknown }, ctx: z.RefinementCtx): void {
@@ -51,13 +61,13 @@ export const networkRuleSchema = z
 const fsAllow = z.strictObject({
   paths: stringList,
   access: z.enum(['ro', 'rw']).default('ro'),
-  when: z.string().min(1).optional(),
+  when: condition.optional(),
 });
 const fsDeny = z.strictObject({
   paths: stringList,
   /** Absent: reading and writing are denied. `write`: only writing is. */
   access: z.enum(['write']).optional(),
-  when: z.string().min(1).optional(),
+  when: condition.optional(),
 });
 
 export const filesystemRuleSchema = z
@@ -70,7 +80,7 @@ const mcpMatch = z.strictObject({
   prompts: stringList.optional(),
   resources: stringList.optional(),
   annotations: z.record(z.string(), z.union([z.boolean(), z.string(), z.number()])).optional(),
-  when: z.string().min(1).optional(),
+  when: condition.optional(),
 });
 
 export const mcpRuleSchema = z

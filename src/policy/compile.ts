@@ -4,7 +4,7 @@
  * asks the index for candidate rules, checks each with rules.ts's `mismatch`, and combines:
  * a matching deny beats any allow; with no matching allow, every surface denies.
  */
-import { homedir, hostname } from 'node:os';
+import { homedir } from 'node:os';
 import { createHash } from 'node:crypto';
 import { isAbsolute, resolve } from 'node:path';
 import type { CredentialRuleSpec, FilesystemRuleSpec, McpRuleSpec, NetworkRuleSpec, PolicyDocument } from '../config/policy-schema.js';
@@ -724,12 +724,9 @@ class CompiledPolicy implements PolicyEngine {
   filesystemView(principal: Principal): FilesystemView {
     const normalised = this.principal(principal);
     const view: FilesystemView = { allow: [], deny: [], unmountable: [] };
-    const probe: Facts = { surface: 'filesystem', principal: normalised, paths: ['/'], access: 'read' };
     for (const rule of this.rules.filesystem) {
-      if (rule.agents || rule.teams) {
-        // Scope only; the path part is what the sandbox mounts.
-        if (mismatch({ ...rule, when: undefined, matchers: [/^/] }, probe, () => this.celContext(probe)) !== null) continue;
-      }
+      // Scope only: the path part is what the sandbox mounts.
+      if (scopeMismatch(rule, normalised) !== null) continue;
       for (const pattern of rule.patterns) {
         const literal = !splitPath(pattern).some((s) => s === '**' || hasGlob(s));
         // A condition or a glob cannot be expressed as a mount: allows are left out (fail closed), and
@@ -859,5 +856,3 @@ export function nodeCompileOptions(settings: { labels: Record<string, string>; w
   if (settings.workspace !== undefined) options.workspace = settings.workspace;
   return options;
 }
-
-export const defaultNodeName = (): string => hostname();
