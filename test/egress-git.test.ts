@@ -16,6 +16,7 @@ import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
 import { bridgeToSession, startTestProxy, type TestProxy } from './egress-helpers.js';
+import { relayCgi } from './cgi.js';
 
 const POLICY = `
 network:
@@ -93,29 +94,7 @@ async function startGitServer(
       },
     });
     request.pipe(backend.stdin);
-    let head = Buffer.alloc(0);
-    let headersDone = false;
-    backend.stdout.on('data', (chunk: Buffer) => {
-      if (headersDone) {
-        response.write(chunk);
-        return;
-      }
-      head = Buffer.concat([head, chunk]);
-      const end = head.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      headersDone = true;
-      let status = 200;
-      for (const line of head.subarray(0, end).toString('latin1').split('\r\n')) {
-        const colon = line.indexOf(':');
-        const name = line.slice(0, colon).trim();
-        const value = line.slice(colon + 1).trim();
-        if (name.toLowerCase() === 'status') status = Number(value.split(' ')[0]);
-        else response.setHeader(name, value);
-      }
-      response.writeHead(status);
-      response.write(head.subarray(end + 4));
-    });
-    backend.on('close', () => response.end());
+    relayCgi(backend, response);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, port: (server.address() as AddressInfo).port, authorizations };

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { launchBubblewrap } from '../src/sandbox/bubblewrap.js';
 import type { ExitStatus, SandboxSpec } from '../src/sandbox/types.js';
+import { relayCgi } from './cgi.js';
 
 export const requireSandbox = process.env.GATEHOUSE_REQUIRE_SANDBOX === '1';
 export const hasBwrap = spawnSync('bwrap', ['--version']).status === 0;
@@ -227,27 +228,7 @@ export async function startGitHttpsServer(root: string, pair: { certificate: str
       },
     });
     request.pipe(backend.stdin);
-    // CGI output: headers, a blank line, then the body.
-    let head = Buffer.alloc(0);
-    let headersDone = false;
-    backend.stdout.on('data', (chunk: Buffer) => {
-      if (headersDone) return void response.write(chunk);
-      head = Buffer.concat([head, chunk]);
-      const end = head.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      headersDone = true;
-      let status = 200;
-      for (const line of head.subarray(0, end).toString('latin1').split('\r\n')) {
-        const colon = line.indexOf(':');
-        const name = line.slice(0, colon).trim();
-        const value = line.slice(colon + 1).trim();
-        if (name.toLowerCase() === 'status') status = Number(value.split(' ')[0]);
-        else response.setHeader(name, value);
-      }
-      response.writeHead(status);
-      response.write(head.subarray(end + 4));
-    });
-    backend.on('close', () => response.end());
+    relayCgi(backend, response);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
