@@ -61,15 +61,15 @@ async function runNode(globals: { config?: string; dataDir?: string }, listen: {
   });
   const lines = [
     `gatehouse node "${node.name}" is running`,
-    `  config      ${context.configPath}`,
-    `  data dir    ${node.dataDir}`,
-    `  policy      ${node.holder.current.version} (${node.holder.current.ruleCount} rules) from ${node.holder.source}`,
+    `  config       ${context.configPath}`,
+    `  data dir     ${node.dataDir}`,
+    `  policy       ${node.holder.current.version} (${node.holder.current.ruleCount} rules) from ${node.holder.source}`,
     `  decision API ${node.api.url}  (GET /healthz, POST /v1/decide, POST /v1/explain, GET /v1/policy, GET /metrics)`,
-    node.gateway ? `  MCP gateway ${node.gateway.url}  (${Object.keys(node.config.gateway.upstreams).length} upstream servers)` : '  MCP gateway  off (gateway.enabled: false)',
+    node.gateway ? `  MCP gateway  ${node.gateway.url}  (${Object.keys(node.config.gateway.upstreams).length} upstream servers)` : '  MCP gateway  off (gateway.enabled: false)',
     node.egress
       ? `  egress proxy http://${node.egress.address.host.includes(':') ? `[${node.egress.address.host}]` : node.egress.address.host}:${node.egress.address.port}  (HTTP, CONNECT and SOCKS5; agents authenticate with their key)`
       : '  egress proxy off (egress.enabled: false)',
-    `  audit log   ${node.dataDir}/audit/`,
+    `  audit log    ${node.dataDir}/audit/`,
     `stop with Ctrl-C`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
