@@ -115,6 +115,12 @@ test('policy suggest writes a minimal commented policy that validates and allows
     const check = gatehouse(['--data-dir', tmp.dataDir, '--config', policyPath, 'policy', 'check', '--json']);
     assert.equal(check.status, 0, check.stdout + check.stderr);
 
+    const json = gatehouse(['--data-dir', tmp.dataDir, 'policy', 'suggest', '--since', '7d', '--json']);
+    assert.equal(json.status, 0, json.stderr);
+    const suggested = JSON.parse(json.stdout) as { rules: number; config: { policy: { network: { allow?: string[] }[] } } };
+    assert.ok(suggested.rules > 0);
+    assert.ok(suggested.config.policy.network.some((rule) => rule.allow?.includes('api.github.com')), 'the JSON carries the same policy');
+
     const cases = join(tmp.dataDir, 'cases.yaml');
     writeFileSync(
       cases,

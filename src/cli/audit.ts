@@ -277,10 +277,15 @@ export function registerAuditCommands(program: Command): void {
         .option('--since <when>', 'learn from this recent traffic: "7d", "24h", or an ISO date/time', '7d')
         .option('--agent <name>', 'only this agent')
         .option('-o, --output <file>', 'write the policy here instead of standard output')
-        .action(async (options: { since?: string; agent?: string; output?: string }, command: Command) => {
+        .option('--json', 'print the suggested configuration as JSON (with the number of rules) instead of YAML')
+        .action(async (options: { since?: string; agent?: string; output?: string; json?: boolean }, command: Command) => {
           const { suggestPolicy } = await import('../audit/suggest.js');
           const report = await summarise(command, options);
           const { text, rules } = suggestPolicy(report);
+          if (options.json && !options.output) {
+            const { parse } = await import('yaml');
+            return printJson({ rules, config: parse(text) });
+          }
           if (!options.output) return void process.stdout.write(text);
           const { writeFileSync } = await import('node:fs');
           writeFileSync(options.output, text, { mode: 0o600 });
