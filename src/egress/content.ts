@@ -38,27 +38,56 @@ export interface OutgoingRequest {
   bodyPrefix: Buffer[];
 }
 
-export type BodyRead = { body: Buffer } | { tooLarge: true; prefix: Buffer[] };
+export type BodyRead = { body: Buffer } | { tooLarge: true; prefix: Buffer[] } | { timedOut: string };
 
-/** Reads a request body up to `limit` bytes; past that it stops reading and returns what it has. */
-export function readBody(request: IncomingMessage, limit: number): Promise<BodyRead> {
+/** How long a body the proxy holds for inspection may take: between two pieces, and in all. */
+export interface BodyDeadlines {
+  gapMs: number;
+  totalMs: number;
+}
+
+/**
+ * Reads a request body up to `limit` bytes; past that it stops reading and returns what it has. A client
+ * that trickles its body (slowloris) is cut off at a deadline instead of holding the proxy's sockets.
+ */
+export function readBody(request: IncomingMessage, limit: number, deadlines: BodyDeadlines): Promise<BodyRead> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const stop = (): void => {
+      clearTimeout(gap);
+      clearTimeout(total);
+      request.off('data', onData);
+      request.off('end', onEnd);
+    };
+    const expire = (why: string) => (): void => {
+      stop();
+      request.pause();
+      resolve({ timedOut: why });
+    };
+    let gap = setTimeout(expire(`no body data for ${deadlines.gapMs} ms`), deadlines.gapMs);
+    const total = setTimeout(expire(`the body took longer than ${deadlines.totalMs} ms`), deadlines.totalMs);
     const onData = (chunk: Buffer): void => {
       chunks.push(chunk);
       size += chunk.length;
+      clearTimeout(gap);
+      gap = setTimeout(expire(`no body data for ${deadlines.gapMs} ms`), deadlines.gapMs);
       if (size > limit) {
+        stop();
         request.pause();
-        request.off('data', onData);
-        request.off('end', onEnd);
         resolve({ tooLarge: true, prefix: chunks });
       }
     };
-    const onEnd = (): void => resolve({ body: Buffer.concat(chunks, size) });
+    const onEnd = (): void => {
+      stop();
+      resolve({ body: Buffer.concat(chunks, size) });
+    };
     request.on('data', onData);
     request.once('end', onEnd);
-    request.once('error', reject);
+    request.once('error', (error) => {
+      stop();
+      reject(error);
+    });
   });
 }
 
@@ -71,6 +100,7 @@ export interface PrepareInput {
   request: IncomingMessage;
   outgoing: OutgoingRequest;
   maxInspectedBytes: number;
+  bodyDeadlines: BodyDeadlines;
 }
 
 /** Runs the content steps. `facts` (the audit record's details) gets what was found, even on a refusal. */
@@ -82,7 +112,8 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
   // Step: read the body, bounded. Over the limit, policy.dlp.onTooLarge says block or pass uninspected.
   if (wantsBody && hasBody(request)) {
     const limit = Math.min(input.maxInspectedBytes, engine.dlp.maxBytes);
-    const read = await readBody(request, limit);
+    const read = await readBody(request, limit, input.bodyDeadlines);
+    if ('timedOut' in read) return new Refusal(408, 'body-timeout', `the request body arrived too slowly: ${read.timedOut}`);
     if ('tooLarge' in read) {
       if (engine.dlp.onTooLarge !== 'allow') {
         return new Refusal(413, 'body-too-large', `the request body is over ${limit} bytes, the most this proxy inspects (policy.dlp.onTooLarge is block)`);

@@ -174,6 +174,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     request,
     outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
     maxInspectedBytes: runtime.limits.maxInspectedBytes,
+    bodyDeadlines: { gapMs: runtime.limits.headerTimeoutMs, totalMs: runtime.limits.idleTimeoutMs },
   }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;

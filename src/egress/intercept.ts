@@ -202,6 +202,7 @@ async function handleInspected(
     request,
     outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
     maxInspectedBytes: runtime.limits.maxInspectedBytes,
+    bodyDeadlines: { gapMs: runtime.limits.headerTimeoutMs, totalMs: runtime.limits.idleTimeoutMs },
   }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;

@@ -14,6 +14,7 @@ export type ReasonCode =
   | 'smuggling'
   | 'headers-too-large'
   | 'header-timeout'
+  | 'body-timeout'
   | 'policy-denied'
   | 'blocked-address'
   | 'resolve-failed'
