@@ -274,6 +274,8 @@ const gatewaySchema = z.strictObject({
   separator: z.string().regex(/^[A-Za-z0-9_.-]{1,4}$/, 'a separator of 1-4 characters from letters, digits, "_", "." or "-"').default('__'),
   timeouts: upstreamTimeouts.default({}),
   maxMessageBytes: z.number().int().positive().default(gatewayDefaults.maxMessageBytes),
+  /** Open sessions one agent (one identity) may hold, so a single key cannot take every session. */
+  maxSessionsPerAgent: z.number().int().positive().default(100),
   auth: gatewayAuthSchema.default({ apiKeys: true, allowAnonymousLoopback: false }),
   upstreams: z.record(upstreamName, upstreamSchema).default({}),
 }).superRefine((gateway, ctx) => {
@@ -419,6 +421,7 @@ export const configSchema = z.strictObject({
     separator: '__',
     timeouts: {},
     maxMessageBytes: gatewayDefaults.maxMessageBytes,
+    maxSessionsPerAgent: 100,
     auth: { apiKeys: true, allowAnonymousLoopback: false },
     upstreams: {},
   }),

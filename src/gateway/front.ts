@@ -204,8 +204,10 @@ export class GatewayFront {
       }
       session.lastSeen = Date.now();
     } else if (req.method === 'POST' && isInitialize(parsedBody)) {
-      if (this.sessions.size >= (this.options.maxSessions ?? 10_000)) {
-        return jsonRpcError(res, 503, -32603, 'the gateway has too many open sessions; try again later');
+      const full = this.sessionLimit(principal);
+      if (full) {
+        await this.recordRejection(principal, 'session.refused', full);
+        return jsonRpcError(res, 503, -32603, full);
       }
       session = await this.openSession(principal);
     } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
@@ -232,8 +234,10 @@ export class GatewayFront {
   /** The deprecated HTTP+SSE transport: `GET /sse` opens a session, `POST /messages?sessionId=` feeds it. */
   private async handleLegacySse(req: IncomingMessage, res: ServerResponse, path: string, principal: Principal): Promise<void> {
     if (path === '/sse' && req.method === 'GET') {
-      if (this.sessions.size + this.sseSessions.size >= (this.options.maxSessions ?? 10_000)) {
-        return jsonRpcError(res, 503, -32603, 'the gateway has too many open sessions; try again later');
+      const full = this.sessionLimit(principal);
+      if (full) {
+        await this.recordRejection(principal, 'session.refused', full);
+        return jsonRpcError(res, 503, -32603, full);
       }
       const transport = new LegacySseTransport(res, '/messages');
       const caller: Caller = { ...principal, session: transport.sessionId };
@@ -305,6 +309,16 @@ export class GatewayFront {
         resource_name: 'Gatehouse MCP gateway',
       }),
     );
+  }
+
+  /** Why no new session may open now, or undefined: the gateway's cap, then this identity's share of it. */
+  private sessionLimit(principal: Principal): string | undefined {
+    if (this.sessions.size + this.sseSessions.size >= (this.options.maxSessions ?? 10_000)) return 'the gateway has too many open sessions; try again later';
+    let own = 0;
+    for (const session of this.sessions.values()) if (samePrincipal(session.caller, principal)) own += 1;
+    for (const session of this.sseSessions.values()) if (samePrincipal(session.caller, principal)) own += 1;
+    const cap = this.options.settings.maxSessionsPerAgent;
+    return own >= cap ? `this agent already has ${own} open sessions (gateway.maxSessionsPerAgent is ${cap}); close one first` : undefined;
   }
 
   private async openSession(principal: Principal): Promise<Session> {
