@@ -5,10 +5,12 @@
 import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { MemoryAuditLog } from '../src/audit/jsonl.js';
 import { policySchema } from '../src/config/policy-schema.js';
+import { readClientHelloSni } from '../src/egress/client-hello.js';
 import { startEgressProxy, type EgressProxy, type EgressProxyOptions } from '../src/egress/index.js';
 import type { PolicyEngine, PolicyHolder } from '../src/policy/engine.js';
 import { compilePolicy } from '../src/policy/index.js';
@@ -273,4 +275,28 @@ export async function bridgeToSession(socketPath: string): Promise<{ port: numbe
         server.close(() => resolve());
       }),
   };
+}
+
+/** The first bytes a real node TLS client sends (its ClientHello) for `servername`. */
+export async function captureHello(servername: string): Promise<Buffer> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const captured = new Promise<Buffer>((resolve) => {
+    server.once('connection', (socket) => {
+      let data = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        data = Buffer.concat([data, chunk]);
+        if (readClientHelloSni(data).kind !== 'incomplete') {
+          socket.destroy();
+          resolve(data);
+        }
+      });
+    });
+  });
+  const client = tlsConnect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, servername, rejectUnauthorized: false });
+  client.on('error', () => undefined);
+  const hello = await captured;
+  client.destroy();
+  server.close();
+  return hello;
 }

@@ -8,11 +8,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { CertificateAuthority } from '../src/egress/ca.js';
-import { readClientHelloSni } from '../src/egress/client-hello.js';
-import { curl, startEchoServer, startTestProxy, startTlsEchoServer, type TestProxy } from './egress-helpers.js';
+import { captureHello, curl, startEchoServer, startTestProxy, startTlsEchoServer, type TestProxy } from './egress-helpers.js';
 
 /** Loopback is reachable without a scheme only on the ports the plain-bytes cases use; over TLS, on any. */
 const policy = (plainPorts: number[]): string => `
@@ -36,30 +34,6 @@ network:
     allow: [127.0.0.1]
     schemes: [https]
 `;
-
-/** The first bytes a real node TLS client sends (its ClientHello) for `servername`. */
-async function captureHello(servername: string): Promise<Buffer> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const captured = new Promise<Buffer>((resolve) => {
-    server.once('connection', (socket) => {
-      let data = Buffer.alloc(0);
-      socket.on('data', (chunk: Buffer) => {
-        data = Buffer.concat([data, chunk]);
-        if (readClientHelloSni(data).kind !== 'incomplete') {
-          socket.destroy();
-          resolve(data);
-        }
-      });
-    });
-  });
-  const client = tlsConnect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, servername, rejectUnauthorized: false });
-  client.on('error', () => undefined);
-  const hello = await captured;
-  client.destroy();
-  server.close();
-  return hello;
-}
 
 describe('egress schemes on tunnels', () => {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-schemes-'));

@@ -8,7 +8,7 @@
  *   - anything else leaves the tunnel without a scheme: it passes, unless only an https rule allowed it.
  */
 import type { PolicyEngine } from '../policy/engine.js';
-import type { Decision, Principal } from '../policy/types.js';
+import { isAllowed, type Decision, type Principal } from '../policy/types.js';
 import { readClientHelloSni } from './client-hello.js';
 import { decideTls, readsScheme } from './destination.js';
 import { Refusal } from './refusal.js';
@@ -49,6 +49,14 @@ export function tunnelGate(input: TunnelGateInput, seen: FirstBytes): FirstBytes
       seen.sni = printable(name);
       if (!target.ip && name !== target.host) {
         return new Refusal(403, 'sni-mismatch', `the TLS server name ${printable(hello.name)} differs from the target ${target.host}`);
+      }
+      if (target.ip) {
+        // A tunnel to an address that names a server: the name is judged too, with that address as what it
+        // resolved to, so a name the policy denies cannot be reached by dialling its IP instead.
+        const byName = engine.decide({ surface: 'network', ...input.principal, host: name, port: target.port, scheme: 'https', addresses: [target.ip.address], correlationId: input.correlationId });
+        if (!isAllowed(byName)) {
+          return new Refusal(403, 'policy-denied', `the TLS server name ${printable(name)} is not allowed: ${byName.reason}`, byName.rules);
+        }
       }
     }
     if (!readsScheme(engine)) return 'pass';
