@@ -105,23 +105,19 @@ export function nodeLoader(): string | undefined {
 }
 
 /**
- * The whole bwrap command line for a spec, with the seccomp filter expected on `seccompFd` and node's ELF
- * loader (copied in execute-only) on `loaderFd`.
+ * What every driver derives from a spec: the mount plan (with the driver's own files, and the inspection CA
+ * when there is one), the bridge's port, and the scrubbed environment.
  */
-export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd = seccompFd + 1): BwrapInvocation {
-  if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
-  const extras = bridgeFiles();
-  if (!isWithin(process.execPath, '/usr') && !isWithin(process.execPath, '/opt')) {
-    extras.push({ source: process.execPath, dest: process.execPath });
-  }
+export function sandboxLayout(spec: SandboxSpec, extras: { source: string; dest: string }[]): { plan: MountPlan; port: number; env: ReturnType<typeof sandboxEnv> } {
+  const files = [...extras];
   if (spec.caCertificate) {
-    extras.push({ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle });
+    files.push({ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle });
   }
   const plan = computeMountPlan({
     view: spec.view,
     home: spec.home,
     cwd: spec.cwd,
-    extras,
+    extras: files,
     ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
     ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
     ...(spec.protect ? { protect: spec.protect } : {}),
@@ -135,6 +131,20 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd =
     ...(spec.envAllow ? { allow: spec.envAllow } : {}),
     add: { ...(spec.caCertificate ? trustEnv() : {}), ...spec.envAdd },
   });
+  return { plan, port, env };
+}
+
+/**
+ * The whole bwrap command line for a spec, with the seccomp filter expected on `seccompFd` and node's ELF
+ * loader (copied in execute-only) on `loaderFd`.
+ */
+export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd = seccompFd + 1): BwrapInvocation {
+  if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
+  const extras = bridgeFiles();
+  if (!isWithin(process.execPath, '/usr') && !isWithin(process.execPath, '/opt')) {
+    extras.push({ source: process.execPath, dest: process.execPath });
+  }
+  const { plan, port, env } = sandboxLayout(spec, extras);
   // An absolute, system path: a `prlimit` planted earlier in a writable PATH entry must not be the one run.
   const limits = prlimitArgs(spec.rlimits);
   const prlimitPath = limits ? which('prlimit', SYSTEM_PATH) : undefined;

@@ -15,9 +15,8 @@
 import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
-import { bridgeFiles, DEFAULT_PROXY_PORT } from './bubblewrap.js';
-import { CA_INSIDE, ensureCaBundle, sandboxEnv, trustEnv } from './env.js';
-import { computeMountPlan, type MountPlan } from './mount-plan.js';
+import { bridgeFiles, sandboxLayout } from './bubblewrap.js';
+import type { MountPlan } from './mount-plan.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
 
 export type ContainerEngine = 'docker' | 'podman';
@@ -67,27 +66,7 @@ function escapeMount(path: string): string {
 
 export function containerInvocation(spec: SandboxSpec, options: { engine: ContainerEngine; image: string; tty?: boolean; name?: string }): ContainerInvocation {
   if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
-  const plan = computeMountPlan({
-    view: spec.view,
-    home: spec.home,
-    cwd: spec.cwd,
-    extras: [
-      ...bridgeFiles(),
-      ...(spec.caCertificate ? [{ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle }] : []),
-    ],
-    ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
-    ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
-    ...(spec.protect ? { protect: spec.protect } : {}),
-    ...(spec.permits ? { permits: spec.permits } : {}),
-  });
-  const port = spec.proxyPort ?? DEFAULT_PROXY_PORT;
-  const env = sandboxEnv({
-    home: spec.home,
-    proxyPort: port,
-    ...(spec.envSource ? { source: spec.envSource } : {}),
-    ...(spec.envAllow ? { allow: spec.envAllow } : {}),
-    add: { ...(spec.caCertificate ? trustEnv() : {}), ...spec.envAdd },
-  });
+  const { plan, port, env } = sandboxLayout(spec, bridgeFiles());
   // The image has its own PATH layout; the host's would point at directories that do not exist there.
   delete env.PATH;
 
