@@ -8,12 +8,14 @@
  * last, after scanning, and only on TLS to a host the grant names.
  */
 import type { IncomingMessage } from 'node:http';
+import type { EgressSettings } from '../config/schema.js';
 import { dlpVerdict, findingsForAudit, type Finding, type Scanner } from '../dlp/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { matchHostPattern, parseHostPattern } from '../policy/hosts.js';
 import { isAllowed } from '../policy/types.js';
 import type { PlaceholderRegistry } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
+import { forwardableHeaders } from './http-message.js';
 import { Refusal } from './refusal.js';
 import type { ResponseMask } from './forward.js';
 import type { Target } from './target.js';
@@ -98,21 +100,28 @@ export interface PrepareInput {
   target: Target;
   scheme: 'http' | 'https';
   request: IncomingMessage;
-  outgoing: OutgoingRequest;
-  maxInspectedBytes: number;
-  bodyDeadlines: BodyDeadlines;
+  /** The normalised path and the original query: what is sent upstream. */
+  pathAndQuery: string;
+  limits: EgressSettings['limits'];
 }
 
 /** Runs the content steps. `facts` (the audit record's details) gets what was found, even on a refusal. */
 export async function prepareRequest(input: PrepareInput, facts: Record<string, unknown>): Promise<OutgoingRequest | Refusal> {
   const { engine, tools, caller, target, scheme, request } = input;
-  const outgoing = { ...input.outgoing };
+  // Hop-by-hop headers never go upstream; "Expect" is answered by the proxy itself once the request passed.
+  const outgoing: OutgoingRequest = {
+    pathAndQuery: input.pathAndQuery,
+    headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']),
+    body: undefined,
+    bodyPrefix: [],
+  };
   const wantsBody = tools.scanner !== undefined || tools.placeholders !== undefined;
 
   // Step: read the body, bounded. Over the limit, policy.dlp.onTooLarge says block or pass uninspected.
   if (wantsBody && hasBody(request)) {
-    const limit = Math.min(input.maxInspectedBytes, engine.dlp.maxBytes);
-    const read = await readBody(request, limit, input.bodyDeadlines);
+    const limit = Math.min(input.limits.maxInspectedBytes, engine.dlp.maxBytes);
+    // A body held for inspection must keep arriving (no gap over the header timeout) and finish in time.
+    const read = await readBody(request, limit, { gapMs: input.limits.headerTimeoutMs, totalMs: input.limits.idleTimeoutMs });
     if ('timedOut' in read) return new Refusal(408, 'body-timeout', `the request body arrived too slowly: ${read.timedOut}`);
     if ('tooLarge' in read) {
       if (engine.dlp.onTooLarge !== 'allow') {

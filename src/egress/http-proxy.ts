@@ -13,7 +13,7 @@ import { authenticateCaller, clientOf, keyFromProxyAuthorization, type Caller, t
 import type { CheckedAddress } from '../policy/addresses.js';
 import { checkTunnel, decideDestination, resolveAndCheck, type CheckedDestination, type Destination } from './destination.js';
 import { tunnelGate, type FirstBytes } from './first-bytes.js';
-import { checkFraming, checkHostHeader, forwardableHeaders, parseAbsoluteForm, withBodyFraming } from './http-message.js';
+import { checkFraming, checkHostHeader, parseAbsoluteForm, withBodyFraming } from './http-message.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
@@ -172,9 +172,8 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     target,
     scheme: 'http',
     request,
-    outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
-    maxInspectedBytes: runtime.limits.maxInspectedBytes,
-    bodyDeadlines: { gapMs: runtime.limits.headerTimeoutMs, totalMs: runtime.limits.idleTimeoutMs },
+    pathAndQuery: httpTarget.pathAndQuery,
+    limits: runtime.limits,
   }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;

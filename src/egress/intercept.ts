@@ -16,7 +16,7 @@ import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, responseMask, type ContentTools } from './content.js';
 import { networkRequest } from './destination.js';
-import { checkFraming, checkHostHeader, forwardableHeaders, parseOriginForm, withBodyFraming } from './http-message.js';
+import { checkFraming, checkHostHeader, parseOriginForm, withBodyFraming } from './http-message.js';
 import { PerCallerPools } from './pools.js';
 import { HeaderDeadlines } from './deadline.js';
 import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
@@ -200,9 +200,8 @@ async function handleInspected(
     target,
     scheme: 'https',
     request,
-    outgoing: { pathAndQuery: httpTarget.pathAndQuery, headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']), body: undefined, bodyPrefix: [] },
-    maxInspectedBytes: runtime.limits.maxInspectedBytes,
-    bodyDeadlines: { gapMs: runtime.limits.headerTimeoutMs, totalMs: runtime.limits.idleTimeoutMs },
+    pathAndQuery: httpTarget.pathAndQuery,
+    limits: runtime.limits,
   }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
