@@ -16,7 +16,7 @@ import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
 import { bridgeToSession, startTestProxy, type TestProxy } from './egress-helpers.js';
-import { relayCgi } from './cgi.js';
+import { relayCgi, spawnGitBackend } from './cgi.js';
 
 const POLICY = `
 network:
@@ -76,24 +76,7 @@ async function startGitServer(
         return;
       }
     }
-    const url = new URL(request.url ?? '/', 'https://git.test');
-    const backend = spawn('git', ['http-backend'], {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        GIT_PROJECT_ROOT: root,
-        GIT_HTTP_EXPORT_ALL: '1',
-        GATEWAY_INTERFACE: 'CGI/1.1',
-        REQUEST_METHOD: request.method ?? 'GET',
-        PATH_INFO: decodeURIComponent(url.pathname),
-        QUERY_STRING: url.search.slice(1),
-        CONTENT_TYPE: request.headers['content-type'] ?? '',
-        REMOTE_USER: 'tester',
-        REMOTE_ADDR: '127.0.0.1',
-        ...(request.headers['content-encoding'] ? { HTTP_CONTENT_ENCODING: request.headers['content-encoding'] } : {}),
-        ...(request.headers['git-protocol'] ? { GIT_PROTOCOL: String(request.headers['git-protocol']) } : {}),
-      },
-    });
-    request.pipe(backend.stdin);
+    const backend = spawnGitBackend(root, request, 'tester');
     relayCgi(backend, response);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

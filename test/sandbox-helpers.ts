@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { launchBubblewrap } from '../src/sandbox/bubblewrap.js';
 import type { ExitStatus, SandboxSpec } from '../src/sandbox/types.js';
-import { relayCgi } from './cgi.js';
+import { relayCgi, spawnGitBackend } from './cgi.js';
 
 export const requireSandbox = process.env.GATEHOUSE_REQUIRE_SANDBOX === '1';
 export const hasBwrap = spawnSync('bwrap', ['--version']).status === 0;
@@ -211,23 +211,8 @@ export function processesWith(marker: string): number[] {
  */
 export async function startGitHttpsServer(root: string, pair: { certificate: string; key: string }): Promise<{ port: number; close: () => Promise<void> }> {
   const { createServer: createHttpsServer } = await import('node:https');
-  const { spawn } = await import('node:child_process');
   const server = createHttpsServer({ cert: pair.certificate, key: pair.key }, (request, response) => {
-    const url = new URL(request.url ?? '/', 'https://git.test');
-    const backend = spawn('git', ['http-backend'], {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        GIT_PROJECT_ROOT: root,
-        GIT_HTTP_EXPORT_ALL: '1',
-        GATEWAY_INTERFACE: 'CGI/1.1',
-        REQUEST_METHOD: request.method ?? 'GET',
-        PATH_INFO: decodeURIComponent(url.pathname),
-        QUERY_STRING: url.search.slice(1),
-        CONTENT_TYPE: request.headers['content-type'] ?? '',
-        REMOTE_ADDR: '127.0.0.1',
-      },
-    });
-    request.pipe(backend.stdin);
+    const backend = spawnGitBackend(root, request);
     relayCgi(backend, response);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
