@@ -25,6 +25,7 @@ import { errorMessage } from '../util/errors.js';
 import { ensureNodeKeys, type KeyPair } from '../util/keys.js';
 import { ensurePrivateDir, expandHome } from '../util/paths.js';
 import { startApi, type Api } from './api.js';
+import { startControlServer, type ControlServer } from './control.js';
 import { loadPolicy } from './policy-source.js';
 
 export interface NodeOptions {
@@ -134,6 +135,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   };
   let gateway: RunningGateway | undefined;
   let egress: EgressProxy | undefined;
+  let control: ControlServer | undefined;
   try {
     if (config.egress.enabled) {
       const agents = openAgentRegistry(dataDir);
@@ -169,12 +171,15 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
           node: name,
           settings: config.sandbox,
           dataDir,
-          ...(proxy ? { proxySocketFor: async (principal) => (await proxy.openSession(principal)).socketPath } : {}),
+          ...(proxy ? { egressSessionFor: (principal) => proxy.openSession(principal) } : {}),
         }),
       });
     }
+    // `gatehouse run` on this data dir hands its audit records and egress session to this node.
+    control = await startControlServer({ dataDir, node: name, policy: holder, audit, egress, placeholders, resolveSecret });
   } catch (error) {
     await gateway?.close();
+    await egress?.close();
     await api.close();
     await audit.close();
     throw error;
@@ -262,6 +267,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     async close() {
       clearTimeout(timer);
       for (const watcher of watchers) watcher.close();
+      await control?.close();
       await egress?.close();
       await gateway?.close();
       await api.close();

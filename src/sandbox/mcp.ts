@@ -4,7 +4,7 @@
  * `agents: ["mcp-server:fs"]` give that server (and only it) its filesystem and network.
  *
  *   const launch = mcpServerLauncher({ policy: holder, audit, settings: config.sandbox, dataDir,
- *     proxySocketFor: async (principal) => (await egress.openSession(principal)).socketPath });
+ *     egressSessionFor: (principal) => egress.openSession(principal) });
  *   startGateway({ ..., launch });
  */
 import type { SandboxSettings } from '../config/schema.js';
@@ -29,8 +29,8 @@ export interface McpServerLauncherOptions {
   dataDir?: string;
   /** The server's principal; default `{ agent: "mcp-server:<name>" }`. */
   principalFor?: (server: string) => Principal;
-  /** An egress session socket for the server; without one the server has no network at all. */
-  proxySocketFor?: (principal: Principal, server: string) => Promise<string | undefined>;
+  /** An egress session for the server, closed when it exits; without one the server has no network at all. */
+  egressSessionFor?: (principal: Principal, server: string) => Promise<{ socketPath: string; close(): Promise<void> } | undefined>;
   allowWeaker?: boolean;
   /** Run servers as this host user (a root-run node dropping privileges). */
   user?: { uid: number; gid: number };
@@ -43,24 +43,34 @@ export function serverPrincipal(server: string): Principal {
 export function mcpServerLauncher(options: McpServerLauncherOptions): (server: string, command: ServerCommand) => Promise<Launched> {
   return async (server, command) => {
     const principal = options.principalFor?.(server) ?? serverPrincipal(server);
-    const proxySocket = await options.proxySocketFor?.(principal, server);
-    return launchSandboxed({
-      command: [command.command, ...command.args],
-      principal,
-      // Read per launch: a reloaded policy applies to the next server started.
-      policy: options.policy.current,
-      audit: options.audit,
-      stdio: 'pipe',
-      server,
-      // The upstream's configured environment is added on top of the scrub (the gateway resolved it).
-      envAdd: command.env,
-      ...(command.cwd ? { cwd: command.cwd } : {}),
-      ...(options.node ? { node: options.node } : {}),
-      ...(options.settings ? { settings: options.settings } : {}),
-      ...(options.dataDir ? { dataDir: options.dataDir } : {}),
-      ...(proxySocket ? { proxySocket } : {}),
-      ...(options.allowWeaker ? { allowWeaker: true } : {}),
-      ...(options.user ? { user: options.user } : {}),
-    });
+    const session = await options.egressSessionFor?.(principal, server);
+    const proxySocket = session?.socketPath;
+    let launched: Launched;
+    try {
+      launched = await launchSandboxed({
+        command: [command.command, ...command.args],
+        principal,
+        // Read per launch: a reloaded policy applies to the next server started.
+        policy: options.policy.current,
+        audit: options.audit,
+        stdio: 'pipe',
+        server,
+        // The upstream's configured environment is added on top of the scrub (the gateway resolved it).
+        envAdd: command.env,
+        ...(command.cwd ? { cwd: command.cwd } : {}),
+        ...(options.node ? { node: options.node } : {}),
+        ...(options.settings ? { settings: options.settings } : {}),
+        ...(options.dataDir ? { dataDir: options.dataDir } : {}),
+        ...(proxySocket ? { proxySocket } : {}),
+        ...(options.allowWeaker ? { allowWeaker: true } : {}),
+        ...(options.user ? { user: options.user } : {}),
+      });
+    } catch (error) {
+      await session?.close();
+      throw error;
+    }
+    // Each launch gets a session of its own; a restarted server gets a new one, so none outlives its server.
+    if (session) void launched.exited.finally(() => session.close());
+    return launched;
   };
 }
