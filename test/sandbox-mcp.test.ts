@@ -102,6 +102,23 @@ for (const identity of identities()) {
       assert.ok(audit.records.some((record) => record.action === 'sandbox.exit'));
     });
 
+    test("a server whose policy lets it write the node's config is not started; one that cannot write it is", async () => {
+      const audit = new MemoryAuditLog();
+      const configDir = join(root, 'work', 'conf');
+      mkdirOwned(identity, configDir);
+      const configPath = join(configDir, 'gatehouse.yaml');
+      const document = configSchema.parse({
+        version: 1,
+        policy: { filesystem: [{ id: 'fs-work', allow: { paths: [join(root, 'work')], access: 'rw' }, agents: ['mcp-server:writer'] }] },
+      }).policy;
+      const policy = { current: compilePolicy(document) };
+      const launch = mcpServerLauncher({ policy, audit, config: () => ({ path: configPath, files: [configPath] }), ...(identity.user ? { user: identity.user } : {}) });
+      await assert.rejects(launch('writer', { command: '/bin/sh', args: ['-c', 'exit 0'], env: {} }), /MCP server "writer" \(principal mcp-server:writer\): refusing to run: the config file .*gatehouse.yaml lies where the policy lets the program write/);
+      assert.equal(audit.records.length, 0, 'nothing was launched');
+      const child = await launch('reader', { command: '/bin/sh', args: ['-c', 'exit 0'], env: {} });
+      assert.equal((await child.exited).code, 0);
+    });
+
     test('each launch gets its own egress session, which ends when the server exits', async () => {
       const audit = new MemoryAuditLog();
       const socketDir = scratch({ name: 'host' }, 'mcp-sessions');

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import { hostname } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { openNodeAudit } from '../audit/index.js';
@@ -17,6 +17,7 @@ import type { Scanner } from '../dlp/index.js';
 import { openSecrets, PlaceholderRegistry } from '../secrets/index.js';
 import { startEgressProxy, type EgressProxy } from '../egress/index.js';
 import { openAgentRegistry } from '../agents/index.js';
+import { configFiles } from '../sandbox/config-guard.js';
 import { mcpServerLauncher } from '../sandbox/mcp.js';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
@@ -167,6 +168,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         // filesystem view for that principal and, when the proxy runs, its own egress session.
         launch: mcpServerLauncher({
           policy: holder,
+          config: () => ({ path: configPath, files: configFiles(loaded.config, configPath, loaded.text, homedir()) }),
           audit,
           node: name,
           settings: config.sandbox,

@@ -11,6 +11,9 @@ import type { SandboxSettings } from '../config/schema.js';
 import type { AuditLog } from '../audit/record.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
+import { homedir } from 'node:os';
+import { GatehouseError } from '../util/errors.js';
+import { configExposure } from './config-guard.js';
 import { launchSandboxed, type Launched } from './launch.js';
 
 /** What the gateway knows about a stdio upstream (structurally its `ChildCommand`). */
@@ -34,6 +37,12 @@ export interface McpServerLauncherOptions {
   allowWeaker?: boolean;
   /** Run servers as this host user (a root-run node dropping privileges). */
   user?: { uid: number; gid: number };
+  /**
+   * The node's config and the files it names (`configFiles`): a server whose policy lets it write one is not
+   * started, since it could rewrite the policy the node reloads; the config itself is kept read-only inside.
+   * Asked per launch, so it follows reloads.
+   */
+  config?: () => { path: string; files: string[] };
 }
 
 export function serverPrincipal(server: string): Principal {
@@ -43,6 +52,21 @@ export function serverPrincipal(server: string): Principal {
 export function mcpServerLauncher(options: McpServerLauncherOptions): (server: string, command: ServerCommand) => Promise<Launched> {
   return async (server, command) => {
     const principal = options.principalFor?.(server) ?? serverPrincipal(server);
+    // Read per launch: a reloaded policy applies to the next server started.
+    const policy = options.policy.current;
+    const config = options.config?.();
+    if (config) {
+      const exposure = configExposure({
+        files: config.files,
+        configPath: config.path,
+        view: policy.filesystemView(principal),
+        home: homedir(),
+        cwd: command.cwd ?? process.cwd(),
+        ...(options.dataDir ? { dataDir: options.dataDir } : {}),
+        permits: (path, access) => policy.decide({ surface: 'filesystem', ...principal, path, access }).effect === 'allow',
+      });
+      if (exposure) throw new GatehouseError('config_writable', `MCP server "${server}" (principal ${principal.agent ?? 'unnamed'}): ${exposure}`, { exitCode: 2 });
+    }
     const session = await options.egressSessionFor?.(principal, server);
     const proxySocket = session?.socketPath;
     let launched: Launched;
@@ -50,8 +74,7 @@ export function mcpServerLauncher(options: McpServerLauncherOptions): (server: s
       launched = await launchSandboxed({
         command: [command.command, ...command.args],
         principal,
-        // Read per launch: a reloaded policy applies to the next server started.
-        policy: options.policy.current,
+        policy,
         audit: options.audit,
         stdio: 'pipe',
         server,
@@ -64,6 +87,7 @@ export function mcpServerLauncher(options: McpServerLauncherOptions): (server: s
         ...(proxySocket ? { proxySocket } : {}),
         ...(options.allowWeaker ? { allowWeaker: true } : {}),
         ...(options.user ? { user: options.user } : {}),
+        ...(config ? { protect: [config.path] } : {}),
       });
     } catch (error) {
       await session?.close();
