@@ -26,6 +26,8 @@ export interface NodeLink {
   open(principal: Principal, policy: { version: string; digest: string }, egress: boolean): Promise<OpenedRun>;
   /** The node's audit log, reached through the link; `close` waits for what is still unacknowledged. */
   audit: AuditLog;
+  /** Records a `gatehouse secret` change in the node's log, and has the node's scanners learn the vault anew. */
+  secretsChanged(record: AuditRecord): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -76,6 +78,10 @@ class ControlLink implements NodeLink {
     } catch (error) {
       throw new GatehouseError('node_refused_run', `the Gatehouse node running for this data dir refused the run: ${(error as Error).message}`, { exitCode: 2 });
     }
+  }
+
+  async secretsChanged(record: AuditRecord): Promise<void> {
+    await this.request({ op: 'secrets', record });
   }
 
   async close(): Promise<void> {

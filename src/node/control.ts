@@ -7,6 +7,8 @@
  *   { id, op: "open", principal, policy: { version, digest }, egress: true }
  *     → { node, policy, egress: { socketPath, env, caCertificate } | null }
  *   { id, op: "audit", record } → acknowledged once the record is as durable as the audit mode demands
+ *   { id, op: "secrets", record } → a `gatehouse secret` change: recorded, then the node's leak scanners
+ *     learn the vault's values anew
  * One connection is one run: when it closes, the run's egress session and its placeholders end with it.
  *
  * The socket sits in the private data dir (0700) and is itself 0600: whoever reaches it owns the node's
@@ -39,6 +41,8 @@ export interface ControlOptions {
   egress: EgressProxy | undefined;
   placeholders: PlaceholderRegistry;
   resolveSecret: (name: string) => Promise<string>;
+  /** The vault changed (a `gatehouse secret` command): rebuild what depends on its values. */
+  onSecretsChanged?: () => Promise<void>;
 }
 
 export interface ControlServer {
@@ -51,6 +55,13 @@ const RUN_ACTIONS = new Map<string, AuditRecord['surface']>([
   ['sandbox.launch', 'system'],
   ['sandbox.exit', 'system'],
   ['connect', 'network'],
+]);
+/** Records `gatehouse secret` writes (cli/secret.ts). */
+export const SECRET_ACTIONS = new Map<string, AuditRecord['surface']>([
+  ['secret.set', 'credentials'],
+  ['secret.rotate', 'credentials'],
+  ['secret.rm', 'credentials'],
+  ['secret.rekey', 'credentials'],
 ]);
 
 export async function startControlServer(options: ControlOptions): Promise<ControlServer> {
@@ -128,7 +139,12 @@ function serveRun(socket: Socket, options: ControlOptions): void {
     }
     if (request.op === 'audit') {
       if (!opened) throw new Error('open the run before sending audit records');
-      await options.audit.append(runRecord(request.record, options.node));
+      await options.audit.append(checkedRecord(request.record, options.node, RUN_ACTIONS, 'a run'));
+      return {};
+    }
+    if (request.op === 'secrets') {
+      await options.audit.append(checkedRecord(request.record, options.node, SECRET_ACTIONS, '"gatehouse secret"'));
+      await options.onSecretsChanged?.();
       return {};
     }
     throw new Error(`unknown operation "${String(request.op)}"`);
@@ -188,12 +204,12 @@ function principalOf(value: unknown): Principal & { session?: string } {
   return principal;
 }
 
-/** A run's record, checked to be one a sandbox launch makes, and stamped with this node's name. */
-function runRecord(value: unknown, node: string): AuditRecord {
+/** A record checked to be one of `actions` (those its sender makes), and stamped with this node's name. */
+function checkedRecord(value: unknown, node: string, actions: Map<string, AuditRecord['surface']>, sender: string): AuditRecord {
   if (typeof value !== 'object' || value === null) throw new Error('"record" must be an audit record object');
   const record = value as Partial<AuditRecord>;
-  const surface = typeof record.action === 'string' ? RUN_ACTIONS.get(record.action) : undefined;
-  if (!surface || record.surface !== surface) throw new Error(`a run may not record "${String(record.surface)}/${String(record.action)}"`);
+  const surface = typeof record.action === 'string' ? actions.get(record.action) : undefined;
+  if (!surface || record.surface !== surface) throw new Error(`${sender} may not record "${String(record.surface)}/${String(record.action)}"`);
   for (const key of ['time', 'resource', 'reason', 'correlationId'] as const) {
     if (typeof record[key] !== 'string') throw new Error(`"record.${key}" must be a string`);
   }

@@ -129,10 +129,17 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const placeholders = new PlaceholderRegistry();
   // One scanner per data plane (vault values and credential-like environment variables included), each
   // reporting its scan times under its own surface in /metrics.
+  const scanners: Scanner[] = [];
   const meteredScanner = async (surface: 'network' | 'mcp'): Promise<Scanner> => {
     const scanner = await secrets.createScanner(initial.engine.dlp);
     scanner.onScan = (microseconds) => metrics.observeScan(microseconds, surface);
+    scanners.push(scanner);
     return scanner;
+  };
+  // After a reload (the policy's dlp settings) or a vault change (the values it knows), the scanners the data
+  // planes hold take on the new settings and values in place.
+  const refreshScanners = async (): Promise<void> => {
+    for (const scanner of scanners) scanner.adopt(await secrets.createScanner(holder.current.dlp));
   };
   let gateway: RunningGateway | undefined;
   let egress: EgressProxy | undefined;
@@ -178,7 +185,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       });
     }
     // `gatehouse run` on this data dir hands its audit records and egress session to this node.
-    control = await startControlServer({ dataDir, node: name, policy: holder, audit, egress, placeholders, resolveSecret });
+    control = await startControlServer({ dataDir, node: name, policy: holder, audit, egress, placeholders, resolveSecret, onSecretsChanged: refreshScanners });
   } catch (error) {
     await gateway?.close();
     await egress?.close();
@@ -219,6 +226,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       holder.current = policy.engine;
       holder.loadedAt = new Date().toISOString();
       holder.source = policy.source;
+      await refreshScanners().catch((error: unknown) => logger.error({ error: errorMessage(error) }, 'could not rebuild the secret scanners; they keep the previous settings'));
       const reason = `reloaded policy ${previous.version} -> ${policy.engine.version}`;
       logger.info({ from: previous.version, to: policy.engine.version }, 'policy reloaded');
       await audit.append(systemRecord(name, 'policy.reload', 'info', reason, policy.engine, { previous: { version: previous.version, digest: previous.digest } }));
