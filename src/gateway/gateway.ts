@@ -29,6 +29,7 @@ import type { Decision, McpRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
 import { digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
+import { InputSchemas, type ArgumentChecker } from './input-schema.js';
 import type { PinStore } from './pins.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
@@ -74,6 +75,8 @@ interface Entry<T> {
   original: string;
   /** The upstream's definition, renamed for clients. */
   exposed: T;
+  /** Checks a call's arguments against the tool's inputSchema; compiled on the first call. */
+  checker?: ArgumentChecker;
 }
 
 interface Catalog {
@@ -125,6 +128,7 @@ export class GatewayCore {
   private pinVersion = -1;
   /** Signs the request state of approvals asked through `input_required`; new at every start. */
   private readonly approvalKey = randomBytes(32);
+  private readonly inputSchemas = new InputSchemas();
   private auditFailure: unknown;
 
   constructor(private readonly options: GatewayCoreOptions) {
@@ -455,15 +459,26 @@ export class GatewayCore {
     }
     const server = entry.upstream.name;
     const resource = `${server}/${entry.original}`;
+    const argsDigest = digestOf(args ?? {});
+    const details: Record<string, unknown> = { argsDigest, tool: name };
+    if (this.options.recordValues) details.args = args ?? {};
+    // The policy judges only arguments of the types the tool declares (see input-schema.ts).
+    entry.checker ??= this.inputSchemas.checkerFor(entry.exposed.inputSchema, (reason) => {
+      void this.recordEvent(server, 'schema-unusable', `tool ${server}/${entry.original}: ${reason}; conditions on its arguments fail closed`, 'info', { tool: entry.original });
+    });
+    const checked = entry.checker(args ?? {});
+    if (checked.ok === false) {
+      await this.record(caller, 'tools/call', resource, 'deny', ['input-schema'], `the arguments do not match the tool's inputSchema: ${checked.problem}`, started, correlationId, details);
+      throw new ProtocolError(-32602, `Invalid arguments for tool ${name}: ${checked.problem}`);
+    }
+    if (checked.ok === 'unchecked') details.argsUnchecked = checked.reason;
     const decision = this.decide(caller, {
       server,
       tool: entry.original,
       args: args ?? {},
+      ...(checked.ok === 'unchecked' ? { argsUnchecked: true } : {}),
       ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
     });
-    const argsDigest = digestOf(args ?? {});
-    const details: Record<string, unknown> = { argsDigest, tool: name };
-    if (this.options.recordValues) details.args = args ?? {};
     if (!isAllowed(decision)) {
       await this.record(caller, 'tools/call', resource, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
       return {
