@@ -474,6 +474,7 @@ export class GatewayCore {
       throw new ProtocolError(-32602, `Invalid arguments for tool ${name}: ${checked.problem}`);
     }
     if (checked.ok === 'unchecked') details.argsUnchecked = checked.reason;
+    const unchecked = checked.ok === 'unchecked' ? ` (the tool's ${checked.reason.replace(/^its /, '')}, so conditions on its arguments fail closed)` : '';
     const decision = this.decide(caller, {
       server,
       tool: entry.original,
@@ -485,7 +486,7 @@ export class GatewayCore {
       await this.record(caller, 'tools/call', resource, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
       return {
         isError: true,
-        content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}` }],
+        content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}${unchecked}` }],
       };
     }
     if (decision.requireApproval) {

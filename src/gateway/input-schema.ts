@@ -56,7 +56,7 @@ function compile(schema: Tool['inputSchema'], unusable: (reason: string) => void
   try {
     validate = new AjvJsonSchemaValidator().getValidator(schema as never);
   } catch (error) {
-    const reason = `its inputSchema cannot be compiled (${firstLine(error)})`;
+    const reason = `its inputSchema cannot be compiled (${brief(firstSentence(error))})`;
     unusable(reason);
     return () => ({ ok: 'unchecked', reason });
   }
@@ -64,12 +64,12 @@ function compile(schema: Tool['inputSchema'], unusable: (reason: string) => void
   return (args) => {
     if (declared) {
       for (const name of Object.keys(args)) {
-        if (!declared.has(name)) return { ok: false, problem: `args/${escapePointer(name)} is not a parameter of this tool` };
+        if (!declared.has(name)) return { ok: false, problem: brief(`args/${escapePointer(name)} is not a parameter of this tool`) };
       }
     }
     const result = validate(args);
     // Ajv names the arguments object `data`; the policy's conditions call it `args`.
-    return result.valid ? { ok: true } : { ok: false, problem: (result.errorMessage ?? 'they do not match').replace(/(^|, )data(?=[/ ])/g, '$1args') };
+    return result.valid ? { ok: true } : { ok: false, problem: brief((result.errorMessage ?? 'they do not match').replace(/(^|, )data(?=[/ ])/g, '$1args')) };
   };
 }
 
@@ -85,7 +85,14 @@ function escapePointer(name: string): string {
   return name.replaceAll('~', '~0').replaceAll('/', '~1');
 }
 
-function firstLine(error: unknown): string {
+/** The first sentence of an error, without its full stop (Ajv's messages go on with advice for developers). */
+function firstSentence(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
-  return (text.split('\n')[0] ?? text).slice(0, 300);
+  const line = text.split('\n')[0] ?? text;
+  return (/^.*?(?=\.(\s|$))/.exec(line)?.[0] ?? line).trim();
+}
+
+/** Property names come from the caller and schemas from the server: keep what lands in errors and audit short. */
+function brief(text: string): string {
+  return text.length > 500 ? `${text.slice(0, 500)}…` : text;
 }
