@@ -464,7 +464,7 @@ class CompiledPolicy implements PolicyEngine {
         if (typeof name !== 'string') return `the request ${kind} is not a string`;
         const args = request.args !== null && typeof request.args === 'object' && !Array.isArray(request.args) ? request.args : {};
         const annotations = request.annotations !== null && typeof request.annotations === 'object' ? request.annotations : undefined;
-        return { surface: 'mcp', principal, server: request.server, kind, name, args, annotations: effectiveAnnotations(annotations), argsUnknown: false };
+        return { surface: 'mcp', principal, server: request.server, kind, name, args, annotations: effectiveAnnotations(annotations), argsUnknown: false, argsUnchecked: request.argsUnchecked === true };
       }
       case 'credentials': {
         if (typeof request.secret !== 'string' || request.secret === '') return 'the request has no secret';
