@@ -107,7 +107,8 @@ function base<S extends Surface>(surface: S, spec: Common, effect: 'allow' | 'de
     teams: spec.teams ? new Set(spec.teams) : undefined,
     when: condition,
     // A textual test is enough: a false positive only defers a rule to call time, where it is judged fully.
-    whenReadsArgs: when !== undefined && /\bargs\b/.test(when),
+    // `request` holds the arguments too (`request['a' + 'rgs']`), so a condition naming it counts as reading them.
+    whenReadsArgs: when !== undefined && /\b(?:args|request)\b/.test(when),
     stamp: 0,
   };
 }

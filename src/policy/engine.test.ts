@@ -307,6 +307,11 @@ describe('mcp', () => {
     assert.equal(unchecked('list_issues', { owner: 'acme' }).effect, 'deny');
     // Rules without conditions on arguments decide as always.
     assert.equal(engine.decide({ ...(mcp('fs', 'read_text_file') as McpRequest), argsUnchecked: true }).effect, 'allow');
+    // The arguments reached through `request`, under a name spelled at run time, count as arguments too.
+    const spelled = policy({ mcp: [{ id: 'open', allow: { server: 'gh', tools: ['*'], when: "request['a' + 'rgs'].owner == 'acme'" } }] });
+    const call = { ...(mcp('gh', 'list_issues', { owner: 'acme' }) as McpRequest) };
+    assert.equal(spelled.decide(call).effect, 'allow');
+    assert.equal(spelled.decide({ ...call, argsUnchecked: true }).effect, 'deny');
   });
   it('lists a tool whose allow depends on arguments, and decides each call by its own arguments', () => {
     const listing = { surface: 'mcp' as const, agent: 'dev', server: 'github', tool: 'list_issues', annotations: { readOnlyHint: true } };
