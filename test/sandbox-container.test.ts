@@ -59,7 +59,9 @@ test('docker: binds what the policy allows, masks the sensitive set, mounts the 
     const { args } = containerInvocation(spec, { engine: 'docker', image: 'img' });
     const mounts = args.filter((_, index) => args[index - 1] === '--mount');
     const tmpfs = args.filter((_, index) => args[index - 1] === '--tmpfs');
-    assert.ok(mounts.includes(`type=bind,source=${home},target=${home}`), 'home is writable');
+    // HOME itself is kept read-only (a protected path in it does not exist yet); what is in it stays writable.
+    assert.ok(mounts.includes(`type=bind,source=${home},target=${home},readonly`));
+    assert.ok(mounts.includes(`type=bind,source=${join(home, 'work')},target=${join(home, 'work')}`), 'the workspace is writable');
     assert.ok(mounts.includes('type=bind,source=/usr/share/doc,target=/usr/share/doc,readonly'));
     assert.ok(tmpfs.some((value) => value.startsWith(`${join(home, '.ssh')}:ro`)), '~/.ssh is masked read-only');
     assert.ok(mounts.includes('type=bind,source=/tmp/gatehouse-egress/session.sock,target=/run/gatehouse/proxy.sock'));
@@ -95,12 +97,39 @@ test('environment values never appear on the command line; only names, with plac
   }
 });
 
-test('podman keeps the user id with --userns=keep-id', () => {
+test('podman keeps the user id: keep-id when rootless, --user as root (where keep-id is refused)', () => {
   const { home, spec } = fixture();
   try {
     const { args } = containerInvocation(spec, { engine: 'podman', image: 'img' });
-    assert.ok(args.includes('--userns=keep-id'));
-    assert.ok(!args.includes('--user'));
+    if (process.getuid?.() === 0) {
+      assert.equal(args[args.indexOf('--user') + 1], '1000:1000');
+      assert.ok(!args.includes('--userns=keep-id'));
+    } else {
+      assert.ok(args.includes('--userns=keep-id'));
+      assert.ok(!args.includes('--user'));
+    }
+  } finally {
+    cleanup(home);
+  }
+});
+
+test('each destination is mounted once, and a deny still hides an allow beneath it', () => {
+  // Engines refuse two mounts at one place and mount parents first, whatever order they are given in.
+  const { home, work, spec } = fixture();
+  try {
+    mkdirSync(join(work, 'secret', 'pub'), { recursive: true });
+    const view = {
+      allow: [...spec.view.allow, { path: join(work, 'secret', 'pub'), access: 'ro' as const, ruleId: 'pub' }],
+      deny: [{ path: join(work, 'secret'), access: 'all' as const, ruleId: 'secret' }],
+      unmountable: [],
+    };
+    const { args } = containerInvocation({ ...spec, view }, { engine: 'podman', image: 'img' });
+    const targets = args
+      .map((arg, index) => (args[index - 1] === '--mount' ? /target=([^,]+)/.exec(arg)![1] : args[index - 1] === '--tmpfs' ? arg.split(':')[0] : undefined))
+      .filter((target) => target !== undefined);
+    assert.equal(new Set(targets).size, targets.length, `a destination mounted twice: ${targets.join(' ')}`);
+    assert.ok(!targets.includes(join(work, 'secret', 'pub')), 'the allow inside the denied directory is not mounted');
+    assert.ok(args.includes(`${join(work, 'secret')}:ro,nosuid,nodev,noexec,size=64k,notmpcopyup`), 'the mask is empty under Podman too');
   } finally {
     cleanup(home);
   }

@@ -106,9 +106,14 @@ export function nodeLoader(): string | undefined {
 
 /**
  * What every driver derives from a spec: the mount plan (with the driver's own files, and the inspection CA
- * when there is one), the bridge's port, and the scrubbed environment.
+ * when there is one), the bridge's port, and the scrubbed environment. `system`: the host directories bound
+ * read-only for programs to run at all (the default set; none for a container, whose image has its own).
  */
-export function sandboxLayout(spec: SandboxSpec, extras: { source: string; dest: string }[]): { plan: MountPlan; port: number; env: ReturnType<typeof sandboxEnv> } {
+export function sandboxLayout(
+  spec: SandboxSpec,
+  extras: { source: string; dest: string }[],
+  options: { system?: string[] } = {},
+): { plan: MountPlan; port: number; env: ReturnType<typeof sandboxEnv> } {
   const files = [...extras];
   if (spec.caCertificate) {
     files.push({ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle });
@@ -118,6 +123,7 @@ export function sandboxLayout(spec: SandboxSpec, extras: { source: string; dest:
     home: spec.home,
     cwd: spec.cwd,
     extras: files,
+    ...(options.system ? { system: options.system } : {}),
     ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
     ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
     ...(spec.protect ? { protect: spec.protect } : {}),

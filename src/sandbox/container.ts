@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
 import { bridgeFiles, sandboxLayout } from './bubblewrap.js';
-import type { MountPlan } from './mount-plan.js';
+import { isWithin, type MountPlan } from './mount-plan.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
 
 export type ContainerEngine = 'docker' | 'podman';
@@ -31,31 +31,52 @@ export interface ContainerInvocation {
 
 const PROXY_SOCKET_INSIDE = '/run/gatehouse/proxy.sock';
 
-function mountArgs(plan: MountPlan): string[] {
-  const args: string[] = [];
+/** One mount as the engine receives it: the plan's last word on one destination. */
+type ContainerMount =
+  | { kind: 'bind'; source: string; dest: string; readonly: boolean }
+  | { kind: 'tmpfs'; dest: string; readonly: boolean }
+  | { kind: 'mask-file'; dest: string };
+
+/**
+ * The plan as the mounts an engine can take. bwrap mounts in order, so a later mount hides what it covers;
+ * an engine rejects two mounts at one destination and sorts the rest parents first, so a mask given after
+ * a deeper bind would no longer hide it. Hence each step here drops every earlier mount it covers, and the
+ * survivors mean the same in any parent-first order.
+ */
+export function containerMounts(plan: MountPlan): ContainerMount[] {
+  let mounts: ContainerMount[] = [];
   for (const step of plan.steps) {
-    // The image supplies the system; /proc, /dev and /tmp come from the engine and the flags below.
-    if (step.why === 'system' || step.dest === '/proc/sys' || step.kind === 'proc' || step.kind === 'dev' || step.kind === 'dir' || step.kind === 'symlink') continue;
-    if (step.kind === 'tmpfs' && (step.dest === '/tmp' || step.dest === '/run')) continue;
-    switch (step.kind) {
-      case 'ro-bind':
-        args.push('--mount', `type=bind,source=${escapeMount(step.source)},target=${escapeMount(step.dest)},readonly`);
-        break;
-      case 'bind':
-        args.push('--mount', `type=bind,source=${escapeMount(step.source)},target=${escapeMount(step.dest)}`);
-        break;
-      case 'tmpfs':
-        // A mask over a denied directory: an empty, read-only tmpfs.
-        args.push('--tmpfs', `${step.dest}:ro,nosuid,nodev,noexec,size=64k`);
-        break;
-      case 'mask-file':
-        args.push('--mount', `type=bind,source=/dev/null,target=${escapeMount(step.dest)},readonly`);
-        break;
-      case 'remount-ro':
-        break;
+    // /proc and /dev come from the engine, which also keeps /proc/sys read-only.
+    if (isWithin(step.dest, '/proc') || isWithin(step.dest, '/dev')) continue;
+    if (step.kind === 'proc' || step.kind === 'dev' || step.kind === 'dir' || step.kind === 'symlink') continue;
+    if (step.kind === 'remount-ro') {
+      mounts = mounts.map((mount) => (mount.dest === step.dest && mount.kind === 'tmpfs' ? { ...mount, readonly: true } : mount));
+      continue;
     }
+    mounts = mounts.filter((mount) => !isWithin(mount.dest, step.dest));
+    if (step.kind === 'tmpfs') mounts.push({ kind: 'tmpfs', dest: step.dest, readonly: false });
+    else if (step.kind === 'mask-file') mounts.push({ kind: 'mask-file', dest: step.dest });
+    else mounts.push({ kind: 'bind', source: step.source, dest: step.dest, readonly: step.kind === 'ro-bind' });
   }
-  return args;
+  return mounts;
+}
+
+function mountArgs(plan: MountPlan, engine: ContainerEngine): string[] {
+  // Podman fills a tmpfs with what lies beneath it ("tmpcopyup"), which would copy a masked ~/.ssh into its mask.
+  const empty = engine === 'podman' ? ',notmpcopyup' : '';
+  return containerMounts(plan).flatMap((mount) => {
+    switch (mount.kind) {
+      case 'bind':
+        return ['--mount', `type=bind,source=${escapeMount(mount.source)},target=${escapeMount(mount.dest)}${mount.readonly ? ',readonly' : ''}`];
+      case 'tmpfs': {
+        // Private scratch (/tmp) is roomy; a mask over a denied directory is small, empty and read-only.
+        const options = mount.readonly ? 'ro,nosuid,nodev,noexec,size=64k' : `rw,nosuid,nodev,size=${mount.dest === '/tmp' ? '1g' : '1m'}`;
+        return ['--tmpfs', `${escapeMount(mount.dest)}:${options}${empty}`];
+      }
+      case 'mask-file':
+        return ['--mount', `type=bind,source=/dev/null,target=${escapeMount(mount.dest)},readonly`];
+    }
+  });
 }
 
 /** `--mount` values are comma-separated; a path with a comma or quote cannot be expressed safely. */
@@ -66,20 +87,27 @@ function escapeMount(path: string): string {
 
 export function containerInvocation(spec: SandboxSpec, options: { engine: ContainerEngine; image: string; tty?: boolean; name?: string }): ContainerInvocation {
   if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
-  const { plan, port, env } = sandboxLayout(spec, bridgeFiles());
+  const { plan, port, env } = sandboxLayout(spec, bridgeFiles(), { system: [] });
   // The image has its own PATH layout; the host's would point at directories that do not exist there.
   delete env.PATH;
 
+  // The cgroup limits (--memory, --pids-limit) are silently ignored by rootless Podman on cgroup v1, so the
+  // rlimits the bubblewrap driver sets (RLIMIT_DATA, RLIMIT_NPROC) are set as well.
   const limits: string[] = [];
   const rlimits = spec.rlimits ?? {};
-  if (rlimits.memoryBytes !== undefined) limits.push('--memory', String(rlimits.memoryBytes));
-  if (rlimits.processes !== undefined) limits.push('--pids-limit', String(rlimits.processes));
+  if (rlimits.memoryBytes !== undefined) limits.push('--memory', String(rlimits.memoryBytes), '--ulimit', `data=${rlimits.memoryBytes}:${rlimits.memoryBytes}`);
+  if (rlimits.processes !== undefined) limits.push('--pids-limit', String(rlimits.processes), '--ulimit', `nproc=${rlimits.processes}:${rlimits.processes}`);
   if (rlimits.openFiles !== undefined) limits.push('--ulimit', `nofile=${rlimits.openFiles}:${rlimits.openFiles}`);
   if (rlimits.cpuSeconds !== undefined) limits.push('--ulimit', `cpu=${rlimits.cpuSeconds}:${rlimits.cpuSeconds}`);
 
   const user = spec.user ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-  const identity = options.engine === 'podman' ? ['--userns=keep-id'] : ['--user', `${user.uid}:${user.gid}`];
-  const settings = { port, command: spec.command, proxySocketPath: spec.proxySocket ? PROXY_SOCKET_INSIDE : undefined };
+  // Rootless Podman maps the caller's own id into the container with keep-id, which rootful Podman refuses
+  // ("keep-id is only supported in rootless mode"); as root, the id is given like Docker's.
+  const rootless = options.engine === 'podman' && process.getuid?.() !== 0;
+  const identity = rootless ? ['--userns=keep-id'] : ['--user', `${user.uid}:${user.gid}`];
+  // Always the socket path: without it the bridge waits for bubblewrap's socketpair on fd 3 and dies. With no
+  // session socket nothing is mounted there, so every connection fails: no network at all.
+  const settings = { port, command: spec.command, proxySocketPath: PROXY_SOCKET_INSIDE };
 
   const args = [
     'run',
@@ -95,9 +123,7 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
     '--init',
     ...identity,
     ...limits,
-    '--tmpfs', '/tmp:rw,nosuid,nodev,size=1g',
-    '--tmpfs', '/run:rw,nosuid,nodev,size=1m',
-    ...mountArgs(plan),
+    ...mountArgs(plan, options.engine),
     ...(spec.proxySocket ? ['--mount', `type=bind,source=${escapeMount(spec.proxySocket)},target=${PROXY_SOCKET_INSIDE}`] : []),
     '--workdir', plan.cwd,
     ...Object.keys(env).sort().flatMap((name) => ['--env', name]),
