@@ -90,8 +90,13 @@ test('environment values never appear on the command line; only names, with plac
     assert.ok(!args.some((arg) => arg.includes('ghp_')), 'no token value in argv');
     assert.ok(args.includes('GITHUB_TOKEN'));
     assert.equal(env.GITHUB_TOKEN, 'ghp_placeholder_value');
-    assert.equal(env.HTTPS_PROXY, 'http://127.0.0.1:3128');
     assert.equal(env.PATH, undefined, "the host's PATH does not go into the image");
+    // What Gatehouse sets itself is given in argv, so the engine CLI keeps its own proxy and HOME (its pulls
+    // must not go to the bridge's port on the host).
+    assert.ok(args.includes('HTTPS_PROXY=http://127.0.0.1:3128'));
+    assert.ok(args.includes(`HOME=${home}`));
+    assert.equal(env.HTTPS_PROXY, undefined);
+    assert.equal(env.HOME, undefined);
   } finally {
     cleanup(home);
   }

@@ -18,8 +18,14 @@ const hasPodman = spawnSync('podman', ['--version']).status === 0;
 const skipWithoutPodman: string | false = !hasPodman && !requireSandbox ? 'podman is not installed (set GATEHOUSE_REQUIRE_SANDBOX=1 to fail instead)' : false;
 
 /** Runs a command as the identity, with HOME in the scratch directory (rootless Podman keeps its images there). */
-function asIdentity(identity: Identity, dir: string, command: string, args: string[], options: { input?: Buffer } = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8' };
+function asIdentity(
+  identity: Identity,
+  dir: string,
+  command: string,
+  args: string[],
+  options: { input?: Buffer; env?: Record<string, string> } = {},
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8', ...options.env };
   const [program, programArgs] = identity.user
     ? ['setpriv', ['--reuid', String(identity.user.uid), '--regid', String(identity.user.gid), '--clear-groups', '--', command, ...args]]
     : [command, args];
@@ -165,6 +171,15 @@ policy:
       assert.equal(seen.noNewPrivs, '1');
       // The policy's rlimits, as the bubblewrap driver sets them (cgroup limits alone are ignored by rootless Podman on cgroup v1).
       assert.deepEqual(seen.limits, [String(1024 ** 3), '512', '1024', '600']);
+    });
+
+    test("the user's own proxy settings stay with the engine; the program gets only the bridge", async () => {
+      const corporate = 'http://user:hunter2@proxy.corp.test:8080';
+      const result = await asIdentity(identity, dir, process.execPath, [main, 'run', '--', 'node', '-e', 'console.log(JSON.stringify([process.env.HTTPS_PROXY, process.env.FTP_PROXY ?? null, process.env.TMPDIR]))'], {
+        env: { HTTPS_PROXY: corporate, FTP_PROXY: corporate, TMPDIR: join(dir, 'home') },
+      });
+      assert.equal(result.status, 0, result.stderr);
+      assert.deepEqual(JSON.parse(result.stdout), ['http://127.0.0.1:3128', null, '/tmp']);
     });
 
     test('with nothing allowed out there is no proxy, and no connection leaves', async () => {

@@ -16,6 +16,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
 import { bridgeFiles, sandboxLayout } from './bubblewrap.js';
+import { trustEnv } from './env.js';
 import { isWithin, type MountPlan } from './mount-plan.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
 
@@ -25,11 +26,20 @@ export interface ContainerInvocation {
   engine: ContainerEngine;
   plan: MountPlan;
   args: string[];
-  /** Values for the `--env NAME` arguments, given to the engine CLI's own environment (never in argv). */
+  /**
+   * Values for the `--env NAME` arguments, given to the engine CLI's own environment (never in argv): what
+   * comes from the user's environment or the secrets broker.
+   */
   env: Record<string, string>;
 }
 
 const PROXY_SOCKET_INSIDE = '/run/gatehouse/proxy.sock';
+
+/** The variables whose values Gatehouse itself sets in every sandbox (env.ts). */
+const GATEHOUSE_SET = new Set([
+  'HOME', 'TMPDIR', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'all_proxy', 'no_proxy',
+  ...Object.keys(trustEnv()),
+]);
 
 /** One mount as the engine receives it: the plan's last word on one destination. */
 type ContainerMount =
@@ -90,6 +100,12 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
   const { plan, port, env } = sandboxLayout(spec, bridgeFiles(), { system: [] });
   // The image has its own PATH layout; the host's would point at directories that do not exist there.
   delete env.PATH;
+  // What Gatehouse sets itself (paths and the bridge's address, never a secret) goes in argv: in the engine
+  // CLI's environment, HTTPS_PROXY would send Podman's image pulls to the bridge's port on the host, and
+  // SSL_CERT_FILE, HOME and TMPDIR would point it at places that exist only inside.
+  const inArgv = Object.keys(env).filter((name) => GATEHOUSE_SET.has(name) && spec.envAdd?.[name] === undefined).sort();
+  const literal = inArgv.flatMap((name) => ['--env', `${name}=${env[name]}`]);
+  for (const name of inArgv) delete env[name];
 
   // The cgroup limits (--memory, --pids-limit) are silently ignored by rootless Podman on cgroup v1, so the
   // rlimits the bubblewrap driver sets (RLIMIT_DATA, RLIMIT_NPROC) are set as well.
@@ -121,11 +137,14 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
     '--security-opt', 'no-new-privileges',
     '--ipc', 'none',
     '--init',
+    // Podman copies the CLI's own proxy variables (FTP_PROXY too, credentials and all) into the container.
+    ...(options.engine === 'podman' ? ['--http-proxy=false'] : []),
     ...identity,
     ...limits,
     ...mountArgs(plan, options.engine),
     ...(spec.proxySocket ? ['--mount', `type=bind,source=${escapeMount(spec.proxySocket)},target=${PROXY_SOCKET_INSIDE}`] : []),
     '--workdir', plan.cwd,
+    ...literal,
     ...Object.keys(env).sort().flatMap((name) => ['--env', name]),
     options.image,
     'node', '/run/gatehouse/bridge.js', JSON.stringify(settings),
