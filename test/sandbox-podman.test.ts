@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertCheckoutReadable, cleanup, identities, mkdirOwned, requireSandbox, scratch, startOrigin, writeOwned, type Identity } from './sandbox-helpers.js';
 
@@ -54,6 +54,21 @@ function imageTarball(): Buffer {
   return tar.stdout;
 }
 
+/**
+ * Rootless Podman maps the container's other ids onto the user's subordinate ids. useradd grants them only
+ * when /etc/subuid already exists, which a user made before the uidmap package came may lack.
+ */
+function ensureSubordinateIds(identity: Identity): void {
+  if (!identity.user || process.getuid?.() !== 0) return;
+  const name = spawnSync('id', ['-nu', String(identity.user.uid)], { encoding: 'utf8' }).stdout.trim();
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+    if (lines.some((line) => line.startsWith(`${name}:`))) continue;
+    const start = Math.max(100000, ...lines.map((line) => Number(line.split(':')[1]) + Number(line.split(':')[2])));
+    appendFileSync(file, `${name}:${start}:65536\n`);
+  }
+}
+
 for (const identity of identities()) {
   describe(`gatehouse run under Podman as ${identity.name}`, { skip: skipWithoutPodman }, () => {
     let dir: string;
@@ -69,6 +84,7 @@ for (const identity of identities()) {
     before(async () => {
       assertCheckoutReadable(identity);
       assert.ok(hasPodman, 'podman is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install podman runc catatonit uidmap');
+      ensureSubordinateIds(identity);
       dir = scratch(identity, 'podman');
       for (const sub of ['data', 'home', 'home/.ssh', 'work', 'work/secret', 'work/secret/pub']) mkdirOwned(identity, join(dir, sub));
       writeOwned(identity, join(dir, 'home', '.ssh', 'id_rsa'), 'PRIVATE KEY');
