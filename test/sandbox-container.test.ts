@@ -1,7 +1,7 @@
 /**
- * The container driver. No Docker or Podman engine runs on CI machines, so what is verified here is the
- * generated command line (every isolation flag, mounts, masks, limits, no secret in argv) and the bridge's
- * container mode (dialling a mounted proxy socket), which runs for real inside a network namespace.
+ * The container driver's command lines, engine by engine (every isolation flag, mounts, masks, limits, no
+ * secret in argv), and the bridge's container mode (dialling a mounted proxy socket) inside a network
+ * namespace. No Docker engine runs on CI machines; Podman does, in sandbox-podman.test.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

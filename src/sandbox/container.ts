@@ -9,8 +9,8 @@
  * socket is the only Unix socket in the container (/run is empty, no host sockets are mounted), so the
  * program reaching it directly gains nothing over the bridge. Docker's default seccomp profile applies.
  *
- * Verified here: the generated command lines (test/sandbox-container.test.ts). Running them needs an engine,
- * which CI machines do not have.
+ * Verified here: the generated command lines (test/sandbox-container.test.ts), and `gatehouse run` under
+ * Podman with runc, rootful and rootless (test/sandbox-podman.test.ts). Docker is not run anywhere here.
  */
 import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
