@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertCheckoutReadable, cleanup, identities, mkdirOwned, requireSandbox, scratch, startOrigin, writeOwned, type Identity } from './sandbox-helpers.js';
 
@@ -211,6 +211,35 @@ policy:
       const result = await gatehouse(['--config', offline, 'run', '--', 'node', '-e', script]);
       assert.equal(result.status, 0, result.stderr);
       assert.equal(result.stdout.trim(), 'ECONNREFUSED refused');
+    });
+
+    test('a program with a writable HOME cannot reconfigure the engine for the next launch', async () => {
+      // ~/.config/containers/containers.conf can give every later container a host directory (or a runtime to
+      // exec on the host); ~/.local/share/containers holds the images the next launch runs.
+      const homeWritable = join(dir, 'data', 'home-rw.yaml');
+      writeOwned(identity, homeWritable, readFileSync(join(dir, 'data', 'gatehouse.yaml'), 'utf8').replace('paths: ["~"], access: ro', 'paths: ["~"], access: rw'), 0o644);
+      // A user who has ever configured Podman has the directory.
+      for (const sub of ['.config', '.config/containers']) mkdirOwned(identity, join(dir, 'home', sub));
+      const planted = join(dir, 'home', '.config', 'containers', 'containers.conf');
+      try {
+        const plant = await gatehouse(['--config', homeWritable, 'run', '--', 'node', '-e', `
+          const fs = require('fs'), attempts = {};
+          const attempt = (name, action) => { try { action(); attempts[name] = 'done'; } catch (error) { attempts[name] = error.code; } };
+          attempt('config', () => {
+            fs.mkdirSync(process.env.HOME + '/.config/containers', { recursive: true });
+            fs.writeFileSync(process.env.HOME + '/.config/containers/containers.conf', '[containers]\\nvolumes = ["/etc:/host-etc:ro"]\\n');
+          });
+          attempt('storage', () => fs.writeFileSync(process.env.HOME + '/.local/share/containers/planted', 'x'));
+          console.log(JSON.stringify(attempts));`]);
+        assert.equal(plant.status, 0, plant.stderr);
+        const attempts = JSON.parse(plant.stdout) as Record<string, string>;
+        assert.notEqual(attempts.config, 'done', 'containers.conf could be written');
+        assert.notEqual(attempts.storage, 'done', "the engine's storage could be written");
+        const next = await gatehouse(['run', '--', 'node', '-e', 'console.log(require("fs").existsSync("/host-etc/passwd"))']);
+        assert.equal(next.stdout.trim(), 'false', next.stderr);
+      } finally {
+        rmSync(planted, { force: true });
+      }
     });
 
     test('has no network but the bridge to the egress proxy', async () => {
