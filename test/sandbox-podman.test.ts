@@ -7,7 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertCheckoutReadable, cleanup, identities, mkdirOwned, requireSandbox, scratch, startOrigin, writeOwned, type Identity } from './sandbox-helpers.js';
@@ -24,25 +24,26 @@ function asIdentity(
   command: string,
   args: string[],
   options: { input?: Buffer; env?: Record<string, string> } = {},
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
+): Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> & { child: ChildProcess } {
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8', ...options.env };
   const [program, programArgs] = identity.user
     ? ['setpriv', ['--reuid', String(identity.user.uid), '--regid', String(identity.user.gid), '--clear-groups', '--', command, ...args]]
     : [command, args];
-  return new Promise((resolve) => {
-    // Asynchronous: the origin server answers from this very process.
-    const child = spawn(program as string, programArgs as string[], { cwd: join(dir, 'work'), env, stdio: ['pipe', 'pipe', 'pipe'] });
+  // Asynchronous: the origin server answers from this very process.
+  const child = spawn(program as string, programArgs as string[], { cwd: join(dir, 'work'), env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const result = new Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.stdin.end(options.input);
     const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
-    child.on('close', (status) => {
+    child.on('close', (status, signal) => {
       clearTimeout(timer);
-      resolve({ status, stdout, stderr });
+      resolve({ status, signal, stdout, stderr });
     });
   });
+  return Object.assign(result, { child });
 }
 
 /** node, the libraries it loads and a shell, as a tar stream: the smallest image the bridge can run in. */
@@ -80,6 +81,12 @@ for (const identity of identities()) {
       assert.equal(result.status, 0, result.stderr + result.stdout);
       return JSON.parse(result.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
     };
+
+    const auditRecords = () =>
+      readdirSync(join(dir, 'data', 'audit'))
+        .filter((name) => name.endsWith('.jsonl'))
+        .flatMap((name) => readFileSync(join(dir, 'data', 'audit', name), 'utf8').split('\n').filter(Boolean))
+        .map((line) => JSON.parse(line) as { action: string; surface: string; effect: string; reason: string; details?: Record<string, unknown> });
 
     before(async () => {
       assertCheckoutReadable(identity);
@@ -138,12 +145,32 @@ policy:
       const result = await gatehouse(['run', '--', 'sh', '-c', 'echo inside; exit 7']);
       assert.equal(result.stdout, 'inside\n', result.stderr);
       assert.equal(result.status, 7);
-      const auditDir = join(dir, 'data', 'audit');
-      const records = readdirSync(auditDir)
-        .filter((name) => name.endsWith('.jsonl'))
-        .flatMap((name) => readFileSync(join(auditDir, name), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { action: string; details?: Record<string, unknown> }));
+      const records = auditRecords();
       assert.equal(records.findLast((record) => record.action === 'sandbox.launch')?.details?.driver, 'container');
       assert.equal(records.findLast((record) => record.action === 'sandbox.exit')?.details?.code, 7);
+    });
+
+    test('dies by the same signal as the program', async () => {
+      const result = await gatehouse(['run', '--', 'sh', '-c', 'kill -TERM $$']);
+      assert.equal(result.signal, 'SIGTERM', result.stderr);
+    });
+
+    test('the program does not outlive a killed Gatehouse', async () => {
+      // The program keeps touching a file in the workspace; once Gatehouse is killed (no chance to clean up),
+      // an engine's container would run on, attached to nobody.
+      const heartbeat = join(dir, 'work', 'heartbeat');
+      const running = asIdentity(identity, dir, process.execPath, [main, 'run', '--', 'node', '-e', `setInterval(() => require('fs').writeFileSync('heartbeat', String(Date.now())), 100)`]);
+      const beating = async () => {
+        const first = existsSync(heartbeat) ? readFileSync(heartbeat, 'utf8') : '';
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        return existsSync(heartbeat) && readFileSync(heartbeat, 'utf8') !== first;
+      };
+      for (let tries = 0; tries < 20 && !(await beating()); tries++);
+      assert.ok(await beating(), 'the program started');
+      running.child.kill('SIGKILL');
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      assert.equal(await beating(), false, 'the program still runs after Gatehouse was killed');
+      await running;
     });
 
     test('the program sees only what the policy allows', async () => {
@@ -211,6 +238,8 @@ policy:
       const result = await gatehouse(['--config', offline, 'run', '--', 'node', '-e', script]);
       assert.equal(result.status, 0, result.stderr);
       assert.equal(result.stdout.trim(), 'ECONNREFUSED refused');
+      const denied = auditRecords().filter((record) => record.surface === 'network' && record.effect === 'deny');
+      assert.match(denied.at(-1)?.reason ?? '', /no egress proxy/, 'the refused connection is recorded');
     });
 
     test('a program with a writable HOME cannot reconfigure the engine for the next launch', async () => {

@@ -4,18 +4,26 @@
  * bridge, a read-only root, every capability dropped, no-new-privileges, the mount plan's binds and masks,
  * and limits. The image provides /usr and the rest of the system, so host system binds are left out.
  *
- * The bridge differs from bubblewrap's: an engine cannot pass a socketpair in, so the egress proxy's
- * session socket is bind-mounted at /run/gatehouse/proxy.sock and the bridge dials it per connection. That
- * socket is the only Unix socket in the container (/run is empty, no host sockets are mounted), so the
- * program reaching it directly gains nothing over the bridge. Docker's default seccomp profile applies.
+ * The bridge is bubblewrap's, on a different wire: an engine cannot pass a socketpair in, so Gatehouse
+ * listens on a Unix socket of its own, mounted at /run/gatehouse/channel.sock, and takes exactly one
+ * connection: the bridge's, made before the program exists. The same frames then carry connections to the
+ * egress proxy (refusals recorded), signals, the start and the exit status; and when Gatehouse dies the
+ * channel closes and the bridge stops the program, which an engine's container would otherwise outlive.
+ * The engine's default seccomp profile applies.
  *
  * Verified here: the generated command lines (test/sandbox-container.test.ts), and `gatehouse run` under
  * Podman with runc, rootful and rootless (test/sandbox-podman.test.ts). Docker is not run anywhere here.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { constants, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
-import { bridgeFiles, sandboxLayout } from './bubblewrap.js';
+import { bridgeChannel, bridgeFiles, sandboxLayout } from './bubblewrap.js';
+import { FRAME } from './mux.js';
 import { trustEnv } from './env.js';
 import { isWithin, type MountPlan } from './mount-plan.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
@@ -33,7 +41,7 @@ export interface ContainerInvocation {
   env: Record<string, string>;
 }
 
-const PROXY_SOCKET_INSIDE = '/run/gatehouse/proxy.sock';
+const CHANNEL_INSIDE = '/run/gatehouse/channel.sock';
 
 /** The variables whose values Gatehouse itself sets in every sandbox (env.ts). */
 const GATEHOUSE_SET = new Set([
@@ -95,7 +103,10 @@ function escapeMount(path: string): string {
   return path;
 }
 
-export function containerInvocation(spec: SandboxSpec, options: { engine: ContainerEngine; image: string; tty?: boolean; name?: string }): ContainerInvocation {
+export function containerInvocation(
+  spec: SandboxSpec,
+  options: { engine: ContainerEngine; image: string; channel: string; tty?: boolean; name?: string },
+): ContainerInvocation {
   if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
   const { plan, port, env } = sandboxLayout(spec, bridgeFiles(), { system: [] });
   // The image has its own PATH layout; the host's would point at directories that do not exist there.
@@ -121,9 +132,7 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
   // ("keep-id is only supported in rootless mode"); as root, the id is given like Docker's.
   const rootless = options.engine === 'podman' && process.getuid?.() !== 0;
   const identity = rootless ? ['--userns=keep-id'] : ['--user', `${user.uid}:${user.gid}`];
-  // Always the socket path: without it the bridge waits for bubblewrap's socketpair on fd 3 and dies. With no
-  // session socket nothing is mounted there, so every connection fails: no network at all.
-  const settings = { port, command: spec.command, proxySocketPath: PROXY_SOCKET_INSIDE };
+  const settings = { port, command: spec.command, channelPath: CHANNEL_INSIDE };
 
   const args = [
     'run',
@@ -142,7 +151,7 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
     ...identity,
     ...limits,
     ...mountArgs(plan, options.engine),
-    ...(spec.proxySocket ? ['--mount', `type=bind,source=${escapeMount(spec.proxySocket)},target=${PROXY_SOCKET_INSIDE}`] : []),
+    '--mount', `type=bind,source=${escapeMount(options.channel)},target=${CHANNEL_INSIDE}`,
     '--workdir', plan.cwd,
     ...literal,
     ...Object.keys(env).sort().flatMap((name) => ['--env', name]),
@@ -152,24 +161,71 @@ export function containerInvocation(spec: SandboxSpec, options: { engine: Contai
   return { engine: options.engine, plan, args, env };
 }
 
-/** Runs the invocation through the engine's CLI. Exit codes pass through (`docker run` returns the program's). */
-export function launchContainer(spec: SandboxSpec, options: { engine: ContainerEngine; enginePath?: string; image: string }): SandboxProcess {
+/**
+ * Runs the program through the engine's CLI. Resolves once the engine is spawned; `exited` settles with the
+ * program's code or signal as the bridge reported it, or, when it never reported, the engine's status as a
+ * failed setup (no image, no node in it, a limit the engine cannot set).
+ */
+export async function launchContainer(spec: SandboxSpec, options: { engine: ContainerEngine; enginePath?: string; image: string }): Promise<SandboxProcess> {
   const stdio = spec.stdio ?? 'inherit';
   const name = `gatehouse-${process.pid}-${Date.now().toString(36)}`;
-  const invocation = containerInvocation(spec, { ...options, tty: stdio === 'inherit' && process.stdin.isTTY === true, name });
-  const child = spawn(options.enginePath ?? options.engine, invocation.args, {
-    // The engine CLI needs its own environment (DOCKER_HOST, XDG_RUNTIME_DIR...) plus the values for --env.
-    env: { ...process.env, ...invocation.env },
-    stdio,
+  const engine = options.enginePath ?? options.engine;
+  const engineKill = (signal: NodeJS.Signals) => spawn(engine, ['kill', '--signal', signal, name], { stdio: 'ignore' }).on('error', () => undefined);
+
+  // In a private directory, so no other local user can take the one connection before the bridge does.
+  const directory = mkdtempSync(join(tmpdir(), 'gatehouse-channel-'));
+  const channelPath = join(directory, 'channel.sock');
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(channelPath, resolve));
+  if (spec.user) chownSync(channelPath, spec.user.uid, spec.user.gid);
+  const removeChannel = () => rmSync(directory, { recursive: true, force: true });
+
+  let invocation: ContainerInvocation;
+  let child: ChildProcess;
+  try {
+    invocation = containerInvocation(spec, { ...options, channel: channelPath, tty: stdio === 'inherit' && process.stdin.isTTY === true, name });
+    child = spawn(engine, invocation.args, {
+      // The engine CLI needs its own environment (DOCKER_HOST, XDG_RUNTIME_DIR...) plus the values for --env.
+      env: { ...process.env, ...invocation.env },
+      stdio,
+    });
+  } catch (error) {
+    server.close();
+    removeChannel();
+    throw error;
+  }
+
+  let started = spec.deferStart !== true;
+  let connected: { socket: Socket; channel: ReturnType<typeof bridgeChannel> } | undefined;
+  server.once('connection', (socket) => {
+    // The first connection is the bridge's (the program does not exist yet); nobody else gets one.
+    server.close();
+    removeChannel();
+    connected = { socket, channel: bridgeChannel(socket, spec, () => engineKill('SIGKILL')) };
+    if (started) connected.channel.mux.send(FRAME.START, 0);
   });
+
   const exited = new Promise<ExitStatus>((resolve, reject) => {
-    child.once('error', (error: NodeJS.ErrnoException) =>
-      reject(error.code === 'ENOENT' ? new GatehouseError('sandbox_unavailable', `${options.engine} is not installed; run \`gatehouse doctor\``) : error),
-    );
-    // 125: the engine itself failed (no daemon, no image); the program never ran.
-    child.once('exit', (code, signal) => resolve({ code, signal, ...(code === 125 ? { setupFailed: true } : {}) }));
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      server.close();
+      removeChannel();
+      reject(error.code === 'ENOENT' ? new GatehouseError('sandbox_unavailable', `${options.engine} is not installed; run \`gatehouse doctor\``) : error);
+    });
+    child.once('exit', async (code, signal) => {
+      server.close();
+      removeChannel();
+      if (!connected) return resolve({ code, signal, setupFailed: true });
+      // The bridge's EXIT frame may still be in flight when the engine's CLI exits.
+      if (!connected.socket.closed) await Promise.race([once(connected.socket, 'close'), new Promise((settle) => setTimeout(settle, 1000).unref())]);
+      resolve(connected.channel.ended({ code, signal }));
+    });
   });
+
   return {
+    start() {
+      started = true;
+      connected?.channel.mux.send(FRAME.START, 0);
+    },
     pid: child.pid,
     plan: invocation.plan,
     stdin: child.stdin as Writable | null,
@@ -177,7 +233,13 @@ export function launchContainer(spec: SandboxSpec, options: { engine: ContainerE
     stderr: child.stderr as Readable | null,
     exited,
     kill(signal: NodeJS.Signals = 'SIGTERM') {
-      spawn(options.enginePath ?? options.engine, ['kill', '--signal', signal, name], { stdio: 'ignore' }).on('error', () => undefined);
+      if (signal === 'SIGKILL' || !connected) {
+        engineKill(signal);
+        // Losing the channel makes the bridge stop the program, whatever the engine does.
+        if (signal === 'SIGKILL') connected?.socket.destroy();
+        return;
+      }
+      if (signal in constants.signals) connected.channel.mux.send(FRAME.SIGNAL, 0, Buffer.from(signal, 'latin1'));
     },
   };
 }
