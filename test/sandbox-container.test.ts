@@ -135,7 +135,7 @@ test('each destination is mounted once, and a deny still hides an allow beneath 
       .filter((target) => target !== undefined);
     assert.equal(new Set(targets).size, targets.length, `a destination mounted twice: ${targets.join(' ')}`);
     assert.ok(!targets.includes(join(work, 'secret', 'pub')), 'the allow inside the denied directory is not mounted');
-    assert.ok(args.includes(`${join(work, 'secret')}:ro,nosuid,nodev,noexec,size=64k,notmpcopyup`), 'the mask is empty under Podman too');
+    assert.ok(args.includes(`${join(work, 'secret')}:ro,nosuid,nodev,noexec,size=64k,notmpcopyup,U`), 'the mask is empty under Podman too');
   } finally {
     cleanup(home);
   }

@@ -61,7 +61,7 @@ type ContainerMount =
  * a deeper bind would no longer hide it. Hence each step here drops every earlier mount it covers, and the
  * survivors mean the same in any parent-first order.
  */
-export function containerMounts(plan: MountPlan): ContainerMount[] {
+function containerMounts(plan: MountPlan): ContainerMount[] {
   let mounts: ContainerMount[] = [];
   for (const step of plan.steps) {
     // /proc and /dev come from the engine, which also keeps /proc/sys read-only.
@@ -80,8 +80,10 @@ export function containerMounts(plan: MountPlan): ContainerMount[] {
 }
 
 function mountArgs(plan: MountPlan, engine: ContainerEngine): string[] {
-  // Podman fills a tmpfs with what lies beneath it ("tmpcopyup"), which would copy a masked ~/.ssh into its mask.
-  const empty = engine === 'podman' ? ',notmpcopyup' : '';
+  // Podman fills a tmpfs with what lies beneath it ("tmpcopyup"), which would copy a masked ~/.ssh into its
+  // mask; and runc gives it the mode of the directory it covers, so a 0700 mask owned by root would keep a
+  // non-root program from the allows reopened inside it: `U` gives it to the program's user, as bwrap does.
+  const empty = engine === 'podman' ? ',notmpcopyup,U' : '';
   return containerMounts(plan).flatMap((mount) => {
     switch (mount.kind) {
       case 'bind':
