@@ -5,10 +5,10 @@
  * how it ended. It runs under the same seccomp filter and rlimits as the program, so it must stay small:
  * node built-ins and ./mux.js only.
  *
- * In a container (no socketpair can be passed in), `proxySocketPath` names the egress session socket
- * mounted into the container instead, and each connection dials it directly.
+ * In a container (no socketpair can be passed in), `channelPath` names a Unix socket Gatehouse listens on,
+ * mounted into the container: the bridge dials it before the program exists, and the same frames flow.
  *
- * argv: node bridge.js <json settings>  — { port, command: [...], prlimit?: [...], proxySocketPath? }
+ * argv: node bridge.js <json settings>  — { port, command: [...], prlimit?: [...], channelPath? }
  */
 import { spawn } from 'node:child_process';
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
@@ -21,21 +21,21 @@ interface Settings {
   command: string[];
   /** `prlimit` (absolute path first) and the arguments that put the rlimits on the program, not on this bridge. */
   prlimit?: string[];
-  proxySocketPath?: string;
+  channelPath?: string;
 }
 
 closeInheritedDescriptors();
 
 const settings = JSON.parse(process.argv[2] ?? '{}') as Settings;
-const channel = settings.proxySocketPath ? undefined : new Socket({ fd: 3, readable: true, writable: true });
+const channel = settings.channelPath ? connect({ path: settings.channelPath }) : new Socket({ fd: 3, readable: true, writable: true });
 let child: ReturnType<typeof spawn> | undefined;
 let nextId = 1;
-// The program starts once the bridge listens and, with Gatehouse outside, once Gatehouse says so (after it
-// has recorded the launch), so the bridge's own start-up overlaps Gatehouse's.
+// The program starts once the bridge listens and Gatehouse says so (after it has recorded the launch), so
+// the bridge's own start-up overlaps Gatehouse's.
 let listening = false;
 let startRequested = false;
 
-const mux = channel && new Mux(channel, {
+const mux = new Mux(channel, {
   onStart: () => {
     startRequested = true;
     startProgram();
@@ -47,19 +47,12 @@ const mux = channel && new Mux(channel, {
   onBroken: () => child?.kill('SIGKILL'),
 });
 // Gatehouse gone: before it said start, the program never runs; after, it is stopped (no audit trail).
-channel?.on('close', () => {
+channel.on('close', () => {
   if (child) child.kill('SIGKILL');
   else process.exit(125);
 });
 
 const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-  if (!mux) {
-    const upstream = connect({ path: settings.proxySocketPath ?? '/nonexistent', allowHalfOpen: true });
-    upstream.on('error', () => socket.destroy());
-    socket.on('error', () => upstream.destroy());
-    socket.pipe(upstream).pipe(socket);
-    return;
-  }
   const id = nextId++;
   mux.send(FRAME.OPEN, id);
   mux.attach(id, socket);
@@ -79,7 +72,7 @@ server.listen(settings.port, '127.0.0.1', () => {
 });
 
 function startProgram(): void {
-  if (child || !listening || (mux && !startRequested)) return;
+  if (child || !listening || !startRequested) return;
   const argv = settings.prlimit ? [...settings.prlimit, '--', ...settings.command] : settings.command;
   child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
   child.on('error', (error: NodeJS.ErrnoException) => {
@@ -92,7 +85,6 @@ function startProgram(): void {
 function finish(code: number | null, signal: NodeJS.Signals | null): void {
   server.close();
   const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
-  if (!mux || !channel) process.exit(status);
   mux.closeAll();
   mux.send(FRAME.EXIT, 0, Buffer.from(JSON.stringify({ code, signal })));
   channel.end(() => process.exit(status));

@@ -106,9 +106,14 @@ export function nodeLoader(): string | undefined {
 
 /**
  * What every driver derives from a spec: the mount plan (with the driver's own files, and the inspection CA
- * when there is one), the bridge's port, and the scrubbed environment.
+ * when there is one), the bridge's port, and the scrubbed environment. `system`: the host directories bound
+ * read-only for programs to run at all (the default set; none for a container, whose image has its own).
  */
-export function sandboxLayout(spec: SandboxSpec, extras: { source: string; dest: string }[]): { plan: MountPlan; port: number; env: ReturnType<typeof sandboxEnv> } {
+export function sandboxLayout(
+  spec: SandboxSpec,
+  extras: { source: string; dest: string }[],
+  options: { system?: string[] } = {},
+): { plan: MountPlan; port: number; env: ReturnType<typeof sandboxEnv> } {
   const files = [...extras];
   if (spec.caCertificate) {
     files.push({ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle });
@@ -118,6 +123,7 @@ export function sandboxLayout(spec: SandboxSpec, extras: { source: string; dest:
     home: spec.home,
     cwd: spec.cwd,
     extras: files,
+    ...(options.system ? { system: options.system } : {}),
     ...(spec.dataDir ? { dataDir: spec.dataDir } : {}),
     ...(spec.extraSensitive ? { extraSensitive: spec.extraSensitive } : {}),
     ...(spec.protect ? { protect: spec.protect } : {}),
@@ -175,6 +181,44 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd =
 }
 
 /**
+ * Gatehouse's end of the bridge's channel, for either driver: each connection the bridge accepts becomes one
+ * connection to the egress proxy's session socket (or is refused and reported), and the bridge's EXIT frame
+ * is the program's status. `kill` tears the sandbox down when the channel breaks (a hostile peer).
+ */
+export function bridgeChannel(channel: Socket, spec: SandboxSpec, kill: () => void): { mux: Mux; ended: (sandbox: { code: number | null; signal: NodeJS.Signals | null }) => ExitStatus } {
+  let reported: ExitStatus | undefined;
+  let brokenReason: string | undefined;
+  const mux: Mux = new Mux(channel, {
+    onOpen: (id) => {
+      if (!spec.proxySocket || !existsSync(spec.proxySocket)) {
+        spec.onConnectionDenied?.({ stream: id, reason: 'no egress proxy for this session' });
+        mux.close(id, 'no egress proxy');
+        return;
+      }
+      const upstream = connect({ path: spec.proxySocket, allowHalfOpen: true });
+      upstream.once('error', (error) => spec.onConnectionDenied?.({ stream: id, reason: `egress proxy unreachable: ${error.message}` }));
+      mux.attach(id, upstream);
+    },
+    onExit: (status) => {
+      reported = { code: status.code, signal: status.signal as NodeJS.Signals | null };
+    },
+    onBroken: (error) => {
+      brokenReason = error.message;
+      kill();
+    },
+  });
+  return {
+    mux,
+    // Without the bridge's report the program never ran, or the sandbox was killed: the sandbox's own status.
+    ended: (sandbox) => {
+      mux.closeAll();
+      const error = brokenReason ? { error: brokenReason } : {};
+      return reported ? { ...reported, ...error } : { ...sandbox, setupFailed: true, ...error };
+    },
+  };
+}
+
+/**
  * Starts the program in the sandbox. Resolves once bwrap is spawned; `exited` settles when the program
  * ends (its own code or signal, as the bridge reported it).
  */
@@ -201,28 +245,8 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
     if (loaderFd !== undefined) closeSync(loaderFd);
   }
   const channel = child.stdio[3] as Socket;
-  let reported: ExitStatus | undefined;
-  let brokenReason: string | undefined;
-  const mux: Mux = new Mux(channel, {
-    // Each connection to the bridge becomes one connection to the egress proxy's per-session socket.
-    onOpen: (id) => {
-      if (!spec.proxySocket || !existsSync(spec.proxySocket)) {
-        spec.onConnectionDenied?.({ stream: id, reason: 'no egress proxy for this session' });
-        mux.close(id, 'no egress proxy');
-        return;
-      }
-      const upstream = connect({ path: spec.proxySocket, allowHalfOpen: true });
-      upstream.once('error', (error) => spec.onConnectionDenied?.({ stream: id, reason: `egress proxy unreachable: ${error.message}` }));
-      mux.attach(id, upstream);
-    },
-    onExit: (status) => {
-      reported = { code: status.code, signal: status.signal as NodeJS.Signals | null };
-    },
-    onBroken: (error) => {
-      brokenReason = error.message;
-      child.kill('SIGKILL');
-    },
-  });
+  const bridge = bridgeChannel(channel, spec, () => child.kill('SIGKILL'));
+  const mux = bridge.mux;
 
   const exited = new Promise<ExitStatus>((resolve, reject) => {
     child.once('error', (error: NodeJS.ErrnoException) => {
@@ -232,12 +256,8 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
           : error,
       );
     });
-    child.once('exit', (code, signal) => {
-      mux.closeAll();
-      if (reported) return resolve({ ...reported, ...(brokenReason ? { error: brokenReason } : {}) });
-      // No report from the bridge: bwrap itself failed (namespaces refused...) or the sandbox was killed.
-      resolve({ code, signal, setupFailed: true, ...(brokenReason ? { error: brokenReason } : {}) });
-    });
+    // bwrap's own status matters only when it failed (namespaces refused...) or was killed.
+    child.once('exit', (code, signal) => resolve(bridge.ended({ code, signal })));
   });
 
   const start = (): void => mux.send(FRAME.START, 0);

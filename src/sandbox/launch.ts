@@ -185,9 +185,13 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
       }),
     );
   let child: SandboxProcess;
-  if (driver === 'bubblewrap') {
-    // bwrap and the bridge start while the launch is recorded; the program itself waits for `start()`.
-    child = await launchBubblewrap({ ...spec, deferStart: true });
+  if (driver === 'bubblewrap' || driver === 'container') {
+    // The sandbox and the bridge start while the launch is recorded; the program itself waits for `start()`.
+    const image = request.settings?.container?.image ?? 'node:20-bookworm-slim';
+    child =
+      driver === 'bubblewrap'
+        ? await launchBubblewrap({ ...spec, deferStart: true })
+        : await (await import('./container.js')).launchContainer({ ...spec, deferStart: true }, { engine: choice.engine!, enginePath: choice.enginePath!, image });
     try {
       await recordLaunch();
     } catch (error) {
@@ -199,10 +203,7 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     child.start?.();
   } else {
     await recordLaunch();
-    child =
-      driver === 'container'
-        ? (await import('./container.js')).launchContainer(spec, { engine: choice.engine!, enginePath: choice.enginePath!, image: request.settings?.container?.image ?? 'node:20-bookworm-slim' })
-        : launchDirect(spec);
+    child = launchDirect(spec);
   }
   const exited = child.exited.then(async (status: ExitStatus) => {
     await request.audit

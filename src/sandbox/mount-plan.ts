@@ -74,6 +74,8 @@ export const SENSITIVE_IN_HOME = [
   '.ssh', '.aws', '.config/gcloud', '.azure', '.kube', '.docker', '.npmrc', '.pypirc', '.netrc', '.git-credentials',
   '.gnupg', '.config/gh', '.pgpass', '.password-store', '.local/share/keyrings', '.cargo/credentials.toml',
   '.terraform.d/credentials.tfrc.json', '.vault-token',
+  // Podman's registry logins (auth.json) and the containers.conf that shapes every rootless container.
+  '.config/containers',
   // Shell and REPL histories: they hold pasted tokens and passwords.
   '.bash_history', '.zsh_history', '.histfile', '.sh_history', '.local/share/fish/fish_history', '.python_history',
   '.node_repl_history', '.psql_history', '.mysql_history', '.sqlite_history', '.lesshst', '.rediscli_history',
@@ -87,6 +89,8 @@ export const SENSITIVE_IN_HOME = [
 export const PERSISTENCE_IN_HOME = [
   '.bashrc', '.bash_profile', '.bash_login', '.bash_logout', '.profile', '.zshrc', '.zprofile', '.zshenv', '.zlogin',
   '.config/fish', '.gitconfig', '.config/git', '.config/autostart', '.config/systemd', '.config/environment.d', '.pam_environment',
+  // Rootless Podman's images: the next container launch runs what is there.
+  '.local/share/containers',
 ];
 
 /** Host secrets a root-run sandbox could otherwise read through its owner bits. */
