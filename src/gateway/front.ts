@@ -1,8 +1,8 @@
 /**
  * The gateway's front door: Streamable HTTP at `/mcp` with sessions, in front of `GatewayCore`.
  * Steps, in order: Host and Origin checks (DNS rebinding), authentication, body limit and JSON parse,
- * session lookup (a session belongs to the identity that opened it), then the SDK transport.
- * Each session gets its own SDK `Server`; no server object is ever shared between clients.
+ * session lookup (a session belongs to the identity that opened it), then the session's transport
+ * (session-transport.ts). Each session gets its own SDK `Server`; no server object is ever shared between clients.
  */
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
@@ -10,9 +10,7 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo } from 'node:net';
 import {
   Server,
-  WebStandardStreamableHTTPServerTransport,
   createMcpHandler,
-  isInitializeRequest,
   isLegacyRequest,
   parseJSONRPCMessage,
   type JSONRPCMessage,
@@ -27,13 +25,14 @@ import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
 import type { Caller, GatewayCore } from './gateway.js';
+import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import type { CallBinding } from './upstream.js';
 
 interface Session {
   id: string;
   caller: Caller;
-  transport: WebStandardStreamableHTTPServerTransport;
+  transport: HttpSessionTransport;
   server: Server;
   lastSeen: number;
   unsubscribe: () => void;
@@ -195,6 +194,7 @@ export class GatewayFront {
 
     const sessionId = header(req, 'mcp-session-id');
     let session: Session | undefined;
+    let opened = false;
     if (sessionId !== undefined) {
       session = this.sessions.get(sessionId);
       // A session belongs to the identity that opened it; anyone else is told it does not exist.
@@ -210,6 +210,7 @@ export class GatewayFront {
         return jsonRpcError(res, 503, -32603, full);
       }
       session = await this.openSession(principal);
+      opened = true;
     } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
       // A 2026-07-28 request carries its own envelope and needs no session.
       const response = await this.modern.fetch(toWebRequest(req), {
@@ -224,11 +225,12 @@ export class GatewayFront {
       return jsonRpcError(res, 400, -32600, 'Bad Request: send initialize first, then the Mcp-Session-Id it returns with every request');
     }
 
-    const response = await session.transport.handleRequest(sessionRequest(req), parsedBody === undefined ? {} : { parsedBody });
-    if (response.status >= 400) {
-      await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for ${req.method ?? '?'} on session ${session.id}`);
+    const refused = session.transport.handle(req, res, parsedBody);
+    if (refused !== undefined) {
+      // A session whose initialize was refused never started; it must not hold a place until the idle sweep.
+      if (opened) await this.endSession(session);
+      await this.recordRejection(principal, 'request.rejected', `HTTP ${refused} for ${req.method ?? '?'} on session ${session.id}`);
     }
-    await sendWebResponse(response, res);
   }
 
   /** The deprecated HTTP+SSE transport: `GET /sse` opens a session, `POST /messages?sessionId=` feeds it. */
@@ -324,13 +326,9 @@ export class GatewayFront {
   private async openSession(principal: Principal): Promise<Session> {
     const id = randomUUID();
     const caller: Caller = { ...principal, session: id };
-    const transport = new WebStandardStreamableHTTPServerTransport({
-      sessionIdGenerator: () => id,
-      maxRequestBodySize: this.options.settings.maxMessageBytes,
-      onsessionclosed: () => {
-        const existing = this.sessions.get(id);
-        if (existing) void this.endSession(existing);
-      },
+    const transport = new HttpSessionTransport(id, () => {
+      const existing = this.sessions.get(id);
+      if (existing) void this.endSession(existing);
     });
     const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator);
     const unsubscribe = this.options.core.onListChanged((kind) => {
@@ -446,9 +444,10 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   return server;
 }
 
+/** Whether a body opens a session; its params are the SDK server's to check. */
 function isInitialize(body: unknown): boolean {
-  if (Array.isArray(body)) return body.some((message) => isInitializeRequest(message));
-  return isInitializeRequest(body);
+  const opens = (message: unknown): boolean => (message as { method?: unknown } | null)?.method === 'initialize';
+  return Array.isArray(body) ? body.some(opens) : opens(body);
 }
 
 function samePrincipal(a: Principal, b: Principal): boolean {
@@ -509,22 +508,11 @@ function toWebRequest(req: IncomingMessage): Request {
   return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers: webHeaders(req) });
 }
 
-/**
- * The request as the SDK's session transport reads it: `method` and `headers.get()` are all that
- * WebStandardStreamableHTTPServerTransport.handleRequest and its POST/GET/DELETE handlers use (the body is
- * passed parsed), and our handlers never read `ctx.http.req`. A full undici Request also parses the URL and
- * creates an AbortSignal, which cost ~20 us of the gateway's CPU per call (profile: _Request 68 ms in 3,300
- * calls). `url` is kept for anything that logs it.
- */
-function sessionRequest(req: IncomingMessage): Request {
-  return { method: req.method ?? 'GET', url: `http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, headers: webHeaders(req) } as unknown as Request;
-}
-
 /** Headers that only make sense on an event stream, dropped when its one event is sent as plain JSON. */
 const STREAM_ONLY_HEADERS = new Set(['content-type', 'cache-control', 'connection', 'x-accel-buffering', 'content-length']);
 
 /**
- * Writes a web Response to a Node response. The SDK answers every POST with an event stream; when that stream
+ * Writes a web Response (the SDK's 2026-07-28 handler's) to a Node response. The SDK answers every POST with an event stream; when that stream
  * turns out to hold exactly one event and then ends (a reply with no progress, log or request before it, the
  * usual case), the event is sent as an `application/json` response instead, which Streamable HTTP allows for
  * any request and which costs both sides far less. Anything else streams as it comes. Nothing is written
