@@ -18,7 +18,9 @@ import {
   type Prompt,
   type Resource,
   type ResourceTemplateType,
+  type RequestOptions,
   type Result,
+  type StandardSchemaV1,
   type Tool,
   type Transport,
 } from '@modelcontextprotocol/client';
@@ -77,6 +79,21 @@ const MAX_BACKOFF_MS = 30_000;
 const PROGRESS_SETTLE_MS = 3;
 /** A connection that stayed up this long resets the crash backoff. */
 const STABLE_MS = 30_000;
+
+/**
+ * What a tools/call result must be on its way through: an object. The SDK server that answers our client
+ * checks every tools/call result against that client's protocol era before it leaves, so the SDK client's
+ * own check here was a second full pass; and without a schema the client also runs a probe validation of
+ * `undefined` on every request, which fails and formats a zod error each time.
+ */
+const RELAYED_RESULT: StandardSchemaV1<unknown, Result> = {
+  '~standard': {
+    version: 1,
+    vendor: 'gatehouse',
+    validate: (value) =>
+      typeof value === 'object' && value !== null && !Array.isArray(value) ? { value: value as Result } : { issues: [{ message: 'the result is not an object' }] },
+  },
+};
 
 export class Upstream {
   state: UpstreamState = 'idle';
@@ -381,7 +398,8 @@ export class Upstream {
     let lastProgressAt = 0;
     try {
       const progressToken = options.progressToken;
-      const result = await client.request({ method, ...(params ? { params } : {}) } as never, {
+      const message = { method, ...(params ? { params } : {}) } as never;
+      const requestOptions = {
         timeout: this.timeouts.callMs,
         maxTotalTimeout: this.timeouts.maxCallMs,
         resetTimeoutOnProgress: true,
@@ -396,7 +414,8 @@ export class Upstream {
               },
             }
           : {}),
-      });
+      } satisfies RequestOptions;
+      const result = method === 'tools/call' ? await client.request(message, RELAYED_RESULT, requestOptions) : await client.request(message, requestOptions);
       await relayed;
       // The SDK client dispatches notifications a tick later than responses: a progress notification
       // that shares a network read with the result would reach it after the call has ended, and be lost.
