@@ -71,14 +71,19 @@ class Exchange {
     clearInterval(this.keepalive);
   }
 
+  get gone(): boolean {
+    return this.res.destroyed || this.res.writableEnded;
+  }
+
   private deliver(message: JSONRPCMessage): void {
+    if (this.gone) return;
     if (this.streaming) this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
     else this.answers.push(message);
   }
 
   private complete(): void {
     clearInterval(this.keepalive);
-    if (this.res.writableEnded) return;
+    if (this.gone) return;
     if (this.streaming) {
       this.res.end();
       return;
@@ -174,12 +179,9 @@ export class HttpSessionTransport implements Transport {
     } else {
       const exchange = new Exchange(res, this.sessionId, requests, batch);
       for (const id of requests) this.exchanges.set(id, exchange);
-      res.on('close', () => {
-        if (res.writableFinished) return;
-        // The client went away mid-call: its answers have nowhere to go.
-        exchange.abandon();
-        for (const id of exchange.open) this.exchanges.delete(id);
-      });
+      // A client that goes away mid-call leaves its requests running: their ids stay taken until they are
+      // answered (the answers are dropped), so a new request reusing one can never receive the old one's answer.
+      res.on('close', () => exchange.abandon());
     }
     for (const message of valid) this.onmessage?.(message);
     return undefined;
@@ -223,9 +225,9 @@ export class HttpSessionTransport implements Transport {
     const related = options?.relatedRequestId;
     if (related !== undefined) {
       const exchange = this.exchanges.get(related);
-      if (exchange) return exchange.event(message);
+      if (exchange && !exchange.gone) return exchange.event(message);
       // A server→client request must fail rather than wait for an answer that cannot come.
-      if ('id' in message) throw new Error(`the client's request ${String(related)} has ended; nothing more can be sent for it`);
+      if ('id' in message) throw new Error(`the client's request ${String(related)} has ended or its client went away; nothing more can be sent for it`);
       return;
     }
     // Outside any request: the GET stream, if the client keeps one open; otherwise it is dropped, as the spec allows.
