@@ -252,7 +252,14 @@ export class GatewayCore {
     // Upstreams are in name order, so which name wins a clash never depends on timing; those without a
     // prefix come last, so their tools can never take a name in another server's namespace.
     const unprefixedLast = fetched.filter((l) => l && this.exposedName(l.upstream, '') !== '').concat(fetched.filter((l) => l && this.exposedName(l.upstream, '') === ''));
-    for (const lists of unprefixedLast) {
+    const pins = this.options.pins;
+    if (pins) pins.batch(() => this.fillCatalog(catalog, unprefixedLast));
+    else this.fillCatalog(catalog, unprefixedLast);
+    return catalog;
+  }
+
+  private fillCatalog(catalog: Catalog, fetched: ({ upstream: Upstream; tools: Tool[]; prompts: Prompt[]; resources: Resource[]; templates: ResourceTemplateType[] } | undefined)[]): void {
+    for (const lists of fetched) {
       if (!lists) continue;
       const { upstream } = lists;
       for (const tool of lists.tools) {
@@ -274,7 +281,6 @@ export class GatewayCore {
       }
       for (const template of lists.templates) catalog.templates.push({ upstream, original: template.uriTemplate, exposed: template });
     }
-    return catalog;
   }
 
   /** Checks a tool against its pin; a held tool stays out of the catalog, so it can be neither listed nor called. */
