@@ -76,8 +76,22 @@ async function fetchWith(lookup: LookupFunction, literalRefusal: (address: strin
       }
       const status = res.statusCode ?? 502;
       const empty = status === 204 || status === 304 || init.method === 'HEAD';
-      if (empty) res.resume();
-      resolve(new Response(empty ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>), { status, statusText: res.statusMessage ?? '', headers: responseHeaders }));
+      const meta = { status, statusText: res.statusMessage ?? '', headers: responseHeaders };
+      if (empty) {
+        res.resume();
+        return resolve(new Response(null, meta));
+      }
+      // A JSON answer is read whole by the transport anyway: collected here it skips the web stream adapter,
+      // a good part of what a relayed call cost. An event stream stays a stream.
+      if (/^application\/json\b/i.test(res.headers['content-type'] ?? '')) {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve(new Response(Buffer.concat(chunks), meta)));
+        res.on('error', reject);
+        res.on('close', () => reject(new Error('the upstream closed the connection before its answer was complete')));
+        return;
+      }
+      resolve(new Response(Readable.toWeb(res) as ReadableStream<Uint8Array>, meta));
     });
     req.on('error', reject);
     req.end(body);
