@@ -88,7 +88,6 @@ async function fetchWith(lookup: LookupFunction, literalRefusal: (address: strin
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
         res.on('end', () => resolve(new Response(Buffer.concat(chunks), meta)));
         res.on('error', reject);
-        res.on('close', () => reject(new Error('the upstream closed the connection before its answer was complete')));
         return;
       }
       resolve(new Response(Readable.toWeb(res) as ReadableStream<Uint8Array>, meta));
