@@ -14,7 +14,6 @@ import {
   ProtocolError,
   SdkHttpError,
   SSEClientTransport,
-  StreamableHTTPClientTransport,
   type Prompt,
   type Resource,
   type ResourceTemplateType,
@@ -27,7 +26,8 @@ import {
 import type { UpstreamSettings } from '../config/schema.js';
 import { gatewayDefaults } from '../config/schema.js';
 import { ChildProcessTransport, type ChildCommand, type UpstreamProcess } from './child-transport.js';
-import { checkedFetch, plainFetch } from './dial.js';
+import { checkedDial, checkedFetch, plainDial, plainFetch } from './dial.js';
+import { HttpUpstreamTransport } from './http-upstream.js';
 import { verifyUpstream } from './verify.js';
 
 export type UpstreamState = 'idle' | 'starting' | 'ready' | 'crashed' | 'refused' | 'stopped';
@@ -273,14 +273,14 @@ export class Upstream {
     }
     const url = new URL(settings.url!);
     if (!settings.allowPrivateAddress) await refusePrivate(this.name, url);
-    const requestInit: RequestInit = { headers: { ...settings.headers, ...injected.headers } };
+    const headers = { ...settings.headers, ...injected.headers };
+    const requestInit: RequestInit = { headers };
     // Unless private addresses are allowed, every connection re-checks what the name resolves to. Either way
     // the fetch is our node:http one: the global fetch costs several times more per call, and leaves an abort
     // listener on the transport's long-lived signal per request until garbage collection.
     const fetchOption = { fetch: settings.allowPrivateAddress ? plainFetch : checkedFetch };
-    return settings.transport === 'sse'
-      ? new SSEClientTransport(url, { requestInit, ...fetchOption })
-      : new StreamableHTTPClientTransport(url, { requestInit, ...fetchOption });
+    if (settings.transport === 'sse') return new SSEClientTransport(url, { requestInit, ...fetchOption });
+    return new HttpUpstreamTransport(url, { requestInit, ...fetchOption }, settings.allowPrivateAddress ? plainDial : checkedDial, headers, this.options.maxMessageBytes);
   }
 
   private installHandlers(client: Client): void {
