@@ -25,6 +25,7 @@ import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
 import type { Caller, GatewayCore } from './gateway.js';
+import { serveCallsDirectly } from './direct-calls.js';
 import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import type { CallBinding } from './upstream.js';
@@ -343,6 +344,7 @@ export class GatewayFront {
       }
     };
     await server.connect(transport);
+    serveCallsDirectly(server, transport, this.options.core, caller);
     this.sessions.set(id, session);
     return session;
   }
