@@ -265,7 +265,7 @@ export class GatewayCore {
       for (const tool of lists.tools) {
         if (!this.pinAllows(catalog, upstream, tool)) continue;
         const name = this.claim(catalog, 'tool', catalog.tools, this.exposedName(upstream, tool.name), upstream);
-        catalog.tools.set(name, { upstream, original: tool.name, exposed: { ...tool, name } });
+        catalog.tools.set(name, { upstream, original: tool.name, exposed: deepFreeze({ ...tool, name }) });
       }
       for (const prompt of lists.prompts) {
         const name = this.claim(catalog, 'prompt', catalog.prompts, this.exposedName(upstream, prompt.name), upstream);
@@ -374,6 +374,8 @@ export class GatewayCore {
         });
         if (listed) view.tools.push(entry.exposed);
       }
+      // Frozen, with frozen tools: the session transport may then keep the list's JSON with it.
+      Object.freeze(view.tools);
       view.toolSet = new Set(view.tools);
     }
     return view.tools;
@@ -857,6 +859,15 @@ function stripProgressToken(meta: Record<string, unknown> | undefined): Record<s
   if (!meta) return undefined;
   const { progressToken: _dropped, ...rest } = meta;
   return Object.keys(rest).length > 0 ? rest : undefined;
+}
+
+/** Freezes a value and everything in it: a tool definition, once in the catalog, never changes. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
 }
 
 export function describeError(error: unknown): string {

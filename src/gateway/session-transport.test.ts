@@ -12,6 +12,8 @@ import { HttpSessionTransport } from './session-transport.js';
 let transport: HttpSessionTransport;
 let terminated = 0;
 const waiting: RequestId[] = [];
+/** What `list` answers with; frozen, as the gateway's list views are. */
+let list: readonly unknown[] = Object.freeze([{ name: 'one', schema: { type: 'object' } }]);
 let url: string;
 
 const server = createServer((req, res) => {
@@ -24,6 +26,7 @@ function serve(message: JSONRPCMessage): void {
   if (!('method' in message) || !('id' in message)) return;
   const answer = { jsonrpc: '2.0' as const, id: message.id, result: { said: message.method } };
   if (message.method === 'wait') return void waiting.push(message.id);
+  if (message.method === 'list') return void setImmediate(() => void transport.send({ jsonrpc: '2.0', id: message.id, result: { items: list, nextCursor: undefined, total: list.length } }));
   if (message.method === 'chatty') {
     void transport.send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'working' } }, { relatedRequestId: message.id });
   }
@@ -174,4 +177,20 @@ test('DELETE ends the session: open requests get an error, and later ones 404', 
   assert.equal(answer.id, 12);
   assert.match(answer.error.message, /session was closed/);
   assert.equal((await post({ jsonrpc: '2.0', id: 13, method: 'echo' })).status, 404);
+});
+
+test('a frozen list in a result is sent as its JSON, alone and in a batch, and a new list as the new JSON', async () => {
+  const first = await post({ jsonrpc: '2.0', id: 14, method: 'list' });
+  assert.deepEqual(JSON.parse(first.body), { jsonrpc: '2.0', id: 14, result: { items: [{ name: 'one', schema: { type: 'object' } }], total: 1 } });
+  const batch = await post([
+    { jsonrpc: '2.0', id: 15, method: 'list' },
+    { jsonrpc: '2.0', id: 16, method: 'echo' },
+  ]);
+  assert.deepEqual(
+    (JSON.parse(batch.body) as { result: unknown }[]).map((answer) => answer.result),
+    [{ items: [{ name: 'one', schema: { type: 'object' } }], total: 1 }, { said: 'echo' }],
+  );
+  list = Object.freeze([{ name: 'two' }, { name: 'three' }]);
+  const second = await post({ jsonrpc: '2.0', id: 17, method: 'list' });
+  assert.deepEqual(JSON.parse(second.body), { jsonrpc: '2.0', id: 17, result: { items: [{ name: 'two' }, { name: 'three' }], total: 2 } });
 });

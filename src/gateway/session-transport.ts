@@ -25,6 +25,41 @@ import { isJsonRpcMessage } from './jsonrpc.js';
 const KEEPALIVE_MS = 15_000;
 const MAX_BATCH = 100;
 
+/**
+ * The JSON of a message. A frozen array directly in a result (the gateway freezes its list views, tools and
+ * all) is stringified once and its JSON kept with it: a 960-tool list is ~180 KB, and stringifying it again
+ * for every tools/list was most of what a warm list cost the gateway.
+ */
+const frozenJson = new WeakMap<object, Buffer>();
+
+/** The JSON of a message, in pieces: the cached JSON of frozen lists, and everything else as it comes. */
+function serialize(message: JSONRPCMessage): (string | Buffer)[] {
+  const result = 'result' in message ? (message.result as Record<string, unknown>) : undefined;
+  if (!result || !Object.values(result).some((value) => Array.isArray(value) && Object.isFrozen(value))) return [JSON.stringify(message)];
+  const pieces: (string | Buffer)[] = [`{"jsonrpc":"2.0","id":${JSON.stringify((message as { id: RequestId }).id)},"result":{`];
+  for (const [key, value] of Object.entries(result)) {
+    if (value === undefined || typeof value === 'function') continue;
+    pieces.push(`${pieces.length > 1 ? ',' : ''}${JSON.stringify(key)}:`);
+    if (Array.isArray(value) && Object.isFrozen(value)) {
+      let json = frozenJson.get(value);
+      if (json === undefined) frozenJson.set(value, (json = Buffer.from(JSON.stringify(value))));
+      pieces.push(json);
+    } else {
+      pieces.push(JSON.stringify(value));
+    }
+  }
+  pieces.push('}}');
+  return pieces;
+}
+
+function toBuffer(pieces: (string | Buffer)[]): Buffer {
+  return Buffer.concat(pieces.map((piece) => (typeof piece === 'string' ? Buffer.from(piece) : piece)));
+}
+
+function sseEvent(message: JSONRPCMessage): Buffer {
+  return toBuffer(['event: message\ndata: ', ...serialize(message), '\n\n']);
+}
+
 const STREAM_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' };
 
 /** One POST that holds requests: where their answers go, and in which form. */
@@ -77,7 +112,7 @@ class Exchange {
 
   private deliver(message: JSONRPCMessage): void {
     if (this.gone) return;
-    if (this.streaming) this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    if (this.streaming) this.res.write(sseEvent(message));
     else this.answers.push(message);
   }
 
@@ -88,8 +123,8 @@ class Exchange {
       this.res.end();
       return;
     }
-    const body = JSON.stringify(this.batch ? this.answers : this.answers[0]);
-    this.res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'mcp-session-id': this.sessionId });
+    const body = toBuffer(this.batch ? ['[', ...this.answers.flatMap((answer, index) => (index > 0 ? [',', ...serialize(answer)] : serialize(answer))), ']'] : serialize(this.answers[0]!));
+    this.res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, 'mcp-session-id': this.sessionId });
     this.res.end(body);
   }
 
@@ -97,7 +132,7 @@ class Exchange {
     if (this.streaming) return;
     this.streaming = true;
     this.res.writeHead(200, { ...STREAM_HEADERS, 'mcp-session-id': this.sessionId });
-    for (const message of this.answers) this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    for (const message of this.answers) this.res.write(sseEvent(message));
     this.answers.length = 0;
   }
 }
@@ -231,7 +266,7 @@ export class HttpSessionTransport implements Transport {
       return;
     }
     // Outside any request: the GET stream, if the client keeps one open; otherwise it is dropped, as the spec allows.
-    this.standalone?.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    this.standalone?.res.write(sseEvent(message));
   }
 
   async close(): Promise<void> {
