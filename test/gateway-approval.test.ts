@@ -81,26 +81,52 @@ describe('requireApproval through elicitation', () => {
     assert.match(text(declined), /declined/);
   });
 
+  /** One 2026-07-28 tools/call to fixture__echo, sent raw so a test can replay its request state. */
+  async function modernEcho(agentKey: string, args: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${agentKey}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'fixture__echo' };
+    const response = await rawRequest(harness.gateway.url, {
+      headers,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: { name: 'fixture__echo', arguments: args, ...extra, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } } },
+      }),
+    });
+    return (JSON.parse(response.body) as { result: { resultType?: string; requestState: string; content?: { text: string }[] } }).result;
+  }
+  const approval = { 'gatehouse-approval': { action: 'accept', content: { approve: true } } };
+
   test('refuses a 2026-07-28 retry whose approval state was made for other arguments', async () => {
-    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'fixture__echo' };
-    const call = (args: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
-      rawRequest(harness.gateway.url, {
-        headers,
-        body: JSON.stringify({
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'tools/call',
-          params: { name: 'fixture__echo', arguments: args, ...extra, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } } },
-        }),
-      });
-    const first = JSON.parse((await call({ message: 'harmless' })).body) as { result: { resultType?: string; requestState: string } };
-    assert.equal(first.result.resultType, 'input_required');
-    const approval = { 'gatehouse-approval': { action: 'accept', content: { approve: true } } };
+    const first = await modernEcho(key, { message: 'harmless' });
+    assert.equal(first.resultType, 'input_required');
     // The state minted for "harmless" does not approve "rm -rf": the gateway asks again instead of running it.
-    const swapped = JSON.parse((await call({ message: 'rm -rf' }, { inputResponses: approval, requestState: first.result.requestState })).body) as { result: { resultType?: string; content?: unknown } };
-    assert.equal(swapped.result.resultType, 'input_required');
-    const honest = JSON.parse((await call({ message: 'harmless' }, { inputResponses: approval, requestState: first.result.requestState })).body) as { result: { content: { text: string }[] } };
-    assert.equal(honest.result.content[0]!.text, 'harmless');
+    const swapped = await modernEcho(key, { message: 'rm -rf' }, { inputResponses: approval, requestState: first.requestState });
+    assert.equal(swapped.resultType, 'input_required');
+    const honest = await modernEcho(key, { message: 'harmless' }, { inputResponses: approval, requestState: first.requestState });
+    assert.equal(honest.content?.[0]!.text, 'harmless');
+  });
+
+  test('honours a 2026-07-28 approval once, only for the agent it was asked for, and never in a session', async () => {
+    const asked = await modernEcho(key, { message: 'deploy once' });
+    const replay = { inputResponses: approval, requestState: asked.requestState };
+    // Another agent holding the state and the answer is asked again, and nothing runs.
+    const other = harness.agents.add('bystander').key;
+    assert.equal((await modernEcho(other, { message: 'deploy once' }, replay)).resultType, 'input_required');
+    // So is a 2025-era session that sends them along: its approval is asked within the call, and it cannot elicit.
+    const session = await harness.connect(other);
+    const inSession = (await session.callTool({ name: 'fixture__echo', arguments: { message: 'deploy once' }, ...replay } as never)) as CallToolResult;
+    assert.equal(inSession.isError, true);
+    assert.match(text(inSession), /needs a person's approval/);
+    // The agent it was asked for runs the call once ...
+    assert.equal((await modernEcho(key, { message: 'deploy once' }, replay)).content?.[0]!.text, 'deploy once');
+    // ... and the same approval sent again is refused: a person approved one call, not a standing permission.
+    const again = await modernEcho(key, { message: 'deploy once' }, replay);
+    assert.equal(again.resultType, 'input_required');
+    assert.equal(again.content, undefined);
+    const refused = harness.audit.records.findLast((r) => r.action === 'approval');
+    assert.equal(refused?.effect, 'deny');
+    assert.match(refused?.reason ?? '', /already used/);
   });
 
   test('denies the call when the client cannot elicit', async () => {

@@ -6,8 +6,8 @@
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import { startTlsEchoServer } from './egress-helpers.js';
@@ -17,14 +17,19 @@ import { spawnSync } from 'node:child_process';
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
 const REAL_TOKEN = 'ghp_' + 'R3alT0kenValue0123456789abcdefABCDEF'.slice(0, 36);
 
-function run(identity: Identity, dir: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function spawnAs(identity: Identity, dir: string, args: string[]): ChildProcessWithoutNullStreams {
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8' };
   const [command, commandArgs] = identity.user
     ? ['setpriv', ['--reuid', String(identity.user.uid), '--regid', String(identity.user.gid), '--clear-groups', '--', process.execPath, main, ...args]]
     : [process.execPath, [main, ...args]];
+  return spawn(command as string, commandArgs as string[], { cwd: dir, env, stdio: 'pipe' });
+}
+
+function run(identity: Identity, dir: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     // Asynchronous: the origin servers answer from this very process.
-    const child = spawn(command as string, commandArgs as string[], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnAs(identity, dir, args);
+    child.stdin.end();
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -140,6 +145,53 @@ policy:
       const result = await run(identity, dir, ['run', '--', 'sh', '-c', script]);
       assert.equal(result.stdout, '403', result.stderr + result.stdout);
       assert.equal(api.requests.length, before, 'the server never received the request');
+    });
+
+    test('while a node runs, a run goes through its proxy and writes to its audit log; a run on another policy is refused', async () => {
+      const node = spawnAs(identity, dir, ['node', '--api', '127.0.0.1:0', '--gateway', '127.0.0.1:0', '--egress', '127.0.0.1:0']);
+      let nodeOutput = '';
+      node.stdout.setEncoding('utf8').on('data', (chunk: string) => (nodeOutput += chunk));
+      node.stderr.setEncoding('utf8').on('data', (chunk: string) => (nodeOutput += chunk));
+      const nodeExited = new Promise((resolve) => node.once('exit', resolve));
+      try {
+        const deadline = Date.now() + 20000;
+        while (!existsSync(join(dir, 'data', 'node.sock'))) {
+          assert.ok(Date.now() < deadline && node.exitCode === null, `the node did not start: ${nodeOutput}`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        const script = `curl -sS --max-time 10 http://origin.test:${origin.port}/with-node; echo; curl -s -o /dev/null -w '%{http_code}\\n' --max-time 10 http://denied.test/; printf 'inside:%s\\n' "$GITHUB_TOKEN"; curl -sS --max-time 10 -H "Authorization: Bearer $GITHUB_TOKEN" https://api.test:${api.port}/user`;
+        const result = await run(identity, dir, ['run', '--', 'sh', '-c', script]);
+        assert.equal(result.status, 0, result.stderr + result.stdout + nodeOutput);
+        assert.match(result.stdout, /hello from \/with-node/);
+        assert.match(result.stdout, /^403$/m);
+        const inside = /inside:(\S*)/.exec(result.stdout)?.[1] ?? '';
+        assert.ok(inside.length > 0 && inside !== REAL_TOKEN, 'the program holds a placeholder, not the secret');
+        assert.equal(api.requests.at(-1)?.headers.authorization, `Bearer ${REAL_TOKEN}`, 'the node swapped it on the way to its host');
+
+        // Another config in the same data dir is another policy: the node refuses the run rather than mix them.
+        writeOwned(identity, join(dir, 'data', 'other.yaml'), 'version: 1\npolicy:\n  filesystem:\n    - id: workspace\n      allow: { paths: ["./"], access: rw }\n', 0o644);
+        const other = await run(identity, dir, ['--config', join(dir, 'data', 'other.yaml'), 'run', '--', 'true']);
+        assert.equal(other.status, 2, other.stderr);
+        assert.match(other.stderr, /node running for this data dir refused the run: the node enforces policy .* but this run loaded/);
+      } finally {
+        node.kill('SIGTERM');
+        await nodeExited;
+      }
+      assert.ok(!existsSync(join(dir, 'data', 'node.sock')), 'the node removes its control socket when it stops');
+
+      // One chained log, written by the node alone, holds the run's launch, its connections and its exit.
+      const verify = await run(identity, dir, ['audit', 'verify']);
+      assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+      const auditDir = join(dir, 'data', 'audit');
+      const records = readdirSync(auditDir)
+        .filter((name) => name.endsWith('.jsonl'))
+        .flatMap((name) => readFileSync(join(auditDir, name), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { action: string; effect: string; resource: string; principal: { session?: string } }));
+      const launch = records.findLast((record) => record.action === 'sandbox.launch' && record.resource.includes('/with-node'));
+      assert.ok(launch, 'the launch is in the node\'s log');
+      assert.ok(records.some((record) => record.action === 'sandbox.exit' && record.resource === launch.resource), 'and the exit');
+      const session = launch.principal.session;
+      assert.ok(session, 'the launch names its egress session');
+      assert.ok(records.some((record) => record.principal.session === session && record.effect === 'deny' && record.resource.includes('denied.test')), 'the denied connection joins the launch by session');
     });
 
     test('git clone over HTTPS from a local server works through the proxy', async () => {

@@ -5,11 +5,12 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { MemoryAuditLog } from '../src/audit/jsonl.js';
 import { configSchema } from '../src/config/schema.js';
 import { compilePolicy } from '../src/policy/compile.js';
+import { startEgressProxy } from '../src/egress/index.js';
 import { mcpServerLauncher } from '../src/sandbox/mcp.js';
 import type { GatewayOptions } from '../src/gateway/index.js';
 import { cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned, assertCheckoutReadable } from './sandbox-helpers.js';
@@ -99,6 +100,44 @@ for (const identity of identities()) {
       assert.equal(launched?.resource, 'mcp-server:fs');
       assert.equal(launched?.principal.agent, 'mcp-server:fs');
       assert.ok(audit.records.some((record) => record.action === 'sandbox.exit'));
+    });
+
+    test("a server whose policy lets it write the node's config is not started; one that cannot write it is", async () => {
+      const audit = new MemoryAuditLog();
+      const configDir = join(root, 'work', 'conf');
+      mkdirOwned(identity, configDir);
+      const configPath = join(configDir, 'gatehouse.yaml');
+      const document = configSchema.parse({
+        version: 1,
+        policy: { filesystem: [{ id: 'fs-work', allow: { paths: [join(root, 'work')], access: 'rw' }, agents: ['mcp-server:writer'] }] },
+      }).policy;
+      const policy = { current: compilePolicy(document) };
+      const launch = mcpServerLauncher({ policy, audit, config: () => ({ path: configPath, files: [configPath] }), ...(identity.user ? { user: identity.user } : {}) });
+      await assert.rejects(launch('writer', { command: '/bin/sh', args: ['-c', 'exit 0'], env: {} }), /MCP server "writer" \(principal mcp-server:writer\): refusing to run: the config file .*gatehouse.yaml lies where the policy lets the program write/);
+      assert.equal(audit.records.length, 0, 'nothing was launched');
+      const child = await launch('reader', { command: '/bin/sh', args: ['-c', 'exit 0'], env: {} });
+      assert.equal((await child.exited).code, 0);
+    });
+
+    test('each launch gets its own egress session, which ends when the server exits', async () => {
+      const audit = new MemoryAuditLog();
+      const socketDir = scratch({ name: 'host' }, 'mcp-sessions');
+      const policy = { current: compilePolicy(configSchema.parse({ version: 1 }).policy) };
+      const proxy = await startEgressProxy({ policy, audit, authenticate: () => undefined, settings: { listen: '127.0.0.1:0' }, socketDir });
+      try {
+        const launch = mcpServerLauncher({ policy, audit, egressSessionFor: (principal) => proxy.openSession(principal), ...(identity.user ? { user: identity.user } : {}) });
+        for (let restart = 0; restart < 2; restart++) {
+          const child = await launch('short-lived', { command: '/bin/sh', args: ['-c', 'exit 0'], env: {} });
+          assert.equal(readdirSync(socketDir).length, 1, 'the running server has its session socket');
+          await child.exited;
+          // The session closes just after the exit is reported.
+          for (let wait = 0; wait < 100 && readdirSync(socketDir).length > 0; wait++) await new Promise((resolve) => setTimeout(resolve, 10));
+          assert.deepEqual(readdirSync(socketDir), [], 'no session outlives its server');
+        }
+      } finally {
+        await proxy.close();
+        cleanup(socketDir);
+      }
     });
   });
 }

@@ -94,28 +94,43 @@ async function runAction(command: string[], options: RunOptions, self: Command):
   if (options.dryRun) return dryRun(command, prepared, options.agent, options.json === true, loaded?.engine, principal);
 
   const { launchSandboxed } = await import('../sandbox/launch.js');
-  // Opened on first use: for a bubblewrap launch that is after bwrap is spawned, so the two overlap.
-  const audit = lazyAuditLog(() => openAuditLog(prepared));
+  // A node running for this data dir owns the audit log and the egress proxy: the run goes through it.
+  const { connectToNode } = await import('../node/control-client.js');
+  const node = await connectToNode(prepared.dataDir);
+  // Otherwise the log is opened on first use: for a bubblewrap launch that is after bwrap is spawned, so
+  // the two overlap.
+  const audit = node ? node.audit : lazyAuditLog(() => openAuditLog(prepared));
   const view = prepared.view;
   const policy = loaded?.engine ?? { ...prepared.policy, filesystemView: () => view };
-  let egress: { close(): Promise<void> } | undefined;
+  let egress: { close(): Promise<void> } | undefined = node;
   try {
-    // The egress proxy runs in this process for the session when the policy lets anything out at all;
-    // otherwise the bridge refuses (and records) every connection.
+    // The egress proxy runs for the session when the policy lets anything out at all (in the node, or
+    // else in this process); otherwise the bridge refuses (and records) every connection.
     let proxySocket: string | undefined;
     let envAdd: Record<string, string> | undefined;
     let caCertificate: string | undefined;
-    if (prepared.needsEgress && loaded) {
+    // The egress session's id, so the launch and exit records join the connections made in it.
+    let session: string | undefined;
+    if (node) {
+      const opened = await node.open(principal, prepared.policy, prepared.needsEgress);
+      if (opened.egress) {
+        proxySocket = opened.egress.socketPath;
+        if (Object.keys(opened.egress.env).length > 0) envAdd = opened.egress.env;
+        caCertificate = opened.egress.caCertificate;
+        session = opened.egress.session;
+      }
+    } else if (prepared.needsEgress && loaded) {
       const started = await startSessionEgress(loaded.config, prepared.dataDir, loaded.engine, audit, principal, prepared.node);
       egress = started.proxy;
       proxySocket = started.socketPath;
       envAdd = started.envAdd;
       caCertificate = started.caCertificate;
+      session = started.session;
     }
 
     const child = await launchSandboxed({
       command,
-      principal,
+      principal: session ? { ...principal, session } : principal,
       policy,
       audit,
       node: prepared.node,
@@ -277,22 +292,19 @@ async function startSessionEgress(
   audit: import('../audit/record.js').AuditLog,
   principal: import('../policy/types.js').Principal,
   node: string,
-): Promise<{ proxy: { close(): Promise<void> }; socketPath: string; envAdd: Record<string, string> | undefined; caCertificate: string | undefined }> {
+): Promise<{ proxy: { close(): Promise<void> }; socketPath: string; session: string; envAdd: Record<string, string> | undefined; caCertificate: string | undefined }> {
   const { startEgressProxy } = await import('../egress/index.js');
   const grants = engine.grants(principal).filter((grant) => grant.env !== undefined);
   let placeholders: import('../secrets/index.js').PlaceholderRegistry | undefined;
   let resolveSecret: ((name: string) => Promise<string>) | undefined;
-  const envAdd: Record<string, string> = {};
+  let envAdd: Record<string, string> | undefined;
   const session = `run-${process.pid}`;
   if (grants.length > 0) {
     const { PlaceholderRegistry, openSecrets } = await import('../secrets/index.js');
     const secrets = openSecrets({ dataDir, settings: config.secrets });
     placeholders = new PlaceholderRegistry();
     resolveSecret = (name) => secrets.resolveSecret(name);
-    for (const grant of grants) {
-      const placeholder = placeholders.issue(session, grant, await secrets.resolveSecret(grant.secret));
-      envAdd[grant.env!] = placeholder.value;
-    }
+    envAdd = (await placeholders.issueForSession(session, grants, resolveSecret)).env;
   }
   // TLS inspection (and with it placeholder swaps in HTTPS) needs the node's CA, trusted inside the sandbox.
   const inspects = grants.length > 0 || config.policy.network.some((rule) => 'inspect' in rule && rule.inspect === true);
@@ -321,7 +333,8 @@ async function startSessionEgress(
   return {
     proxy,
     socketPath: egressSession.socketPath,
-    envAdd: grants.length > 0 ? envAdd : undefined,
+    session,
+    envAdd,
     caCertificate: inspects ? join(dataDir, 'egress-ca', 'ca.pem') : undefined,
   };
 }

@@ -11,11 +11,59 @@ async function contextFor(command: Command) {
   const { openSecrets } = await import('../secrets/index.js');
   const context = commandContext(globalOptions(command), { requireConfig: false });
   const secrets = openSecrets({ dataDir: context.dataDir, ...(context.loaded && context.configPath ? { settings: context.loaded.config.secrets, baseDir: dirname(context.configPath) } : {}) });
-  return { secrets, credentials: context.loaded?.config.policy.credentials ?? [] };
+  return { secrets, credentials: context.loaded?.config.policy.credentials ?? [], context };
 }
 
-async function secretsFor(command: Command) {
-  return (await contextFor(command)).secrets;
+type SecretAction = 'secret.set' | 'secret.rotate' | 'secret.rm' | 'secret.rekey';
+
+/**
+ * Records a vault change (never its value) in the node's audit log. With a node running for the data dir,
+ * through its control socket, which also has the node's leak scanners learn the new values; otherwise
+ * straight into the log.
+ */
+async function recordChange(context: Awaited<ReturnType<typeof contextFor>>['context'], action: SecretAction, resource: string, reason: string, details?: Record<string, unknown>): Promise<void> {
+  const { hostname } = await import('node:os');
+  const { newCorrelationId } = await import('../audit/record.js');
+  const { configSchema } = await import('../config/schema.js');
+  const config = context.loaded?.config ?? configSchema.parse({ version: 1 });
+  const node = config.node.name ?? hostname();
+  const record: import('../audit/record.js').AuditRecord = {
+    v: 1,
+    time: new Date().toISOString(),
+    node,
+    principal: process.env.USER ? { user: process.env.USER } : {},
+    surface: 'credentials',
+    action,
+    resource,
+    effect: 'info',
+    rules: [],
+    reason,
+    latencyUs: 0,
+    correlationId: newCorrelationId(),
+    ...(details ? { details } : {}),
+  };
+  try {
+    const { connectToNode } = await import('../node/control-client.js');
+    const link = await connectToNode(context.dataDir);
+    if (link) {
+      try {
+        await link.secretsChanged(record);
+      } finally {
+        await link.close();
+      }
+      return;
+    }
+    const { openNodeAuditLog } = await import('../audit/node-log.js');
+    const audit = openNodeAuditLog(context.dataDir, node, config.audit);
+    try {
+      await audit.append(record);
+    } finally {
+      await audit.close();
+    }
+  } catch (error) {
+    const { GatehouseError, errorMessage } = await import('../util/errors.js');
+    throw new GatehouseError('audit_failed', `the vault changed (${reason}), but the change could not be recorded in the audit log: ${errorMessage(error)}`, { exitCode: 1 });
+  }
 }
 
 /** Reads a value: all of stdin when it is piped, else a prompt on the terminal that does not echo. */
@@ -70,12 +118,13 @@ export function registerSecretCommands(program: Command): void {
       .description('store a new secret; the value is read from stdin or a hidden prompt, never from arguments')
       .option('-s, --scope <scope...>', 'labels recorded with the secret (for example agent:ci-bot, team:platform)')
       .action(async (name: string, options: { scope?: string[] }, command: Command) => {
-        const secrets = await secretsFor(command);
+        const { secrets, context } = await contextFor(command);
         const { Vault } = await import('../secrets/index.js');
         if (!Vault.validName(name)) throw usageError(`"${name}" is not a valid secret name: use letters, digits, "_", ".", ":" or "-"`);
         if (secrets.vault.has(name)) throw usageError(`a secret named "${name}" already exists; use "gatehouse secret rotate ${name}"`);
         const value = await readValue(name);
         secrets.vault.set(name, value, options.scope ?? []);
+        await recordChange(context, 'secret.set', name, `secret "${name}" stored`, { scopes: options.scope ?? [] });
         process.stderr.write(`Secret "${name}" stored.\n`);
       }),
     ['gatehouse secret set github-token', 'printf %s "$TOKEN" | gatehouse secret set github-token --scope agent:claude-code', 'op read op://dev/db/password | gatehouse secret set db-password'],
@@ -115,8 +164,9 @@ export function registerSecretCommands(program: Command): void {
       .command('rm <name>')
       .description('delete a secret from the vault')
       .action(async (name: string, _options: unknown, command: Command) => {
-        const secrets = await secretsFor(command);
+        const { secrets, context } = await contextFor(command);
         if (!secrets.vault.remove(name)) throw usageError(`no secret named "${name}" in the vault; see "gatehouse secret ls"`);
+        await recordChange(context, 'secret.rm', name, `secret "${name}" removed`);
         process.stderr.write(`Secret "${name}" removed.\n`);
       }),
     ['gatehouse secret rm old-token'],
@@ -128,10 +178,11 @@ export function registerSecretCommands(program: Command): void {
       .description('rotate the vault master key: the data key is re-wrapped, secrets stay as they are')
       .option('--stdin', 'read the new master key from stdin (hex, base64 or a passphrase) instead of generating one')
       .action(async (options: { stdin?: boolean }, command: Command) => {
-        const secrets = await secretsFor(command);
+        const { secrets, context } = await contextFor(command);
         const vault = secrets.vault;
         const newKey = options.stdin ? await readValue('the new master key') : undefined;
         const result = vault.rekey(newKey);
+        await recordChange(context, 'secret.rekey', 'vault', 'vault master key rotated', { keySource: result.source });
         if (result.newKey !== undefined) {
           process.stdout.write(`${result.newKey}\n`);
           process.stderr.write('Master key rotated. Set GATEHOUSE_MASTER_KEY to the key above (shown once) before the next start.\n');
@@ -149,10 +200,11 @@ export function registerSecretCommands(program: Command): void {
       .command('rotate <name>')
       .description('replace the value of an existing secret (read from stdin or a hidden prompt)')
       .action(async (name: string, _options: unknown, command: Command) => {
-        const secrets = await secretsFor(command);
+        const { secrets, context } = await contextFor(command);
         if (!secrets.vault.has(name)) throw usageError(`no secret named "${name}" in the vault; add it with "gatehouse secret set ${name}"`);
         const value = await readValue(name);
         const info = secrets.vault.rotate(name, value);
+        await recordChange(context, 'secret.rotate', name, `secret "${name}" rotated to version ${info.version}`, { version: info.version });
         process.stderr.write(`Secret "${name}" rotated (version ${info.version}).\n`);
       }),
     ['printf %s "$NEW_TOKEN" | gatehouse secret rotate github-token'],

@@ -157,6 +157,17 @@ export class Scanner {
     this.automaton = buildAutomaton(keywords);
   }
 
+  /**
+   * Takes on `next`'s rules, limit and known secrets, keeping this scanner's `onScan`: how a node applies a
+   * policy reload or a vault change to the scanners its data planes already hold. Streams already open go on
+   * with the new tables from their next chunk.
+   */
+  adopt(next: Scanner): void {
+    const onScan = this.onScan;
+    Object.assign(this, next);
+    this.onScan = onScan;
+  }
+
   /** Findings in `input`; throws `dlp_too_large` (a GatehouseError) over the limit, so it cannot be ignored. */
   scan(input: string | Uint8Array): Finding[] {
     const outcome = this.check(input);

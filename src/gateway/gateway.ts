@@ -27,8 +27,9 @@ import { dlpVerdict, findingsForAudit, type DlpVerdict, type Scanner } from '../
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Decision, McpRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
-import { digestOf } from './canonical.js';
+import { canonicalJson, digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
+import { InputSchemas, type ArgumentChecker } from './input-schema.js';
 import type { PinStore } from './pins.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
@@ -74,6 +75,8 @@ interface Entry<T> {
   original: string;
   /** The upstream's definition, renamed for clients. */
   exposed: T;
+  /** Checks a call's arguments against the tool's inputSchema; compiled on the first call. */
+  checker?: ArgumentChecker;
 }
 
 interface Catalog {
@@ -125,6 +128,9 @@ export class GatewayCore {
   private pinVersion = -1;
   /** Signs the request state of approvals asked through `input_required`; new at every start. */
   private readonly approvalKey = randomBytes(32);
+  /** Nonces of approval states already used, each until its state expires. */
+  private readonly spentApprovals = new Map<string, number>();
+  private readonly inputSchemas = new InputSchemas();
   private auditFailure: unknown;
 
   constructor(private readonly options: GatewayCoreOptions) {
@@ -463,20 +469,32 @@ export class GatewayCore {
     }
     const server = entry.upstream.name;
     const resource = `${server}/${entry.original}`;
+    const argsDigest = digestOf(args ?? {});
+    const details: Record<string, unknown> = { argsDigest, tool: name };
+    if (this.options.recordValues) details.args = args ?? {};
+    // The policy judges only arguments of the types the tool declares (see input-schema.ts).
+    entry.checker ??= this.inputSchemas.checkerFor(entry.exposed.inputSchema, (reason) => {
+      void this.recordEvent(server, 'schema-unusable', `tool ${server}/${entry.original}: ${reason}; conditions on its arguments fail closed`, 'info', { tool: entry.original });
+    });
+    const checked = entry.checker(args ?? {});
+    if (checked.ok === false) {
+      await this.record(caller, 'tools/call', resource, 'deny', ['input-schema'], `the arguments do not match the tool's inputSchema: ${checked.problem}`, started, correlationId, details);
+      throw new ProtocolError(-32602, `Invalid arguments for tool ${name}: ${checked.problem}`);
+    }
+    if (checked.ok === 'unchecked') details.argsUnchecked = checked.reason;
+    const unchecked = checked.ok === 'unchecked' ? ` (the tool's ${checked.reason.replace(/^its /, '')}, so conditions on its arguments fail closed)` : '';
     const decision = this.decide(caller, {
       server,
       tool: entry.original,
       args: args ?? {},
+      ...(checked.ok === 'unchecked' ? { argsUnchecked: true } : {}),
       ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
     });
-    const argsDigest = digestOf(args ?? {});
-    const details: Record<string, unknown> = { argsDigest, tool: name };
-    if (this.options.recordValues) details.args = args ?? {};
     if (!isAllowed(decision)) {
       await this.record(caller, 'tools/call', resource, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
       return {
         isError: true,
-        content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}` }],
+        content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}${unchecked}` }],
       };
     }
     if (decision.requireApproval) {
@@ -515,9 +533,9 @@ export class GatewayCore {
   }
 
   /**
-   * Asks a person to approve this exact call. A 2025-era client is sent `elicitation/create`; a 2026-07-28
-   * request is answered `input_required`, and the retry must echo a request state that binds the answer to
-   * this agent, tool and argument digest (HMAC, valid ten minutes).
+   * Asks a person to approve this exact call. A 2025-era client is sent `elicitation/create` within the call
+   * on its own session. A 2026-07-28 request is answered `input_required`, and the retry must echo a request
+   * state that binds the answer to this caller, tool and argument digest (see approvalState).
    */
   private async askApproval(
     caller: Caller,
@@ -539,12 +557,16 @@ export class GatewayCore {
     let outcome: { ok: true } | { ok: false; reason: string };
     if (binding.multiRound) {
       const response = binding.multiRound.response(APPROVAL_KEY) as ElicitAnswer | undefined;
-      if (response === undefined || !this.approvalStateValid(binding.multiRound.requestState, caller, name, argsDigest)) {
+      const state = binding.multiRound.requestState;
+      if (response === undefined || !this.spendApprovalState(state, caller, name, argsDigest)) {
+        if (response !== undefined) {
+          await this.record(caller, 'approval', name, 'deny', [], 'the approval given was already used, expired, or was asked for another call or caller', started, correlationId, { argsDigest });
+        }
         return {
           ok: 'ask',
           result: inputRequired({
             inputRequests: { [APPROVAL_KEY]: inputRequired.elicit({ message, requestedSchema }) },
-            requestState: this.approvalState(caller, name, argsDigest, Date.now() + APPROVAL_TTL_MS),
+            requestState: this.approvalState(caller, name, argsDigest, Date.now() + APPROVAL_TTL_MS, randomBytes(16).toString('base64url')),
           }) as unknown as CallToolResult,
         };
       }
@@ -562,17 +584,35 @@ export class GatewayCore {
     return outcome;
   }
 
-  private approvalState(caller: Caller, name: string, argsDigest: string, expires: number): string {
-    const mac = createHmac('sha256', this.approvalKey).update(`${caller.agent ?? ''}\n${caller.user ?? ''}\n${name}\n${argsDigest}\n${expires}`).digest('base64url');
-    return `${expires}.${mac}`;
+  /**
+   * The request state of an approval asked through `input_required`: `<expires>.<nonce>.<HMAC>`, valid ten
+   * minutes. The HMAC binds it to the principal (agent, user, teams), the session when the caller has one (a
+   * 2026-07-28 request has none: each request stands alone), the tool and the argument digest; the nonce is
+   * spent on first use. So one person's answer runs one call, once, for the caller it was asked for.
+   */
+  private approvalState(caller: Caller, name: string, argsDigest: string, expires: number, nonce: string): string {
+    const bound = canonicalJson([caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort(), caller.stateless ? null : caller.session, name, argsDigest, expires, nonce]);
+    const mac = createHmac('sha256', this.approvalKey).update(bound).digest('base64url');
+    return `${expires}.${nonce}.${mac}`;
   }
 
-  private approvalStateValid(state: string | undefined, caller: Caller, name: string, argsDigest: string): boolean {
-    const expires = Number(state?.split('.')[0]);
-    if (!state || !Number.isSafeInteger(expires) || expires < Date.now()) return false;
-    const expected = Buffer.from(this.approvalState(caller, name, argsDigest, expires));
+  /** Whether a retry's state approves this call for this caller; a valid state is spent, so it approves once. */
+  private spendApprovalState(state: string | undefined, caller: Caller, name: string, argsDigest: string): boolean {
+    const [expiresText, nonce] = state?.split('.') ?? [];
+    const expires = Number(expiresText);
+    const now = Date.now();
+    if (!state || !nonce || !Number.isSafeInteger(expires) || expires < now) return false;
+    const expected = Buffer.from(this.approvalState(caller, name, argsDigest, expires, nonce));
     const given = Buffer.from(state);
-    return expected.length === given.length && timingSafeEqual(expected, given);
+    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return false;
+    // Spent nonces are kept until their state expires; they were spent in about the order they expire.
+    for (const [spent, until] of this.spentApprovals) {
+      if (until >= now) break;
+      this.spentApprovals.delete(spent);
+    }
+    if (this.spentApprovals.has(nonce)) return false;
+    this.spentApprovals.set(nonce, expires);
+    return true;
   }
 
   async getPrompt(caller: Caller, name: string, args: Record<string, string> | undefined, binding: CallBinding | undefined): Promise<GetPromptResult> {

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
-import { hostname } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { openNodeAudit } from '../audit/index.js';
@@ -17,6 +17,7 @@ import type { Scanner } from '../dlp/index.js';
 import { openSecrets, PlaceholderRegistry } from '../secrets/index.js';
 import { startEgressProxy, type EgressProxy } from '../egress/index.js';
 import { openAgentRegistry } from '../agents/index.js';
+import { configFiles } from '../sandbox/config-guard.js';
 import { mcpServerLauncher } from '../sandbox/mcp.js';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
@@ -25,6 +26,7 @@ import { errorMessage } from '../util/errors.js';
 import { ensureNodeKeys, type KeyPair } from '../util/keys.js';
 import { ensurePrivateDir, expandHome } from '../util/paths.js';
 import { startApi, type Api } from './api.js';
+import { startControlServer, type ControlServer } from './control.js';
 import { loadPolicy } from './policy-source.js';
 
 export interface NodeOptions {
@@ -127,13 +129,21 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const placeholders = new PlaceholderRegistry();
   // One scanner per data plane (vault values and credential-like environment variables included), each
   // reporting its scan times under its own surface in /metrics.
+  const scanners: Scanner[] = [];
   const meteredScanner = async (surface: 'network' | 'mcp'): Promise<Scanner> => {
     const scanner = await secrets.createScanner(initial.engine.dlp);
     scanner.onScan = (microseconds) => metrics.observeScan(microseconds, surface);
+    scanners.push(scanner);
     return scanner;
+  };
+  // After a reload (the policy's dlp settings) or a vault change (the values it knows), the scanners the data
+  // planes hold take on the new settings and values in place.
+  const refreshScanners = async (): Promise<void> => {
+    for (const scanner of scanners) scanner.adopt(await secrets.createScanner(holder.current.dlp));
   };
   let gateway: RunningGateway | undefined;
   let egress: EgressProxy | undefined;
+  let control: ControlServer | undefined;
   try {
     if (config.egress.enabled) {
       const agents = openAgentRegistry(dataDir);
@@ -165,16 +175,20 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
         // filesystem view for that principal and, when the proxy runs, its own egress session.
         launch: mcpServerLauncher({
           policy: holder,
+          config: () => ({ path: configPath, files: configFiles(loaded.config, configPath, loaded.text, homedir()) }),
           audit,
           node: name,
           settings: config.sandbox,
           dataDir,
-          ...(proxy ? { proxySocketFor: async (principal) => (await proxy.openSession(principal)).socketPath } : {}),
+          ...(proxy ? { egressSessionFor: (principal) => proxy.openSession(principal) } : {}),
         }),
       });
     }
+    // `gatehouse run` on this data dir hands its audit records and egress session to this node.
+    control = await startControlServer({ dataDir, node: name, policy: holder, audit, egress, placeholders, resolveSecret, onSecretsChanged: refreshScanners });
   } catch (error) {
     await gateway?.close();
+    await egress?.close();
     await api.close();
     await audit.close();
     throw error;
@@ -212,6 +226,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       holder.current = policy.engine;
       holder.loadedAt = new Date().toISOString();
       holder.source = policy.source;
+      await refreshScanners().catch((error: unknown) => logger.error({ error: errorMessage(error) }, 'could not rebuild the secret scanners; they keep the previous settings'));
       const reason = `reloaded policy ${previous.version} -> ${policy.engine.version}`;
       logger.info({ from: previous.version, to: policy.engine.version }, 'policy reloaded');
       await audit.append(systemRecord(name, 'policy.reload', 'info', reason, policy.engine, { previous: { version: previous.version, digest: previous.digest } }));
@@ -262,6 +277,7 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
     async close() {
       clearTimeout(timer);
       for (const watcher of watchers) watcher.close();
+      await control?.close();
       await egress?.close();
       await gateway?.close();
       await api.close();

@@ -107,7 +107,8 @@ function base<S extends Surface>(surface: S, spec: Common, effect: 'allow' | 'de
     teams: spec.teams ? new Set(spec.teams) : undefined,
     when: condition,
     // A textual test is enough: a false positive only defers a rule to call time, where it is judged fully.
-    whenReadsArgs: when !== undefined && /\bargs\b/.test(when),
+    // `request` holds the arguments too (`request['a' + 'rgs']`), so a condition naming it counts as reading them.
+    whenReadsArgs: when !== undefined && /\b(?:args|request)\b/.test(when),
     stamp: 0,
   };
 }
@@ -464,7 +465,7 @@ class CompiledPolicy implements PolicyEngine {
         if (typeof name !== 'string') return `the request ${kind} is not a string`;
         const args = request.args !== null && typeof request.args === 'object' && !Array.isArray(request.args) ? request.args : {};
         const annotations = request.annotations !== null && typeof request.annotations === 'object' ? request.annotations : undefined;
-        return { surface: 'mcp', principal, server: request.server, kind, name, args, annotations: effectiveAnnotations(annotations), argsUnknown: false };
+        return { surface: 'mcp', principal, server: request.server, kind, name, args, annotations: effectiveAnnotations(annotations), argsUnknown: false, argsUnchecked: request.argsUnchecked === true };
       }
       case 'credentials': {
         if (typeof request.secret !== 'string' || request.secret === '') return 'the request has no secret';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { policySchema, type PolicyDocument } from '../config/policy-schema.js';
 import { compilePolicy, type CompileOptions } from './compile.js';
-import type { DecisionRequest } from './types.js';
+import type { DecisionRequest, McpRequest } from './types.js';
 
 function policy(spec: Record<string, unknown>, options: CompileOptions = {}) {
   return compilePolicy(policySchema.parse(spec) as PolicyDocument, { home: '/home/dev', workspace: '/work/repo', resolveSymlinks: false, ...options });
@@ -284,6 +284,34 @@ describe('mcp', () => {
     const decision = engine.decide(mcp('github', 'create_issue', { owner: 'acme' }));
     assert.deepEqual(decision.rules, ['big-writes']);
     assert.equal(engine.decide(mcp('github', 'create_issue', { owner: 'acme', count: 5 })).effect, 'allow');
+  });
+  it('lets a deny stand when an argument has a type its condition cannot work on', () => {
+    const paths = policy({
+      mcp: [
+        { id: 'fs', allow: { server: 'fs', tools: ['*'] } },
+        { id: 'no-etc', deny: { server: 'fs', tools: ['read_text_file'] }, when: "args.path.startsWith('/etc')" },
+      ],
+    });
+    const read = (path: unknown) => paths.decide(mcp('fs', 'read_text_file', { path })).effect;
+    assert.equal(read('/home/dev/notes'), 'allow');
+    assert.equal(read('/etc/passwd'), 'deny');
+    // An array, a map or a number has no startsWith: the condition errors, and an erroring deny applies.
+    assert.equal(read(['/etc/passwd']), 'deny');
+    assert.equal(read({ 0: '/etc/passwd' }), 'deny');
+    assert.equal(read(7), 'deny');
+  });
+  it('judges conditions on arguments the tool schema could not check as unevaluable', () => {
+    // Unchecked, "true" might mean true to the server; big-writes stands and acme-only cannot grant.
+    const unchecked = (tool: string, args: Record<string, unknown>) => engine.decide({ ...(mcp('github', tool, args) as McpRequest), argsUnchecked: true });
+    assert.deepEqual(unchecked('create_issue', { owner: 'acme', count: 5 }).rules, ['big-writes']);
+    assert.equal(unchecked('list_issues', { owner: 'acme' }).effect, 'deny');
+    // Rules without conditions on arguments decide as always.
+    assert.equal(engine.decide({ ...(mcp('fs', 'read_text_file') as McpRequest), argsUnchecked: true }).effect, 'allow');
+    // The arguments reached through `request`, under a name spelled at run time, count as arguments too.
+    const spelled = policy({ mcp: [{ id: 'open', allow: { server: 'gh', tools: ['*'], when: "request['a' + 'rgs'].owner == 'acme'" } }] });
+    const call = { ...(mcp('gh', 'list_issues', { owner: 'acme' }) as McpRequest) };
+    assert.equal(spelled.decide(call).effect, 'allow');
+    assert.equal(spelled.decide({ ...call, argsUnchecked: true }).effect, 'deny');
   });
   it('lists a tool whose allow depends on arguments, and decides each call by its own arguments', () => {
     const listing = { surface: 'mcp' as const, agent: 'dev', server: 'github', tool: 'list_issues', annotations: { readOnlyHint: true } };

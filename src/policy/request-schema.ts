@@ -46,6 +46,7 @@ export const decisionRequestSchema = z.discriminatedUnion('surface', [
     prompt: z.string().optional(),
     resource: z.string().optional(),
     args: z.record(z.string(), z.unknown()).optional(),
+    argsUnchecked: z.boolean().optional(),
     annotations: z.record(z.string(), z.unknown()).optional(),
   }),
 ], { error: (issue) => (issue.code === 'invalid_union' ? 'the request needs "surface": one of network, filesystem, credentials, mcp' : undefined) });

@@ -107,6 +107,8 @@ export interface McpFacts {
   annotations: Record<string, unknown>;
   /** Listing: no call's arguments exist yet (see PolicyEngine.listable). */
   argsUnknown: boolean;
+  /** The arguments' types are unknown (see McpRequest.argsUnchecked). */
+  argsUnchecked: boolean;
 }
 
 export interface CredentialFacts {
@@ -195,6 +197,11 @@ export function mismatch(rule: CompiledRule, facts: Facts, context: () => CelCon
       // Listing: an allow that may hold for some arguments keeps the entry visible; a deny that depends on
       // the arguments waits for the call, where `decide` judges it with them.
       return rule.effect === 'allow' ? null : 'it depends on the arguments of a call';
+    }
+    if (rule.whenReadsArgs && facts.surface === 'mcp' && facts.argsUnchecked) {
+      // Unchecked arguments may have any type, and a type can turn a condition around (`"true" == true` is
+      // false): judge the condition as one that could not be evaluated.
+      return rule.effect === 'deny' ? null : 'it reads arguments the tool\'s inputSchema could not check';
     }
     const result = rule.when.evaluate(context());
     if (result instanceof Error) {

@@ -63,6 +63,11 @@ export interface McpRequest extends RequestBase {
   prompt?: string;
   resource?: string;
   args?: Record<string, unknown>;
+  /**
+   * The arguments could not be checked against the tool's inputSchema (the schema is unusable), so their
+   * types are unknown: every condition that reads them is judged as unevaluable (fail closed).
+   */
+  argsUnchecked?: boolean;
   /** The tool's annotations as the upstream declared them (`destructiveHint`, `readOnlyHint`, ...). */
   annotations?: Record<string, unknown>;
 }
