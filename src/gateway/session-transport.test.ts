@@ -194,3 +194,16 @@ test('a frozen list in a result is sent as its JSON, alone and in a batch, and a
   const second = await post({ jsonrpc: '2.0', id: 17, method: 'list' });
   assert.deepEqual(JSON.parse(second.body), { jsonrpc: '2.0', id: 17, result: { items: [{ name: 'two' }, { name: 'three' }], total: 2 } });
 });
+
+test('a request that stays silent past the keep-alive interval is answered on an event stream with keep-alive comments', async () => {
+  const quiet = new HttpSessionTransport('session-2', undefined, 30);
+  quiet.onmessage = (message) => {
+    if ('id' in message && 'method' in message) setTimeout(() => void quiet.send({ jsonrpc: '2.0', id: message.id, result: { late: true } }), 100);
+  };
+  transport = quiet;
+  assert.equal((await post({ jsonrpc: '2.0', id: 0, method: 'initialize', params: {} })).status, 200);
+  const slow = await post({ jsonrpc: '2.0', id: 18, method: 'slow' });
+  assert.match(slow.type, /^text\/event-stream/);
+  assert.match(slow.body, /^: keepalive\n\n/);
+  assert.deepEqual(events(slow.body), [{ jsonrpc: '2.0', id: 18, result: { late: true } }]);
+});

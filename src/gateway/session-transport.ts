@@ -74,11 +74,12 @@ class Exchange {
     /** Requests of this POST still unanswered. */
     readonly open: Set<RequestId>,
     private readonly batch: boolean,
+    keepAliveMs: number,
   ) {
     this.keepalive = setInterval(() => {
       this.startStream();
       this.res.write(': keepalive\n\n');
-    }, KEEPALIVE_MS);
+    }, keepAliveMs);
     this.keepalive.unref();
   }
 
@@ -154,6 +155,8 @@ export class HttpSessionTransport implements Transport {
     readonly sessionId: string,
     /** Called when the client ends the session with DELETE. */
     private readonly onterminate?: () => void,
+    /** How long a request may stay silent before its answer becomes a stream with keep-alive comments. */
+    private readonly keepAliveMs = KEEPALIVE_MS,
   ) {}
 
   async start(): Promise<void> {}
@@ -212,7 +215,7 @@ export class HttpSessionTransport implements Transport {
     if (requests.size === 0) {
       res.writeHead(202).end();
     } else {
-      const exchange = new Exchange(res, this.sessionId, requests, batch);
+      const exchange = new Exchange(res, this.sessionId, requests, batch, this.keepAliveMs);
       for (const id of requests) this.exchanges.set(id, exchange);
       // A client that goes away mid-call leaves its requests running: their ids stay taken until they are
       // answered (the answers are dropped), so a new request reusing one can never receive the old one's answer.
@@ -229,7 +232,7 @@ export class HttpSessionTransport implements Transport {
     if (this.standalone) return refuse(res, 409, -32000, 'Conflict: Only one SSE stream is allowed per session');
     res.writeHead(200, { ...STREAM_HEADERS, 'mcp-session-id': this.sessionId });
     res.flushHeaders();
-    const keepalive = setInterval(() => res.write(': keepalive\n\n'), KEEPALIVE_MS);
+    const keepalive = setInterval(() => res.write(': keepalive\n\n'), this.keepAliveMs);
     keepalive.unref();
     const stream = { res, keepalive };
     this.standalone = stream;
