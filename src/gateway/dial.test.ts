@@ -61,7 +61,7 @@ test('carries method, headers, body and a streamed response over the checked con
   assert.deepEqual(await posted.json(), { got: '{"a":1}' });
   const streamed = await fetchLocal(`http://upstream.test:${port}/stream`);
   assert.equal(await streamed.text(), 'data: one\n\ndata: two\n\n');
-  await assert.rejects(fetchLocal(`http://upstream.test:${port}/cut`), /aborted/);
+  await assert.rejects(fetchLocal(`http://upstream.test:${port}/cut`), /aborted|closed before the whole body/);
 });
 
 test('refuses every address the egress proxy blocks by default, including IPv6 forms that carry IPv4', () => {

@@ -14,6 +14,7 @@ import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import ipaddr from 'ipaddr.js';
 import { classifyAddress } from '../policy/addresses.js';
+import { readBody } from './body.js';
 
 /** Why an address may not be dialled, or undefined when it is a public unicast address. */
 export function addressRefusal(address: string): string | undefined {
@@ -106,21 +107,6 @@ async function fetchWith(dial: Dial, input: string | URL, init: RequestInit): Pr
   }
   // A JSON answer is read whole by the transport anyway: collected here it skips the web stream adapter,
   // a good part of what a relayed call cost. An event stream stays a stream.
-  if (/^application\/json\b/i.test(res.headers['content-type'] ?? '')) return new Response(await readAll(res), meta);
+  if (/^application\/json\b/i.test(res.headers['content-type'] ?? '')) return new Response((await readBody(res, Infinity)) as Buffer, meta);
   return new Response(Readable.toWeb(res) as ReadableStream<Uint8Array>, meta);
-}
-
-/** The whole body of a response; rejects if the connection drops first, or once it passes `limit` bytes. */
-export async function readAll(res: IncomingMessage, limit = Infinity): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      res.destroy();
-      throw new Error(`the upstream's answer is over the limit of ${limit} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
 }

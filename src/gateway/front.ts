@@ -24,6 +24,7 @@ import type { GatewaySettings } from '../config/schema.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
+import { readBody } from './body.js';
 import type { Caller, GatewayCore } from './gateway.js';
 import { serveCallsDirectly } from './direct-calls.js';
 import { HttpSessionTransport } from './session-transport.js';
@@ -182,6 +183,7 @@ export class GatewayFront {
     if (req.method === 'POST') {
       const body = await readBody(req, this.options.settings.maxMessageBytes);
       if (body === 'too-large') {
+        req.resume();
         await this.recordRejection(principal, 'request.too-large', `a message over ${this.options.settings.maxMessageBytes} bytes`);
         return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
       }
@@ -265,7 +267,10 @@ export class GatewayFront {
         return jsonRpcError(res, 404, -32001, 'Session not found');
       }
       const body = await readBody(req, this.options.settings.maxMessageBytes);
-      if (body === 'too-large') return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
+      if (body === 'too-large') {
+        req.resume();
+        return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
+      }
       let message: JSONRPCMessage;
       try {
         message = parseJSONRPCMessage(JSON.parse(body.toString('utf8')));
@@ -475,25 +480,6 @@ function hostnameOfHeader(value: string | undefined): string | undefined {
   if (!value) return undefined;
   const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.exec(value.trim());
   return match ? match[1]!.toLowerCase() : undefined;
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    req.resume();
-    return 'too-large';
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      return 'too-large';
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
 }
 
 function webHeaders(req: IncomingMessage): Headers {

@@ -18,7 +18,8 @@ import {
   type StreamableHTTPClientTransportOptions,
   type TransportSendOptions,
 } from '@modelcontextprotocol/client';
-import { readAll, type Dial } from './dial.js';
+import { readBody } from './body.js';
+import type { Dial } from './dial.js';
 import { isJsonRpcMessage } from './jsonrpc.js';
 
 /** The 2025-era revisions, whose requests this class sends itself; any other version is left to the SDK. */
@@ -70,12 +71,12 @@ export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
     const status = res.statusCode ?? 0;
     const type = res.headers['content-type'] ?? '';
     if (status < 200 || status >= 300) {
-      const text = (await readAll(res, this.maxMessageBytes).catch(() => Buffer.alloc(0))).toString('utf8');
+      const text = (await this.read(res).catch(() => Buffer.alloc(0))).toString('utf8');
       // The same error the SDK raises, so that a 404 still reads as "the server forgot our session".
       throw new SdkHttpError(SdkErrorCode.ClientHttpNotImplemented, `Error POSTing to endpoint: ${text}`, { status, statusText: res.statusMessage ?? '', text });
     }
     if (/^application\/json\b/i.test(type)) {
-      const body: unknown = JSON.parse((await readAll(res, this.maxMessageBytes)).toString('utf8'));
+      const body: unknown = JSON.parse((await this.read(res)).toString('utf8'));
       for (const item of Array.isArray(body) ? body : [body]) this.deliver(item);
       return;
     }
@@ -85,6 +86,13 @@ export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
     }
     res.resume();
     throw new SdkError(SdkErrorCode.ClientHttpUnexpectedContent, `the upstream answered a request with content type "${type}"`);
+  }
+
+  private async read(res: IncomingMessage): Promise<Buffer> {
+    const body = await readBody(res, this.maxMessageBytes);
+    if (body !== 'too-large') return body;
+    res.destroy();
+    throw new Error(`the upstream's answer is over the limit of ${this.maxMessageBytes} bytes`);
   }
 
   /** Reads an event stream to its end, delivering the data of each `message` event. */
