@@ -3,6 +3,7 @@
  * Steps, in order: Host and Origin checks (DNS rebinding), authentication, body limit and JSON parse,
  * session lookup (a session belongs to the identity that opened it), then the session's transport
  * (session-transport.ts). Each session gets its own SDK `Server`; no server object is ever shared between clients.
+ * A session's tools/call skips that server's request pipeline and goes to the core directly (direct-calls.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
