@@ -81,9 +81,9 @@ const PROGRESS_SETTLE_MS = 3;
 const STABLE_MS = 30_000;
 
 /**
- * What a tools/call result must be on its way through: an object. The SDK server that answers our client
- * checks every tools/call result against that client's protocol era before it leaves, so the SDK client's
- * own check here was a second full pass; and without a schema the client also runs a probe validation of
+ * What a tools/call result must be on its way through: an object. The front checks every tools/call result
+ * before it leaves (direct-calls.ts on a session, the SDK server on the other paths), so the SDK client's own
+ * check here was a second full pass; and without a schema the client also runs a probe validation of
  * `undefined` on every request, which fails and formats a zod error each time.
  */
 const RELAYED_RESULT: StandardSchemaV1<unknown, Result> = {
