@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/client';
-import { deserializeMessage, serializeMessage } from '@modelcontextprotocol/client';
+import { isJsonRpcMessage } from './jsonrpc.js';
 
 export interface ChildCommand {
   command: string;
@@ -145,23 +145,27 @@ export class ChildProcessTransport implements Transport {
     }
     const text = line.toString('utf8').trim();
     if (text === '') return;
-    let message: JSONRPCMessage;
+    let message: unknown;
     try {
-      message = deserializeMessage(text);
+      message = JSON.parse(text);
     } catch {
+      message = undefined;
+    }
+    // The envelope only: the SDK client checks what a result or request holds against its method's schema.
+    if (!isJsonRpcMessage(message)) {
       this.ongarbage?.(text.slice(0, 200));
       return;
     }
     // One microtask per message: the SDK runs notification handlers a microtask after delivery but
     // responses at once, so a progress notification read together with its result must not be overtaken.
-    queueMicrotask(() => this.onmessage?.(message));
+    queueMicrotask(() => this.onmessage?.(message as JSONRPCMessage));
   }
 
   send(message: JSONRPCMessage): Promise<void> {
     return new Promise((resolve, reject) => {
       const stdin = this.child?.stdin;
       if (!stdin || this.closed || stdin.destroyed) return reject(new Error('the upstream process is not running'));
-      stdin.write(serializeMessage(message), (error) => (error ? reject(error) : resolve()));
+      stdin.write(JSON.stringify(message) + '\n', (error) => (error ? reject(error) : resolve()));
     });
   }
 

@@ -7,6 +7,13 @@ import { addressRefusal, checkedFetch, createCheckedFetch } from './dial.js';
 
 let port: number;
 const server = createServer((req, res) => {
+  if (req.url === '/cut') {
+    // A JSON answer whose connection drops halfway.
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+    res.write('{"jsonrpc":"2.0",');
+    setTimeout(() => res.destroy(), 20);
+    return;
+  }
   if (req.url === '/stream') {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     res.write('data: one\n\n');
@@ -54,6 +61,7 @@ test('carries method, headers, body and a streamed response over the checked con
   assert.deepEqual(await posted.json(), { got: '{"a":1}' });
   const streamed = await fetchLocal(`http://upstream.test:${port}/stream`);
   assert.equal(await streamed.text(), 'data: one\n\ndata: two\n\n');
+  await assert.rejects(fetchLocal(`http://upstream.test:${port}/cut`), /aborted|closed before the whole body/);
 });
 
 test('refuses every address the egress proxy blocks by default, including IPv6 forms that carry IPv4', () => {

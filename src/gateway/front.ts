@@ -1,8 +1,9 @@
 /**
  * The gateway's front door: Streamable HTTP at `/mcp` with sessions, in front of `GatewayCore`.
  * Steps, in order: Host and Origin checks (DNS rebinding), authentication, body limit and JSON parse,
- * session lookup (a session belongs to the identity that opened it), then the SDK transport.
- * Each session gets its own SDK `Server`; no server object is ever shared between clients.
+ * session lookup (a session belongs to the identity that opened it), then the session's transport
+ * (session-transport.ts). Each session gets its own SDK `Server`; no server object is ever shared between clients.
+ * A session's tools/call skips that server's request pipeline and goes to the core directly (direct-calls.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
@@ -10,9 +11,7 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo } from 'node:net';
 import {
   Server,
-  WebStandardStreamableHTTPServerTransport,
   createMcpHandler,
-  isInitializeRequest,
   isLegacyRequest,
   parseJSONRPCMessage,
   type JSONRPCMessage,
@@ -26,14 +25,17 @@ import type { GatewaySettings } from '../config/schema.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
+import { readBody } from './body.js';
 import type { Caller, GatewayCore } from './gateway.js';
+import { serveCallsDirectly } from './direct-calls.js';
+import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import type { CallBinding } from './upstream.js';
 
 interface Session {
   id: string;
   caller: Caller;
-  transport: WebStandardStreamableHTTPServerTransport;
+  transport: HttpSessionTransport;
   server: Server;
   lastSeen: number;
   unsubscribe: () => void;
@@ -182,6 +184,7 @@ export class GatewayFront {
     if (req.method === 'POST') {
       const body = await readBody(req, this.options.settings.maxMessageBytes);
       if (body === 'too-large') {
+        req.resume();
         await this.recordRejection(principal, 'request.too-large', `a message over ${this.options.settings.maxMessageBytes} bytes`);
         return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
       }
@@ -195,6 +198,7 @@ export class GatewayFront {
 
     const sessionId = header(req, 'mcp-session-id');
     let session: Session | undefined;
+    let opened = false;
     if (sessionId !== undefined) {
       session = this.sessions.get(sessionId);
       // A session belongs to the identity that opened it; anyone else is told it does not exist.
@@ -210,6 +214,7 @@ export class GatewayFront {
         return jsonRpcError(res, 503, -32603, full);
       }
       session = await this.openSession(principal);
+      opened = true;
     } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
       // A 2026-07-28 request carries its own envelope and needs no session.
       const response = await this.modern.fetch(toWebRequest(req), {
@@ -224,11 +229,12 @@ export class GatewayFront {
       return jsonRpcError(res, 400, -32600, 'Bad Request: send initialize first, then the Mcp-Session-Id it returns with every request');
     }
 
-    const response = await session.transport.handleRequest(sessionRequest(req), parsedBody === undefined ? {} : { parsedBody });
-    if (response.status >= 400) {
-      await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for ${req.method ?? '?'} on session ${session.id}`);
+    const refused = session.transport.handle(req, res, parsedBody);
+    if (refused !== undefined) {
+      // A session whose initialize was refused never started; it must not hold a place until the idle sweep.
+      if (opened) await this.endSession(session);
+      await this.recordRejection(principal, 'request.rejected', `HTTP ${refused} for ${req.method ?? '?'} on session ${session.id}`);
     }
-    await sendWebResponse(response, res);
   }
 
   /** The deprecated HTTP+SSE transport: `GET /sse` opens a session, `POST /messages?sessionId=` feeds it. */
@@ -262,7 +268,10 @@ export class GatewayFront {
         return jsonRpcError(res, 404, -32001, 'Session not found');
       }
       const body = await readBody(req, this.options.settings.maxMessageBytes);
-      if (body === 'too-large') return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
+      if (body === 'too-large') {
+        req.resume();
+        return jsonRpcError(res, 413, -32600, `the message is over the limit of ${this.options.settings.maxMessageBytes} bytes`);
+      }
       let message: JSONRPCMessage;
       try {
         message = parseJSONRPCMessage(JSON.parse(body.toString('utf8')));
@@ -324,13 +333,9 @@ export class GatewayFront {
   private async openSession(principal: Principal): Promise<Session> {
     const id = randomUUID();
     const caller: Caller = { ...principal, session: id };
-    const transport = new WebStandardStreamableHTTPServerTransport({
-      sessionIdGenerator: () => id,
-      maxRequestBodySize: this.options.settings.maxMessageBytes,
-      onsessionclosed: () => {
-        const existing = this.sessions.get(id);
-        if (existing) void this.endSession(existing);
-      },
+    const transport = new HttpSessionTransport(id, () => {
+      const existing = this.sessions.get(id);
+      if (existing) void this.endSession(existing);
     });
     const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator);
     const unsubscribe = this.options.core.onListChanged((kind) => {
@@ -345,6 +350,7 @@ export class GatewayFront {
       }
     };
     await server.connect(transport);
+    serveCallsDirectly(server, transport, this.options.core, caller);
     this.sessions.set(id, session);
     return session;
   }
@@ -446,9 +452,10 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   return server;
 }
 
+/** Whether a body opens a session; its params are the SDK server's to check. */
 function isInitialize(body: unknown): boolean {
-  if (Array.isArray(body)) return body.some((message) => isInitializeRequest(message));
-  return isInitializeRequest(body);
+  const opens = (message: unknown): boolean => (message as { method?: unknown } | null)?.method === 'initialize';
+  return Array.isArray(body) ? body.some(opens) : opens(body);
 }
 
 function samePrincipal(a: Principal, b: Principal): boolean {
@@ -476,25 +483,6 @@ function hostnameOfHeader(value: string | undefined): string | undefined {
   return match ? match[1]!.toLowerCase() : undefined;
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    req.resume();
-    return 'too-large';
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      return 'too-large';
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
 function webHeaders(req: IncomingMessage): Headers {
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
@@ -509,22 +497,11 @@ function toWebRequest(req: IncomingMessage): Request {
   return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers: webHeaders(req) });
 }
 
-/**
- * The request as the SDK's session transport reads it: `method` and `headers.get()` are all that
- * WebStandardStreamableHTTPServerTransport.handleRequest and its POST/GET/DELETE handlers use (the body is
- * passed parsed), and our handlers never read `ctx.http.req`. A full undici Request also parses the URL and
- * creates an AbortSignal, which cost ~20 us of the gateway's CPU per call (profile: _Request 68 ms in 3,300
- * calls). `url` is kept for anything that logs it.
- */
-function sessionRequest(req: IncomingMessage): Request {
-  return { method: req.method ?? 'GET', url: `http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, headers: webHeaders(req) } as unknown as Request;
-}
-
 /** Headers that only make sense on an event stream, dropped when its one event is sent as plain JSON. */
 const STREAM_ONLY_HEADERS = new Set(['content-type', 'cache-control', 'connection', 'x-accel-buffering', 'content-length']);
 
 /**
- * Writes a web Response to a Node response. The SDK answers every POST with an event stream; when that stream
+ * Writes a web Response (the SDK's 2026-07-28 handler's) to a Node response. The SDK answers every POST with an event stream; when that stream
  * turns out to hold exactly one event and then ends (a reply with no progress, log or request before it, the
  * usual case), the event is sent as an `application/json` response instead, which Streamable HTTP allows for
  * any request and which costs both sides far less. Anything else streams as it comes. Nothing is written

@@ -258,13 +258,20 @@ export class GatewayCore {
     // Upstreams are in name order, so which name wins a clash never depends on timing; those without a
     // prefix come last, so their tools can never take a name in another server's namespace.
     const unprefixedLast = fetched.filter((l) => l && this.exposedName(l.upstream, '') !== '').concat(fetched.filter((l) => l && this.exposedName(l.upstream, '') === ''));
-    for (const lists of unprefixedLast) {
+    const pins = this.options.pins;
+    if (pins) pins.batch(() => this.fillCatalog(catalog, unprefixedLast));
+    else this.fillCatalog(catalog, unprefixedLast);
+    return catalog;
+  }
+
+  private fillCatalog(catalog: Catalog, fetched: ({ upstream: Upstream; tools: Tool[]; prompts: Prompt[]; resources: Resource[]; templates: ResourceTemplateType[] } | undefined)[]): void {
+    for (const lists of fetched) {
       if (!lists) continue;
       const { upstream } = lists;
       for (const tool of lists.tools) {
         if (!this.pinAllows(catalog, upstream, tool)) continue;
         const name = this.claim(catalog, 'tool', catalog.tools, this.exposedName(upstream, tool.name), upstream);
-        catalog.tools.set(name, { upstream, original: tool.name, exposed: { ...tool, name } });
+        catalog.tools.set(name, { upstream, original: tool.name, exposed: deepFreeze({ ...tool, name }) });
       }
       for (const prompt of lists.prompts) {
         const name = this.claim(catalog, 'prompt', catalog.prompts, this.exposedName(upstream, prompt.name), upstream);
@@ -280,7 +287,6 @@ export class GatewayCore {
       }
       for (const template of lists.templates) catalog.templates.push({ upstream, original: template.uriTemplate, exposed: template });
     }
-    return catalog;
   }
 
   /** Checks a tool against its pin; a held tool stays out of the catalog, so it can be neither listed nor called. */
@@ -374,6 +380,8 @@ export class GatewayCore {
         });
         if (listed) view.tools.push(entry.exposed);
       }
+      // Frozen, with frozen tools: the session transport may then keep the list's JSON with it.
+      Object.freeze(view.tools);
       view.toolSet = new Set(view.tools);
     }
     return view.tools;
@@ -891,6 +899,15 @@ function stripProgressToken(meta: Record<string, unknown> | undefined): Record<s
   if (!meta) return undefined;
   const { progressToken: _dropped, ...rest } = meta;
   return Object.keys(rest).length > 0 ? rest : undefined;
+}
+
+/** Freezes a value and everything in it: a tool definition, once in the catalog, never changes. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
 }
 
 export function describeError(error: unknown): string {

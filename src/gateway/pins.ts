@@ -118,6 +118,11 @@ export class PinStore {
     return this.cachedVersion;
   }
 
+  /** Runs several checks in one transaction: first sight of a server's tools then costs one disk sync, not one per tool. */
+  batch<T>(checks: () => T): T {
+    return this.db.transaction(checks)();
+  }
+
   /** Checks a tool against its pin, pinning it on first sight. */
   check(server: string, tool: Tool, instructions: string | undefined): PinCheck {
     const form = pinnedForm(tool, instructions);

@@ -14,18 +14,20 @@ import {
   ProtocolError,
   SdkHttpError,
   SSEClientTransport,
-  StreamableHTTPClientTransport,
   type Prompt,
   type Resource,
   type ResourceTemplateType,
+  type RequestOptions,
   type Result,
+  type StandardSchemaV1,
   type Tool,
   type Transport,
 } from '@modelcontextprotocol/client';
 import type { UpstreamSettings } from '../config/schema.js';
 import { gatewayDefaults } from '../config/schema.js';
 import { ChildProcessTransport, type ChildCommand, type UpstreamProcess } from './child-transport.js';
-import { checkedFetch, plainFetch } from './dial.js';
+import { checkedDial, checkedFetch, plainDial, plainFetch } from './dial.js';
+import { HttpUpstreamTransport } from './http-upstream.js';
 import { verifyUpstream } from './verify.js';
 
 export type UpstreamState = 'idle' | 'starting' | 'ready' | 'crashed' | 'refused' | 'stopped';
@@ -77,6 +79,21 @@ const MAX_BACKOFF_MS = 30_000;
 const PROGRESS_SETTLE_MS = 3;
 /** A connection that stayed up this long resets the crash backoff. */
 const STABLE_MS = 30_000;
+
+/**
+ * What a tools/call result must be on its way through: an object. The front checks every tools/call result
+ * before it leaves (direct-calls.ts on a session, the SDK server on the other paths), so the SDK client's own
+ * check here was a second full pass; and without a schema the client also runs a probe validation of
+ * `undefined` on every request, which fails and formats a zod error each time.
+ */
+const RELAYED_RESULT: StandardSchemaV1<unknown, Result> = {
+  '~standard': {
+    version: 1,
+    vendor: 'gatehouse',
+    validate: (value) =>
+      typeof value === 'object' && value !== null && !Array.isArray(value) ? { value: value as Result } : { issues: [{ message: 'the result is not an object' }] },
+  },
+};
 
 export class Upstream {
   state: UpstreamState = 'idle';
@@ -256,14 +273,14 @@ export class Upstream {
     }
     const url = new URL(settings.url!);
     if (!settings.allowPrivateAddress) await refusePrivate(this.name, url);
-    const requestInit: RequestInit = { headers: { ...settings.headers, ...injected.headers } };
+    const headers = { ...settings.headers, ...injected.headers };
+    const requestInit: RequestInit = { headers };
     // Unless private addresses are allowed, every connection re-checks what the name resolves to. Either way
     // the fetch is our node:http one: the global fetch costs several times more per call, and leaves an abort
     // listener on the transport's long-lived signal per request until garbage collection.
     const fetchOption = { fetch: settings.allowPrivateAddress ? plainFetch : checkedFetch };
-    return settings.transport === 'sse'
-      ? new SSEClientTransport(url, { requestInit, ...fetchOption })
-      : new StreamableHTTPClientTransport(url, { requestInit, ...fetchOption });
+    if (settings.transport === 'sse') return new SSEClientTransport(url, { requestInit, ...fetchOption });
+    return new HttpUpstreamTransport(url, { requestInit, ...fetchOption }, settings.allowPrivateAddress ? plainDial : checkedDial, headers, this.options.maxMessageBytes);
   }
 
   private installHandlers(client: Client): void {
@@ -381,7 +398,8 @@ export class Upstream {
     let lastProgressAt = 0;
     try {
       const progressToken = options.progressToken;
-      const result = await client.request({ method, ...(params ? { params } : {}) } as never, {
+      const message = { method, ...(params ? { params } : {}) } as never;
+      const requestOptions = {
         timeout: this.timeouts.callMs,
         maxTotalTimeout: this.timeouts.maxCallMs,
         resetTimeoutOnProgress: true,
@@ -396,7 +414,8 @@ export class Upstream {
               },
             }
           : {}),
-      });
+      } satisfies RequestOptions;
+      const result = method === 'tools/call' ? await client.request(message, RELAYED_RESULT, requestOptions) : await client.request(message, requestOptions);
       await relayed;
       // The SDK client dispatches notifications a tick later than responses: a progress notification
       // that shares a network read with the result would reach it after the call has ended, and be lost.

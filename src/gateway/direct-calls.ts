@@ -1,0 +1,123 @@
+/**
+ * tools/call on a 2025-era session, served without the SDK server's request pipeline. That pipeline validated
+ * each call's params twice and its result once more with zod, and built a context, an abort controller and a
+ * chain of promises around a handler that only hands the call to `GatewayCore.callTool`: more CPU than the
+ * rest of the call's way through the gateway. Here the params are checked by hand, the call goes to the core
+ * with the same binding (requests and notifications related to the call go back through the SDK server, so
+ * they travel on the call's own response), and the answer goes out on the transport.
+ *
+ * What a call depends on stays true: cancellation (`notifications/cancelled` and the session closing abort it
+ * and suppress its answer, as the SDK does), the session's `logging/setLevel` threshold for log messages
+ * relayed during the call, and a result of the right shape. Every other message still goes to the SDK server.
+ */
+import type { CallToolResult, JSONRPCMessage, JSONRPCRequest, LoggingLevel, RequestId, Server, Transport } from '@modelcontextprotocol/server';
+import type { Caller, GatewayCore } from './gateway.js';
+import type { CallBinding } from './upstream.js';
+
+/** Keys of results that are not tool results (tasks, 2026-07-28 input requests), which keep their shape. */
+const FOREIGN_RESULT_KEYS = ['task', 'inputRequests', 'requestState'];
+const SEVERITY: readonly LoggingLevel[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
+
+/** Takes tools/call (and the cancellations of such calls) off the transport before the SDK server sees them. */
+export function serveCallsDirectly(server: Server, transport: Transport, core: GatewayCore, caller: Caller): void {
+  const sdk = transport.onmessage!;
+  const calls = new Map<RequestId, AbortController>();
+  let threshold: LoggingLevel | undefined;
+
+  const answer = (message: JSONRPCMessage): void => {
+    transport.send(message).catch((error: unknown) => transport.onerror?.(error instanceof Error ? error : new Error(String(error))));
+  };
+
+  const call = async (request: JSONRPCRequest): Promise<void> => {
+    const id = request.id;
+    const params = request.params as Record<string, unknown> | undefined;
+    const invalid = invalidCallParams(params);
+    if (invalid) return answer({ jsonrpc: '2.0', id, error: { code: -32602, message: `Invalid tools/call request: ${invalid}` } });
+    const controller = new AbortController();
+    calls.set(id, controller);
+    const binding: CallBinding = {
+      session: caller.session,
+      send: (message) => server.request(message as never, { relatedRequestId: id }) as never,
+      notify: (notification) => {
+        // Log messages go through the session's own logging/setLevel filter.
+        if (notification.method === 'notifications/message') {
+          const level = (notification.params as { level?: LoggingLevel } | undefined)?.level;
+          if (level !== undefined && threshold !== undefined && SEVERITY.indexOf(level) < SEVERITY.indexOf(threshold)) return Promise.resolve();
+        }
+        return server.notification(notification as never, { relatedRequestId: id });
+      },
+    };
+    const meta = params!._meta as Record<string, unknown> | undefined;
+    const progressToken = meta?.progressToken as string | number | undefined;
+    try {
+      const result = await core.callTool(caller, params!.name as string, params!.arguments as Record<string, unknown> | undefined, binding, {
+        signal: controller.signal,
+        ...(progressToken !== undefined ? { progressToken } : {}),
+        ...(meta ? { meta } : {}),
+      });
+      if (controller.signal.aborted) return;
+      // A result with no content gets an empty list, as the SDK server does.
+      const normalised = isObject(result) && result.content === undefined && !FOREIGN_RESULT_KEYS.some((key) => key in result) ? { ...result, content: [] } : result;
+      const malformed = malformedResult(normalised);
+      if (malformed) answer({ jsonrpc: '2.0', id, error: { code: -32602, message: `Invalid tools/call result: ${malformed}` } });
+      else answer({ jsonrpc: '2.0', id, result: normalised as never });
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      const { code, message, data } = error as { code?: unknown; message?: unknown; data?: unknown };
+      const wireCode = Number.isSafeInteger(code) ? (code === -32002 ? -32602 : (code as number)) : -32603;
+      answer({ jsonrpc: '2.0', id, error: { code: wireCode, message: typeof message === 'string' ? message : 'Internal error', ...(data !== undefined ? { data } : {}) } });
+    } finally {
+      if (calls.get(id) === controller) calls.delete(id);
+    }
+  };
+
+  transport.onmessage = (message, extra) => {
+    if ('method' in message) {
+      if (message.method === 'tools/call' && 'id' in message) return void call(message);
+      if (message.method === 'notifications/cancelled') {
+        const requestId = (message.params as { requestId?: RequestId } | undefined)?.requestId;
+        const running = requestId === undefined ? undefined : calls.get(requestId);
+        if (running) return void running.abort((message.params as { reason?: unknown }).reason ?? 'cancelled by the client');
+      }
+      if (message.method === 'logging/setLevel') {
+        const level = (message.params as { level?: unknown } | undefined)?.level;
+        if (SEVERITY.includes(level as LoggingLevel)) threshold = level as LoggingLevel;
+      }
+    }
+    sdk(message, extra);
+  };
+  const sdkClose = transport.onclose;
+  transport.onclose = () => {
+    for (const controller of calls.values()) controller.abort('the session closed');
+    calls.clear();
+    sdkClose?.();
+  };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Why tools/call params are not valid, or undefined: the rules of the SDK's CallToolRequestParams schema. */
+function invalidCallParams(params: Record<string, unknown> | undefined): string | undefined {
+  if (!isObject(params)) return 'params must be an object';
+  if (typeof params.name !== 'string') return 'params.name must be a string';
+  if (params.arguments !== undefined && !isObject(params.arguments)) return 'params.arguments must be an object';
+  const meta = params._meta;
+  if (meta !== undefined) {
+    if (!isObject(meta)) return 'params._meta must be an object';
+    const token = meta.progressToken;
+    if (token !== undefined && typeof token !== 'string' && !(typeof token === 'number' && Number.isSafeInteger(token))) return 'the progress token must be a string or an integer';
+  }
+  return undefined;
+}
+
+/** What is wrong with a tools/call result's shape, or undefined: content blocks, structured content, isError. */
+function malformedResult(result: CallToolResult): string | undefined {
+  if (!isObject(result)) return 'not an object';
+  if (!Array.isArray(result.content)) return 'content must be an array';
+  for (const block of result.content as unknown[]) if (!isObject(block) || typeof block.type !== 'string') return 'every content block needs a type';
+  if (result.structuredContent !== undefined && !isObject(result.structuredContent)) return 'structuredContent must be an object';
+  if (result.isError !== undefined && typeof result.isError !== 'boolean') return 'isError must be a boolean';
+  return undefined;
+}

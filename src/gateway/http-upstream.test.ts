@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import { SdkHttpError, type JSONRPCMessage } from '@modelcontextprotocol/client';
+import { plainDial, plainFetch } from './dial.js';
+import { HttpUpstreamTransport } from './http-upstream.js';
+
+const seen: { headers: Record<string, unknown>; body: { id: number; method: string } }[] = [];
+const server = createServer((req, res) => {
+  let text = '';
+  req.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  req.on('end', () => {
+    const body = JSON.parse(text) as { id: number; method: string };
+    seen.push({ headers: req.headers, body });
+    const answer = JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { method: body.method } });
+    if (body.method === 'json') return void res.writeHead(200, { 'content-type': 'application/json' }).end(answer);
+    if (body.method === 'stream') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // Progress and result in one write, split mid-event across a second, with CRLF line ends and a comment.
+      const progress = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1, progress: 1 } });
+      const events = `: keep-alive\r\nevent: message\r\nid: 1\r\ndata: ${progress}\r\n\r\nevent: message\ndata: ${answer}\n\n`;
+      res.write(events.slice(0, events.length - 10));
+      setTimeout(() => res.end(events.slice(events.length - 10)), 10);
+      return;
+    }
+    if (body.method === 'huge') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { pad: 'x'.repeat(5000) } }));
+    res.writeHead(404, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
+  });
+});
+
+let transport: HttpUpstreamTransport;
+const received: JSONRPCMessage[] = [];
+const errors: Error[] = [];
+
+before(async () => {
+  server.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`);
+  transport = new HttpUpstreamTransport(url, { fetch: plainFetch }, plainDial, { 'x-injected': 'credential' }, 1000);
+  transport.onmessage = (message) => received.push(message);
+  transport.onerror = (error) => errors.push(error);
+  await transport.start();
+  transport.setProtocolVersion('2025-06-18');
+});
+after(async () => {
+  await transport.close();
+  server.close();
+});
+
+async function until(count: number): Promise<void> {
+  while (received.length < count) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+test('sends a request with the upstream\'s headers and the protocol version, and delivers a JSON answer', async () => {
+  await transport.send({ jsonrpc: '2.0', id: 1, method: 'json' });
+  await until(1);
+  assert.deepEqual(received.at(-1), { jsonrpc: '2.0', id: 1, result: { method: 'json' } });
+  const headers = seen.at(-1)!.headers;
+  assert.equal(headers['x-injected'], 'credential');
+  assert.equal(headers['mcp-protocol-version'], '2025-06-18');
+  assert.match(String(headers.accept), /application\/json/);
+  assert.match(String(headers.accept), /text\/event-stream/);
+});
+
+test('delivers the messages of an event stream in order, across split writes and CRLF line ends', async () => {
+  const start = received.length;
+  await transport.send({ jsonrpc: '2.0', id: 2, method: 'stream' });
+  await until(start + 2);
+  assert.deepEqual(
+    received.slice(start).map((message) => ('method' in message ? message.method : message.id)),
+    ['notifications/progress', 2],
+  );
+});
+
+test('an HTTP error is the SDK\'s error with its status (a 404 says the session is gone), and an answer over the size limit is refused', async () => {
+  await assert.rejects(transport.send({ jsonrpc: '2.0', id: 3, method: 'missing' }), (error: unknown) => error instanceof SdkHttpError && error.status === 404);
+  await assert.rejects(transport.send({ jsonrpc: '2.0', id: 4, method: 'huge' }), /over the limit of 1000 bytes/);
+});

@@ -1,0 +1,150 @@
+/**
+ * The Streamable HTTP transport to a remote upstream: the SDK's, except for the message that makes up
+ * nearly all traffic, a request on an established 2025-era connection. That one goes straight over
+ * node:http: one POST, the answer read as JSON or as an event stream, each message's envelope checked by
+ * hand (the SDK client checks results against their method's schema anyway). The SDK's path wraps the
+ * same exchange in fetch Headers, a web Response, web streams and a zod pass per message, which cost
+ * more than twice the request itself. Everything else (initialize, the version probe and every
+ * 2026-07-28 message, notifications, the GET stream, closing) stays with the SDK.
+ */
+import type { IncomingMessage } from 'node:http';
+import {
+  PROTOCOL_VERSION_META_KEY,
+  SdkError,
+  SdkErrorCode,
+  SdkHttpError,
+  StreamableHTTPClientTransport,
+  type JSONRPCMessage,
+  type StreamableHTTPClientTransportOptions,
+  type TransportSendOptions,
+} from '@modelcontextprotocol/client';
+import { readBody } from './body.js';
+import type { Dial } from './dial.js';
+import { isJsonRpcMessage } from './jsonrpc.js';
+
+/** The 2025-era revisions, whose requests this class sends itself; any other version is left to the SDK. */
+const SESSION_ERA = new Set(['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25']);
+
+export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
+  /** Ends the requests this class made itself when the transport closes. */
+  private readonly closing = new AbortController();
+
+  constructor(
+    private readonly endpoint: URL,
+    options: StreamableHTTPClientTransportOptions,
+    private readonly dial: Dial,
+    /** The upstream's configured and injected headers, sent with every request. */
+    private readonly headers: Record<string, string>,
+    private readonly maxMessageBytes: number,
+  ) {
+    super(endpoint, options);
+  }
+
+  override send(message: JSONRPCMessage | JSONRPCMessage[], options?: TransportSendOptions): Promise<void> {
+    const version = this.protocolVersion;
+    const direct =
+      !Array.isArray(message) &&
+      'method' in message &&
+      'id' in message &&
+      message.method !== 'initialize' &&
+      version !== undefined &&
+      SESSION_ERA.has(version) &&
+      (message.params?._meta as Record<string, unknown> | undefined)?.[PROTOCOL_VERSION_META_KEY] === undefined &&
+      options?.resumptionToken === undefined;
+    return direct ? this.post(message, version) : super.send(message, options);
+  }
+
+  override async close(): Promise<void> {
+    this.closing.abort();
+    await super.close();
+  }
+
+  private async post(message: JSONRPCMessage, version: string): Promise<void> {
+    const headers: Record<string, string> = {
+      ...this.headers,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': version,
+    };
+    if (this.sessionId !== undefined) headers['mcp-session-id'] = this.sessionId;
+    const res = await this.dial(this.endpoint, { method: 'POST', headers, body: JSON.stringify(message), signal: this.closing.signal });
+    const status = res.statusCode ?? 0;
+    const type = res.headers['content-type'] ?? '';
+    if (status < 200 || status >= 300) {
+      const text = (await this.read(res).catch(() => Buffer.alloc(0))).toString('utf8');
+      // The same error the SDK raises, so that a 404 still reads as "the server forgot our session".
+      throw new SdkHttpError(SdkErrorCode.ClientHttpNotImplemented, `Error POSTing to endpoint: ${text}`, { status, statusText: res.statusMessage ?? '', text });
+    }
+    if (/^application\/json\b/i.test(type)) {
+      const body: unknown = JSON.parse((await this.read(res)).toString('utf8'));
+      for (const item of Array.isArray(body) ? body : [body]) this.deliver(item);
+      return;
+    }
+    if (/^text\/event-stream\b/i.test(type)) {
+      void this.readEvents(res).catch((error: unknown) => this.onerror?.(error instanceof Error ? error : new Error(String(error))));
+      return;
+    }
+    res.resume();
+    throw new SdkError(SdkErrorCode.ClientHttpUnexpectedContent, `the upstream answered a request with content type "${type}"`);
+  }
+
+  private async read(res: IncomingMessage): Promise<Buffer> {
+    const body = await readBody(res, this.maxMessageBytes);
+    if (body !== 'too-large') return body;
+    res.destroy();
+    throw new Error(`the upstream's answer is over the limit of ${this.maxMessageBytes} bytes`);
+  }
+
+  /** Reads an event stream to its end, delivering the data of each `message` event. */
+  private async readEvents(res: IncomingMessage): Promise<void> {
+    let buffer = '';
+    let data: string[] = [];
+    let dataLength = 0;
+    let event = 'message';
+    res.setEncoding('utf8');
+    for await (const chunk of res as AsyncIterable<string>) {
+      buffer += chunk;
+      for (let newline = buffer.indexOf('\n'); newline !== -1; newline = buffer.indexOf('\n')) {
+        const line = buffer.slice(0, newline).replace(/\r$/, '');
+        buffer = buffer.slice(newline + 1);
+        if (line === '') {
+          if (event === 'message' && data.length > 0) this.deliverText(data.join('\n'));
+          data = [];
+          dataLength = 0;
+          event = 'message';
+        } else if (line.startsWith('data:')) {
+          const value = line.slice(line[5] === ' ' ? 6 : 5);
+          data.push(value);
+          dataLength += value.length;
+        } else if (line.startsWith('event:')) {
+          event = line.slice(6).trim();
+        }
+        // `id:`, `retry:` and comments (keep-alives) need nothing: this stream belongs to one request.
+      }
+      if (buffer.length + dataLength > this.maxMessageBytes) {
+        res.destroy();
+        throw new Error(`the upstream sent an event over ${this.maxMessageBytes} bytes`);
+      }
+    }
+  }
+
+  private deliverText(text: string): void {
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      message = undefined;
+    }
+    this.deliver(message);
+  }
+
+  private deliver(message: unknown): void {
+    if (!isJsonRpcMessage(message)) {
+      this.onerror?.(new Error(`the upstream sent something that is not a JSON-RPC message: ${JSON.stringify(message)?.slice(0, 200)}`));
+      return;
+    }
+    // One microtask per message, as on stdio: the SDK runs notification handlers a microtask after
+    // delivery but responses at once, so progress read together with its result must not be overtaken.
+    queueMicrotask(() => this.onmessage?.(message));
+  }
+}
