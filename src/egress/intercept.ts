@@ -133,7 +133,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
       };
       const tls = new TLSSocket(socket, tlsOptions);
       states.set(tls, state);
-      runtime.clients.set(tls, { listener: tunnel.listener, remote: 'tls', principal: tunnel.caller.principal, ...(tunnel.caller.session !== undefined ? { session: tunnel.caller.session } : {}) });
+      runtime.clients.set(tls, { listener: tunnel.listener, principal: tunnel.caller.principal, ...(tunnel.caller.session !== undefined ? { session: tunnel.caller.session } : {}) });
       return new Promise((resolve) => {
         const timer = setTimeout(() => tls.destroy(), runtime.limits.totalTimeoutMs);
         tls.setTimeout(runtime.limits.idleTimeoutMs, () => tls.destroy());
