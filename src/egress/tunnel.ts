@@ -34,8 +34,11 @@ class Downstream {
   ended = false;
   /** The buffer the next read lands in: the shared one, or one of this tunnel's own while it streams. */
   private reading: Buffer = SHARED_READ_BUFFER;
-  /** This tunnel's own buffers that are written and free again; dropped when the tunnel stops streaming. */
-  private spare: Buffer[] = [];
+  /**
+   * One of this tunnel's own buffers, written and free again; dropped when the tunnel stops streaming. One
+   * is enough: a write to the client mostly completes before the next read lands.
+   */
+  private spare: Buffer | undefined;
 
   constructor(private readonly socket: Socket) {}
 
@@ -54,12 +57,13 @@ class Downstream {
         piece = buffer.subarray(0, length);
         owned = buffer;
       }
-      this.reading = this.spare.pop() ?? Buffer.allocUnsafeSlow(READ_SIZE);
+      this.reading = this.spare ?? Buffer.allocUnsafeSlow(READ_SIZE);
+      this.spare = undefined;
     } else {
       piece = Buffer.from(buffer.subarray(0, length));
       // A small read means the tunnel is not streaming: its own buffers go, and reads share again.
       this.reading = SHARED_READ_BUFFER;
-      this.spare = [];
+      this.spare = undefined;
     }
     if (!this.target) {
       this.held.push(owned ? { piece, buffer: owned } : { piece });
@@ -87,7 +91,7 @@ class Downstream {
       return;
     }
     this.target!.write(piece, () => {
-      if (this.reading !== SHARED_READ_BUFFER && this.spare.length < 2) this.spare.push(owned);
+      if (this.reading !== SHARED_READ_BUFFER) this.spare ??= owned;
     });
   }
 }
