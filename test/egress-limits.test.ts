@@ -50,6 +50,21 @@ async function tcpServer(onConnection: (socket: Socket) => void): Promise<{ serv
   return { server, port: (server.address() as AddressInfo).port };
 }
 
+/** Writes the pieces `next` hands out (until it returns undefined) as fast as the socket takes them, then ends it. */
+function pump(socket: Socket, next: () => Buffer | undefined): void {
+  socket.on('error', () => undefined);
+  const write = (): void => {
+    for (let piece = next(); piece !== undefined; piece = next()) {
+      if (!socket.write(piece)) {
+        socket.once('drain', write);
+        return;
+      }
+    }
+    socket.end();
+  };
+  write();
+}
+
 describe('egress limits', () => {
   let echo: Awaited<ReturnType<typeof startEchoServer>>;
   before(async () => {
@@ -193,21 +208,14 @@ describe('egress limits', () => {
   it('applies backpressure: a client that does not read stops the upstream instead of filling the proxy', async () => {
     const total = 128 * 1024 * 1024;
     let accepted = 0;
-    const flood = await tcpServer((socket) => {
-      const chunk = Buffer.alloc(64 * 1024, 1);
-      socket.on('error', () => undefined);
-      const pump = (): void => {
-        while (accepted < total) {
-          accepted += chunk.length;
-          if (!socket.write(chunk)) {
-            socket.once('drain', pump);
-            return;
-          }
-        }
-        socket.end();
-      };
-      pump();
-    });
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    const flood = await tcpServer((socket) =>
+      pump(socket, () => {
+        if (accepted >= total) return undefined;
+        accepted += chunk.length;
+        return chunk;
+      }),
+    );
     const gate = await startTestProxy(POLICY('block'));
     try {
       const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${flood.port}`);
@@ -234,21 +242,13 @@ describe('egress limits', () => {
     const source = Buffer.allocUnsafe(total);
     for (let word = 0; word < total / 4; word++) source.writeUInt32LE(word, word * 4);
     const flood = await tcpServer((socket) => {
-      socket.on('error', () => undefined);
       let sent = 0;
-      const pump = (): void => {
-        while (sent < total) {
-          const size = Math.min(total - sent, 1 + ((sent * 7919) % (3 * 1024 * 1024)));
-          const piece = source.subarray(sent, sent + size);
-          sent += size;
-          if (!socket.write(piece)) {
-            socket.once('drain', pump);
-            return;
-          }
-        }
-        socket.end();
-      };
-      pump();
+      pump(socket, () => {
+        if (sent >= total) return undefined;
+        const size = Math.min(total - sent, 1 + ((sent * 7919) % (3 * 1024 * 1024)));
+        sent += size;
+        return source.subarray(sent - size, sent);
+      });
     });
     const gate = await startTestProxy(POLICY('block'));
     try {
