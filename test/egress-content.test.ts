@@ -15,7 +15,7 @@ import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import type { EgressSession } from '../src/egress/index.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
-import { bridgeToSession, compile, curl, startTestProxy, startTlsEchoServer, type TestProxy } from './egress-helpers.js';
+import { bridgeToSession, compile, curl, httpsViaProxy, startTestProxy, startTlsEchoServer, type TestProxy } from './egress-helpers.js';
 
 const policy = (dlpAction: string): string => `
 network:
@@ -30,6 +30,9 @@ credentials:
     hosts: [api.test]
   - id: deploy
     secret: deploy-key
+    hosts: [api.test]
+  - id: url-reserved
+    secret: url-reserved-password
     hosts: [api.test]
 dlp:
   action: ${dlpAction}
@@ -48,6 +51,10 @@ describe('egress request content', () => {
   // Two-, three- and four-byte UTF-8 characters (ü, €, ☃, 𝄞): none of them fits in latin1 as one byte.
   const realUnicode = 'Kennwort7f3a9c8d2e1bXy-schlüssel€☃𝄞';
   const realDeployKey = checksummedToken('ghp_', seededRandom(21));
+  // Every character that means something in a URL: path and query separators, the fragment, parameter
+  // delimiters, an escape that is not one, a space, and a plus that form decoding would read as a space.
+  const realReserved = 'Zq8mN3vR7tY2kL9/pw?rd#1&x=2%41 b+c';
+  let proxyCaPem = '';
   const grant = (secret: string) => {
     const found = gate.holder.current.grants({ agent: 'alice' }).find((g) => g.secret === secret);
     assert.ok(found, `a grant for ${secret}`);
@@ -58,6 +65,7 @@ describe('egress request content', () => {
     const proxyCa = await CertificateAuthority.create('Test proxy CA');
     const publicCa = await CertificateAuthority.create('Test public CA');
     writeFileSync(caFile, proxyCa.certificatePem);
+    proxyCaPem = proxyCa.certificatePem;
     api = await startTlsEchoServer(publicCa, 'api.test');
     const pair = await publicCa.issue('stream.test');
     const streamServer = createHttpsServer({ cert: pair.certificate, key: pair.key }, (_request, response) => {
@@ -122,6 +130,42 @@ describe('egress request content', () => {
     const seen = api.requests.at(-1);
     assert.equal(seen?.url, `/v1/query?password=${encodeURIComponent(realUnicode)}&x=1`);
     assert.equal(new URL(seen.url, 'https://api.test').searchParams.get('password'), realUnicode);
+  });
+
+  it('swaps a real value with URL-reserved characters into a query percent-encoded, so it stays one value', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('url-reserved-password'), realReserved);
+    // The client encodes the placeholder as it would any value (it holds "/", "?", "#", "&", "%", " ", "+" too).
+    const sent = encodeURIComponent(placeholder.value);
+    const result = await httpsViaProxy({ connectTo: { path: session.socketPath }, host: 'api.test', port: api.port, ca: proxyCaPem, path: `/v1/query?password=${sent}&x=1` });
+    assert.equal(result.status, 200, result.body);
+    const seen = api.requests.at(-1);
+    const encoded = 'Zq8mN3vR7tY2kL9%2Fpw%3Frd%231%26x%3D2%2541%20b%2Bc';
+    assert.equal(seen?.url, `/v1/query?password=${encoded}&x=1`);
+    const url = new URL(seen.url, 'https://api.test');
+    assert.equal(url.searchParams.get('password'), realReserved);
+    assert.equal(url.searchParams.get('x'), '1', 'the parameter after the secret is still its own');
+    // The server quoted the URL back: the agent reads its placeholder there, not the secret.
+    assert.ok(!result.body.includes(encoded) && !result.body.includes(realReserved), result.body);
+    assert.ok(result.body.includes(`password=${sent}`), result.body);
+  });
+
+  it('swaps a real value with URL-reserved characters into a path segment percent-encoded, so it stays one segment', async () => {
+    // No "/" here: the proxy refuses an encoded "/" in a path the agent sends (see the path-tricks test).
+    const real = 'Zq8mN3vR7tY2kL9;pw?rd#1&x=2%41 b+c';
+    const placeholder = placeholders.issue('sess-c', grant('url-reserved-password'), real);
+    const result = await httpsViaProxy({ connectTo: { path: session.socketPath }, host: 'api.test', port: api.port, ca: proxyCaPem, path: `/v1/users/${encodeURIComponent(placeholder.value)}/keys` });
+    assert.equal(result.status, 200, result.body);
+    const seen = api.requests.at(-1);
+    assert.equal(seen?.url, '/v1/users/Zq8mN3vR7tY2kL9%3Bpw%3Frd%231%26x%3D2%2541%20b%2Bc/keys');
+    assert.deepEqual(new URL(seen.url, 'https://api.test').pathname.split('/').map(decodeURIComponent), ['', 'v1', 'users', real, 'keys']);
+  });
+
+  it('swaps a placeholder the client left unencoded in a query, percent-encoding the real value', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('url-reserved-password'), 'Zq8mN3vR7tY2kL9/a?b');
+    assert.match(placeholder.value, /\/.*\?/, 'the placeholder keeps the "/" and "?" a query may carry as they are');
+    const result = await httpsViaProxy({ connectTo: { path: session.socketPath }, host: 'api.test', port: api.port, ca: proxyCaPem, path: `/v1/raw?token=${placeholder.value}&x=1` });
+    assert.equal(result.status, 200, result.body);
+    assert.equal(api.requests.at(-1)?.url, '/v1/raw?token=Zq8mN3vR7tY2kL9%2Fa%3Fb&x=1');
   });
 
   it('in redact mode, redacts a real secret but still swaps the placeholder beside it', async () => {

@@ -4,6 +4,7 @@
  * not read stops the upstream instead of filling the proxy's memory), and failing closed without audit.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,10 +26,11 @@ dlp:
 `;
 const resolve = { 'api.test': ['127.0.0.1'] };
 
-/** Opens a CONNECT tunnel over TCP and returns the socket once the proxy said 200. */
-function openTunnel(proxyPort: number, target: string): Promise<Socket> {
+/** Opens a CONNECT tunnel over TCP (or a session's Unix socket) and returns the socket once the proxy said 200. */
+function openTunnel(proxy: number | string, target: string): Promise<Socket> {
   return new Promise((resolvePromise, reject) => {
-    const socket = connect(proxyPort, '127.0.0.1', () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Bearer key-alice\r\n\r\n`));
+    const where = typeof proxy === 'number' ? { port: proxy, host: '127.0.0.1' } : { path: proxy };
+    const socket = connect(where, () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Bearer key-alice\r\n\r\n`));
     socket.once('data', (chunk: Buffer) => {
       const text = chunk.toString('latin1');
       const end = text.indexOf('\r\n\r\n');
@@ -46,6 +48,21 @@ async function tcpServer(onConnection: (socket: Socket) => void): Promise<{ serv
   const server = createServer(onConnection);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { server, port: (server.address() as AddressInfo).port };
+}
+
+/** Writes the pieces `next` hands out (until it returns undefined) as fast as the socket takes them, then ends it. */
+function pump(socket: Socket, next: () => Buffer | undefined): void {
+  socket.on('error', () => undefined);
+  const write = (): void => {
+    for (let piece = next(); piece !== undefined; piece = next()) {
+      if (!socket.write(piece)) {
+        socket.once('drain', write);
+        return;
+      }
+    }
+    socket.end();
+  };
+  write();
 }
 
 describe('egress limits', () => {
@@ -191,21 +208,14 @@ describe('egress limits', () => {
   it('applies backpressure: a client that does not read stops the upstream instead of filling the proxy', async () => {
     const total = 128 * 1024 * 1024;
     let accepted = 0;
-    const flood = await tcpServer((socket) => {
-      const chunk = Buffer.alloc(64 * 1024, 1);
-      socket.on('error', () => undefined);
-      const pump = (): void => {
-        while (accepted < total) {
-          accepted += chunk.length;
-          if (!socket.write(chunk)) {
-            socket.once('drain', pump);
-            return;
-          }
-        }
-        socket.end();
-      };
-      pump();
-    });
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    const flood = await tcpServer((socket) =>
+      pump(socket, () => {
+        if (accepted >= total) return undefined;
+        accepted += chunk.length;
+        return chunk;
+      }),
+    );
     const gate = await startTestProxy(POLICY('block'));
     try {
       const tunnel = await openTunnel(gate.proxy.address.port, `127.0.0.1:${flood.port}`);
@@ -219,6 +229,51 @@ describe('egress limits', () => {
       await new Promise((r) => tunnel.once('end', r));
       assert.equal(received, total, `every byte arrived once the client read (${received} of ${total})`);
       tunnel.destroy();
+    } finally {
+      await gate.close();
+      flood.server.close();
+    }
+  });
+
+  it('delivers a large download through a tunnel byte for byte, however unevenly the client reads', async () => {
+    // Distinct bytes everywhere (a counter per 4-byte word, written in uneven pieces), so a piece repeated,
+    // lost or overwritten while the proxy reuses its read buffers changes the digest.
+    const total = 48 * 1024 * 1024;
+    const source = Buffer.allocUnsafe(total);
+    for (let word = 0; word < total / 4; word++) source.writeUInt32LE(word, word * 4);
+    const flood = await tcpServer((socket) => {
+      let sent = 0;
+      pump(socket, () => {
+        if (sent >= total) return undefined;
+        const size = Math.min(total - sent, 1 + ((sent * 7919) % (3 * 1024 * 1024)));
+        sent += size;
+        return source.subarray(sent - size, sent);
+      });
+    });
+    const gate = await startTestProxy(POLICY('block'));
+    try {
+      // A session's Unix socket has small kernel buffers, so the proxy's writes to the client often stay
+      // queued while it reads on: the case where reusing a buffer too early would show.
+      const session = await gate.proxy.openSession({ agent: 'alice' }, 'sess-bytes');
+      const tunnel = await openTunnel(session.socketPath, `127.0.0.1:${flood.port}`);
+      const digest = createHash('sha256');
+      let received = 0;
+      let pauses = 0;
+      tunnel.on('data', (chunk: Buffer) => {
+        digest.update(chunk);
+        received += chunk.length;
+        // Stall now and then, so the proxy's queue fills and its reads stop and start again.
+        if (received > (pauses + 1) * 4 * 1024 * 1024) {
+          pauses += 1;
+          tunnel.pause();
+          setTimeout(() => tunnel.resume(), 20);
+        }
+      });
+      tunnel.resume();
+      await new Promise((r) => tunnel.once('end', r));
+      tunnel.destroy();
+      assert.equal(received, total);
+      assert.equal(digest.digest('hex'), createHash('sha256').update(source).digest('hex'), 'the bytes arrived unchanged and in order');
     } finally {
       await gate.close();
       flood.server.close();

@@ -221,3 +221,22 @@ test('issues a placeholder for any real value, whatever its characters', () => {
     assert.equal(registry.swap(placeholder.value, 'session-unicode', { host: 'api.example.com' }).text, real);
   }
 });
+
+test('in a URL, a placeholder is found however the client percent-encoded it, and the real value goes in percent-encoded', () => {
+  const registry = new PlaceholderRegistry();
+  const real = 'Zq8mN3vR7tY2kL9/a?b#c&d=e%f g+h';
+  const p = registry.issue('s1', grant({ hosts: ['api.test'] }), real);
+  assert.match(p.value, /^[A-Za-z0-9]{15}\/\w\?\w#\w&\w=\w%\w \w\+\w$/, 'the placeholder keeps the separators');
+  const encodedReal = 'Zq8mN3vR7tY2kL9%2Fa%3Fb%23c%26d%3De%25f%20g%2Bh';
+  // Upper- or lower-case escapes, "+" for the space, and "%25" read as the "%" it spells.
+  for (const sent of [encodeURIComponent(p.value), encodeURIComponent(p.value).replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()), encodeURIComponent(p.value).replace('%20', '+')]) {
+    const url = `/v1/x?token=${sent}&next=1`;
+    assert.deepEqual(registry.find(url, false, { url: true }).map((hit) => url.slice(hit.start, hit.end)), [sent], sent);
+    assert.equal(registry.swap(url, 's1', { host: 'api.test' }, { url: true }).text, `/v1/x?token=${encodedReal}&next=1`);
+  }
+  // Outside a URL, an encoded placeholder is not one, and the real value goes in as it is.
+  assert.deepEqual(registry.find(`token=${encodeURIComponent(p.value)}`), []);
+  assert.equal(registry.swap(`token=${p.value}`, 's1', { host: 'api.test' }).text, `token=${real}`);
+  // A server that quotes the URL back gives the agent the encoded placeholder, not the encoded secret.
+  assert.equal(registry.mask(`you asked for /v1/x?token=${encodedReal}`, 's1').text, `you asked for /v1/x?token=${encodeURIComponent(p.value)}`);
+});

@@ -15,7 +15,6 @@ export interface Client {
   /** Set for session sockets: the principal the session was opened for. */
   principal?: Principal;
   session?: string;
-  remote: string;
 }
 
 export interface Caller {
@@ -54,7 +53,7 @@ export function keyFromProxyAuthorization(header: string | undefined): string | 
   return password === '' ? decoded.slice(0, colon) : password;
 }
 
-const UNKNOWN_CLIENT: Client = { listener: 'tcp', remote: 'unknown' };
+const UNKNOWN_CLIENT: Client = { listener: 'tcp' };
 
 /** Who is behind a socket, as its listener recorded it. */
 export function clientOf(clients: WeakMap<object, Client>, socket: object): Client {

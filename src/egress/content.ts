@@ -154,7 +154,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
 
     // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
     if (registry && live) {
-      const hits = parts.flatMap((part) => registry.find(part.bytes));
+      const hits = parts.flatMap((part) => registry.find(part.bytes, false, { url: part === url }));
       for (const hit of hits) {
         const placeholder = hit.placeholder;
         const grantAllows =
@@ -182,7 +182,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
       const scanner = tools.scanner;
       const found = parts.map((part) => {
         const findings = scanner.check(part.bytes).findings;
-        return registry && live ? registry.withoutPlaceholders(findings, part.bytes) : findings;
+        return registry && live ? registry.withoutPlaceholders(findings, part.bytes, { url: part === url }) : findings;
       });
       const findings: Finding[] = found.flat();
       const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
@@ -201,10 +201,12 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     }
 
     // Step: swap this session's placeholders for the real values (TLS only, allowed hosts only: checked above).
+    // In the URL, a real value goes in percent-encoded: raw, a "/", "?", "#" or "&" in it would change what
+    // the URL says (headers and bodies carry it as it is).
     if (registry && live && scheme === 'https') {
       const destination = { host: target.host };
       for (const part of parts) {
-        const swapped = registry.swap(part.bytes, session, destination);
+        const swapped = registry.swap(part.bytes, session, destination, { url: part === url });
         if (swapped.swapped.length === 0) continue;
         part.bytes = swapped.text;
         part.changed = true;
@@ -300,7 +302,7 @@ function headerText(part: HeaderPart, original: string): string {
   return part.basic !== undefined ? part.basic + part.bytes.toString('base64') : part.bytes.toString('latin1');
 }
 
-/** A rewritten request target: bytes outside printable ASCII (a real value's UTF-8) are percent-encoded. */
+/** A rewritten request target: bytes outside printable ASCII (the agent's own, as they arrived) are percent-encoded. */
 function urlText(bytes: Buffer): string {
   let out = '';
   for (const byte of bytes) out += byte > 0x20 && byte < 0x7f ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;

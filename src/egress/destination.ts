@@ -168,24 +168,44 @@ function explicitlyAllowed(engine: PolicyEngine, principal: Principal, destinati
   if (!isAllowed(decision) && decision.rules.length > 0) return policyRefusal(decision, address.address);
   if (decision.effect !== 'allow') return false;
   const parsed = ipaddr.parse(address.address);
-  return engine.document.network.some(
-    (rule) => rule.allow !== undefined && decision.rules.includes(rule.id) && rule.allow.some((entry) => namesAddress(entry, parsed)),
+  const normalized = parsed.toNormalizedString();
+  return addressEntriesOf(engine).some(
+    (rule) =>
+      decision.rules.includes(rule.id) &&
+      rule.entries.some((entry) =>
+        entry.kind !== parsed.kind() ? false : 'prefix' in entry ? parsed.match(entry.network, entry.prefix) : entry.normalized === normalized,
+      ),
   );
 }
 
-function namesAddress(entry: string, address: ipaddr.IPv4 | ipaddr.IPv6): boolean {
+/** An allow entry that names addresses: a CIDR, or one address. */
+type AddressEntry = { kind: string; network: ipaddr.IPv4 | ipaddr.IPv6; prefix: number } | { kind: string; normalized: string };
+
+const addressEntries = new WeakMap<PolicyEngine, { id: string; entries: AddressEntry[] }[]>();
+
+/** The allow entries of each network rule that name an IP or CIDR, parsed once per policy. */
+function addressEntriesOf(engine: PolicyEngine): { id: string; entries: AddressEntry[] }[] {
+  let rules = addressEntries.get(engine);
+  if (!rules) {
+    rules = engine.document.network.filter((rule) => rule.allow !== undefined).map((rule) => ({ id: rule.id, entries: (rule.allow ?? []).flatMap(parseAddressEntry) }));
+    addressEntries.set(engine, rules);
+  }
+  return rules;
+}
+
+function parseAddressEntry(entry: string): AddressEntry[] {
   try {
     if (entry.includes('/')) {
-      if (!ipaddr.isValidCIDR(entry)) return false;
+      if (!ipaddr.isValidCIDR(entry)) return [];
       const [network, prefix] = ipaddr.parseCIDR(entry);
-      return network.kind() === address.kind() && address.match(network, prefix);
+      return [{ kind: network.kind(), network, prefix }];
     }
     const literal = entry.startsWith('[') && entry.endsWith(']') ? entry.slice(1, -1) : entry;
-    if (!ipaddr.isValid(literal)) return false;
+    if (!ipaddr.isValid(literal)) return [];
     const named = ipaddr.process(literal);
-    return named.kind() === address.kind() && named.toNormalizedString() === address.toNormalizedString();
+    return [{ kind: named.kind(), normalized: named.toNormalizedString() }];
   } catch {
-    return false;
+    return [];
   }
 }
 

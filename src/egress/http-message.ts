@@ -142,17 +142,18 @@ const NEVER_HOP_BY_HOP = new Set(['content-length', 'host']);
 
 /** The request's headers as a flat [name, value, ...] list for forwarding: hop-by-hop headers removed. */
 export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined, alsoDrop: string[] = []): string[] {
-  const drop = new Set([...HOP_BY_HOP, ...alsoDrop]);
+  // Names the Connection header lists are hop-by-hop too (usually none, or just "close" or "keep-alive").
+  const named: string[] = [...alsoDrop];
   for (const value of [extraHopByHop ?? []].flat()) {
     for (const name of value.split(',')) {
       const lower = name.trim().toLowerCase();
-      if (!NEVER_HOP_BY_HOP.has(lower)) drop.add(lower);
+      if (!NEVER_HOP_BY_HOP.has(lower)) named.push(lower);
     }
   }
   const out: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] as string;
-    if (!drop.has(name.toLowerCase())) out.push(name, rawHeaders[i + 1] as string);
+    const name = (rawHeaders[i] as string).toLowerCase();
+    if (!HOP_BY_HOP.has(name) && !named.includes(name)) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
   }
   return out;
 }

@@ -8,10 +8,10 @@
  * The upstream connection verifies the server's certificate for the CONNECT host against the system's roots
  * plus any configured upstream CAs; a failure is a 502, never a silent downgrade.
  */
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions as HttpsAgentOptions } from 'node:https';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { rootCertificates, TLSSocket } from 'node:tls';
+import { createSecureContext, rootCertificates, TLSSocket, type TLSSocketOptions } from 'node:tls';
 import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, responseMask, type ContentTools } from './content.js';
@@ -35,6 +35,14 @@ export interface InspectionOptions extends ContentTools {
   upstreamCa?: string[];
 }
 
+/**
+ * How much each stream of an inspected tunnel buffers before it pushes back (client TLS, request and
+ * response, upstream TLS). Node's 16 KB default is one TLS record: every record would pause and resume
+ * the upstream socket, and a download spends its time waiting rather than decrypting. A megabyte per
+ * stream (a few per tunnel, like a plain tunnel) measured about 15% less CPU per MB than 256 KB.
+ */
+const STREAM_BUFFER = 1024 * 1024;
+
 interface TunnelState {
   tunnel: Tunnel;
   requests: number;
@@ -45,9 +53,13 @@ interface TunnelState {
 
 export function createInspector(runtime: Runtime, options: InspectionOptions): RequestInspector {
   const states = new WeakMap<object, TunnelState>();
-  const ca = [...rootCertificates, ...(options.upstreamCa ?? [])];
-  const agents = new PerCallerPools(() => new HttpsAgent({ keepAlive: true, maxFreeSockets: 64, timeout: 30_000, ca }));
+  // One context for every upstream connection: built per connection, it would parse every root certificate
+  // again each time.
+  const upstreamContext = createSecureContext({ ca: [...rootCertificates, ...(options.upstreamCa ?? [])] });
+  const agentOptions: HttpsAgentOptions & { highWaterMark: number } = { keepAlive: true, maxFreeSockets: 64, timeout: 30_000, secureContext: upstreamContext, highWaterMark: STREAM_BUFFER };
+  const agents = new PerCallerPools(() => new HttpsAgent(agentOptions));
   const server = createHttpServer({
+    highWaterMark: STREAM_BUFFER,
     maxHeaderSize: runtime.limits.maxHeaderBytes,
     requireHostHeader: false, // checkHostHeader refuses a missing Host with a reason
     headersTimeout: 0, // kept by HeaderDeadlines
@@ -104,8 +116,9 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
         return result;
       }
       const state: TunnelState = { tunnel, requests: 0, bytesUp: 0, bytesDown: 0, address: undefined };
-      const tls = new TLSSocket(socket, {
+      const tlsOptions: TLSSocketOptions & { highWaterMark: number } = {
         isServer: true,
+        highWaterMark: STREAM_BUFFER,
         secureContext: context,
         ALPNProtocols: ['http/1.1'],
         SNICallback: (servername, callback) => {
@@ -118,9 +131,10 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
           }
           callback(null, context);
         },
-      });
+      };
+      const tls = new TLSSocket(socket, tlsOptions);
       states.set(tls, state);
-      runtime.clients.set(tls, { listener: tunnel.listener, remote: 'tls', principal: tunnel.caller.principal, ...(tunnel.caller.session !== undefined ? { session: tunnel.caller.session } : {}) });
+      runtime.clients.set(tls, { listener: tunnel.listener, principal: tunnel.caller.principal, ...(tunnel.caller.session !== undefined ? { session: tunnel.caller.session } : {}) });
       return new Promise((resolve) => {
         const timer = setTimeout(() => tls.destroy(), runtime.limits.totalTimeoutMs);
         tls.setTimeout(runtime.limits.idleTimeoutMs, () => tls.destroy());

@@ -81,6 +81,8 @@ export interface EgressProxy {
   close(): Promise<void>;
 }
 
+const SOCKS_CLIENT: Client = { listener: 'socks' };
+
 export async function startEgressProxy(options: EgressProxyOptions): Promise<EgressProxy> {
   const settings = options.settings ?? {};
   const limits: EgressSettings['limits'] = { ...egressDefaults, ...settings.limits };
@@ -107,14 +109,14 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   if (ca) runtime.inspector = createInspector(runtime, { ...runtime.content, ca, upstreamCa: [...readUpstreamCas(settings.upstreamCa ?? []), ...(options.upstreamCa ?? [])] });
   const http = createHttpEngine(runtime);
   const sockets = new Set<Socket>();
-  const accept = (client: Omit<Client, 'remote'>, own?: Set<Socket>) => (socket: Socket): void => {
+  const accept = (client: Client, own?: Set<Socket>) => (socket: Socket): void => {
     sockets.add(socket);
     own?.add(socket);
     socket.once('close', () => {
       sockets.delete(socket);
       own?.delete(socket);
     });
-    runtime.clients.set(socket, { ...client, remote: `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? 0}` });
+    runtime.clients.set(socket, client);
     routeByFirstByte(runtime, http, socket);
   };
 
@@ -126,7 +128,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     socks = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 256 * 1024 }, (socket) => {
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
-      runtime.clients.set(socket, { listener: 'socks', remote: `${socket.remoteAddress}:${socket.remotePort}` });
+      runtime.clients.set(socket, SOCKS_CLIENT);
       void handleSocks(runtime, socket);
     });
     try {

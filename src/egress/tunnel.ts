@@ -1,6 +1,6 @@
 /**
  * The dial and forward steps for byte tunnels (CONNECT, SOCKS5): connect to exactly a checked address, then
- * splice the two sockets with backpressure (the faster side pauses; at most about a megabyte is held per
+ * splice the two sockets with backpressure (the faster side pauses; a few megabytes at most are held per
  * direction), idle and total timeouts, and byte counts for the record.
  */
 import { connect, type Socket } from 'node:net';
@@ -11,46 +11,88 @@ import { Refusal } from './refusal.js';
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
- * Downloads are read in large pieces straight into one shared buffer (node's `onread`) and copied out at
- * once, instead of 64 KB reads through the stream machinery: far fewer system calls and callbacks per
- * megabyte. The buffer can be shared because each read is copied before the next one lands.
+ * Downloads are read in large pieces through node's `onread` instead of 64 KB reads through the stream
+ * machinery: far fewer system calls and callbacks per megabyte. A socket starts reading into one buffer
+ * shared by every tunnel, copying each read out at once (an idle or chatty tunnel holds no buffer of its
+ * own). Once a tunnel streams (a read fills half its buffer or more), it reads into buffers of its
+ * own, handed to the client's socket without a copy and reused once written: no allocation, page faults or
+ * garbage collection per megabyte. Buffers are never shared between tunnels while they hold data.
  */
-const READ_BUFFER = Buffer.allocUnsafe(1024 * 1024);
+const READ_SIZE = 1024 * 1024;
+const SHARED_READ_BUFFER = Buffer.allocUnsafe(READ_SIZE);
+/** A read at least this large is passed on in the buffer it landed in; a smaller one is copied out. */
+const STREAMING_READ = READ_SIZE / 2;
 /** What arrives from upstream before the client is attached is held, up to this much, then reading pauses. */
 const EARLY_LIMIT = 256 * 1024;
 
 /** Where an upstream socket's bytes go: held until the client is attached, then written with backpressure. */
 class Downstream {
   target: Duplex | undefined;
-  held: Buffer[] = [];
+  held: { piece: Buffer; buffer?: Buffer }[] = [];
   heldBytes = 0;
   bytes = 0;
   ended = false;
+  /** The buffer the next read lands in: the shared one, or one of this tunnel's own while it streams. */
+  private reading: Buffer = SHARED_READ_BUFFER;
+  /**
+   * One of this tunnel's own buffers, written and free again; dropped when the tunnel stops streaming. One
+   * is enough: a write to the client mostly completes before the next read lands.
+   */
+  private spare: Buffer | undefined;
 
   constructor(private readonly socket: Socket) {}
 
+  /** The `onread` buffer: node asks for it before each read. */
+  readonly nextBuffer = (): Buffer => this.reading;
+
   /** The `onread` callback: false pauses reading until the target drains. */
   readonly onRead = (length: number, buffer: Buffer): boolean => {
-    const piece = Buffer.allocUnsafe(length);
-    buffer.copy(piece, 0, 0, length);
     this.bytes += length;
+    let piece: Buffer;
+    let owned: Buffer | undefined;
+    if (length >= STREAMING_READ) {
+      if (buffer === SHARED_READ_BUFFER) {
+        piece = Buffer.from(buffer.subarray(0, length));
+      } else {
+        piece = buffer.subarray(0, length);
+        owned = buffer;
+      }
+      this.reading = this.spare ?? Buffer.allocUnsafeSlow(READ_SIZE);
+      this.spare = undefined;
+    } else {
+      piece = Buffer.from(buffer.subarray(0, length));
+      // A small read means the tunnel is not streaming: its own buffers go, and reads share again.
+      this.reading = SHARED_READ_BUFFER;
+      this.spare = undefined;
+    }
     if (!this.target) {
-      this.held.push(piece);
+      this.held.push(owned ? { piece, buffer: owned } : { piece });
       this.heldBytes += length;
       return this.heldBytes < EARLY_LIMIT;
     }
+    this.send(piece, owned);
     // Keep reading while the client has less than one read's worth queued; past that, wait for 'drain'.
-    this.target.write(piece);
-    return this.target.writableLength < READ_BUFFER.length;
+    return this.target.writableLength < READ_SIZE;
   };
 
   attach(target: Duplex): void {
     this.target = target;
     target.on('drain', () => this.socket.resume());
-    for (const piece of this.held) target.write(piece);
+    for (const { piece, buffer } of this.held) this.send(piece, buffer);
     this.held = [];
     if (this.ended) target.end();
     else this.socket.resume();
+  }
+
+  /** Writes a piece; a buffer of this tunnel's own is reused only once the socket is done with it. */
+  private send(piece: Buffer, owned: Buffer | undefined): void {
+    if (!owned) {
+      this.target!.write(piece);
+      return;
+    }
+    this.target!.write(piece, () => {
+      if (this.reading !== SHARED_READ_BUFFER) this.spare ??= owned;
+    });
   }
 }
 
@@ -76,7 +118,7 @@ function dialOne(address: CheckedAddress, port: number): Promise<Socket | string
       family: address.family,
       noDelay: true,
       allowHalfOpen: true,
-      onread: { buffer: READ_BUFFER, callback: (length, buffer) => downstream?.onRead(length, buffer as Buffer) ?? false },
+      onread: { buffer: () => downstream?.nextBuffer() ?? SHARED_READ_BUFFER, callback: (length, buffer) => downstream?.onRead(length, buffer as Buffer) ?? false },
     });
     downstream = new Downstream(socket);
     downstreams.set(socket, downstream);

@@ -10,6 +10,8 @@
  *   registry.containsAny(body)                                   // any live placeholder of any session?
  *   registry.swap(text, session, { host } | { server })          // real values in where allowed; `refused` lists
  *                                                                //   placeholders heading to the wrong place
+ *   registry.swap(pathAndQuery, session, destination, { url: true }) // placeholders also found percent-encoded;
+ *                                                                //   real values go in percent-encoded
  *   registry.swapHeader(value, session, destination)             // also inside `Basic` credentials (git)
  *   registry.mask(response, session)                             // reflected real values back to placeholders
  *   registry.headerFor(session, grant.ruleId, destination)       // the grant's `header`, filled in

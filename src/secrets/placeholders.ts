@@ -194,6 +194,62 @@ function encodeTag(value: bigint, alphabet: string): string {
   return out;
 }
 
+/** How `find` and `swap` read their input. */
+export interface PlaceholderSearch {
+  /** The input is a request target (path and query): see `find` and `swap`. */
+  url?: boolean;
+}
+
+/** A value for a URL: its UTF-8 bytes percent-encoded, except the characters RFC 3986 leaves unreserved. */
+function percentEncode(text: string): string {
+  let out = '';
+  for (const byte of Buffer.from(text, 'utf8')) {
+    out += UNRESERVED.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+const UNRESERVED = /^[A-Za-z0-9._~-]$/;
+
+/**
+ * Where `value` (an ASCII placeholder whose tag starts at `tagOffset`) sits in URL text whose tag was found
+ * at `at`, each character as is or percent-encoded: matched outwards from the tag.
+ */
+function spanInUrl(text: string, at: number, value: string, tagOffset: number): { start: number; end: number } | undefined {
+  let start = at;
+  for (let i = tagOffset - 1; i >= 0; i--) {
+    const width = urlWidth(text, start - 1, value.charCodeAt(i), -1);
+    if (width === 0) return undefined;
+    start -= width;
+  }
+  let end = at;
+  for (let i = tagOffset; i < value.length; i++) {
+    const width = urlWidth(text, end, value.charCodeAt(i), 1);
+    if (width === 0) return undefined;
+    end += width;
+  }
+  return { start, end };
+}
+
+/**
+ * How many characters of `text` spell the character `code` at `at`, reading forwards (1) or backwards
+ * (-1, `at` being the last character): `%XX`, itself, or `+` for a space; 0 when none does. An escape is
+ * tried first, as a server reads it: `%25` is a "%", not a "%" followed by "25".
+ */
+function urlWidth(text: string, at: number, code: number, direction: 1 | -1): number {
+  if (at < 0 || at >= text.length) return 0;
+  const escape = direction === 1 ? at : at - 2;
+  const hex = text.slice(escape + 1, escape + 3);
+  if (escape >= 0 && text[escape] === '%' && /^[0-9A-Fa-f]{2}$/.test(hex) && parseInt(hex, 16) === code) return 3;
+  return text.charCodeAt(at) === code || (code === 0x20 && text[at] === '+') ? 1 : 0;
+}
+
+/** What `mask` looks for and puts back: the real value, and the percent-encoded form `swap` writes into URLs. */
+function maskPairs(entry: Entry): [string, string][] {
+  const encoded = percentEncode(entry.real);
+  return encoded === entry.real ? [[entry.real, entry.placeholder.value]] : [[entry.real, entry.placeholder.value], [encoded, percentEncode(entry.placeholder.value)]];
+}
+
 interface Entry {
   placeholder: Placeholder;
   real: string;
@@ -279,17 +335,28 @@ export class PlaceholderRegistry {
     return this.find(input, true).length > 0;
   }
 
-  /** Every live placeholder in `input`, of any session. */
-  find(input: string | Uint8Array, firstOnly = false): PlaceholderHit[] {
+  /**
+   * Every live placeholder in `input`, of any session. With `url` (a request target), a placeholder is also
+   * found as a client percent-encoded it: its characters that are not safe in a URL written as `%XX` in either
+   * case, or a space as `+`. The tag and the key after it are letters and digits, which no encoding changes.
+   */
+  find(input: string | Uint8Array, firstOnly = false, { url = false }: PlaceholderSearch = {}): PlaceholderHit[] {
     if (this.byValue.size === 0) return [];
-    if (typeof input !== 'string') return this.findInBytes(Buffer.from(input.buffer, input.byteOffset, input.length), firstOnly);
+    if (typeof input !== 'string') {
+      const bytes = Buffer.from(input.buffer, input.byteOffset, input.length);
+      // A URL is short: read as latin1 text, its character offsets are its byte offsets.
+      return url ? this.find(bytes.toString('latin1'), firstOnly, { url }) : this.findInBytes(bytes, firstOnly);
+    }
     const hits: PlaceholderHit[] = [];
     for (const tag of this.tags.values()) {
       for (let at = input.indexOf(tag); at >= 0; at = input.indexOf(tag, at + 1)) {
         const entry = this.byKey.get(input.slice(at, at + tag.length + KEY_EXTRA));
-        const start = entry ? at - entry.tagOffset : -1;
-        if (entry && start >= 0 && input.startsWith(entry.placeholder.value, start)) {
-          hits.push({ placeholder: entry.placeholder, start, end: start + entry.placeholder.value.length });
+        if (!entry) continue;
+        const { value } = entry.placeholder;
+        const start = at - entry.tagOffset;
+        const span = url ? spanInUrl(input, at, value, entry.tagOffset) : start >= 0 && input.startsWith(value, start) ? { start, end: start + value.length } : undefined;
+        if (span) {
+          hits.push({ placeholder: entry.placeholder, ...span });
           if (firstOnly) return hits;
         }
       }
@@ -318,9 +385,9 @@ export class PlaceholderRegistry {
    * Leak findings minus those that are live placeholders (which look like real tokens but are worthless):
    * `registry.withoutPlaceholders(scanner.scan(body), body)`. Spans must come from the same input.
    */
-  withoutPlaceholders<F extends { start: number; end: number }>(findings: readonly F[], input: string | Uint8Array): F[] {
+  withoutPlaceholders<F extends { start: number; end: number }>(findings: readonly F[], input: string | Uint8Array, search: PlaceholderSearch = {}): F[] {
     if (findings.length === 0 || this.byValue.size === 0) return [...findings];
-    const hits = this.find(input);
+    const hits = this.find(input, false, search);
     return findings.filter((f) => !hits.some((h) => h.start <= f.start && f.end <= h.end));
   }
 
@@ -339,12 +406,13 @@ export class PlaceholderRegistry {
    * Puts the real values in, for placeholders of `session` that may go to `destination`. Every other live
    * placeholder found (another session's, or one not allowed here) is left as is and reported in `refused`:
    * the caller should deny, since it is a credential heading to the wrong place. A Buffer comes back as a
-   * Buffer (real values written as UTF-8).
+   * Buffer (real values written as UTF-8). With `url`, placeholders are found as `find` finds them in a
+   * URL, and real values go in percent-encoded, so a `/`, `?`, `#`, `&` or `%` in a secret stays part of it.
    */
-  swap(input: string, session: string, destination: Destination): { text: string; swapped: Placeholder[]; refused: PlaceholderHit[] };
-  swap(input: Uint8Array, session: string, destination: Destination): { text: Buffer; swapped: Placeholder[]; refused: PlaceholderHit[] };
-  swap(input: string | Uint8Array, session: string, destination: Destination): { text: string | Buffer; swapped: Placeholder[]; refused: PlaceholderHit[] } {
-    const hits = this.find(input);
+  swap(input: string, session: string, destination: Destination, search?: PlaceholderSearch): { text: string; swapped: Placeholder[]; refused: PlaceholderHit[] };
+  swap(input: Uint8Array, session: string, destination: Destination, search?: PlaceholderSearch): { text: Buffer; swapped: Placeholder[]; refused: PlaceholderHit[] };
+  swap(input: string | Uint8Array, session: string, destination: Destination, search: PlaceholderSearch = {}): { text: string | Buffer; swapped: Placeholder[]; refused: PlaceholderHit[] } {
+    const hits = this.find(input, false, search);
     const swapped: Placeholder[] = [];
     const refused: PlaceholderHit[] = [];
     const parts: (string | Uint8Array)[] = [];
@@ -352,7 +420,8 @@ export class PlaceholderRegistry {
     for (const hit of hits) {
       if (hit.start < at) continue;
       if (hit.placeholder.session === session && this.allowedAt(hit.placeholder, destination)) {
-        parts.push(input.slice(at, hit.start), this.byValue.get(hit.placeholder.value)!.real);
+        const real = this.byValue.get(hit.placeholder.value)!.real;
+        parts.push(input.slice(at, hit.start), search.url ? percentEncode(real) : real);
         at = hit.end;
         swapped.push(hit.placeholder);
       } else {
@@ -419,7 +488,8 @@ export class PlaceholderRegistry {
    * The reverse of `swap`, for responses on their way back to the agent: every real value of `session`'s
    * placeholders that appears verbatim is put back as its placeholder. An allowed host that reflects what it
    * was sent (an echo endpoint, an error page quoting the Authorization header) must not hand the agent the
-   * secret. Encoded reflections are the leak scanner's job (known secrets).
+   * secret. A value is also masked in the percent-encoded form `swap` puts into URLs (a server quoting the
+   * URL it was asked for). Other encodings are the leak scanner's job (known secrets).
    */
   mask(input: string, session: string): { text: string; masked: Placeholder[] };
   mask(input: Uint8Array, session: string): { text: Buffer; masked: Placeholder[] };
@@ -429,25 +499,33 @@ export class PlaceholderRegistry {
     if (typeof input === 'string') {
       let text = input;
       for (const entry of entries) {
-        if (!text.includes(entry.real)) continue;
-        text = text.replaceAll(entry.real, entry.placeholder.value);
-        masked.push(entry.placeholder);
+        let found = false;
+        for (const [real, value] of maskPairs(entry)) {
+          if (!text.includes(real)) continue;
+          text = text.replaceAll(real, value);
+          found = true;
+        }
+        if (found) masked.push(entry.placeholder);
       }
       return { text, masked };
     }
     let bytes = Buffer.from(input.buffer, input.byteOffset, input.length);
     for (const entry of entries) {
-      const real = Buffer.from(entry.real, 'utf8');
-      if (bytes.indexOf(real) < 0) continue;
-      const parts: Buffer[] = [];
-      let at = 0;
-      for (let hit = bytes.indexOf(real); hit >= 0; hit = bytes.indexOf(real, hit + real.length)) {
-        parts.push(bytes.subarray(at, hit), Buffer.from(entry.placeholder.value, 'latin1'));
-        at = hit + real.length;
+      let found = false;
+      for (const [realText, value] of maskPairs(entry)) {
+        const real = Buffer.from(realText, 'utf8');
+        if (bytes.indexOf(real) < 0) continue;
+        const parts: Buffer[] = [];
+        let at = 0;
+        for (let hit = bytes.indexOf(real); hit >= 0; hit = bytes.indexOf(real, hit + real.length)) {
+          parts.push(bytes.subarray(at, hit), Buffer.from(value, 'latin1'));
+          at = hit + real.length;
+        }
+        parts.push(bytes.subarray(at));
+        bytes = Buffer.concat(parts);
+        found = true;
       }
-      parts.push(bytes.subarray(at));
-      bytes = Buffer.concat(parts);
-      masked.push(entry.placeholder);
+      if (found) masked.push(entry.placeholder);
     }
     return { text: masked.length > 0 ? bytes : Buffer.from(input), masked };
   }
