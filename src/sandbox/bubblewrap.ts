@@ -11,6 +11,7 @@
  * program, and its exit status comes back as an EXIT frame. bwrap runs in its own session (`detached`), so a
  * terminal's Ctrl-C reaches Gatehouse, which forwards it, rather than killing bwrap outright.
  */
+import { once } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -256,8 +257,12 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
           : error,
       );
     });
-    // bwrap's own status matters only when it failed (namespaces refused...) or was killed.
-    child.once('exit', (code, signal) => resolve(bridge.ended({ code, signal })));
+    // bwrap's own status matters only when it failed (namespaces refused...) or was killed. Its exit can be
+    // seen before the bridge's EXIT frame is read off the channel: wait for the channel to close (bounded).
+    child.once('exit', async (code, signal) => {
+      if (!channel.closed) await Promise.race([once(channel, 'close'), new Promise((settle) => setTimeout(settle, 1000).unref())]);
+      resolve(bridge.ended({ code, signal }));
+    });
   });
 
   const start = (): void => mux.send(FRAME.START, 0);
