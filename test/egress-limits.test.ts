@@ -92,6 +92,28 @@ describe('egress limits', () => {
     }
   });
 
+  it('bounds the tunnels one agent holds open at once; a closed tunnel frees its slot; other agents are unaffected', async () => {
+    const gate = await startTestProxy(POLICY('block'), { settings: { resolve, limits: { maxTunnelsPerAgent: 2 } } });
+    const target = `api.test:${echo.port}`;
+    try {
+      const first = await openTunnel(gate.proxy.address.port, target);
+      const second = await openTunnel(gate.proxy.address.port, target);
+      const third = await rawExchange(gate.proxy.address.port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Bearer key-alice\r\n\r\n`);
+      assert.match(third, /^HTTP\/1\.1 429/);
+      assert.equal(reasonOf(third), 'rate-limited');
+      assert.match(third, /already holds 2 open tunnels/);
+      const bob = await rawExchange(gate.proxy.address.port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Bearer key-bob\r\n\r\n`, 500);
+      assert.match(bob, /^HTTP\/1\.1 200/, 'another agent has its own slots');
+      first.destroy();
+      await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+      const again = await openTunnel(gate.proxy.address.port, target);
+      again.destroy();
+      second.destroy();
+    } finally {
+      await gate.close();
+    }
+  });
+
   it('blocks a body over the inspection limit with 413 when the policy says block', async () => {
     const gate = await startTestProxy(POLICY('block'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } } });
     try {

@@ -299,6 +299,7 @@ const gatewaySchema = z.strictObject({
 export const egressDefaults = {
   connectionsPerSecond: 50,
   requestsPerSecond: 200,
+  maxTunnelsPerAgent: 128,
   maxInspectedBytes: 10 * 1024 * 1024,
   idleTimeoutMs: 120_000,
   totalTimeoutMs: 3_600_000,
@@ -309,6 +310,11 @@ export const egressDefaults = {
 const egressLimitsSchema = z.strictObject({
   /** New connections (and plain-HTTP requests) per second per agent, with a burst of the same size. */
   connectionsPerSecond: z.number().positive().default(egressDefaults.connectionsPerSecond),
+  /**
+   * Tunnels (CONNECT and SOCKS5) one agent may hold open at once. A streaming tunnel buffers up to a few
+   * megabytes, so this bounds what one agent can make the proxy hold.
+   */
+  maxTunnelsPerAgent: z.number().int().positive().default(egressDefaults.maxTunnelsPerAgent),
   /** Requests per second per agent on inspected connections, with a burst of the same size. */
   requestsPerSecond: z.number().positive().default(egressDefaults.requestsPerSecond),
   /** Bodies up to this size are held and scanned; above it the policy's `dlp.onTooLarge` decides (block or pass uninspected). */

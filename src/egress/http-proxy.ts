@@ -18,7 +18,7 @@ import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
-import { auditHealthy, limit } from './steps.js';
+import { auditHealthy, limit, occupyTunnel } from './steps.js';
 import { formatTarget, parseAuthority, printable, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
 import { prepareRequest, responseMask } from './content.js';
@@ -57,7 +57,7 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   const target = parseAuthority(request.url ?? '');
   if (target instanceof Refusal) return refuse(target);
   facts.resource = formatTarget(target);
-  const overLimit = limit(runtime, caller, 'connections');
+  const overLimit = limit(runtime, caller, 'connections') ?? occupyTunnel(runtime, caller, socket);
   if (overLimit) return refuse(overLimit);
 
   // An inspected tunnel is https by construction. One that is not has no scheme until its first bytes show

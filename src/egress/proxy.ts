@@ -98,6 +98,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     limits,
     connections: new RateLimiter(limits.connectionsPerSecond),
     requests: new RateLimiter(limits.requestsPerSecond),
+    tunnels: new Map(),
     httpAgents: new PerCallerPools(() => new HttpAgent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo', timeout: 30_000 })),
     clients: new WeakMap(),
     inspector: undefined,

@@ -21,6 +21,8 @@ export interface Runtime {
   limits: EgressSettings['limits'];
   connections: RateLimiter;
   requests: RateLimiter;
+  /** Open tunnels per agent (see `occupyTunnel`). */
+  tunnels: Map<string, number>;
   /** Keep-alive pools for plain HTTP upstreams, one per caller. */
   httpAgents: PerCallerPools<HttpAgent>;
   /** Who is behind each client socket (set by the listener that accepted it). */

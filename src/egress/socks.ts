@@ -12,7 +12,7 @@ import { tunnelGate, type FirstBytes } from './first-bytes.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
-import { auditHealthy, limit } from './steps.js';
+import { auditHealthy, limit, occupyTunnel } from './steps.js';
 import { formatTarget, parseHost, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
 
@@ -135,7 +135,7 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   }
   if (target instanceof Refusal) return refuse(target, REPLY.addressTypeNotSupported);
   facts.resource = formatTarget(target);
-  const notAdmitted = auditHealthy(runtime) ?? limit(runtime, caller, 'connections');
+  const notAdmitted = auditHealthy(runtime) ?? limit(runtime, caller, 'connections') ?? occupyTunnel(runtime, caller, socket);
   if (notAdmitted) return refuse(notAdmitted, REPLY.generalFailure);
 
   if (engine.inspects(target.host, caller.principal) && !runtime.isPassThrough(target.host)) {

@@ -2,6 +2,7 @@
  * Steps every flow (HTTP forward, CONNECT, SOCKS5, inspected requests) shares before it looks at the
  * destination: is there still an audit trail, and is this caller within its rate.
  */
+import type { Duplex } from 'node:stream';
 import type { Caller } from './authenticate.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
@@ -12,10 +13,30 @@ export function auditHealthy(runtime: Runtime): Refusal | undefined {
   return new Refusal(503, 'audit-unavailable', 'the audit log cannot be written, so no connection may proceed');
 }
 
+function limitKey(caller: Caller): string {
+  return caller.principal.agent ?? caller.session ?? 'anonymous';
+}
+
 /** Takes one token from the caller's bucket: new connections (and plain-HTTP requests), or inspected requests. */
 export function limit(runtime: Runtime, caller: Caller, kind: 'connections' | 'requests'): Refusal | undefined {
-  const key = caller.principal.agent ?? caller.session ?? 'anonymous';
+  const key = limitKey(caller);
   if (runtime[kind].take(key)) return undefined;
   const rate = kind === 'connections' ? runtime.limits.connectionsPerSecond : runtime.limits.requestsPerSecond;
   return new Refusal(429, 'rate-limited', `agent ${key} is over its limit of ${rate} ${kind} per second`);
+}
+
+/** Holds one of the caller's tunnel slots until the client's socket closes; a refusal when all are taken. */
+export function occupyTunnel(runtime: Runtime, caller: Caller, socket: Duplex): Refusal | undefined {
+  if (socket.destroyed) return undefined;
+  const key = limitKey(caller);
+  const open = runtime.tunnels.get(key) ?? 0;
+  const most = runtime.limits.maxTunnelsPerAgent;
+  if (open >= most) return new Refusal(429, 'rate-limited', `agent ${key} already holds ${open} open tunnels, its limit (egress.limits.maxTunnelsPerAgent)`);
+  runtime.tunnels.set(key, open + 1);
+  socket.once('close', () => {
+    const left = (runtime.tunnels.get(key) ?? 1) - 1;
+    if (left > 0) runtime.tunnels.set(key, left);
+    else runtime.tunnels.delete(key);
+  });
+  return undefined;
 }
