@@ -80,6 +80,8 @@ export interface Timeouts {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** Client-side tasks remembered per connection; an upstream that never fetches its results cannot grow it further. */
+const MAX_CLIENT_TASKS = 1000;
 const PROGRESS_SETTLE_MS = 3;
 /** A connection that stayed up this long resets the crash backoff. */
 const STABLE_MS = 30_000;
@@ -337,6 +339,7 @@ export class Upstream {
     const clientTaskId = isTaskAugmented(params) ? createdTaskId(result) : undefined;
     if (clientTaskId === undefined) return result;
     const id = newTaskId();
+    if (this.clientTasks.size >= MAX_CLIENT_TASKS) this.clientTasks.delete(this.clientTasks.keys().next().value!);
     this.clientTasks.set(id, { session: target.session, taskId: clientTaskId });
     return renameTask(result, clientTaskId, id);
   }
