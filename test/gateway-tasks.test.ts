@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { Client } from '@modelcontextprotocol/client';
+import { Client as V2Client, SSEClientTransport, type Client } from '@modelcontextprotocol/client';
 import { Client as TaskRunningClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as V1Transport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { InMemoryTaskStore } from '@modelcontextprotocol/sdk/experimental/tasks';
@@ -110,6 +110,24 @@ test('another agent can neither see, get, fetch nor cancel a task, and is told e
   // The owner may still cancel it.
   const cancelled = await send(owner, 'tasks/cancel', { taskId: task.taskId }, taskShape);
   assert.equal(cancelled.status, 'cancelled');
+});
+
+test('runs a task for an old client on the deprecated HTTP+SSE transport too', async () => {
+  const headers = { authorization: `Bearer ${ownerKey}` };
+  const old = new V2Client({ name: 'old', version: '1' });
+  await old.connect(
+    new SSEClientTransport(new URL(harness.gateway.url.replace(/\/mcp$/, '/sse')), {
+      requestInit: { headers },
+      eventSourceInit: { fetch: (input, init) => fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }) },
+    }),
+  );
+  try {
+    const { task } = await startResearch(old, false);
+    const result = await send(old, 'tasks/result', { taskId: task.taskId }, anyResult);
+    assert.match((result.content as { text: string }[])[0]!.text, /Research Report: python/);
+  } finally {
+    await old.close();
+  }
 });
 
 /** The official v1 SDK client, which runs sampling and elicitation requests as tasks when asked. */

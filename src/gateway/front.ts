@@ -260,6 +260,9 @@ export class GatewayFront {
         void this.options.core.endSession(transport.sessionId);
       };
       await server.connect(transport);
+      // tools/call takes the same path as on a Streamable HTTP session (a task-augmented call's CreateTaskResult
+      // included, which the SDK server's own tools/call check refuses).
+      serveCallsDirectly(server, transport, this.options.core, caller);
       return;
     }
     if (path === '/messages' && req.method === 'POST') {
