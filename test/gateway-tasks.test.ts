@@ -176,6 +176,13 @@ test('relays client-side tasks: the server\'s sampling and elicitation run as ta
     const seen = /Task created: (\S+)/.exec(samplingText)?.[1];
     assert.match(seen ?? '', /^task-/);
     assert.ok(!clientTaskIds.includes(seen!));
+    // Each client-side task operation is recorded against the call it serves.
+    const recorded = harness.audit.records.filter((record) => record.action.startsWith('client.') && record.resource === 'everything/trigger-sampling-request-async');
+    assert.deepEqual(
+      [...new Set(recorded.map((record) => record.action))].sort(),
+      ['client.sampling/createMessage', 'client.tasks/get', 'client.tasks/result'],
+    );
+    assert.ok(recorded.every((record) => record.principal.agent === 'tester' && record.effect === 'allow' && record.rules[0] === 'everything'));
   } finally {
     store.cleanup(); // its ttl timers would keep the test process alive
     await client.close();

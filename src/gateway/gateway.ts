@@ -31,7 +31,7 @@ import { canonicalJson, digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import { InputSchemas, type ArgumentChecker } from './input-schema.js';
 import type { PinStore } from './pins.js';
-import { createdTaskId, renameTask, TaskTable, taskNotFound } from './tasks.js';
+import { createdTaskId, isTaskAugmented, renameTask, TaskTable, taskNotFound } from './tasks.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
 /** Who is calling, on which client session. */
@@ -532,7 +532,8 @@ export class GatewayCore {
     const connection = this.connectionFor(entry.upstream, caller);
     let result: CallToolResult;
     try {
-      result = (await connection.request('tools/call', params, binding, options)) as CallToolResult;
+      const relay = binding && this.recordingClientTasks(binding, caller, resource, decision.rules, correlationId);
+      result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
       throw asProtocolError(error);
@@ -560,6 +561,30 @@ export class GatewayCore {
   }
 
   // ---- tasks -------------------------------------------------------------------------------------
+
+  /**
+   * The call's way back to its client, recording every client-side task operation the upstream makes through
+   * it: a request the client is asked to run as a task, and the upstream's polls of that task.
+   */
+  private recordingClientTasks(binding: CallBinding, caller: Caller, resource: string, rules: string[], correlationId: string): CallBinding {
+    return {
+      ...binding,
+      send: async (request) => {
+        if (!request.method.startsWith('tasks/') && !isTaskAugmented(request.params)) return binding.send(request);
+        const started = process.hrtime.bigint();
+        const action = `client.${request.method}`;
+        try {
+          const result = await binding.send(request);
+          const task = typeof request.params?.taskId === 'string' ? request.params.taskId : createdTaskId(result);
+          await this.record(caller, action, resource, 'allow', rules, 'asked of the calling client by the upstream', started, correlationId, task ? { clientTask: task } : {});
+          return result;
+        } catch (error) {
+          await this.record(caller, action, resource, 'error', rules, describeError(error), started, correlationId, {});
+          throw error;
+        }
+      },
+    };
+  }
 
   /** The tasks capability clients are offered: what at least one upstream offers, and nothing more. */
   async taskCapability(): Promise<Record<string, unknown> | undefined> {
