@@ -538,6 +538,7 @@ export class GatewayCore {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
       throw asProtocolError(error);
     }
+    if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
     const screened = this.screen(result);
     if (screened.verdict && screened.verdict.action !== 'none') details.resultDlp = dlpDetails(screened.verdict);
     if (result.isError) details.toolError = true;
@@ -545,22 +546,26 @@ export class GatewayCore {
       await this.record(caller, 'tools/call', resource, 'deny', ['dlp'], `result ${screened.verdict.reason}`, started, correlationId, details, decision);
       return { isError: true, content: [{ type: 'text', text: `Withheld by Gatehouse: the result contained a secret (${screened.verdict.reason}).` }] };
     }
-    const upstreamTaskId = options.task ? createdTaskId(screened.value) : undefined;
-    if (upstreamTaskId !== undefined) {
-      // The upstream runs the call as a task: the caller gets an id of ours, which only it can use.
-      const task = this.tasks.add(
-        { connection, upstreamId: upstreamTaskId, owner: this.taskOwner(caller), ...(caller.client ? { notify: caller.client.notify } : {}), server, tool: entry.original, exposed: name, rules: decision.rules },
-        (screened.value as unknown as { task: { ttl?: unknown } }).task.ttl,
-      );
-      details.task = task.id;
-      await this.record(caller, 'tools/call', resource, decision.effect, decision.rules, decision.reason, started, correlationId, details, decision);
-      return renameTask(screened.value, upstreamTaskId, task.id);
-    }
     await this.record(caller, 'tools/call', resource, decision.effect, decision.rules, decision.reason, started, correlationId, details, decision);
     return screened.value;
   }
 
   // ---- tasks -------------------------------------------------------------------------------------
+
+  /**
+   * A call the upstream runs as a task (it answered a CreateTaskResult): the caller gets an id of ours,
+   * which only it can use, in place of the upstream's. Any other result is returned as it is.
+   */
+  private adoptTask<T extends Result>(caller: Caller, connection: Upstream, entry: Entry<Tool>, name: string, rules: string[], details: Record<string, unknown>, result: T): T {
+    const upstreamId = createdTaskId(result);
+    if (upstreamId === undefined) return result;
+    const task = this.tasks.add(
+      { connection, upstreamId, owner: this.taskOwner(caller), ...(caller.client ? { notify: caller.client.notify } : {}), server: entry.upstream.name, tool: entry.original, exposed: name, rules },
+      (result as unknown as { task: { ttl?: unknown } }).task.ttl,
+    );
+    details.task = task.id;
+    return renameTask(result, upstreamId, task.id);
+  }
 
   /**
    * The call's way back to its client, recording every client-side task operation the upstream makes through
