@@ -7,7 +7,8 @@
  * concurrent calls on one connection (a stdio server has one); through the gateway it is 32 sessions.
  * Targets: added p50 <= 1 ms, throughput >= 80% of direct.
  *
- * Lists: tools/list across 20 stdio upstreams of 50 tools each, cold (every upstream starts) and warm.
+ * Lists: tools/list across 20 stdio upstreams of 50 tools each, cold (a new session and its first list, in
+ * which every upstream starts) and warm.
  * Targets: <= 3 s cold, <= 5 ms warm.
  *
  * The gateway runs in a child process of its own (as in production); the clients run in this one.
@@ -282,8 +283,9 @@ async function benchLists(dataDir: string): Promise<void> {
   // The fixture has 10 tools of its own; 40 generated ones make 50.
   for (let i = 0; i < 20; i += 1) upstreams[`u${String(i).padStart(2, '0')}`] = { command: process.execPath, args: [fixture, '--tools', '40'] };
   const { url, key, close } = await gatewayProcess(upstreams, join(dataDir, 'lists'));
-  const [client] = await gatewayClients(url, key, 1);
+  // Cold includes opening the session: the upstreams start then (the session's tasks capability needs theirs).
   let t = performance.now();
+  const [client] = await gatewayClients(url, key, 1);
   const cold = await client!.listTools();
   const coldMs = performance.now() - t;
   const warm: number[] = [];

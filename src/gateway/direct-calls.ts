@@ -12,6 +12,7 @@
  */
 import type { CallToolResult, JSONRPCMessage, JSONRPCRequest, LoggingLevel, RequestId, Server, Transport } from '@modelcontextprotocol/server';
 import type { Caller, GatewayCore } from './gateway.js';
+import { relayRequest } from './tasks.js';
 import type { CallBinding } from './upstream.js';
 
 /** Keys of results that are not tool results (tasks, 2026-07-28 input requests), which keep their shape. */
@@ -37,7 +38,8 @@ export function serveCallsDirectly(server: Server, transport: Transport, core: G
     calls.set(id, controller);
     const binding: CallBinding = {
       session: caller.session,
-      send: (message) => server.request(message as never, { relatedRequestId: id }) as never,
+      send: (message) =>
+        relayRequest(server, message, (request) => server.request(request, { relatedRequestId: id }), (request, schema) => server.request(request, schema, { relatedRequestId: id })),
       notify: (notification) => {
         // Log messages go through the session's own logging/setLevel filter.
         if (notification.method === 'notifications/message') {
@@ -49,16 +51,18 @@ export function serveCallsDirectly(server: Server, transport: Transport, core: G
     };
     const meta = params!._meta as Record<string, unknown> | undefined;
     const progressToken = meta?.progressToken as string | number | undefined;
+    const task = params!.task as Record<string, unknown> | undefined;
     try {
       const result = await core.callTool(caller, params!.name as string, params!.arguments as Record<string, unknown> | undefined, binding, {
         signal: controller.signal,
         ...(progressToken !== undefined ? { progressToken } : {}),
         ...(meta ? { meta } : {}),
+        ...(task ? { task } : {}),
       });
       if (controller.signal.aborted) return;
       // A result with no content gets an empty list, as the SDK server does.
       const normalised = isObject(result) && result.content === undefined && !FOREIGN_RESULT_KEYS.some((key) => key in result) ? { ...result, content: [] } : result;
-      const malformed = malformedResult(normalised);
+      const malformed = isObject(normalised) && 'task' in normalised ? malformedTaskCreated(normalised) : malformedResult(normalised);
       if (malformed) answer({ jsonrpc: '2.0', id, error: { code: -32602, message: `Invalid tools/call result: ${malformed}` } });
       else answer({ jsonrpc: '2.0', id, result: normalised as never });
     } catch (error) {
@@ -109,6 +113,14 @@ function invalidCallParams(params: Record<string, unknown> | undefined): string 
     const token = meta.progressToken;
     if (token !== undefined && typeof token !== 'string' && !(typeof token === 'number' && Number.isSafeInteger(token))) return 'the progress token must be a string or an integer';
   }
+  if (params.task !== undefined && !isObject(params.task)) return 'params.task must be an object';
+  return undefined;
+}
+
+/** What is wrong with the shape of a CreateTaskResult (a call run as a task), or undefined. */
+function malformedTaskCreated(result: Record<string, unknown>): string | undefined {
+  const task = result.task;
+  if (!isObject(task) || typeof task.taskId !== 'string' || typeof task.status !== 'string') return 'task must be an object with a taskId and a status';
   return undefined;
 }
 

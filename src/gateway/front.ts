@@ -30,6 +30,7 @@ import type { Caller, GatewayCore } from './gateway.js';
 import { serveCallsDirectly } from './direct-calls.js';
 import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
+import { relayRequest } from './tasks.js';
 import type { CallBinding } from './upstream.js';
 
 interface Session {
@@ -247,7 +248,8 @@ export class GatewayFront {
       }
       const transport = new LegacySseTransport(res, '/messages');
       const caller: Caller = { ...principal, session: transport.sessionId };
-      const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator);
+      const tasks = await this.options.core.taskCapability();
+      const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator, tasks);
       const unsubscribe = this.options.core.onListChanged((kind) => {
         void server.notification({ method: `notifications/${kind}/list_changed` }).catch(() => undefined);
       });
@@ -258,6 +260,9 @@ export class GatewayFront {
         void this.options.core.endSession(transport.sessionId);
       };
       await server.connect(transport);
+      // tools/call takes the same path as on a Streamable HTTP session (a task-augmented call's CreateTaskResult
+      // included, which the SDK server's own tools/call check refuses).
+      serveCallsDirectly(server, transport, this.options.core, caller);
       return;
     }
     if (path === '/messages' && req.method === 'POST') {
@@ -337,7 +342,9 @@ export class GatewayFront {
       const existing = this.sessions.get(id);
       if (existing) void this.endSession(existing);
     });
-    const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator);
+    // Tasks are offered only as far as the upstreams offer them, so the upstreams start with the first session.
+    const tasks = await this.options.core.taskCapability();
+    const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator, tasks);
     const unsubscribe = this.options.core.onListChanged((kind) => {
       void server.notification({ method: `notifications/${kind}/list_changed` }).catch(() => undefined);
     });
@@ -383,7 +390,7 @@ export class GatewayFront {
 }
 
 /** One SDK server for one client session: every handler asks the core on behalf of this caller. */
-export function createSessionServer(core: GatewayCore, caller: Caller, version: string, separator = '__'): Server {
+export function createSessionServer(core: GatewayCore, caller: Caller, version: string, separator = '__', tasks?: Record<string, unknown>): Server {
   const server = new Server(
     { name: 'gatehouse', version },
     {
@@ -393,6 +400,7 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
         resources: { listChanged: true, subscribe: true },
         completions: {},
         logging: {},
+        ...(tasks ? { tasks } : {}),
       },
       instructions: `Gatehouse MCP gateway: tools from several servers, named <server>${separator}<tool>, governed by policy.`,
     },
@@ -400,7 +408,7 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   // Outside a call, the session's own upstream connections reach the client through the server itself.
   caller.client = {
     session: caller.session,
-    send: (request) => server.request(request as never) as never,
+    send: (request) => relayRequest(server, request, (message) => server.request(message), (message, schema) => server.request(message, schema)),
     notify: (notification) => server.notification(notification as never),
   };
   server.setNotificationHandler('notifications/roots/list_changed', () => void core.rootsChanged(caller));
@@ -409,7 +417,7 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
     ...(caller.stateless
       ? { multiRound: { response: (key: string) => ctx.mcpReq.inputResponses?.[key], requestState: ctx.mcpReq.requestState<string>() } }
       : {}),
-    send: (request) => ctx.mcpReq.send(request as never) as never,
+    send: (request) => relayRequest(server, request, (message) => ctx.mcpReq.send(message), (message, schema) => ctx.mcpReq.send(message, schema)),
     notify: (notification) => {
       // Log messages go through the session's own logging/setLevel filter.
       if (notification.method === 'notifications/message') {
@@ -423,12 +431,22 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const meta = request.params._meta as Record<string, unknown> | undefined;
     const progressToken = meta?.progressToken as string | number | undefined;
+    const task = (request.params as { task?: Record<string, unknown> }).task;
     return core.callTool(caller, request.params.name, request.params.arguments, binding(ctx), {
       signal: ctx.mcpReq.signal,
       ...(progressToken !== undefined ? { progressToken } : {}),
       ...(meta ? { meta } : {}),
+      ...(task ? { task } : {}),
     }) as never;
   });
+  if (tasks) {
+    // The SDK has no task runtime and no typed surface for these methods; its 2025 wire schemas check the params.
+    for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel'] as const) {
+      server.setRequestHandler(method as never, ((request: { params: Record<string, unknown> }, ctx: ServerContext) =>
+        core.taskRequest(caller, method, request.params, binding(ctx))) as never);
+    }
+    server.setRequestHandler('tasks/list' as never, (() => core.listTasks(caller)) as never);
+  }
   server.setRequestHandler('prompts/list', async () => ({ prompts: await core.listPrompts(caller) }));
   server.setRequestHandler('prompts/get', async (request, ctx) =>
     core.getPrompt(caller, request.params.name, request.params.arguments, binding(ctx)) as never,

@@ -31,6 +31,7 @@ import { canonicalJson, digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import { InputSchemas, type ArgumentChecker } from './input-schema.js';
 import type { PinStore } from './pins.js';
+import { createdTaskId, isTaskAugmented, renameTask, TaskTable, taskNotFound } from './tasks.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
 /** Who is calling, on which client session. */
@@ -105,6 +106,12 @@ interface View {
   templates?: ResourceTemplateType[];
 }
 
+/** Who owns a task: the principal that created it (any of its sessions may fetch it), and the session told of its status. */
+interface TaskOwner {
+  principal: string;
+  session: string;
+}
+
 const APPROVAL_KEY = 'gatehouse-approval';
 type ElicitAnswer = { action?: string; content?: { approve?: unknown } };
 const APPROVAL_TTL_MS = 10 * 60 * 1000;
@@ -131,6 +138,8 @@ export class GatewayCore {
   /** Nonces of approval states already used, each until its state expires. */
   private readonly spentApprovals = new Map<string, number>();
   private readonly inputSchemas = new InputSchemas();
+  /** Tasks clients created on upstreams, under ids of the gateway's own. */
+  private readonly tasks = new TaskTable<Upstream, TaskOwner>();
   private auditFailure: unknown;
 
   constructor(private readonly options: GatewayCoreOptions) {
@@ -147,6 +156,11 @@ export class GatewayCore {
           listChanged: (_upstream, kind) => this.invalidate(kind),
           event: (upstream, kind, message) => void this.recordEvent(upstream.name, kind, message),
           resourceUpdated: (upstream, uri) => this.resourceUpdated(upstream, uri),
+          taskStatus: (upstream, params) => this.taskStatus(upstream, params),
+          task: (upstream, upstreamId) => {
+            const task = this.tasks.ofUpstream(upstream, upstreamId);
+            return task && { id: task.id, session: task.owner.session };
+          },
         },
         {
           maxMessageBytes: options.settings.maxMessageBytes,
@@ -453,7 +467,7 @@ export class GatewayCore {
     name: string,
     args: Record<string, unknown> | undefined,
     binding: CallBinding | undefined,
-    options: { signal?: AbortSignal; progressToken?: string | number; meta?: Record<string, unknown> } = {},
+    options: { signal?: AbortSignal; progressToken?: string | number; meta?: Record<string, unknown>; task?: Record<string, unknown> } = {},
   ): Promise<CallToolResult> {
     const started = process.hrtime.bigint();
     const correlationId = newCorrelationId();
@@ -514,13 +528,17 @@ export class GatewayCore {
     const params: Record<string, unknown> = { name: entry.original, arguments: screenedArgs.value };
     const meta = stripProgressToken(options.meta);
     if (meta) params._meta = meta;
+    if (options.task) params.task = options.task;
+    const connection = this.connectionFor(entry.upstream, caller);
     let result: CallToolResult;
     try {
-      result = (await this.connectionFor(entry.upstream, caller).request('tools/call', params, binding, options)) as CallToolResult;
+      const relay = binding && this.recordingClientTasks(binding, caller, resource, decision.rules, correlationId);
+      result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
       throw asProtocolError(error);
     }
+    if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
     const screened = this.screen(result);
     if (screened.verdict && screened.verdict.action !== 'none') details.resultDlp = dlpDetails(screened.verdict);
     if (result.isError) details.toolError = true;
@@ -530,6 +548,148 @@ export class GatewayCore {
     }
     await this.record(caller, 'tools/call', resource, decision.effect, decision.rules, decision.reason, started, correlationId, details, decision);
     return screened.value;
+  }
+
+  // ---- tasks -------------------------------------------------------------------------------------
+
+  /**
+   * A call the upstream runs as a task (it answered a CreateTaskResult): the caller gets an id of ours,
+   * which only it can use, in place of the upstream's. Any other result is returned as it is.
+   */
+  private adoptTask<T extends Result>(caller: Caller, connection: Upstream, entry: Entry<Tool>, name: string, rules: string[], details: Record<string, unknown>, result: T): T {
+    const upstreamId = createdTaskId(result);
+    if (upstreamId === undefined) return result;
+    const task = this.tasks.add(
+      { connection, upstreamId, owner: this.taskOwner(caller), ...(caller.client ? { notify: caller.client.notify } : {}), server: entry.upstream.name, tool: entry.original, exposed: name, rules },
+      (result as unknown as { task: { ttl?: unknown } }).task.ttl,
+    );
+    details.task = task.id;
+    return renameTask(result, upstreamId, task.id);
+  }
+
+  /**
+   * The call's way back to its client, recording every client-side task operation the upstream makes through
+   * it: a request the client is asked to run as a task, and the upstream's polls of that task.
+   */
+  private recordingClientTasks(binding: CallBinding, caller: Caller, resource: string, rules: string[], correlationId: string): CallBinding {
+    return {
+      ...binding,
+      send: async (request) => {
+        if (!request.method.startsWith('tasks/') && !isTaskAugmented(request.params)) return binding.send(request);
+        const started = process.hrtime.bigint();
+        const action = `client.${request.method}`;
+        try {
+          const result = await binding.send(request);
+          const task = typeof request.params?.taskId === 'string' ? request.params.taskId : createdTaskId(result);
+          await this.record(caller, action, resource, 'allow', rules, 'asked of the calling client by the upstream', started, correlationId, task ? { clientTask: task } : {});
+          return result;
+        } catch (error) {
+          await this.record(caller, action, resource, 'error', rules, describeError(error), started, correlationId, {});
+          throw error;
+        }
+      },
+    };
+  }
+
+  /** The tasks capability clients are offered: what at least one upstream offers, and nothing more. */
+  async taskCapability(): Promise<Record<string, unknown> | undefined> {
+    const offered = await Promise.all(
+      [...this.upstreams.values()].map(async (upstream) => {
+        try {
+          return (await upstream.connection()).getServerCapabilities()?.tasks as Record<string, unknown> | undefined;
+        } catch {
+          return undefined; // an upstream that cannot start offers nothing
+        }
+      }),
+    );
+    const capability: Record<string, unknown> = {};
+    for (const tasks of offered) {
+      if (!tasks) continue;
+      if (tasks.list) capability.list = {};
+      if (tasks.cancel) capability.cancel = {};
+      if ((tasks.requests as { tools?: { call?: unknown } } | undefined)?.tools?.call) capability.requests = { tools: { call: {} } };
+    }
+    return Object.keys(capability).length > 0 ? capability : undefined;
+  }
+
+  private taskOwner(caller: Caller): TaskOwner {
+    return { principal: JSON.stringify([caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort()]), session: caller.session };
+  }
+
+  private owns(caller: Caller): (owner: TaskOwner) => boolean {
+    const principal = this.taskOwner(caller).principal;
+    return (owner) => owner.principal === principal;
+  }
+
+  /**
+   * `tasks/get`, `tasks/result` and `tasks/cancel`: sent to the upstream that runs the task, for its owner
+   * only. A result is screened like a call's, and only while the caller may still call the tool (a tool
+   * held by its pin, or no longer allowed, gives no more results).
+   */
+  async taskRequest(caller: Caller, method: 'tasks/get' | 'tasks/result' | 'tasks/cancel', params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {
+    const started = process.hrtime.bigint();
+    const correlationId = newCorrelationId();
+    const task = this.tasks.owned(params.taskId, this.owns(caller));
+    if (!task) {
+      await this.record(caller, method, '?', 'deny', [], 'no such task for this caller', started, correlationId, {});
+      throw taskNotFound(params.taskId);
+    }
+    const resource = `${task.server}/${task.tool}`;
+    const details: Record<string, unknown> = { task: task.id, tool: task.exposed };
+    if (method === 'tasks/result') {
+      // The same view that lists the tool: a call whose tool was since held or hidden gives no result.
+      const catalog = await this.loadCatalog();
+      const entry = catalog.tools.get(task.exposed);
+      if (!entry || entry.upstream.name !== task.server || entry.original !== task.tool || !this.canSeeTool(caller, catalog, entry.exposed)) {
+        const reason = 'the tool is no longer available to this caller (held by its pin, or no longer allowed)';
+        await this.record(caller, method, resource, 'deny', task.rules, reason, started, correlationId, details);
+        throw new ProtocolError(-32603, `Withheld by Gatehouse: ${reason}`);
+      }
+    }
+    let result: Result;
+    try {
+      result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding);
+    } catch (error) {
+      await this.record(caller, method, resource, 'error', task.rules, describeError(error), started, correlationId, details);
+      throw asProtocolError(error);
+    }
+    const screened = this.screen(renameTask(result, task.upstreamId, task.id));
+    if (screened.verdict && screened.verdict.action !== 'none') details.resultDlp = dlpDetails(screened.verdict);
+    if (screened.verdict?.effect === 'deny') {
+      await this.record(caller, method, resource, 'deny', ['dlp'], `result ${screened.verdict.reason}`, started, correlationId, details);
+      if (method !== 'tasks/result') throw new ProtocolError(-32603, `Withheld by Gatehouse: the task's status contained a secret (${screened.verdict.reason})`);
+      return { isError: true, content: [{ type: 'text', text: `Withheld by Gatehouse: the result contained a secret (${screened.verdict.reason}).` }] };
+    }
+    await this.record(caller, method, resource, 'allow', task.rules, 'the task\'s owner', started, correlationId, details);
+    return screened.value;
+  }
+
+  /** `tasks/list`: the caller's own tasks, as each upstream that runs some of them reports them now. */
+  async listTasks(caller: Caller): Promise<Result> {
+    const started = process.hrtime.bigint();
+    const mine = this.tasks.ownedBy(this.owns(caller));
+    const listed: Record<string, unknown>[] = [];
+    for (const connection of new Set(mine.map((task) => task.connection))) {
+      if (!(await connection.connection()).getServerCapabilities()?.tasks?.list) continue;
+      const reported = ((await connection.request('tasks/list', {}, undefined)) as { tasks?: unknown }).tasks;
+      for (const entry of Array.isArray(reported) ? reported : []) {
+        const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
+        if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
+      }
+    }
+    const screened = this.screen({ tasks: listed });
+    if (screened.verdict?.effect === 'deny') throw new ProtocolError(-32603, `Withheld by Gatehouse: the task list contained a secret (${screened.verdict.reason})`);
+    await this.record(caller, 'tasks/list', '*', 'allow', [], `${listed.length} tasks shown`, started, newCorrelationId(), { shown: listed.length });
+    return screened.value;
+  }
+
+  /** An upstream's `notifications/tasks/status`, relayed to the session that created the task. */
+  private taskStatus(upstream: Upstream, params: Record<string, unknown>): void {
+    const task = typeof params.taskId === 'string' ? this.tasks.ofUpstream(upstream, params.taskId) : undefined;
+    if (!task?.notify) return;
+    const screened = this.screen(renameTask(params, task.upstreamId, task.id));
+    if (screened.verdict?.effect === 'deny') return;
+    void task.notify({ method: 'notifications/tasks/status', params: screened.value }).catch(() => undefined);
   }
 
   /**

@@ -19,7 +19,6 @@ import {
   type ResourceTemplateType,
   type RequestOptions,
   type Result,
-  type StandardSchemaV1,
   type Tool,
   type Transport,
 } from '@modelcontextprotocol/client';
@@ -28,6 +27,7 @@ import { gatewayDefaults } from '../config/schema.js';
 import { ChildProcessTransport, type ChildCommand, type UpstreamProcess } from './child-transport.js';
 import { checkedDial, checkedFetch, plainDial, plainFetch } from './dial.js';
 import { HttpUpstreamTransport } from './http-upstream.js';
+import { createdTaskId, isTaskAugmented, newTaskId, RELAYED_RESULT, relatedTaskId, renameTask, taskNotFound } from './tasks.js';
 import { verifyUpstream } from './verify.js';
 
 export type UpstreamState = 'idle' | 'starting' | 'ready' | 'crashed' | 'refused' | 'stopped';
@@ -53,6 +53,10 @@ export interface UpstreamEvents {
   event(upstream: Upstream, kind: string, message: string): void;
   /** The upstream says a subscribed resource changed. */
   resourceUpdated?(upstream: Upstream, uri: string): void;
+  /** The upstream reports a task's status (`notifications/tasks/status`). */
+  taskStatus?(upstream: Upstream, params: Record<string, unknown>): void;
+  /** The gateway's id and owning session of a task this upstream runs, by the upstream's id. */
+  task?(upstream: Upstream, upstreamId: string): { id: string; session: string } | undefined;
 }
 
 export interface UpstreamStatus {
@@ -76,24 +80,11 @@ export interface Timeouts {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** Client-side tasks remembered per connection; an upstream that never fetches its results cannot grow it further. */
+const MAX_CLIENT_TASKS = 1000;
 const PROGRESS_SETTLE_MS = 3;
 /** A connection that stayed up this long resets the crash backoff. */
 const STABLE_MS = 30_000;
-
-/**
- * What a tools/call result must be on its way through: an object. The front checks every tools/call result
- * before it leaves (direct-calls.ts on a session, the SDK server on the other paths), so the SDK client's own
- * check here was a second full pass; and without a schema the client also runs a probe validation of
- * `undefined` on every request, which fails and formats a zod error each time.
- */
-const RELAYED_RESULT: StandardSchemaV1<unknown, Result> = {
-  '~standard': {
-    version: 1,
-    vendor: 'gatehouse',
-    validate: (value) =>
-      typeof value === 'object' && value !== null && !Array.isArray(value) ? { value: value as Result } : { issues: [{ message: 'the result is not an object' }] },
-  },
-};
 
 export class Upstream {
   state: UpstreamState = 'idle';
@@ -116,6 +107,8 @@ export class Upstream {
     templates?: Promise<ResourceTemplateType[]>;
   } = {};
   private toolCount: number | undefined;
+  /** Tasks a client runs for this upstream (client-side tasks): our id → the client's session and id. */
+  private readonly clientTasks = new Map<string, { session: string; taskId: string }>();
   /** Why the last start was refused by verify-before-run, if it was. */
   refusal: string | undefined;
 
@@ -214,7 +207,13 @@ export class Upstream {
     const client = new Client(
       { name: 'gatehouse-gateway', version: this.options.version },
       {
-        capabilities: { sampling: {}, elicitation: { form: {}, url: {} }, roots: { listChanged: true } },
+        capabilities: {
+          sampling: {},
+          elicitation: { form: {}, url: {} },
+          roots: { listChanged: true },
+          // Relayed to clients that run them as tasks; a client that cannot is asked to answer at once.
+          tasks: { cancel: {}, requests: { sampling: { createMessage: {} }, elicitation: { create: {} } } },
+        },
         versionNegotiation: { mode: this.protocolMode() },
       },
     );
@@ -230,6 +229,7 @@ export class Upstream {
     } finally {
       clearTimeout(timer);
     }
+    this.relayTaskAugmented(transport);
     this.client = client;
     this.transport = transport;
     this.cache = {};
@@ -285,18 +285,24 @@ export class Upstream {
 
   private installHandlers(client: Client): void {
     for (const method of ['sampling/createMessage', 'elicitation/create', 'roots/list'] as const) {
-      client.setRequestHandler(method, async (request) => {
-        const target = this.routeTarget();
-        // Outside a call (servers often ask at start-up) no client's roots may be shown: the answer is none.
-        if (!target && method === 'roots/list' && this.inFlight.size === 0) return { roots: [] } as never;
-        if (!target) {
-          const message = `upstream "${this.name}" sent ${method} while calls from several sessions (or none) were in flight; refused because it cannot be tied to one client`;
-          this.events.event(this, 'relay-refused', message);
-          throw new ProtocolError(-32603, message);
-        }
-        return (await target.send({ method, params: request.params as Record<string, unknown> })) as never;
-      });
+      client.setRequestHandler(method, async (request) => (await this.relayToClient(method, request.params as Record<string, unknown> | undefined)) as never);
     }
+    // The client's side of client-side tasks: the upstream polls the task it asked the client to run.
+    for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel']) {
+      client.setRequestHandler(method as never, (async (request: { params?: Record<string, unknown> }) => {
+        const id = request.params?.taskId;
+        const task = typeof id === 'string' ? this.clientTasks.get(id) : undefined;
+        const target = this.routeTarget();
+        // Only the session that runs the task is asked about it, and only by this connection.
+        if (!task || target?.session !== task.session) throw taskNotFound(id);
+        const result = await target.send({ method, params: { ...request.params, taskId: task.taskId } });
+        if (method === 'tasks/result') this.clientTasks.delete(id as string);
+        return renameTask(result, task.taskId, id as string);
+      }) as never);
+    }
+    client.setNotificationHandler('notifications/tasks/status' as never, ((notification: { params?: Record<string, unknown> }) => {
+      if (notification.params) this.events.taskStatus?.(this, notification.params);
+    }) as never);
     client.setNotificationHandler('notifications/tools/list_changed', () => this.changed('tools'));
     client.setNotificationHandler('notifications/prompts/list_changed', () => this.changed('prompts'));
     client.setNotificationHandler('notifications/resources/list_changed', () => this.changed('resources'));
@@ -310,6 +316,53 @@ export class Upstream {
     });
     client.onerror = (error) => {
       this.lastError = error.message;
+    };
+  }
+
+  /**
+   * Relays a request the upstream sends to the client whose call it serves. A request about one of the
+   * upstream's tasks goes only to the session that owns the task, with the gateway's id for it; a request
+   * the client runs as a task comes back with an id of ours, which the upstream then polls (see above).
+   */
+  private async relayToClient(method: string, params: Record<string, unknown> | undefined): Promise<Result> {
+    const target = this.routeTarget();
+    // Outside a call (servers often ask at start-up) no client's roots may be shown: the answer is none.
+    if (!target && method === 'roots/list' && this.inFlight.size === 0) return { roots: [] };
+    const related = relatedTaskId(params);
+    const task = related === undefined ? undefined : this.events.task?.(this, related);
+    if (!target || (task && task.session !== target.session)) {
+      const message = `upstream "${this.name}" sent ${method} while calls from several sessions (or none) were in flight; refused because it cannot be tied to one client`;
+      this.events.event(this, 'relay-refused', message);
+      throw new ProtocolError(-32603, message);
+    }
+    const result = await target.send({ method, ...(params ? { params: task ? renameTask(params, related!, task.id) : params } : {}) });
+    const clientTaskId = isTaskAugmented(params) ? createdTaskId(result) : undefined;
+    if (clientTaskId === undefined) return result;
+    const id = newTaskId();
+    if (this.clientTasks.size >= MAX_CLIENT_TASKS) this.clientTasks.delete(this.clientTasks.keys().next().value!);
+    this.clientTasks.set(id, { session: target.session, taskId: clientTaskId });
+    return renameTask(result, clientTaskId, id);
+  }
+
+  /**
+   * The SDK client checks that a sampling or elicitation handler returns a sampling or elicitation result,
+   * but a client running the request as a task answers a CreateTaskResult; such requests are taken off the
+   * transport before the SDK sees them and answered here.
+   */
+  private relayTaskAugmented(transport: Transport): void {
+    const deliver = transport.onmessage;
+    transport.onmessage = (message, extra) => {
+      const request = message as { id?: string | number; method?: string; params?: Record<string, unknown> };
+      const augmented = (request.method === 'sampling/createMessage' || request.method === 'elicitation/create') && request.id !== undefined && isTaskAugmented(request.params);
+      if (!augmented) return deliver?.(message, extra);
+      const id = request.id!;
+      this.relayToClient(request.method!, request.params).then(
+        (result) => transport.send({ jsonrpc: '2.0', id, result } as never),
+        (error: unknown) => {
+          const code = typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -32603;
+          return transport.send({ jsonrpc: '2.0', id, error: { code, message: error instanceof Error ? error.message : String(error) } } as never);
+        },
+      ).catch(() => undefined);
     };
   }
 
@@ -415,7 +468,9 @@ export class Upstream {
             }
           : {}),
       } satisfies RequestOptions;
-      const result = method === 'tools/call' ? await client.request(message, RELAYED_RESULT, requestOptions) : await client.request(message, requestOptions);
+      // Task methods have no result schema in the SDK (it offers no task runtime); the front checks their shape.
+      const anyObject = method === 'tools/call' || method.startsWith('tasks/');
+      const result = anyObject ? await client.request(message, RELAYED_RESULT, requestOptions) : await client.request(message, requestOptions);
       await relayed;
       // The SDK client dispatches notifications a tick later than responses: a progress notification
       // that shares a network read with the result would reach it after the call has ended, and be lost.
@@ -485,6 +540,7 @@ export class Upstream {
     this.client = undefined;
     const transport = this.transport;
     this.transport = undefined;
+    this.clientTasks.clear();
     await client?.close().catch(() => undefined);
     await transport?.close().catch(() => undefined);
   }

@@ -1,0 +1,198 @@
+/**
+ * MCP tasks (SEP-1686, 2025-11-25) through the gateway, against the real @modelcontextprotocol/server-everything.
+ * Server-side tasks are driven by the official v2 SDK client, which has the task wire vocabulary but no task
+ * runtime. Client-side tasks (the server asks the client to run sampling or elicitation as a task, then
+ * polls it) need a client that runs tasks: the official v1 SDK client with its in-memory task store.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Client as V2Client, SSEClientTransport, type Client } from '@modelcontextprotocol/client';
+import { Client as TaskRunningClient } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport as V1Transport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { InMemoryTaskStore } from '@modelcontextprotocol/sdk/experimental/tasks';
+import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { everythingUpstream, startHarness, type Harness } from './gateway-harness.js';
+
+let harness: Harness;
+let owner: Client;
+let ownerKey: string;
+const elicited: Record<string, unknown>[] = [];
+
+const anyResult = z.looseObject({});
+const taskShape = z.looseObject({ taskId: z.string(), status: z.string() });
+const created = z.looseObject({ task: taskShape });
+
+before(async () => {
+  harness = await startHarness({
+    gateway: { upstreams: { everything: everythingUpstream() } },
+    policy: { mcp: [{ id: 'everything', allow: { server: 'everything', tools: ['*'] } }] },
+  });
+  ownerKey = harness.agents.add('tester').key;
+  owner = await harness.connect(ownerKey, { capabilities: { elicitation: { form: {} } } });
+  owner.setRequestHandler('elicitation/create', async (request) => {
+    elicited.push(request.params as Record<string, unknown>);
+    return { action: 'accept', content: { interpretation: 'historical' } };
+  });
+});
+
+after(async () => {
+  await harness.close();
+});
+
+/** Sends a request the v2 client has no typed method for (task methods, task-augmented calls). */
+function send<T extends z.ZodType>(client: Client, method: string, params: Record<string, unknown>, schema: T): Promise<z.infer<T>> {
+  return client.request({ method, params } as never, schema) as Promise<z.infer<T>>;
+}
+
+function startResearch(client: Client, ambiguous: boolean): Promise<z.infer<typeof created>> {
+  return send(client, 'tools/call', { name: 'everything__simulate-research-query', arguments: { topic: 'python', ambiguous }, task: { ttl: 60_000 } }, created);
+}
+
+test('offers tasks to clients as far as server-everything supports them', () => {
+  const tasks = owner.getServerCapabilities()?.tasks as Record<string, unknown> | undefined;
+  assert.deepEqual(tasks, { list: {}, cancel: {}, requests: { tools: { call: {} } } });
+});
+
+test('runs simulate-research-query as a task: create, poll, relayed elicitation, result, audit', async () => {
+  const { task } = await startResearch(owner, true);
+  assert.match(task.taskId, /^task-[A-Za-z0-9_-]{22}$/, 'the client sees an id the gateway made');
+  const polled = await send(owner, 'tasks/get', { taskId: task.taskId }, taskShape);
+  assert.equal(polled.taskId, task.taskId);
+  assert.ok(['working', 'input_required'].includes(polled.status));
+  const listed = await send(owner, 'tasks/list', {}, z.looseObject({ tasks: z.array(taskShape) }));
+  assert.ok(listed.tasks.some((entry) => entry.taskId === task.taskId));
+
+  // tasks/result waits for the end; the server's clarification request reaches this client meanwhile.
+  const result = await send(owner, 'tasks/result', { taskId: task.taskId }, anyResult);
+  const text = (result.content as { text: string }[]).map((block) => block.text).join('\n');
+  assert.match(text, /Research Report: python \(historical\)/);
+  const asked = elicited.at(-1)!;
+  const related = (asked._meta as Record<string, { taskId?: string }> | undefined)?.['io.modelcontextprotocol/related-task'];
+  assert.equal(related?.taskId, task.taskId, 'the elicitation names the task by the gateway\'s id');
+
+  const records = harness.audit.records.filter((record) => (record.details as { task?: string } | undefined)?.task === task.taskId);
+  assert.deepEqual(
+    [...new Set(records.map((record) => record.action))].sort(),
+    ['tasks/get', 'tasks/result', 'tools/call'],
+  );
+  for (const record of records) {
+    assert.equal(record.principal.agent, 'tester');
+    assert.equal(record.resource, 'everything/simulate-research-query');
+    assert.equal(record.effect, 'allow');
+    assert.deepEqual(record.rules, ['everything']);
+  }
+});
+
+test('another agent can neither see, get, fetch nor cancel a task, and is told exactly what a missing task gets', async () => {
+  const { task } = await startResearch(owner, false);
+  const other = await harness.connect(harness.agents.add('intruder').key);
+  const failure = async (method: string, taskId: string): Promise<string> => {
+    try {
+      await send(other, method, { taskId }, anyResult);
+    } catch (error) {
+      return (error as Error).message.replace(taskId, '<id>');
+    }
+    return 'succeeded';
+  };
+  const missing = 'task-AAAAAAAAAAAAAAAAAAAAAA';
+  for (const method of ['tasks/get', 'tasks/cancel', 'tasks/result']) {
+    const theirs = await failure(method, task.taskId);
+    assert.notEqual(theirs, 'succeeded', `${method} on another agent's task`);
+    assert.equal(theirs, await failure(method, missing), `${method}: the same error as for a missing task`);
+  }
+  const listed = await send(other, 'tasks/list', {}, z.looseObject({ tasks: z.array(taskShape) }));
+  assert.deepEqual(listed.tasks, []);
+  // The owner's task was not cancelled by the attempt.
+  assert.notEqual((await send(owner, 'tasks/get', { taskId: task.taskId }, taskShape)).status, 'cancelled');
+  const denied = harness.audit.records.filter((record) => record.principal.agent === 'intruder' && record.action.startsWith('tasks/') && record.effect === 'deny');
+  assert.ok(denied.length >= 3, 'every refused task operation is recorded');
+  // The owner may still cancel it.
+  const cancelled = await send(owner, 'tasks/cancel', { taskId: task.taskId }, taskShape);
+  assert.equal(cancelled.status, 'cancelled');
+});
+
+test('runs a task for an old client on the deprecated HTTP+SSE transport too', async () => {
+  const headers = { authorization: `Bearer ${ownerKey}` };
+  const old = new V2Client({ name: 'old', version: '1' });
+  await old.connect(
+    new SSEClientTransport(new URL(harness.gateway.url.replace(/\/mcp$/, '/sse')), {
+      requestInit: { headers },
+      eventSourceInit: { fetch: (input, init) => fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }) },
+    }),
+  );
+  try {
+    const { task } = await startResearch(old, false);
+    const result = await send(old, 'tasks/result', { taskId: task.taskId }, anyResult);
+    assert.match((result.content as { text: string }[])[0]!.text, /Research Report: python/);
+  } finally {
+    await old.close();
+  }
+});
+
+/** The official v1 SDK client, which runs sampling and elicitation requests as tasks when asked. */
+async function taskRunningClient(): Promise<{ client: TaskRunningClient; store: InMemoryTaskStore; clientTaskIds: string[] }> {
+  const clientTaskIds: string[] = [];
+  const store = new InMemoryTaskStore();
+  const client = new TaskRunningClient(
+    { name: 'task-runner', version: '1.0.0' },
+    {
+      capabilities: {
+        sampling: {},
+        elicitation: { form: {} },
+        tasks: { requests: { sampling: { createMessage: {} }, elicitation: { create: {} } } },
+      },
+      taskStore: store,
+    },
+  );
+  // Each request becomes a task that finishes a little later, as a person or a model would.
+  const runLater = async (extra: { taskStore?: { createTask(options: { ttl?: number }): Promise<{ taskId: string }>; storeTaskResult(id: string, status: 'completed', result: Record<string, unknown>): Promise<void> } }, answer: Record<string, unknown>) => {
+    const task = await extra.taskStore!.createTask({ ttl: 60_000 });
+    clientTaskIds.push(task.taskId);
+    setTimeout(() => void extra.taskStore!.storeTaskResult(task.taskId, 'completed', answer), 300);
+    return { task } as never;
+  };
+  client.setRequestHandler(CreateMessageRequestSchema, (_request, extra) =>
+    runLater(extra as never, { role: 'assistant', content: { type: 'text', text: 'sampled in a client task' }, model: 'test-model' }),
+  );
+  client.setRequestHandler(ElicitRequestSchema, (_request, extra) => runLater(extra as never, { action: 'accept', content: { name: 'Ada', favoriteColor: 'Blue' } }));
+  await client.connect(new V1Transport(new URL(harness.gateway.url), { requestInit: { headers: { authorization: `Bearer ${ownerKey}` } } }));
+  return { client, store, clientTaskIds };
+}
+
+test('relays client-side tasks: the server\'s sampling and elicitation run as tasks on the calling client and are polled through the gateway', async () => {
+  const { client, store, clientTaskIds } = await taskRunningClient();
+  try {
+    const sampling = await client.callTool({ name: 'everything__trigger-sampling-request-async', arguments: { prompt: 'hi', maxTokens: 5 } });
+    const samplingText = (sampling.content as { text: string }[]).map((block) => block.text).join('\n');
+    assert.match(samplingText, /\[COMPLETED\] Async sampling completed/);
+    assert.match(samplingText, /sampled in a client task/);
+    const elicitation = await client.callTool({ name: 'everything__trigger-elicitation-request-async', arguments: {} });
+    const elicitationText = (elicitation.content as { text: string }[]).map((block) => block.text).join('\n');
+    assert.match(elicitationText, /Name: Ada/);
+    assert.match(elicitationText, /Favorite Color: Blue/);
+    // The server saw task ids the gateway made, never the client's own.
+    assert.equal(clientTaskIds.length, 2);
+    const seen = /Task created: (\S+)/.exec(samplingText)?.[1];
+    assert.match(seen ?? '', /^task-/);
+    assert.ok(!clientTaskIds.includes(seen!));
+    // Each client-side task operation is recorded against the call it serves.
+    const recorded = harness.audit.records.filter((record) => record.action.startsWith('client.') && record.resource === 'everything/trigger-sampling-request-async');
+    assert.deepEqual(
+      [...new Set(recorded.map((record) => record.action))].sort(),
+      ['client.sampling/createMessage', 'client.tasks/get', 'client.tasks/result'],
+    );
+    assert.ok(recorded.every((record) => record.principal.agent === 'tester' && record.effect === 'allow' && record.rules[0] === 'everything'));
+  } finally {
+    store.cleanup(); // its ttl timers would keep the test process alive
+    await client.close();
+  }
+});
+
+test('a client that cannot run tasks answers the server\'s task-augmented sampling at once', async () => {
+  const plain = await harness.connect(ownerKey, { capabilities: { sampling: {} } });
+  plain.setRequestHandler('sampling/createMessage', async () => ({ role: 'assistant', content: { type: 'text', text: 'answered at once' }, model: 'test-model' }));
+  const result = await plain.callTool({ name: 'everything__trigger-sampling-request-async', arguments: { prompt: 'hi', maxTokens: 5 } });
+  const text = (result.content as { text: string }[]).map((block) => block.text).join('\n');
+  assert.match(text, /\[SYNC\].*answered at once/s);
+});
