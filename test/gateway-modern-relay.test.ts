@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { CallToolResult } from '@modelcontextprotocol/client';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
-import { everythingUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
+import { everythingUpstream, fixtureUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
 
 const MODERN = { versionNegotiation: { mode: { pin: '2026-07-28' } } } as const;
 const INPUT_MS = 1500;
@@ -28,8 +28,8 @@ describe('a 2026-07-28 client and a 2025-era upstream that asks the client mid-c
 
   before(async () => {
     harness = await startHarness({
-      gateway: { upstreams: { everything: everythingUpstream({ timeouts: { inputMs: INPUT_MS } }) } },
-      policy: { mcp: [{ id: 'everything', allow: { server: 'everything', tools: ['*'] } }], dlp: { action: 'block' } },
+      gateway: { upstreams: { everything: everythingUpstream({ timeouts: { inputMs: INPUT_MS } }), fixture: fixtureUpstream({}, ['--asking']) } },
+      policy: { mcp: [{ id: 'all', allow: { tools: ['*'] } }], dlp: { action: 'block' } },
     });
     key = harness.agents.add('tester').key;
   });
@@ -83,6 +83,17 @@ describe('a 2026-07-28 client and a 2025-era upstream that asks the client mid-c
     const result = (await client.callTool({ name: 'everything__trigger-elicitation-request', arguments: {} })) as CallToolResult;
     assert.ok(!result.isError, text(result));
     assert.match(text(result), /Ada/);
+  });
+
+  test('asks round after round when the upstream asks again, roots first and then sampling', async () => {
+    const client = await harness.connect(key, { ...MODERN, capabilities: { roots: {}, sampling: {} } });
+    client.setRequestHandler('roots/list', async () => ({ roots: [{ uri: 'file:///work/modern', name: 'modern' }] }));
+    client.setRequestHandler('sampling/createMessage', async () => ({ ...sampled, content: { type: 'text', text: 'teal' } }) as never);
+    const result = (await client.callTool({ name: 'fixture__ask-twice', arguments: {} })) as CallToolResult;
+    assert.equal(text(result), 'roots: file:///work/modern; sampled: teal');
+    const final = harness.audit.records.findLast((r) => r.action === 'tools/call');
+    const asked = harness.audit.records.filter((r) => r.correlationId === final?.correlationId && r.action === 'tools/call.input-required');
+    assert.deepEqual(asked.map((r) => r.details?.requests), [['roots/list'], ['sampling/createMessage']]);
   });
 
   test('refuses upstream a question the client did not declare it can answer, instead of failing the whole call', async () => {
