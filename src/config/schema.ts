@@ -138,7 +138,10 @@ const upstreamTimeouts = z.strictObject({
   connectMs: z.number().int().positive().optional(),
   /** Stop an upstream nobody has used for this long (0: keep it running). */
   idleMs: z.number().int().min(0).optional(),
-  /** How long a call parked for a 2026-07-28 client's answers (sampling, elicitation, roots) waits before it is cancelled upstream. */
+  /**
+   * How long a call parked for a 2026-07-28 client's answers (sampling, elicitation, roots) waits for each
+   * before it is cancelled upstream; `callMs` and `maxCallMs` still bound the call as a whole.
+   */
   inputMs: z.number().int().positive().optional(),
 });
 
