@@ -94,6 +94,7 @@ describe('a 2026-07-28 client and a 2025-era upstream that asks the client mid-c
     const final = harness.audit.records.findLast((r) => r.action === 'tools/call');
     const asked = harness.audit.records.filter((r) => r.correlationId === final?.correlationId && r.action === 'tools/call.input-required');
     assert.deepEqual(asked.map((r) => r.details?.requests), [['roots/list'], ['sampling/createMessage']]);
+    assert.equal(final?.details?.inputRounds, 2);
   });
 
   test('refuses upstream a question the client did not declare it can answer, instead of failing the whole call', async () => {

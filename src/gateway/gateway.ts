@@ -600,6 +600,7 @@ export class GatewayCore {
     }
     if (step.kind === 'done') return this.finishCall(call.caller, call.resource, call.decision, call.details, call.started, call.correlationId, step.result as CallToolResult);
     call.rounds += 1;
+    call.details.inputRounds = call.rounds;
     const nonce = randomBytes(16).toString('base64url');
     this.parked.set(nonce, call);
     call.timer = setTimeout(() => void this.abandon(nonce, call), call.waitMs);
