@@ -67,6 +67,7 @@ export class InputRelay {
   }
 
   private ask(request: { method: string; params?: Record<string, unknown> }): Promise<Result> {
+    if (this.outcome || this.signal.aborted) return Promise.reject(new Error('the call has ended'));
     return new Promise((answer, refuse) => {
       this.asked += 1;
       const params = request.params && withoutMeta(request.params);
