@@ -138,6 +138,11 @@ const upstreamTimeouts = z.strictObject({
   connectMs: z.number().int().positive().optional(),
   /** Stop an upstream nobody has used for this long (0: keep it running). */
   idleMs: z.number().int().min(0).optional(),
+  /**
+   * How long a call parked for a 2026-07-28 client's answers (sampling, elicitation, roots) waits for each
+   * before it is cancelled upstream; `callMs` and `maxCallMs` still bound the call as a whole.
+   */
+  inputMs: z.number().int().positive().optional(),
 });
 
 /** What a stdio upstream must be before it may run; a mismatch refuses the launch. */
@@ -258,6 +263,7 @@ export const gatewayDefaults = {
   maxCallMs: 600_000,
   connectMs: 30_000,
   idleMs: 600_000,
+  inputMs: 300_000,
   maxMessageBytes: 4 * 1024 * 1024,
 } as const;
 

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  CLIENT_CAPABILITIES_META_KEY,
   Server,
   createMcpHandler,
   isLegacyRequest,
@@ -415,7 +416,13 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   const binding = (ctx: ServerContext): CallBinding => ({
     session: caller.session,
     ...(caller.stateless
-      ? { multiRound: { response: (key: string) => ctx.mcpReq.inputResponses?.[key], requestState: ctx.mcpReq.requestState<string>() } }
+      ? {
+          multiRound: {
+            response: (key: string) => ctx.mcpReq.inputResponses?.[key],
+            requestState: ctx.mcpReq.requestState<string>(),
+            capabilities: (ctx.mcpReq.envelope as Record<string, Record<string, unknown> | undefined> | undefined)?.[CLIENT_CAPABILITIES_META_KEY],
+          },
+        }
       : {}),
     send: (request) => relayRequest(server, request, (message) => ctx.mcpReq.send(message), (message, schema) => ctx.mcpReq.send(message, schema)),
     notify: (notification) => {

@@ -6,7 +6,7 @@
  * A caller never sees what it cannot call: lists are filtered with the same decision (without arguments)
  * that guards the call, and a call to a hidden name gets exactly the error of a call to a missing one.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { inputRequired } from '@modelcontextprotocol/server';
 import {
   ProtocolError,
@@ -29,6 +29,7 @@ import type { Decision, McpRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
 import { canonicalJson, digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
+import { InputRelay, StateSigner } from './input-relay.js';
 import { InputSchemas, type ArgumentChecker } from './input-schema.js';
 import type { PinStore } from './pins.js';
 import { createdTaskId, isTaskAugmented, renameTask, TaskTable, taskNotFound } from './tasks.js';
@@ -115,6 +116,29 @@ interface TaskOwner {
 const APPROVAL_KEY = 'gatehouse-approval';
 type ElicitAnswer = { action?: string; content?: { approve?: unknown } };
 const APPROVAL_TTL_MS = 10 * 60 * 1000;
+/** The purpose named in the request state of a parked call, which tells its retry from a new call. */
+const PARKED_STATE = 'parked';
+
+/**
+ * A tools/call of a 2026-07-28 client whose upstream asked the client something: parked between the
+ * client's requests until it answers (see input-relay.ts), or cancelled upstream when it does not in time.
+ */
+interface ParkedCall {
+  relay: InputRelay;
+  caller: Caller;
+  /** The tool's name as the client calls it. */
+  name: string;
+  resource: string;
+  argsDigest: string;
+  decision: Decision;
+  details: Record<string, unknown>;
+  started: bigint;
+  correlationId: string;
+  /** How long the client may take to answer, each round. */
+  waitMs: number;
+  rounds: number;
+  timer?: NodeJS.Timeout;
+}
 
 /** Error for a name the caller cannot see, identical whether it exists or not. */
 function unknown(kind: 'tool' | 'prompt' | 'resource', name: string): ProtocolError {
@@ -133,10 +157,12 @@ export class GatewayCore {
   private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
   private readonly separator: string;
   private pinVersion = -1;
-  /** Signs the request state of approvals asked through `input_required`; new at every start. */
-  private readonly approvalKey = randomBytes(32);
+  /** Signs the request states of `input_required` results (approvals, parked calls); new at every start. */
+  private readonly states = new StateSigner(randomBytes(32));
   /** Nonces of approval states already used, each until its state expires. */
   private readonly spentApprovals = new Map<string, number>();
+  /** Calls waiting for a 2026-07-28 client's answers, by the nonce of the request state it must echo. */
+  private readonly parked = new Map<string, ParkedCall>();
   private readonly inputSchemas = new InputSchemas();
   /** Tasks clients created on upstreams, under ids of the gateway's own. */
   private readonly tasks = new TaskTable<Upstream, TaskOwner>();
@@ -227,6 +253,11 @@ export class GatewayCore {
   }
 
   async close(): Promise<void> {
+    for (const call of this.parked.values()) {
+      clearTimeout(call.timer);
+      call.relay.cancel('the gateway is stopping');
+    }
+    this.parked.clear();
     await Promise.all([...this.upstreams.values(), ...this.sessionConnections.values()].map((upstream) => upstream.stop('stopped')));
   }
 
@@ -511,6 +542,9 @@ export class GatewayCore {
         content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}${unchecked}` }],
       };
     }
+    // The retry of a parked call carries its answers: the call goes on upstream, it is not sent again.
+    const state = binding?.multiRound?.requestState;
+    if (binding && caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) return this.resumeCall(caller, name, argsDigest, state, binding, options.signal);
     if (decision.requireApproval) {
       const approved = await this.askApproval(caller, name, args ?? {}, argsDigest, binding, correlationId);
       if (approved.ok === 'ask') return approved.result;
@@ -528,8 +562,17 @@ export class GatewayCore {
     const params: Record<string, unknown> = { name: entry.original, arguments: screenedArgs.value };
     const meta = stripProgressToken(options.meta);
     if (meta) params._meta = meta;
-    if (options.task) params.task = options.task;
     const connection = this.connectionFor(entry.upstream, caller);
+    if (binding?.multiRound) {
+      // A 2026-07-28 client cannot be sent the upstream's requests: they are asked through input_required.
+      const relay = new InputRelay(caller.session);
+      const progress = options.progressToken !== undefined ? { progressToken: options.progressToken } : {};
+      relay.follow(connection.request('tools/call', params, relay.binding, { signal: relay.signal, ...progress }));
+      const call: ParkedCall = { relay, caller, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs, rounds: 0 };
+      return this.serveRound(call, binding, options.signal);
+    }
+    // Tasks are relayed for 2025-era callers only; a 2026-07-28 call above runs as a plain call.
+    if (options.task) params.task = options.task;
     let result: CallToolResult;
     try {
       const relay = binding && this.recordingClientTasks(binding, caller, resource, decision.rules, correlationId);
@@ -539,6 +582,19 @@ export class GatewayCore {
       throw asProtocolError(error);
     }
     if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
+    return this.finishCall(caller, resource, decision, details, started, correlationId, result);
+  }
+
+  /** Scans a call's result and records the call's outcome once. */
+  private async finishCall(
+    caller: Caller,
+    resource: string,
+    decision: Decision,
+    details: Record<string, unknown>,
+    started: bigint,
+    correlationId: string,
+    result: CallToolResult,
+  ): Promise<CallToolResult> {
     const screened = this.screen(result);
     if (screened.verdict && screened.verdict.action !== 'none') details.resultDlp = dlpDetails(screened.verdict);
     if (result.isError) details.toolError = true;
@@ -693,6 +749,88 @@ export class GatewayCore {
   }
 
   /**
+   * Serves one client request of a relayed call: its final result, or `input_required` with the upstream's
+   * questions while the call stays parked, its request state bound to this caller, tool and argument digest.
+   */
+  private async serveRound(call: ParkedCall, round: CallBinding, signal: AbortSignal | undefined): Promise<CallToolResult> {
+    const step = await call.relay.next(round, signal);
+    if (step.kind === 'failed') {
+      await this.record(call.caller, 'tools/call', call.resource, 'error', call.decision.rules, describeError(step.error), call.started, call.correlationId, call.details, call.decision);
+      throw asProtocolError(step.error);
+    }
+    if (step.kind === 'done') return this.finishCall(call.caller, call.resource, call.decision, call.details, call.started, call.correlationId, step.result as CallToolResult);
+    call.rounds += 1;
+    call.details.inputRounds = call.rounds;
+    const nonce = randomBytes(16).toString('base64url');
+    this.parked.set(nonce, call);
+    call.timer = setTimeout(() => void this.abandon(nonce, call), call.waitMs);
+    call.timer.unref();
+    const methods = Object.values(step.requests).map((request) => request.method);
+    await this.record(call.caller, 'tools/call.input-required', call.resource, 'info', [], `the upstream asks the client: ${methods.join(', ')}`, process.hrtime.bigint(), call.correlationId, {
+      argsDigest: call.argsDigest,
+      round: call.rounds,
+      requests: methods,
+    });
+    return inputRequired({
+      inputRequests: step.requests as Parameters<typeof inputRequired>[0]['inputRequests'],
+      requestState: this.states.sign(PARKED_STATE, this.parkedBinding(call.caller, call.name, call.argsDigest), Date.now() + call.waitMs, nonce),
+    }) as unknown as CallToolResult;
+  }
+
+  /**
+   * A retry of a parked call: its state must be genuine, unexpired, unused and bound to this caller, tool and
+   * argument digest; any other state gets one error, so a forged, replayed or someone else's state tells
+   * nothing. The client's answers are scanned like any other content bound upstream.
+   */
+  private async resumeCall(caller: Caller, name: string, argsDigest: string, state: string, binding: CallBinding, signal: AbortSignal | undefined): Promise<CallToolResult> {
+    const started = process.hrtime.bigint();
+    const checked = this.states.check(PARKED_STATE, state, this.parkedBinding(caller, name, argsDigest));
+    const call = checked && this.parked.get(checked.nonce);
+    if (!checked || !call) {
+      await this.record(caller, 'tools/call', `?/${name}`, 'deny', [], 'a retry whose request state is unknown, expired, used, or not this caller\'s', started, newCorrelationId(), { argsDigest });
+      throw new ProtocolError(-32602, 'Invalid requestState: it is unknown, expired or already used; call the tool again without it');
+    }
+    this.parked.delete(checked.nonce);
+    clearTimeout(call.timer);
+    const answered: string[] = [];
+    const dlp: Record<string, unknown>[] = [];
+    let withheld = false;
+    for (const answer of call.relay.answers((key) => binding.multiRound?.response(key))) {
+      answered.push(answer.method);
+      const screened = this.screen(answer.value);
+      if (screened.verdict && screened.verdict.action !== 'none') dlp.push({ method: answer.method, ...dlpDetails(screened.verdict) });
+      if (screened.verdict?.effect === 'deny') {
+        withheld = true;
+        call.relay.refuse(answer.key, new ProtocolError(-32603, `Withheld by Gatehouse: the client's answer contained a secret (${screened.verdict.reason})`));
+      } else {
+        call.relay.reply(answer.key, screened.value as Result);
+      }
+    }
+    const reason = withheld ? 'an answer of the client was withheld from the upstream: it contained a secret' : `the client answered: ${answered.join(', ') || 'nothing'}`;
+    await this.record(caller, 'tools/call.input-response', call.resource, withheld ? 'deny' : 'allow', withheld ? ['dlp'] : [], reason, started, call.correlationId, {
+      argsDigest,
+      round: call.rounds,
+      answered,
+      ...(dlp.length > 0 ? { dlp } : {}),
+    });
+    return this.serveRound(call, binding, signal);
+  }
+
+  /** A parked call whose client never came back: cancelled upstream, and recorded. */
+  private async abandon(nonce: string, call: ParkedCall): Promise<void> {
+    if (this.parked.get(nonce) !== call) return;
+    this.parked.delete(nonce);
+    const reason = `the client did not answer the upstream's questions within ${call.waitMs} ms; the call was cancelled upstream`;
+    call.relay.cancel(reason);
+    await this.record(call.caller, 'tools/call', call.resource, 'error', call.decision.rules, reason, call.started, call.correlationId, { ...call.details, abandoned: true }, call.decision);
+  }
+
+  /** What a parked call's request state is bound to: the principal, the tool and the argument digest. */
+  private parkedBinding(caller: Caller, name: string, argsDigest: string): unknown[] {
+    return [...principalBinding(caller), name, argsDigest];
+  }
+
+  /**
    * Asks a person to approve this exact call. A 2025-era client is sent `elicitation/create` within the call
    * on its own session. A 2026-07-28 request is answered `input_required`, and the retry must echo a request
    * state that binds the answer to this caller, tool and argument digest (see approvalState).
@@ -726,7 +864,7 @@ export class GatewayCore {
           ok: 'ask',
           result: inputRequired({
             inputRequests: { [APPROVAL_KEY]: inputRequired.elicit({ message, requestedSchema }) },
-            requestState: this.approvalState(caller, name, argsDigest, Date.now() + APPROVAL_TTL_MS, randomBytes(16).toString('base64url')),
+            requestState: this.states.sign('approval', this.approvalBinding(caller, name, argsDigest), Date.now() + APPROVAL_TTL_MS, randomBytes(16).toString('base64url')),
           }) as unknown as CallToolResult,
         };
       }
@@ -745,26 +883,21 @@ export class GatewayCore {
   }
 
   /**
-   * The request state of an approval asked through `input_required`: `<expires>.<nonce>.<HMAC>`, valid ten
-   * minutes. The HMAC binds it to the principal (agent, user, teams), the session when the caller has one (a
-   * 2026-07-28 request has none: each request stands alone), the tool and the argument digest; the nonce is
-   * spent on first use. So one person's answer runs one call, once, for the caller it was asked for.
+   * What an approval's request state is bound to: the principal (agent, user, teams), the session when the
+   * caller has one (a 2026-07-28 request has none: each request stands alone), the tool and the argument
+   * digest. Its nonce is spent on first use, so one person's answer runs one call, once, for the caller it
+   * was asked for.
    */
-  private approvalState(caller: Caller, name: string, argsDigest: string, expires: number, nonce: string): string {
-    const bound = canonicalJson([caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort(), caller.stateless ? null : caller.session, name, argsDigest, expires, nonce]);
-    const mac = createHmac('sha256', this.approvalKey).update(bound).digest('base64url');
-    return `${expires}.${nonce}.${mac}`;
+  private approvalBinding(caller: Caller, name: string, argsDigest: string): unknown[] {
+    return [...principalBinding(caller), caller.stateless ? null : caller.session, name, argsDigest];
   }
 
   /** Whether a retry's state approves this call for this caller; a valid state is spent, so it approves once. */
   private spendApprovalState(state: string | undefined, caller: Caller, name: string, argsDigest: string): boolean {
-    const [expiresText, nonce] = state?.split('.') ?? [];
-    const expires = Number(expiresText);
+    const checked = this.states.check('approval', state, this.approvalBinding(caller, name, argsDigest));
+    if (!checked) return false;
+    const { nonce, expires } = checked;
     const now = Date.now();
-    if (!state || !nonce || !Number.isSafeInteger(expires) || expires < now) return false;
-    const expected = Buffer.from(this.approvalState(caller, name, argsDigest, expires, nonce));
-    const given = Buffer.from(state);
-    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return false;
     // Spent nonces are kept until their state expires; they were spent in about the order they expire.
     for (const [spent, until] of this.spentApprovals) {
       if (until >= now) break;
@@ -1049,6 +1182,11 @@ export class GatewayCore {
       })
       .catch(() => undefined);
   }
+}
+
+/** Who a request state belongs to: agent, user and teams (in a fixed order). */
+function principalBinding(caller: Caller): unknown[] {
+  return [caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort()];
 }
 
 function dlpDetails(verdict: DlpVerdict): Record<string, unknown> {

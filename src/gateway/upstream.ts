@@ -43,7 +43,7 @@ export interface CallBinding {
    * Set on a 2026-07-28 request, which cannot send requests to the client: what the client answered to an
    * earlier `input_required` result (its `inputResponses` and the echoed `requestState`).
    */
-  multiRound?: { response(key: string): unknown; requestState: string | undefined };
+  multiRound?: { response(key: string): unknown; requestState: string | undefined; capabilities: Record<string, unknown> | undefined };
 }
 
 export interface UpstreamEvents {
@@ -77,6 +77,8 @@ export interface Timeouts {
   maxCallMs: number;
   connectMs: number;
   idleMs: number;
+  /** How long a call waits for a 2026-07-28 client to answer the upstream's questions (see input-relay.ts). */
+  inputMs: number;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -131,7 +133,7 @@ export class Upstream {
     },
   ) {
     const pick = (key: keyof Timeouts): number => settings.timeouts?.[key] ?? defaults[key] ?? gatewayDefaults[key];
-    this.timeouts = { callMs: pick('callMs'), maxCallMs: pick('maxCallMs'), connectMs: pick('connectMs'), idleMs: pick('idleMs') };
+    this.timeouts = { callMs: pick('callMs'), maxCallMs: pick('maxCallMs'), connectMs: pick('connectMs'), idleMs: pick('idleMs'), inputMs: pick('inputMs') };
     this.kind = settings.command !== undefined ? 'stdio' : settings.transport === 'sse' ? 'sse' : 'http';
   }
 
