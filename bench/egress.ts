@@ -11,6 +11,7 @@
  * Targets: tunnel >= 90% of direct; request rate >= 1x tinyproxy; added connect p50 <= 1 ms; inspected >= 50%.
  *
  * The proxy runs in its own process (as it does in `gatehouse node`); clients and servers share this one.
+ * Profile it: BENCH_EGRESS_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/bench/egress.js
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -92,7 +93,7 @@ async function main(): Promise<void> {
     }));
     servers.push(source.server, echo.server, small.server, secure.server);
 
-    const proxy = await startChild(process.execPath, [fileURLToPath(import.meta.url), '--child-proxy'], { BENCH_EGRESS: JSON.stringify({ dir, upstreamCa: publicCa.certificatePem }) }, children);
+    const proxy = await startChild(process.execPath, [...(process.env.BENCH_EGRESS_NODE_ARGS?.split(' ').filter(Boolean) ?? []), fileURLToPath(import.meta.url), '--child-proxy'], { BENCH_EGRESS: JSON.stringify({ dir, upstreamCa: publicCa.certificatePem }) }, children);
     const proxyPort = proxy.port;
     const proxyCaPem = (await CertificateAuthority.loadOrCreate(dir)).certificatePem;
     const auth = `Basic ${Buffer.from('bench:bench-key').toString('base64')}`;
