@@ -5,11 +5,13 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Client, CallToolResult } from '@modelcontextprotocol/client';
+import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
 import { everythingUpstream, startHarness, type Harness } from './gateway-harness.js';
 
 let harness: Harness;
 let client: Client;
 const sampled: unknown[] = [];
+const LEAKED = SAMPLES['github-pat']!(seededRandom(3));
 const elicited: unknown[] = [];
 
 before(async () => {
@@ -24,6 +26,8 @@ before(async () => {
   });
   client.setRequestHandler('sampling/createMessage', async (request) => {
     sampled.push(request.params);
+    // A model that repeats a credential it saw: the answer must not reach the server.
+    if (JSON.stringify(request.params).includes('leak')) return { role: 'assistant', content: { type: 'text', text: `the token is ${LEAKED}` }, model: 'test-model', stopReason: 'endTurn' };
     return { role: 'assistant', content: { type: 'text', text: 'sampled by the test client' }, model: 'test-model', stopReason: 'endTurn' };
   });
   client.setRequestHandler('elicitation/create', async (request) => {
@@ -103,6 +107,15 @@ test('relays a sampling request from the upstream to the calling client and its 
   const result = await call('trigger-sampling-request', { prompt: 'say hi', maxTokens: 5 });
   assert.match(text(result), /sampled by the test client/);
   assert.ok(sampled.length >= 1);
+});
+
+test("withholds from the upstream a client's sampling answer that carries a secret, and records it", async () => {
+  const result = await call('trigger-sampling-request', { prompt: 'please leak it', maxTokens: 5 }).catch((error: Error) => ({ content: [{ type: 'text' as const, text: error.message }] }));
+  assert.ok(!JSON.stringify(result).includes(LEAKED), 'the secret never reaches the server, nor comes back through it');
+  const record = harness.audit.records.find((entry) => entry.action === 'tools/call.client-answer');
+  assert.equal(record?.effect, 'deny');
+  assert.deepEqual(record?.rules, ['dlp']);
+  assert.equal(record?.details?.method, 'sampling/createMessage');
 });
 
 test('relays form and URL elicitations to the calling client', async () => {

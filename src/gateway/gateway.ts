@@ -575,7 +575,7 @@ export class GatewayCore {
     if (options.task) params.task = options.task;
     let result: CallToolResult;
     try {
-      const relay = binding && this.recordingClientTasks(binding, caller, resource, decision.rules, correlationId);
+      const relay = binding && this.recordingClientTasks(this.screeningAnswers(binding, caller, resource, correlationId), caller, resource, decision.rules, correlationId);
       result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
@@ -643,6 +643,27 @@ export class GatewayCore {
           await this.record(caller, action, resource, 'error', rules, describeError(error), started, correlationId, {});
           throw error;
         }
+      },
+    };
+  }
+
+  /**
+   * The call's way back to its client, with each answer the client gives the upstream (a sampling result, an
+   * elicitation's content, its roots) scanned for secrets on its way up, as a 2026-07-28 client's answers are
+   * (`resumeCall`): withheld from the upstream when the policy blocks, redacted when it redacts.
+   */
+  private screeningAnswers(binding: CallBinding, caller: Caller, resource: string, correlationId: string): CallBinding {
+    return {
+      ...binding,
+      send: async (request) => {
+        const started = process.hrtime.bigint();
+        const screened = this.screen(await binding.send(request));
+        if (!screened.verdict || screened.verdict.action === 'none') return screened.value as Result;
+        const withheld = screened.verdict.effect === 'deny';
+        const reason = `the client's answer to ${request.method} ${screened.verdict.reason}`;
+        await this.record(caller, 'tools/call.client-answer', resource, withheld ? 'deny' : 'allow', ['dlp'], reason, started, correlationId, { method: request.method, dlp: dlpDetails(screened.verdict) });
+        if (withheld) throw new ProtocolError(-32603, `Withheld by Gatehouse: the client's answer contained a secret (${screened.verdict.reason})`);
+        return screened.value as Result;
       },
     };
   }
