@@ -72,4 +72,14 @@ describe('tool arguments checked against the inputSchema', () => {
     const event = harness.audit.records.find((r) => r.action === 'upstream.schema-unusable');
     assert.match(event?.reason ?? '', /repos\/delete_repo_draft4: its inputSchema cannot be compiled/);
   });
+
+  test("a server's catastrophic pattern cannot stall the gateway on an agent's input", async () => {
+    // ^(a+)+$ against 40 a's and a "!" backtracks for hours in a plain regex engine.
+    const started = Date.now();
+    const calls = [call(plain, 'repos__tag_repo', { tag: `${'a'.repeat(40)}!` }).then(text, (error: Error) => error.message), call(careful, 'repos__tag_repo', { tag: 'aaa' }).then(text)];
+    const [hostile, honest] = await Promise.all(calls);
+    assert.match(hostile!, /args\/tag must match pattern/);
+    assert.equal(honest, 'tagged aaa');
+    assert.ok(Date.now() - started < 10_000, `both answered in ${Date.now() - started} ms`);
+  });
 });

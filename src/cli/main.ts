@@ -8,6 +8,7 @@ import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { isGatehouseError } from '../util/errors.js';
+import { guardRegexps } from '../util/regexp-guard.js';
 import { registerAgentCommands } from './agent.js';
 import { registerCaCommands } from './ca.js';
 import { registerMcpCommands } from './mcp.js';
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
 }
 
 async function main(argv: string[]): Promise<void> {
+  guardRegexps();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

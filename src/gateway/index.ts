@@ -5,6 +5,7 @@
  * Imports config/, policy/ (the engine interface), audit/, agents/ (keys) and util/; never a data plane.
  */
 import { createRequire } from 'node:module';
+import { guardRegexps } from '../util/regexp-guard.js';
 import { hostname } from 'node:os';
 import type { AuditLog } from '../audit/record.js';
 import type { Config, GatewaySettings } from '../config/schema.js';
@@ -101,6 +102,8 @@ export async function startNodeGateway(input: NodeGatewayInput): Promise<Running
 }
 
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
+  // Servers' schemas carry patterns that run on agents' arguments.
+  guardRegexps();
   const node = options.node ?? hostname();
   const core = new GatewayCore({
     settings: options.settings,

@@ -54,7 +54,9 @@ export class InputSchemas {
 function compile(schema: Tool['inputSchema'], unusable: (reason: string) => void): ArgumentChecker {
   let validate: (input: unknown) => { valid: boolean; errorMessage?: string | undefined };
   try {
-    validate = new AjvJsonSchemaValidator().getValidator(schema as never);
+    const validator = new AjvJsonSchemaValidator();
+    linearPatterns(validator, schema);
+    validate = validator.getValidator(schema as never);
   } catch (error) {
     const reason = `its inputSchema cannot be compiled (${brief(firstSentence(error))})`;
     unusable(reason);
@@ -72,6 +74,32 @@ function compile(schema: Tool['inputSchema'], unusable: (reason: string) => void
     return result.valid ? { ok: true } : { ok: false, problem: brief((result.errorMessage ?? 'they do not match').replace(/(^|, )data(?=[/ ])/g, '$1args')) };
   };
 }
+
+/**
+ * A server's `pattern` (and `patternProperties`) runs on the caller's input: one that backtracks
+ * catastrophically would stall every session. V8 moves such a match to its linear-time engine
+ * (util/regexp-guard.ts), but not under the `u` flag Ajv compiles patterns with; so a pattern that compiles
+ * without it is compiled without it (astral characters then count as two, which only a length-like pattern
+ * can notice, and the server still checks its own input). The engine for the schema's dialect is reached
+ * through the SDK validator's `_engineFor`; if that ever goes, the schema counts as unusable, which fails
+ * closed.
+ */
+function linearPatterns(validator: AjvJsonSchemaValidator, schema: Tool['inputSchema']): void {
+  const engineFor = (validator as unknown as { _engineFor?: (schema: unknown) => { opts: { code: { regExp: unknown } } } })._engineFor;
+  if (typeof engineFor !== 'function') throw new Error('the SDK validator no longer exposes its engines, so patterns cannot be bounded');
+  engineFor.call(validator, schema).opts.code.regExp = patternRegExp;
+}
+
+const patternRegExp = Object.assign(
+  (pattern: string, flags: string): RegExp => {
+    try {
+      return new RegExp(pattern, flags.replace('u', ''));
+    } catch {
+      return new RegExp(pattern, flags);
+    }
+  },
+  { code: 'patternRegExp' },
+);
 
 /** The names a plain object schema declares, when it says nothing about other properties; else undefined. */
 function closedProperties(schema: Tool['inputSchema']): Set<string> | undefined {

@@ -23,6 +23,7 @@ import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision } from '../policy/types.js';
 import { errorMessage } from '../util/errors.js';
+import { guardRegexps } from '../util/regexp-guard.js';
 import { ensureNodeKeys, type KeyPair } from '../util/keys.js';
 import { ensurePrivateDir, expandHome } from '../util/paths.js';
 import { startApi, type Api } from './api.js';
@@ -94,6 +95,7 @@ function systemRecord(node: string, action: string, effect: AuditRecord['effect'
 
 export async function startNode(options: NodeOptions): Promise<RunningNode> {
   const { logger } = options;
+  guardRegexps();
   const configPath = resolve(options.configPath);
   let loaded = loadConfigFile(configPath);
   const config = loaded.config;
