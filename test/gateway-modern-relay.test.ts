@@ -22,6 +22,32 @@ interface RawOutcome {
   error?: { code: number; message: string };
 }
 
+/** One raw 2026-07-28 tools/call, so a test can replay, forge or abandon its request state. */
+async function modernCallTo(
+url: string,
+  agentKey: string,
+  name: string,
+  args: Record<string, unknown>,
+  extra: Record<string, unknown> = {},
+  capabilities: Record<string, unknown> = { sampling: {}, elicitation: { form: {} } },
+): Promise<RawOutcome> {
+  const response = await rawRequest(url, {
+    headers: { ...JSON_HEADERS, authorization: `Bearer ${agentKey}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: {
+        name,
+        arguments: args,
+        ...extra,
+        _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': capabilities },
+      },
+    }),
+  });
+  return JSON.parse(response.body) as RawOutcome;
+}
+
 describe('a 2026-07-28 client and a 2025-era upstream that asks the client mid-call', () => {
   let harness: Harness;
   let key: string;
@@ -35,30 +61,8 @@ describe('a 2026-07-28 client and a 2025-era upstream that asks the client mid-c
   });
   after(() => harness.close());
 
-  /** One raw 2026-07-28 tools/call, so a test can replay, forge or abandon its request state. */
-  async function modernCall(
-    agentKey: string,
-    name: string,
-    args: Record<string, unknown>,
-    extra: Record<string, unknown> = {},
-    capabilities: Record<string, unknown> = { sampling: {}, elicitation: { form: {} } },
-  ): Promise<RawOutcome> {
-    const response = await rawRequest(harness.gateway.url, {
-      headers: { ...JSON_HEADERS, authorization: `Bearer ${agentKey}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'tools/call',
-        params: {
-          name,
-          arguments: args,
-          ...extra,
-          _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': capabilities },
-        },
-      }),
-    });
-    return JSON.parse(response.body) as RawOutcome;
-  }
+  const modernCall = (agentKey: string, name: string, args: Record<string, unknown>, extra?: Record<string, unknown>, capabilities?: Record<string, unknown>) =>
+    modernCallTo(harness.gateway.url, agentKey, name, args, extra, capabilities);
 
   test('relays a sampling request to the client and its answer back, auditing each round under one correlation id', async () => {
     const client = await harness.connect(key, { ...MODERN, capabilities: { sampling: {} } });
@@ -156,5 +160,28 @@ describe('a 2026-07-28 client and a 2025-era upstream that asks the client mid-c
     const [question] = Object.keys(first.result!.inputRequests!);
     const late = await modernCall(key, 'everything__trigger-sampling-request', args, { inputResponses: { [question!]: sampled }, requestState: first.result!.requestState });
     assert.equal(late.error?.code, -32602);
+  });
+});
+
+describe('calls a 2026-07-28 agent leaves parked', () => {
+  let harness: Harness;
+  before(async () => {
+    harness = await startHarness({
+      gateway: { maxSessionsPerAgent: 1, upstreams: { everything: everythingUpstream({ timeouts: { inputMs: INPUT_MS } }) } },
+      policy: { mcp: [{ id: 'all', allow: { tools: ['*'] } }] },
+    });
+  });
+  after(() => harness.close());
+
+  test('are bounded by gateway.maxSessionsPerAgent; an abandoned call frees its place', async () => {
+    const key = harness.agents.add('parker').key;
+    const call = (prompt: string) => modernCallTo(harness.gateway.url, key, 'everything__trigger-sampling-request', { prompt, maxTokens: 5 });
+    assert.equal((await call('first')).result?.resultType, 'input_required');
+    const second = await call('second');
+    assert.equal(second.result?.isError, true);
+    assert.match(second.result?.content?.[0]?.text ?? '', /Refused by Gatehouse: this agent already has 1 calls waiting for its answers \(gateway.maxSessionsPerAgent is 1\)/);
+    assert.equal(harness.audit.records.findLast((r) => r.action === 'tools/call')?.effect, 'deny');
+    await new Promise((resolve) => setTimeout(resolve, INPUT_MS + 500));
+    assert.equal((await call('third')).result?.resultType, 'input_required', 'the abandoned call no longer counts');
   });
 });

@@ -280,7 +280,10 @@ const gatewaySchema = z.strictObject({
   separator: z.string().regex(/^[A-Za-z0-9_.-]{1,4}$/, 'a separator of 1-4 characters from letters, digits, "_", "." or "-"').default('__'),
   timeouts: upstreamTimeouts.default({}),
   maxMessageBytes: z.number().int().positive().default(gatewayDefaults.maxMessageBytes),
-  /** Open sessions one agent (one identity) may hold, so a single key cannot take every session. */
+  /**
+   * Open sessions one agent (one identity) may hold, so a single key cannot take every session; for a
+   * 2026-07-28 client, which has no sessions, the calls it may leave parked waiting for its answers.
+   */
   maxSessionsPerAgent: z.number().int().positive().default(100),
   auth: gatewayAuthSchema.default({ apiKeys: true, allowAnonymousLoopback: false }),
   upstreams: z.record(upstreamName, upstreamSchema).default({}),

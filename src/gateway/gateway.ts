@@ -565,6 +565,14 @@ export class GatewayCore {
     const connection = this.connectionFor(entry.upstream, caller);
     if (binding?.multiRound) {
       // A 2026-07-28 client cannot be sent the upstream's requests: they are asked through input_required.
+      // Each parked call holds an upstream call open, so one identity may leave only so many waiting.
+      const waiting = this.parkedCallsOf(caller);
+      const cap = this.options.settings.maxSessionsPerAgent;
+      if (waiting >= cap) {
+        const reason = `this agent already has ${waiting} calls waiting for its answers (gateway.maxSessionsPerAgent is ${cap}); answer or abandon one first`;
+        await this.record(caller, 'tools/call', resource, 'deny', ['limit'], reason, started, correlationId, details, decision);
+        return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
+      }
       const relay = new InputRelay(caller.session);
       const progress = options.progressToken !== undefined ? { progressToken: options.progressToken } : {};
       relay.follow(connection.request('tools/call', params, relay.binding, { signal: relay.signal, ...progress }));
@@ -844,6 +852,13 @@ export class GatewayCore {
     const reason = `the client did not answer the upstream's questions within ${call.waitMs} ms; the call was cancelled upstream`;
     call.relay.cancel(reason);
     await this.record(call.caller, 'tools/call', call.resource, 'error', call.decision.rules, reason, call.started, call.correlationId, { ...call.details, abandoned: true }, call.decision);
+  }
+
+  private parkedCallsOf(caller: Caller): number {
+    const identity = JSON.stringify(principalBinding(caller));
+    let count = 0;
+    for (const call of this.parked.values()) if (JSON.stringify(principalBinding(call.caller)) === identity) count += 1;
+    return count;
   }
 
   /** What a parked call's request state is bound to: the principal, the tool and the argument digest. */
