@@ -196,3 +196,10 @@ test('a client that cannot run tasks answers the server\'s task-augmented sampli
   const text = (result.content as { text: string }[]).map((block) => block.text).join('\n');
   assert.match(text, /\[SYNC\].*answered at once/s);
 });
+
+test("tasks/list gathers every page of the server's list (its store pages by 10)", async () => {
+  const started = await Promise.all(Array.from({ length: 12 }, () => startResearch(owner, false)));
+  const listed = await send(owner, 'tasks/list', {}, z.looseObject({ tasks: z.array(taskShape) }));
+  const shown = new Set(listed.tasks.map((entry) => entry.taskId));
+  for (const { task } of started) assert.ok(shown.has(task.taskId), `${task.taskId} is listed`);
+});

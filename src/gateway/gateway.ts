@@ -116,6 +116,9 @@ interface TaskOwner {
 const APPROVAL_KEY = 'gatehouse-approval';
 type ElicitAnswer = { action?: string; content?: { approve?: unknown } };
 const APPROVAL_TTL_MS = 10 * 60 * 1000;
+/** Pages of an upstream's `tasks/list` read for one client request: a runaway cursor cannot loop forever. */
+const MAX_TASK_LIST_PAGES = 100;
+
 /** The purpose named in the request state of a parked call, which tells its retry from a new call. */
 const PARKED_STATE = 'parked';
 
@@ -756,10 +759,16 @@ export class GatewayCore {
     const listed: Record<string, unknown>[] = [];
     for (const connection of new Set(mine.map((task) => task.connection))) {
       if (!(await connection.connection()).getServerCapabilities()?.tasks?.list) continue;
-      const reported = ((await connection.request('tasks/list', {}, undefined)) as { tasks?: unknown }).tasks;
-      for (const entry of Array.isArray(reported) ? reported : []) {
-        const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
-        if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
+      // Every page the upstream has (bounded), filtered to the caller's tasks and given back as one page.
+      let cursor: unknown;
+      for (let page = 0; page < MAX_TASK_LIST_PAGES; page++) {
+        const reported = (await connection.request('tasks/list', typeof cursor === 'string' ? { cursor } : {}, undefined)) as { tasks?: unknown; nextCursor?: unknown };
+        for (const entry of Array.isArray(reported.tasks) ? reported.tasks : []) {
+          const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
+          if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
+        }
+        cursor = reported.nextCursor;
+        if (typeof cursor !== 'string' || cursor === '') break;
       }
     }
     const screened = this.screen({ tasks: listed });
