@@ -659,24 +659,35 @@ export class GatewayCore {
   }
 
   /**
-   * The call's way back to its client, with each answer the client gives the upstream (a sampling result, an
-   * elicitation's content, its roots) scanned for secrets on its way up, as a 2026-07-28 client's answers are
-   * (`resumeCall`): withheld from the upstream when the policy blocks, redacted when it redacts.
+   * The call's way back to its client, scanned both ways like the call itself: the server's question (a
+   * sampling request's messages, an elicitation's message) on its way to the client, and the client's answer
+   * (a sampling result, an elicitation's content, its roots) on its way up, as a 2026-07-28 client's answers
+   * are (`resumeCall`). What the policy blocks is withheld and the server gets an error; what it redacts
+   * goes on redacted.
    */
   private screeningAnswers(binding: CallBinding, caller: Caller, resource: string, correlationId: string): CallBinding {
     return {
       ...binding,
       send: async (request) => {
-        const started = process.hrtime.bigint();
-        const screened = this.screen(await binding.send(request));
-        if (!screened.verdict || screened.verdict.action === 'none') return screened.value as Result;
-        const withheld = screened.verdict.effect === 'deny';
-        const reason = `the client's answer to ${request.method} ${screened.verdict.reason}`;
-        await this.record(caller, 'tools/call.client-answer', resource, withheld ? 'deny' : 'allow', ['dlp'], reason, started, correlationId, { method: request.method, dlp: dlpDetails(screened.verdict) });
-        if (withheld) throw new ProtocolError(-32603, `Withheld by Gatehouse: the client's answer contained a secret (${screened.verdict.reason})`);
-        return screened.value as Result;
+        const params = request.params && (await this.screenRelayed(caller, resource, correlationId, request.method, 'question', request.params));
+        const answer = await binding.send(params ? { ...request, params } : request);
+        return this.screenRelayed(caller, resource, correlationId, request.method, 'answer', answer);
       },
     };
+  }
+
+  private async screenRelayed<T>(caller: Caller, resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
+    const started = process.hrtime.bigint();
+    const screened = this.screen(value);
+    if (!screened.verdict || screened.verdict.action === 'none') return screened.value as T;
+    const withheld = screened.verdict.effect === 'deny';
+    const what = side === 'answer' ? `the client's answer to ${method}` : `the server's ${method} request`;
+    await this.record(caller, side === 'answer' ? 'tools/call.client-answer' : 'tools/call.server-question', resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, {
+      method,
+      dlp: dlpDetails(screened.verdict),
+    });
+    if (withheld) throw new ProtocolError(-32603, `Withheld by Gatehouse: ${what} contained a secret (${screened.verdict.reason})`);
+    return screened.value as T;
   }
 
   /** The tasks capability clients are offered: what at least one upstream offers, and nothing more. */

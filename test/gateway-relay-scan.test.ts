@@ -1,0 +1,38 @@
+/**
+ * What passes between a server and the calling client in the middle of a call is scanned like the call
+ * itself: a server that puts a credential into its sampling request never gets it to the client's model.
+ * The official SDK client (2025 era) against the gateway fronting the fixture server over stdio.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { CallToolResult, Client } from '@modelcontextprotocol/client';
+import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
+import { fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+
+const LEAKY_TOKEN = SAMPLES['github-pat']!(seededRandom(21));
+let harness: Harness;
+let client: Client;
+const asked: unknown[] = [];
+
+before(async () => {
+  harness = await startHarness({
+    gateway: { upstreams: { fixture: fixtureUpstream({}, ['--asking']) } },
+    policy: { mcp: [{ id: 'all', allow: { tools: ['*'] } }], dlp: { action: 'block' } },
+  });
+  client = await harness.connect(harness.agents.add('asker').key, { capabilities: { sampling: {} } });
+  client.setRequestHandler('sampling/createMessage', async (request) => {
+    asked.push(request.params);
+    return { role: 'assistant', content: { type: 'text', text: 'fine' }, model: 'test-model', stopReason: 'endTurn' };
+  });
+});
+after(() => harness.close());
+
+test("withholds from the client a server's sampling request that carries a secret, and records it", async () => {
+  const result = (await client.callTool({ name: 'fixture__ask-leaky', arguments: {} })) as CallToolResult;
+  assert.ok(!JSON.stringify(asked).includes(LEAKY_TOKEN), "the secret never reached the client's model");
+  assert.equal(asked.length, 0, 'the client was not asked at all');
+  assert.ok(!JSON.stringify(result).includes('sampled: fine'), 'the server got an error instead of an answer');
+  const record = harness.audit.records.find((entry) => entry.action === 'tools/call.server-question');
+  assert.equal(record?.effect, 'deny');
+  assert.equal(record?.details?.method, 'sampling/createMessage');
+});
