@@ -1,13 +1,14 @@
 /**
  * What passes between a server and the calling client in the middle of a call is scanned like the call
  * itself: a server that puts a credential into its sampling request never gets it to the client's model.
- * The official SDK client (2025 era) against the gateway fronting the fixture server over stdio.
+ * The official SDK client (2025 era), and a raw 2026-07-28 request, against the gateway fronting the fixture
+ * server over stdio.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { CallToolResult, Client } from '@modelcontextprotocol/client';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
-import { fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+import { fixtureUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
 
 const LEAKY_TOKEN = SAMPLES['github-pat']!(seededRandom(21));
 let harness: Harness;
@@ -35,4 +36,21 @@ test("withholds from the client a server's sampling request that carries a secre
   const record = harness.audit.records.find((entry) => entry.action === 'tools/call.server-question');
   assert.equal(record?.effect, 'deny');
   assert.equal(record?.details?.method, 'sampling/createMessage');
+});
+
+test("keeps a server's sampling request that carries a secret out of a 2026-07-28 client's input_required", async () => {
+  const before = harness.audit.records.length;
+  const response = await rawRequest(harness.gateway.url, {
+    headers: { ...JSON_HEADERS, authorization: `Bearer ${harness.agents.add('modern-asker').key}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'fixture__ask-leaky' },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'fixture__ask-leaky', arguments: {}, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': { sampling: {} } } },
+    }),
+  });
+  assert.ok(!response.body.includes(LEAKY_TOKEN), 'the secret is not in what the client gets');
+  assert.doesNotMatch(response.body, /input_required/, 'there is no question left to ask');
+  const record = harness.audit.records.slice(before).find((entry) => entry.action === 'tools/call.server-question');
+  assert.equal(record?.effect, 'deny');
 });

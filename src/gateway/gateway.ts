@@ -578,7 +578,9 @@ export class GatewayCore {
       }
       const relay = new InputRelay(caller.session);
       const progress = options.progressToken !== undefined ? { progressToken: options.progressToken } : {};
-      relay.follow(connection.request('tools/call', params, relay.binding, { signal: relay.signal, ...progress }));
+      // Its questions are scanned on their way into input_required here; its answers when they come (resumeCall).
+      const questions = this.screeningRelay(relay.binding, caller, resource, correlationId, false);
+      relay.follow(connection.request('tools/call', params, questions, { signal: relay.signal, ...progress }));
       const call: ParkedCall = { relay, caller, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs, rounds: 0 };
       return this.serveRound(call, binding, options.signal);
     }
@@ -586,7 +588,7 @@ export class GatewayCore {
     if (options.task) params.task = options.task;
     let result: CallToolResult;
     try {
-      const relay = binding && this.recordingClientTasks(this.screeningAnswers(binding, caller, resource, correlationId), caller, resource, decision.rules, correlationId);
+      const relay = binding && this.recordingClientTasks(this.screeningRelay(binding, caller, resource, correlationId), caller, resource, decision.rules, correlationId);
       result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
@@ -660,18 +662,18 @@ export class GatewayCore {
 
   /**
    * The call's way back to its client, scanned both ways like the call itself: the server's question (a
-   * sampling request's messages, an elicitation's message) on its way to the client, and the client's answer
-   * (a sampling result, an elicitation's content, its roots) on its way up, as a 2026-07-28 client's answers
-   * are (`resumeCall`). What the policy blocks is withheld and the server gets an error; what it redacts
-   * goes on redacted.
+   * sampling request's messages, an elicitation's message) on its way to the client, and (unless `answers`
+   * is false: a 2026-07-28 client's answers are scanned in `resumeCall`) the client's answer (a sampling
+   * result, an elicitation's content, its roots) on its way up. What the policy blocks is withheld and the
+   * server gets an error; what it redacts goes on redacted.
    */
-  private screeningAnswers(binding: CallBinding, caller: Caller, resource: string, correlationId: string): CallBinding {
+  private screeningRelay(binding: CallBinding, caller: Caller, resource: string, correlationId: string, answers = true): CallBinding {
     return {
       ...binding,
       send: async (request) => {
         const params = request.params && (await this.screenRelayed(caller, resource, correlationId, request.method, 'question', request.params));
         const answer = await binding.send(params ? { ...request, params } : request);
-        return this.screenRelayed(caller, resource, correlationId, request.method, 'answer', answer);
+        return answers ? this.screenRelayed(caller, resource, correlationId, request.method, 'answer', answer) : answer;
       },
     };
   }
