@@ -153,6 +153,7 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     for (const signal of FORWARDED_SIGNALS) process.off(signal, forward);
 
     if (status.setupFailed) {
+      if (status.error) process.stderr.write(`gatehouse: ${status.error}\n`);
       process.stderr.write('gatehouse: the sandbox could not start (see the message above); `gatehouse doctor` says what this host lacks\n');
       return 2;
     }

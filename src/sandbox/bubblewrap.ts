@@ -182,6 +182,13 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd =
 }
 
 /**
+ * How long to wait, once the sandbox (bwrap, or the engine's CLI) has exited, for its channel to close and so
+ * deliver the bridge's EXIT frame. Every process inside is gone by then, so the channel closes at once; the
+ * bound only keeps a wedged peer from hanging the run.
+ */
+export const CHANNEL_CLOSE_WAIT_MS = 5000;
+
+/**
  * Gatehouse's end of the bridge's channel, for either driver: each connection the bridge accepts becomes one
  * connection to the egress proxy's session socket (or is refused and reported), and the bridge's EXIT frame
  * is the program's status. `kill` tears the sandbox down when the channel breaks (a hostile peer).
@@ -214,7 +221,9 @@ export function bridgeChannel(channel: Socket, spec: SandboxSpec, kill: () => vo
     ended: (sandbox) => {
       mux.closeAll();
       const error = brokenReason ? { error: brokenReason } : {};
-      return reported ? { ...reported, ...error } : { ...sandbox, setupFailed: true, ...error };
+      if (reported) return { ...reported, ...error };
+      const why = brokenReason ?? `the sandbox ended (${sandbox.signal ?? `exit ${sandbox.code}`}) without the bridge reporting how the program ended; its channel was ${channel.closed ? 'closed' : 'still open'}`;
+      return { ...sandbox, setupFailed: true, error: why };
     },
   };
 }
@@ -260,7 +269,7 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
     // bwrap's own status matters only when it failed (namespaces refused...) or was killed. Its exit can be
     // seen before the bridge's EXIT frame is read off the channel: wait for the channel to close (bounded).
     child.once('exit', async (code, signal) => {
-      if (!channel.closed) await Promise.race([once(channel, 'close'), new Promise((settle) => setTimeout(settle, 1000).unref())]);
+      if (!channel.closed) await Promise.race([once(channel, 'close'), new Promise((settle) => setTimeout(settle, CHANNEL_CLOSE_WAIT_MS).unref())]);
       resolve(bridge.ended({ code, signal }));
     });
   });

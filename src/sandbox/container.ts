@@ -22,7 +22,7 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
-import { bridgeChannel, bridgeFiles, sandboxLayout } from './bubblewrap.js';
+import { bridgeChannel, bridgeFiles, CHANNEL_CLOSE_WAIT_MS, sandboxLayout } from './bubblewrap.js';
 import { FRAME } from './mux.js';
 import { trustEnv } from './env.js';
 import { isWithin, type MountPlan } from './mount-plan.js';
@@ -218,7 +218,7 @@ export async function launchContainer(spec: SandboxSpec, options: { engine: Cont
       removeChannel();
       if (!connected) return resolve({ code, signal, setupFailed: true });
       // The bridge's EXIT frame may still be in flight when the engine's CLI exits.
-      if (!connected.socket.closed) await Promise.race([once(connected.socket, 'close'), new Promise((settle) => setTimeout(settle, 1000).unref())]);
+      if (!connected.socket.closed) await Promise.race([once(connected.socket, 'close'), new Promise((settle) => setTimeout(settle, CHANNEL_CLOSE_WAIT_MS).unref())]);
       resolve(connected.channel.ended({ code, signal }));
     });
   });
