@@ -186,14 +186,16 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd =
  * deliver the bridge's EXIT frame. Every process inside is gone by then, so the channel closes at once; the
  * bound only keeps a wedged peer from hanging the run.
  */
-export const CHANNEL_CLOSE_WAIT_MS = 5000;
+const CHANNEL_CLOSE_WAIT_MS = 5000;
 
 /**
  * Gatehouse's end of the bridge's channel, for either driver: each connection the bridge accepts becomes one
  * connection to the egress proxy's session socket (or is refused and reported), and the bridge's EXIT frame
- * is the program's status. `kill` tears the sandbox down when the channel breaks (a hostile peer).
+ * is the program's status. `kill` tears the sandbox down when the channel breaks (a hostile peer). `ended`
+ * takes the sandbox's own exit, which can be seen before the EXIT frame is read off the channel, so it waits
+ * (bounded) for the channel to close first.
  */
-export function bridgeChannel(channel: Socket, spec: SandboxSpec, kill: () => void): { mux: Mux; ended: (sandbox: { code: number | null; signal: NodeJS.Signals | null }) => ExitStatus } {
+export function bridgeChannel(channel: Socket, spec: SandboxSpec, kill: () => void): { mux: Mux; ended: (sandbox: { code: number | null; signal: NodeJS.Signals | null }) => Promise<ExitStatus> } {
   let reported: ExitStatus | undefined;
   let brokenReason: string | undefined;
   const mux: Mux = new Mux(channel, {
@@ -218,7 +220,8 @@ export function bridgeChannel(channel: Socket, spec: SandboxSpec, kill: () => vo
   return {
     mux,
     // Without the bridge's report the program never ran, or the sandbox was killed: the sandbox's own status.
-    ended: (sandbox) => {
+    ended: async (sandbox) => {
+      if (!channel.closed) await Promise.race([once(channel, 'close'), new Promise((settle) => setTimeout(settle, CHANNEL_CLOSE_WAIT_MS).unref())]);
       mux.closeAll();
       const error = brokenReason ? { error: brokenReason } : {};
       if (reported) return { ...reported, ...error };
@@ -266,12 +269,8 @@ export async function launchBubblewrap(spec: SandboxSpec): Promise<SandboxProces
           : error,
       );
     });
-    // bwrap's own status matters only when it failed (namespaces refused...) or was killed. Its exit can be
-    // seen before the bridge's EXIT frame is read off the channel: wait for the channel to close (bounded).
-    child.once('exit', async (code, signal) => {
-      if (!channel.closed) await Promise.race([once(channel, 'close'), new Promise((settle) => setTimeout(settle, CHANNEL_CLOSE_WAIT_MS).unref())]);
-      resolve(bridge.ended({ code, signal }));
-    });
+    // bwrap's own status matters only when it failed (namespaces refused...) or was killed.
+    child.once('exit', (code, signal) => void bridge.ended({ code, signal }).then(resolve));
   });
 
   const start = (): void => mux.send(FRAME.START, 0);

@@ -15,14 +15,13 @@
  * Podman with runc, rootful and rootless (test/sandbox-podman.test.ts). Docker is not run anywhere here.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
-import { bridgeChannel, bridgeFiles, CHANNEL_CLOSE_WAIT_MS, sandboxLayout } from './bubblewrap.js';
+import { bridgeChannel, bridgeFiles, sandboxLayout } from './bubblewrap.js';
 import { FRAME } from './mux.js';
 import { trustEnv } from './env.js';
 import { isWithin, type MountPlan } from './mount-plan.js';
@@ -213,13 +212,11 @@ export async function launchContainer(spec: SandboxSpec, options: { engine: Cont
       removeChannel();
       reject(error.code === 'ENOENT' ? new GatehouseError('sandbox_unavailable', `${options.engine} is not installed; run \`gatehouse doctor\``) : error);
     });
-    child.once('exit', async (code, signal) => {
+    child.once('exit', (code, signal) => {
       server.close();
       removeChannel();
       if (!connected) return resolve({ code, signal, setupFailed: true });
-      // The bridge's EXIT frame may still be in flight when the engine's CLI exits.
-      if (!connected.socket.closed) await Promise.race([once(connected.socket, 'close'), new Promise((settle) => setTimeout(settle, CHANNEL_CLOSE_WAIT_MS).unref())]);
-      resolve(connected.channel.ended({ code, signal }));
+      void connected.channel.ended({ code, signal }).then(resolve);
     });
   });
 
