@@ -23,6 +23,17 @@ export interface ForwardResult {
   unmasked?: string;
 }
 
+/** What a forwarded exchange adds to its audit record. */
+export function forwardedDetails(result: ForwardResult): Record<string, unknown> {
+  return {
+    status: result.status,
+    bytesUp: result.bytesUp,
+    bytesDown: result.bytesDown,
+    ...(result.masked ? { masked: result.masked } : {}),
+    ...(result.unmasked ? { unmasked: result.unmasked } : {}),
+  };
+}
+
 /** Puts a session's reflected real values back as placeholders; `count` is how many kinds were found. */
 export type ResponseMask = (bytes: Buffer) => { bytes: Buffer; count: number };
 

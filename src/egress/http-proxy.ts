@@ -22,7 +22,7 @@ import { auditHealthy, limit, occupyTunnel } from './steps.js';
 import { formatTarget, parseAuthority, printable, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
 import { prepareRequest, responseMask } from './content.js';
-import { forward } from './forward.js';
+import { forward, forwardedDetails } from './forward.js';
 
 /** The first steps of both HTTP flows: audit health, then who is asking. */
 async function admit(runtime: Runtime, client: Client, proxyAuthorization: string | undefined): Promise<Caller | Refusal> {
@@ -194,14 +194,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     maskLimit: runtime.limits.maxInspectedBytes,
   });
   if (result instanceof Error) return refuse(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${result.code ?? result.message})`));
-  facts.details = {
-    ...facts.details,
-    status: result.status,
-    bytesUp: result.bytesUp,
-    bytesDown: result.bytesDown,
-    ...(result.masked ? { masked: result.masked } : {}),
-    ...(result.unmasked ? { unmasked: result.unmasked } : {}),
-  };
+  facts.details = { ...facts.details, ...forwardedDetails(result) };
   runtime.recorder.record(engine, facts);
 }
 

@@ -26,7 +26,7 @@ import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
 import { formatTarget, printable } from './target.js';
-import { forward } from './forward.js';
+import { forward, forwardedDetails } from './forward.js';
 import { isAllowed } from '../policy/types.js';
 
 export interface InspectionOptions extends ContentTools {
@@ -250,13 +250,6 @@ async function handleInspected(
   if (result instanceof Refusal) return refuse(result);
   state.bytesUp += result.bytesUp;
   state.bytesDown += result.bytesDown;
-  facts.details = {
-    ...facts.details,
-    status: result.status,
-    bytesUp: result.bytesUp,
-    bytesDown: result.bytesDown,
-    ...(result.masked ? { masked: result.masked } : {}),
-    ...(result.unmasked ? { unmasked: result.unmasked } : {}),
-  };
+  facts.details = { ...facts.details, ...forwardedDetails(result) };
   runtime.recorder.record(engine, facts);
 }
