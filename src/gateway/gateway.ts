@@ -129,6 +129,8 @@ const PARKED_STATE = 'parked';
 interface ParkedCall {
   relay: InputRelay;
   caller: Caller;
+  /** The caller's identity as a key, to count what one identity has parked. */
+  owner: string;
   /** The tool's name as the client calls it. */
   name: string;
   resource: string;
@@ -569,7 +571,8 @@ export class GatewayCore {
     if (binding?.multiRound) {
       // A 2026-07-28 client cannot be sent the upstream's requests: they are asked through input_required.
       // Each parked call holds an upstream call open, so one identity may leave only so many waiting.
-      const waiting = this.parkedCallsOf(caller);
+      const owner = JSON.stringify(principalBinding(caller));
+      const waiting = this.parkedCallsOf(owner);
       const cap = this.options.settings.maxSessionsPerAgent;
       if (waiting >= cap) {
         const reason = `this agent already has ${waiting} calls waiting for its answers (gateway.maxSessionsPerAgent is ${cap}); answer or abandon one first`;
@@ -581,7 +584,7 @@ export class GatewayCore {
       // Its questions are scanned on their way into input_required here; its answers when they come (resumeCall).
       const questions = this.screeningRelay(relay.binding, caller, resource, correlationId, false);
       relay.follow(connection.request('tools/call', params, questions, { signal: relay.signal, ...progress }));
-      const call: ParkedCall = { relay, caller, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs, rounds: 0 };
+      const call: ParkedCall = { relay, caller, owner, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs, rounds: 0 };
       return this.serveRound(call, binding, options.signal);
     }
     // Tasks are relayed for 2025-era callers only; a 2026-07-28 call above runs as a plain call.
@@ -876,10 +879,9 @@ export class GatewayCore {
     await this.record(call.caller, 'tools/call', call.resource, 'error', call.decision.rules, reason, call.started, call.correlationId, { ...call.details, abandoned: true }, call.decision);
   }
 
-  private parkedCallsOf(caller: Caller): number {
-    const identity = JSON.stringify(principalBinding(caller));
+  private parkedCallsOf(owner: string): number {
     let count = 0;
-    for (const call of this.parked.values()) if (JSON.stringify(principalBinding(call.caller)) === identity) count += 1;
+    for (const call of this.parked.values()) if (call.owner === owner) count += 1;
     return count;
   }
 
