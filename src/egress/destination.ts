@@ -112,7 +112,6 @@ export function readsScheme(engine: PolicyEngine): boolean {
   return found;
 }
 
-
 /**
  * Step "resolve-check": resolves once, checks every answer against the default-blocked ranges and against
  * the policy (a deny on any address denies), and returns the addresses that may be dialled.
