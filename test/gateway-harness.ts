@@ -33,7 +33,8 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(config: Record<string, unknown>, auditLog?: AuditLog, extra: Partial<GatewayOptions> = {}): Promise<Harness> {
+/** `extra.localSocket` serves the local socket in the harness's data dir, as a node does. */
+export async function startHarness(config: Record<string, unknown>, auditLog?: AuditLog, extra: Partial<GatewayOptions> & { localSocket?: boolean } = {}): Promise<Harness> {
   const parsed = configSchema.parse({ version: 1, ...config });
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-gw-'));
   const agents = new AgentRegistry(openStore(dataDir));
@@ -47,7 +48,8 @@ export async function startHarness(config: Record<string, unknown>, auditLog?: A
     agentTeams: parsed.agents,
     pins: new PinStore(openStore(dataDir)),
     node: 'test-node',
-    ...extra,
+    ...(extra.localSocket ? { localSocketDir: dataDir } : {}),
+    ...Object.fromEntries(Object.entries(extra).filter(([name]) => name !== 'localSocket')),
   });
   const clients: Client[] = [];
   return {

@@ -1,8 +1,9 @@
 /**
- * `gatehouse mcp`: the stdio↔HTTP bridge a stdio-only MCP client launches as its "server", and
+ * `gatehouse mcp`: the stdio bridge a stdio-only MCP client launches as its "server" (gateway/bridge.ts), and
  * `gatehouse mcp pins` to list, diff and approve held tool definitions.
  */
 import type { Command } from 'commander';
+import type { BridgeTarget } from '../gateway/bridge.js';
 import { examples, globalOptions, printJson, usageError } from './common.js';
 
 interface BridgeOptions {
@@ -22,14 +23,25 @@ async function pinStore(command: Command) {
   return new PinStore(openStore(await dataDirOf(command)));
 }
 
-/** The gateway URL: --url, else GATEHOUSE_GATEWAY_URL, else the config's gateway.listen. */
-async function gatewayUrl(command: Command, flag: string | undefined): Promise<string> {
-  if (flag) return flag;
-  if (process.env.GATEHOUSE_GATEWAY_URL) return process.env.GATEHOUSE_GATEWAY_URL;
+/**
+ * Where the bridge reaches the gateway: --url, else $GATEHOUSE_GATEWAY_URL (either may be `unix:<path>` for a
+ * local socket); else the local socket of the node on this data dir, falling back to the config's
+ * gateway.listen over HTTP when no node serves it.
+ */
+async function bridgeTarget(command: Command, flag: string | undefined): Promise<BridgeTarget> {
+  const given = flag ?? (process.env.GATEHOUSE_GATEWAY_URL || undefined);
+  if (given !== undefined) {
+    if (given.startsWith('unix:')) return { socket: given.slice('unix:'.length) };
+    if (!/^https?:\/\//i.test(given)) throw usageError(`the gateway URL "${given}" must start with http://, https:// or unix:`);
+    return { url: given };
+  }
   const { findConfigPath, loadConfigFile } = await import('../config/load.js');
-  const path = findConfigPath(globalOptions(command).config, await dataDirOf(command));
+  const { join } = await import('node:path');
+  const { LOCAL_SOCKET } = await import('../gateway/local-socket.js');
+  const dataDir = await dataDirOf(command);
+  const path = findConfigPath(globalOptions(command).config, dataDir);
   const listen = path ? loadConfigFile(path).config.gateway.listen : '127.0.0.1:7401';
-  return `http://${listen}/mcp`;
+  return { socket: join(dataDir, LOCAL_SOCKET), fallbackUrl: `http://${listen}/mcp` };
 }
 
 async function agentKey(options: BridgeOptions): Promise<string | undefined> {
@@ -45,43 +57,15 @@ async function agentKey(options: BridgeOptions): Promise<string | undefined> {
 }
 
 async function runBridge(options: BridgeOptions, command: Command): Promise<void> {
-  const url = await gatewayUrl(command, options.url);
+  const target = await bridgeTarget(command, options.url);
   const key = await agentKey(options);
   if (!key) {
     throw usageError(
       `no agent key${options.agent ? ` for "${options.agent}"` : ''}: set GATEHOUSE_AGENT_KEY or pass --key-file (create one with "gatehouse agent add NAME")`,
     );
   }
-  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/client');
-  const { StdioServerTransport } = await import('@modelcontextprotocol/server/stdio');
-  // Two transports back to back: lines from the client go to the gateway, and everything back to stdout.
-  const upstream = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${key}` } } });
-  const local = new StdioServerTransport();
-  let closing = false;
-  const close = async (code: number) => {
-    if (closing) return;
-    closing = true;
-    await upstream.terminateSession().catch(() => undefined);
-    await upstream.close().catch(() => undefined);
-    await local.close().catch(() => undefined);
-    process.exit(code);
-  };
-  local.onmessage = (message) => {
-    upstream.send(message).catch((error: unknown) => {
-      process.stderr.write(`gatehouse mcp: the gateway at ${url} refused or could not be reached: ${error instanceof Error ? error.message : String(error)}\n`);
-      // A request that cannot be delivered still gets an answer, so the client does not wait forever.
-      if ('id' in message && 'method' in message) {
-        void local.send({ jsonrpc: '2.0', id: message.id, error: { code: -32603, message: `the Gatehouse gateway could not be reached at ${url}` } });
-      }
-    });
-  };
-  upstream.onmessage = (message) => void local.send(message);
-  upstream.onerror = (error) => process.stderr.write(`gatehouse mcp: ${error.message}\n`);
-  local.onclose = () => void close(0);
-  upstream.onclose = () => void close(0);
-  await upstream.start();
-  await local.start();
-  await new Promise(() => undefined);
+  const { runStdioBridge } = await import('../gateway/bridge.js');
+  process.exit(await runStdioBridge({ target, key }));
 }
 
 export function registerMcpCommands(program: Command): void {
@@ -89,7 +73,7 @@ export function registerMcpCommands(program: Command): void {
     program
       .command('mcp')
       .description('stdio bridge to the MCP gateway: point a stdio-only MCP client at this command')
-      .option('--url <url>', 'gateway endpoint (default: $GATEHOUSE_GATEWAY_URL, else gateway.listen from the config)')
+      .option('--url <url>', 'gateway endpoint, http(s)://... or unix:<socket> (default: $GATEHOUSE_GATEWAY_URL, else the local node\'s socket <data-dir>/mcp.sock, else gateway.listen from the config)')
       .option('--agent <name>', 'the agent this bridge speaks for (its key comes from $GATEHOUSE_AGENT_KEY or --key-file)')
       .option('--key-file <file>', 'file holding the agent API key')
       .action((options: BridgeOptions, command: Command) => runBridge(options, command)),

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/client';
 import { isJsonRpcMessage } from './jsonrpc.js';
+import { LineSplitter } from '../util/lines.js';
 
 export interface ChildCommand {
   command: string;
@@ -69,16 +70,20 @@ export class ChildProcessTransport implements Transport {
 
   private child: UpstreamProcess | undefined;
   private exitedFlag = false;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private discarding = false;
+  private readonly lines: LineSplitter;
   private closed = false;
 
   constructor(
     private readonly spec: ChildCommand,
     private readonly maxLineBytes: number,
     private readonly launch: ProcessLauncher = spawnInGroup,
-  ) {}
+  ) {
+    this.lines = new LineSplitter(
+      maxLineBytes,
+      (line) => this.deliver(line),
+      () => this.onerror?.(new Error(`the upstream wrote a message over ${maxLineBytes} bytes; it was dropped`)),
+    );
+  }
 
   get pid(): number | undefined {
     return this.child?.pid;
@@ -98,7 +103,7 @@ export class ChildProcessTransport implements Transport {
       this.exitedFlag = true;
       this.finish();
     });
-    child.stdout?.on('data', (chunk: Buffer) => this.receive(chunk));
+    child.stdout?.on('data', (chunk: Buffer) => this.lines.push(chunk));
     child.stderr?.on('data', (chunk: Buffer) => {
       for (const line of chunk.toString('utf8').split('\n')) {
         if (line.trim() === '') continue;
@@ -110,39 +115,7 @@ export class ChildProcessTransport implements Transport {
     child.stdin?.on('error', (error) => this.onerror?.(error));
   }
 
-  private receive(chunk: Buffer): void {
-    let start = 0;
-    for (let newline = chunk.indexOf(10, start); newline !== -1; newline = chunk.indexOf(10, start)) {
-      const piece = chunk.subarray(start, newline);
-      start = newline + 1;
-      if (this.discarding) {
-        this.discarding = false;
-        this.pending = [];
-        this.pendingBytes = 0;
-        continue;
-      }
-      const line = this.pending.length === 0 ? piece : Buffer.concat([...this.pending, piece]);
-      this.pending = [];
-      this.pendingBytes = 0;
-      this.deliver(line);
-    }
-    if (start < chunk.length && !this.discarding) {
-      this.pending.push(chunk.subarray(start));
-      this.pendingBytes += chunk.length - start;
-      if (this.pendingBytes > this.maxLineBytes) {
-        this.pending = [];
-        this.pendingBytes = 0;
-        this.discarding = true;
-        this.onerror?.(new Error(`the upstream wrote a message over ${this.maxLineBytes} bytes; it was dropped`));
-      }
-    }
-  }
-
   private deliver(line: Buffer): void {
-    if (line.length > this.maxLineBytes) {
-      this.onerror?.(new Error(`the upstream wrote a message over ${this.maxLineBytes} bytes; it was dropped`));
-      return;
-    }
     const text = line.toString('utf8').trim();
     if (text === '') return;
     let message: unknown;

@@ -8,7 +8,8 @@
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { join } from 'node:path';
 import {
   CLIENT_CAPABILITIES_META_KEY,
   Server,
@@ -27,8 +28,10 @@ import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
 import { readBody } from './body.js';
+import { listenUnix, type UnixListener } from '../util/unix-socket.js';
 import type { Caller, GatewayCore } from './gateway.js';
 import { serveCallsDirectly } from './direct-calls.js';
+import { LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
 import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import { relayRequest } from './tasks.js';
@@ -37,7 +40,8 @@ import type { CallBinding } from './upstream.js';
 interface Session {
   id: string;
   caller: Caller;
-  transport: HttpSessionTransport;
+  /** HTTP sessions are found by their id; a local one only through its own connection. */
+  transport: HttpSessionTransport | LocalSessionTransport;
   server: Server;
   lastSeen: number;
   unsubscribe: () => void;
@@ -71,6 +75,7 @@ export class GatewayFront {
   /** The 2026-07-28 era: stateless, one SDK server per request, built for the authenticated caller. */
   private readonly modern: McpHttpHandler;
   private readonly unsubscribeModern: () => void;
+  private localListener: UnixListener | undefined;
   url = '';
 
   constructor(private readonly options: FrontOptions) {
@@ -122,6 +127,7 @@ export class GatewayFront {
 
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    await this.localListener?.close();
     this.unsubscribeModern();
     await this.modern.close().catch(() => undefined);
     await Promise.all([...this.sessions.values()].map((session) => this.endSession(session)));
@@ -132,7 +138,51 @@ export class GatewayFront {
 
   private sweep(idleMs: number): void {
     const now = Date.now();
-    for (const session of this.sessions.values()) if (now - session.lastSeen > idleMs) void this.endSession(session);
+    // A local session lives as long as its connection.
+    for (const session of this.sessions.values()) {
+      if (session.transport instanceof HttpSessionTransport && now - session.lastSeen > idleMs) void this.endSession(session);
+    }
+  }
+
+  /**
+   * Serves the local socket (local-socket.ts) at `<dataDir>/mcp.sock`, beside the HTTP endpoint: the same
+   * identity check, session limits, sessions and audit, with stdio's framing instead of HTTP's.
+   */
+  async listenLocal(dataDir: string): Promise<UnixListener> {
+    const listener = await listenUnix(join(dataDir, LOCAL_SOCKET), (socket) => {
+      this.serveLocal(socket).catch(() => socket.destroy());
+    });
+    this.localListener = listener;
+    return listener;
+  }
+
+  private async serveLocal(socket: Socket): Promise<void> {
+    socket.on('error', () => undefined);
+    const refuse = async (principal: Principal | undefined, action: string, reason: string, told = reason): Promise<void> => {
+      await this.recordRejection(principal, action, `${reason} (local socket)`);
+      if (!socket.destroyed) socket.end(`${JSON.stringify({ ok: false, error: told })}\n`);
+    };
+    const greeting = await readHello(socket);
+    if ('error' in greeting) return refuse(undefined, 'request.rejected', greeting.error);
+    // A peer of a 0600 socket in the data dir runs on this machine: it counts as loopback, as on HTTP.
+    const outcome = await this.options.authenticator.authenticate({ authorization: greeting.hello.authorization }, '127.0.0.1');
+    if (!outcome.ok) return refuse(undefined, 'authenticate', outcome.message);
+    const full = this.sessionLimit(outcome.principal);
+    if (full) return refuse(outcome.principal, 'session.refused', full);
+    if (socket.destroyed) return;
+    let session: Session;
+    try {
+      session = await this.openSession(
+        outcome.principal,
+        (id) => new LocalSessionTransport(id, socket, greeting.rest, this.options.settings.maxMessageBytes, (rejection) => {
+          void this.recordRejection(outcome.principal, rejection.action, `${rejection.reason} (local socket)`);
+        }),
+      );
+    } catch (error) {
+      return refuse(outcome.principal, 'session.refused', `the session could not open: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    if (socket.destroyed) return void this.endSession(session);
+    socket.once('close', () => void this.endSession(session));
   }
 
   private async endSession(session: Session): Promise<void> {
@@ -204,7 +254,7 @@ export class GatewayFront {
     if (sessionId !== undefined) {
       session = this.sessions.get(sessionId);
       // A session belongs to the identity that opened it; anyone else is told it does not exist.
-      if (!session || !samePrincipal(session.caller, principal)) {
+      if (!session || !(session.transport instanceof HttpSessionTransport) || !samePrincipal(session.caller, principal)) {
         await this.recordRejection(principal, 'session.unknown', 'a request for a session that does not exist or belongs to someone else');
         return jsonRpcError(res, 404, -32001, 'Session not found');
       }
@@ -215,7 +265,10 @@ export class GatewayFront {
         await this.recordRejection(principal, 'session.refused', full);
         return jsonRpcError(res, 503, -32603, full);
       }
-      session = await this.openSession(principal);
+      session = await this.openSession(principal, (id) => new HttpSessionTransport(id, () => {
+        const existing = this.sessions.get(id);
+        if (existing) void this.endSession(existing);
+      }));
       opened = true;
     } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
       // A 2026-07-28 request carries its own envelope and needs no session.
@@ -231,7 +284,7 @@ export class GatewayFront {
       return jsonRpcError(res, 400, -32600, 'Bad Request: send initialize first, then the Mcp-Session-Id it returns with every request');
     }
 
-    const refused = session.transport.handle(req, res, parsedBody);
+    const refused = (session.transport as HttpSessionTransport).handle(req, res, parsedBody);
     if (refused !== undefined) {
       // A session whose initialize was refused never started; it must not hold a place until the idle sweep.
       if (opened) await this.endSession(session);
@@ -336,13 +389,10 @@ export class GatewayFront {
     return own >= cap ? `this agent already has ${own} open sessions (gateway.maxSessionsPerAgent is ${cap}); close one first` : undefined;
   }
 
-  private async openSession(principal: Principal): Promise<Session> {
+  private async openSession(principal: Principal, transportFor: (id: string) => HttpSessionTransport | LocalSessionTransport): Promise<Session> {
     const id = randomUUID();
     const caller: Caller = { ...principal, session: id };
-    const transport = new HttpSessionTransport(id, () => {
-      const existing = this.sessions.get(id);
-      if (existing) void this.endSession(existing);
-    });
+    const transport = transportFor(id);
     // Tasks are offered only as far as the upstreams offer them, so the upstreams start with the first session.
     const tasks = await this.options.core.taskCapability();
     const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator, tasks);

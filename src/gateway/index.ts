@@ -17,6 +17,7 @@ import { GatewayCore } from './gateway.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import type { PinStore } from './pins.js';
 import type { UpstreamStatus } from './upstream.js';
+import type { UnixListener } from '../util/unix-socket.js';
 
 export { Authenticator, isLoopback, type KeyAuthenticator } from './auth.js';
 export { GatewayCore, type Caller } from './gateway.js';
@@ -50,11 +51,15 @@ export interface GatewayOptions {
    * without it a server runs as a plain process in its own process group.
    */
   launch?: (upstream: string, command: ChildCommand) => Promise<UpstreamProcess>;
+  /** Also serve the local socket `<localSocketDir>/mcp.sock` (local-socket.ts), which `gatehouse mcp` prefers. */
+  localSocketDir?: string;
 }
 
 export interface RunningGateway {
   /** The Streamable HTTP endpoint, `http://127.0.0.1:7401/mcp`. */
   url: string;
+  /** The local socket's path, when it is served. */
+  socketPath?: string;
   core: GatewayCore;
   status(): { url: string; sessions: number; upstreams: UpstreamStatus[] };
   close(): Promise<void>;
@@ -98,6 +103,7 @@ export async function startNodeGateway(input: NodeGatewayInput): Promise<Running
     ...(input.node !== undefined ? { node: input.node } : {}),
     ...(input.resolveSecret ? { resolveSecret: input.resolveSecret } : {}),
     ...(input.launch ? { launch: input.launch } : {}),
+    localSocketDir: input.dataDir,
   });
 }
 
@@ -135,8 +141,17 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     version: GATEWAY_VERSION,
   });
   const url = await front.listen();
+  let local: UnixListener | undefined;
+  try {
+    if (options.localSocketDir !== undefined) local = await front.listenLocal(options.localSocketDir);
+  } catch (error) {
+    await front.close();
+    await core.close();
+    throw error;
+  }
   return {
     url,
+    ...(local ? { socketPath: local.path } : {}),
     core,
     status: () => ({ url, sessions: front.sessionCount(), ...core.status() }),
     close: async () => {

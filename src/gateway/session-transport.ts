@@ -33,7 +33,7 @@ const MAX_BATCH = 100;
 const frozenJson = new WeakMap<object, Buffer>();
 
 /** The JSON of a message, in pieces: the cached JSON of frozen lists, and everything else as it comes. */
-function serialize(message: JSONRPCMessage): (string | Buffer)[] {
+export function serialize(message: JSONRPCMessage): (string | Buffer)[] {
   const result = 'result' in message ? (message.result as Record<string, unknown>) : undefined;
   if (!result || !Object.values(result).some((value) => Array.isArray(value) && Object.isFrozen(value))) return [JSON.stringify(message)];
   const pieces: (string | Buffer)[] = [`{"jsonrpc":"2.0","id":${JSON.stringify((message as { id: RequestId }).id)},"result":{`];

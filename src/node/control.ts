@@ -15,9 +15,7 @@
  * keys and vault anyway, so it is trusted with the run's principal. What a run may write to the audit
  * log is still narrowed to the records a sandbox makes, stamped with this node's name.
  */
-import { chmodSync, existsSync, mkdtempSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { AuditLog, AuditRecord } from '../audit/record.js';
 import type { EgressProxy, EgressSession } from '../egress/index.js';
@@ -25,11 +23,10 @@ import type { PolicyHolder } from '../policy/engine.js';
 import type { Principal } from '../policy/types.js';
 import type { PlaceholderRegistry } from '../secrets/index.js';
 import { errorMessage } from '../util/errors.js';
+import { listenUnix } from '../util/unix-socket.js';
 
 /** Longest line a run may send: audit records are small. */
 const MAX_LINE = 256 * 1024;
-/** A Unix socket path must fit in `sun_path` (108 bytes on Linux, with its NUL). */
-const MAX_SOCKET_PATH = 100;
 
 export const CONTROL_SOCKET = 'node.sock';
 
@@ -65,37 +62,7 @@ export const SECRET_ACTIONS = new Map<string, AuditRecord['surface']>([
 ]);
 
 export async function startControlServer(options: ControlOptions): Promise<ControlServer> {
-  const link = join(options.dataDir, CONTROL_SOCKET);
-  // Left by a node that crashed: this node holds the audit lock, so no other node can be behind it.
-  rmSync(link, { force: true });
-  let ownDir: string | undefined;
-  let path = link;
-  if (link.length > MAX_SOCKET_PATH) {
-    ownDir = mkdtempSync(join(tmpdir(), 'gatehouse-node-'));
-    path = join(ownDir, CONTROL_SOCKET);
-  }
-  const connections = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    connections.add(socket);
-    socket.once('close', () => connections.delete(socket));
-    serveRun(socket, options);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => resolve());
-  });
-  chmodSync(path, 0o600);
-  if (ownDir) symlinkSync(path, link);
-  return {
-    path: link,
-    close: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of connections) socket.destroy();
-      await closed;
-      if (existsSync(link)) unlinkSync(link);
-      if (ownDir) rmSync(ownDir, { recursive: true, force: true });
-    },
-  };
+  return listenUnix(join(options.dataDir, CONTROL_SOCKET), (socket) => serveRun(socket, options));
 }
 
 interface Request {
