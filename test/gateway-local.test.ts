@@ -25,7 +25,7 @@ before(async () => {
       policy: {
         mcp: [
           { id: 'everything', allow: { server: 'everything', tools: ['*'], prompts: ['*'], resources: ['*'] } },
-          { id: 'fixture', allow: { server: 'fixture', tools: ['echo'] } },
+          { id: 'fixture', allow: { server: 'fixture', tools: ['echo', 'hang'] } },
           { id: 'no-forbidden', deny: { server: 'fixture', tools: ['echo'] }, when: "args.message == 'forbidden'" },
         ],
       },
@@ -70,6 +70,7 @@ test('gatehouse mcp reaches the gateway over the node\'s local socket: lists, ca
     const tools = (await client.listTools()).tools.map((tool) => tool.name);
     assert.ok(tools.includes('fixture__echo') && tools.includes('everything__echo'), tools.join(', '));
     assert.ok(!tools.includes('fixture__crash'), 'a tool the policy does not allow is not listed');
+    assert.ok(!tools.includes('fixture__hello'), 'a tool the policy does not allow is not listed');
     assert.equal(text((await client.callTool({ name: 'fixture__echo', arguments: { message: 'over the socket' } })) as CallToolResult), 'over the socket');
     const denied = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'forbidden' } })) as CallToolResult;
     assert.match(text(denied), /Denied by Gatehouse policy \(no-forbidden\)/);
@@ -192,3 +193,34 @@ test('the socket counts toward the agent\'s session limit', async () => {
   assert.match(String(answers.find((answer) => answer.ok === false)?.error), /already has 4 open sessions/);
   for (const link of links) link.socket.destroy();
 });
+
+test('a client that disconnects mid-call ends its session and the call is cancelled and recorded; other sessions go on', async () => {
+  const link = await raw();
+  link.send(JSON.stringify({ gatehouse: 'mcp', authorization: `Bearer ${key}` }));
+  link.send(INITIALIZE);
+  assert.deepEqual(await link.next(), { ok: true });
+  assert.equal((await link.next()).id, 1);
+  link.send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+  const sessionsBefore = harness.gateway.status().sessions;
+  link.send(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'fixture__hang', arguments: {} } }));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  link.socket.destroy();
+  for (let i = 0; i < 50 && harness.gateway.status().sessions >= sessionsBefore; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(harness.gateway.status().sessions, sessionsBefore - 1);
+
+  const { client, transport } = await bridged({ GATEHOUSE_AGENT_KEY: key });
+  await client.connect(transport);
+  try {
+    assert.equal(text((await client.callTool({ name: 'fixture__echo', arguments: { message: 'unaffected' } })) as CallToolResult), 'unaffected');
+  } finally {
+    await client.close();
+  }
+  let hung: AuditRecordLike | undefined;
+  for (let i = 0; i < 50 && !hung; i += 1) {
+    hung = harness.audit.records.find((record) => record.resource === 'fixture/hang') as AuditRecordLike | undefined;
+    if (!hung) await new Promise((resolve) => setTimeout(resolve, 40));
+  }
+  assert.ok(hung, 'the abandoned call has its record');
+});
+
+type AuditRecordLike = { resource: string; reason?: string };
