@@ -73,6 +73,27 @@ describe('tool arguments checked against the inputSchema', () => {
     assert.match(event?.reason ?? '', /repos\/delete_repo_draft4: its inputSchema cannot be compiled/);
   });
 
+  test('enforces a format the validator knows, takes one it does not know as an annotation, and says nothing on stderr', async () => {
+    // Ajv used to print "unknown format "phone" ignored" for every schema with such a format.
+    const written: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+      written.push(String(chunk));
+      return write.call(process.stderr, chunk, ...rest);
+    }) as typeof process.stderr.write;
+    try {
+      assert.equal(text(await call(plain, 'repos__invite', { email: 'ada@example.com', phone: 'call me maybe' })), 'invited ada@example.com');
+      const refused = await call(plain, 'repos__invite', { email: 'not an address', phone: '+44 20 7946 0000' }).catch((error: unknown) => error);
+      assert.equal((refused as { code?: number }).code, -32602);
+      assert.match(String((refused as Error).message), /args\/email must match format "email"/);
+      const wrongType = await call(plain, 'repos__invite', { email: 'ada@example.com', phone: 44 }).catch((error: unknown) => error);
+      assert.match(String((wrongType as Error).message), /args\/phone must be string/);
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.deepEqual(written.filter((line) => /format/.test(line)), []);
+  });
+
   test("a server's catastrophic pattern cannot stall the gateway on an agent's input", async () => {
     // ^(a+)+$ against 40 a's and a "!" backtracks for hours in a plain regex engine.
     const started = Date.now();

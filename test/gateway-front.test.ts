@@ -141,6 +141,11 @@ describe('authentication', () => {
     assert.deepEqual(tools, ['fixture__echo', 'fixture__hello']);
     const record = harness.audit.records.findLast((r) => r.action === 'tools/list' && r.principal.agent === 'ide');
     assert.equal(record?.principal.user, 'user-1');
+    // One record per list, whichever way the session serves it.
+    const listed = () => harness.audit.records.filter((r) => r.action === 'tools/list' && r.principal.agent === 'ide').length;
+    const before = listed();
+    await client.listTools();
+    assert.equal(listed(), before + 1);
   });
 
   test('refuses a JWT for another audience and an expired JWT', async () => {

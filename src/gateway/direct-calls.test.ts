@@ -1,11 +1,11 @@
 /**
- * Direct tools/call on a session, with a real SDK server behind it and a stand-in for the core:
- * the answers a client sees for bad params, bad results, upstream errors, cancellation and log levels.
+ * Direct tools/call and tools/list on a session, with a real SDK server behind it and a stand-in for the core:
+ * the answers a client sees for bad params, bad results, upstream errors, cancellation, log levels and lists.
  */
 import assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
 import { ProtocolError, Server, type JSONRPCMessage, type Transport, type TransportSendOptions } from '@modelcontextprotocol/server';
-import { serveCallsDirectly } from './direct-calls.js';
+import { serveDirectly } from './direct-calls.js';
 import type { GatewayCore } from './gateway.js';
 import type { CallBinding } from './upstream.js';
 
@@ -14,10 +14,15 @@ let transport: Transport;
 /** What the stand-in core does with a call. */
 let behaviour: (binding: CallBinding, signal: AbortSignal) => Promise<unknown>;
 let calls: number;
+/** What the stand-in core lists, and how often it was asked (each list is one audit record). */
+let tools: Record<string, unknown>[];
+let lists: number;
 
 beforeEach(async () => {
   sent = [];
   calls = 0;
+  lists = 0;
+  tools = [];
   transport = {
     start: async () => undefined,
     close: async () => transport.onclose?.(),
@@ -30,8 +35,12 @@ beforeEach(async () => {
       calls += 1;
       return behaviour(binding, options.signal);
     },
+    listTools: async () => {
+      lists += 1;
+      return tools;
+    },
   } as unknown as GatewayCore;
-  serveCallsDirectly(server, transport, core, { session: 's1', agent: 'a' });
+  serveDirectly(server, transport, core, { session: 's1', agent: 'a' });
   transport.onmessage!({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'c', version: '1' } } });
   await settle();
   sent = [];
@@ -105,4 +114,32 @@ test('log messages during a call respect the session\'s logging/setLevel and tra
     logs.map((entry) => [(entry.message as unknown as { params: { data: string } }).params.data, entry.options?.relatedRequestId]),
     [['broke', 9]],
   );
+});
+
+async function listTools(id: number, params?: unknown): Promise<JSONRPCMessage | undefined> {
+  transport.onmessage!({ jsonrpc: '2.0', id, method: 'tools/list', ...(params !== undefined ? { params } : {}) } as JSONRPCMessage);
+  await settle();
+  return sent.find((entry) => 'id' in entry.message && entry.message.id === id)?.message;
+}
+
+test('answers tools/list with the core\'s list, asking the core once per list, and refuses invalid params', async () => {
+  tools = Object.freeze([{ name: 'a__echo', inputSchema: { type: 'object' }, outputSchema: { type: 'object', properties: { n: { type: 'number' } } } }]) as never;
+  assert.deepEqual(await listTools(10), { jsonrpc: '2.0', id: 10, result: { tools } });
+  assert.deepEqual(await listTools(11, { cursor: 'ignored' }), { jsonrpc: '2.0', id: 11, result: { tools } });
+  assert.equal(lists, 2);
+  for (const params of [[1], { cursor: 5 }, { _meta: 'x' }]) {
+    assert.equal((await listTools(12, params) as { error?: { code: number } }).error?.code, -32602, JSON.stringify(params));
+  }
+  assert.equal(lists, 2);
+});
+
+test('a listed tool whose outputSchema is not an object reaches a 2025 client wrapped, as the SDK server does, from one list', async () => {
+  tools = Object.freeze([
+    { name: 'a__count', inputSchema: { type: 'object' }, outputSchema: { type: 'integer' } },
+    { name: 'a__echo', inputSchema: { type: 'object' } },
+  ]) as never;
+  const answer = (await listTools(13)) as unknown as { result: { tools: { name: string; outputSchema?: unknown }[] } };
+  assert.deepEqual(answer.result.tools[0]!.outputSchema, { type: 'object', properties: { result: { type: 'integer' } }, required: ['result'] });
+  assert.equal(answer.result.tools[1]!.outputSchema, undefined);
+  assert.equal(lists, 1);
 });

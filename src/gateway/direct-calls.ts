@@ -1,16 +1,20 @@
 /**
- * tools/call on a 2025-era session, served without the SDK server's request pipeline. That pipeline validated
- * each call's params twice and its result once more with zod, and built a context, an abort controller and a
- * chain of promises around a handler that only hands the call to `GatewayCore.callTool`: more CPU than the
- * rest of the call's way through the gateway. Here the params are checked by hand, the call goes to the core
- * with the same binding (requests and notifications related to the call go back through the SDK server, so
- * they travel on the call's own response), and the answer goes out on the transport.
+ * tools/call and tools/list on a 2025-era session, served without the SDK server's request pipeline. That
+ * pipeline validated each call's params twice and its result once more with zod, and built a context, an abort
+ * controller and a chain of promises around a handler that only hands the call to `GatewayCore.callTool`: more
+ * CPU than the rest of the call's way through the gateway. For a list it also walked every tool to see whether
+ * one needs its outputSchema wrapped: a third of what a warm 960-tool list cost the gateway. Here the params
+ * are checked by hand, the request goes to the core with the same binding (requests and notifications related
+ * to a call go back through the SDK server, so they travel on the call's own response), and the answer goes
+ * out on the transport.
  *
  * What a call depends on stays true: cancellation (`notifications/cancelled` and the session closing abort it
  * and suppress its answer, as the SDK does), the session's `logging/setLevel` threshold for log messages
- * relayed during the call, and a result of the right shape. Every other message still goes to the SDK server.
+ * relayed during the call, and a result of the right shape. A list is the core's list, recorded once; one with
+ * a tool whose outputSchema a 2025 client must see wrapped still goes out through the SDK server, which wraps
+ * it. Every other message still goes to the SDK server.
  */
-import type { CallToolResult, JSONRPCMessage, JSONRPCRequest, LoggingLevel, RequestId, Server, Transport } from '@modelcontextprotocol/server';
+import type { CallToolResult, JSONRPCMessage, JSONRPCRequest, LoggingLevel, MessageExtraInfo, RequestId, Server, Tool, Transport } from '@modelcontextprotocol/server';
 import type { Caller, GatewayCore } from './gateway.js';
 import { relayRequest } from './tasks.js';
 import type { CallBinding } from './upstream.js';
@@ -19,14 +23,50 @@ import type { CallBinding } from './upstream.js';
 const FOREIGN_RESULT_KEYS = ['task', 'inputRequests', 'requestState'];
 const SEVERITY: readonly LoggingLevel[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
 
-/** Takes tools/call (and the cancellations of such calls) off the transport before the SDK server sees them. */
-export function serveCallsDirectly(server: Server, transport: Transport, core: GatewayCore, caller: Caller): void {
+/** Whether each tool list (the core's views are frozen and kept) goes out as it is; see `needsWrapping`. */
+const plainLists = new WeakMap<readonly Tool[], boolean>();
+
+/**
+ * Takes tools/call (and the cancellations of such calls) and tools/list off the transport before the SDK
+ * server sees them; the session's tools/list handler is replaced by one that answers with the list fetched here.
+ */
+export function serveDirectly(server: Server, transport: Transport, core: GatewayCore, caller: Caller): void {
   const sdk = transport.onmessage!;
   const calls = new Map<RequestId, AbortController>();
   let threshold: LoggingLevel | undefined;
 
   const answer = (message: JSONRPCMessage): void => {
     transport.send(message).catch((error: unknown) => transport.onerror?.(error instanceof Error ? error : new Error(String(error))));
+  };
+
+  const answerError = (id: RequestId, error: unknown): void => {
+    const { code, message, data } = error as { code?: unknown; message?: unknown; data?: unknown };
+    const wireCode = Number.isSafeInteger(code) ? (code === -32002 ? -32602 : (code as number)) : -32603;
+    answer({ jsonrpc: '2.0', id, error: { code: wireCode, message: typeof message === 'string' ? message : 'Internal error', ...(data !== undefined ? { data } : {}) } });
+  };
+
+  // Lists fetched here whose answer the SDK server encodes, by request id: one list, one audit record.
+  const fetched = new Map<RequestId, Tool[]>();
+  server.setRequestHandler('tools/list', async (_request, ctx) => {
+    const tools = fetched.get(ctx.mcpReq.id);
+    fetched.delete(ctx.mcpReq.id);
+    return { tools: tools ?? (await core.listTools(caller)) };
+  });
+
+  const list = async (request: JSONRPCRequest, extra: MessageExtraInfo | undefined): Promise<void> => {
+    const invalid = invalidListParams(request.params);
+    if (invalid) return answer({ jsonrpc: '2.0', id: request.id, error: { code: -32602, message: `Invalid tools/list request: ${invalid}` } });
+    let tools: Tool[];
+    try {
+      tools = await core.listTools(caller);
+    } catch (error) {
+      return answerError(request.id, error);
+    }
+    let plain = plainLists.get(tools);
+    if (plain === undefined) plainLists.set(tools, (plain = !tools.some(needsWrapping)));
+    if (plain) return answer({ jsonrpc: '2.0', id: request.id, result: { tools } });
+    fetched.set(request.id, tools);
+    sdk(request, extra);
   };
 
   const call = async (request: JSONRPCRequest): Promise<void> => {
@@ -67,9 +107,7 @@ export function serveCallsDirectly(server: Server, transport: Transport, core: G
       else answer({ jsonrpc: '2.0', id, result: normalised as never });
     } catch (error) {
       if (controller.signal.aborted) return;
-      const { code, message, data } = error as { code?: unknown; message?: unknown; data?: unknown };
-      const wireCode = Number.isSafeInteger(code) ? (code === -32002 ? -32602 : (code as number)) : -32603;
-      answer({ jsonrpc: '2.0', id, error: { code: wireCode, message: typeof message === 'string' ? message : 'Internal error', ...(data !== undefined ? { data } : {}) } });
+      answerError(id, error);
     } finally {
       if (calls.get(id) === controller) calls.delete(id);
     }
@@ -78,6 +116,7 @@ export function serveCallsDirectly(server: Server, transport: Transport, core: G
   transport.onmessage = (message, extra) => {
     if ('method' in message) {
       if (message.method === 'tools/call' && 'id' in message) return void call(message);
+      if (message.method === 'tools/list' && 'id' in message) return void list(message, extra);
       if (message.method === 'notifications/cancelled') {
         const requestId = (message.params as { requestId?: RequestId } | undefined)?.requestId;
         const running = requestId === undefined ? undefined : calls.get(requestId);
@@ -115,6 +154,23 @@ function invalidCallParams(params: Record<string, unknown> | undefined): string 
   }
   if (params.task !== undefined && !isObject(params.task)) return 'params.task must be an object';
   return undefined;
+}
+
+/** Why tools/list params are not valid, or undefined: the rules of the SDK's PaginatedRequestParams schema. */
+function invalidListParams(params: Record<string, unknown> | undefined): string | undefined {
+  if (params === undefined) return undefined;
+  if (!isObject(params)) return 'params must be an object';
+  if (params.cursor !== undefined && typeof params.cursor !== 'string') return 'params.cursor must be a string';
+  if (params._meta !== undefined && !isObject(params._meta)) return 'params._meta must be an object';
+  return undefined;
+}
+
+/**
+ * Whether a 2025 client must see this tool's outputSchema wrapped in an object (SEP-2106: a 2026-07-28
+ * upstream may declare any root, a 2025 client only an object one). The SDK server's test, word for word.
+ */
+function needsWrapping(tool: Tool): boolean {
+  return isObject(tool) && isObject(tool.outputSchema) && tool.outputSchema.type !== 'object';
 }
 
 /** What is wrong with the shape of a CreateTaskResult (a call run as a task), or undefined. */

@@ -30,7 +30,7 @@ import { isLoopback, type Authenticator } from './auth.js';
 import { readBody } from './body.js';
 import { listenUnix, type UnixListener } from '../util/unix-socket.js';
 import type { Caller, GatewayCore } from './gateway.js';
-import { serveCallsDirectly } from './direct-calls.js';
+import { serveDirectly } from './direct-calls.js';
 import { LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
 import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
@@ -316,7 +316,7 @@ export class GatewayFront {
       await server.connect(transport);
       // tools/call takes the same path as on a Streamable HTTP session (a task-augmented call's CreateTaskResult
       // included, which the SDK server's own tools/call check refuses).
-      serveCallsDirectly(server, transport, this.options.core, caller);
+      serveDirectly(server, transport, this.options.core, caller);
       return;
     }
     if (path === '/messages' && req.method === 'POST') {
@@ -408,7 +408,7 @@ export class GatewayFront {
       }
     };
     await server.connect(transport);
-    serveCallsDirectly(server, transport, this.options.core, caller);
+    serveDirectly(server, transport, this.options.core, caller);
     this.sessions.set(id, session);
     return session;
   }

@@ -55,7 +55,9 @@ function compile(schema: Tool['inputSchema'], unusable: (reason: string) => void
   let validate: (input: unknown) => { valid: boolean; errorMessage?: string | undefined };
   try {
     const validator = new AjvJsonSchemaValidator();
-    linearPatterns(validator, schema);
+    const engine = engineFor(validator, schema);
+    engine.opts.code.regExp = patternRegExp;
+    annotateUnknownFormats(engine, schema);
     validate = validator.getValidator(schema as never);
   } catch (error) {
     const reason = `its inputSchema cannot be compiled (${brief(firstSentence(error))})`;
@@ -75,21 +77,30 @@ function compile(schema: Tool['inputSchema'], unusable: (reason: string) => void
   };
 }
 
+/** What this module sets on the Ajv engine the SDK validator picks for a schema's dialect. */
+interface Engine {
+  opts: { code: { regExp: unknown } };
+  formats: Record<string, unknown>;
+  addFormat(name: string, format: true): unknown;
+}
+
+/**
+ * The engine for the schema's dialect, reached through the SDK validator's `_engineFor`; if that ever goes,
+ * the schema counts as unusable, which fails closed.
+ */
+function engineFor(validator: AjvJsonSchemaValidator, schema: Tool['inputSchema']): Engine {
+  const pick = (validator as unknown as { _engineFor?: (schema: unknown) => Engine })._engineFor;
+  if (typeof pick !== 'function') throw new Error('the SDK validator no longer exposes its engines, so patterns cannot be bounded');
+  return pick.call(validator, schema);
+}
+
 /**
  * A server's `pattern` (and `patternProperties`) runs on the caller's input: one that backtracks
  * catastrophically would stall every session. V8 moves such a match to its linear-time engine
  * (util/regexp-guard.ts), but not under the `u` flag Ajv compiles patterns with; so a pattern that compiles
  * without it is compiled without it (astral characters then count as two, which only a length-like pattern
- * can notice, and the server still checks its own input). The engine for the schema's dialect is reached
- * through the SDK validator's `_engineFor`; if that ever goes, the schema counts as unusable, which fails
- * closed.
+ * can notice, and the server still checks its own input).
  */
-function linearPatterns(validator: AjvJsonSchemaValidator, schema: Tool['inputSchema']): void {
-  const engineFor = (validator as unknown as { _engineFor?: (schema: unknown) => { opts: { code: { regExp: unknown } } } })._engineFor;
-  if (typeof engineFor !== 'function') throw new Error('the SDK validator no longer exposes its engines, so patterns cannot be bounded');
-  engineFor.call(validator, schema).opts.code.regExp = patternRegExp;
-}
-
 const patternRegExp = Object.assign(
   (pattern: string, flags: string): RegExp => {
     try {
@@ -100,6 +111,36 @@ const patternRegExp = Object.assign(
   },
   { code: 'patternRegExp' },
 );
+
+/**
+ * `format` names a check a validator may make; one it does not know is an annotation (JSON Schema 2020-12,
+ * whose default vocabulary makes every format one). The SDK's engines know, and enforce, the formats of
+ * ajv-formats (date-time, email, uri, uuid, ipv4, …); any other (idn-email, iri, a server's own "phone") Ajv
+ * skipped anyway, printing a warning to stderr for every schema that used it. Such formats are declared
+ * annotations here, so they are skipped in silence. That fails safe: a format only narrows a string, and the
+ * argument must still be a string, so the types the policy reads hold (the server checks its own formats).
+ * Refusing the schema instead would leave every argument of the tool unchecked. A name that
+ * Ajv would find on Object.prototype (toString, hasOwnProperty, …) is declared too, so it is no longer taken
+ * for a check that throws or refuses every string.
+ */
+function annotateUnknownFormats(engine: Engine, schema: Tool['inputSchema']): void {
+  // Every string under a "format" key, keyword or not: an annotation too many changes nothing.
+  const pending: unknown[] = [schema];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (node === null || typeof node !== 'object') continue;
+    for (const [key, value] of Object.entries(node)) {
+      if (key === 'format' && typeof value === 'string') {
+        // Ajv looks formats up in a plain object: this one name finds Object.prototype, cannot be declared,
+        // and makes the compiled check throw on every call.
+        if (value === '__proto__') throw new Error('it uses the format "__proto__", which the validator cannot look up');
+        if (!Object.hasOwn(engine.formats, value)) engine.addFormat(value, true);
+      } else {
+        pending.push(value);
+      }
+    }
+  }
+}
 
 /** The names a plain object schema declares, when it says nothing about other properties; else undefined. */
 function closedProperties(schema: Tool['inputSchema']): Set<string> | undefined {

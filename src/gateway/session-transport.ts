@@ -52,12 +52,19 @@ export function serialize(message: JSONRPCMessage): (string | Buffer)[] {
   return pieces;
 }
 
-function toBuffer(pieces: (string | Buffer)[]): Buffer {
-  return Buffer.concat(pieces.map((piece) => (typeof piece === 'string' ? Buffer.from(piece) : piece)));
+/**
+ * Writes pieces as they are, corked so that they leave in one system call: copying a cached list's JSON
+ * into one buffer for every answer would cost a copy of the whole list and the garbage it leaves.
+ */
+function writePieces(res: ServerResponse, pieces: (string | Buffer)[], end: boolean): void {
+  res.cork();
+  for (const piece of pieces) res.write(piece);
+  if (end) res.end();
+  else res.uncork();
 }
 
-function sseEvent(message: JSONRPCMessage): Buffer {
-  return toBuffer(['event: message\ndata: ', ...serialize(message), '\n\n']);
+function sseEvent(message: JSONRPCMessage): (string | Buffer)[] {
+  return ['event: message\ndata: ', ...serialize(message), '\n\n'];
 }
 
 const STREAM_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' };
@@ -113,7 +120,7 @@ class Exchange {
 
   private deliver(message: JSONRPCMessage): void {
     if (this.gone) return;
-    if (this.streaming) this.res.write(sseEvent(message));
+    if (this.streaming) writePieces(this.res, sseEvent(message), false);
     else this.answers.push(message);
   }
 
@@ -124,16 +131,18 @@ class Exchange {
       this.res.end();
       return;
     }
-    const body = toBuffer(this.batch ? ['[', ...this.answers.flatMap((answer, index) => (index > 0 ? [',', ...serialize(answer)] : serialize(answer))), ']'] : serialize(this.answers[0]!));
-    this.res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, 'mcp-session-id': this.sessionId });
-    this.res.end(body);
+    const body = this.batch ? ['[', ...this.answers.flatMap((answer, index) => (index > 0 ? [',', ...serialize(answer)] : serialize(answer))), ']'] : serialize(this.answers[0]!);
+    let length = 0;
+    for (const piece of body) length += typeof piece === 'string' ? Buffer.byteLength(piece) : piece.length;
+    this.res.writeHead(200, { 'content-type': 'application/json', 'content-length': length, 'mcp-session-id': this.sessionId });
+    writePieces(this.res, body, true);
   }
 
   private startStream(): void {
     if (this.streaming) return;
     this.streaming = true;
     this.res.writeHead(200, { ...STREAM_HEADERS, 'mcp-session-id': this.sessionId });
-    for (const message of this.answers) this.res.write(sseEvent(message));
+    for (const message of this.answers) writePieces(this.res, sseEvent(message), false);
     this.answers.length = 0;
   }
 }
@@ -269,7 +278,7 @@ export class HttpSessionTransport implements Transport {
       return;
     }
     // Outside any request: the GET stream, if the client keeps one open; otherwise it is dropped, as the spec allows.
-    this.standalone?.res.write(sseEvent(message));
+    if (this.standalone) writePieces(this.standalone.res, sseEvent(message), false);
   }
 
   async close(): Promise<void> {
