@@ -301,5 +301,40 @@ policy:
       assert.equal(seen.allowed, '200 hello from /through-proxy');
       assert.match(String(seen.denied), /^403 /);
     });
+
+    test("while a node serves the MCP gateway, the program reaches it on 127.0.0.1:7401, and must give an agent key", async () => {
+      const added = await gatehouse(['agent', 'add', 'podman-agent', '--json']);
+      assert.equal(added.status, 0, added.stderr);
+      const key = (JSON.parse(added.stdout) as { key: string }).key;
+      const node = gatehouse(['node', '--api', '127.0.0.1:0', '--gateway', '127.0.0.1:0', '--egress', '127.0.0.1:0']);
+      try {
+        const deadline = Date.now() + 20000;
+        while (!existsSync(join(dir, 'data', 'node.sock')) || !existsSync(join(dir, 'data', 'mcp.sock'))) {
+          assert.ok(Date.now() < deadline && node.child.exitCode === null, 'the node did not start');
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        // The hello's answer comes from the gateway itself: the connection crossed the channel to its socket.
+        const seen = await probe(`
+          const hello = (authorization) => new Promise((resolve) => {
+            const socket = require('net').connect(7401, '127.0.0.1');
+            let answer = '';
+            socket.once('connect', () => socket.write(JSON.stringify({ gatehouse: 'mcp', authorization }) + '\\n'));
+            socket.on('data', (chunk) => { answer += chunk; if (answer.includes('\\n')) socket.destroy(); });
+            socket.once('close', () => resolve(answer.trim()));
+            socket.once('error', (error) => resolve(error.code));
+          });
+          (async () => console.log(JSON.stringify({
+            url: process.env.GATEHOUSE_GATEWAY_URL,
+            withKey: await hello('Bearer ${key}'),
+            withoutKey: await hello(''),
+          })))();`);
+        assert.equal(seen.url, 'tcp://127.0.0.1:7401');
+        assert.equal(seen.withKey, '{"ok":true}');
+        assert.match(String(seen.withoutKey), /^\{"ok":false,/);
+      } finally {
+        node.child.kill('SIGTERM');
+        await node;
+      }
+    });
   });
 }

@@ -109,6 +109,8 @@ async function runAction(command: string[], options: RunOptions, self: Command):
     let proxySocket: string | undefined;
     let envAdd: Record<string, string> | undefined;
     let caCertificate: string | undefined;
+    // The node's MCP gateway, carried into the sandbox for the agent's MCP client (`gatehouse mcp`).
+    let gatewaySocket: string | undefined;
     // The egress session's id, so the launch and exit records join the connections made in it.
     let session: string | undefined;
     if (node) {
@@ -119,6 +121,8 @@ async function runAction(command: string[], options: RunOptions, self: Command):
         caCertificate = opened.egress.caCertificate;
         session = opened.egress.session;
       }
+      // Only ever dialled (never mounted), so nothing else of the data dir reaches the sandbox through it.
+      if (typeof opened.gateway?.socketPath === 'string') gatewaySocket = opened.gateway.socketPath;
     } else if (prepared.needsEgress && loaded) {
       const started = await startSessionEgress(loaded.config, prepared.dataDir, loaded.engine, audit, principal, prepared.node);
       egress = started.proxy;
@@ -143,6 +147,7 @@ async function runAction(command: string[], options: RunOptions, self: Command):
       ...(proxySocket ? { proxySocket } : {}),
       ...(envAdd ? { envAdd } : {}),
       ...(caCertificate ? { caCertificate } : {}),
+      ...(gatewaySocket ? { gatewaySocket } : {}),
     });
     if (child.weaker.length > 0) {
       process.stderr.write(`gatehouse: WARNING: running with weaker isolation (recorded in the audit log):\n${child.weaker.map((gap) => `  - ${gap}`).join('\n')}\n`);

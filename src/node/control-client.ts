@@ -3,7 +3,7 @@
  * the run takes its egress session from the node and writes its audit records through it.
  *
  *   const link = await connectToNode(dataDir);              // undefined when no node runs there
- *   const opened = await link.open(principal, policy, true); // egress session, placeholders, CA
+ *   const opened = await link.open(principal, policy, true); // egress session, placeholders, CA, gateway socket
  *   await link.audit.append(record);                         // acknowledged by the node's audit log
  *   await link.close();                                      // ends the session
  *
@@ -20,6 +20,8 @@ export interface OpenedRun {
   node: string;
   policy: { version: string; digest: string };
   egress: { socketPath: string; session: string; env: Record<string, string>; caCertificate: string } | null;
+  /** The MCP gateway's local socket, when the node's gateway serves one. */
+  gateway: { socketPath: string } | null;
 }
 
 export interface NodeLink {

@@ -14,7 +14,10 @@ import { PlaceholderRegistry } from '../secrets/index.js';
 import { connectToNode } from './control-client.js';
 import { startControlServer } from './control.js';
 
-async function withControl(body: (context: { dataDir: string; records: AuditRecord[]; policy: { version: string; digest: string } }) => Promise<void>): Promise<void> {
+async function withControl(
+  body: (context: { dataDir: string; records: AuditRecord[]; policy: { version: string; digest: string } }) => Promise<void>,
+  options: { gatewaySocket?: string } = {},
+): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'gh-control-'));
   const engine = compilePolicy(policySchema.parse({}));
   const records: AuditRecord[] = [];
@@ -26,6 +29,7 @@ async function withControl(body: (context: { dataDir: string; records: AuditReco
     egress: undefined,
     placeholders: new PlaceholderRegistry(),
     resolveSecret: async () => 'unused',
+    ...options,
   });
   try {
     await body({ dataDir, records, policy: { version: engine.version, digest: engine.digest } });
@@ -70,6 +74,7 @@ test('a run writes its launch records through the node, stamped with the node na
     const opened = await link.open({ agent: 'coder' }, policy, true);
     assert.equal(opened.node, 'node-a');
     assert.equal(opened.egress, null, 'a node without an egress proxy gives the run none');
+    assert.equal(opened.gateway, null, 'a node without a gateway socket gives the run none');
     const record = { v: 1, time: new Date().toISOString(), node: 'forged', principal: { agent: 'coder', session: 's1' }, surface: 'system', action: 'sandbox.launch', resource: 'true', effect: 'info', rules: ['x'], reason: 'started', latencyUs: 0, correlationId: 'c1', seq: 99 } as AuditRecord;
     await link.audit.append(record);
     assert.equal(records.length, 1);
@@ -81,6 +86,19 @@ test('a run writes its launch records through the node, stamped with the node na
     assert.equal(records.length, 1);
     await link.close();
   });
+});
+
+test('a node whose gateway serves the local socket names it in the run\'s open answer', async () => {
+  await withControl(
+    async ({ dataDir, policy }) => {
+      const link = await connectToNode(dataDir);
+      assert.ok(link);
+      const opened = await link.open({ agent: 'coder' }, policy, false);
+      assert.deepEqual(opened.gateway, { socketPath: '/data/mcp.sock' });
+      await link.close();
+    },
+    { gatewaySocket: '/data/mcp.sock' },
+  );
 });
 
 test('a run on another policy is refused, and nothing is recorded before a run is opened', async () => {

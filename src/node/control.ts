@@ -5,7 +5,9 @@
  *
  * The protocol is one JSON object per line, each request answered in order by `{ id, ok, ... }`:
  *   { id, op: "open", principal, policy: { version, digest }, egress: true }
- *     → { node, policy, egress: { socketPath, env, caCertificate } | null }
+ *     → { node, policy, egress: { socketPath, env, caCertificate } | null, gateway: { socketPath } | null }
+ *     (`gateway`: the MCP gateway's local socket, which the run carries into its sandbox; the gateway
+ *     still asks every connection for an agent key, so the run's principal grants nothing there)
  *   { id, op: "audit", record } → acknowledged once the record is as durable as the audit mode demands
  *   { id, op: "secrets", record } → a `gatehouse secret` change: recorded, then the node's leak scanners
  *     learn the vault's values anew
@@ -36,6 +38,8 @@ export interface ControlOptions {
   policy: PolicyHolder;
   audit: AuditLog;
   egress: EgressProxy | undefined;
+  /** The MCP gateway's local socket (`<data-dir>/mcp.sock`), when the node's gateway serves one. */
+  gatewaySocket?: string;
   placeholders: PlaceholderRegistry;
   resolveSecret: (name: string) => Promise<string>;
   /** The vault changed (a `gatehouse secret` command): rebuild what depends on its values. */
@@ -102,7 +106,8 @@ function serveRun(socket: Socket, options: ControlOptions): void {
         const { env } = await options.placeholders.issueForSession(session.id, grants, options.resolveSecret);
         egress = { socketPath: session.socketPath, session: session.id, env, caCertificate: join(options.dataDir, 'egress-ca', 'ca.pem') };
       }
-      return { node: options.node, policy: { version: engine.version, digest: engine.digest }, egress };
+      const gateway = options.gatewaySocket !== undefined ? { socketPath: options.gatewaySocket } : null;
+      return { node: options.node, policy: { version: engine.version, digest: engine.digest }, egress, gateway };
     }
     if (request.op === 'audit') {
       if (!opened) throw new Error('open the run before sending audit records');

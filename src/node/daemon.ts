@@ -187,7 +187,18 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       });
     }
     // `gatehouse run` on this data dir hands its audit records and egress session to this node.
-    control = await startControlServer({ dataDir, node: name, policy: holder, audit, egress, placeholders, resolveSecret, onSecretsChanged: refreshScanners });
+    control = await startControlServer({
+      dataDir,
+      node: name,
+      policy: holder,
+      audit,
+      egress,
+      // A run carries the gateway's local socket into its sandbox, for the agent's MCP client.
+      ...(gateway?.socketPath !== undefined ? { gatewaySocket: gateway.socketPath } : {}),
+      placeholders,
+      resolveSecret,
+      onSecretsChanged: refreshScanners,
+    });
   } catch (error) {
     await gateway?.close();
     await egress?.close();

@@ -8,16 +8,21 @@
  * In a container (no socketpair can be passed in), `channelPath` names a Unix socket Gatehouse listens on,
  * mounted into the container: the bridge dials it before the program exists, and the same frames flow.
  *
- * argv: node bridge.js <json settings>  — { port, command: [...], prlimit?: [...], channelPath? }
+ * With `gatewayPort`, it also listens on 127.0.0.1:<gatewayPort>, whose connections Gatehouse carries to the
+ * MCP gateway's local socket instead (OPEN frames say which listener a stream came in on). The program
+ * cannot reach that socket itself: the seccomp filter refuses every AF_UNIX socket.
+ *
+ * argv: node bridge.js <json settings>  — { port, gatewayPort?, command: [...], prlimit?: [...], channelPath? }
  */
 import { spawn } from 'node:child_process';
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { connect, createServer, Socket } from 'node:net';
 import { constants } from 'node:os';
-import { FRAME, Mux } from './mux.js';
+import { FRAME, LISTENER, Mux } from './mux.js';
 
 interface Settings {
   port: number;
+  gatewayPort?: number;
   command: string[];
   /** `prlimit` (absolute path first) and the arguments that put the rlimits on the program, not on this bridge. */
   prlimit?: string[];
@@ -32,7 +37,7 @@ let child: ReturnType<typeof spawn> | undefined;
 let nextId = 1;
 // The program starts once the bridge listens and Gatehouse says so (after it has recorded the launch), so
 // the bridge's own start-up overlaps Gatehouse's.
-let listening = false;
+let listening = 0;
 let startRequested = false;
 
 const mux = new Mux(channel, {
@@ -52,27 +57,31 @@ channel.on('close', () => {
   else process.exit(125);
 });
 
-const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-  const id = nextId++;
-  mux.send(FRAME.OPEN, id);
-  mux.attach(id, socket);
-});
-server.on('error', (error) => {
-  process.stderr.write(`gatehouse bridge: cannot listen on 127.0.0.1:${settings.port}: ${error.message}\n`);
-  process.exit(125);
-});
+function listen(port: number, listener: string): ReturnType<typeof createServer> {
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    const id = nextId++;
+    mux.send(FRAME.OPEN, id, listener ? Buffer.from(listener, 'latin1') : undefined);
+    mux.attach(id, socket);
+  });
+  server.on('error', (error) => {
+    process.stderr.write(`gatehouse bridge: cannot listen on 127.0.0.1:${port}: ${error.message}\n`);
+    process.exit(125);
+  });
+  server.listen(port, '127.0.0.1', () => {
+    listening += 1;
+    startProgram();
+  });
+  return server;
+}
+
+const servers = [listen(settings.port, LISTENER.proxy), ...(settings.gatewayPort !== undefined ? [listen(settings.gatewayPort, LISTENER.gateway)] : [])];
 
 for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const) {
   process.on(name, () => child?.kill(name));
 }
 
-server.listen(settings.port, '127.0.0.1', () => {
-  listening = true;
-  startProgram();
-});
-
 function startProgram(): void {
-  if (child || !listening || !startRequested) return;
+  if (child || listening < servers.length || !startRequested) return;
   const argv = settings.prlimit ? [...settings.prlimit, '--', ...settings.command] : settings.command;
   child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
   child.on('error', (error: NodeJS.ErrnoException) => {
@@ -83,7 +92,7 @@ function startProgram(): void {
 }
 
 function finish(code: number | null, signal: NodeJS.Signals | null): void {
-  server.close();
+  for (const server of servers) server.close();
   const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
   mux.closeAll();
   mux.send(FRAME.EXIT, 0, Buffer.from(JSON.stringify({ code, signal })));

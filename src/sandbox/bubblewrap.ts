@@ -20,9 +20,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
-import { CA_INSIDE, ensureCaBundle, sandboxEnv, trustEnv } from './env.js';
+import { CA_INSIDE, ensureCaBundle, gatewayEnv, sandboxEnv, trustEnv } from './env.js';
 import { bwrapMountArgs, computeMountPlan, isWithin, type MountPlan } from './mount-plan.js';
-import { FRAME, Mux } from './mux.js';
+import { FRAME, LISTENER, Mux } from './mux.js';
 import { SYSTEM_PATH, which } from './host.js';
 import { openFilterFd } from './seccomp.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
@@ -31,6 +31,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Where the bridge files appear inside the sandbox (under the otherwise empty /run). */
 const INSIDE = '/run/gatehouse';
 export const DEFAULT_PROXY_PORT = 3128;
+/**
+ * Where the MCP gateway answers inside the sandbox (when a node's gateway serves its local socket): the
+ * gateway's own default port, free in the sandbox's network namespace.
+ */
+export const GATEWAY_PORT_INSIDE = 7401;
 /** The execute-only copy of node's ELF loader the bridge is started through. */
 const LOADER_INSIDE = `${INSIDE}/ld.so`;
 
@@ -114,7 +119,7 @@ export function sandboxLayout(
   spec: SandboxSpec,
   extras: { source: string; dest: string }[],
   options: { system?: string[] } = {},
-): { plan: MountPlan; port: number; env: ReturnType<typeof sandboxEnv> } {
+): { plan: MountPlan; port: number; gatewayPort: number | undefined; env: ReturnType<typeof sandboxEnv> } {
   const files = [...extras];
   if (spec.caCertificate) {
     files.push({ source: spec.caCertificate, dest: CA_INSIDE.certificate }, { source: ensureCaBundle(spec.caCertificate), dest: CA_INSIDE.bundle });
@@ -131,14 +136,15 @@ export function sandboxLayout(
     ...(spec.permits ? { permits: spec.permits } : {}),
   });
   const port = spec.proxyPort ?? DEFAULT_PROXY_PORT;
+  const gatewayPort = spec.gatewaySocket !== undefined ? GATEWAY_PORT_INSIDE : undefined;
   const env = sandboxEnv({
     home: spec.home,
     proxyPort: port,
     ...(spec.envSource ? { source: spec.envSource } : {}),
     ...(spec.envAllow ? { allow: spec.envAllow } : {}),
-    add: { ...(spec.caCertificate ? trustEnv() : {}), ...spec.envAdd },
+    add: { ...(spec.caCertificate ? trustEnv() : {}), ...(gatewayPort !== undefined ? gatewayEnv(gatewayPort) : {}), ...spec.envAdd },
   });
-  return { plan, port, env };
+  return { plan, port, gatewayPort, env };
 }
 
 /**
@@ -151,13 +157,13 @@ export function bwrapInvocation(spec: SandboxSpec, seccompFd: number, loaderFd =
   if (!isWithin(process.execPath, '/usr') && !isWithin(process.execPath, '/opt')) {
     extras.push({ source: process.execPath, dest: process.execPath });
   }
-  const { plan, port, env } = sandboxLayout(spec, extras);
+  const { plan, port, gatewayPort, env } = sandboxLayout(spec, extras);
   // An absolute, system path: a `prlimit` planted earlier in a writable PATH entry must not be the one run.
   const limits = prlimitArgs(spec.rlimits);
   const prlimitPath = limits ? which('prlimit', SYSTEM_PATH) : undefined;
   if (limits && !prlimitPath) throw new GatehouseError('sandbox_no_prlimit', 'rlimits are configured but prlimit is not installed (install util-linux).');
   const prlimit = limits && prlimitPath ? [prlimitPath, ...limits] : undefined;
-  const settings = { port, command: spec.command, ...(prlimit ? { prlimit } : {}) };
+  const settings = { port, ...(gatewayPort !== undefined ? { gatewayPort } : {}), command: spec.command, ...(prlimit ? { prlimit } : {}) };
   const args = [
     '--die-with-parent',
     '--new-session',
@@ -190,21 +196,30 @@ const CHANNEL_CLOSE_WAIT_MS = 5000;
 
 /**
  * Gatehouse's end of the bridge's channel, for either driver: each connection the bridge accepts becomes one
- * connection to the egress proxy's session socket (or is refused and reported), and the bridge's EXIT frame
- * is the program's status. `kill` tears the sandbox down when the channel breaks (a hostile peer). `ended`
- * takes the sandbox's own exit, which can be seen before the EXIT frame is read off the channel, so it waits
- * (bounded) for the channel to close first.
+ * connection to the egress proxy's session socket, or, from the gateway listener, to the MCP gateway's local
+ * socket (or is refused and reported), and the bridge's EXIT frame is the program's status. `kill` tears the
+ * sandbox down when the channel breaks (a hostile peer). `ended` takes the sandbox's own exit, which can be
+ * seen before the EXIT frame is read off the channel, so it waits (bounded) for the channel to close first.
  */
 export function bridgeChannel(channel: Socket, spec: SandboxSpec, kill: () => void): { mux: Mux; ended: (sandbox: { code: number | null; signal: NodeJS.Signals | null }) => Promise<ExitStatus> } {
   let reported: ExitStatus | undefined;
   let brokenReason: string | undefined;
+  const refuse = (id: number, reason: string): void => {
+    spec.onConnectionDenied?.({ stream: id, reason });
+    mux.close(id, reason);
+  };
   const mux: Mux = new Mux(channel, {
-    onOpen: (id) => {
-      if (!spec.proxySocket || !existsSync(spec.proxySocket)) {
-        spec.onConnectionDenied?.({ stream: id, reason: 'no egress proxy for this session' });
-        mux.close(id, 'no egress proxy');
+    onOpen: (id, listener) => {
+      // The inside names the listener; only the two it was given are honoured.
+      if (listener === LISTENER.gateway) {
+        if (!spec.gatewaySocket) return refuse(id, 'no MCP gateway for this sandbox');
+        const gateway = connect({ path: spec.gatewaySocket, allowHalfOpen: true });
+        gateway.once('error', (error) => spec.onConnectionDenied?.({ stream: id, reason: `MCP gateway unreachable: ${error.message}` }));
+        mux.attach(id, gateway);
         return;
       }
+      if (listener !== LISTENER.proxy) return refuse(id, 'unknown bridge listener');
+      if (!spec.proxySocket || !existsSync(spec.proxySocket)) return refuse(id, 'no egress proxy for this session');
       const upstream = connect({ path: spec.proxySocket, allowHalfOpen: true });
       upstream.once('error', (error) => spec.onConnectionDenied?.({ stream: id, reason: `egress proxy unreachable: ${error.message}` }));
       mux.attach(id, upstream);

@@ -23,7 +23,7 @@ import type { Readable, Writable } from 'node:stream';
 import { GatehouseError } from '../util/errors.js';
 import { bridgeChannel, bridgeFiles, sandboxLayout } from './bubblewrap.js';
 import { FRAME } from './mux.js';
-import { trustEnv } from './env.js';
+import { gatewayEnv, trustEnv } from './env.js';
 import { isWithin, type MountPlan } from './mount-plan.js';
 import type { ExitStatus, SandboxProcess, SandboxSpec } from './types.js';
 
@@ -46,6 +46,7 @@ const CHANNEL_INSIDE = '/run/gatehouse/channel.sock';
 const GATEHOUSE_SET = new Set([
   'HOME', 'TMPDIR', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'all_proxy', 'no_proxy',
   ...Object.keys(trustEnv()),
+  ...Object.keys(gatewayEnv(0)),
 ]);
 
 /** One mount as the engine receives it: the plan's last word on one destination. */
@@ -109,7 +110,7 @@ export function containerInvocation(
   options: { engine: ContainerEngine; image: string; channel: string; tty?: boolean; name?: string },
 ): ContainerInvocation {
   if (spec.command.length === 0) throw new GatehouseError('sandbox_no_command', 'no command to run: give one after `--`.');
-  const { plan, port, env } = sandboxLayout(spec, bridgeFiles(), { system: [] });
+  const { plan, port, gatewayPort, env } = sandboxLayout(spec, bridgeFiles(), { system: [] });
   // The image has its own PATH layout; the host's would point at directories that do not exist there.
   delete env.PATH;
   // What Gatehouse sets itself (paths and the bridge's address, never a secret) goes in argv: in the engine
@@ -133,7 +134,7 @@ export function containerInvocation(
   // ("keep-id is only supported in rootless mode"); as root, the id is given like Docker's.
   const rootless = options.engine === 'podman' && process.getuid?.() !== 0;
   const identity = rootless ? ['--userns=keep-id'] : ['--user', `${user.uid}:${user.gid}`];
-  const settings = { port, command: spec.command, channelPath: CHANNEL_INSIDE };
+  const settings = { port, ...(gatewayPort !== undefined ? { gatewayPort } : {}), command: spec.command, channelPath: CHANNEL_INSIDE };
 
   const args = [
     'run',

@@ -75,6 +75,14 @@ export function trustEnv(): Record<string, string> {
   };
 }
 
+/**
+ * Where `gatehouse mcp` inside finds the MCP gateway: the bridge's gateway port, which carries the local
+ * socket's protocol (stdio framing after a hello with the agent key) over TCP in the sandbox's own network.
+ */
+export function gatewayEnv(port: number): Record<string, string> {
+  return { GATEHOUSE_GATEWAY_URL: `tcp://127.0.0.1:${port}` };
+}
+
 const SYSTEM_ROOTS = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt', '/etc/ssl/cert.pem'];
 
 /** Writes `<ca>.bundle.pem` (system roots + the CA) next to the CA when missing or older; returns its path. */

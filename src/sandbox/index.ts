@@ -7,11 +7,12 @@
  * - bubblewrap.ts: the Linux driver (bwrap with new user, PID, network, IPC and UTS namespaces).
  * - container.ts: the Docker/Podman driver (command lines from the same plan).
  * - mount-plan.ts, env.ts, seccomp.ts: the plan, the environment scrub, the BPF filter.
- * - mux.ts, bridge-inside.ts: the wire between the bridge inside the sandbox and Gatehouse outside.
+ * - mux.ts, bridge-inside.ts: the wire between the bridge inside the sandbox and Gatehouse outside (the egress
+ *   proxy's port, and the MCP gateway's when a node's gateway is handed in).
  * - host.ts: what this host can enforce (`gatehouse doctor`).
  *
  * May import: config (types), policy (types), audit (record and log interface), util. Knows nothing of
- * the gateway or the egress proxy beyond the session socket path it is handed.
+ * the gateway or the egress proxy beyond the socket paths it is handed (egress session, gateway's local socket).
  */
 export { launchSandboxed, rlimitsFrom, chooseDriver, type LaunchRequest, type Launched } from './launch.js';
 export { mcpServerLauncher, serverPrincipal, type McpServerLauncherOptions, type ServerCommand } from './mcp.js';

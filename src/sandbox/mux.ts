@@ -11,7 +11,10 @@
 import type { Duplex } from 'node:stream';
 
 export const FRAME = {
-  /** inside → host: a new connection arrived at the bridge listener. */
+  /**
+   * inside → host: a new connection arrived at a bridge listener. No payload: the proxy port's; payload
+   * `gateway`: the MCP gateway port's (see LISTENER).
+   */
   OPEN: 1,
   DATA: 2,
   /** The sender will write no more on this stream (TCP half-close). */
@@ -27,6 +30,9 @@ export const FRAME = {
   /** host → inside: the launch is recorded; start the program. */
   START: 8,
 } as const;
+
+/** Which bridge listener a stream came in on, as an OPEN frame's payload names it. */
+export const LISTENER = { proxy: '', gateway: 'gateway' } as const;
 
 export const HEADER_BYTES = 9;
 export const WINDOW = 1024 * 1024;
@@ -113,7 +119,8 @@ export class Mux {
   constructor(
     private readonly channel: Duplex,
     private readonly handlers: {
-      onOpen?: (id: number) => void;
+      /** `listener`: the OPEN frame's payload (LISTENER), as the peer sent it: check it. */
+      onOpen?: (id: number, listener: string) => void;
       onSignal?: (signal: string) => void;
       onExit?: (status: { code: number | null; signal: string | null }) => void;
       onStart?: () => void;
@@ -191,7 +198,7 @@ export class Mux {
           this.send(FRAME.CLOSE, frame.id, Buffer.from('too many connections'));
           return;
         }
-        this.handlers.onOpen?.(frame.id);
+        this.handlers.onOpen?.(frame.id, frame.payload.toString('latin1'));
         return;
       case FRAME.DATA: {
         if (!end || end.closed) return; // data racing a close

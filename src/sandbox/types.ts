@@ -38,6 +38,12 @@ export interface SandboxSpec {
   envAdd?: Record<string, string>;
   /** The egress proxy's per-session Unix socket (HTTP proxy: absolute-URI and CONNECT). None: no network. */
   proxySocket?: string;
+  /**
+   * The MCP gateway's local socket (`<data-dir>/mcp.sock` of a running node). The bridge then also listens on
+   * 127.0.0.1:7401 inside and carries those connections to it; GATEHOUSE_GATEWAY_URL names that port. The
+   * gateway still asks each connection for an agent key.
+   */
+  gatewaySocket?: string;
   /** Port the bridge listens on inside the sandbox (its own network namespace, so any port is free). */
   proxyPort?: number;
   rlimits?: Rlimits;

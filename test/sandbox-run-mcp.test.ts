@@ -1,0 +1,226 @@
+/**
+ * An agent inside `gatehouse run` reaches the node's MCP gateway: the official SDK client launches
+ * `gatehouse run -- gatehouse mcp` as its stdio server, so the bridge itself runs in the sandbox, and its
+ * calls land in the node's audit log under the agent its key names. What the sandbox gets is the gateway's
+ * key-checked protocol on 127.0.0.1:7401 and nothing else: not the socket, not the data dir, not an
+ * anonymous session. Real node, CLI, bwrap, fixture MCP server and audit log, as root and unprivileged.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client, type CallToolResult } from '@modelcontextprotocol/client';
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { assertCheckoutReadable, cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned, type Identity } from './sandbox-helpers.js';
+
+const main = new URL('../src/cli/main.js', import.meta.url).pathname;
+const fixtureServer = new URL('./fixtures/fixture-server.js', import.meta.url).pathname;
+/** The compiled checkout and its node_modules: the CLI and the fixture server run from here, inside sandboxes. */
+const checkout = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
+
+function environment(dir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(dir, 'home'), GATEHOUSE_HOME: join(dir, 'data'), LANG: 'C.UTF-8', ...extra };
+}
+
+/** `node <cli> ARGS` as the identity: the command and its arguments. */
+function asIdentity(identity: Identity, args: string[]): [string, string[]] {
+  return identity.user
+    ? ['setpriv', ['--reuid', String(identity.user.uid), '--regid', String(identity.user.gid), '--clear-groups', '--', process.execPath, main, ...args]]
+    : [process.execPath, [main, ...args]];
+}
+
+function spawnAs(identity: Identity, dir: string, args: string[], extra: Record<string, string> = {}): ChildProcessWithoutNullStreams {
+  const [command, commandArgs] = asIdentity(identity, args);
+  return spawn(command, commandArgs, { cwd: dir, env: environment(dir, extra), stdio: 'pipe' });
+}
+
+function run(identity: Identity, dir: string, args: string[], extra: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawnAs(identity, dir, args, extra);
+    child.stdin.end();
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/** The SDK client whose stdio server is `gatehouse run --agent coder -- node <cli> mcp`. */
+function sandboxedBridge(identity: Identity, dir: string, extra: Record<string, string>): { client: Client; transport: StdioClientTransport; stderr: () => string } {
+  const [command, args] = asIdentity(identity, ['run', '--agent', 'coder', '--', process.execPath, main, 'mcp']);
+  const transport = new StdioClientTransport({ command, args, cwd: dir, env: environment(dir, extra), stderr: 'pipe' });
+  let stderr = '';
+  transport.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return { client: new Client({ name: 'sandboxed-agent', version: '1.0.0' }), transport, stderr: () => stderr };
+}
+
+interface Record_ {
+  surface: string;
+  action: string;
+  effect: string;
+  resource: string;
+  reason: string;
+  principal: { agent?: string };
+}
+
+function auditRecords(dir: string): Record_[] {
+  const auditDir = join(dir, 'data', 'audit');
+  return readdirSync(auditDir)
+    .filter((name) => name.endsWith('.jsonl'))
+    .flatMap((name) => readFileSync(join(auditDir, name), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record_));
+}
+
+function text(result: CallToolResult): string {
+  return result.content.map((block) => (block.type === 'text' ? block.text : `[${block.type}]`)).join('\n');
+}
+
+/** A program for inside the sandbox: what it can reach of the gateway, printed one finding per line. */
+const PROBE = `
+const net = require('node:net');
+const tryUnix = (path) => new Promise((resolve) => {
+  const socket = net.connect(path);
+  socket.once('connect', () => { socket.destroy(); resolve('connected'); });
+  socket.once('error', (error) => resolve(error.code));
+});
+const hello = (authorization) => new Promise((resolve) => {
+  const socket = net.connect(7401, '127.0.0.1');
+  let answer = '';
+  socket.once('connect', () => socket.write(JSON.stringify({ gatehouse: 'mcp', authorization }) + '\\n'));
+  socket.on('data', (chunk) => (answer += chunk));
+  socket.once('close', () => resolve(answer.trim()));
+  socket.once('error', (error) => resolve(error.code));
+});
+(async () => {
+  console.log('url:' + (process.env.GATEHOUSE_GATEWAY_URL ?? ''));
+  console.log('host-socket:' + (await tryUnix(process.argv[1] + '/mcp.sock')));
+  console.log('data-dir:' + require('node:fs').readdirSync(process.argv[1]).join(','));
+  console.log('no-key:' + (await hello('')));
+  console.log('bad-key:' + (await hello('Bearer ghk_notakey')));
+})();
+`;
+
+for (const identity of identities()) {
+  describe(`an agent in gatehouse run reaches the node's MCP gateway, as ${identity.name}`, { skip: skipWithoutBwrap }, () => {
+    let dir: string;
+    let key: string;
+
+    before(async () => {
+      assertCheckoutReadable(identity);
+      assert.ok(hasBwrap, 'bwrap is required (GATEHOUSE_REQUIRE_SANDBOX=1): apt-get install bubblewrap');
+      dir = scratch(identity, 'run-mcp');
+      mkdirOwned(identity, join(dir, 'data'));
+      mkdirOwned(identity, join(dir, 'home'));
+      // Anonymous loopback callers are allowed, to show that reaching the gateway from the sandbox is not one.
+      const config = `version: 1
+gateway:
+  auth: { apiKeys: true, allowAnonymousLoopback: true }
+  upstreams:
+    fixture: { command: "${process.execPath}", args: ["${fixtureServer}"] }
+sandbox:
+  env: [GATEHOUSE_AGENT_KEY]
+policy:
+  filesystem:
+    - id: workspace
+      allow: { paths: ["./"], access: rw }
+    - id: checkout
+      allow: { paths: ["${checkout}"], access: ro }
+  mcp:
+    - id: fixture
+      allow: { server: fixture, tools: [echo] }
+`;
+      writeOwned(identity, join(dir, 'data', 'gatehouse.yaml'), config, 0o644);
+      const added = await run(identity, dir, ['agent', 'add', 'coder', '--json']);
+      assert.equal(added.status, 0, added.stderr);
+      key = (JSON.parse(added.stdout) as { key: string }).key;
+    });
+    after(() => cleanup(dir));
+
+    test('without a node, a run has no gateway variable and nothing listens on the gateway port', async () => {
+      const result = await run(identity, dir, ['run', '--', process.execPath, '-e', PROBE, join(dir, 'data')]);
+      assert.equal(result.status, 0, result.stderr);
+      assert.match(result.stdout, /^url:$/m);
+      assert.match(result.stdout, /^no-key:ECONNREFUSED$/m);
+    });
+
+    describe('while a node serves the gateway', () => {
+      let node: ChildProcessWithoutNullStreams;
+      let nodeOutput = '';
+      let nodeExited: Promise<unknown>;
+
+      before(async () => {
+        node = spawnAs(identity, dir, ['node', '--api', '127.0.0.1:0', '--gateway', '127.0.0.1:0', '--egress', '127.0.0.1:0']);
+        node.stdout.setEncoding('utf8').on('data', (chunk: string) => (nodeOutput += chunk));
+        node.stderr.setEncoding('utf8').on('data', (chunk: string) => (nodeOutput += chunk));
+        nodeExited = new Promise((resolve) => node.once('exit', resolve));
+        const deadline = Date.now() + 20000;
+        while (!existsSync(join(dir, 'data', 'node.sock')) || !existsSync(join(dir, 'data', 'mcp.sock'))) {
+          assert.ok(Date.now() < deadline && node.exitCode === null, `the node did not start: ${nodeOutput}`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      });
+      after(async () => {
+        node.kill('SIGTERM');
+        await nodeExited;
+      });
+
+      test('the SDK client, through gatehouse mcp inside the sandbox, lists and calls tools; the node records the call by the agent', async () => {
+        const { client, transport, stderr } = sandboxedBridge(identity, dir, { GATEHOUSE_AGENT_KEY: key });
+        try {
+          await client.connect(transport);
+          const tools = (await client.listTools()).tools.map((tool) => tool.name);
+          assert.deepEqual(tools, ['fixture__echo']);
+          const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: 'from inside the sandbox' } })) as CallToolResult;
+          assert.equal(text(result), 'from inside the sandbox');
+        } catch (error) {
+          assert.fail(`${String(error)}\nrun's stderr: ${stderr()}\nnode: ${nodeOutput}`);
+        } finally {
+          await client.close();
+        }
+        const records = auditRecords(dir);
+        const call = records.find((record) => record.action === 'tools/call' && record.resource === 'fixture/echo');
+        assert.ok(call, 'the call is in the node\'s audit log');
+        assert.equal(call.effect, 'allow');
+        assert.equal(call.principal.agent, 'coder');
+        const launch = records.findLast((record) => record.action === 'sandbox.launch' && record.resource.endsWith(' mcp'));
+        assert.ok(launch, 'the sandboxed bridge\'s launch is in the node\'s log');
+      });
+
+      test('without the agent key, or with a wrong one, the call is refused', async () => {
+        const calls = (): number => auditRecords(dir).filter((record) => record.action === 'tools/call').length;
+        const before = calls();
+        const attempts: Record<string, string>[] = [{}, { GATEHOUSE_AGENT_KEY: 'ghk_notavalidkey' }];
+        for (const extra of attempts) {
+          const { client, transport, stderr } = sandboxedBridge(identity, dir, extra);
+          await assert.rejects(async () => {
+            await client.connect(transport);
+            await client.callTool({ name: 'fixture__echo', arguments: { message: 'no key' } });
+          });
+          await client.close();
+          assert.match(stderr(), 'GATEHOUSE_AGENT_KEY' in extra ? /the gateway refused this bridge: the agent API key is not valid/ : /no agent key: set GATEHOUSE_AGENT_KEY/);
+        }
+        const records = auditRecords(dir);
+        assert.ok(records.some((record) => record.action === 'authenticate' && record.effect === 'deny' && record.reason.includes('(local socket)')), 'the gateway recorded the refusal');
+        assert.equal(calls(), before, 'no call reached the gateway\'s tools');
+      });
+
+      test('the sandbox reaches only the key-checked gateway: not the socket, not the data dir, and never as an anonymous caller', async () => {
+        const socketMode = statSync(join(dir, 'data', 'mcp.sock')).mode;
+        const result = await run(identity, dir, ['run', '--', process.execPath, '-e', PROBE, join(dir, 'data')]);
+        assert.equal(result.status, 0, result.stderr);
+        assert.match(result.stdout, /^url:tcp:\/\/127\.0\.0\.1:7401$/m);
+        // seccomp refuses AF_UNIX sockets, and the data dir is an empty mask.
+        assert.match(result.stdout, /^host-socket:(EACCES|ENOENT)$/m);
+        assert.match(result.stdout, /^data-dir:$/m);
+        assert.match(result.stdout, /^no-key:\{"ok":false,"error":"the bearer token is not an agent API key and OAuth is not configured"\}$/m);
+        assert.match(result.stdout, /^bad-key:\{"ok":false,"error":"the agent API key is not valid/m);
+        assert.equal(statSync(join(dir, 'data', 'mcp.sock')).mode, socketMode, 'the socket is untouched');
+      });
+    });
+  });
+}
