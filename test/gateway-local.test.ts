@@ -254,3 +254,28 @@ test('gatehouse mcp speaks the local protocol to tcp://127.0.0.1:PORT (as inside
     assert.match(result.stderr, /must be tcp:\/\/127\.0\.0\.1:PORT .* only a loopback port is taken/);
   }
 });
+
+test('the socket never takes an anonymous caller, even where HTTP lets anonymous loopback callers in', async () => {
+  const open = await startHarness({ gateway: { auth: { allowAnonymousLoopback: true }, upstreams: { fixture: fixtureUpstream() } } }, undefined, { localSocket: true });
+  try {
+    for (const authorization of [undefined, '', 'Bearer ', 'Bearer']) {
+      const socket = connect(join(open.dataDir, 'mcp.sock'));
+      let answer = '';
+      const first = new Promise<string>((resolve) =>
+        socket.on('data', (chunk: Buffer) => {
+          answer += chunk.toString();
+          if (answer.includes('\n')) resolve(answer.slice(0, answer.indexOf('\n')));
+        }),
+      );
+      socket.write(`${JSON.stringify({ gatehouse: 'mcp', ...(authorization !== undefined ? { authorization } : {}) })}\n${INITIALIZE}\n`);
+      const reply = JSON.parse(await first) as { ok: boolean; error?: string };
+      socket.destroy();
+      assert.equal(reply.ok, false, `authorization ${JSON.stringify(authorization)}: ${answer}`);
+      assert.ok(reply.error, 'the refusal says why');
+    }
+    assert.equal(open.audit.records.filter((record) => record.action === 'authenticate' && record.effect === 'deny').length, 3);
+    assert.equal(open.audit.records.filter((record) => record.action === 'tools/list' || record.action === 'initialize').length, 0);
+  } finally {
+    await open.close();
+  }
+});

@@ -158,14 +158,14 @@ export class GatewayFront {
 
   private async serveLocal(socket: Socket): Promise<void> {
     socket.on('error', () => undefined);
-    const refuse = async (principal: Principal | undefined, action: string, reason: string, told = reason): Promise<void> => {
+    const refuse = async (principal: Principal | undefined, action: string, reason: string): Promise<void> => {
       await this.recordRejection(principal, action, `${reason} (local socket)`);
-      if (!socket.destroyed) socket.end(`${JSON.stringify({ ok: false, error: told })}\n`);
+      if (!socket.destroyed) socket.end(`${JSON.stringify({ ok: false, error: reason })}\n`);
     };
     const greeting = await readHello(socket);
     if ('error' in greeting) return refuse(undefined, 'request.rejected', greeting.error);
-    // A peer of a 0600 socket in the data dir runs on this machine: it counts as loopback, as on HTTP.
-    const outcome = await this.options.authenticator.authenticate({ authorization: greeting.hello.authorization }, '127.0.0.1');
+    // Never anonymous, whatever allowAnonymousLoopback says: `gatehouse run` carries sandboxed programs here.
+    const outcome = await this.options.authenticator.authenticate({ authorization: greeting.hello.authorization }, undefined);
     if (!outcome.ok) return refuse(undefined, 'authenticate', outcome.message);
     const full = this.sessionLimit(outcome.principal);
     if (full) return refuse(outcome.principal, 'session.refused', full);

@@ -8,8 +8,8 @@
  * one answer, `{"ok":true}` or `{"ok":false,"error":"..."}` (after which the gateway closes it); a client may
  * send on without waiting, as nothing it sends is read before the answer is written. Then it is one
  * 2025-era session (initialize first, as on HTTP), which ends when the connection closes. The identity is
- * the key, checked as the HTTP front checks it; the socket's mode (0600, in the private data dir) only keeps
- * other users from reaching it.
+ * the key, checked as the HTTP front checks it, and never anonymous; the socket's mode (0600, in the private
+ * data dir) only keeps other users from reaching it.
  */
 import type { Socket } from 'node:net';
 import type { JSONRPCMessage, MessageExtraInfo, RequestId, Transport, TransportSendOptions } from '@modelcontextprotocol/server';
