@@ -1,9 +1,10 @@
 /**
- * Sessions are a shared resource: one agent's key may hold only its share of them, so it cannot lock every
- * other agent out of the gateway.
+ * Sessions and running calls are shared resources: one agent's key may hold only its share of them, so it
+ * cannot lock every other agent out of the gateway.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import type { CallToolResult } from '@modelcontextprotocol/client';
 import { fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
 
 let harness: Harness;
@@ -12,7 +13,7 @@ let other: string;
 
 before(async () => {
   harness = await startHarness({
-    gateway: { maxSessionsPerAgent: 2, upstreams: { fixture: fixtureUpstream() } },
+    gateway: { maxSessionsPerAgent: 2, maxCallsPerAgent: 2, upstreams: { fixture: fixtureUpstream() } },
     policy: { mcp: [{ id: 'all', allow: { tools: ['*'] } }] },
   });
   greedy = harness.agents.add('greedy').key;
@@ -27,4 +28,28 @@ test('an agent cannot open more sessions than its share, and other agents still 
   const client = await harness.connect(other);
   assert.ok((await client.listTools()).tools.length > 0);
   assert.ok(harness.audit.records.some((r) => r.action === 'session.refused' && r.principal.agent === 'greedy'), 'the refusal is recorded');
+});
+
+test('an agent cannot run more calls at once than its share, across its sessions; a finished call frees its place', async () => {
+  const busy = harness.agents.add('busy').key;
+  const [first, second] = [await harness.connect(busy), await harness.connect(busy)];
+  const stop = new AbortController();
+  const hanging = [first!, second!].map((client) => client.callTool({ name: 'fixture__hang', arguments: {} }, { signal: stop.signal }).catch(() => 'cancelled'));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const refused = (await first!.callTool({ name: 'fixture__echo', arguments: { message: 'one more' } })) as CallToolResult;
+  assert.equal(refused.isError, true);
+  assert.match(JSON.stringify(refused.content), /already has 2 calls running \(gateway.maxCallsPerAgent is 2\)/);
+  assert.ok(harness.audit.records.some((r) => r.action === 'tools/call' && r.effect === 'deny' && r.rules.includes('limit') && r.principal.agent === 'busy'));
+  // Another agent is not held back.
+  const bystander = await harness.connect(other);
+  assert.deepEqual(((await bystander.callTool({ name: 'fixture__echo', arguments: { message: 'fine' } })) as CallToolResult).content, [{ type: 'text', text: 'fine' }]);
+  stop.abort();
+  assert.deepEqual(await Promise.all(hanging), ['cancelled', 'cancelled']);
+  let freed: CallToolResult | undefined;
+  for (let i = 0; i < 50; i += 1) {
+    freed = (await first!.callTool({ name: 'fixture__echo', arguments: { message: 'freed' } })) as CallToolResult;
+    if (!freed.isError) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.deepEqual(freed?.content, [{ type: 'text', text: 'freed' }]);
 });

@@ -285,6 +285,8 @@ const gatewaySchema = z.strictObject({
    * 2026-07-28 client, which has no sessions, the calls it may leave parked waiting for its answers.
    */
   maxSessionsPerAgent: z.number().int().positive().default(100),
+  /** Calls one agent (one identity) may have running at once, across all its sessions. */
+  maxCallsPerAgent: z.number().int().positive().default(256),
   auth: gatewayAuthSchema.default({ apiKeys: true, allowAnonymousLoopback: false }),
   upstreams: z.record(upstreamName, upstreamSchema).default({}),
 }).superRefine((gateway, ctx) => {
@@ -437,6 +439,7 @@ export const configSchema = z.strictObject({
     timeouts: {},
     maxMessageBytes: gatewayDefaults.maxMessageBytes,
     maxSessionsPerAgent: 100,
+    maxCallsPerAgent: 256,
     auth: { apiKeys: true, allowAnonymousLoopback: false },
     upstreams: {},
   }),

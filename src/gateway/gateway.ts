@@ -168,6 +168,8 @@ export class GatewayCore {
   private readonly spentApprovals = new Map<string, number>();
   /** Calls waiting for a 2026-07-28 client's answers, by the nonce of the request state it must echo. */
   private readonly parked = new Map<string, ParkedCall>();
+  /** Calls running now, by identity (principalBinding), for gateway.maxCallsPerAgent. */
+  private readonly running = new Map<string, number>();
   private readonly inputSchemas = new InputSchemas();
   /** Tasks clients created on upstreams, under ids of the gateway's own. */
   private readonly tasks = new TaskTable<Upstream, TaskOwner>();
@@ -589,6 +591,17 @@ export class GatewayCore {
     }
     // Tasks are relayed for 2025-era callers only; a 2026-07-28 call above runs as a plain call.
     if (options.task) params.task = options.task;
+    // Each running call holds upstream work and memory: one identity may run only so many at once, so it
+    // cannot crowd out every other session of the shared servers.
+    const runner = JSON.stringify(principalBinding(caller));
+    const running = this.running.get(runner) ?? 0;
+    const limit = this.options.settings.maxCallsPerAgent;
+    if (running >= limit) {
+      const reason = `this agent already has ${running} calls running (gateway.maxCallsPerAgent is ${limit}); wait for one to finish`;
+      await this.record(caller, 'tools/call', resource, 'deny', ['limit'], reason, started, correlationId, details, decision);
+      return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
+    }
+    this.running.set(runner, running + 1);
     let result: CallToolResult;
     try {
       const relay = binding && this.recordingClientTasks(this.screeningRelay(binding, caller, resource, correlationId), caller, resource, decision.rules, correlationId);
@@ -596,6 +609,10 @@ export class GatewayCore {
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
       throw asProtocolError(error);
+    } finally {
+      const left = (this.running.get(runner) ?? 1) - 1;
+      if (left > 0) this.running.set(runner, left);
+      else this.running.delete(runner);
     }
     if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
     return this.finishCall(caller, resource, decision, details, started, correlationId, result);
