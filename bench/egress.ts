@@ -1,7 +1,7 @@
 /**
  * bench/egress: what the egress proxy costs, against baselines measured in the same run.
  *
- *   node dist/bench/egress.js [--mb 256] [--seconds 3] [--connects 400]
+ *   node dist/bench/egress.js [--mb 256] [--seconds 3] [--connects 400] [--only tunnel|rate|connect|inspected]
  *
  * - tunnel throughput: an N MB download through a CONNECT tunnel vs the same download direct;
  * - plain-HTTP request rate: small requests through Gatehouse vs direct vs tinyproxy (from Debian, installed
@@ -29,6 +29,9 @@ const option = (name: string, fallback: number): number => {
   const at = args.indexOf(`--${name}`);
   return at >= 0 ? Number(args[at + 1]) : fallback;
 };
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+/** Whether to run a part: all of them, or the one `--only` names. */
+const runs = (part: 'tunnel' | 'rate' | 'connect' | 'inspected'): boolean => only === undefined || only === part;
 
 const POLICY = `
 network:
@@ -101,45 +104,53 @@ async function main(): Promise<void> {
     console.log(`egress bench: ${megabytes} MB downloads, ${seconds} s request runs, ${connects} connects`);
 
     // 1. Tunnel throughput.
-    const direct = await best(3, () => download(() => connectDirect(source.port), bytes));
-    const tunnelled = await best(3, () => download(() => connectTunnel(proxyPort, `bench.test:${source.port}`, auth), bytes));
-    const tunnelRatio = tunnelled / direct;
-    line('tunnel throughput', `${mbps(direct)} direct, ${mbps(tunnelled)} via CONNECT`, tunnelRatio, tunnelRatio >= 0.9, '>= 90% of direct');
+    if (runs('tunnel')) {
+      const direct = await best(3, () => download(() => connectDirect(source.port), bytes));
+      const tunnelled = await best(3, () => download(() => connectTunnel(proxyPort, `bench.test:${source.port}`, auth), bytes));
+      const tunnelRatio = tunnelled / direct;
+      line('tunnel throughput', `${mbps(direct)} direct, ${mbps(tunnelled)} via CONNECT`, tunnelRatio, tunnelRatio >= 0.9, '>= 90% of direct');
+    }
 
     // 2. Plain-HTTP request rate: direct, Gatehouse, tinyproxy. tinyproxy closes the client connection after
     // each request, so the comparison with it uses a new connection per request for both proxies.
-    const gatehouseTarget = { port: proxyPort, path: `http://bench.test:${small.port}/`, headers: { 'proxy-authorization': auth, host: `bench.test:${small.port}` } };
-    const directRate = (await requestRate('direct', { port: small.port, path: '/' }, seconds)).perSecond;
-    const gatehouseRate = (await requestRate('Gatehouse', gatehouseTarget, seconds)).perSecond;
-    console.log(`  request rate, keep-alive: direct ${Math.round(directRate)}/s, Gatehouse ${Math.round(gatehouseRate)}/s (${((gatehouseRate / directRate) * 100).toFixed(0)}% of direct)`);
-    const directFresh = await requestRate('direct', { port: small.port, path: '/' }, seconds, false);
-    const gatehouseFresh = await requestRate('Gatehouse', gatehouseTarget, seconds, false);
-    const tinyproxyPort = await startTinyproxy(dir, children);
-    const tinyFresh = tinyproxyPort === undefined ? undefined : await requestRate('tinyproxy', { port: tinyproxyPort, path: `http://127.0.0.1:${small.port}/`, headers: { host: `127.0.0.1:${small.port}` } }, seconds, false);
-    const failures = (rate: Rate): string => (rate.failed > 0 ? ` (${rate.failed} failed)` : '');
-    const tinyText = tinyFresh === undefined ? 'n/a' : `${Math.round(tinyFresh.perSecond)}/s, ${tinyFresh.failed} failed`;
-    console.log(`  request rate, connection per request: direct ${Math.round(directFresh.perSecond)}/s${failures(directFresh)}, Gatehouse ${Math.round(gatehouseFresh.perSecond)}/s${failures(gatehouseFresh)}, tinyproxy ${tinyText}`);
-    const tinyRate = tinyFresh?.perSecond ?? Number.NaN;
-    const rateRatio = gatehouseFresh.perSecond / tinyRate;
-    line('request rate vs tinyproxy, same client behaviour', `${Math.round(gatehouseFresh.perSecond)}/s vs ${Math.round(tinyRate)}/s`, rateRatio, rateRatio >= 1, '>= 1x tinyproxy');
-    // tinyproxy cannot keep a client connection open, so its best is a connection per request.
-    const gatehouseBest = Math.max(gatehouseRate, gatehouseFresh.perSecond);
-    const bestRatio = gatehouseBest / tinyRate;
-    line('request rate vs tinyproxy, each at its best', `${Math.round(gatehouseBest)}/s vs ${Math.round(tinyRate)}/s`, bestRatio, bestRatio >= 1, '>= 1x tinyproxy');
+    if (runs('rate')) {
+      const gatehouseTarget = { port: proxyPort, path: `http://bench.test:${small.port}/`, headers: { 'proxy-authorization': auth, host: `bench.test:${small.port}` } };
+      const directRate = (await requestRate('direct', { port: small.port, path: '/' }, seconds)).perSecond;
+      const gatehouseRate = (await requestRate('Gatehouse', gatehouseTarget, seconds)).perSecond;
+      console.log(`  request rate, keep-alive: direct ${Math.round(directRate)}/s, Gatehouse ${Math.round(gatehouseRate)}/s (${((gatehouseRate / directRate) * 100).toFixed(0)}% of direct)`);
+      const directFresh = await requestRate('direct', { port: small.port, path: '/' }, seconds, false);
+      const gatehouseFresh = await requestRate('Gatehouse', gatehouseTarget, seconds, false);
+      const tinyproxyPort = await startTinyproxy(dir, children);
+      const tinyFresh = tinyproxyPort === undefined ? undefined : await requestRate('tinyproxy', { port: tinyproxyPort, path: `http://127.0.0.1:${small.port}/`, headers: { host: `127.0.0.1:${small.port}` } }, seconds, false);
+      const failures = (rate: Rate): string => (rate.failed > 0 ? ` (${rate.failed} failed)` : '');
+      const tinyText = tinyFresh === undefined ? 'n/a' : `${Math.round(tinyFresh.perSecond)}/s, ${tinyFresh.failed} failed`;
+      console.log(`  request rate, connection per request: direct ${Math.round(directFresh.perSecond)}/s${failures(directFresh)}, Gatehouse ${Math.round(gatehouseFresh.perSecond)}/s${failures(gatehouseFresh)}, tinyproxy ${tinyText}`);
+      const tinyRate = tinyFresh?.perSecond ?? Number.NaN;
+      const rateRatio = gatehouseFresh.perSecond / tinyRate;
+      line('request rate vs tinyproxy, same client behaviour', `${Math.round(gatehouseFresh.perSecond)}/s vs ${Math.round(tinyRate)}/s`, rateRatio, rateRatio >= 1, '>= 1x tinyproxy');
+      // tinyproxy cannot keep a client connection open, so its best is a connection per request.
+      const gatehouseBest = Math.max(gatehouseRate, gatehouseFresh.perSecond);
+      const bestRatio = gatehouseBest / tinyRate;
+      line('request rate vs tinyproxy, each at its best', `${Math.round(gatehouseBest)}/s vs ${Math.round(tinyRate)}/s`, bestRatio, bestRatio >= 1, '>= 1x tinyproxy');
+    }
 
     // 3. Added connect latency (connect + one echoed byte).
-    const directTimes = await timeConnects(connects, () => connectDirect(echo.port));
-    const proxiedTimes = await timeConnects(connects, () => connectTunnel(proxyPort, `bench.test:${echo.port}`, auth));
-    const added50 = percentile(proxiedTimes, 0.5) - percentile(directTimes, 0.5);
-    const added99 = percentile(proxiedTimes, 0.99) - percentile(directTimes, 0.99);
-    console.log(`  connect: direct p50 ${ms(percentile(directTimes, 0.5))} p99 ${ms(percentile(directTimes, 0.99))}; via proxy p50 ${ms(percentile(proxiedTimes, 0.5))} p99 ${ms(percentile(proxiedTimes, 0.99))}`);
-    line('added connect latency', `p50 +${ms(added50)}, p99 +${ms(added99)}`, undefined, added50 <= 1, 'added p50 <= 1 ms');
+    if (runs('connect')) {
+      const directTimes = await timeConnects(connects, () => connectDirect(echo.port));
+      const proxiedTimes = await timeConnects(connects, () => connectTunnel(proxyPort, `bench.test:${echo.port}`, auth));
+      const added50 = percentile(proxiedTimes, 0.5) - percentile(directTimes, 0.5);
+      const added99 = percentile(proxiedTimes, 0.99) - percentile(directTimes, 0.99);
+      console.log(`  connect: direct p50 ${ms(percentile(directTimes, 0.5))} p99 ${ms(percentile(directTimes, 0.99))}; via proxy p50 ${ms(percentile(proxiedTimes, 0.5))} p99 ${ms(percentile(proxiedTimes, 0.99))}`);
+      line('added connect latency', `p50 +${ms(added50)}, p99 +${ms(added99)}`, undefined, added50 <= 1, 'added p50 <= 1 ms');
+    }
 
     // 4. Inspected HTTPS throughput.
-    const directTls = await best(3, () => httpsDownload({ port: secure.port, ca: publicCa.certificatePem }, bytes));
-    const inspected = await best(3, () => httpsDownload({ port: secure.port, ca: proxyCaPem, proxy: { port: proxyPort, auth } }, bytes));
-    const inspectedRatio = inspected / directTls;
-    line('inspected throughput', `${mbps(directTls)} direct TLS, ${mbps(inspected)} inspected`, inspectedRatio, inspectedRatio >= 0.5, '>= 50% of direct');
+    if (runs('inspected')) {
+      const directTls = await best(3, () => httpsDownload({ port: secure.port, ca: publicCa.certificatePem }, bytes));
+      const inspected = await best(3, () => httpsDownload({ port: secure.port, ca: proxyCaPem, proxy: { port: proxyPort, auth } }, bytes));
+      const inspectedRatio = inspected / directTls;
+      line('inspected throughput', `${mbps(directTls)} direct TLS, ${mbps(inspected)} inspected`, inspectedRatio, inspectedRatio >= 0.5, '>= 50% of direct');
+    }
   } finally {
     for (const child of children) child.kill('SIGTERM');
     for (const server of servers) server.close();
