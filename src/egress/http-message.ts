@@ -134,7 +134,7 @@ export function checkHostHeader(request: IncomingMessage, target: Target, scheme
  * Every value of one header, in order, however its name is spelt: what `headersDistinct` holds for that
  * name, read from the raw list without building the whole map (this runs for every request).
  */
-function headerValues(rawHeaders: string[], lowerName: string): string[] {
+export function headerValues(rawHeaders: string[], lowerName: string): string[] {
   const values: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
