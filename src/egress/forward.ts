@@ -11,7 +11,7 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { Transform } from 'node:stream';
 import type { OutgoingRequest } from './content.js';
-import { forwardableHeaders, headerValues } from './http-message.js';
+import { forwardableHeaders, hasBody, headerValues } from './http-message.js';
 
 export interface ForwardResult {
   status: number;
@@ -144,6 +144,12 @@ export function forward(upstream: ClientRequest, request: IncomingMessage, respo
     if (outgoing.body) {
       bytesUp = outgoing.body.length;
       upstream.end(outgoing.body);
+      return;
+    }
+    if (!hasBody(request)) {
+      // Nothing will follow the headers (no body framing): end now instead of piping an empty stream.
+      upstream.end();
+      request.resume();
       return;
     }
     for (const chunk of outgoing.bodyPrefix) {

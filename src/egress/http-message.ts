@@ -177,6 +177,11 @@ export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string |
   return out;
 }
 
+/** Whether the request's framing announces a body (a Transfer-Encoding, or a Content-Length other than 0). */
+export function hasBody(request: IncomingMessage): boolean {
+  return request.headers['transfer-encoding'] !== undefined || (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0');
+}
+
 /**
  * Upstream framing for a body streamed as it arrives. The client's Transfer-Encoding is hop-by-hop and was
  * dropped, so a chunked body must be chunked again: otherwise Node writes its bytes unframed (it does not
