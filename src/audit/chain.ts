@@ -82,6 +82,8 @@ interface Ack {
 
 interface Item extends ChainHead {
   line: string;
+  /** The line and its newline as UTF-8, encoded once for its size, its hash and the write. */
+  bytes: Buffer;
   ack?: Ack;
   /** Start a new segment before writing this item. */
   rotateBefore: boolean;
@@ -266,20 +268,20 @@ export class ChainedAuditLog implements AuditLog {
     const prev = this.head.hash;
     let record = build(seq, prev);
     let line = serializeRecord(record, seq, prev);
-    let bytes = Buffer.byteLength(line);
-    if (bytes > this.settings.maxRecordBytes) {
-      record = boundRecord(record, bytes, this.settings.maxRecordBytes);
+    let bytes = Buffer.from(line + '\n', 'utf8');
+    if (bytes.length - 1 > this.settings.maxRecordBytes) {
+      record = boundRecord(record, bytes.length - 1, this.settings.maxRecordBytes);
       line = serializeRecord(record, seq, prev);
-      bytes = Buffer.byteLength(line);
+      bytes = Buffer.from(line + '\n', 'utf8');
     }
-    const hash = hashLine(line);
-    const item: Item = { seq, hash, line, rotateBefore: this.rotateNext };
+    const hash = hashLine(bytes.subarray(0, bytes.length - 1));
+    const item: Item = { seq, hash, line, bytes, rotateBefore: this.rotateNext };
     if (ack) item.ack = ack;
     if (afterWrite) item.afterWrite = afterWrite;
     this.rotateNext = false;
     this.pending.push(item);
     this.head = { seq, hash };
-    this.plannedBytes += bytes + 1;
+    this.plannedBytes += bytes.length;
   }
 
   private enqueueCheckpoint(): void {
@@ -401,9 +403,7 @@ export class ChainedAuditLog implements AuditLog {
   }
 
   private writeChunk(chunk: Item[]): void {
-    let text = '';
-    for (const item of chunk) text += item.line + '\n';
-    const buffer = Buffer.from(text, 'utf8');
+    const buffer = chunk.length === 1 ? (chunk[0] as Item).bytes : Buffer.concat(chunk.map((item) => item.bytes));
     let offset = 0;
     try {
       while (offset < buffer.length) offset += writeSync(this.fd, buffer, offset, buffer.length - offset);

@@ -47,9 +47,14 @@ export function listSegments(dir: string): { name: string; firstSeq: number }[] 
 
 /** Serialises a record with its chain fields first. Any `seq`/`prev` the caller set is replaced. */
 export function serializeRecord(record: AuditRecord, seq: number, prev: string): string {
-  const { seq: _seq, prev: _prev, ...rest } = record;
-  const body = JSON.stringify(rest);
+  // Most records come without chain fields; copying them only to leave those out costs on every append.
+  const body = JSON.stringify('seq' in record || 'prev' in record ? withoutChainFields(record) : record);
   return `{"seq":${seq},"prev":"${prev}",${body.slice(1)}`;
+}
+
+function withoutChainFields(record: AuditRecord): Omit<AuditRecord, 'seq' | 'prev'> {
+  const { seq: _seq, prev: _prev, ...rest } = record;
+  return rest;
 }
 
 export function hashLine(line: string | Uint8Array): string {

@@ -15,7 +15,7 @@ import { matchHostPattern, parseHostPattern } from '../policy/hosts.js';
 import { isAllowed } from '../policy/types.js';
 import type { PlaceholderRegistry } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
-import { forwardableHeaders } from './http-message.js';
+import { forwardableHeaders, hasBody } from './http-message.js';
 import { Refusal } from './refusal.js';
 import type { ResponseMask } from './forward.js';
 import type { Target } from './target.js';
@@ -261,10 +261,6 @@ export function responseMask(tools: ContentTools, caller: Caller): ResponseMask 
     const result = registry.mask(bytes, session);
     return { bytes: result.text, count: result.masked.length };
   };
-}
-
-function hasBody(request: IncomingMessage): boolean {
-  return request.headers['transfer-encoding'] !== undefined || (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0');
 }
 
 function valuesOf(headers: string[]): string[] {

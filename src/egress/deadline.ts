@@ -13,9 +13,12 @@ export class HeaderDeadlines {
     private readonly onExpire: (socket: Duplex) => void,
   ) {}
 
-  /** Starts (or restarts) the deadline for the next request on `socket`. */
+  /**
+   * Starts (or restarts) the deadline for the next request on `socket`. A socket whose sending side has
+   * ended (the response said `Connection: close`) gets no next request, so it needs no deadline.
+   */
   arm(socket: Duplex): void {
-    if (socket.destroyed) return;
+    if (socket.destroyed || socket.writableEnded) return;
     this.clear(socket);
     const timer = setTimeout(() => {
       this.timers.delete(socket);

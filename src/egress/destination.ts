@@ -129,7 +129,8 @@ export async function resolveAndCheck(
     answers = [target.ip.address];
   } else {
     try {
-      answers = await withTimeout(resolver(target.host), RESOLVE_TIMEOUT_MS);
+      const answer = resolver(target.host);
+      answers = Array.isArray(answer) ? answer : await withTimeout(answer, RESOLVE_TIMEOUT_MS);
     } catch (error) {
       return new Refusal(502, 'resolve-failed', `${target.host} did not resolve (${(error as { code?: string }).code ?? 'error'})`);
     }

@@ -11,7 +11,7 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { Transform } from 'node:stream';
 import type { OutgoingRequest } from './content.js';
-import { forwardableHeaders } from './http-message.js';
+import { forwardableHeaders, hasBody, headerValues } from './http-message.js';
 
 export interface ForwardResult {
   status: number;
@@ -58,7 +58,8 @@ export function forward(upstream: ClientRequest, request: IncomingMessage, respo
       }
     });
     upstream.on('response', (upstreamResponse) => {
-      let headers = forwardableHeaders(upstreamResponse.rawHeaders, upstreamResponse.headers.connection);
+      // Read from the raw list: `upstreamResponse.headers` would build the whole map for this one header.
+      let headers = forwardableHeaders(upstreamResponse.rawHeaders, headerValues(upstreamResponse.rawHeaders, 'connection'));
       const status = upstreamResponse.statusCode ?? 502;
       let masked = 0;
       let unmasked: string | undefined;
@@ -143,6 +144,12 @@ export function forward(upstream: ClientRequest, request: IncomingMessage, respo
     if (outgoing.body) {
       bytesUp = outgoing.body.length;
       upstream.end(outgoing.body);
+      return;
+    }
+    if (!hasBody(request)) {
+      // Nothing will follow the headers (no body framing): end now instead of piping an empty stream.
+      upstream.end();
+      request.resume();
       return;
     }
     for (const chunk of outgoing.bodyPrefix) {

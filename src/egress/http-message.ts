@@ -69,12 +69,18 @@ function withPath(target: Target, scheme: 'http' | 'https', pathAndQuery: string
   return { target, scheme, path, pathAndQuery: path + query };
 }
 
+const ALREADY_NORMAL = /^\/[\x21-\x7e]*$/;
+const NEEDS_WORK = /[%\\]|\/\.\.?(?:\/|$)/;
+
 /**
  * One spelling per path, so the path policy decides on is the path the server gets: unreserved
  * percent-escapes decoded (`/%61dmin` is `/admin`, `%2e%2e` is `..`), then dot segments resolved; escapes a
  * server might read as structure (`%2F`, `%5C`, `%00`) and backslashes are refused.
  */
 export function normalisePath(path: string): string | Refusal {
+  // Most paths are already in that one spelling: printable ASCII from "/", no escape, no backslash, no dot
+  // segment. Everything below would hand them back unchanged.
+  if (ALREADY_NORMAL.test(path) && !NEEDS_WORK.test(path)) return path;
   if (/[^\x21-\x7e]/.test(path)) return new Refusal(400, 'bad-request', 'the request path contains spaces, control or non-ASCII characters');
   if (path.includes('\\')) return new Refusal(400, 'bad-request', 'the request path contains a backslash');
   if (/%(?![0-9A-Fa-f]{2})/.test(path)) return new Refusal(400, 'bad-request', 'the request path has a malformed percent-escape');
@@ -105,7 +111,7 @@ export function normalisePath(path: string): string | Refusal {
  * that says one destination to the proxy and another to the server (fronting) is refused.
  */
 export function checkHostHeader(request: IncomingMessage, target: Target, scheme: 'http' | 'https'): Refusal | undefined {
-  const hosts = request.headersDistinct.host ?? [];
+  const hosts = headerValues(request.rawHeaders, 'host');
   if (hosts.length > 1) return new Refusal(400, 'host-mismatch', 'the request has more than one Host header');
   const hostValue = hosts[0];
   if (hostValue === undefined) {
@@ -124,10 +130,23 @@ export function checkHostHeader(request: IncomingMessage, target: Target, scheme
   return undefined;
 }
 
+/**
+ * Every value of one header, in order, however its name is spelt: what `headersDistinct` holds for that
+ * name, read from the raw list without building the whole map (this runs for every request).
+ */
+export function headerValues(rawHeaders: string[], lowerName: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) values.push(rawHeaders[i + 1] as string);
+  }
+  return values;
+}
+
 /** Transfer-Encoding other than exactly "chunked" is refused: intermediaries disagree on what it means. */
 export function checkFraming(request: IncomingMessage): Refusal | undefined {
-  const encodings = request.headersDistinct['transfer-encoding'];
-  if (encodings === undefined) return undefined;
+  const encodings = headerValues(request.rawHeaders, 'transfer-encoding');
+  if (encodings.length === 0) return undefined;
   if (encodings.length !== 1 || encodings[0]?.trim().toLowerCase() !== 'chunked') {
     return new Refusal(400, 'smuggling', 'the request has a Transfer-Encoding other than "chunked"');
   }
@@ -156,6 +175,11 @@ export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string |
     if (!HOP_BY_HOP.has(name) && !named.includes(name)) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
   }
   return out;
+}
+
+/** Whether the request's framing announces a body (a Transfer-Encoding, or a Content-Length other than 0). */
+export function hasBody(request: IncomingMessage): boolean {
+  return request.headers['transfer-encoding'] !== undefined || (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0');
 }
 
 /**

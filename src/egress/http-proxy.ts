@@ -149,7 +149,8 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   if (httpTarget instanceof Refusal) return refuse(httpTarget);
   const { target } = httpTarget;
   facts.resource = `http://${formatTarget(target)}${httpTarget.path}`;
-  facts.details = { ...facts.details, path: httpTarget.path, port: target.port };
+  facts.details.path = httpTarget.path;
+  facts.details.port = target.port;
   const badMessage = checkFraming(request) ?? checkHostHeader(request, target, 'http');
   if (badMessage) return refuse(badMessage);
   const overLimit = limit(runtime, caller, 'connections');
@@ -163,7 +164,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   if (checked instanceof Refusal) return refuse(checked);
   facts.decision = checked.decision;
   const address = checked.addresses[0] as CheckedAddress;
-  facts.details = { ...facts.details, address: address.address };
+  facts.details.address = address.address;
 
   const prepared = await prepareRequest({
     engine,
@@ -194,7 +195,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
     maskLimit: runtime.limits.maxInspectedBytes,
   });
   if (result instanceof Error) return refuse(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${result.code ?? result.message})`));
-  facts.details = { ...facts.details, ...forwardedDetails(result) };
+  Object.assign(facts.details, forwardedDetails(result));
   runtime.recorder.record(engine, facts);
 }
 

@@ -4,8 +4,11 @@
  */
 import { lookup } from 'node:dns/promises';
 
-/** Answers a host name with IP address strings. Rejects (or answers empty) when the name does not resolve. */
-export type Resolver = (host: string) => Promise<string[]>;
+/**
+ * Answers a host name with IP address strings. Rejects (or answers empty) when the name does not resolve.
+ * A fixed answer may come back at once, without a promise: nothing to wait for, so no timeout to keep.
+ */
+export type Resolver = (host: string) => string[] | Promise<string[]>;
 
 /**
  * The system resolver (getaddrinfo: /etc/hosts, then DNS), with fixed answers for some names first, in the
@@ -13,10 +16,5 @@ export type Resolver = (host: string) => Promise<string[]>;
  */
 export function createResolver(overrides: Record<string, string[]> = {}): Resolver {
   const fixed = new Map(Object.entries(overrides).map(([name, addresses]) => [name.toLowerCase(), addresses]));
-  return async (host) => {
-    const answer = fixed.get(host);
-    if (answer) return answer;
-    const found = await lookup(host, { all: true, verbatim: true });
-    return found.map((entry) => entry.address);
-  };
+  return (host) => fixed.get(host) ?? lookup(host, { all: true, verbatim: true }).then((found) => found.map((entry) => entry.address));
 }

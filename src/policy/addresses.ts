@@ -22,6 +22,20 @@ export interface CheckedAddress {
  * (a resolver answering with garbage is refused, not guessed at).
  */
 export function classifyAddress(text: string): CheckedAddress | undefined {
+  let address = classified.get(text);
+  if (address === undefined && !classified.has(text)) {
+    address = classifyText(text);
+    if (classified.size >= CLASSIFIED_MAX) classified.clear();
+    classified.set(text, address);
+  }
+  return address;
+}
+
+/** Answers so far (a pure function of the text; callers treat them as read-only), emptied when full. */
+const classified = new Map<string, CheckedAddress | undefined>();
+const CLASSIFIED_MAX = 4096;
+
+function classifyText(text: string): CheckedAddress | undefined {
   if (isIPv4(text)) {
     return { address: text, family: 4, blockedRange: blockedIpv4Range(ipaddr.IPv4.parse(text)) };
   }

@@ -14,7 +14,25 @@ export type NormalisedHost = { kind: 'name'; name: string } | { kind: 'ip'; ip: 
 
 const LABEL = /^(?!-)[a-z0-9_-]{1,63}$/;
 
+/**
+ * Normalising is a pure function of the text, and the same few hosts come up in every decision (the egress
+ * proxy decides three times per request), so answers are kept; the cache is emptied when it fills up.
+ * Callers treat the answers as read-only.
+ */
+const normalised = new Map<string, NormalisedHost>();
+const NORMALISED_MAX = 4096;
+
 export function normaliseHost(input: string): NormalisedHost {
+  let host = normalised.get(input);
+  if (host === undefined) {
+    host = normaliseHostText(input);
+    if (normalised.size >= NORMALISED_MAX) normalised.clear();
+    normalised.set(input, host);
+  }
+  return host;
+}
+
+function normaliseHostText(input: string): NormalisedHost {
   const raw = input.trim();
   if (raw === '') return { kind: 'invalid', reason: 'the host is empty' };
   if (raw.startsWith('[') || raw.includes(':')) {

@@ -19,8 +19,20 @@ export interface NormalisedIp {
   embedded: ipaddr.IPv4[];
 }
 
+/** Parsed literals (a pure function of the text; callers treat them as read-only), emptied when full. */
+const parsed = new Map<string, NormalisedIp | undefined>();
+const PARSED_MAX = 4096;
+
 /** Parses an IP literal in any encoding, with or without brackets or an IPv6 zone id. */
 export function parseIpLiteral(input: string): NormalisedIp | undefined {
+  if (parsed.has(input)) return parsed.get(input);
+  const ip = parseIpText(input);
+  if (parsed.size >= PARSED_MAX) parsed.clear();
+  parsed.set(input, ip);
+  return ip;
+}
+
+function parseIpText(input: string): NormalisedIp | undefined {
   let text = input.trim();
   if (text.startsWith('[') && text.endsWith(']')) text = text.slice(1, -1);
   if (text.includes(':')) {
