@@ -25,6 +25,8 @@ export function classifyAddress(text: string): CheckedAddress | undefined {
   let address = classified.get(text);
   if (address === undefined && !classified.has(text)) {
     address = classifyText(text);
+    // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
+    if (address) Object.freeze(address);
     if (classified.size >= CLASSIFIED_MAX) classified.clear();
     classified.set(text, address);
   }

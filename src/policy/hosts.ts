@@ -25,7 +25,8 @@ const NORMALISED_MAX = 4096;
 export function normaliseHost(input: string): NormalisedHost {
   let host = normalised.get(input);
   if (host === undefined) {
-    host = normaliseHostText(input);
+    // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
+    host = Object.freeze(normaliseHostText(input));
     if (normalised.size >= NORMALISED_MAX) normalised.clear();
     normalised.set(input, host);
   }

@@ -27,6 +27,11 @@ const PARSED_MAX = 4096;
 export function parseIpLiteral(input: string): NormalisedIp | undefined {
   if (parsed.has(input)) return parsed.get(input);
   const ip = parseIpText(input);
+  // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
+  if (ip) {
+    Object.freeze(ip.embedded);
+    Object.freeze(ip);
+  }
   if (parsed.size >= PARSED_MAX) parsed.clear();
   parsed.set(input, ip);
   return ip;
