@@ -27,6 +27,7 @@ export function classifyAddress(text: string): CheckedAddress | undefined {
     address = classifyText(text);
     // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
     if (address) Object.freeze(address);
+    if (text.length > 128) return address;
     if (classified.size >= CLASSIFIED_MAX) classified.clear();
     classified.set(text, address);
   }

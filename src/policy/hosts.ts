@@ -21,12 +21,15 @@ const LABEL = /^(?!-)[a-z0-9_-]{1,63}$/;
  */
 const normalised = new Map<string, NormalisedHost>();
 const NORMALISED_MAX = 4096;
+/** Longer texts are not kept: a real host name is at most 253 characters, and junk must not fill memory. */
+const CACHED_TEXT_MAX = 256;
 
 export function normaliseHost(input: string): NormalisedHost {
   let host = normalised.get(input);
   if (host === undefined) {
     // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
     host = Object.freeze(normaliseHostText(input));
+    if (input.length > CACHED_TEXT_MAX) return host;
     if (normalised.size >= NORMALISED_MAX) normalised.clear();
     normalised.set(input, host);
   }

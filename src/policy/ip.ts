@@ -32,6 +32,8 @@ export function parseIpLiteral(input: string): NormalisedIp | undefined {
     Object.freeze(ip.embedded);
     Object.freeze(ip);
   }
+  // A literal is short (an IPv6 one with a zone id, some dozens of characters): junk is not kept.
+  if (input.length > 128) return ip;
   if (parsed.size >= PARSED_MAX) parsed.clear();
   parsed.set(input, ip);
   return ip;
