@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import { startTlsEchoServer } from './egress-helpers.js';
-import { cleanup, hasBwrap, identities, scratch, skipWithoutBwrap, startGitHttpsServer, startOrigin, writeOwned, mkdirOwned, assertCheckoutReadable, type Identity } from './sandbox-helpers.js';
+import { cleanup, collectOutput, hasBwrap, identities, scratch, skipWithoutBwrap, startGitHttpsServer, startOrigin, writeOwned, mkdirOwned, assertCheckoutReadable, type Identity } from './sandbox-helpers.js';
 import { spawnSync } from 'node:child_process';
 
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
@@ -26,20 +26,8 @@ function spawnAs(identity: Identity, dir: string, args: string[]): ChildProcessW
 }
 
 function run(identity: Identity, dir: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    // Asynchronous: the origin servers answer from this very process.
-    const child = spawnAs(identity, dir, args);
-    child.stdin.end();
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30000);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  // Asynchronous: the origin servers answer from this very process.
+  return collectOutput(spawnAs(identity, dir, args));
 }
 
 for (const identity of identities()) {

@@ -12,7 +12,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, type CallToolResult } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
-import { assertCheckoutReadable, cleanup, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned, type Identity } from './sandbox-helpers.js';
+import { assertCheckoutReadable, cleanup, collectOutput, hasBwrap, identities, mkdirOwned, scratch, skipWithoutBwrap, writeOwned, type Identity } from './sandbox-helpers.js';
 
 const main = new URL('../src/cli/main.js', import.meta.url).pathname;
 const fixtureServer = new URL('./fixtures/fixture-server.js', import.meta.url).pathname;
@@ -36,19 +36,7 @@ function spawnAs(identity: Identity, dir: string, args: string[], extra: Record<
 }
 
 function run(identity: Identity, dir: string, args: string[], extra: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawnAs(identity, dir, args, extra);
-    child.stdin.end();
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30000);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return collectOutput(spawnAs(identity, dir, args, extra));
 }
 
 /** The SDK client whose stdio server is `gatehouse run --agent coder -- node <cli> mcp`. */

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/client';
 import { isJsonRpcMessage } from './jsonrpc.js';
-import { LineSplitter } from '../util/lines.js';
+import { BLANK, LineSplitter, parseJsonLine } from '../util/lines.js';
 
 export interface ChildCommand {
   command: string;
@@ -117,17 +117,11 @@ export class ChildProcessTransport implements Transport {
   }
 
   private deliver(line: Buffer): void {
-    const text = line.toString('utf8').trim();
-    if (text === '') return;
-    let message: unknown;
-    try {
-      message = JSON.parse(text);
-    } catch {
-      message = undefined;
-    }
+    const message = parseJsonLine(line);
+    if (message === BLANK) return;
     // The envelope only: the SDK client checks what a result or request holds against its method's schema.
     if (!isJsonRpcMessage(message)) {
-      this.ongarbage?.(text.slice(0, 200));
+      this.ongarbage?.(line.toString('utf8').trim().slice(0, 200));
       return;
     }
     // One microtask per message: the SDK runs notification handlers a microtask after delivery but

@@ -13,7 +13,7 @@
  */
 import type { Socket } from 'node:net';
 import type { JSONRPCMessage, MessageExtraInfo, RequestId, Transport, TransportSendOptions } from '@modelcontextprotocol/server';
-import { LineSplitter } from '../util/lines.js';
+import { BLANK, LineSplitter, NOT_JSON, parseJsonLine } from '../util/lines.js';
 import { isJsonRpcMessage } from './jsonrpc.js';
 import { serialize } from './session-transport.js';
 
@@ -118,13 +118,9 @@ export class LocalSessionTransport implements Transport {
 
   private receive(line: Buffer): void {
     if (this.closed) return;
-    // A client on Windows line endings, or one that pads, sends the same message.
-    const text = line.toString('utf8').trim();
-    if (text === '') return;
-    let message: unknown;
-    try {
-      message = JSON.parse(text);
-    } catch {
+    const message = parseJsonLine(line);
+    if (message === BLANK) return;
+    if (message === NOT_JSON) {
       return this.refuse(null, -32700, 'Parse error: a line is not valid JSON', { action: 'request.parse-error', reason: 'a line that is not JSON' });
     }
     if (Array.isArray(message)) {

@@ -46,3 +46,22 @@ export class LineSplitter {
     this.pendingBytes = 0;
   }
 }
+
+/** Nothing on a line but whitespace: skipped, as MCP's stdio framing allows. */
+export const BLANK = Symbol('blank line');
+/** A line that is not JSON. */
+export const NOT_JSON = Symbol('not JSON');
+
+/**
+ * The JSON value on one line, read as UTF-8; surrounding whitespace (a Windows line ending, padding) does
+ * not count. A blank line gives BLANK and a line that does not parse NOT_JSON.
+ */
+export function parseJsonLine(line: Buffer): unknown {
+  const text = line.toString('utf8').trim();
+  if (text === '') return BLANK;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return NOT_JSON;
+  }
+}
