@@ -10,7 +10,8 @@ import { launchSandboxed } from '../src/sandbox/launch.js';
 import { JsonlAuditLog } from '../src/audit/jsonl.js';
 import { existsSync } from 'node:fs';
 import type { FilesystemView } from '../src/policy/engine.js';
-import { cleanup, hasBwrap, identities, runSandboxed, scratch, skipWithoutBwrap, assertCheckoutReadable } from './sandbox-helpers.js';
+import { createServer, type Socket } from 'node:net';
+import { cleanup, hasBwrap, identities, runSandboxed, scratch, skipWithoutBwrap, assertCheckoutReadable, startUnixProxy } from './sandbox-helpers.js';
 
 for (const identity of identities()) {
   describe(`the sandboxed process as ${identity.name}`, { skip: skipWithoutBwrap }, () => {
@@ -46,6 +47,44 @@ for (const identity of identities()) {
       const result = await runSandboxed({ ...base(), command: ['sh', '-c', 'kill -KILL $$'] });
       assert.equal(result.signal, 'SIGKILL');
       assert.equal(result.setupFailed, undefined);
+    });
+
+    test('a program that exits while its proxied download still streams in reports its own exit, every time', async () => {
+      // The race this guards: Gatehouse still writing the download into the bridge's channel when the program
+      // has exited and the bridge with it, so the write failed and the EXIT frame went unread.
+      const streaming = new Set<Socket>();
+      const origin = createServer((socket) => {
+        streaming.add(socket);
+        socket.on('error', () => undefined);
+        socket.on('close', () => streaming.delete(socket));
+        const chunk = Buffer.alloc(64 * 1024, 120);
+        const pump = (): void => {
+          while (!socket.destroyed && socket.write(chunk));
+          if (!socket.destroyed) socket.once('drain', pump);
+        };
+        socket.once('data', () => pump());
+      });
+      await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+      const port = (origin.address() as { port: number }).port;
+      const proxyDir = scratch({ name: 'host' }, 'proxy');
+      const proxySocket = join(proxyDir, 'session.sock');
+      const proxy = await startUnixProxy(proxySocket, ['stream.test']);
+      // Inside: CONNECT through the bridge, ask for the endless stream, and exit at its first bytes.
+      const program = `const net = require('net'); const proxy = new URL(process.env.HTTP_PROXY);
+        const s = net.connect(Number(proxy.port), proxy.hostname, () => s.write('CONNECT stream.test:${port} HTTP/1.1\\r\\nhost: stream.test:${port}\\r\\n\\r\\n'));
+        let seen = 0; s.on('data', (d) => { seen += d.length; if (seen === d.length) s.write('go'); else if (seen > 256 * 1024) process.exit(7); });`;
+      try {
+        for (let run = 0; run < 12; run += 1) {
+          const result = await runSandboxed({ ...base(), proxySocket, command: [process.execPath, '-e', program] });
+          assert.equal(result.setupFailed, undefined, `run ${run}: ${result.error ?? ''} ${result.stderr}`);
+          assert.equal(result.code, 7, `run ${run}: ${result.stderr}`);
+        }
+      } finally {
+        for (const socket of streaming) socket.destroy();
+        await proxy.close();
+        await new Promise((resolve) => origin.close(resolve));
+        cleanup(proxyDir);
+      }
     });
 
     test('applies rlimits to the program: open files, processes, memory and CPU time', async () => {

@@ -39,6 +39,8 @@ let nextId = 1;
 // the bridge's own start-up overlaps Gatehouse's.
 let listening = 0;
 let startRequested = false;
+// The program has ended and its status is on its way out.
+let finished = false;
 
 const mux = new Mux(channel, {
   onStart: () => {
@@ -53,6 +55,7 @@ const mux = new Mux(channel, {
 });
 // Gatehouse gone: before it said start, the program never runs; after, it is stopped (no audit trail).
 channel.on('close', () => {
+  if (finished) return;
   if (child) child.kill('SIGKILL');
   else process.exit(125);
 });
@@ -92,12 +95,18 @@ function startProgram(): void {
 }
 
 function finish(code: number | null, signal: NodeJS.Signals | null): void {
+  if (finished) return;
+  finished = true;
   for (const server of servers) server.close();
   const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
   mux.closeAll();
   mux.send(FRAME.EXIT, 0, Buffer.from(JSON.stringify({ code, signal })));
-  channel.end(() => process.exit(status));
-  // Outside may already be gone; do not hang on a half-closed channel.
+  // Exit once Gatehouse has closed its side too: until it has read the EXIT frame it may still be writing
+  // (a download still streaming in), and a write to a channel whose last holder is gone fails outside,
+  // where the unread EXIT frame would then be lost and the run reported as a sandbox that never started.
+  channel.once('close', () => process.exit(status));
+  channel.end();
+  // Outside may already be gone, or wedged; do not hang on a half-closed channel.
   setTimeout(() => process.exit(status), 1000).unref();
 }
 

@@ -228,6 +228,8 @@ export function bridgeChannel(channel: Socket, spec: SandboxSpec, kill: () => vo
       reported = { code: status.code, signal: status.signal as NodeJS.Signals | null };
     },
     onBroken: (error) => {
+      // After the EXIT frame the bridge is leaving: a write that fails then (EPIPE) breaks nothing.
+      if (reported) return;
       brokenReason = error.message;
       kill();
     },
