@@ -302,7 +302,7 @@ policy:
       assert.match(String(seen.denied), /^403 /);
     });
 
-    test("while a node serves the MCP gateway, the program reaches it on 127.0.0.1:7401, and must give an agent key", async () => {
+    test("while a node serves the MCP gateway, the program reaches it at http://127.0.0.1:7401/mcp, and must give an agent key", async () => {
       const added = await gatehouse(['agent', 'add', 'podman-agent', '--json']);
       assert.equal(added.status, 0, added.stderr);
       const key = (JSON.parse(added.stdout) as { key: string }).key;
@@ -313,24 +313,28 @@ policy:
           assert.ok(Date.now() < deadline && node.child.exitCode === null, 'the node did not start');
           await new Promise((resolve) => setTimeout(resolve, 50));
         }
-        // The hello's answer comes from the gateway itself: the connection crossed the channel to its socket.
+        // The answer comes from the gateway itself: the connection crossed the channel to its HTTP socket.
         const seen = await probe(`
-          const hello = (authorization) => new Promise((resolve) => {
-            const socket = require('net').connect(7401, '127.0.0.1');
-            let answer = '';
-            socket.once('connect', () => socket.write(JSON.stringify({ gatehouse: 'mcp', authorization }) + '\\n'));
-            socket.on('data', (chunk) => { answer += chunk; if (answer.includes('\\n')) socket.destroy(); });
-            socket.once('close', () => resolve(answer.trim()));
-            socket.once('error', (error) => resolve(error.code));
-          });
+          const initialize = async (authorization) => {
+            const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+            if (authorization) headers.authorization = authorization;
+            const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'probe', version: '1' } } });
+            try {
+              const response = await fetch(process.env.GATEHOUSE_GATEWAY_URL, { method: 'POST', headers, body });
+              const answer = await response.json();
+              return response.status + ' ' + (answer.error?.message ?? answer.result?.serverInfo?.name);
+            } catch (error) {
+              return error.cause?.code ?? error.message;
+            }
+          };
           (async () => console.log(JSON.stringify({
             url: process.env.GATEHOUSE_GATEWAY_URL,
-            withKey: await hello('Bearer ${key}'),
-            withoutKey: await hello(''),
+            withKey: await initialize('Bearer ${key}'),
+            withoutKey: await initialize(''),
           })))();`);
-        assert.equal(seen.url, 'tcp://127.0.0.1:7401');
-        assert.equal(seen.withKey, '{"ok":true}');
-        assert.match(String(seen.withoutKey), /^\{"ok":false,/);
+        assert.equal(seen.url, 'http://127.0.0.1:7401/mcp');
+        assert.equal(seen.withKey, '200 gatehouse');
+        assert.match(String(seen.withoutKey), /^401 /);
       } finally {
         node.child.kill('SIGTERM');
         await node;

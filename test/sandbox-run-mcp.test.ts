@@ -2,8 +2,9 @@
  * An agent inside `gatehouse run` reaches the node's MCP gateway: the official SDK client launches
  * `gatehouse run -- gatehouse mcp` as its stdio server, so the bridge itself runs in the sandbox, and its
  * calls land in the node's audit log under the agent its key names. What the sandbox gets is the gateway's
- * key-checked protocol on 127.0.0.1:7401 and nothing else: not the socket, not the data dir, not an
- * anonymous session. Real node, CLI, bwrap, fixture MCP server and audit log, as root and unprivileged.
+ * key-checked HTTP endpoint at http://127.0.0.1:7401/mcp, the URL it has outside, and nothing else: not its
+ * sockets, not the data dir, not an anonymous session. Real node, CLI, bwrap, fixture MCP server and audit
+ * log, as root and unprivileged.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -76,20 +77,27 @@ const tryUnix = (path) => new Promise((resolve) => {
   socket.once('connect', () => { socket.destroy(); resolve('connected'); });
   socket.once('error', (error) => resolve(error.code));
 });
-const hello = (authorization) => new Promise((resolve) => {
-  const socket = net.connect(7401, '127.0.0.1');
-  let answer = '';
-  socket.once('connect', () => socket.write(JSON.stringify({ gatehouse: 'mcp', authorization }) + '\\n'));
-  socket.on('data', (chunk) => (answer += chunk));
-  socket.once('close', () => resolve(answer.trim()));
-  socket.once('error', (error) => resolve(error.code));
-});
+// An MCP client's first request, over plain HTTP as an HTTP-configured client (Claude Code, Cursor) sends it.
+const initialize = async (authorization) => {
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  if (authorization) headers.authorization = authorization;
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'probe', version: '1' } } });
+  try {
+    const response = await fetch('http://127.0.0.1:7401/mcp', { method: 'POST', headers, body });
+    const answer = await response.json();
+    return response.status + ' ' + (response.headers.get('mcp-session-id') ? 'session ' : '') + (answer.error?.message ?? answer.result?.serverInfo?.name);
+  } catch (error) {
+    return error.cause?.code ?? error.message;
+  }
+};
 (async () => {
   console.log('url:' + (process.env.GATEHOUSE_GATEWAY_URL ?? ''));
   console.log('host-socket:' + (await tryUnix(process.argv[1] + '/mcp.sock')));
+  console.log('host-http-socket:' + (await tryUnix(process.argv[1] + '/mcp-http.sock')));
   console.log('data-dir:' + require('node:fs').readdirSync(process.argv[1]).join(','));
-  console.log('no-key:' + (await hello('')));
-  console.log('bad-key:' + (await hello('Bearer ghk_notakey')));
+  console.log('no-key:' + (await initialize('')));
+  console.log('bad-key:' + (await initialize('Bearer ghk_notakey')));
+  console.log('key:' + (await initialize('Bearer ' + process.env.GATEHOUSE_AGENT_KEY)));
 })();
 `;
 
@@ -190,24 +198,27 @@ policy:
             await client.callTool({ name: 'fixture__echo', arguments: { message: 'no key' } });
           });
           await client.close();
-          assert.match(stderr(), 'GATEHOUSE_AGENT_KEY' in extra ? /the gateway refused this bridge: the agent API key is not valid/ : /no agent key: set GATEHOUSE_AGENT_KEY/);
+          assert.match(stderr(), 'GATEHOUSE_AGENT_KEY' in extra ? /the agent API key is not valid/ : /no agent key: set GATEHOUSE_AGENT_KEY/);
         }
         const records = auditRecords(dir);
-        assert.ok(records.some((record) => record.action === 'authenticate' && record.effect === 'deny' && record.reason.includes('(local socket)')), 'the gateway recorded the refusal');
+        assert.ok(records.some((record) => record.action === 'authenticate' && record.effect === 'deny'), 'the gateway recorded the refusal');
         assert.equal(calls(), before, 'no call reached the gateway\'s tools');
       });
 
-      test('the sandbox reaches only the key-checked gateway: not the socket, not the data dir, and never as an anonymous caller', async () => {
-        const socketMode = statSync(join(dir, 'data', 'mcp.sock')).mode;
-        const result = await run(identity, dir, ['run', '--', process.execPath, '-e', PROBE, join(dir, 'data')]);
+      test('an HTTP MCP client inside finds the gateway at its usual URL, key-checked; the sandbox reaches nothing else of it, and is never anonymous', async () => {
+        const socketModes = ['mcp.sock', 'mcp-http.sock'].map((name) => statSync(join(dir, 'data', name)).mode);
+        const result = await run(identity, dir, ['run', '--', process.execPath, '-e', PROBE, join(dir, 'data')], { GATEHOUSE_AGENT_KEY: key });
         assert.equal(result.status, 0, result.stderr);
-        assert.match(result.stdout, /^url:tcp:\/\/127\.0\.0\.1:7401$/m);
+        assert.match(result.stdout, /^url:http:\/\/127\.0\.0\.1:7401\/mcp$/m);
         // seccomp refuses AF_UNIX sockets, and the data dir is an empty mask.
         assert.match(result.stdout, /^host-socket:(EACCES|ENOENT)$/m);
+        assert.match(result.stdout, /^host-http-socket:(EACCES|ENOENT)$/m);
         assert.match(result.stdout, /^data-dir:$/m);
-        assert.match(result.stdout, /^no-key:\{"ok":false,"error":"the bearer token is not an agent API key and OAuth is not configured"\}$/m);
-        assert.match(result.stdout, /^bad-key:\{"ok":false,"error":"the agent API key is not valid/m);
-        assert.equal(statSync(join(dir, 'data', 'mcp.sock')).mode, socketMode, 'the socket is untouched');
+        // The config lets anonymous loopback callers in over TCP; from the sandbox nobody is one.
+        assert.match(result.stdout, /^no-key:401 this gateway needs credentials/m);
+        assert.match(result.stdout, /^bad-key:401 the agent API key is not valid/m);
+        assert.match(result.stdout, /^key:200 session gatehouse$/m);
+        assert.deepEqual(['mcp.sock', 'mcp-http.sock'].map((name) => statSync(join(dir, 'data', name)).mode), socketModes, 'the sockets are untouched');
       });
     });
   });

@@ -31,7 +31,7 @@ import { readBody } from './body.js';
 import { listenUnix, type UnixListener } from '../util/unix-socket.js';
 import type { Caller, GatewayCore } from './gateway.js';
 import { serveDirectly } from './direct-calls.js';
-import { LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
+import { LOCAL_HTTP_SOCKET, LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
 import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import { relayRequest } from './tasks.js';
@@ -75,16 +75,11 @@ export class GatewayFront {
   /** The 2026-07-28 era: stateless, one SDK server per request, built for the authenticated caller. */
   private readonly modern: McpHttpHandler;
   private readonly unsubscribeModern: () => void;
-  private localListener: UnixListener | undefined;
+  private readonly localListeners: UnixListener[] = [];
   url = '';
 
   constructor(private readonly options: FrontOptions) {
-    this.http = createServer((req, res) => {
-      this.handle(req, res).catch((error: unknown) => {
-        if (!res.headersSent) jsonRpcError(res, 500, -32603, `internal error: ${error instanceof Error ? error.message : String(error)}`);
-        else res.destroy();
-      });
-    });
+    this.http = createServer(this.onRequest);
     const listenHost = hostOf(options.settings.listen);
     this.allowedHosts = new Set([...LOOPBACK_HOSTS, listenHost.toLowerCase(), ...options.settings.allowedHosts.map((h) => h.toLowerCase())]);
     if (options.settings.publicUrl) this.allowedHosts.add(new URL(options.settings.publicUrl).hostname.toLowerCase());
@@ -127,7 +122,7 @@ export class GatewayFront {
 
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
-    await this.localListener?.close();
+    await Promise.all(this.localListeners.map((listener) => listener.close()));
     this.unsubscribeModern();
     await this.modern.close().catch(() => undefined);
     await Promise.all([...this.sessions.values()].map((session) => this.endSession(session)));
@@ -148,13 +143,25 @@ export class GatewayFront {
    * Serves the local socket (local-socket.ts) at `<dataDir>/mcp.sock`, beside the HTTP endpoint: the same
    * identity check, session limits, sessions and audit, with stdio's framing instead of HTTP's.
    */
-  async listenLocal(dataDir: string): Promise<UnixListener> {
+  async listenLocal(dataDir: string): Promise<{ socketPath: string; httpSocketPath: string }> {
     const listener = await listenUnix(join(dataDir, LOCAL_SOCKET), (socket) => {
       this.serveLocal(socket).catch(() => socket.destroy());
     });
-    this.localListener = listener;
-    return listener;
+    this.localListeners.push(listener);
+    // The HTTP endpoint itself on a Unix socket too, for sandboxes (`gatehouse run`), whose bridge carries
+    // 127.0.0.1:7401 inside to it: an agent's MCP client finds the gateway at the same URL inside as outside.
+    // Its callers have no address, so they are never anonymous loopback callers and never see /status.
+    const http = await listenUnix(join(dataDir, LOCAL_HTTP_SOCKET), createServer(this.onRequest));
+    this.localListeners.push(http);
+    return { socketPath: listener.path, httpSocketPath: http.path };
   }
+
+  private readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.handle(req, res).catch((error: unknown) => {
+      if (!res.headersSent) jsonRpcError(res, 500, -32603, `internal error: ${error instanceof Error ? error.message : String(error)}`);
+      else res.destroy();
+    });
+  };
 
   private async serveLocal(socket: Socket): Promise<void> {
     socket.on('error', () => undefined);

@@ -17,7 +17,6 @@ import { GatewayCore } from './gateway.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import type { PinStore } from './pins.js';
 import type { UpstreamStatus } from './upstream.js';
-import type { UnixListener } from '../util/unix-socket.js';
 
 export { Authenticator, isLoopback, type KeyAuthenticator } from './auth.js';
 export { GatewayCore, type Caller } from './gateway.js';
@@ -58,8 +57,10 @@ export interface GatewayOptions {
 export interface RunningGateway {
   /** The Streamable HTTP endpoint, `http://127.0.0.1:7401/mcp`. */
   url: string;
-  /** The local socket's path, when it is served. */
+  /** The local socket's path (stdio framing, for `gatehouse mcp`), when it is served. */
   socketPath?: string;
+  /** The HTTP endpoint on a Unix socket, served with the local socket, for sandboxes. */
+  httpSocketPath?: string;
   core: GatewayCore;
   status(): { url: string; sessions: number; upstreams: UpstreamStatus[] };
   close(): Promise<void>;
@@ -141,7 +142,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     version: GATEWAY_VERSION,
   });
   const url = await front.listen();
-  let local: UnixListener | undefined;
+  let local: { socketPath: string; httpSocketPath: string } | undefined;
   try {
     if (options.localSocketDir !== undefined) local = await front.listenLocal(options.localSocketDir);
   } catch (error) {
@@ -151,7 +152,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
   return {
     url,
-    ...(local ? { socketPath: local.path } : {}),
+    ...(local ?? {}),
     core,
     status: () => ({ url, sessions: front.sessionCount(), ...core.status() }),
     close: async () => {

@@ -20,7 +20,7 @@ export interface OpenedRun {
   node: string;
   policy: { version: string; digest: string };
   egress: { socketPath: string; session: string; env: Record<string, string>; caCertificate: string } | null;
-  /** The MCP gateway's local socket, when the node's gateway serves one. */
+  /** The MCP gateway's HTTP endpoint on a Unix socket, when the node's gateway serves one. */
   gateway: { socketPath: string } | null;
 }
 

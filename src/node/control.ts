@@ -6,7 +6,7 @@
  * The protocol is one JSON object per line, each request answered in order by `{ id, ok, ... }`:
  *   { id, op: "open", principal, policy: { version, digest }, egress: true }
  *     → { node, policy, egress: { socketPath, env, caCertificate } | null, gateway: { socketPath } | null }
- *     (`gateway`: the MCP gateway's local socket, which the run carries into its sandbox; the gateway
+ *     (`gateway`: the MCP gateway's HTTP endpoint on a Unix socket, which the run carries into its sandbox; the gateway
  *     still asks every connection for an agent key, so the run's principal grants nothing there)
  *   { id, op: "audit", record } → acknowledged once the record is as durable as the audit mode demands
  *   { id, op: "secrets", record } → a `gatehouse secret` change: recorded, then the node's leak scanners
@@ -38,7 +38,7 @@ export interface ControlOptions {
   policy: PolicyHolder;
   audit: AuditLog;
   egress: EgressProxy | undefined;
-  /** The MCP gateway's local socket (`<data-dir>/mcp.sock`), when the node's gateway serves one. */
+  /** The MCP gateway's HTTP endpoint on a Unix socket (`<data-dir>/mcp-http.sock`), when the node's gateway serves one. */
   gatewaySocket?: string;
   placeholders: PlaceholderRegistry;
   resolveSecret: (name: string) => Promise<string>;

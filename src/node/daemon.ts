@@ -193,8 +193,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       policy: holder,
       audit,
       egress,
-      // A run carries the gateway's local socket into its sandbox, for the agent's MCP client.
-      ...(gateway?.socketPath !== undefined ? { gatewaySocket: gateway.socketPath } : {}),
+      // A run carries the gateway's HTTP endpoint (on its Unix socket) into its sandbox, for the agent's MCP client.
+      ...(gateway?.httpSocketPath !== undefined ? { gatewaySocket: gateway.httpSocketPath } : {}),
       placeholders,
       resolveSecret,
       onSecretsChanged: refreshScanners,

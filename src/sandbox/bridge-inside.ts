@@ -9,7 +9,7 @@
  * mounted into the container: the bridge dials it before the program exists, and the same frames flow.
  *
  * With `gatewayPort`, it also listens on 127.0.0.1:<gatewayPort>, whose connections Gatehouse carries to the
- * MCP gateway's local socket instead (OPEN frames say which listener a stream came in on). The program
+ * MCP gateway's HTTP endpoint (on its Unix socket) instead (OPEN frames say which listener a stream came in on). The program
  * cannot reach that socket itself: the seccomp filter refuses every AF_UNIX socket.
  *
  * argv: node bridge.js <json settings>  — { port, gatewayPort?, command: [...], prlimit?: [...], channelPath? }

@@ -32,7 +32,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const INSIDE = '/run/gatehouse';
 export const DEFAULT_PROXY_PORT = 3128;
 /**
- * Where the MCP gateway answers inside the sandbox (when a node's gateway serves its local socket): the
+ * Where the MCP gateway answers inside the sandbox (when a node's gateway serves its HTTP socket): the
  * gateway's own default port, free in the sandbox's network namespace.
  */
 export const GATEWAY_PORT_INSIDE = 7401;

@@ -76,11 +76,12 @@ export function trustEnv(): Record<string, string> {
 }
 
 /**
- * Where `gatehouse mcp` inside finds the MCP gateway: the bridge's gateway port, which carries the local
- * socket's protocol (stdio framing after a hello with the agent key) over TCP in the sandbox's own network.
+ * Where an MCP client inside finds the gateway: the bridge's gateway port, carried to the gateway's HTTP
+ * endpoint, so the URL is the one the gateway has outside by default (`gatehouse mcp` reads it too).
+ * NO_PROXY already keeps clients from sending it to the egress proxy.
  */
 export function gatewayEnv(port: number): Record<string, string> {
-  return { GATEHOUSE_GATEWAY_URL: `tcp://127.0.0.1:${port}` };
+  return { GATEHOUSE_GATEWAY_URL: `http://127.0.0.1:${port}/mcp` };
 }
 
 const SYSTEM_ROOTS = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt', '/etc/ssl/cert.pem'];

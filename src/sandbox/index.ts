@@ -12,7 +12,7 @@
  * - host.ts: what this host can enforce (`gatehouse doctor`).
  *
  * May import: config (types), policy (types), audit (record and log interface), util. Knows nothing of
- * the gateway or the egress proxy beyond the socket paths it is handed (egress session, gateway's local socket).
+ * the gateway or the egress proxy beyond the socket paths it is handed (egress session, the gateway's HTTP socket).
  */
 export { launchSandboxed, rlimitsFrom, chooseDriver, type LaunchRequest, type Launched } from './launch.js';
 export { mcpServerLauncher, serverPrincipal, type McpServerLauncherOptions, type ServerCommand } from './mcp.js';

@@ -42,7 +42,7 @@ export interface LaunchRequest {
   proxySocket?: string;
   /** The egress proxy's TLS-inspection CA (PEM file), trusted inside the sandbox. */
   caCertificate?: string;
-  /** The MCP gateway's local socket, reachable from inside (SandboxSpec.gatewaySocket). */
+  /** The MCP gateway's HTTP endpoint on a Unix socket, reachable from inside (SandboxSpec.gatewaySocket). */
   gatewaySocket?: string;
   stdio?: 'inherit' | 'pipe';
   /** Start even when the host cannot give the isolation the policy asks for (recorded as such). */
@@ -128,7 +128,7 @@ export async function launchSandboxed(request: LaunchRequest): Promise<Launched>
     argv: request.command,
     cwd,
     network: request.proxySocket ? 'egress proxy' : 'none',
-    ...(request.gatewaySocket ? { mcpGateway: 'local socket' } : {}),
+    ...(request.gatewaySocket ? { mcpGateway: 'http://127.0.0.1:7401/mcp' } : {}),
     ...(request.server ? { server: request.server } : {}),
     ...(rlimits ? { rlimits } : {}),
   };
@@ -267,10 +267,10 @@ export function chooseDriver(
 /**
  * Weaker isolation, chosen explicitly: the program runs unsandboxed with the scrubbed environment and
  * placeholders only. No proxy variables: without a network namespace they would be advice, not a boundary.
- * The gateway's local socket is reachable as it is on the host, so GATEHOUSE_GATEWAY_URL names it.
+ * The gateway is reachable as it is on the host (gateway.listen, or `gatehouse mcp`'s own search).
  */
 function launchDirect(spec: SandboxSpec): SandboxProcess {
-  const add = { ...(spec.gatewaySocket ? { GATEHOUSE_GATEWAY_URL: `unix:${spec.gatewaySocket}` } : {}), ...spec.envAdd };
+  const add = { ...spec.envAdd };
   const env = sandboxEnv({ home: spec.home, ...(spec.envSource ? { source: spec.envSource } : {}), ...(spec.envAllow ? { allow: spec.envAllow } : {}), add });
   const stdio = spec.stdio ?? 'inherit';
   const child = spawn(spec.command[0]!, spec.command.slice(1), { env, cwd: spec.cwd, stdio });

@@ -21,7 +21,7 @@ export interface UnixListener {
  * Listens at `path` with mode 0600, replacing whatever a crashed process left there: the caller holds the
  * lock that makes it the only process serving this data dir.
  */
-export async function listenUnix(path: string, onConnection: (socket: Socket) => void): Promise<UnixListener> {
+export async function listenUnix(path: string, onConnection: ((socket: Socket) => void) | Server): Promise<UnixListener> {
   rmSync(path, { force: true });
   let ownDir: string | undefined;
   let socketPath = path;
@@ -30,10 +30,11 @@ export async function listenUnix(path: string, onConnection: (socket: Socket) =>
     socketPath = join(ownDir, basename(path));
   }
   const connections = new Set<Socket>();
-  const server: Server = createServer((socket) => {
+  // A server of its own (an HTTP server), or a plain one for the handler.
+  const server: Server = typeof onConnection === 'function' ? createServer(onConnection) : onConnection;
+  server.on('connection', (socket: Socket) => {
     connections.add(socket);
     socket.once('close', () => connections.delete(socket));
-    onConnection(socket);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
