@@ -6,12 +6,13 @@
 import assert from 'node:assert/strict';
 import { statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Client, type CallToolResult } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
-import { everythingUpstream, fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+import { everythingUpstream, fixtureUpstream, JSON_HEADERS, startHarness, type Harness } from './gateway-harness.js';
 
 const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
 
@@ -255,7 +256,7 @@ test('gatehouse mcp speaks the local protocol to tcp://127.0.0.1:PORT (as inside
   }
 });
 
-test('the socket never takes an anonymous caller, even where HTTP lets anonymous loopback callers in', async () => {
+test('the local sockets never take an anonymous caller, even where HTTP lets anonymous loopback callers in', async () => {
   const open = await startHarness({ gateway: { auth: { allowAnonymousLoopback: true }, upstreams: { fixture: fixtureUpstream() } } }, undefined, { localSocket: true });
   try {
     for (const authorization of [undefined, '', 'Bearer ', 'Bearer']) {
@@ -274,6 +275,25 @@ test('the socket never takes an anonymous caller, even where HTTP lets anonymous
       assert.ok(reply.error, 'the refusal says why');
     }
     assert.equal(open.audit.records.filter((record) => record.action === 'authenticate' && record.effect === 'deny').length, 3);
+    // Nor does the HTTP endpoint on its Unix socket (what gatehouse run carries sandboxes to); nor /status.
+    const overSocket = (path: string, authorization?: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpRequest(
+          { socketPath: join(open.dataDir, 'mcp-http.sock'), path, method: path === '/mcp' ? 'POST' : 'GET', headers: { host: '127.0.0.1:7401', ...JSON_HEADERS, ...(authorization ? { authorization } : {}) } },
+          (res: IncomingMessage) => {
+            let body = '';
+            res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        req.on('error', reject);
+        req.end(path === '/mcp' ? INITIALIZE : undefined);
+      });
+    assert.equal((await overSocket('/mcp')).status, 401);
+    assert.equal((await overSocket('/status')).status, 403);
+    const agent = open.agents.add('socket-http').key;
+    const allowed = await overSocket('/mcp', `Bearer ${agent}`);
+    assert.equal(allowed.status, 200, allowed.body);
     assert.equal(open.audit.records.filter((record) => record.action === 'tools/list' || record.action === 'initialize').length, 0);
   } finally {
     await open.close();
