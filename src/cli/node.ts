@@ -66,6 +66,7 @@ async function runNode(globals: { config?: string; dataDir?: string }, listen: {
     `  policy       ${node.holder.current.version} (${node.holder.current.ruleCount} rules) from ${node.holder.source}`,
     `  decision API ${node.api.url}  (GET /healthz, POST /v1/decide, POST /v1/explain, GET /v1/policy, GET /metrics)`,
     node.gateway ? `  MCP gateway  ${node.gateway.url}  (${Object.keys(node.config.gateway.upstreams).length} upstream servers)` : '  MCP gateway  off (gateway.enabled: false)',
+    ...(node.gateway?.socketPath ? [`               ${node.gateway.socketPath}  (for gatehouse mcp, the stdio bridge; sandboxes get the gateway at its URL)`] : []),
     node.egress
       ? `  egress proxy http://${node.egress.address.host.includes(':') ? `[${node.egress.address.host}]` : node.egress.address.host}:${node.egress.address.port}  (HTTP, CONNECT and SOCKS5; agents authenticate with their key)`
       : '  egress proxy off (egress.enabled: false)',
