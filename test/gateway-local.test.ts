@@ -227,35 +227,6 @@ test('a client that disconnects mid-call ends its session and the call is cancel
 
 type AuditRecordLike = { resource: string; reason?: string };
 
-test('gatehouse mcp speaks the local protocol to tcp://127.0.0.1:PORT (as inside gatehouse run), and to no other host', async () => {
-  // A loopback port carried to the socket, as the sandbox's bridge does.
-  const relay = createServer((inbound) => {
-    const outbound = connect(socketPath);
-    inbound.pipe(outbound).pipe(inbound);
-    outbound.on('error', () => inbound.destroy());
-    inbound.on('error', () => outbound.destroy());
-  });
-  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-  try {
-    const port = (relay.address() as AddressInfo).port;
-    const { client, transport } = await bridged({ GATEHOUSE_AGENT_KEY: key, GATEHOUSE_GATEWAY_URL: `tcp://127.0.0.1:${port}` });
-    await client.connect(transport);
-    try {
-      assert.equal(text((await client.callTool({ name: 'fixture__echo', arguments: { message: 'over tcp' } })) as CallToolResult), 'over tcp');
-    } finally {
-      await client.close();
-    }
-  } finally {
-    relay.close();
-  }
-  // The hello carries the key in clear text: a non-loopback host is refused before anything is sent.
-  for (const url of ['tcp://10.0.0.1:7401', 'tcp://127.0.0.1', 'tcp://gateway.example:7401']) {
-    const result = spawnSync(process.execPath, [cli, '--data-dir', harness.dataDir, 'mcp'], { env: { PATH: process.env.PATH ?? '', GATEHOUSE_AGENT_KEY: key, GATEHOUSE_GATEWAY_URL: url }, encoding: 'utf8', input: '' });
-    assert.equal(result.status, 2, result.stderr);
-    assert.match(result.stderr, /must be tcp:\/\/127\.0\.0\.1:PORT .* only a loopback port is taken/);
-  }
-});
-
 test('the local sockets never take an anonymous caller, even where HTTP lets anonymous loopback callers in', async () => {
   const open = await startHarness({ gateway: { auth: { allowAnonymousLoopback: true }, upstreams: { fixture: fixtureUpstream() } } }, undefined, { localSocket: true });
   try {

@@ -25,16 +25,14 @@ async function pinStore(command: Command) {
 
 /**
  * Where the bridge reaches the gateway: --url, else $GATEHOUSE_GATEWAY_URL (either may be `unix:<path>` for a
- * local socket, or `tcp://127.0.0.1:PORT` for its protocol on a loopback port, as `gatehouse run` provides
- * inside its sandbox); else the local socket of the node on this data dir, falling back to the config's
- * gateway.listen over HTTP when no node serves it.
+ * local socket; inside `gatehouse run` it is the gateway's URL); else the local socket of the node on this
+ * data dir, falling back to the config's gateway.listen over HTTP when no node serves it.
  */
 async function bridgeTarget(command: Command, flag: string | undefined): Promise<BridgeTarget> {
   const given = flag ?? (process.env.GATEHOUSE_GATEWAY_URL || undefined);
   if (given !== undefined) {
     if (given.startsWith('unix:')) return { socket: given.slice('unix:'.length) };
-    if (/^tcp:\/\//i.test(given)) return { socket: loopbackAddress(given) };
-    if (!/^https?:\/\//i.test(given)) throw usageError(`the gateway URL "${given}" must start with http://, https://, tcp:// or unix:`);
+    if (!/^https?:\/\//i.test(given)) throw usageError(`the gateway URL "${given}" must start with http://, https:// or unix:`);
     return { url: given };
   }
   const { findConfigPath, loadConfigFile } = await import('../config/load.js');
@@ -44,24 +42,6 @@ async function bridgeTarget(command: Command, flag: string | undefined): Promise
   const path = findConfigPath(globalOptions(command).config, dataDir);
   const listen = path ? loadConfigFile(path).config.gateway.listen : '127.0.0.1:7401';
   return { socket: join(dataDir, LOCAL_SOCKET), fallbackUrl: `http://${listen}/mcp` };
-}
-
-/**
- * A `tcp://HOST:PORT` gateway address. The local protocol sends the agent key in clear text, so only a
- * loopback address is taken: the key never crosses a network.
- */
-function loopbackAddress(given: string): { host: string; port: number } {
-  let url: URL;
-  try {
-    url = new URL(given);
-  } catch {
-    throw usageError(`the gateway URL "${given}" is not a valid URL`);
-  }
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (!['127.0.0.1', '::1', 'localhost'].includes(host) || url.port === '' || (url.pathname !== '' && url.pathname !== '/') || url.search || url.username) {
-    throw usageError(`the gateway URL "${given}" must be tcp://127.0.0.1:PORT (or [::1]): the key goes over it in clear text, so only a loopback port is taken`);
-  }
-  return { host, port: Number(url.port) };
 }
 
 async function agentKey(options: BridgeOptions): Promise<string | undefined> {
@@ -93,7 +73,7 @@ export function registerMcpCommands(program: Command): void {
     program
       .command('mcp')
       .description('stdio bridge to the MCP gateway: point a stdio-only MCP client at this command')
-      .option('--url <url>', 'gateway endpoint, http(s)://..., unix:<socket> or tcp://127.0.0.1:<port> (default: $GATEHOUSE_GATEWAY_URL, else the local node\'s socket <data-dir>/mcp.sock, else gateway.listen from the config)')
+      .option('--url <url>', 'gateway endpoint, http(s)://... or unix:<socket> (default: $GATEHOUSE_GATEWAY_URL, else the local node\'s socket <data-dir>/mcp.sock, else gateway.listen from the config)')
       .option('--agent <name>', 'the agent this bridge speaks for (its key comes from $GATEHOUSE_AGENT_KEY or --key-file)')
       .option('--key-file <file>', 'file holding the agent API key')
       .action((options: BridgeOptions, command: Command) => runBridge(options, command)),

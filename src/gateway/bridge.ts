@@ -5,8 +5,6 @@
  * - the node's local socket (local-socket.ts), when the client opens with `initialize` (a 2025-era session)
  *   and the socket is reachable: after a one-line hello with the agent key, bytes are copied both ways and
  *   never parsed here; the gateway checks every message as it checks HTTP's;
- *   The same protocol also runs over TCP to a loopback port (`tcp://127.0.0.1:7401`): inside `gatehouse run`,
- *   whose seccomp filter refuses Unix sockets, the sandbox's bridge carries that port to the socket;
  * - Streamable HTTP otherwise (a remote gateway, `--url http...`, or a 2026-07-28 client, whose stateless
  *   requests the HTTP front serves).
  * A request that cannot reach the gateway is still answered, with an error saying why, so the client never
@@ -17,14 +15,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { JSONRPCMessage } from '@modelcontextprotocol/client';
 import { LineSplitter } from '../util/lines.js';
 
-/** Where the local protocol is spoken: a Unix socket's path, or a loopback TCP port. */
-export type LocalAddress = string | { host: string; port: number };
-
-export type BridgeTarget = { socket: LocalAddress; fallbackUrl?: string } | { url: string };
-
-function describe(address: LocalAddress): string {
-  return typeof address === 'string' ? address : `tcp://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
-}
+export type BridgeTarget = { socket: string; fallbackUrl?: string } | { url: string };
 
 export interface BridgeOptions {
   target: BridgeTarget;
@@ -55,7 +46,7 @@ export async function runStdioBridge(options: BridgeOptions): Promise<number> {
     // No node serves this data dir's socket: the configured HTTP endpoint may still be up.
   }
   const url = 'url' in target ? target.url : target.fallbackUrl;
-  if (url === undefined) return refuseAll(first, stdin, stdout, say, `no gateway serves ${describe((target as { socket: LocalAddress }).socket)}; is "gatehouse node" running?`);
+  if (url === undefined) return refuseAll(first, stdin, stdout, say, `no gateway serves ${(target as { socket: string }).socket}; is "gatehouse node" running?`);
   return bridgeHttp(url, options.key, first, stdin, stdout, say, options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE);
 }
 
@@ -102,10 +93,9 @@ function opensSession(line: Buffer): boolean {
 type LocalLink = { ok: true; socket: Socket } | { ok: false; unreachable: boolean; error: string };
 
 /** Connects to the local socket and says hello; the gateway answers with one line. */
-function openLocal(address: LocalAddress, key: string): Promise<LocalLink> {
-  const path = describe(address);
+function openLocal(path: string, key: string): Promise<LocalLink> {
   return new Promise((resolve) => {
-    const socket = typeof address === 'string' ? connect(address) : connect(address.port, address.host);
+    const socket = connect(path);
     let answer = '';
     const fail = (link: LocalLink): void => {
       socket.destroy();
