@@ -46,7 +46,13 @@ export async function runStdioBridge(options: BridgeOptions): Promise<number> {
     // No node serves this data dir's socket: the configured HTTP endpoint may still be up.
   }
   const url = 'url' in target ? target.url : target.fallbackUrl;
-  if (url === undefined) return refuseAll(first, stdin, stdout, say, `no gateway serves ${(target as { socket: string }).socket}; is "gatehouse node" running?`);
+  if (url === undefined) {
+    const socket = (target as { socket: string }).socket;
+    const reason = opensSession(first.line)
+      ? `no gateway serves ${socket}; is "gatehouse node" running?`
+      : `the socket ${socket} serves 2025-era sessions, which open with initialize; this client needs the gateway's HTTP endpoint (--url http://…/mcp)`;
+    return refuseAll(first, stdin, stdout, say, reason);
+  }
   return bridgeHttp(url, options.key, first, stdin, stdout, say, options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE);
 }
 
