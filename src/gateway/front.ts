@@ -4,6 +4,8 @@
  * session lookup (a session belongs to the identity that opened it), then the session's transport
  * (session-transport.ts). Each session gets its own SDK `Server`; no server object is ever shared between clients.
  * A session's tools/call skips that server's request pipeline and goes to the core directly (direct-calls.ts).
+ * With a data dir, the same front also serves two Unix sockets there: `mcp.sock`, stdio framing after a
+ * key hello, for `gatehouse mcp` (local-socket.ts); and `mcp-http.sock`, this HTTP endpoint, for sandboxes.
  */
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
