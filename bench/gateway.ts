@@ -21,7 +21,8 @@
  * cache), which the baseline shows; the two alternate in blocks so that load from elsewhere falls on both.
  * Targets: <= 3 s cold, <= 5 ms warm.
  *
- * The gateway runs in a child process of its own (as in production); the clients run in this one.
+ * The gateway runs in a child process of its own (as in production), and so do the upstreams (the stdio ones as
+ * its children, the HTTP one beside it); the clients run in this one.
  *
  * Each measurement starts after 300 warm-up calls (spread over its clients), direct and through the gateway alike.
  * CPU time per call is printed for the clients' process and the gateway's: on a shared machine the latencies
@@ -111,6 +112,8 @@ async function measure(
   name: string,
   gateway?: { cpuMs(): Promise<{ user: number; system: number }>; pid: number },
   bridgePids: number[] = [],
+  /** The upstream's processes when they are not the gateway's children (an HTTP upstream). */
+  upstream?: number[],
 ): Promise<Figures> {
   const gatewayCpuMs = gateway?.cpuMs;
   const latencies: number[] = [];
@@ -124,7 +127,7 @@ async function measure(
   );
   const gatewayCpuBefore = await gatewayCpuMs?.();
   const bridgeCpuBefore = processesCpuMs(bridgePids);
-  const upstreamPids = gateway ? childrenOf(gateway.pid) : [];
+  const upstreamPids = upstream ?? (gateway ? childrenOf(gateway.pid) : []);
   const upstreamCpuBefore = processesCpuMs(upstreamPids);
   const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
@@ -336,40 +339,55 @@ function row(label: string, direct: Figures, through: Figures, judged: 'latency'
     `added p50 ${added.toFixed(3)} ms (target <= 1) ${verdict(added <= 1, 'latency')}, throughput ${share.toFixed(0)}% of direct (target >= 80) ${verdict(share >= 80, 'throughput')} | ` +
     `cpu per call: clients ${direct.clientCpuUs.toFixed(0)} -> ${through.clientCpuUs.toFixed(0)} us, gateway process ${through.gatewayCpuUs?.toFixed(0) ?? '?'} us (kernel ${through.gatewaySystemUs?.toFixed(0) ?? '?'})` +
     (through.bridgeCpuUs !== undefined ? `, bridges ${through.bridgeCpuUs.toFixed(0)} us` : '') +
-    (through.upstreamCpuUs !== undefined ? `, upstream ${through.upstreamCpuUs.toFixed(0)} us` : '')
+    (through.upstreamCpuUs !== undefined ? `, upstream ${direct.upstreamCpuUs !== undefined ? `${direct.upstreamCpuUs.toFixed(0)} -> ` : ''}${through.upstreamCpuUs.toFixed(0)} us` : '')
   );
 }
 
 async function benchCalls(dataDir: string): Promise<void> {
   console.log(`tools/call echo; ${CALLS} calls with 1 client, ${PER_CLIENT_AT_32} per client with 32 clients`);
-  const http = await httpUpstream();
+  // The HTTP upstream runs in a process of its own, as the stdio one does: in this one it would share the
+  // clients' thread, and the clients' process would bound both rows.
+  const http = await gatewayProcess({}, join(dataDir, 'http-upstream'), ['--serve-http-upstream']);
   for (const kind of ['stdio', 'http'] as const) {
     const upstream = kind === 'stdio' ? { command: process.execPath, args: [fixture] } : { url: http.url, allowPrivateAddress: true };
     const gateway = await gatewayProcess({ bench: upstream }, join(dataDir, kind));
     const { url, socketPath, key, close } = gateway;
-    const directClients = (count: number): Promise<Client[]> =>
-      Promise.all(
-        Array.from({ length: count }, async () => {
+    // Direct clients, with the upstream processes they talk to (their own stdio servers, or the HTTP one).
+    const directClients = async (count: number): Promise<{ clients: Client[]; pids: number[] }> => {
+      const transports = Array.from({ length: count }, () =>
+        kind === 'stdio' ? new StdioClientTransport({ command: process.execPath, args: [fixture], stderr: 'ignore' }) : new StreamableHTTPClientTransport(new URL(http.url)),
+      );
+      const clients = await Promise.all(
+        transports.map(async (transport) => {
           const client = new Client({ name: 'bench-direct', version: '1' });
-          await client.connect(
-            kind === 'stdio'
-              ? new StdioClientTransport({ command: process.execPath, args: [fixture], stderr: 'ignore' })
-              : new StreamableHTTPClientTransport(new URL(http.url)),
-          );
+          await client.connect(transport);
           return client;
         }),
       );
-    const [direct] = await directClients(1);
+      return { clients, pids: kind === 'stdio' ? transports.map((transport) => (transport as StdioClientTransport).pid!) : [http.pid] };
+    };
+    const upstreamOfGateway = kind === 'http' ? [http.pid] : undefined;
+    const single = await directClients(1);
+    const direct = single.clients[0]!;
     const through = async (count: number) => (kind === 'stdio' ? bridgedClients(socketPath, key, count) : { clients: await gatewayClients(url, key, count), pids: [] });
     const one = await through(1);
-    console.log(row(`${kind}, 1 client`, await measure([direct!], CALLS, 'echo'), await measure(one.clients, CALLS, 'bench__echo', gateway, one.pids), 'latency'));
+    console.log(
+      row(
+        `${kind}, 1 client`,
+        await measure([direct], CALLS, 'echo', undefined, [], single.pids),
+        await measure(one.clients, CALLS, 'bench__echo', gateway, one.pids, upstreamOfGateway),
+        'latency',
+      ),
+    );
     const many = await through(32);
     const directMany = await directClients(32);
-    const gatewayMany = await measure(many.clients, PER_CLIENT_AT_32, 'bench__echo', gateway, many.pids);
-    console.log(row(`${kind}, 32 clients`, await measure(directMany, PER_CLIENT_AT_32, 'echo'), gatewayMany, 'throughput'));
+    const gatewayMany = await measure(many.clients, PER_CLIENT_AT_32, 'bench__echo', gateway, many.pids, upstreamOfGateway);
+    console.log(row(`${kind}, 32 clients`, await measure(directMany.clients, PER_CLIENT_AT_32, 'echo', undefined, [], directMany.pids), gatewayMany, 'throughput'));
     // For reference: one client with 32 calls in flight on its one connection, the cheapest direct case.
-    console.log(row(`${kind}, 1 client x 32`, await measure(Array.from({ length: 32 }, () => direct!), PER_CLIENT_AT_32, 'echo'), gatewayMany, 'reference'));
-    await Promise.all([direct!, ...directMany, ...one.clients, ...many.clients].map((client) => client.close().catch(() => undefined)));
+    console.log(
+      row(`${kind}, 1 client x 32`, await measure(Array.from({ length: 32 }, () => direct), PER_CLIENT_AT_32, 'echo', undefined, [], single.pids), gatewayMany, 'reference'),
+    );
+    await Promise.all([direct, ...directMany.clients, ...one.clients, ...many.clients].map((client) => client.close().catch(() => undefined)));
     await close();
   }
   await http.close();
@@ -486,6 +504,10 @@ if (serveFlag > 0) {
   await serve(JSON.parse(process.argv[serveFlag + 1]!) as { upstreams: Record<string, unknown>; dataDir: string });
 } else if (fixedListFlag > 0) {
   serveFixedList(process.argv[fixedListFlag + 1]!);
+} else if (process.argv.includes('--serve-http-upstream')) {
+  const upstream = await httpUpstream();
+  process.stdout.write(JSON.stringify({ url: upstream.url, key: '' }) + '\n');
+  answerCpu(() => void upstream.close().then(() => process.exit(0)));
 } else {
   // The SDK client's Streamable HTTP transport passes one long-lived abort signal to every fetch, and the global
   // fetch leaves a listener on it per request until garbage collection: past 1,500 Node warns on every request.
