@@ -270,3 +270,17 @@ test('the local sockets never take an anonymous caller, even where HTTP lets ano
     await open.close();
   }
 });
+
+test('a client that does not open with initialize, sent to the socket, is told it needs the HTTP endpoint', () => {
+  const discover = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'server/discover', params: {} });
+  const result = spawnSync(process.execPath, [cli, 'mcp', '--url', `unix:${socketPath}`], {
+    input: `${discover}\n`,
+    env: { PATH: process.env.PATH ?? '', GATEHOUSE_AGENT_KEY: key },
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  const answer = JSON.parse(result.stdout.trim()) as { id: number; error: { message: string } };
+  assert.equal(answer.id, 1);
+  assert.match(answer.error.message, /serves 2025-era sessions, which open with initialize; this client needs the gateway's HTTP endpoint/);
+  assert.match(result.stderr, /needs the gateway's HTTP endpoint/);
+});
