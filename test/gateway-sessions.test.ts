@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { CallToolResult } from '@modelcontextprotocol/client';
-import { fixtureUpstream, startHarness, type Harness } from './gateway-harness.js';
+import { fixtureUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
 
 let harness: Harness;
 let greedy: string;
@@ -52,4 +52,24 @@ test('an agent cannot run more calls at once than its share, across its sessions
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   assert.deepEqual(freed?.content, [{ type: 'text', text: 'freed' }]);
+});
+
+test('sessions opened at once, while the upstreams are still starting, cannot slip past the limit together', async () => {
+  // A fresh gateway: the first sessions wait for its upstreams to start, the window in which each opening
+  // session must already count.
+  const cold = await startHarness({
+    gateway: { maxSessionsPerAgent: 1, upstreams: { fixture: fixtureUpstream(), second: fixtureUpstream() } },
+    policy: { mcp: [{ id: 'all', allow: { tools: ['*'] } }] },
+  });
+  try {
+    const key = cold.agents.add('eager').key;
+    const initialize = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, () => rawRequest(cold.gateway.url, { headers: { ...JSON_HEADERS, authorization: `Bearer ${key}` }, body: initialize })),
+    );
+    assert.deepEqual(answers.map((answer) => answer.status).sort(), [200, 503, 503, 503, 503]);
+    assert.equal(cold.gateway.status().sessions, 1);
+  } finally {
+    await cold.close();
+  }
 });

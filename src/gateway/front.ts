@@ -78,6 +78,8 @@ export class GatewayFront {
   private readonly modern: McpHttpHandler;
   private readonly unsubscribeModern: () => void;
   private readonly localListeners: UnixListener[] = [];
+  /** Callers whose session is being opened (see holdingPlace). */
+  private readonly opening: Principal[] = [];
   url = '';
 
   constructor(private readonly options: FrontOptions) {
@@ -311,7 +313,7 @@ export class GatewayFront {
       }
       const transport = new LegacySseTransport(res, '/messages');
       const caller: Caller = { ...principal, session: transport.sessionId };
-      const tasks = await this.options.core.taskCapability();
+      const tasks = await this.holdingPlace(principal, () => this.options.core.taskCapability());
       const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator, tasks);
       const unsubscribe = this.options.core.onListChanged((kind) => {
         void server.notification({ method: `notifications/${kind}/list_changed` }).catch(() => undefined);
@@ -390,15 +392,33 @@ export class GatewayFront {
 
   /** Why no new session may open now, or undefined: the gateway's cap, then this identity's share of it. */
   private sessionLimit(principal: Principal): string | undefined {
-    if (this.sessions.size + this.sseSessions.size >= (this.options.maxSessions ?? 10_000)) return 'the gateway has too many open sessions; try again later';
+    if (this.sessions.size + this.sseSessions.size + this.opening.length >= (this.options.maxSessions ?? 10_000)) return 'the gateway has too many open sessions; try again later';
     let own = 0;
     for (const session of this.sessions.values()) if (samePrincipal(session.caller, principal)) own += 1;
     for (const session of this.sseSessions.values()) if (samePrincipal(session.caller, principal)) own += 1;
+    for (const opener of this.opening) if (samePrincipal(opener, principal)) own += 1;
     const cap = this.options.settings.maxSessionsPerAgent;
     return own >= cap ? `this agent already has ${own} open sessions (gateway.maxSessionsPerAgent is ${cap}); close one first` : undefined;
   }
 
-  private async openSession(principal: Principal, transportFor: (id: string) => HttpSessionTransport | LocalSessionTransport): Promise<Session> {
+  /**
+   * Holds a place among the sessions from the moment a caller passed `sessionLimit` until its session is
+   * registered: opening waits for the upstreams to start, and callers arriving meanwhile must count it.
+   */
+  private async holdingPlace<T>(principal: Principal, open: () => Promise<T>): Promise<T> {
+    this.opening.push(principal);
+    try {
+      return await open();
+    } finally {
+      this.opening.splice(this.opening.indexOf(principal), 1);
+    }
+  }
+
+  private openSession(principal: Principal, transportFor: (id: string) => HttpSessionTransport | LocalSessionTransport): Promise<Session> {
+    return this.holdingPlace(principal, () => this.registerSession(principal, transportFor));
+  }
+
+  private async registerSession(principal: Principal, transportFor: (id: string) => HttpSessionTransport | LocalSessionTransport): Promise<Session> {
     const id = randomUUID();
     const caller: Caller = { ...principal, session: id };
     const transport = transportFor(id);
