@@ -150,7 +150,7 @@ describe('egress request content', () => {
   });
 
   it('swaps a real value with URL-reserved characters into a path segment percent-encoded, so it stays one segment', async () => {
-    // No "/" here: the proxy refuses an encoded "/" in a path the agent sends (see the path-tricks test).
+    // No "/" here: an encoded "/" in the path would be decided as a separator too (see the path-tricks test).
     const real = 'Zq8mN3vR7tY2kL9;pw?rd#1&x=2%41 b+c';
     const placeholder = placeholders.issue('sess-c', grant('url-reserved-password'), real);
     const result = await httpsViaProxy({ connectTo: { path: session.socketPath }, host: 'api.test', port: api.port, ca: proxyCaPem, path: `/v1/users/${encodeURIComponent(placeholder.value)}/keys` });

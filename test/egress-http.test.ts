@@ -233,8 +233,12 @@ describe('egress HTTP proxy', () => {
       const result = await curl(['--path-as-is', '-x', gate.url, '-U', 'alice:key-alice', `http://api.test:${echo.port}/a/../%62/./c`]);
       assert.equal(result.status, 200);
       assert.equal((JSON.parse(result.body) as { url: string }).url, '/b/c');
+      // An encoded slash stays one (a server may take it as part of a segment), spelt %2F.
       const encodedSlash = await curl(['-x', gate.url, '-U', 'alice:key-alice', `http://api.test:${echo.port}/a%2fb`]);
-      assert.equal(encodedSlash.status, 400);
+      assert.equal(encodedSlash.status, 200);
+      assert.equal((JSON.parse(encodedSlash.body) as { url: string }).url, '/a%2Fb');
+      const encodedBackslash = await curl(['-x', gate.url, '-U', 'alice:key-alice', `http://api.test:${echo.port}/a%5cb`]);
+      assert.equal(encodedBackslash.status, 400);
     });
   });
 });
@@ -319,3 +323,27 @@ async function waitFor(condition: () => boolean, timeoutMs = 3_000): Promise<voi
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+describe('egress path rules over plain HTTP with an encoded slash', () => {
+  it('forwards %2F inside a segment, and denies a path that a decoding server would route to a denied one', async () => {
+    const seen: string[] = [];
+    const echo = await startEchoServer((request) => {
+      seen.push(request.url ?? '');
+      return false;
+    });
+    const policy = 'network:\n  - id: api\n    allow: [api.test]\n  - id: lo\n    allow: [127.0.0.1]\n  - id: no-admin\n    deny: [api.test]\n    paths: ["/admin/**"]\n';
+    const gate = await startTestProxy(policy, { settings: { resolve: { 'api.test': ['127.0.0.1'] } } });
+    try {
+      const project = await curl(['-x', gate.url, '-U', 'alice:key-alice', `http://api.test:${echo.port}/api/v4/projects/group%2Fproject?x=1`]);
+      assert.equal(project.status, 200, project.body);
+      assert.equal((JSON.parse(project.body) as { url: string }).url, '/api/v4/projects/group%2Fproject?x=1');
+      const tricked = await curl(['--path-as-is', '-x', gate.url, '-U', 'alice:key-alice', `http://api.test:${echo.port}/docs%2F..%2Fadmin/users`]);
+      assert.equal(tricked.status, 403, tricked.body);
+      assert.match(tricked.body, /no-admin/);
+      assert.deepEqual(seen, ['/api/v4/projects/group%2Fproject?x=1'], 'the denied request never reached the server');
+    } finally {
+      await gate.close();
+      await echo.close();
+    }
+  });
+});

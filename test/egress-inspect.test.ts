@@ -114,6 +114,20 @@ describe('egress TLS inspection', () => {
     assert.ok(!servers.api.requests.some((r) => r.method === 'DELETE' || r.url.startsWith('/admin')), 'nothing denied reached the server');
   });
 
+  it('forwards an encoded slash inside a segment (GitLab project ids), but decides the path both ways', async () => {
+    const project = await viaCurl([`https://api.test:${servers.api.port}/api/v4/projects/group%2fproject`]);
+    assert.equal(project.status, 200, project.body);
+    assert.equal(servers.api.requests.at(-1)?.url, '/api/v4/projects/group%2Fproject');
+    // A server that decodes %2F would route these to /admin/users: denied, and nothing reaches it.
+    for (const path of ['/admin%2fusers', '/public%2F..%2Fadmin%2Fusers', '/x/y%2F..%2F..%2Fadmin/users']) {
+      const tricked = await viaCurl(['--path-as-is', `https://api.test:${servers.api.port}${path}`]);
+      assert.equal(tricked.status, 403, `${path}: ${tricked.body}`);
+      assert.match(tricked.body, /no-admin/);
+      assert.match(tricked.body, /encoded slashes as "\/" \(\/admin\/users\)/);
+    }
+    assert.ok(!servers.api.requests.some((r) => /admin/i.test(r.url)), 'nothing denied reached the server');
+  });
+
   it('refuses a Host header that differs from the CONNECT target (fronting)', async () => {
     const result = await viaCurl(['-H', 'Host: www.test', `https://api.test:${servers.api.port}/`]);
     assert.equal(result.status, 403);

@@ -17,6 +17,8 @@ export interface Destination {
   scheme?: string;
   method?: string;
   path?: string;
+  /** The path read with its encoded slashes as separators, when it has any (HttpTarget.slashPath). */
+  slashPath?: string;
 }
 
 /** A destination that passed policy: the addresses the proxy may dial, in order, and the deciding decision. */
@@ -46,13 +48,26 @@ export function networkRequest(principal: Principal, destination: Destination, c
 }
 
 /**
+ * The policy's decision on a destination. A path with an encoded slash is decided as it is and as a server
+ * that decodes the slash would route it, and allowed only if both readings are: `/public%2F..%2Fadmin` is
+ * also `/admin`. The first refusal is the answer.
+ */
+export function decideNetwork(engine: PolicyEngine, principal: Principal, destination: Destination, correlationId: string, addresses?: string[]): Decision {
+  const decision = engine.decide(networkRequest(principal, destination, correlationId, addresses));
+  if (destination.slashPath === undefined || !isAllowed(decision)) return decision;
+  const decoded = engine.decide(networkRequest(principal, { ...destination, path: destination.slashPath }, correlationId, addresses));
+  if (isAllowed(decoded)) return decision;
+  return { ...decoded, reason: `read with its encoded slashes as "/" (${destination.slashPath}): ${decoded.reason}` };
+}
+
+/**
  * Step "decide": the host-level decision, before any DNS query leaves for a host that is denied anyway (a
  * query is itself a way to leak data). Undefined means "decide after resolving": the target is an IP literal,
  * or no rule names the host but a rule allowing by CIDR might cover its addresses for this principal and port.
  */
 export function decideDestination(engine: PolicyEngine, principal: Principal, destination: Destination, correlationId: string): Decision | Refusal | undefined {
   if (destination.target.ip) return undefined;
-  const decision = engine.decide(networkRequest(principal, destination, correlationId));
+  const decision = decideNetwork(engine, principal, destination, correlationId);
   if (isAllowed(decision)) return decision;
   if (decision.rules.length === 0 && engine.mayAllowByAddress(principal, destination.target.port)) return undefined;
   return policyRefusal(decision, destination.target.host);
@@ -153,7 +168,7 @@ export async function resolveAndCheck(
     }
     checked.push(address);
   }
-  const decision = engine.decide(networkRequest(principal, destination, correlationId, checked.map((a) => a.address)));
+  const decision = decideNetwork(engine, principal, destination, correlationId, checked.map((a) => a.address));
   if (!isAllowed(decision)) return policyRefusal(decision, target.host);
   return { decision, addresses: checked };
 }
@@ -163,7 +178,7 @@ export async function resolveAndCheck(
  * pattern such as `*` or `**` must not open loopback, the metadata service or the LAN.
  */
 function explicitlyAllowed(engine: PolicyEngine, principal: Principal, destination: Destination, address: CheckedAddress, correlationId: string): boolean | Refusal {
-  const decision = engine.decide(networkRequest(principal, { ...destination, target: { host: address.address, port: destination.target.port } }, correlationId));
+  const decision = decideNetwork(engine, principal, { ...destination, target: { host: address.address, port: destination.target.port } }, correlationId);
   // A rule that denies the address itself is the better reason to give.
   if (!isAllowed(decision) && decision.rules.length > 0) return policyRefusal(decision, address.address);
   if (decision.effect !== 'allow') return false;

@@ -13,6 +13,11 @@ export interface HttpTarget {
   scheme: 'http' | 'https';
   /** Normalised path (dot segments resolved, unreserved escapes decoded), without the query. */
   path: string;
+  /**
+   * When the path holds an encoded slash (`%2F`): the same path as a server that decodes it would route it.
+   * The request is decided under both readings (see destination.ts, `decideNetwork`).
+   */
+  slashPath?: string;
   /** What is sent upstream: the normalised path plus the original query. */
   pathAndQuery: string;
 }
@@ -66,7 +71,10 @@ function withPath(target: Target, scheme: 'http' | 'https', pathAndQuery: string
   const query = question < 0 ? '' : pathAndQuery.slice(question);
   const path = normalisePath(rawPath === '' ? '/' : rawPath);
   if (path instanceof Refusal) return path;
-  return { target, scheme, path, pathAndQuery: path + query };
+  if (!path.includes('%2F')) return { target, scheme, path, pathAndQuery: path + query };
+  const slashPath = normalisePath(path.replaceAll('%2F', '/'));
+  if (slashPath instanceof Refusal) return slashPath;
+  return { target, scheme, path, slashPath, pathAndQuery: path + query };
 }
 
 const ALREADY_NORMAL = /^\/[\x21-\x7e]*$/;
@@ -75,7 +83,9 @@ const NEEDS_WORK = /[%\\]|\/\.\.?(?:\/|$)/;
 /**
  * One spelling per path, so the path policy decides on is the path the server gets: unreserved
  * percent-escapes decoded (`/%61dmin` is `/admin`, `%2e%2e` is `..`), then dot segments resolved; escapes a
- * server might read as structure (`%2F`, `%5C`, `%00`) and backslashes are refused.
+ * server might read as structure (`%5C`, `%00`) and backslashes are refused. An encoded slash stays, spelt
+ * `%2F`: APIs use it inside one segment (GitLab's `projects/group%2Fproject`), and servers differ on whether
+ * it is a separator, so such a request is decided both ways (`slashPath`).
  */
 export function normalisePath(path: string): string | Refusal {
   // Most paths are already in that one spelling: printable ASCII from "/", no escape, no backslash, no dot
@@ -84,7 +94,7 @@ export function normalisePath(path: string): string | Refusal {
   if (/[^\x21-\x7e]/.test(path)) return new Refusal(400, 'bad-request', 'the request path contains spaces, control or non-ASCII characters');
   if (path.includes('\\')) return new Refusal(400, 'bad-request', 'the request path contains a backslash');
   if (/%(?![0-9A-Fa-f]{2})/.test(path)) return new Refusal(400, 'bad-request', 'the request path has a malformed percent-escape');
-  if (/%(2f|5c|00)/i.test(path)) return new Refusal(400, 'bad-request', 'the request path contains an encoded "/", "\\" or NUL');
+  if (/%(5c|00)/i.test(path)) return new Refusal(400, 'bad-request', 'the request path contains an encoded "\\" or NUL');
   const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
     const code = parseInt(hex, 16);
     const char = String.fromCharCode(code);

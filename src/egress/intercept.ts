@@ -15,7 +15,7 @@ import { createSecureContext, rootCertificates, TLSSocket, type TLSSocketOptions
 import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, responseMask, type ContentTools } from './content.js';
-import { networkRequest } from './destination.js';
+import { decideNetwork } from './destination.js';
 import { checkFraming, checkHostHeader, parseOriginForm, withBodyFraming } from './http-message.js';
 import { PerCallerPools } from './pools.js';
 import { HeaderDeadlines } from './deadline.js';
@@ -199,8 +199,8 @@ async function handleInspected(
   if (notAdmitted) return refuse(notAdmitted);
 
   // Step: the request-level decision, now that method and path are visible.
-  const destination = { target, scheme: 'https', method: request.method ?? 'GET', path: httpTarget.path };
-  const decision = engine.decide(networkRequest(caller.principal, destination, facts.correlationId, tunnel.addresses.map((a) => a.address)));
+  const destination = { target, scheme: 'https', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.slashPath ? { slashPath: httpTarget.slashPath } : {}) };
+  const decision = decideNetwork(engine, caller.principal, destination, facts.correlationId, tunnel.addresses.map((a) => a.address));
   facts.decision = decision;
   if (!isAllowed(decision)) {
     const rules = decision.rules.length > 0 ? ` (rule ${decision.rules.join(', ')})` : '';
