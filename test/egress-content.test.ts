@@ -150,13 +150,13 @@ describe('egress request content', () => {
   });
 
   it('swaps a real value with URL-reserved characters into a path segment percent-encoded, so it stays one segment', async () => {
-    // No "/" here: an encoded "/" in the path would be decided as a separator too (see the path-tricks test).
-    const real = 'Zq8mN3vR7tY2kL9;pw?rd#1&x=2%41 b+c';
+    // With a "/" too: encoded, it stays inside the segment, and the real value's "/" is encoded again.
+    const real = 'Zq8mN3vR7tY2kL9;pw/rd?x#1&x=2%41 b+c';
     const placeholder = placeholders.issue('sess-c', grant('url-reserved-password'), real);
     const result = await httpsViaProxy({ connectTo: { path: session.socketPath }, host: 'api.test', port: api.port, ca: proxyCaPem, path: `/v1/users/${encodeURIComponent(placeholder.value)}/keys` });
     assert.equal(result.status, 200, result.body);
     const seen = api.requests.at(-1);
-    assert.equal(seen?.url, '/v1/users/Zq8mN3vR7tY2kL9%3Bpw%3Frd%231%26x%3D2%2541%20b%2Bc/keys');
+    assert.equal(seen?.url, '/v1/users/Zq8mN3vR7tY2kL9%3Bpw%2Frd%3Fx%231%26x%3D2%2541%20b%2Bc/keys');
     assert.deepEqual(new URL(seen.url, 'https://api.test').pathname.split('/').map(decodeURIComponent), ['', 'v1', 'users', real, 'keys']);
   });
 
