@@ -4,7 +4,7 @@
  * real server-everything; raw connections show what the socket refuses.
  */
 import assert from 'node:assert/strict';
-import { statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
@@ -227,7 +227,7 @@ test('a client that disconnects mid-call ends its session and the call is cancel
 
 type AuditRecordLike = { resource: string; reason?: string };
 
-test('the local sockets never take an anonymous caller, even where HTTP lets anonymous loopback callers in', async () => {
+test('the local socket never takes an anonymous caller, even where HTTP lets anonymous loopback callers in; a run\'s socket is its agent', async () => {
   const open = await startHarness({ gateway: { auth: { allowAnonymousLoopback: true }, upstreams: { fixture: fixtureUpstream() } } }, undefined, { localSocket: true });
   try {
     for (const authorization of [undefined, '', 'Bearer ', 'Bearer']) {
@@ -246,26 +246,39 @@ test('the local sockets never take an anonymous caller, even where HTTP lets ano
       assert.ok(reply.error, 'the refusal says why');
     }
     assert.equal(open.audit.records.filter((record) => record.action === 'authenticate' && record.effect === 'deny').length, 3);
-    // Nor does the HTTP endpoint on its Unix socket (what gatehouse run carries sandboxes to); nor /status.
-    const overSocket = (path: string, authorization?: string) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = httpRequest(
-          { socketPath: join(open.dataDir, 'mcp-http.sock'), path, method: path === '/mcp' ? 'POST' : 'GET', headers: { host: '127.0.0.1:7401', ...JSON_HEADERS, ...(authorization ? { authorization } : {}) } },
-          (res: IncomingMessage) => {
-            let body = '';
-            res.on('data', (chunk: Buffer) => (body += chunk.toString()));
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-          },
-        );
+    // A run's own HTTP socket: keyless callers are the run's agent, and only when the run names one.
+    const overSocket = (socketPath: string, path: string, authorization?: string, extra: { body?: string; headers?: Record<string, string> } = {}) =>
+      new Promise<{ status: number; body: string; session?: string }>((resolve, reject) => {
+        const headers = { host: '127.0.0.1:7401', ...JSON_HEADERS, ...(authorization ? { authorization } : {}), ...extra.headers };
+        const req = httpRequest({ socketPath, path, method: path === '/mcp' ? 'POST' : 'GET', headers }, (res: IncomingMessage) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          const session = res.headers['mcp-session-id'];
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ...(typeof session === 'string' ? { session } : {}) }));
+        });
         req.on('error', reject);
-        req.end(path === '/mcp' ? INITIALIZE : undefined);
+        req.end(path === '/mcp' ? (extra.body ?? INITIALIZE) : undefined);
       });
-    assert.equal((await overSocket('/mcp')).status, 401);
-    assert.equal((await overSocket('/status')).status, 403);
-    const agent = open.agents.add('socket-http').key;
-    const allowed = await overSocket('/mcp', `Bearer ${agent}`);
-    assert.equal(allowed.status, 200, allowed.body);
-    assert.equal(open.audit.records.filter((record) => record.action === 'tools/list' || record.action === 'initialize').length, 0);
+    const run = await open.gateway.listenForRun({ agent: 'runner', user: 'ada' });
+    const nobody = await open.gateway.listenForRun({ user: 'ada' });
+    try {
+      const keyless = await overSocket(run.socketPath, '/mcp');
+      assert.equal(keyless.status, 200, keyless.body);
+      const onSession = { 'mcp-session-id': keyless.session!, 'mcp-protocol-version': '2025-11-25' };
+      await overSocket(run.socketPath, '/mcp', undefined, { headers: onSession, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) });
+      const listed = await overSocket(run.socketPath, '/mcp', undefined, { headers: onSession, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }) });
+      assert.equal(listed.status, 200, listed.body);
+      assert.ok(open.audit.records.some((record) => record.action === 'tools/list' && record.principal.agent === 'runner'), 'the session is the run\'s agent');
+      assert.equal((await overSocket(run.socketPath, '/mcp', 'Bearer ghk_wrong_key')).status, 401);
+      assert.equal((await overSocket(run.socketPath, '/status')).status, 403);
+      // A run that names no agent gives no identity, and its callers are not anonymous loopback callers.
+      assert.equal((await overSocket(nobody.socketPath, '/mcp')).status, 401);
+    } finally {
+      await run.close();
+      await nobody.close();
+    }
+    assert.equal(existsSync(run.socketPath), false, 'the socket goes with the run');
+    assert.equal(open.audit.records.filter((record) => (record.action === 'tools/list' || record.action === 'initialize') && record.principal.agent !== 'runner').length, 0);
   } finally {
     await open.close();
   }

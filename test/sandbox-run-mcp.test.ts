@@ -2,9 +2,9 @@
  * An agent inside `gatehouse run` reaches the node's MCP gateway: the official SDK client launches
  * `gatehouse run -- gatehouse mcp` as its stdio server, so the bridge itself runs in the sandbox, and its
  * calls land in the node's audit log under the agent its key names. What the sandbox gets is the gateway's
- * key-checked HTTP endpoint at http://127.0.0.1:7401/mcp, the URL it has outside, and nothing else: not its
- * sockets, not the data dir, not an anonymous session. Real node, CLI, bwrap, fixture MCP server and audit
- * log, as root and unprivileged.
+ * HTTP endpoint at http://127.0.0.1:7401/mcp, the URL it has outside, on a socket of the run's own whose
+ * keyless callers are the run's agent; and nothing else: not the node's sockets, not the data dir, not an
+ * anonymous session. Real node, CLI, bwrap, fixture MCP server and audit log, as root and unprivileged.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -93,7 +93,6 @@ const initialize = async (authorization) => {
 (async () => {
   console.log('url:' + (process.env.GATEHOUSE_GATEWAY_URL ?? ''));
   console.log('host-socket:' + (await tryUnix(process.argv[1] + '/mcp.sock')));
-  console.log('host-http-socket:' + (await tryUnix(process.argv[1] + '/mcp-http.sock')));
   console.log('data-dir:' + require('node:fs').readdirSync(process.argv[1]).join(','));
   console.log('no-key:' + (await initialize('')));
   console.log('bad-key:' + (await initialize('Bearer ghk_notakey')));
@@ -187,38 +186,51 @@ policy:
         assert.ok(launch, 'the sandboxed bridge\'s launch is in the node\'s log');
       });
 
-      test('without the agent key, or with a wrong one, the call is refused', async () => {
+      test('without a key the sandbox is the run\'s agent, as on its egress socket; a wrong key is refused', async () => {
+        const keyless = sandboxedBridge(identity, dir, {});
+        try {
+          await keyless.client.connect(keyless.transport);
+          const result = (await keyless.client.callTool({ name: 'fixture__echo', arguments: { message: 'no key needed' } })) as CallToolResult;
+          assert.equal(text(result), 'no key needed');
+        } catch (error) {
+          assert.fail(`${String(error)}\nrun's stderr: ${keyless.stderr()}\nnode: ${nodeOutput}`);
+        } finally {
+          await keyless.client.close();
+        }
+        const keylessCall = auditRecords(dir).findLast((record) => record.action === 'tools/call' && record.resource === 'fixture/echo');
+        assert.equal(keylessCall?.principal.agent, 'coder');
+
         const calls = (): number => auditRecords(dir).filter((record) => record.action === 'tools/call').length;
         const before = calls();
-        const attempts: Record<string, string>[] = [{}, { GATEHOUSE_AGENT_KEY: 'ghk_notavalidkey' }];
-        for (const extra of attempts) {
-          const { client, transport, stderr } = sandboxedBridge(identity, dir, extra);
-          await assert.rejects(async () => {
-            await client.connect(transport);
-            await client.callTool({ name: 'fixture__echo', arguments: { message: 'no key' } });
-          });
-          await client.close();
-          assert.match(stderr(), 'GATEHOUSE_AGENT_KEY' in extra ? /the agent API key is not valid/ : /no agent key: set GATEHOUSE_AGENT_KEY/);
-        }
-        const records = auditRecords(dir);
-        assert.ok(records.some((record) => record.action === 'authenticate' && record.effect === 'deny'), 'the gateway recorded the refusal');
+        const wrong = sandboxedBridge(identity, dir, { GATEHOUSE_AGENT_KEY: 'ghk_notavalidkey' });
+        await assert.rejects(async () => {
+          await wrong.client.connect(wrong.transport);
+          await wrong.client.callTool({ name: 'fixture__echo', arguments: { message: 'wrong key' } });
+        });
+        await wrong.client.close();
+        assert.match(wrong.stderr(), /the agent API key is not valid/);
+        assert.ok(auditRecords(dir).some((record) => record.action === 'authenticate' && record.effect === 'deny'), 'the gateway recorded the refusal');
         assert.equal(calls(), before, 'no call reached the gateway\'s tools');
       });
 
-      test('an HTTP MCP client inside finds the gateway at its usual URL, key-checked; the sandbox reaches nothing else of it, and is never anonymous', async () => {
-        const socketModes = ['mcp.sock', 'mcp-http.sock'].map((name) => statSync(join(dir, 'data', name)).mode);
-        const result = await run(identity, dir, ['run', '--', process.execPath, '-e', PROBE, join(dir, 'data')], { GATEHOUSE_AGENT_KEY: key });
+      test('an HTTP MCP client inside finds the gateway at its usual URL as the run\'s agent; the sandbox reaches nothing else of it, and is never anonymous', async () => {
+        const socketMode = statSync(join(dir, 'data', 'mcp.sock')).mode;
+        const result = await run(identity, dir, ['run', '--agent', 'coder', '--', process.execPath, '-e', PROBE, join(dir, 'data')], { GATEHOUSE_AGENT_KEY: key });
+        const anonymous = await run(identity, dir, ['run', '--', process.execPath, '-e', PROBE, join(dir, 'data')]);
         assert.equal(result.status, 0, result.stderr);
         assert.match(result.stdout, /^url:http:\/\/127\.0\.0\.1:7401\/mcp$/m);
         // seccomp refuses AF_UNIX sockets, and the data dir is an empty mask.
         assert.match(result.stdout, /^host-socket:(EACCES|ENOENT)$/m);
-        assert.match(result.stdout, /^host-http-socket:(EACCES|ENOENT)$/m);
         assert.match(result.stdout, /^data-dir:$/m);
-        // The config lets anonymous loopback callers in over TCP; from the sandbox nobody is one.
-        assert.match(result.stdout, /^no-key:401 this gateway needs credentials/m);
+        // Without a key the caller is the run's agent; a wrong key is still refused.
+        assert.match(result.stdout, /^no-key:200 session gatehouse$/m);
         assert.match(result.stdout, /^bad-key:401 the agent API key is not valid/m);
         assert.match(result.stdout, /^key:200 session gatehouse$/m);
-        assert.deepEqual(['mcp.sock', 'mcp-http.sock'].map((name) => statSync(join(dir, 'data', name)).mode), socketModes, 'the sockets are untouched');
+        // A run that names no agent gives no identity: the config lets anonymous loopback callers in over TCP,
+        // and from the sandbox nobody is one.
+        assert.equal(anonymous.status, 0, anonymous.stderr);
+        assert.match(anonymous.stdout, /^no-key:401 this gateway needs credentials/m);
+        assert.equal(statSync(join(dir, 'data', 'mcp.sock')).mode, socketMode, 'the socket is untouched');
       });
     });
   });

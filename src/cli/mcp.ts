@@ -59,13 +59,16 @@ async function agentKey(options: BridgeOptions): Promise<string | undefined> {
 async function runBridge(options: BridgeOptions, command: Command): Promise<void> {
   const target = await bridgeTarget(command, options.url);
   const key = await agentKey(options);
-  if (!key) {
+  // Inside `gatehouse run`, which names the gateway in GATEHOUSE_GATEWAY_URL, no key is needed: the run's own
+  // socket there is its agent. Anywhere else a missing key is a mistake to say at once.
+  const inRun = options.url === undefined && 'url' in target && target.url === process.env.GATEHOUSE_GATEWAY_URL;
+  if (!key && !inRun) {
     throw usageError(
       `no agent key${options.agent ? ` for "${options.agent}"` : ''}: set GATEHOUSE_AGENT_KEY or pass --key-file (create one with "gatehouse agent add NAME")`,
     );
   }
   const { runStdioBridge } = await import('../gateway/bridge.js');
-  process.exit(await runStdioBridge({ target, key }));
+  process.exit(await runStdioBridge({ target, ...(key ? { key } : {}) }));
 }
 
 export function registerMcpCommands(program: Command): void {

@@ -13,7 +13,7 @@ export interface KeyAuthenticator {
   authenticateAgentKey(key: string): Principal | undefined;
 }
 
-export type AuthOutcome = { ok: true; principal: Principal; via: 'api-key' | 'oauth' | 'anonymous' } | { ok: false; message: string; invalidToken: boolean };
+export type AuthOutcome = { ok: true; principal: Principal; via: 'api-key' | 'oauth' | 'anonymous' | 'run' } | { ok: false; message: string; invalidToken: boolean };
 
 export interface AuthenticatorOptions {
   auth: GatewaySettings['auth'];
@@ -35,8 +35,14 @@ export class Authenticator {
       : undefined;
   }
 
-  async authenticate(headers: IncomingHttpHeaders, remoteAddress: string | undefined): Promise<AuthOutcome> {
+  /**
+   * Who sent the request. `run`, for a request that came through a `gatehouse run` sandbox's own socket, is
+   * that run's agent: the socket is the identity, as the egress proxy's session sockets are, so a program in
+   * the sandbox needs no key. Credentials it does send are checked as always.
+   */
+  async authenticate(headers: IncomingHttpHeaders, remoteAddress: string | undefined, run?: Principal): Promise<AuthOutcome> {
     const token = bearerToken(headers);
+    if (token === undefined && run?.agent !== undefined) return { ok: true, principal: this.withConfigTeams(run), via: 'run' };
     if (token === undefined) {
       if (this.options.auth.allowAnonymousLoopback && isLoopback(remoteAddress)) {
         return { ok: true, principal: this.withConfigTeams({ agent: 'anonymous' }), via: 'anonymous' };

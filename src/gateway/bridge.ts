@@ -19,7 +19,8 @@ export type BridgeTarget = { socket: string; fallbackUrl?: string } | { url: str
 
 export interface BridgeOptions {
   target: BridgeTarget;
-  key: string;
+  /** The agent key; without one only HTTP is tried, and the gateway decides who the caller is. */
+  key?: string;
   /** The largest line accepted from the client on the HTTP way (the gateway bounds the socket way). */
   maxMessageBytes?: number;
   stdin?: Readable;
@@ -39,7 +40,7 @@ export async function runStdioBridge(options: BridgeOptions): Promise<number> {
   if (first === undefined) return 0;
 
   const target = options.target;
-  if ('socket' in target && opensSession(first.line)) {
+  if ('socket' in target && options.key !== undefined && opensSession(first.line)) {
     const link = await openLocal(target.socket, options.key);
     if (link.ok) return pipeLocal(link.socket, first, stdin, stdout, say);
     if (!link.unreachable || target.fallbackUrl === undefined) return refuseAll(first, stdin, stdout, say, link.error);
@@ -186,9 +187,9 @@ function requestIdOf(line: Buffer): string | number | undefined {
 }
 
 /** Streamable HTTP to the gateway, with the SDK client transport; each line is parsed to be sent. */
-async function bridgeHttp(url: string, key: string, first: FirstLine, stdin: Readable, stdout: Writable, say: (text: string) => void, maxBytes: number): Promise<number> {
+async function bridgeHttp(url: string, key: string | undefined, first: FirstLine, stdin: Readable, stdout: Writable, say: (text: string) => void, maxBytes: number): Promise<number> {
   const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/client');
-  const upstream = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${key}` } } });
+  const upstream = new StreamableHTTPClientTransport(new URL(url), key ? { requestInit: { headers: { authorization: `Bearer ${key}` } } } : {});
   const reply = (message: unknown): void => void stdout.write(`${JSON.stringify(message)}\n`);
   return new Promise((resolve) => {
     let closing = false;

@@ -4,13 +4,15 @@
  * session lookup (a session belongs to the identity that opened it), then the session's transport
  * (session-transport.ts). Each session gets its own SDK `Server`; no server object is ever shared between clients.
  * A session's tools/call skips that server's request pipeline and goes to the core directly (direct-calls.ts).
- * With a data dir, the same front also serves two Unix sockets there: `mcp.sock`, stdio framing after a
- * key hello, for `gatehouse mcp` (local-socket.ts); and `mcp-http.sock`, this HTTP endpoint, for sandboxes.
+ * With a data dir, the same front also serves `mcp.sock` there: stdio framing after a key hello, for
+ * `gatehouse mcp` (local-socket.ts); and, for each `gatehouse run`, this HTTP endpoint on a socket of its own.
  */
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CLIENT_CAPABILITIES_META_KEY,
@@ -33,7 +35,7 @@ import { readBody } from './body.js';
 import { listenUnix, type UnixListener } from '../util/unix-socket.js';
 import type { Caller, GatewayCore } from './gateway.js';
 import { serveDirectly } from './direct-calls.js';
-import { LOCAL_HTTP_SOCKET, LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
+import { LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
 import { HttpSessionTransport } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import { relayRequest } from './tasks.js';
@@ -83,7 +85,7 @@ export class GatewayFront {
   url = '';
 
   constructor(private readonly options: FrontOptions) {
-    this.http = createServer(this.onRequest);
+    this.http = createServer((req, res) => this.serve(req, res));
     const listenHost = hostOf(options.settings.listen);
     this.allowedHosts = new Set([...LOOPBACK_HOSTS, listenHost.toLowerCase(), ...options.settings.allowedHosts.map((h) => h.toLowerCase())]);
     if (options.settings.publicUrl) this.allowedHosts.add(new URL(options.settings.publicUrl).hostname.toLowerCase());
@@ -147,25 +149,45 @@ export class GatewayFront {
    * Serves the local socket (local-socket.ts) at `<dataDir>/mcp.sock`, beside the HTTP endpoint: the same
    * identity check, session limits, sessions and audit, with stdio's framing instead of HTTP's.
    */
-  async listenLocal(dataDir: string): Promise<{ socketPath: string; httpSocketPath: string }> {
+  async listenLocal(dataDir: string): Promise<string> {
     const listener = await listenUnix(join(dataDir, LOCAL_SOCKET), (socket) => {
       this.serveLocal(socket).catch(() => socket.destroy());
     });
     this.localListeners.push(listener);
-    // The HTTP endpoint itself on a Unix socket too, for sandboxes (`gatehouse run`), whose bridge carries
-    // 127.0.0.1:7401 inside to it: an agent's MCP client finds the gateway at the same URL inside as outside.
-    // Its callers have no address, so they are never anonymous loopback callers and never see /status.
-    const http = await listenUnix(join(dataDir, LOCAL_HTTP_SOCKET), createServer(this.onRequest));
-    this.localListeners.push(http);
-    return { socketPath: listener.path, httpSocketPath: http.path };
+    return listener.path;
   }
 
-  private readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    this.handle(req, res).catch((error: unknown) => {
+  /**
+   * This HTTP endpoint for one `gatehouse run`, on a socket of its own (in a private temp dir) that the run's
+   * sandbox bridge carries 127.0.0.1:7401 to: an agent's MCP client finds the gateway at the same URL inside
+   * as outside. The socket is the identity: a request without credentials is the run's agent (as on the
+   * egress proxy's session sockets), so no key has to enter the sandbox. Its callers have no address, so
+   * they are never anonymous loopback callers and never see /status. It closes when the run ends.
+   */
+  async listenForRun(principal: Principal): Promise<{ socketPath: string; close(): Promise<void> }> {
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-run-mcp-'));
+    const listener = await listenUnix(join(dir, LOCAL_SOCKET), createServer((req, res) => this.serve(req, res, principal)));
+    this.localListeners.push(listener);
+    let closed = false;
+    return {
+      socketPath: listener.path,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        this.localListeners.splice(this.localListeners.indexOf(listener), 1);
+        await listener.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  /** Serves one HTTP request; `run` is the run whose socket it came through (see listenForRun). */
+  private serve(req: IncomingMessage, res: ServerResponse, run?: Principal): void {
+    this.handle(req, res, run).catch((error: unknown) => {
       if (!res.headersSent) jsonRpcError(res, 500, -32603, `internal error: ${error instanceof Error ? error.message : String(error)}`);
       else res.destroy();
     });
-  };
+  }
 
   private async serveLocal(socket: Socket): Promise<void> {
     socket.on('error', () => undefined);
@@ -203,7 +225,7 @@ export class GatewayFront {
     await session.server.close().catch(() => undefined);
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse, run?: Principal): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     // DNS rebinding: a browser tricked into calling us under another name shows that name in Host.
     const host = hostnameOfHeader(req.headers.host);
@@ -231,7 +253,7 @@ export class GatewayFront {
       return;
     }
 
-    const outcome = await this.options.authenticator.authenticate(req.headers, req.socket.remoteAddress);
+    const outcome = await this.options.authenticator.authenticate(req.headers, req.socket.remoteAddress, run);
     if (!outcome.ok) {
       await this.recordRejection(undefined, 'authenticate', outcome.message);
       const metadata = `${this.baseUrl()}/.well-known/oauth-protected-resource/mcp`;

@@ -12,6 +12,7 @@ import type { AuditLog } from '../audit/record.js';
 import type { Config, GatewaySettings } from '../config/schema.js';
 import { createScanner, type KnownSecret, type Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
+import type { Principal } from '../policy/types.js';
 import { Authenticator, type KeyAuthenticator } from './auth.js';
 import { GatewayFront } from './front.js';
 import { GatewayCore } from './gateway.js';
@@ -60,8 +61,8 @@ export interface RunningGateway {
   url: string;
   /** The local socket's path (stdio framing, for `gatehouse mcp`), when it is served. */
   socketPath?: string;
-  /** The HTTP endpoint on a Unix socket, served with the local socket, for sandboxes. */
-  httpSocketPath?: string;
+  /** The HTTP endpoint for one `gatehouse run`, on a socket of its own whose callers are its agent. */
+  listenForRun(principal: Principal): Promise<{ socketPath: string; close(): Promise<void> }>;
   core: GatewayCore;
   status(): { url: string; sessions: number; upstreams: UpstreamStatus[] };
   close(): Promise<void>;
@@ -143,7 +144,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     version: GATEWAY_VERSION,
   });
   const url = await front.listen();
-  let local: { socketPath: string; httpSocketPath: string } | undefined;
+  let local: string | undefined;
   try {
     if (options.localSocketDir !== undefined) local = await front.listenLocal(options.localSocketDir);
   } catch (error) {
@@ -153,7 +154,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
   return {
     url,
-    ...(local ?? {}),
+    ...(local !== undefined ? { socketPath: local } : {}),
+    listenForRun: (principal) => front.listenForRun(principal),
     core,
     status: () => ({ url, sessions: front.sessionCount(), ...core.status() }),
     close: async () => {

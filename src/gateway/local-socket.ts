@@ -18,8 +18,6 @@ import { isJsonRpcMessage } from './jsonrpc.js';
 import { serialize } from './session-transport.js';
 
 export const LOCAL_SOCKET = 'mcp.sock';
-/** The gateway's Streamable HTTP endpoint on a Unix socket, which `gatehouse run` carries into sandboxes. */
-export const LOCAL_HTTP_SOCKET = 'mcp-http.sock';
 /** The first line: small, and sent at once by a bridge that has its key at hand. */
 const HELLO_MAX_BYTES = 16 * 1024;
 const HELLO_TIMEOUT_MS = 10_000;

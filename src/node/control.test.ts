@@ -12,11 +12,11 @@ import { policySchema } from '../config/policy-schema.js';
 import { compilePolicy } from '../policy/index.js';
 import { PlaceholderRegistry } from '../secrets/index.js';
 import { connectToNode } from './control-client.js';
-import { startControlServer } from './control.js';
+import { startControlServer, type ControlOptions } from './control.js';
 
 async function withControl(
   body: (context: { dataDir: string; records: AuditRecord[]; policy: { version: string; digest: string } }) => Promise<void>,
-  options: { gatewaySocket?: string } = {},
+  options: Partial<Pick<ControlOptions, 'gatewayFor'>> = {},
 ): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'gh-control-'));
   const engine = compilePolicy(policySchema.parse({}));
@@ -88,16 +88,27 @@ test('a run writes its launch records through the node, stamped with the node na
   });
 });
 
-test('a node whose gateway serves the local socket names it in the run\'s open answer', async () => {
+test('a node with a gateway gives each run a gateway socket of its own, for the run\'s agent, closed with the run', async () => {
+  const asked: unknown[] = [];
+  let closed = 0;
   await withControl(
     async ({ dataDir, policy }) => {
       const link = await connectToNode(dataDir);
       assert.ok(link);
-      const opened = await link.open({ agent: 'coder' }, policy, false);
-      assert.deepEqual(opened.gateway, { socketPath: '/data/mcp.sock' });
+      const opened = await link.open({ agent: 'coder', user: 'ada' }, policy, false);
+      assert.deepEqual(opened.gateway, { socketPath: '/tmp/run-1/mcp.sock' });
+      assert.deepEqual(asked, [{ agent: 'coder', user: 'ada' }]);
+      assert.equal(closed, 0);
       await link.close();
+      for (let i = 0; i < 50 && closed === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(closed, 1, 'the run\'s gateway socket closes when the run does');
     },
-    { gatewaySocket: '/data/mcp.sock' },
+    {
+      gatewayFor: async (principal) => {
+        asked.push(principal);
+        return { socketPath: '/tmp/run-1/mcp.sock', close: async () => void (closed += 1) };
+      },
+    },
   );
 });
 

@@ -6,12 +6,13 @@
  * The protocol is one JSON object per line, each request answered in order by `{ id, ok, ... }`:
  *   { id, op: "open", principal, policy: { version, digest }, egress: true }
  *     → { node, policy, egress: { socketPath, env, caCertificate } | null, gateway: { socketPath } | null }
- *     (`gateway`: the MCP gateway's HTTP endpoint on a Unix socket, which the run carries into its sandbox; the gateway
- *     still asks every connection for an agent key, so the run's principal grants nothing there)
+ *     (`gateway`: the MCP gateway's HTTP endpoint on a socket of the run's own, which the run carries into
+ *     its sandbox; a request on it without credentials is the run's agent, as the egress session socket is)
  *   { id, op: "audit", record } → acknowledged once the record is as durable as the audit mode demands
  *   { id, op: "secrets", record } → a `gatehouse secret` change: recorded, then the node's leak scanners
  *     learn the vault's values anew
- * One connection is one run: when it closes, the run's egress session and its placeholders end with it.
+ * One connection is one run: when it closes, the run's egress session, placeholders and gateway socket end
+ * with it.
  *
  * The socket sits in the private data dir (0700) and is itself 0600: whoever reaches it owns the node's
  * keys and vault anyway, so it is trusted with the run's principal. What a run may write to the audit
@@ -38,8 +39,8 @@ export interface ControlOptions {
   policy: PolicyHolder;
   audit: AuditLog;
   egress: EgressProxy | undefined;
-  /** The MCP gateway's HTTP endpoint on a Unix socket (`<data-dir>/mcp-http.sock`), when the node's gateway serves one. */
-  gatewaySocket?: string;
+  /** The MCP gateway's HTTP endpoint for one run, on a socket of its own whose callers are the run's agent. */
+  gatewayFor?: (principal: Principal) => Promise<{ socketPath: string; close(): Promise<void> }>;
   placeholders: PlaceholderRegistry;
   resolveSecret: (name: string) => Promise<string>;
   /** The vault changed (a `gatehouse secret` command): rebuild what depends on its values. */
@@ -78,6 +79,7 @@ interface Request {
 function serveRun(socket: Socket, options: ControlOptions): void {
   let session: EgressSession | undefined;
   let sessionId: string | undefined;
+  let runGateway: { close(): Promise<void> } | undefined;
   let opened = false;
   let buffered = '';
   // Requests are answered strictly in order, one at a time.
@@ -106,7 +108,12 @@ function serveRun(socket: Socket, options: ControlOptions): void {
         const { env } = await options.placeholders.issueForSession(session.id, grants, options.resolveSecret);
         egress = { socketPath: session.socketPath, session: session.id, env, caCertificate: join(options.dataDir, 'egress-ca', 'ca.pem') };
       }
-      const gateway = options.gatewaySocket !== undefined ? { socketPath: options.gatewaySocket } : null;
+      let gateway: Record<string, unknown> | null = null;
+      if (options.gatewayFor) {
+        const forRun = await options.gatewayFor(principal);
+        runGateway = forRun;
+        gateway = { socketPath: forRun.socketPath };
+      }
       return { node: options.node, policy: { version: engine.version, digest: engine.digest }, egress, gateway };
     }
     if (request.op === 'audit') {
@@ -154,10 +161,11 @@ function serveRun(socket: Socket, options: ControlOptions): void {
   });
   socket.on('error', () => undefined);
   socket.once('close', () => {
-    // The run is over (or its process died): its egress session and placeholders end with it.
+    // The run is over (or its process died): its egress session, placeholders and gateway socket end with it.
     void queue.then(async () => {
       if (sessionId) options.placeholders.revokeSession(sessionId);
       await session?.close();
+      await runGateway?.close();
     });
   });
 }

@@ -21,7 +21,7 @@ import { configFiles } from '../sandbox/config-guard.js';
 import { mcpServerLauncher } from '../sandbox/mcp.js';
 import type { Config } from '../config/schema.js';
 import type { PolicyEngine } from '../policy/engine.js';
-import type { Decision } from '../policy/types.js';
+import type { Decision, Principal } from '../policy/types.js';
 import { errorMessage } from '../util/errors.js';
 import { guardRegexps } from '../util/regexp-guard.js';
 import { ensureNodeKeys, type KeyPair } from '../util/keys.js';
@@ -193,8 +193,8 @@ export async function startNode(options: NodeOptions): Promise<RunningNode> {
       policy: holder,
       audit,
       egress,
-      // A run carries the gateway's HTTP endpoint (on its Unix socket) into its sandbox, for the agent's MCP client.
-      ...(gateway?.httpSocketPath !== undefined ? { gatewaySocket: gateway.httpSocketPath } : {}),
+      // A run carries the gateway's HTTP endpoint (on a socket of its own) into its sandbox, for the agent's MCP client.
+      ...(gateway ? { gatewayFor: (principal: Principal) => gateway!.listenForRun(principal) } : {}),
       placeholders,
       resolveSecret,
       onSecretsChanged: refreshScanners,

@@ -42,7 +42,7 @@ export interface LaunchRequest {
   proxySocket?: string;
   /** The egress proxy's TLS-inspection CA (PEM file), trusted inside the sandbox. */
   caCertificate?: string;
-  /** The MCP gateway's HTTP endpoint on a Unix socket, reachable from inside (SandboxSpec.gatewaySocket). */
+  /** The MCP gateway's HTTP endpoint on a socket of this run's own, reachable from inside (SandboxSpec.gatewaySocket). */
   gatewaySocket?: string;
   stdio?: 'inherit' | 'pipe';
   /** Start even when the host cannot give the isolation the policy asks for (recorded as such). */

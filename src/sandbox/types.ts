@@ -39,10 +39,10 @@ export interface SandboxSpec {
   /** The egress proxy's per-session Unix socket (HTTP proxy: absolute-URI and CONNECT). None: no network. */
   proxySocket?: string;
   /**
-   * The MCP gateway's HTTP endpoint on a Unix socket (`<data-dir>/mcp-http.sock` of a running node). The
-   * bridge then also listens on 127.0.0.1:7401 inside and carries those connections to it, so
-   * `http://127.0.0.1:7401/mcp` (GATEHOUSE_GATEWAY_URL) is the gateway inside as outside. The gateway still
-   * asks every request for an agent key; none is anonymous.
+   * The MCP gateway's HTTP endpoint on a socket of this run's own (the node's `listenForRun`). The bridge
+   * then also listens on 127.0.0.1:7401 inside and carries those connections to it, so
+   * `http://127.0.0.1:7401/mcp` (GATEHOUSE_GATEWAY_URL) is the gateway inside as outside. A request on it
+   * without credentials is the run's agent; none is anonymous.
    */
   gatewaySocket?: string;
   /** Port the bridge listens on inside the sandbox (its own network namespace, so any port is free). */
