@@ -174,7 +174,8 @@ export class GatewayFront {
       close: async () => {
         if (closed) return;
         closed = true;
-        this.localListeners.splice(this.localListeners.indexOf(listener), 1);
+        const at = this.localListeners.indexOf(listener);
+        if (at >= 0) this.localListeners.splice(at, 1);
         await listener.close();
         rmSync(dir, { recursive: true, force: true });
       },
