@@ -133,8 +133,10 @@ async function throughput(): Promise<void> {
       });
       let text = '';
       sandbox.stdout!.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      // The exit can be reported before the last of the output is read: wait for the pipe's end too.
+      const drained = new Promise((resolve) => sandbox.stdout!.once('close', resolve));
       sandbox.stdin!.end();
-      await sandbox.exited;
+      await Promise.all([sandbox.exited, drained]);
       bridgeRates.push(Number(text.trim()));
     }
     const direct = median(directRates);
