@@ -97,3 +97,74 @@ test('drops the whole channel when the inside ignores its credit window', async 
     done();
   }
 });
+
+test('an honest sender whose reads do not line up with the window never overruns it, however long the destination stalls', async () => {
+  const { inside, outside, done } = await socketPair();
+  let broken: Error | undefined;
+  // The source hands out reads of 60,000 bytes, as a socket would (its reads never line up with the window);
+  // the destination inside never accepts a byte (a program that stopped reading, or is exiting).
+  let produced = 0;
+  const source = new Duplex({
+    read() {
+      produced += 60_000;
+      if (produced < 8 * WINDOW) this.push(Buffer.alloc(60_000, 1));
+    },
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+  const stalled = new Duplex({ read() {}, write() {} });
+  const hostMux: Mux = new Mux(outside, { onOpen: (id) => hostMux.attach(id, source) });
+  const insideMux = new Mux(inside, { onBroken: (error) => (broken = error) });
+  try {
+    insideMux.send(FRAME.OPEN, 1);
+    insideMux.attach(1, stalled);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(broken, undefined, `the channel broke: ${broken?.message}`);
+    assert.ok(produced < 4 * WINDOW, 'the sender stopped reading at its window');
+  } finally {
+    done();
+  }
+});
+
+test('a stream that ends while its tail waits for credit delivers every byte, then its end', async () => {
+  const { inside, outside, done } = await socketPair();
+  const total = 3 * WINDOW + 12_345;
+  let produced = 0;
+  const source = new Duplex({
+    read() {
+      if (produced >= total) return void this.push(null);
+      const size = Math.min(60_000, total - produced);
+      produced += size;
+      this.push(Buffer.alloc(size, 2));
+    },
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+  // A slow destination: each write is accepted a moment later, so the window fills and tails are held.
+  let received = 0;
+  const ended = new Promise<void>((resolve) => {
+    const slow = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        setTimeout(callback, 1);
+      },
+      final(callback) {
+        callback();
+        resolve();
+      },
+    });
+    const insideMux = new Mux(inside);
+    insideMux.send(FRAME.OPEN, 1);
+    insideMux.attach(1, slow);
+  });
+  const hostMux: Mux = new Mux(outside, { onOpen: (id) => hostMux.attach(id, source) });
+  try {
+    await ended;
+    assert.equal(received, total);
+  } finally {
+    done();
+  }
+});

@@ -105,6 +105,13 @@ export interface StreamEnd {
   consumed: number;
   ended: boolean;
   closed: boolean;
+  /**
+   * Bytes read from our socket beyond the credit: a read does not stop at the window, so its tail waits here
+   * (the socket paused) until credit comes back. What the socket's end and close say waits behind it.
+   */
+  held?: Buffer;
+  endHeld?: boolean;
+  closeHeld?: boolean;
 }
 
 /**
@@ -160,22 +167,37 @@ export class Mux {
   attach(id: number, socket: Duplex): void {
     const end: StreamEnd = { socket, credit: WINDOW, unacknowledged: 0, consumed: 0, ended: false, closed: false };
     this.streams.set(id, end);
-    socket.on('data', (chunk: Buffer) => {
-      for (let offset = 0; offset < chunk.length; offset += MAX_FRAME) {
-        this.send(FRAME.DATA, id, chunk.subarray(offset, offset + MAX_FRAME));
-      }
-      end.credit -= chunk.length;
-      if (end.credit <= 0) socket.pause();
+    socket.on('data', (chunk: Buffer) => this.forward(id, end, end.held ? Buffer.concat([end.held, chunk]) : chunk));
+    socket.on('end', () => {
+      if (end.held) end.endHeld = true;
+      else this.send(FRAME.END, id);
     });
-    socket.on('end', () => this.send(FRAME.END, id));
     socket.on('error', () => undefined);
     socket.on('close', () => {
-      if (!end.closed) {
-        end.closed = true;
-        this.send(FRAME.CLOSE, id);
-      }
-      this.streams.delete(id);
+      // A tail still held goes first: the stream stays until credit lets it out.
+      if (end.held && !end.closed) return void (end.closeHeld = true);
+      this.finish(id, end);
     });
+  }
+
+  /** Sends what the credit allows of `data` and holds the rest, pausing the socket until credit returns. */
+  private forward(id: number, end: StreamEnd, data: Buffer): void {
+    end.held = undefined;
+    const allowed = Math.min(data.length, Math.max(0, end.credit));
+    for (let offset = 0; offset < allowed; offset += MAX_FRAME) {
+      this.send(FRAME.DATA, id, data.subarray(offset, Math.min(allowed, offset + MAX_FRAME)));
+    }
+    end.credit -= allowed;
+    if (allowed < data.length) end.held = data.subarray(allowed);
+    if (end.credit <= 0 || end.held) end.socket.pause();
+  }
+
+  private finish(id: number, end: StreamEnd): void {
+    if (!end.closed) {
+      end.closed = true;
+      this.send(FRAME.CLOSE, id);
+    }
+    this.streams.delete(id);
   }
 
   /** Closes stream `id` locally and tells the peer, with an optional reason. */
@@ -235,6 +257,13 @@ export class Mux {
       case FRAME.WINDOW:
         if (!end || frame.payload.length !== 4) return;
         end.credit += frame.payload.readUInt32BE(0);
+        if (end.held) this.forward(frame.id, end, end.held);
+        if (end.held) return;
+        if (end.endHeld) {
+          end.endHeld = false;
+          this.send(FRAME.END, frame.id);
+        }
+        if (end.closeHeld) return this.finish(frame.id, end);
         if (end.credit > 0 && end.socket.isPaused()) end.socket.resume();
         return;
       case FRAME.SIGNAL:
