@@ -8,6 +8,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { rememberedByText } from '../util/memo.js';
 
 export interface CheckedAddress {
   /** What is dialled: the OS's canonical spelling (IPv4-mapped IPv6 becomes IPv4). */
@@ -21,22 +22,7 @@ export interface CheckedAddress {
  * Classifies one address as the OS will dial it. Returns undefined for text that is not an IP address at all
  * (a resolver answering with garbage is refused, not guessed at).
  */
-export function classifyAddress(text: string): CheckedAddress | undefined {
-  let address = classified.get(text);
-  if (address === undefined && !classified.has(text)) {
-    address = classifyText(text);
-    // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
-    if (address) Object.freeze(address);
-    if (text.length > 128) return address;
-    if (classified.size >= CLASSIFIED_MAX) classified.clear();
-    classified.set(text, address);
-  }
-  return address;
-}
-
-/** Answers so far (a pure function of the text; callers treat them as read-only), emptied when full. */
-const classified = new Map<string, CheckedAddress | undefined>();
-const CLASSIFIED_MAX = 4096;
+export const classifyAddress: (text: string) => CheckedAddress | undefined = rememberedByText(classifyText, { entries: 4096, textLength: 128 });
 
 function classifyText(text: string): CheckedAddress | undefined {
   if (isIPv4(text)) {

@@ -9,32 +9,14 @@
  */
 import { domainToASCII } from 'node:url';
 import { parseIpLiteral, type NormalisedIp } from './ip.js';
+import { rememberedByText } from '../util/memo.js';
 
 export type NormalisedHost = { kind: 'name'; name: string } | { kind: 'ip'; ip: NormalisedIp } | { kind: 'invalid'; reason: string };
 
 const LABEL = /^(?!-)[a-z0-9_-]{1,63}$/;
 
-/**
- * Normalising is a pure function of the text, and the same few hosts come up in every decision (the egress
- * proxy decides three times per request), so answers are kept; the cache is emptied when it fills up.
- * Callers treat the answers as read-only.
- */
-const normalised = new Map<string, NormalisedHost>();
-const NORMALISED_MAX = 4096;
-/** Longer texts are not kept: a real host name is at most 253 characters, and junk must not fill memory. */
-const CACHED_TEXT_MAX = 256;
-
-export function normaliseHost(input: string): NormalisedHost {
-  let host = normalised.get(input);
-  if (host === undefined) {
-    // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
-    host = Object.freeze(normaliseHostText(input));
-    if (input.length > CACHED_TEXT_MAX) return host;
-    if (normalised.size >= NORMALISED_MAX) normalised.clear();
-    normalised.set(input, host);
-  }
-  return host;
-}
+/** A real host name is at most 253 characters. */
+export const normaliseHost: (input: string) => NormalisedHost = rememberedByText(normaliseHostText, { entries: 4096, textLength: 256 });
 
 function normaliseHostText(input: string): NormalisedHost {
   const raw = input.trim();

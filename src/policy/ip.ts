@@ -6,6 +6,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { dottedTailToHex } from './addresses.js';
+import { rememberedByText } from '../util/memo.js';
 
 export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 
@@ -19,25 +20,14 @@ export interface NormalisedIp {
   embedded: ipaddr.IPv4[];
 }
 
-/** Parsed literals (a pure function of the text; callers treat them as read-only), emptied when full. */
-const parsed = new Map<string, NormalisedIp | undefined>();
-const PARSED_MAX = 4096;
-
-/** Parses an IP literal in any encoding, with or without brackets or an IPv6 zone id. */
-export function parseIpLiteral(input: string): NormalisedIp | undefined {
-  if (parsed.has(input)) return parsed.get(input);
-  const ip = parseIpText(input);
-  // Shared by every later caller: frozen, so a caller that changed one would fail loudly, not poison others.
-  if (ip) {
-    Object.freeze(ip.embedded);
-    Object.freeze(ip);
-  }
-  // A literal is short (an IPv6 one with a zone id, some dozens of characters): junk is not kept.
-  if (input.length > 128) return ip;
-  if (parsed.size >= PARSED_MAX) parsed.clear();
-  parsed.set(input, ip);
-  return ip;
-}
+/**
+ * Parses an IP literal in any encoding, with or without brackets or an IPv6 zone id. A literal is short (an
+ * IPv6 one with a zone id, some dozens of characters).
+ */
+export const parseIpLiteral: (input: string) => NormalisedIp | undefined = rememberedByText(parseIpText, { entries: 4096, textLength: 128 }, (ip) => {
+  Object.freeze(ip.embedded);
+  Object.freeze(ip);
+});
 
 function parseIpText(input: string): NormalisedIp | undefined {
   let text = input.trim();
