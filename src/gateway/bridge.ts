@@ -13,7 +13,7 @@
 import { connect, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { JSONRPCMessage } from '@modelcontextprotocol/client';
-import { LineSplitter } from '../util/lines.js';
+import { BLANK, LineSplitter, NOT_JSON, parseJsonLine } from '../util/lines.js';
 
 export type BridgeTarget = { socket: string; fallbackUrl?: string } | { url: string };
 
@@ -40,7 +40,8 @@ export async function runStdioBridge(options: BridgeOptions): Promise<number> {
   if (first === undefined) return 0;
 
   const target = options.target;
-  if ('socket' in target && options.key !== undefined && opensSession(first.line)) {
+  const initialize = opensSession(first.line);
+  if ('socket' in target && options.key !== undefined && initialize) {
     const link = await openLocal(target.socket, options.key);
     if (link.ok) return pipeLocal(link.socket, first, stdin, stdout, say);
     if (!link.unreachable || target.fallbackUrl === undefined) return refuseAll(first, stdin, stdout, say, link.error);
@@ -49,7 +50,7 @@ export async function runStdioBridge(options: BridgeOptions): Promise<number> {
   const url = 'url' in target ? target.url : target.fallbackUrl;
   if (url === undefined) {
     const socket = (target as { socket: string }).socket;
-    const reason = opensSession(first.line)
+    const reason = initialize
       ? `no gateway serves ${socket}; is "gatehouse node" running?`
       : `the socket ${socket} serves 2025-era sessions, which open with initialize; this client needs the gateway's HTTP endpoint (--url http://…/mcp)`;
     return refuseAll(first, stdin, stdout, say, reason);
@@ -59,8 +60,8 @@ export async function runStdioBridge(options: BridgeOptions): Promise<number> {
 
 interface FirstLine {
   line: Buffer;
-  /** What was read after it. */
-  rest: Buffer;
+  /** Everything read so far, the line and what followed it, ending in a newline: what goes on to the gateway. */
+  read: Buffer;
 }
 
 /** The client's first message (a line), before the way to the gateway is chosen; undefined if stdin ends first. */
@@ -76,25 +77,31 @@ function firstLine(stdin: Readable, maxBytes: number): Promise<FirstLine | undef
     const onData = (chunk: Buffer): void => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       const newline = buffered.indexOf(10);
-      if (newline !== -1) return done({ line: buffered.subarray(0, newline), rest: buffered.subarray(newline + 1) });
+      if (newline !== -1) return done({ line: buffered.subarray(0, newline), read: buffered });
       // An overlong first line still goes on, to be refused by whoever reads it.
-      if (buffered.length > maxBytes) done({ line: buffered, rest: Buffer.alloc(0) });
+      if (buffered.length > maxBytes) done(unterminated(buffered));
     };
-    const onEnd = (): void => done(buffered.length > 0 ? { line: buffered, rest: Buffer.alloc(0) } : undefined);
+    const onEnd = (): void => done(buffered.length > 0 ? unterminated(buffered) : undefined);
     stdin.on('data', onData);
     stdin.once('end', onEnd);
     stdin.resume();
   });
 }
 
+function unterminated(line: Buffer): FirstLine {
+  return { line, read: Buffer.concat([line, Buffer.from('\n')]) };
+}
+
+/** The line's message, when it is a JSON object. */
+function messageOf(line: Buffer): { id?: unknown; method?: unknown } | undefined {
+  const message = parseJsonLine(line);
+  return typeof message === 'object' && message !== null ? (message as { id?: unknown; method?: unknown }) : undefined;
+}
+
 /** Whether the line is an `initialize` request, which opens a 2025-era session. */
 function opensSession(line: Buffer): boolean {
-  try {
-    const message = JSON.parse(line.toString('utf8')) as { method?: unknown; id?: unknown };
-    return message.method === 'initialize' && message.id !== undefined;
-  } catch {
-    return false;
-  }
+  const message = messageOf(line);
+  return message?.method === 'initialize' && message.id !== undefined;
 }
 
 type LocalLink = { ok: true; socket: Socket } | { ok: false; unreachable: boolean; error: string };
@@ -146,7 +153,7 @@ function openLocal(path: string, key: string): Promise<LocalLink> {
 function pipeLocal(socket: Socket, first: FirstLine, stdin: Readable, stdout: Writable, say: (text: string) => void): Promise<number> {
   return new Promise((resolve) => {
     let clientGone = false;
-    socket.write(Buffer.concat([first.line, Buffer.from('\n'), first.rest]));
+    socket.write(first.read);
     stdin.pipe(socket);
     socket.pipe(stdout, { end: false });
     stdin.once('end', () => (clientGone = true));
@@ -170,7 +177,7 @@ function refuseAll(first: FirstLine, stdin: Readable, stdout: Writable, say: (te
       const id = requestIdOf(line);
       if (id !== undefined) stdout.write(`${JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: `Gatehouse: ${reason}` } })}\n`);
     }, () => undefined);
-    lines.push(Buffer.concat([first.line, Buffer.from('\n'), first.rest]));
+    lines.push(first.read);
     stdin.on('data', (chunk: Buffer) => lines.push(chunk));
     stdin.once('end', () => resolve(1));
     stdin.resume();
@@ -178,12 +185,8 @@ function refuseAll(first: FirstLine, stdin: Readable, stdout: Writable, say: (te
 }
 
 function requestIdOf(line: Buffer): string | number | undefined {
-  try {
-    const message = JSON.parse(line.toString('utf8')) as { id?: unknown; method?: unknown };
-    return typeof message.method === 'string' && (typeof message.id === 'string' || typeof message.id === 'number') ? message.id : undefined;
-  } catch {
-    return undefined;
-  }
+  const message = messageOf(line);
+  return typeof message?.method === 'string' && (typeof message.id === 'string' || typeof message.id === 'number') ? message.id : undefined;
 }
 
 /** Streamable HTTP to the gateway, with the SDK client transport; each line is parsed to be sent. */
@@ -201,14 +204,10 @@ async function bridgeHttp(url: string, key: string | undefined, first: FirstLine
       resolve(code);
     };
     const forward = (line: Buffer): void => {
-      const text = line.toString('utf8').trim();
-      if (text === '') return;
-      let message: JSONRPCMessage;
-      try {
-        message = JSON.parse(text) as JSONRPCMessage;
-      } catch {
-        return reply({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error: a line is not valid JSON' } });
-      }
+      const parsed = parseJsonLine(line);
+      if (parsed === BLANK) return;
+      if (parsed === NOT_JSON) return reply({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error: a line is not valid JSON' } });
+      const message = parsed as JSONRPCMessage;
       upstream.send(message).catch((error: unknown) => {
         say(`the gateway at ${url} refused or could not be reached: ${error instanceof Error ? error.message : String(error)}`);
         // A request that cannot be delivered still gets an answer, so the client does not wait forever.
@@ -220,7 +219,7 @@ async function bridgeHttp(url: string, key: string | undefined, first: FirstLine
     upstream.onerror = (error) => say(error.message);
     upstream.onclose = () => void close(0);
     void upstream.start().then(() => {
-      lines.push(Buffer.concat([first.line, Buffer.from('\n'), first.rest]));
+      lines.push(first.read);
       stdin.on('data', (chunk: Buffer) => lines.push(chunk));
       stdin.once('end', () => void close(0));
       stdin.resume();
