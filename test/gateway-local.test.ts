@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -296,4 +296,22 @@ test('a client that does not open with initialize, sent to the socket, is told i
   assert.equal(answer.id, 1);
   assert.match(answer.error.message, /serves 2025-era sessions, which open with initialize; this client needs the gateway's HTTP endpoint/);
   assert.match(result.stderr, /needs the gateway's HTTP endpoint/);
+});
+
+test('over HTTP, a line that is JSON but not a message gets an error, and the bridge goes on', async () => {
+  const initialize = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+  // Not spawnSync: the gateway answering it runs in this process.
+  const child = spawn(process.execPath, [cli, 'mcp', '--url', harness.gateway.url], { env: { PATH: process.env.PATH ?? '', GATEHOUSE_AGENT_KEY: key } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdin.write(`5\n${initialize}\n`);
+  for (let i = 0; i < 200 && !stdout.includes('"id":1'); i += 1) await new Promise((resolve) => setTimeout(resolve, 25));
+  child.stdin.end();
+  const status = await new Promise((resolve) => child.once('exit', resolve));
+  assert.equal(status, 0, stderr);
+  const answers = stdout.trim().split('\n').map((line) => JSON.parse(line) as { id: unknown; error?: { code: number }; result?: unknown });
+  assert.deepEqual(answers[0], { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: a line is not a JSON-RPC message' } });
+  assert.ok(answers.some((answer) => answer.id === 1 && answer.result !== undefined), stdout);
 });

@@ -207,6 +207,7 @@ async function bridgeHttp(url: string, key: string | undefined, first: FirstLine
       const parsed = parseJsonLine(line);
       if (parsed === BLANK) return;
       if (parsed === NOT_JSON) return reply({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error: a line is not valid JSON' } });
+      if (typeof parsed !== 'object' || parsed === null) return reply({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: a line is not a JSON-RPC message' } });
       const message = parsed as JSONRPCMessage;
       upstream.send(message).catch((error: unknown) => {
         say(`the gateway at ${url} refused or could not be reached: ${error instanceof Error ? error.message : String(error)}`);
