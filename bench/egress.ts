@@ -5,8 +5,8 @@
  *
  * - tunnel throughput: an N MB download through a CONNECT tunnel vs the same download direct, and through
  *   socat (from Debian, installed by the bench) as a reference relay;
- * - plain-HTTP request rate: small requests through Gatehouse vs direct vs tinyproxy (from Debian, installed
- *   with apt-get if missing) with an equivalent one-host allowlist;
+ * - plain-HTTP request rate: small requests through Gatehouse vs direct vs tinyproxy and squid (from Debian,
+ *   installed with apt-get if missing) with an equivalent one-host allowlist;
  * - added connect latency: CONNECT + first byte through Gatehouse vs a direct TCP connect + first byte, p50/p99;
  * - inspected throughput: an N MB HTTPS download with TLS inspection on vs the same HTTPS download direct.
  * Targets: tunnel >= 90% of direct; request rate >= 1x tinyproxy; added connect p50 <= 1 ms; inspected >= 50%.
@@ -148,6 +148,18 @@ async function main(): Promise<void> {
       const gatehouseBest = Math.max(gatehouseRate, gatehouseFresh.perSecond);
       const bestRatio = gatehouseBest / tinyRate;
       line('request rate vs tinyproxy, each at its best', `${Math.round(gatehouseBest)}/s vs ${Math.round(tinyRate)}/s`, bestRatio, bestRatio >= 1, '>= 1x tinyproxy');
+      // squid, the other proxy DESIGN names, keeps client connections open, so both client behaviours compare
+      // like for like with it.
+      const squidPort = await startSquid(dir, children);
+      if (squidPort !== undefined) {
+        const squidTarget = { port: squidPort, path: `http://127.0.0.1:${small.port}/`, headers: { host: `127.0.0.1:${small.port}` } };
+        const squidFresh = (await requestRate('squid', squidTarget, seconds, false)).perSecond;
+        const squidKept = (await requestRate('squid', squidTarget, seconds)).perSecond;
+        const freshRatio = gatehouseFresh.perSecond / squidFresh;
+        const keptRatio = gatehouseRate / squidKept;
+        line('request rate vs squid, connection per request', `${Math.round(gatehouseFresh.perSecond)}/s vs ${Math.round(squidFresh)}/s`, freshRatio, freshRatio >= 1, '>= 1x squid');
+        line('request rate vs squid, keep-alive', `${Math.round(gatehouseRate)}/s vs ${Math.round(squidKept)}/s`, keptRatio, keptRatio >= 1, '>= 1x squid');
+      }
     }
 
     // 3. Added connect latency (connect + one echoed byte).
@@ -400,6 +412,43 @@ async function startSocat(target: number, children: ChildProcess[]): Promise<num
   children.push(child);
   if (await accepting(port)) return port;
   console.log('  socat did not start; its comparison is skipped');
+  return undefined;
+}
+
+/**
+ * Starts squid (installing it with apt-get if missing) as a forward proxy allowing only 127.0.0.1, with no
+ * cache and no access log (as tinyproxy runs here); undefined if unavailable.
+ */
+async function startSquid(dir: string, children: ChildProcess[]): Promise<number | undefined> {
+  if (!ensureProgram('/usr/sbin/squid', 'squid')) return undefined;
+  const port = await freePort();
+  const config = join(dir, 'squid.conf');
+  writeFileSync(
+    config,
+    [
+      `http_port 127.0.0.1:${port}`,
+      'acl target dst 127.0.0.1',
+      'acl clients src 127.0.0.1',
+      'http_access allow clients target',
+      'http_access deny all',
+      'cache deny all',
+      'cache_mem 0 MB',
+      'access_log none',
+      'cache_log /dev/null',
+      'pid_filename none',
+      'coredump_dir none',
+      'via off',
+      'forwarded_for delete',
+      'shutdown_lifetime 0 seconds',
+      // As root squid drops to a user of its own, as it would in production.
+      ...(process.getuid?.() === 0 ? ['cache_effective_user proxy'] : []),
+      '',
+    ].join('\n'),
+  );
+  const child = spawn('/usr/sbin/squid', ['-N', '-f', config], { stdio: 'ignore' });
+  children.push(child);
+  if (await accepting(port)) return port;
+  console.log('  squid did not start; its comparison is skipped');
   return undefined;
 }
 
