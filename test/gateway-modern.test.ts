@@ -10,7 +10,7 @@ import { Client, SSEClientTransport, type CallToolResult } from '@modelcontextpr
 import { fixtureUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
 
 const modernEntry = new URL('./fixtures/modern-server.js', import.meta.url).pathname;
-const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'] } }] };
+const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'], prompts: ['*'] } }] };
 const MODERN = { versionNegotiation: { mode: { pin: '2026-07-28' } } } as const;
 
 function text(result: CallToolResult): string {
@@ -109,6 +109,21 @@ describe('the 2026-07-28 era', () => {
     const result = (await client.callTool({ name: 'modern__confirm', arguments: { action: 'deploy' } })) as CallToolResult;
     assert.equal(text(result), 'confirmed: deploy');
     assert.deepEqual(asked, ['Really deploy?']);
+  });
+
+  test("a modern upstream's input_required during prompts/get reaches a modern client as input_required", async () => {
+    const client = await harness.connect(key, { ...MODERN, capabilities: { elicitation: { form: {} } } });
+    const asked: string[] = [];
+    client.setRequestHandler('elicitation/create', async (request) => {
+      asked.push((request.params as { message: string }).message);
+      return { action: 'accept', content: { audience: 'the board' } };
+    });
+    const prompt = await client.getPrompt({ name: 'modern__briefing', arguments: { topic: 'egress' } });
+    assert.deepEqual(asked, ['Who is the briefing on egress for?']);
+    assert.deepEqual(prompt.messages.map((message) => (message.content.type === 'text' ? message.content.text : '')), ['Brief the board on egress.']);
+    const final = harness.audit.records.findLast((r) => r.action === 'prompts/get');
+    const rounds = harness.audit.records.filter((r) => r.correlationId === final?.correlationId).map((r) => r.action);
+    assert.deepEqual(rounds, ['prompts/get.input-required', 'prompts/get.input-response', 'prompts/get']);
   });
 });
 

@@ -558,11 +558,11 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   }
   server.setRequestHandler('prompts/list', async () => ({ prompts: await core.listPrompts(caller) }));
   server.setRequestHandler('prompts/get', async (request, ctx) =>
-    core.getPrompt(caller, request.params.name, request.params.arguments, binding(ctx)) as never,
+    core.getPrompt(caller, request.params.name, request.params.arguments, binding(ctx), { signal: ctx.mcpReq.signal }) as never,
   );
   server.setRequestHandler('resources/list', async () => ({ resources: await core.listResources(caller) }));
   server.setRequestHandler('resources/templates/list', async () => ({ resourceTemplates: await core.listResourceTemplates(caller) }));
-  server.setRequestHandler('resources/read', async (request, ctx) => core.readResource(caller, request.params.uri, binding(ctx)) as never);
+  server.setRequestHandler('resources/read', async (request, ctx) => core.readResource(caller, request.params.uri, binding(ctx), { signal: ctx.mcpReq.signal }) as never);
   server.setRequestHandler('resources/subscribe', async (request) => {
     await core.subscribe(caller, request.params.uri, (uri) => {
       void server.notification({ method: 'notifications/resources/updated', params: { uri } }).catch(() => undefined);

@@ -122,16 +122,29 @@ const MAX_TASK_LIST_PAGES = 100;
 /** The purpose named in the request state of a parked call, which tells its retry from a new call. */
 const PARKED_STATE = 'parked';
 
+/** The requests during which an upstream may ask the client something (multi round-trip requests). */
+type RelayedMethod = 'tools/call' | 'prompts/get' | 'resources/read';
+
+/** How a client is told to start over when the request state it echoed is refused. */
+const START_OVER: Record<RelayedMethod, string> = {
+  'tools/call': 'call the tool again without it',
+  'prompts/get': 'get the prompt again without it',
+  'resources/read': 'read the resource again without it',
+};
+
 /**
- * A tools/call of a 2026-07-28 client whose upstream asked the client something: parked between the
- * client's requests until it answers (see input-relay.ts), or cancelled upstream when it does not in time.
+ * A tools/call, prompts/get or resources/read of a 2026-07-28 client whose upstream asked the client
+ * something: parked between the client's requests until it answers (see input-relay.ts), or cancelled
+ * upstream when it does not in time.
  */
 interface ParkedCall {
   relay: InputRelay;
   caller: Caller;
   /** The caller's identity as a key, to count what one identity has parked. */
   owner: string;
-  /** The tool's name as the client calls it. */
+  /** Names the call's audit records; its request state is bound to it, so it resumes no other method. */
+  method: RelayedMethod;
+  /** The tool's or prompt's name as the client calls it, or the resource's URI. */
   name: string;
   resource: string;
   argsDigest: string;
@@ -144,6 +157,9 @@ interface ParkedCall {
   rounds: number;
   timer?: NodeJS.Timeout;
 }
+
+/** A call that may be relayed, before it is: what becomes a ParkedCall once its upstream asks the client something. */
+type RelayStart = Omit<ParkedCall, 'relay' | 'owner' | 'rounds' | 'timer'>;
 
 /** Error for a name the caller cannot see, identical whether it exists or not. */
 function unknown(kind: 'tool' | 'prompt' | 'resource', name: string): ProtocolError {
@@ -551,7 +567,9 @@ export class GatewayCore {
     }
     // The retry of a parked call carries its answers: the call goes on upstream, it is not sent again.
     const state = binding?.multiRound?.requestState;
-    if (binding && caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) return this.resumeCall(caller, name, argsDigest, state, binding, options.signal);
+    if (binding && caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) {
+      return (await this.resumeCall(caller, 'tools/call', name, argsDigest, state, binding, options.signal)) as CallToolResult;
+    }
     if (decision.requireApproval) {
       const approved = await this.askApproval(caller, name, args ?? {}, argsDigest, binding, correlationId);
       if (approved.ok === 'ask') return approved.result;
@@ -571,23 +589,8 @@ export class GatewayCore {
     if (meta) params._meta = meta;
     const connection = this.connectionFor(entry.upstream, caller);
     if (binding?.multiRound) {
-      // A 2026-07-28 client cannot be sent the upstream's requests: they are asked through input_required.
-      // Each parked call holds an upstream call open, so one identity may leave only so many waiting.
-      const owner = JSON.stringify(principalBinding(caller));
-      const waiting = this.parkedCallsOf(owner);
-      const cap = this.options.settings.maxSessionsPerAgent;
-      if (waiting >= cap) {
-        const reason = `this agent already has ${waiting} calls waiting for its answers (gateway.maxSessionsPerAgent is ${cap}); answer or abandon one first`;
-        await this.record(caller, 'tools/call', resource, 'deny', ['limit'], reason, started, correlationId, details, decision);
-        return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
-      }
-      const relay = new InputRelay(caller.session);
-      const progress = options.progressToken !== undefined ? { progressToken: options.progressToken } : {};
-      // Its questions are scanned on their way into input_required here; its answers when they come (resumeCall).
-      const questions = this.screeningRelay(relay.binding, caller, resource, correlationId, false);
-      relay.follow(connection.request('tools/call', params, questions, { signal: relay.signal, ...progress }));
-      const call: ParkedCall = { relay, caller, owner, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs, rounds: 0 };
-      return this.serveRound(call, binding, options.signal);
+      const call = { caller, method: 'tools/call' as const, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs };
+      return (await this.startRelayed(call, connection, params, binding, options)) as CallToolResult;
     }
     // Tasks are relayed for 2025-era callers only; a 2026-07-28 call above runs as a plain call.
     if (options.task) params.task = options.task;
@@ -604,7 +607,7 @@ export class GatewayCore {
     this.running.set(runner, running + 1);
     let result: CallToolResult;
     try {
-      const relay = binding && this.recordingClientTasks(this.screeningRelay(binding, caller, resource, correlationId), caller, resource, decision.rules, correlationId);
+      const relay = binding && this.recordingClientTasks(this.screeningRelay(binding, caller, 'tools/call', resource, correlationId), caller, resource, decision.rules, correlationId);
       result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
@@ -687,24 +690,24 @@ export class GatewayCore {
    * result, an elicitation's content, its roots) on its way up. What the policy blocks is withheld and the
    * server gets an error; what it redacts goes on redacted.
    */
-  private screeningRelay(binding: CallBinding, caller: Caller, resource: string, correlationId: string, answers = true): CallBinding {
+  private screeningRelay(binding: CallBinding, caller: Caller, action: RelayedMethod, resource: string, correlationId: string, answers = true): CallBinding {
     return {
       ...binding,
       send: async (request) => {
-        const params = request.params && (await this.screenRelayed(caller, resource, correlationId, request.method, 'question', request.params));
+        const params = request.params && (await this.screenRelayed(caller, action, resource, correlationId, request.method, 'question', request.params));
         const answer = await binding.send(params ? { ...request, params } : request);
-        return answers ? this.screenRelayed(caller, resource, correlationId, request.method, 'answer', answer) : answer;
+        return answers ? this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', answer) : answer;
       },
     };
   }
 
-  private async screenRelayed<T>(caller: Caller, resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
+  private async screenRelayed<T>(caller: Caller, action: RelayedMethod, resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
     const started = process.hrtime.bigint();
     const screened = this.screen(value);
     if (!screened.verdict || screened.verdict.action === 'none') return screened.value as T;
     const withheld = screened.verdict.effect === 'deny';
     const what = side === 'answer' ? `the client's answer to ${method}` : `the server's ${method} request`;
-    await this.record(caller, side === 'answer' ? 'tools/call.client-answer' : 'tools/call.server-question', resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, {
+    await this.record(caller, `${action}.${side === 'answer' ? 'client-answer' : 'server-question'}`, resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, {
       method,
       dlp: dlpDetails(screened.verdict),
     });
@@ -820,16 +823,52 @@ export class GatewayCore {
   }
 
   /**
-   * Serves one client request of a relayed call: its final result, or `input_required` with the upstream's
-   * questions while the call stays parked, its request state bound to this caller, tool and argument digest.
+   * Starts a 2026-07-28 client's request upstream with an InputRelay in the client's place: such a client
+   * cannot be sent the upstream's requests, so they are asked through `input_required` while the upstream
+   * request stays parked (serveRound). Each parked call holds an upstream request open, so one identity may
+   * leave only so many waiting, whatever their method.
    */
-  private async serveRound(call: ParkedCall, round: CallBinding, signal: AbortSignal | undefined): Promise<CallToolResult> {
+  private async startRelayed(
+    call: RelayStart,
+    connection: Upstream,
+    params: Record<string, unknown>,
+    round: CallBinding,
+    options: { signal?: AbortSignal; progressToken?: string | number },
+  ): Promise<Result> {
+    const owner = JSON.stringify(principalBinding(call.caller));
+    const waiting = this.parkedCallsOf(owner);
+    const cap = this.options.settings.maxSessionsPerAgent;
+    if (waiting >= cap) {
+      const reason = `this agent already has ${waiting} calls waiting for its answers (gateway.maxSessionsPerAgent is ${cap}); answer or abandon one first`;
+      await this.record(call.caller, call.method, call.resource, 'deny', ['limit'], reason, call.started, call.correlationId, call.details, call.decision);
+      // A tool reports its refusals as a result the model can read; a prompt or a resource has no such result.
+      if (call.method === 'tools/call') return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
+      throw new ProtocolError(-32603, `Refused by Gatehouse: ${reason}`);
+    }
+    const relay = new InputRelay(call.caller.session);
+    const progress = options.progressToken !== undefined ? { progressToken: options.progressToken } : {};
+    // Its questions are scanned on their way into input_required here; its answers when they come (resumeCall).
+    const questions = this.screeningRelay(relay.binding, call.caller, call.method, call.resource, call.correlationId, false);
+    relay.follow(connection.request(call.method, params, questions, { signal: relay.signal, ...progress }));
+    return this.serveRound({ ...call, relay, owner, rounds: 0 }, round, options.signal);
+  }
+
+  /**
+   * Serves one client request of a relayed call: its final result, or `input_required` with the upstream's
+   * questions while the call stays parked, its request state bound to this caller, method, name (or URI) and
+   * argument digest.
+   */
+  private async serveRound(call: ParkedCall, round: CallBinding, signal: AbortSignal | undefined): Promise<Result> {
     const step = await call.relay.next(round, signal);
     if (step.kind === 'failed') {
-      await this.record(call.caller, 'tools/call', call.resource, 'error', call.decision.rules, describeError(step.error), call.started, call.correlationId, call.details, call.decision);
+      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, describeError(step.error), call.started, call.correlationId, call.details, call.decision);
       throw asProtocolError(step.error);
     }
-    if (step.kind === 'done') return this.finishCall(call.caller, call.resource, call.decision, call.details, call.started, call.correlationId, step.result as CallToolResult);
+    if (step.kind === 'done') {
+      // The final result is screened and recorded exactly as the method's unrelayed result would be.
+      if (call.method === 'tools/call') return this.finishCall(call.caller, call.resource, call.decision, call.details, call.started, call.correlationId, step.result as CallToolResult);
+      return this.finishForward(call, step.result);
+    }
     call.rounds += 1;
     call.details.inputRounds = call.rounds;
     const nonce = randomBytes(16).toString('base64url');
@@ -837,29 +876,37 @@ export class GatewayCore {
     call.timer = setTimeout(() => void this.abandon(nonce, call), call.waitMs);
     call.timer.unref();
     const methods = Object.values(step.requests).map((request) => request.method);
-    await this.record(call.caller, 'tools/call.input-required', call.resource, 'info', [], `the upstream asks the client: ${methods.join(', ')}`, process.hrtime.bigint(), call.correlationId, {
+    await this.record(call.caller, `${call.method}.input-required`, call.resource, 'info', [], `the upstream asks the client: ${methods.join(', ')}`, process.hrtime.bigint(), call.correlationId, {
       argsDigest: call.argsDigest,
       round: call.rounds,
       requests: methods,
     });
     return inputRequired({
       inputRequests: step.requests as Parameters<typeof inputRequired>[0]['inputRequests'],
-      requestState: this.states.sign(PARKED_STATE, this.parkedBinding(call.caller, call.name, call.argsDigest), Date.now() + call.waitMs, nonce),
-    }) as unknown as CallToolResult;
+      requestState: this.states.sign(PARKED_STATE, this.parkedBinding(call.caller, call.method, call.name, call.argsDigest), Date.now() + call.waitMs, nonce),
+    }) as unknown as Result;
   }
 
   /**
-   * A retry of a parked call: its state must be genuine, unexpired, unused and bound to this caller, tool and
-   * argument digest; any other state gets one error, so a forged, replayed or someone else's state tells
-   * nothing. The client's answers are scanned like any other content bound upstream.
+   * A retry of a parked call: its state must be genuine, unexpired, unused and bound to this caller, method,
+   * name (or URI) and argument digest; any other state gets one error, so a forged, replayed or someone else's
+   * state tells nothing. The client's answers are scanned like any other content bound upstream.
    */
-  private async resumeCall(caller: Caller, name: string, argsDigest: string, state: string, binding: CallBinding, signal: AbortSignal | undefined): Promise<CallToolResult> {
+  private async resumeCall(
+    caller: Caller,
+    method: RelayedMethod,
+    name: string,
+    argsDigest: string,
+    state: string,
+    binding: CallBinding,
+    signal: AbortSignal | undefined,
+  ): Promise<Result> {
     const started = process.hrtime.bigint();
-    const checked = this.states.check(PARKED_STATE, state, this.parkedBinding(caller, name, argsDigest));
+    const checked = this.states.check(PARKED_STATE, state, this.parkedBinding(caller, method, name, argsDigest));
     const call = checked && this.parked.get(checked.nonce);
     if (!checked || !call) {
-      await this.record(caller, 'tools/call', `?/${name}`, 'deny', [], 'a retry whose request state is unknown, expired, used, or not this caller\'s', started, newCorrelationId(), { argsDigest });
-      throw new ProtocolError(-32602, 'Invalid requestState: it is unknown, expired or already used; call the tool again without it');
+      await this.record(caller, method, `?/${name}`, 'deny', [], 'a retry whose request state is unknown, expired, used, or not this caller\'s', started, newCorrelationId(), { argsDigest });
+      throw new ProtocolError(-32602, `Invalid requestState: it is unknown, expired or already used; ${START_OVER[method]}`);
     }
     this.parked.delete(checked.nonce);
     clearTimeout(call.timer);
@@ -878,7 +925,7 @@ export class GatewayCore {
       }
     }
     const reason = withheld ? 'an answer of the client was withheld from the upstream: it contained a secret' : `the client answered: ${answered.join(', ') || 'nothing'}`;
-    await this.record(caller, 'tools/call.input-response', call.resource, withheld ? 'deny' : 'allow', withheld ? ['dlp'] : [], reason, started, call.correlationId, {
+    await this.record(caller, `${method}.input-response`, call.resource, withheld ? 'deny' : 'allow', withheld ? ['dlp'] : [], reason, started, call.correlationId, {
       argsDigest,
       round: call.rounds,
       answered,
@@ -893,7 +940,7 @@ export class GatewayCore {
     this.parked.delete(nonce);
     const reason = `the client did not answer the upstream's questions within ${call.waitMs} ms; the call was cancelled upstream`;
     call.relay.cancel(reason);
-    await this.record(call.caller, 'tools/call', call.resource, 'error', call.decision.rules, reason, call.started, call.correlationId, { ...call.details, abandoned: true }, call.decision);
+    await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, reason, call.started, call.correlationId, { ...call.details, abandoned: true }, call.decision);
   }
 
   private parkedCallsOf(owner: string): number {
@@ -902,9 +949,9 @@ export class GatewayCore {
     return count;
   }
 
-  /** What a parked call's request state is bound to: the principal, the tool and the argument digest. */
-  private parkedBinding(caller: Caller, name: string, argsDigest: string): unknown[] {
-    return [...principalBinding(caller), name, argsDigest];
+  /** What a parked call's request state is bound to: the principal, the method, the name or URI, and the argument digest. */
+  private parkedBinding(caller: Caller, method: RelayedMethod, name: string, argsDigest: string): unknown[] {
+    return [...principalBinding(caller), method, name, argsDigest];
   }
 
   /**
@@ -985,7 +1032,13 @@ export class GatewayCore {
     return true;
   }
 
-  async getPrompt(caller: Caller, name: string, args: Record<string, string> | undefined, binding: CallBinding | undefined): Promise<GetPromptResult> {
+  async getPrompt(
+    caller: Caller,
+    name: string,
+    args: Record<string, string> | undefined,
+    binding: CallBinding | undefined,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<GetPromptResult> {
     const started = process.hrtime.bigint();
     const correlationId = newCorrelationId();
     const catalog = await this.loadCatalog();
@@ -996,15 +1049,17 @@ export class GatewayCore {
       throw unknown('prompt', name);
     }
     const server = entry.upstream.name;
+    const resource = `${server}/${entry.original}`;
     const decision = this.decide(caller, { server, prompt: entry.original, args: args ?? {} });
-    const details = { argsDigest: digestOf(args ?? {}) };
+    const argsDigest = digestOf(args ?? {});
+    const details: Record<string, unknown> = { argsDigest };
     if (!isAllowed(decision)) {
-      await this.record(caller, 'prompts/get', `${server}/${entry.original}`, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
+      await this.record(caller, 'prompts/get', resource, 'deny', decision.rules, decision.reason, started, correlationId, details, decision);
       throw new ProtocolError(-32602, `Denied by Gatehouse policy: ${decision.reason}`);
     }
-    return this.forward<GetPromptResult>(caller, 'prompts/get', `${server}/${entry.original}`, 'prompt', decision, details, started, correlationId, () =>
-      this.connectionFor(entry.upstream, caller).request('prompts/get', { name: entry.original, ...(args ? { arguments: args } : {}) }, binding),
-    );
+    const call = { caller, method: 'prompts/get' as const, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs };
+    const params = { name: entry.original, ...(args ? { arguments: args } : {}) };
+    return (await this.forward(call, this.connectionFor(entry.upstream, caller), params, binding, options.signal)) as GetPromptResult;
   }
 
   /** The upstream that serves a URI: a listed resource, else the first template (in name order) that matches. */
@@ -1022,7 +1077,7 @@ export class GatewayCore {
     return undefined;
   }
 
-  async readResource(caller: Caller, uri: string, binding: CallBinding | undefined): Promise<ReadResourceResult> {
+  async readResource(caller: Caller, uri: string, binding: CallBinding | undefined, options: { signal?: AbortSignal } = {}): Promise<ReadResourceResult> {
     const started = process.hrtime.bigint();
     const correlationId = newCorrelationId();
     const owner = await this.owner(uri);
@@ -1031,37 +1086,54 @@ export class GatewayCore {
       await this.record(caller, 'resources/read', uri, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
       throw unknown('resource', uri);
     }
-    return this.forward<ReadResourceResult>(caller, 'resources/read', `${owner.upstream.name}/${uri}`, 'resource', decision, {}, started, correlationId, () =>
-      this.connectionFor(owner.upstream, caller).request('resources/read', { uri }, binding),
-    );
+    // A read has no arguments: its request state is bound to the URI and the digest of none.
+    const call = {
+      caller,
+      method: 'resources/read' as const,
+      name: uri,
+      resource: `${owner.upstream.name}/${uri}`,
+      argsDigest: digestOf({}),
+      decision,
+      details: {},
+      started,
+      correlationId,
+      waitMs: owner.upstream.timeouts.inputMs,
+    };
+    return (await this.forward(call, this.connectionFor(owner.upstream, caller), { uri }, binding, options.signal)) as ReadResourceResult;
   }
 
-  /** Sends a get or read upstream, scans what comes back, and records the outcome once. */
-  private async forward<T>(
-    caller: Caller,
-    action: string,
-    resource: string,
-    what: string,
-    decision: Decision,
-    details: Record<string, unknown>,
-    started: bigint,
-    correlationId: string,
-    send: () => Promise<Result>,
-  ): Promise<T> {
-    let result: T;
+  /**
+   * Sends a get or read upstream, scans what comes back, and records the outcome once. The upstream's
+   * questions to the client are relayed as within a tools/call: through `input_required` to a 2026-07-28
+   * caller (whose retry resumes the parked request), on the client's own request to anyone else, and
+   * scanned both ways either way.
+   */
+  private async forward(call: RelayStart, connection: Upstream, params: Record<string, unknown>, binding: CallBinding | undefined, signal: AbortSignal | undefined): Promise<Result> {
+    const state = binding?.multiRound?.requestState;
+    if (binding && call.caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) return this.resumeCall(call.caller, call.method, call.name, call.argsDigest, state, binding, signal);
+    if (binding?.multiRound) return this.startRelayed(call, connection, params, binding, signal ? { signal } : {});
+    let result: Result;
     try {
-      result = (await send()) as T;
+      const relay = binding && this.screeningRelay(binding, call.caller, call.method, call.resource, call.correlationId);
+      result = await connection.request(call.method, params, relay, signal ? { signal } : {});
     } catch (error) {
-      await this.record(caller, action, resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
+      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, describeError(error), call.started, call.correlationId, call.details, call.decision);
       throw asProtocolError(error);
     }
+    return this.finishForward(call, result);
+  }
+
+  /** Scans a get's or read's result and records its outcome once. */
+  private async finishForward(call: RelayStart, result: Result): Promise<Result> {
+    const { caller, method, resource, decision, details, started, correlationId } = call;
+    const what = method === 'prompts/get' ? 'prompt' : 'resource';
     const screened = this.screen(result);
     const recorded = screened.verdict && screened.verdict.action !== 'none' ? { ...details, dlp: dlpDetails(screened.verdict) } : details;
     if (screened.verdict?.effect === 'deny') {
-      await this.record(caller, action, resource, 'deny', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, recorded, decision);
+      await this.record(caller, method, resource, 'deny', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, recorded, decision);
       throw new ProtocolError(-32603, `Withheld by Gatehouse: the ${what} contained a secret (${screened.verdict.reason})`);
     }
-    await this.record(caller, action, resource, decision.effect, decision.rules, decision.reason, started, correlationId, recorded, decision);
+    await this.record(caller, method, resource, decision.effect, decision.rules, decision.reason, started, correlationId, recorded, decision);
     return screened.value;
   }
 
