@@ -83,3 +83,94 @@ describe('policy dlp action "log"', () => {
     assert.match(JSON.stringify(record?.details?.resultDlp), /logged/);
   });
 });
+
+/**
+ * A prompt's arguments, a resource URI and the text being completed reach the upstream as surely as a tool's
+ * arguments do, so a secret there is an exfiltration path: the fixture says back what it was sent.
+ */
+async function setUpEchoing(action: 'block' | 'redact'): Promise<{ harness: Harness; client: Client }> {
+  const harness = await startHarness({
+    gateway: { upstreams: { fixture: fixtureUpstream({}, ['--echoing']) } },
+    policy: { mcp: [{ id: 'all', allow: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } }], dlp: { action } },
+  });
+  const client = await harness.connect(harness.agents.add('tester').key);
+  return { harness, client };
+}
+
+function promptText(result: { messages: { content: { type: string; text?: string } }[] }): string {
+  return result.messages.map((message) => message.content.text ?? '').join('');
+}
+
+describe('secrets headed upstream outside a tool call, policy dlp action "block"', () => {
+  let harness: Harness;
+  let client: Client;
+  before(async () => ({ harness, client } = await setUpEchoing('block')));
+  after(() => harness.close());
+
+  test('refuses a prompt whose arguments carry a secret, and records it without the secret', async () => {
+    await assert.rejects(client.getPrompt({ name: 'fixture__echo', arguments: { text: `deploy with ${token}` } }), /the prompt's arguments holds a secret/);
+    const record = harness.audit.records.findLast((r) => r.action === 'prompts/get');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.match(JSON.stringify(record?.details), /github-pat/);
+    assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
+  });
+
+  test('refuses a read whose URI carries a secret, and records the URI redacted', async () => {
+    await assert.rejects(client.readResource({ uri: `fixture://echo/${token}` }), /the resource URI holds a secret/);
+    const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.match(record?.resource ?? '', /^fixture\/fixture:\/\/echo\/\[REDACTED:github-pat\]$/);
+    assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
+  });
+
+  test('records a URI that names no resource with its secret redacted', async () => {
+    await assert.rejects(client.readResource({ uri: `nowhere://${token}` }), /not found/i);
+    const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
+    assert.equal(record?.effect, 'deny');
+    assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
+  });
+
+  test('refuses to complete text that carries a secret, for a prompt and for a resource template', async () => {
+    await assert.rejects(client.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: token } }), /the text to complete holds a secret/);
+    await assert.rejects(
+      client.complete({ ref: { type: 'ref/resource', uri: 'fixture://echo/{text}' }, argument: { name: 'text', value: `x ${token}` } }),
+      /the text to complete holds a secret/,
+    );
+    const record = harness.audit.records.findLast((r) => r.action === 'completion/complete');
+    assert.equal(record?.effect, 'deny');
+    assert.ok(!JSON.stringify(record).includes(token));
+  });
+
+  test('lets clean prompts, reads and completions through', async () => {
+    assert.equal(promptText(await client.getPrompt({ name: 'fixture__echo', arguments: { text: 'nothing secret' } })), 'nothing secret');
+    const read = await client.readResource({ uri: 'fixture://echo/plain' });
+    assert.equal((read.contents[0] as { text: string }).text, 'read fixture://echo/plain');
+    const completed = await client.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'ab' } });
+    assert.deepEqual(completed.completion.values, ['ab (completed)']);
+  });
+});
+
+describe('secrets headed upstream outside a tool call, policy dlp action "redact"', () => {
+  let harness: Harness;
+  let client: Client;
+  before(async () => ({ harness, client } = await setUpEchoing('redact')));
+  after(() => harness.close());
+
+  test('sends a prompt its arguments, and a completion its text, with the secret redacted', async () => {
+    assert.equal(promptText(await client.getPrompt({ name: 'fixture__echo', arguments: { text: `use ${token} now` } })), 'use [REDACTED:github-pat] now');
+    const completed = await client.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: `use ${token}` } });
+    assert.deepEqual(completed.completion.values, ['use [REDACTED:github-pat] (completed)']);
+    const record = harness.audit.records.findLast((r) => r.action === 'prompts/get');
+    assert.equal(record?.effect, 'allow');
+    assert.match(JSON.stringify(record?.details?.requestDlp), /redacted/);
+  });
+
+  test('reads a URI with the secret redacted, never the secret itself', async () => {
+    const read = await client.readResource({ uri: `fixture://echo/${token}` }).catch((error: Error) => error);
+    assert.ok(!JSON.stringify(read instanceof Error ? read.message : read).includes(token), 'the upstream never saw the secret, so cannot say it back');
+    const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
+    assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
+  });
+});

@@ -160,8 +160,10 @@ describe('a 2026-07-28 client and an upstream that asks it something during prom
   });
 
   test("keeps a server's question that carries a secret out of input_required, and records it", async () => {
-    const secret = SAMPLES['github-pat']!(seededRandom(13));
-    const outcome = await request(key, 'resources/read', { uri: `fixture://asked/${secret}` });
+    // The fixture's own credential (seed 21), put into its question when the topic is `leaky`. A secret in
+    // the URI itself never reaches the upstream (gateway-content.test.ts).
+    const secret = SAMPLES['github-pat']!(seededRandom(21));
+    const outcome = await request(key, 'resources/read', { uri: 'fixture://asked/leaky' });
     assert.ok(!JSON.stringify(outcome).includes(secret), JSON.stringify(outcome));
     assert.notEqual(outcome.result?.resultType, 'input_required', 'there is no question left to ask');
     const record = harness.audit.records.findLast((r) => r.action === 'resources/read.server-question');
@@ -206,15 +208,16 @@ describe('a 2026-07-28 client and an upstream that asks it something during prom
   });
 
   test("withholds from a 2025-era client a server's question during resources/read that carries a secret", async () => {
-    const secret = SAMPLES['github-pat']!(seededRandom(14));
+    const secret = SAMPLES['github-pat']!(seededRandom(21));
     const client = await harness.connect(key, { capabilities: { sampling: {} } });
     const asked: unknown[] = [];
     client.setRequestHandler('sampling/createMessage', async (request) => {
       asked.push(request.params);
       return sampled as never;
     });
-    await assert.rejects(client.readResource({ uri: `fixture://asked/${secret}` }));
+    await assert.rejects(client.readResource({ uri: 'fixture://asked/leaky' }));
     assert.equal(asked.length, 0, "the question never reached the client's model");
+    assert.ok(!JSON.stringify(harness.audit.records).includes(secret), 'no record holds the secret');
     const record = harness.audit.records.findLast((r) => r.action === 'resources/read.server-question');
     assert.equal(record?.effect, 'deny');
     assert.equal(record?.details?.method, 'sampling/createMessage');

@@ -1058,7 +1058,8 @@ export class GatewayCore {
       throw new ProtocolError(-32602, `Denied by Gatehouse policy: ${decision.reason}`);
     }
     const call = { caller, method: 'prompts/get' as const, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs };
-    const params = { name: entry.original, ...(args ? { arguments: args } : {}) };
+    const sent = args && (await this.screenOutbound(call, 'the prompt\'s arguments', args));
+    const params = { name: entry.original, ...(sent ? { arguments: sent } : {}) };
     return (await this.forward(call, this.connectionFor(entry.upstream, caller), params, binding, options.signal)) as GetPromptResult;
   }
 
@@ -1082,16 +1083,18 @@ export class GatewayCore {
     const correlationId = newCorrelationId();
     const owner = await this.owner(uri);
     const decision = owner ? this.decide(caller, { server: owner.upstream.name, resource: uri }) : undefined;
+    const recorded = this.forRecord(uri);
     if (!owner || !decision || !isAllowed(decision)) {
-      await this.record(caller, 'resources/read', uri, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
+      await this.record(caller, 'resources/read', recorded, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
       throw unknown('resource', uri);
     }
-    // A read has no arguments: its request state is bound to the URI and the digest of none.
+    // A read has no arguments: its request state is bound to the URI (as the client names it) and the digest
+    // of none.
     const call = {
       caller,
       method: 'resources/read' as const,
       name: uri,
-      resource: `${owner.upstream.name}/${uri}`,
+      resource: `${owner.upstream.name}/${recorded}`,
       argsDigest: digestOf({}),
       decision,
       details: {},
@@ -1099,7 +1102,9 @@ export class GatewayCore {
       correlationId,
       waitMs: owner.upstream.timeouts.inputMs,
     };
-    return (await this.forward(call, this.connectionFor(owner.upstream, caller), { uri }, binding, options.signal)) as ReadResourceResult;
+    // A template's URI carries what the client filled in: a secret there leaves as surely as in arguments.
+    const sent = await this.screenOutbound(call, 'the resource URI', { uri });
+    return (await this.forward(call, this.connectionFor(owner.upstream, caller), sent, binding, options.signal)) as ReadResourceResult;
   }
 
   /**
@@ -1221,12 +1226,16 @@ export class GatewayCore {
   async complete(caller: Caller, params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {
     const ref = params.ref as { type?: string; name?: string; uri?: string } | undefined;
     const empty = { completion: { values: [], hasMore: false } };
+    // What the client has typed so far, and the arguments it already gave, go to the upstream as they are.
+    const typed = { argument: params.argument, context: params.context };
+    const asking = (resource: string) => ({ caller, method: 'completion/complete', resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} });
     if (ref?.type === 'ref/prompt' && typeof ref.name === 'string') {
       const catalog = await this.loadCatalog();
       const entry = catalog.prompts.get(ref.name);
       if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) throw unknown('prompt', ref.name);
       if (!(await entry.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      return this.connectionFor(entry.upstream, caller).request('completion/complete', { ...params, ref: { ...ref, name: entry.original } }, binding);
+      const sent = await this.screenOutbound(asking(`${entry.upstream.name}/${entry.original}`), 'the text to complete', typed);
+      return this.connectionFor(entry.upstream, caller).request('completion/complete', { ...params, ...sent, ref: { ...ref, name: entry.original } }, binding);
     }
     if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
       const catalog = await this.loadCatalog();
@@ -1235,12 +1244,42 @@ export class GatewayCore {
         throw unknown('resource', ref.uri);
       }
       if (!(await template.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      return this.connectionFor(template.upstream, caller).request('completion/complete', params, binding);
+      const sent = await this.screenOutbound(asking(`${template.upstream.name}/${template.original}`), 'the text to complete', typed);
+      return this.connectionFor(template.upstream, caller).request('completion/complete', { ...params, ...sent }, binding);
     }
     throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
   }
 
   // ---- content defence ---------------------------------------------------------------------------
+
+  /**
+   * Scans what a get, read or completion sends upstream (a prompt's arguments, a URI, the text being
+   * completed), as a tool's arguments are scanned: `deny` refuses the request and records it, `redact` sends
+   * the redacted copy. `what` names it in the error, e.g. "the resource URI".
+   */
+  private async screenOutbound<T>(
+    request: { caller: Caller; method: string; resource: string; started: bigint; correlationId: string; details: Record<string, unknown>; decision?: Decision },
+    what: string,
+    value: T,
+  ): Promise<T> {
+    const screened = this.screen(value);
+    if (!screened.verdict || screened.verdict.action === 'none') return value;
+    request.details.requestDlp = dlpDetails(screened.verdict);
+    if (screened.verdict.effect === 'deny') {
+      const { caller, method, resource, started, correlationId, details, decision } = request;
+      await this.record(caller, method, resource, 'deny', ['dlp'], `${what}: ${screened.verdict.reason}`, started, correlationId, details, decision);
+      throw new ProtocolError(-32602, `Blocked by Gatehouse: ${what} holds a secret (${screened.verdict.reason})`);
+    }
+    return screened.value;
+  }
+
+  /** Text for an audit record's resource field: any secret in it redacted, whatever the policy's action. */
+  private forRecord(text: string): string {
+    const scanner = this.options.scanner;
+    if (!scanner) return text;
+    const outcome = scanner.check(text);
+    return outcome.findings.length > 0 ? scanner.redact(text, outcome.findings) : text;
+  }
 
   /** Scans content against the policy's DLP settings: `deny` stops it, `redact` returns a redacted copy. */
   private screen<T>(value: T): Screened<T> {
