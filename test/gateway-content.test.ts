@@ -143,6 +143,21 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
     assert.ok(!JSON.stringify(record).includes(token));
   });
 
+  test("keeps from the client a server's question during a completion that carries the server's secret", async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    const asking = await harness.connect(harness.agents.add('sampler').key, { capabilities: { sampling: {} } });
+    const asked: unknown[] = [];
+    asking.setRequestHandler('sampling/createMessage', async (request) => {
+      asked.push(request.params);
+      return { role: 'assistant', content: { type: 'text', text: 'fine' }, model: 'test' } as never;
+    });
+    await assert.rejects(asking.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'leaky' } }));
+    assert.equal(asked.length, 0, "the question never reached the client's model");
+    const record = harness.audit.records.findLast((r) => r.action === 'completion/complete.server-question');
+    assert.equal(record?.effect, 'deny');
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
   test('lets clean prompts, reads and completions through', async () => {
     assert.equal(promptText(await client.getPrompt({ name: 'fixture__echo', arguments: { text: 'nothing secret' } })), 'nothing secret');
     const read = await client.readResource({ uri: 'fixture://echo/plain' });

@@ -690,7 +690,7 @@ export class GatewayCore {
    * result, an elicitation's content, its roots) on its way up. What the policy blocks is withheld and the
    * server gets an error; what it redacts goes on redacted.
    */
-  private screeningRelay(binding: CallBinding, caller: Caller, action: RelayedMethod, resource: string, correlationId: string, answers = true): CallBinding {
+  private screeningRelay(binding: CallBinding, caller: Caller, action: RelayedMethod | 'completion/complete', resource: string, correlationId: string, answers = true): CallBinding {
     return {
       ...binding,
       send: async (request) => {
@@ -701,7 +701,7 @@ export class GatewayCore {
     };
   }
 
-  private async screenRelayed<T>(caller: Caller, action: RelayedMethod, resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
+  private async screenRelayed<T>(caller: Caller, action: RelayedMethod | 'completion/complete', resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
     const started = process.hrtime.bigint();
     const screened = this.screen(value);
     if (!screened.verdict || screened.verdict.action === 'none') return screened.value as T;
@@ -1229,13 +1229,16 @@ export class GatewayCore {
     // What the client has typed so far, and the arguments it already gave, go to the upstream as they are.
     const typed = { argument: params.argument, context: params.context };
     const asking = (resource: string) => ({ caller, method: 'completion/complete', resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} });
+    // The upstream's own requests to the client while it completes are scanned both ways, as within a call.
+    const relayed = (resource: string, correlationId: string) => binding && this.screeningRelay(binding, caller, 'completion/complete', resource, correlationId);
     if (ref?.type === 'ref/prompt' && typeof ref.name === 'string') {
       const catalog = await this.loadCatalog();
       const entry = catalog.prompts.get(ref.name);
       if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) throw unknown('prompt', ref.name);
       if (!(await entry.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      const sent = await this.screenOutbound(asking(`${entry.upstream.name}/${entry.original}`), 'the text to complete', typed);
-      return this.connectionFor(entry.upstream, caller).request('completion/complete', { ...params, ...sent, ref: { ...ref, name: entry.original } }, binding);
+      const request = asking(`${entry.upstream.name}/${entry.original}`);
+      const sent = await this.screenOutbound(request, 'the text to complete', typed);
+      return this.connectionFor(entry.upstream, caller).request('completion/complete', { ...params, ...sent, ref: { ...ref, name: entry.original } }, relayed(request.resource, request.correlationId));
     }
     if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
       const catalog = await this.loadCatalog();
@@ -1244,8 +1247,9 @@ export class GatewayCore {
         throw unknown('resource', ref.uri);
       }
       if (!(await template.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      const sent = await this.screenOutbound(asking(`${template.upstream.name}/${template.original}`), 'the text to complete', typed);
-      return this.connectionFor(template.upstream, caller).request('completion/complete', { ...params, ...sent }, binding);
+      const request = asking(`${template.upstream.name}/${template.original}`);
+      const sent = await this.screenOutbound(request, 'the text to complete', typed);
+      return this.connectionFor(template.upstream, caller).request('completion/complete', { ...params, ...sent }, relayed(request.resource, request.correlationId));
     }
     throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
   }
