@@ -125,6 +125,14 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
     assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
   });
 
+  test('refuses a subscription whose URI carries a secret, and records the URI redacted', async () => {
+    await assert.rejects(client.subscribeResource({ uri: `fixture://echo/${token}` }), /the resource URI holds a secret/);
+    const record = harness.audit.records.findLast((r) => r.action === 'resources/subscribe');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
+  });
+
   test('records a URI that names no resource with its secret redacted', async () => {
     await assert.rejects(client.readResource({ uri: `nowhere://${token}` }), /not found/i);
     const record = harness.audit.records.findLast((r) => r.action === 'resources/read');

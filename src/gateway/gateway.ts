@@ -1151,24 +1151,27 @@ export class GatewayCore {
     const correlationId = newCorrelationId();
     const owner = await this.owner(uri);
     const decision = owner ? this.decide(caller, { server: owner.upstream.name, resource: uri }) : undefined;
+    const recorded = this.forRecord(uri);
     if (!owner || !decision || !isAllowed(decision)) {
-      await this.record(caller, 'resources/subscribe', uri, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
+      await this.record(caller, 'resources/subscribe', recorded, 'deny', decision?.rules ?? [], decision?.reason ?? 'no such resource for this caller', started, correlationId, {}, decision);
       throw unknown('resource', uri);
     }
+    const request = { caller, method: 'resources/subscribe', resource: `${owner.upstream.name}/${recorded}`, started, correlationId, details: {}, decision };
+    const sent = await this.screenOutbound(request, 'the resource URI', { uri });
     const key = `${owner.upstream.name}\n${uri}`;
     let sessions = this.subscriptions.get(key);
     if (!sessions) {
       sessions = new Map();
       this.subscriptions.set(key, sessions);
       try {
-        await owner.upstream.request('resources/subscribe', { uri }, undefined);
+        await owner.upstream.request('resources/subscribe', sent, undefined);
       } catch (error) {
         this.subscriptions.delete(key);
         throw asProtocolError(error);
       }
     }
     sessions.set(caller.session, notify);
-    await this.record(caller, 'resources/subscribe', `${owner.upstream.name}/${uri}`, decision.effect, decision.rules, decision.reason, started, correlationId, {}, decision);
+    await this.record(caller, 'resources/subscribe', request.resource, decision.effect, decision.rules, decision.reason, started, correlationId, request.details, decision);
   }
 
   async unsubscribe(caller: Caller, uri: string): Promise<void> {
