@@ -32,7 +32,7 @@ import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import { InputRelay, StateSigner } from './input-relay.js';
 import { InputSchemas, type ArgumentChecker } from './input-schema.js';
 import type { PinStore } from './pins.js';
-import { createdTaskId, isTaskAugmented, renameTask, TaskTable, taskNotFound } from './tasks.js';
+import { createdTaskId, isTaskAugmented, isTerminalStatus, renameTask, TaskTable, taskNotFound, type ServerTask } from './tasks.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
 /** Who is calling, on which client session. */
@@ -189,7 +189,7 @@ export class GatewayCore {
           listChanged: (_upstream, kind) => this.invalidate(kind),
           event: (upstream, kind, message) => void this.recordEvent(upstream.name, kind, message),
           resourceUpdated: (upstream, uri) => this.resourceUpdated(upstream, uri),
-          taskStatus: (upstream, params) => this.taskStatus(upstream, params),
+          taskNotification: (upstream, upstreamId, notification) => this.taskNotification(upstream, upstreamId, notification),
           task: (upstream, upstreamId) => {
             const task = this.tasks.ofUpstream(upstream, upstreamId);
             return task && { id: task.id, session: task.owner.session };
@@ -774,6 +774,8 @@ export class GatewayCore {
       await this.record(caller, method, resource, 'error', task.rules, describeError(error), started, correlationId, details);
       throw asProtocolError(error);
     }
+    // A task that has ended takes no more notifications (its progress must stop there).
+    if (method === 'tasks/result' || isTerminalStatus((result as { status?: unknown }).status)) this.silence(task);
     const screened = this.screen(renameTask(result, task.upstreamId, task.id));
     if (screened.verdict && screened.verdict.action !== 'none') details.resultDlp = dlpDetails(screened.verdict);
     if (screened.verdict?.effect === 'deny') {
@@ -810,13 +812,32 @@ export class GatewayCore {
     return screened.value;
   }
 
-  /** An upstream's `notifications/tasks/status`, relayed to the session that created the task. */
-  private taskStatus(upstream: Upstream, params: Record<string, unknown>): void {
-    const task = typeof params.taskId === 'string' ? this.tasks.ofUpstream(upstream, params.taskId) : undefined;
-    if (!task?.notify) return;
-    const screened = this.screen(renameTask(params, task.upstreamId, task.id));
-    if (screened.verdict?.effect === 'deny') return;
-    void task.notify({ method: 'notifications/tasks/status', params: screened.value }).catch(() => undefined);
+  /**
+   * A notification an upstream sends about one of its tasks (its status, its progress, a log message naming
+   * it), relayed to the session that created the task with the task named by our id, screened like the task's
+   * results, for as long as the task runs and that session lasts. Returns whether the task takes more.
+   */
+  private taskNotification(upstream: Upstream, upstreamId: string, notification: { method: string; params: Record<string, unknown> }): boolean {
+    const task = this.tasks.ofUpstream(upstream, upstreamId);
+    const notify = task?.notify;
+    if (!task || !notify) return false;
+    const screened = this.screen(renameTask(notification.params, upstreamId, task.id));
+    if (screened.verdict?.effect === 'deny') {
+      void this.recordEvent(task.server, 'relay-refused', `withheld ${notification.method} of task ${task.id}: it ${screened.verdict.reason}`, 'deny', {
+        task: task.id,
+        dlp: dlpDetails(screened.verdict),
+      });
+    } else {
+      void notify({ method: notification.method, params: screened.value }).catch(() => undefined);
+    }
+    if (notification.method === 'notifications/tasks/status' && isTerminalStatus(notification.params.status)) this.silence(task);
+    return task.notify !== undefined;
+  }
+
+  /** Nothing more about this task is relayed: it ended (so must its progress), or the session told of it did. */
+  private silence(task: ServerTask<Upstream, TaskOwner>): void {
+    delete task.notify;
+    task.connection.forgetTaskProgress(task.upstreamId);
   }
 
   /**
@@ -1127,8 +1148,9 @@ export class GatewayCore {
     }
   }
 
-  /** Drops every subscription and own connection of a session that has ended. */
+  /** Drops every subscription and own connection of a session that has ended, and what it was told about tasks. */
   async endSession(session: string): Promise<void> {
+    for (const task of this.tasks.ownedBy((owner) => owner.session === session)) this.silence(task);
     for (const [key, own] of this.sessionConnections) {
       if (!key.endsWith(`\n${session}`)) continue;
       this.sessionConnections.delete(key);
