@@ -146,8 +146,8 @@ test('runs a task for an old client on the deprecated HTTP+SSE transport too', a
   }
 });
 
-/** The official v1 SDK client, which runs sampling and elicitation requests as tasks when asked. */
-async function taskRunningClient(): Promise<{ client: TaskRunningClient; store: InMemoryTaskStore; clientTaskIds: string[] }> {
+/** The official v1 SDK client, which runs sampling and elicitation requests as tasks when asked (`asked` hears each). */
+async function taskRunningClient(asked?: () => void): Promise<{ client: TaskRunningClient; store: InMemoryTaskStore; clientTaskIds: string[] }> {
   const clientTaskIds: string[] = [];
   const store = new InMemoryTaskStore();
   const client = new TaskRunningClient(
@@ -165,6 +165,7 @@ async function taskRunningClient(): Promise<{ client: TaskRunningClient; store: 
   const runLater = async (extra: { taskStore?: { createTask(options: { ttl?: number }): Promise<{ taskId: string }>; storeTaskResult(id: string, status: 'completed', result: Record<string, unknown>): Promise<void> } }, answer: Record<string, unknown>) => {
     const task = await extra.taskStore!.createTask({ ttl: 60_000 });
     clientTaskIds.push(task.taskId);
+    asked?.();
     setTimeout(() => void extra.taskStore!.storeTaskResult(task.taskId, 'completed', answer), 300);
     return { task } as never;
   };
@@ -201,6 +202,25 @@ test('relays client-side tasks: the server\'s sampling and elicitation run as ta
     assert.ok(recorded.every((record) => record.principal.agent === 'tester' && record.effect === 'allow' && record.rules[0] === 'everything'));
   } finally {
     store.cleanup(); // its ttl timers would keep the test process alive
+    await client.close();
+  }
+});
+
+test("polls a client's task on the session that runs it while another agent's call to the same server is in flight", async () => {
+  const neighbour = await harness.connect(harness.agents.add('neighbour').key);
+  let running: Promise<unknown> | undefined;
+  // The other call starts as the server asks this client, and runs through the server's polls of its task.
+  const { client, store } = await taskRunningClient(() => {
+    running ??= neighbour.callTool({ name: 'everything__trigger-long-running-operation', arguments: { duration: 3, steps: 3 } });
+  });
+  try {
+    const elicitation = await client.callTool({ name: 'everything__trigger-elicitation-request-async', arguments: {} });
+    const text = (elicitation.content as { text: string }[]).map((block) => block.text).join('\n');
+    assert.match(text, /Name: Ada/);
+    assert.ok(running, 'the other call ran meanwhile');
+    assert.match(((await running) as { content: { text: string }[] }).content[0]!.text, /Long running operation completed/);
+  } finally {
+    store.cleanup();
     await client.close();
   }
 });
@@ -295,4 +315,24 @@ test("withholds a task's progress that carries a secret, and records that it did
   const withheld = harness.audit.records.find((record) => record.action === 'upstream.relay-refused' && record.details?.task === task.taskId);
   assert.equal(withheld?.effect, 'deny');
   assert.match(withheld?.reason ?? '', /notifications\/progress/);
+});
+
+test('polls a task the client runs for the server after the call that asked has ended, on that client alone', { timeout: 60_000 }, async () => {
+  const { client, store, clientTaskIds } = await taskRunningClient();
+  const bystander = await harness.connect(harness.agents.add('bystander').key);
+  try {
+    const asked = await client.callTool({ name: 'relay__ask-later', arguments: {} });
+    assert.match((asked.content as { text: string }[])[0]!.text, /^asked; the client runs task task-/);
+    assert.equal(clientTaskIds.length, 1);
+    // The server polls the client's task on its own, outside any call of that client, while another agent's
+    // call waits for the outcome.
+    const outcome = await bystander.callTool({ name: 'relay__asked', arguments: {} });
+    assert.match((outcome.content as { text: string }[])[0]!.text, /^polled: working, completed; result: \{"name":"Ada","favoriteColor":"Blue"\}$/);
+    const recorded = harness.audit.records.filter((record) => record.action.startsWith('client.') && record.resource === 'relay/ask-later');
+    assert.deepEqual([...new Set(recorded.map((record) => record.action))].sort(), ['client.elicitation/create', 'client.tasks/get', 'client.tasks/result']);
+    assert.ok(recorded.every((record) => record.principal.agent === 'tester' && record.effect === 'allow'), 'recorded as the asking client\'s');
+  } finally {
+    store.cleanup();
+    await client.close();
+  }
 });

@@ -604,7 +604,7 @@ export class GatewayCore {
     this.running.set(runner, running + 1);
     let result: CallToolResult;
     try {
-      const relay = binding && this.recordingClientTasks(this.screeningRelay(binding, caller, resource, correlationId), caller, resource, decision.rules, correlationId);
+      const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
       result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
@@ -654,6 +654,17 @@ export class GatewayCore {
     );
     details.task = task.id;
     return renameTask(result, upstreamId, task.id);
+  }
+
+  /**
+   * The way back to the client for a request served upstream: screened both ways, recording client-side task
+   * operations, and with the way to the same session, screened and recorded alike, for once the request ended.
+   */
+  private clientRelay(binding: CallBinding, caller: Caller, resource: string, rules: string[], correlationId: string): CallBinding {
+    const relay = this.recordingClientTasks(this.screeningRelay(binding, caller, resource, correlationId), caller, resource, rules, correlationId);
+    const client = caller.client;
+    if (client) relay.afterCall = () => this.recordingClientTasks(this.screeningRelay(client, caller, resource, correlationId), caller, resource, rules, correlationId);
+    return relay;
   }
 
   /**
@@ -1148,9 +1159,10 @@ export class GatewayCore {
     }
   }
 
-  /** Drops every subscription and own connection of a session that has ended, and what it was told about tasks. */
+  /** Drops every subscription and own connection of a session that has ended, and what it was told or asked about tasks. */
   async endSession(session: string): Promise<void> {
     for (const task of this.tasks.ownedBy((owner) => owner.session === session)) this.silence(task);
+    for (const upstream of this.upstreams.values()) upstream.forgetSession(session);
     for (const [key, own] of this.sessionConnections) {
       if (!key.endsWith(`\n${session}`)) continue;
       this.sessionConnections.delete(key);

@@ -42,6 +42,11 @@ export interface CallBinding {
   /** Sends a notification to the client, related to the call being served. */
   notify(notification: { method: string; params?: Record<string, unknown> }): Promise<void>;
   /**
+   * The way to the same session once the call has ended, screened and recorded like the call: for what
+   * outlives it, the polls of a task the client runs for the upstream.
+   */
+  afterCall?(): CallBinding;
+  /**
    * Set on a 2026-07-28 request, which cannot send requests to the client: what the client answered to an
    * earlier `input_required` result (its `inputResponses` and the echoed `requestState`).
    */
@@ -118,8 +123,8 @@ export class Upstream {
     templates?: Promise<ResourceTemplateType[]>;
   } = {};
   private toolCount: number | undefined;
-  /** Tasks a client runs for this upstream (client-side tasks): our id → the client's session and id. */
-  private readonly clientTasks = new Map<string, { session: string; taskId: string }>();
+  /** Tasks a client runs for this upstream (client-side tasks): our id → the client's session and id, and the call that created it. */
+  private readonly clientTasks = new Map<string, { session: string; taskId: string; call: CallBinding }>();
   /**
    * Progress of task-augmented calls, by the token the gateway gave the upstream. The token stays valid for
    * the task's whole life (2025-11-25), so its progress outlives the call: while the call runs it goes back on
@@ -312,9 +317,9 @@ export class Upstream {
       client.setRequestHandler(method as never, (async (request: { params?: Record<string, unknown> }) => {
         const id = request.params?.taskId;
         const task = typeof id === 'string' ? this.clientTasks.get(id) : undefined;
-        const target = this.routeTarget();
         // Only the session that runs the task is asked about it, and only by this connection.
-        if (!task || target?.session !== task.session) throw taskNotFound(id);
+        const target = task && this.clientTaskRoute(task.call);
+        if (!task || !target) throw taskNotFound(id);
         const result = await target.send({ method, params: { ...request.params, taskId: task.taskId } });
         if (method === 'tasks/result') this.clientTasks.delete(id as string);
         return renameTask(result, task.taskId, id as string);
@@ -357,7 +362,7 @@ export class Upstream {
     if (clientTaskId === undefined) return result;
     const id = newTaskId();
     if (this.clientTasks.size >= MAX_CLIENT_TASKS) this.clientTasks.delete(this.clientTasks.keys().next().value!);
-    this.clientTasks.set(id, { session: target.session, taskId: clientTaskId });
+    this.clientTasks.set(id, { session: target.session, taskId: clientTaskId, call: target });
     return renameTask(result, clientTaskId, id);
   }
 
@@ -427,6 +432,19 @@ export class Upstream {
     if (token === undefined) return;
     this.progressOfTask.delete(upstreamTaskId);
     this.taskProgress.delete(token);
+  }
+
+  /**
+   * The way to the client that runs a client-side task, for the task's life and whoever else is calling: the
+   * call that created it while that call runs, its session outside any call once the call has ended.
+   */
+  private clientTaskRoute(call: CallBinding): CallBinding | undefined {
+    return this.inFlight.has(call) || call === this.owner ? call : call.afterCall?.();
+  }
+
+  /** Forgets what a client session that has ended was running for this upstream. */
+  forgetSession(session: string): void {
+    for (const [id, task] of this.clientTasks) if (task.session === session) this.clientTasks.delete(id);
   }
 
   private changed(kind: 'tools' | 'prompts' | 'resources'): void {
