@@ -317,6 +317,27 @@ test("withholds a task's progress that carries a secret, and records that it did
   assert.match(withheld?.reason ?? '', /notifications\/progress/);
 });
 
+test("withholds from the client a task's question that carries a secret, asked while it fetches the task's result", { timeout: 60_000 }, async () => {
+  const client = await harness.connect(ownerKey, { capabilities: { elicitation: { form: {} } } });
+  const asked: Record<string, unknown>[] = [];
+  client.setRequestHandler('elicitation/create', async (request) => {
+    asked.push(request.params as Record<string, unknown>);
+    return { action: 'accept', content: {} };
+  });
+  const plain = await send(client, 'tools/call', { name: 'relay__countdown', arguments: { steps: 5, confirm: true }, task: { ttl: 60_000 } }, created);
+  const answered = await send(client, 'tasks/result', { taskId: plain.task.taskId }, anyResult);
+  assert.match((answered.content as { text: string }[])[0]!.text, /completed; confirmed: accept$/);
+  assert.equal(asked.length, 1, 'a question without a secret reaches the client');
+
+  const leaky = await send(client, 'tools/call', { name: 'relay__countdown', arguments: { steps: 5, confirm: true, leak: true }, task: { ttl: 60_000 } }, created);
+  const withheld = await send(client, 'tasks/result', { taskId: leaky.task.taskId }, anyResult);
+  assert.match((withheld.content as { text: string }[])[0]!.text, /completed; not confirmed: .*Withheld by Gatehouse/);
+  assert.equal(asked.length, 1, 'the question with the secret never reached the client');
+  const record = harness.audit.records.find((entry) => entry.action === 'tools/call.server-question' && entry.resource === 'relay/countdown');
+  assert.equal(record?.effect, 'deny');
+  assert.equal(record?.principal.agent, 'tester');
+});
+
 test('polls a task the client runs for the server after the call that asked has ended, on that client alone', { timeout: 60_000 }, async () => {
   const { client, store, clientTaskIds } = await taskRunningClient();
   const bystander = await harness.connect(harness.agents.add('bystander').key);

@@ -780,7 +780,8 @@ export class GatewayCore {
     }
     let result: Result;
     try {
-      result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding);
+      // What the upstream asks meanwhile (a task in input_required asks now) is screened as within the call.
+      result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
     } catch (error) {
       await this.record(caller, method, resource, 'error', task.rules, describeError(error), started, correlationId, details);
       throw asProtocolError(error);
