@@ -398,9 +398,23 @@ export class Upstream {
    * which the SDK handles.
    */
   private relayTaskNotification(method: string, params: Record<string, unknown> | undefined): boolean {
-    if (method === 'notifications/progress') return this.relayTaskProgress(params);
-    const taskId = method === 'notifications/tasks/status' ? params?.taskId : method === 'notifications/message' ? relatedTaskId(params) : undefined;
-    if (typeof taskId !== 'string' || (method === 'notifications/message' && !this.events.task?.(this, taskId))) return false;
+    switch (method) {
+      case 'notifications/progress':
+        return this.relayTaskProgress(params);
+      case 'notifications/tasks/status':
+        return this.relayToTask(params?.taskId, method, params);
+      case 'notifications/message': {
+        // A log message naming a task the gateway does not know is routed like any other.
+        const related = relatedTaskId(params);
+        return related !== undefined && this.events.task?.(this, related) !== undefined && this.relayToTask(related, method, params);
+      }
+      default:
+        return false;
+    }
+  }
+
+  private relayToTask(taskId: unknown, method: string, params: Record<string, unknown> | undefined): boolean {
+    if (typeof taskId !== 'string') return false;
     this.events.taskNotification?.(this, taskId, { method, params: params! });
     return true;
   }
