@@ -512,7 +512,11 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
   caller.client = {
     session: caller.session,
     send: (request) => relayRequest(server, request, (message) => server.request(message), (message, schema) => server.request(message, schema)),
-    notify: (notification) => server.notification(notification as never),
+    // Log messages go through the session's own logging/setLevel filter here too.
+    notify: (notification) =>
+      notification.method === 'notifications/message'
+        ? server.sendLoggingMessage(notification.params as never, server.transport?.sessionId)
+        : server.notification(notification as never),
   };
   server.setNotificationHandler('notifications/roots/list_changed', () => void core.rootsChanged(caller));
   const binding = (ctx: ServerContext): CallBinding => ({

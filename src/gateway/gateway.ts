@@ -32,7 +32,7 @@ import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import { InputRelay, StateSigner } from './input-relay.js';
 import { InputSchemas, type ArgumentChecker } from './input-schema.js';
 import type { PinStore } from './pins.js';
-import { createdTaskId, isTaskAugmented, renameTask, TaskTable, taskNotFound } from './tasks.js';
+import { createdTaskId, isTaskAugmented, isTerminalStatus, renameTask, TaskTable, taskNotFound, type ServerTask } from './tasks.js';
 import { Upstream, type CallBinding, type UpstreamStatus } from './upstream.js';
 
 /** Who is calling, on which client session. */
@@ -205,7 +205,7 @@ export class GatewayCore {
           listChanged: (_upstream, kind) => this.invalidate(kind),
           event: (upstream, kind, message) => void this.recordEvent(upstream.name, kind, message),
           resourceUpdated: (upstream, uri) => this.resourceUpdated(upstream, uri),
-          taskStatus: (upstream, params) => this.taskStatus(upstream, params),
+          taskNotification: (upstream, upstreamId, notification) => this.taskNotification(upstream, upstreamId, notification),
           task: (upstream, upstreamId) => {
             const task = this.tasks.ofUpstream(upstream, upstreamId);
             return task && { id: task.id, session: task.owner.session };
@@ -607,7 +607,7 @@ export class GatewayCore {
     this.running.set(runner, running + 1);
     let result: CallToolResult;
     try {
-      const relay = binding && this.recordingClientTasks(this.screeningRelay(binding, caller, 'tools/call', resource, correlationId), caller, resource, decision.rules, correlationId);
+      const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
       result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
       await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
@@ -657,6 +657,17 @@ export class GatewayCore {
     );
     details.task = task.id;
     return renameTask(result, upstreamId, task.id);
+  }
+
+  /**
+   * The way back to the client for a request served upstream: screened both ways, recording client-side task
+   * operations, and with the way to the same session, screened and recorded alike, for once the request ended.
+   */
+  private clientRelay(binding: CallBinding, caller: Caller, resource: string, rules: string[], correlationId: string): CallBinding {
+    const relay = this.recordingClientTasks(this.screeningRelay(binding, caller, 'tools/call', resource, correlationId), caller, resource, rules, correlationId);
+    const client = caller.client;
+    if (client) relay.afterCall = () => this.recordingClientTasks(this.screeningRelay(client, caller, 'tools/call', resource, correlationId), caller, resource, rules, correlationId);
+    return relay;
   }
 
   /**
@@ -772,11 +783,14 @@ export class GatewayCore {
     }
     let result: Result;
     try {
-      result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding);
+      // What the upstream asks meanwhile (a task in input_required asks now) is screened as within the call.
+      result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
     } catch (error) {
       await this.record(caller, method, resource, 'error', task.rules, describeError(error), started, correlationId, details);
       throw asProtocolError(error);
     }
+    // A task that has ended takes no more notifications (its progress must stop there).
+    if (method === 'tasks/result' || isTerminalStatus((result as { status?: unknown }).status)) this.silence(task);
     const screened = this.screen(renameTask(result, task.upstreamId, task.id));
     if (screened.verdict && screened.verdict.action !== 'none') details.resultDlp = dlpDetails(screened.verdict);
     if (screened.verdict?.effect === 'deny') {
@@ -813,13 +827,32 @@ export class GatewayCore {
     return screened.value;
   }
 
-  /** An upstream's `notifications/tasks/status`, relayed to the session that created the task. */
-  private taskStatus(upstream: Upstream, params: Record<string, unknown>): void {
-    const task = typeof params.taskId === 'string' ? this.tasks.ofUpstream(upstream, params.taskId) : undefined;
-    if (!task?.notify) return;
-    const screened = this.screen(renameTask(params, task.upstreamId, task.id));
-    if (screened.verdict?.effect === 'deny') return;
-    void task.notify({ method: 'notifications/tasks/status', params: screened.value }).catch(() => undefined);
+  /**
+   * A notification an upstream sends about one of its tasks (its status, its progress, a log message naming
+   * it), relayed to the session that created the task with the task named by our id, screened like the task's
+   * results, for as long as the task runs and that session lasts. Returns whether the task takes more.
+   */
+  private taskNotification(upstream: Upstream, upstreamId: string, notification: { method: string; params: Record<string, unknown> }): boolean {
+    const task = this.tasks.ofUpstream(upstream, upstreamId);
+    const notify = task?.notify;
+    if (!task || !notify) return false;
+    const screened = this.screen(renameTask(notification.params, upstreamId, task.id));
+    if (screened.verdict?.effect === 'deny') {
+      void this.recordEvent(task.server, 'relay-refused', `withheld ${notification.method} of task ${task.id}: it ${screened.verdict.reason}`, 'deny', {
+        task: task.id,
+        dlp: dlpDetails(screened.verdict),
+      });
+    } else {
+      void notify({ method: notification.method, params: screened.value }).catch(() => undefined);
+    }
+    if (notification.method === 'notifications/tasks/status' && isTerminalStatus(notification.params.status)) this.silence(task);
+    return task.notify !== undefined;
+  }
+
+  /** Nothing more about this task is relayed: it ended (so must its progress), or the session told of it did. */
+  private silence(task: ServerTask<Upstream, TaskOwner>): void {
+    delete task.notify;
+    task.connection.forgetTaskProgress(task.upstreamId);
   }
 
   /**
@@ -1207,8 +1240,10 @@ export class GatewayCore {
     }
   }
 
-  /** Drops every subscription and own connection of a session that has ended. */
+  /** Drops every subscription and own connection of a session that has ended, and what it was told or asked about tasks. */
   async endSession(session: string): Promise<void> {
+    for (const task of this.tasks.ownedBy((owner) => owner.session === session)) this.silence(task);
+    for (const upstream of this.upstreams.values()) upstream.forgetSession(session);
     for (const [key, own] of this.sessionConnections) {
       if (!key.endsWith(`\n${session}`)) continue;
       this.sessionConnections.delete(key);

@@ -49,6 +49,11 @@ export function createdTaskId(result: unknown): string | undefined {
   return isObject(task) && typeof task.taskId === 'string' ? task.taskId : undefined;
 }
 
+/** Whether a task status is one a task never leaves. */
+export function isTerminalStatus(status: unknown): boolean {
+  return status === 'completed' || status === 'failed' || status === 'cancelled';
+}
+
 /** The upstream task a message says it belongs to (`_meta` related-task), if any. */
 export function relatedTaskId(params: Record<string, unknown> | undefined): string | undefined {
   const related = isObject(params?._meta) ? params._meta[RELATED_TASK] : undefined;
@@ -78,7 +83,7 @@ export interface ServerTask<Connection, Owner> {
   upstreamId: string;
   /** Who may see and touch it. */
   owner: Owner;
-  /** Where its status notifications go. */
+  /** Where its notifications (status, progress, log messages naming it) go, until it ends or its session does. */
   notify?: (notification: { method: string; params?: Record<string, unknown> }) => Promise<void>;
   server: string;
   /** The tool's name at the upstream and as the client called it. */
@@ -114,10 +119,11 @@ export class TaskTable<Connection, Owner> {
     return entry && entry.expiresAt > Date.now() && owns(entry.owner) ? entry : undefined;
   }
 
-  /** The task an upstream knows by `upstreamId`. */
+  /** The live task an upstream knows by `upstreamId`. */
   ofUpstream(connection: Connection, upstreamId: string): ServerTask<Connection, Owner> | undefined {
     const id = this.byUpstream.get(connection)?.get(upstreamId);
-    return id === undefined ? undefined : this.byId.get(id);
+    const entry = id === undefined ? undefined : this.byId.get(id);
+    return entry && entry.expiresAt > Date.now() ? entry : undefined;
   }
 
   /** Every live task of one owner. */

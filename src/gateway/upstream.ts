@@ -12,6 +12,8 @@ import ipaddr from 'ipaddr.js';
 import {
   Client,
   ProtocolError,
+  SdkError,
+  SdkErrorCode,
   SdkHttpError,
   SSEClientTransport,
   type Prompt,
@@ -40,6 +42,11 @@ export interface CallBinding {
   /** Sends a notification to the client, related to the call being served. */
   notify(notification: { method: string; params?: Record<string, unknown> }): Promise<void>;
   /**
+   * The way to the same session once the call has ended, screened and recorded like the call: for what
+   * outlives it, the polls of a task the client runs for the upstream.
+   */
+  afterCall?(): CallBinding;
+  /**
    * Set on a 2026-07-28 request, which cannot send requests to the client: what the client answered to an
    * earlier `input_required` result (its `inputResponses` and the echoed `requestState`).
    */
@@ -53,8 +60,11 @@ export interface UpstreamEvents {
   event(upstream: Upstream, kind: string, message: string): void;
   /** The upstream says a subscribed resource changed. */
   resourceUpdated?(upstream: Upstream, uri: string): void;
-  /** The upstream reports a task's status (`notifications/tasks/status`). */
-  taskStatus?(upstream: Upstream, params: Record<string, unknown>): void;
+  /**
+   * A notification about one of this upstream's tasks after it was created: its status, its progress, a log
+   * message naming it. Returns false when the task takes no more (it ended, or its session did).
+   */
+  taskNotification?(upstream: Upstream, upstreamId: string, notification: { method: string; params: Record<string, unknown> }): boolean;
   /** The gateway's id and owning session of a task this upstream runs, by the upstream's id. */
   task?(upstream: Upstream, upstreamId: string): { id: string; session: string } | undefined;
 }
@@ -84,6 +94,10 @@ export interface Timeouts {
 const MAX_BACKOFF_MS = 30_000;
 /** Client-side tasks remembered per connection; an upstream that never fetches its results cannot grow it further. */
 const MAX_CLIENT_TASKS = 1000;
+/** Progress routes of task-augmented calls kept per connection, for the same reason. */
+const MAX_TASK_PROGRESS = 1000;
+/** Starts the progress tokens the gateway gives task-augmented calls; the SDK's own tokens are numbers. */
+const TASK_PROGRESS_PREFIX = 'gatehouse-task-';
 const PROGRESS_SETTLE_MS = 3;
 /** A connection that stayed up this long resets the crash backoff. */
 const STABLE_MS = 30_000;
@@ -109,8 +123,17 @@ export class Upstream {
     templates?: Promise<ResourceTemplateType[]>;
   } = {};
   private toolCount: number | undefined;
-  /** Tasks a client runs for this upstream (client-side tasks): our id → the client's session and id. */
-  private readonly clientTasks = new Map<string, { session: string; taskId: string }>();
+  /** Tasks a client runs for this upstream (client-side tasks): our id → the client's session and id, and the call that created it. */
+  private readonly clientTasks = new Map<string, { session: string; taskId: string; call: CallBinding }>();
+  /**
+   * Progress of task-augmented calls, by the token the gateway gave the upstream. The token stays valid for
+   * the task's whole life (2025-11-25), so its progress outlives the call: while the call runs it goes back on
+   * the call; once the upstream has answered with a task, to the gateway (`taskNotification`), as the task's.
+   */
+  private readonly taskProgress = new Map<string, TaskProgress>();
+  /** The progress token of an upstream task, by the upstream's task id. */
+  private readonly progressOfTask = new Map<string, string>();
+  private progressSerial = 0;
   /** Why the last start was refused by verify-before-run, if it was. */
   refusal: string | undefined;
 
@@ -231,7 +254,7 @@ export class Upstream {
     } finally {
       clearTimeout(timer);
     }
-    this.relayTaskAugmented(transport);
+    this.interceptInbound(transport);
     this.client = client;
     this.transport = transport;
     this.cache = {};
@@ -294,17 +317,14 @@ export class Upstream {
       client.setRequestHandler(method as never, (async (request: { params?: Record<string, unknown> }) => {
         const id = request.params?.taskId;
         const task = typeof id === 'string' ? this.clientTasks.get(id) : undefined;
-        const target = this.routeTarget();
         // Only the session that runs the task is asked about it, and only by this connection.
-        if (!task || target?.session !== task.session) throw taskNotFound(id);
+        const target = task && this.clientTaskRoute(task.call);
+        if (!task || !target) throw taskNotFound(id);
         const result = await target.send({ method, params: { ...request.params, taskId: task.taskId } });
         if (method === 'tasks/result') this.clientTasks.delete(id as string);
         return renameTask(result, task.taskId, id as string);
       }) as never);
     }
-    client.setNotificationHandler('notifications/tasks/status' as never, ((notification: { params?: Record<string, unknown> }) => {
-      if (notification.params) this.events.taskStatus?.(this, notification.params);
-    }) as never);
     client.setNotificationHandler('notifications/tools/list_changed', () => this.changed('tools'));
     client.setNotificationHandler('notifications/prompts/list_changed', () => this.changed('prompts'));
     client.setNotificationHandler('notifications/resources/list_changed', () => this.changed('resources'));
@@ -342,19 +362,23 @@ export class Upstream {
     if (clientTaskId === undefined) return result;
     const id = newTaskId();
     if (this.clientTasks.size >= MAX_CLIENT_TASKS) this.clientTasks.delete(this.clientTasks.keys().next().value!);
-    this.clientTasks.set(id, { session: target.session, taskId: clientTaskId });
+    this.clientTasks.set(id, { session: target.session, taskId: clientTaskId, call: target });
     return renameTask(result, clientTaskId, id);
   }
 
   /**
-   * The SDK client checks that a sampling or elicitation handler returns a sampling or elicitation result,
-   * but a client running the request as a task answers a CreateTaskResult; such requests are taken off the
-   * transport before the SDK sees them and answered here.
+   * Takes two kinds of message off the transport before the SDK sees them. The SDK client checks that a
+   * sampling or elicitation handler returns a sampling or elicitation result, but a client running the request
+   * as a task answers a CreateTaskResult: such requests are answered here. And notifications about the
+   * upstream's tasks are relayed here, in the order they came: the SDK would hand them over a tick late, after
+   * the progress of task-augmented calls, whose tokens it does not know (see `taskProgress`), so a task's
+   * progress could overtake the status that ended it.
    */
-  private relayTaskAugmented(transport: Transport): void {
+  private interceptInbound(transport: Transport): void {
     const deliver = transport.onmessage;
     transport.onmessage = (message, extra) => {
       const request = message as { id?: string | number; method?: string; params?: Record<string, unknown> };
+      if (request.id === undefined && request.method !== undefined && this.relayTaskNotification(request.method, request.params)) return;
       const augmented = (request.method === 'sampling/createMessage' || request.method === 'elicitation/create') && request.id !== undefined && isTaskAugmented(request.params);
       if (!augmented) return deliver?.(message, extra);
       const id = request.id!;
@@ -366,6 +390,75 @@ export class Upstream {
         },
       ).catch(() => undefined);
     };
+  }
+
+  /**
+   * Relays a notification about one of the upstream's tasks: its status, a log message naming it (only to the
+   * task's session, or nowhere), or the progress of a task-augmented call. Returns false for anything else,
+   * which the SDK handles.
+   */
+  private relayTaskNotification(method: string, params: Record<string, unknown> | undefined): boolean {
+    switch (method) {
+      case 'notifications/progress':
+        return this.relayTaskProgress(params);
+      case 'notifications/tasks/status':
+        return this.relayToTask(params?.taskId, method, params);
+      case 'notifications/message': {
+        // A log message naming a task the gateway does not know is routed like any other.
+        const related = relatedTaskId(params);
+        return related !== undefined && this.events.task?.(this, related) !== undefined && this.relayToTask(related, method, params);
+      }
+      default:
+        return false;
+    }
+  }
+
+  private relayToTask(taskId: unknown, method: string, params: Record<string, unknown> | undefined): boolean {
+    if (typeof taskId !== 'string') return false;
+    this.events.taskNotification?.(this, taskId, { method, params: params! });
+    return true;
+  }
+
+  /**
+   * Relays the progress of a task-augmented call, as the call's while it runs and as its task's afterwards.
+   * Returns false for a token that is not the gateway's: the SDK relays that progress. A token of ours whose
+   * route is gone (its task ended, or the route was dropped) is dropped too: nothing is kept for it.
+   */
+  private relayTaskProgress(params: Record<string, unknown> | undefined): boolean {
+    const token = params?.progressToken;
+    if (typeof token !== 'string' || !token.startsWith(TASK_PROGRESS_PREFIX)) return false;
+    const route = this.taskProgress.get(token);
+    if (!route) return true;
+    const progress = { ...params, progressToken: route.clientToken };
+    if (route.call) {
+      const call = route.call;
+      route.idle?.refresh();
+      route.relayed = route.relayed.then(() => call.notify({ method: 'notifications/progress', params: progress })).catch(() => undefined);
+    } else if (!this.events.taskNotification?.(this, route.upstreamTaskId!, { method: 'notifications/progress', params: progress })) {
+      this.forgetTaskProgress(route.upstreamTaskId!);
+    }
+    return true;
+  }
+
+  /** Stops relaying the progress of an upstream task: it ended, or nobody is left to tell. */
+  forgetTaskProgress(upstreamTaskId: string): void {
+    const token = this.progressOfTask.get(upstreamTaskId);
+    if (token === undefined) return;
+    this.progressOfTask.delete(upstreamTaskId);
+    this.taskProgress.delete(token);
+  }
+
+  /**
+   * The way to the client that runs a client-side task, for the task's life and whoever else is calling: the
+   * call that created it while that call runs, its session outside any call once the call has ended.
+   */
+  private clientTaskRoute(call: CallBinding): CallBinding | undefined {
+    return this.inFlight.has(call) || call === this.owner ? call : call.afterCall?.();
+  }
+
+  /** Forgets what a client session that has ended was running for this upstream. */
+  forgetSession(session: string): void {
+    for (const [id, task] of this.clientTasks) if (task.session === session) this.clientTasks.delete(id);
   }
 
   private changed(kind: 'tools' | 'prompts' | 'resources'): void {
@@ -451,15 +544,19 @@ export class Upstream {
     // Progress goes out in order, and all of it before the result.
     let relayed: Promise<void> = Promise.resolve();
     let lastProgressAt = 0;
+    const progressToken = options.progressToken;
+    const taskRoute = progressToken !== undefined && binding && isTaskAugmented(params) ? this.routeTaskProgress(progressToken, binding) : undefined;
     try {
-      const progressToken = options.progressToken;
-      const message = { method, ...(params ? { params } : {}) } as never;
+      const sent = taskRoute ? { ...params, _meta: { ...(params?._meta as Record<string, unknown> | undefined), progressToken: taskRoute.token } } : params;
+      const message = { method, ...(sent ? { params: sent } : {}) } as never;
+      const signal = taskRoute ? (options.signal ? AbortSignal.any([options.signal, taskRoute.idle]) : taskRoute.idle) : options.signal;
       const requestOptions = {
-        timeout: this.timeouts.callMs,
+        // A task-augmented call's idle time is measured in `routeTaskProgress`.
+        timeout: taskRoute ? this.timeouts.maxCallMs : this.timeouts.callMs,
         maxTotalTimeout: this.timeouts.maxCallMs,
         resetTimeoutOnProgress: true,
-        ...(options.signal ? { signal: options.signal } : {}),
-        ...(progressToken !== undefined && binding
+        ...(signal ? { signal } : {}),
+        ...(progressToken !== undefined && binding && !taskRoute
           ? {
               onprogress: (progress) => {
                 lastProgressAt = performance.now();
@@ -474,6 +571,14 @@ export class Upstream {
       const anyObject = method === 'tools/call' || method.startsWith('tasks/');
       const result = anyObject ? await client.request(message, RELAYED_RESULT, requestOptions) : await client.request(message, requestOptions);
       await relayed;
+      if (taskRoute) {
+        let sentSoFar: Promise<void>;
+        do await (sentSoFar = taskRoute.route.relayed);
+        while (sentSoFar !== taskRoute.route.relayed);
+        // From here on its progress is the task's: no I/O comes between this and the gateway adopting the task.
+        const upstreamTaskId = createdTaskId(result);
+        if (upstreamTaskId !== undefined) taskRoute.adopt(upstreamTaskId);
+      }
       // The SDK client dispatches notifications a tick later than responses: a progress notification
       // that shares a network read with the result would reach it after the call has ended, and be lost.
       if (lastProgressAt !== 0 && performance.now() - lastProgressAt < PROGRESS_SETTLE_MS) {
@@ -481,9 +586,44 @@ export class Upstream {
       }
       return result as Result;
     } finally {
+      taskRoute?.end();
       if (binding) this.inFlight.delete(binding);
       this.touch();
     }
+  }
+
+  /**
+   * The route of a task-augmented call's progress, under a token of the gateway's (the SDK would forget its own
+   * once the call is answered). The SDK keeps a call alive while progress comes only for progress it relays
+   * itself, so this call's idle time is measured here: `callMs` without progress cancels it as the SDK would.
+   */
+  private routeTaskProgress(clientToken: string | number, call: CallBinding): { token: string; route: TaskProgress; idle: AbortSignal; adopt(upstreamTaskId: string): void; end(): void } {
+    const token = `${TASK_PROGRESS_PREFIX}${(this.progressSerial += 1)}`;
+    const timedOut = new AbortController();
+    const idle = setTimeout(() => timedOut.abort(new SdkError(SdkErrorCode.RequestTimeout, 'Request timed out', { timeout: this.timeouts.callMs })), this.timeouts.callMs);
+    const route: TaskProgress = { clientToken, call, relayed: Promise.resolve(), idle };
+    if (this.taskProgress.size >= MAX_TASK_PROGRESS) {
+      const [oldest, dropped] = this.taskProgress.entries().next().value!;
+      this.taskProgress.delete(oldest);
+      if (dropped.upstreamTaskId !== undefined) this.progressOfTask.delete(dropped.upstreamTaskId);
+    }
+    this.taskProgress.set(token, route);
+    return {
+      token,
+      route,
+      idle: timedOut.signal,
+      adopt: (upstreamTaskId) => {
+        if (this.taskProgress.get(token) !== route) return; // dropped to make room
+        route.upstreamTaskId = upstreamTaskId;
+        this.progressOfTask.set(upstreamTaskId, token);
+      },
+      end: () => {
+        clearTimeout(idle);
+        route.call = undefined;
+        route.idle = undefined;
+        if (route.upstreamTaskId === undefined) this.taskProgress.delete(token);
+      },
+    };
   }
 
   listTools(): Promise<Tool[]> {
@@ -543,9 +683,25 @@ export class Upstream {
     const transport = this.transport;
     this.transport = undefined;
     this.clientTasks.clear();
+    this.taskProgress.clear();
+    this.progressOfTask.clear();
     await client?.close().catch(() => undefined);
     await transport?.close().catch(() => undefined);
   }
+}
+
+/** Where the progress of one task-augmented call goes. */
+interface TaskProgress {
+  /** The token the client gave the call. */
+  clientToken: string | number;
+  /** The call, while it runs. */
+  call: CallBinding | undefined;
+  /** Progress relayed on the call so far, in order. */
+  relayed: Promise<void>;
+  /** Cancels the call after `callMs` without progress; refreshed by each progress. */
+  idle: NodeJS.Timeout | undefined;
+  /** The upstream's id of the task the call created, once it has. */
+  upstreamTaskId?: string;
 }
 
 /** Whether an error says the remote server does not know our session (HTTP 404 on a session request). */
