@@ -5,7 +5,7 @@
  * server over stdio.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import type { CallToolResult, Client } from '@modelcontextprotocol/client';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
 import { fixtureUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
@@ -53,4 +53,44 @@ test("keeps a server's sampling request that carries a secret out of a 2026-07-2
   assert.doesNotMatch(response.body, /input_required/, 'there is no question left to ask');
   const record = harness.audit.records.slice(before).find((entry) => entry.action === 'tools/call.server-question');
   assert.equal(record?.effect, 'deny');
+});
+
+describe('an upstream with a connection of its own per session (isolation: session)', () => {
+  let isolated: Harness;
+  let own: Client;
+  const ownAsked: unknown[] = [];
+  before(async () => {
+    isolated = await startHarness({
+      gateway: { upstreams: { fixture: fixtureUpstream({ isolation: 'session' }, ['--asking']) } },
+      policy: { mcp: [{ id: 'all', allow: { tools: ['*'] } }], dlp: { action: 'block' } },
+    });
+    own = await isolated.connect(isolated.agents.add('isolated-asker').key, { capabilities: { sampling: {} } });
+    own.setRequestHandler('sampling/createMessage', async (request) => {
+      ownAsked.push(request.params);
+      return { role: 'assistant', content: { type: 'text', text: 'fine' }, model: 'test-model', stopReason: 'endTurn' };
+    });
+  });
+  after(() => isolated.close());
+
+  test("withholds a server's sampling request that carries a secret within a call", async () => {
+    const result = (await own.callTool({ name: 'fixture__ask-leaky', arguments: {} })) as CallToolResult;
+    assert.equal(ownAsked.length, 0, "the secret never reached the client's model");
+    assert.ok(!JSON.stringify(result).includes('sampled: fine'));
+    const record = isolated.audit.records.find((entry) => entry.action === 'tools/call.server-question');
+    assert.equal(record?.effect, 'deny');
+  });
+
+  test("withholds a server's sampling request that carries a secret outside any call, and records it", async () => {
+    const result = (await own.callTool({ name: 'fixture__ask-leaky-later', arguments: {} })) as CallToolResult;
+    assert.equal((result.content[0] as { text: string }).text, 'will ask later');
+    let record: (typeof isolated.audit.records)[number] | undefined;
+    for (let i = 0; i < 100 && !record; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      record = isolated.audit.records.find((entry) => entry.action === 'upstream.server-question');
+    }
+    assert.equal(record?.effect, 'deny');
+    assert.equal(record?.details?.method, 'sampling/createMessage');
+    assert.equal(ownAsked.length, 0, "the secret never reached the client's model");
+    assert.ok(!JSON.stringify(isolated.audit.records).includes(LEAKY_TOKEN));
+  });
 });

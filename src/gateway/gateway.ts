@@ -701,7 +701,7 @@ export class GatewayCore {
    * result, an elicitation's content, its roots) on its way up. What the policy blocks is withheld and the
    * server gets an error; what it redacts goes on redacted.
    */
-  private screeningRelay(binding: CallBinding, caller: Caller, action: RelayedMethod | 'completion/complete', resource: string, correlationId: string, answers = true): CallBinding {
+  private screeningRelay(binding: CallBinding, caller: Caller, action: RelayedMethod | 'completion/complete' | 'upstream', resource: string, correlationId: string, answers = true): CallBinding {
     return {
       ...binding,
       send: async (request) => {
@@ -712,7 +712,7 @@ export class GatewayCore {
     };
   }
 
-  private async screenRelayed<T>(caller: Caller, action: RelayedMethod | 'completion/complete', resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
+  private async screenRelayed<T>(caller: Caller, action: RelayedMethod | 'completion/complete' | 'upstream', resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
     const started = process.hrtime.bigint();
     const screened = this.screen(value);
     if (!screened.verdict || screened.verdict.action === 'none') return screened.value as T;
@@ -1227,7 +1227,8 @@ export class GatewayCore {
     let own = this.sessionConnections.get(key);
     if (!own) {
       if (!caller.client) return upstream;
-      own = upstream.sibling(caller.client);
+      // What the server asks the session outside a call is screened both ways, as within one.
+      own = upstream.sibling(this.screeningRelay(caller.client, caller, 'upstream', upstream.name, newCorrelationId()));
       this.sessionConnections.set(key, own);
     }
     return own;

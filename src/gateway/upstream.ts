@@ -167,7 +167,10 @@ export class Upstream {
     return own;
   }
 
-  /** For a connection that belongs to one client session: the way to that session outside any call. */
+  /**
+   * For a connection that belongs to one client session: the way to that session outside any call (the
+   * gateway hands it over screened, see connectionFor).
+   */
   private owner: CallBinding | undefined;
 
   /** Tells the upstream something changed on the client's side (for example its roots). */
@@ -472,14 +475,14 @@ export class Upstream {
   }
 
   private routeTarget(): CallBinding | undefined {
-    // A session's own connection always answers to that session, in a call or not.
-    if (this.owner) return this.owner;
     let target: CallBinding | undefined;
     for (const binding of this.inFlight) {
       if (target && target.session !== binding.session) return undefined;
       target = binding; // the most recent call of that session
     }
-    return target;
+    // A session's own connection answers to that session outside a call too. Within one, the call's own way
+    // back goes first: it is screened and recorded as the call's.
+    return target ?? this.owner;
   }
 
   private failed(message: string): void {
