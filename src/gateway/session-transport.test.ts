@@ -4,10 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, request } from 'node:http';
+import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server';
-import { HttpSessionTransport } from './session-transport.js';
+import { HttpSessionTransport, STREAM_UNREAD_LIMIT } from './session-transport.js';
 
 let transport: HttpSessionTransport;
 let terminated = 0;
@@ -164,6 +165,38 @@ test('GET opens one stream for messages outside any request; a second GET is ref
   await transport.send({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
   while (!stream.includes('list_changed')) await new Promise((resolve) => setTimeout(resolve, 5));
   assert.deepEqual(events(stream), [{ jsonrpc: '2.0', method: 'notifications/tools/list_changed' }]);
+});
+
+test('cuts off a GET stream whose client stops reading once it leaves the limit unread; the session goes on', async () => {
+  // A raw socket that sends its GET and never reads again: what it leaves unread piles up in the gateway.
+  const { port } = new URL(url);
+  const socket = connect(Number(port), '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write(`GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\n\r\n`);
+  await new Promise((resolve) => socket.once('data', resolve));
+  socket.pause();
+  const openStream = (): Promise<number> =>
+    new Promise((resolve) => {
+      const req = request(url, { method: 'GET', headers: { accept: 'text/event-stream', 'mcp-protocol-version': '2025-06-18' } }, (res) => {
+        req.destroy();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', () => undefined);
+      req.end();
+    });
+  try {
+    assert.equal(await openStream(), 409, 'the stalled stream holds the one GET stream of the session');
+    const data = 'x'.repeat(256 * 1024);
+    for (let sent = 0; sent < 2 * STREAM_UNREAD_LIMIT; sent += data.length) {
+      await transport.send({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data } });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // Cut off, the stalled stream no longer holds the session's GET stream: a new one opens.
+    assert.equal(await openStream(), 200);
+  } finally {
+    socket.destroy();
+  }
 });
 
 test('DELETE ends the session: open requests get an error, and later ones 404', async () => {

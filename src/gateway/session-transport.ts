@@ -53,14 +53,22 @@ export function serialize(message: JSONRPCMessage): (string | Buffer)[] {
 }
 
 /**
+ * A client that leaves this much of a stream unread is cut off: an upstream that keeps sending (a live task's
+ * progress, log messages) to a client that stopped reading must not grow the gateway's memory without bound.
+ * The same bound as the local socket's.
+ */
+export const STREAM_UNREAD_LIMIT = 64 * 1024 * 1024;
+
+/**
  * Writes pieces as they are, corked so that they leave in one system call: copying a cached list's JSON
  * into one buffer for every answer would cost a copy of the whole list and the garbage it leaves.
  */
 function writePieces(res: ServerResponse, pieces: (string | Buffer)[], end: boolean): void {
   res.cork();
   for (const piece of pieces) res.write(piece);
-  if (end) res.end();
-  else res.uncork();
+  if (end) return void res.end();
+  res.uncork();
+  if (res.writableLength > STREAM_UNREAD_LIMIT) res.destroy();
 }
 
 function sseEvent(message: JSONRPCMessage): (string | Buffer)[] {
