@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/server';
+import { STREAM_UNREAD_LIMIT } from './session-transport.js';
 
 const KEEPALIVE_MS = 15_000;
 
@@ -38,6 +39,8 @@ export class LegacySseTransport implements Transport {
   async send(message: JSONRPCMessage): Promise<void> {
     if (this.closed) throw new Error('the SSE stream is closed');
     this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
+    // A client that stopped reading is cut off (and its session closes) rather than held in memory.
+    if (this.res.writableLength > STREAM_UNREAD_LIMIT) this.res.destroy();
   }
 
   async close(): Promise<void> {
