@@ -199,6 +199,12 @@ test('cuts off a GET stream whose client stops reading once it leaves the limit 
   }
 });
 
+test('a request for the client outside its requests fails at once when it keeps no GET stream open', async () => {
+  await assert.rejects(transport.send({ jsonrpc: '2.0', id: 'ask-1', method: 'sampling/createMessage', params: {} }), /no stream open/);
+  // A notification has nowhere to go either, and is dropped, as the spec allows.
+  await transport.send({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+});
+
 test('DELETE ends the session: open requests get an error, and later ones 404', async () => {
   const open = post({ jsonrpc: '2.0', id: 12, method: 'wait' });
   while (waiting.length === 0) await new Promise((resolve) => setImmediate(resolve));

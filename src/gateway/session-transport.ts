@@ -285,8 +285,10 @@ export class HttpSessionTransport implements Transport {
       if ('id' in message) throw new Error(`the client's request ${String(related)} has ended or its client went away; nothing more can be sent for it`);
       return;
     }
-    // Outside any request: the GET stream, if the client keeps one open; otherwise it is dropped, as the spec allows.
-    if (this.standalone) writePieces(this.standalone.res, sseEvent(message), false);
+    // Outside any request: the GET stream, if the client keeps one open; otherwise a notification is dropped,
+    // as the spec allows, and a request fails now rather than leave its sender waiting out its timeout.
+    if (this.standalone) return writePieces(this.standalone.res, sseEvent(message), false);
+    if ('id' in message) throw new Error('the client keeps no stream open outside its requests (GET), so nothing can ask it anything now');
   }
 
   async close(): Promise<void> {
