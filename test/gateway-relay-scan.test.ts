@@ -55,6 +55,21 @@ test("keeps a server's sampling request that carries a secret out of a 2026-07-2
   assert.equal(record?.effect, 'deny');
 });
 
+test("drops a server's progress message and log line that carry a secret, relays the clean ones, and records it", async () => {
+  const logged: string[] = [];
+  client.setNotificationHandler('notifications/message', (notification) => void logged.push(String(notification.params.data)));
+  await client.setLoggingLevel('debug');
+  const progress: string[] = [];
+  const result = (await client.callTool({ name: 'fixture__report-leaky', arguments: {} }, { onprogress: (step) => void progress.push(step.message ?? '') })) as CallToolResult;
+  assert.equal((result.content[0] as { text: string }).text, 'reported');
+  for (let i = 0; i < 50 && logged.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(logged, ['plain failure']);
+  assert.deepEqual(progress, ['half way'], 'the clean step arrives, the leaky one never reaches the client');
+  const withheld = harness.audit.records.filter((entry) => entry.action === 'tools/call.server-notice' && entry.effect === 'deny');
+  assert.deepEqual(withheld.map((entry) => entry.details?.method).sort(), ['notifications/message', 'notifications/progress']);
+  assert.ok(!JSON.stringify(harness.audit.records).includes(LEAKY_TOKEN));
+});
+
 describe('an upstream with a connection of its own per session (isolation: session)', () => {
   let isolated: Harness;
   let own: Client;

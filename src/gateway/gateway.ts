@@ -709,16 +709,37 @@ export class GatewayCore {
         const answer = await binding.send(params ? { ...request, params } : request);
         return answers ? this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', answer) : answer;
       },
+      // Progress messages and log lines reach the client (and often its model) too: a withheld one is dropped.
+      notify: async (notification) => {
+        let params = notification.params;
+        if (params) {
+          try {
+            params = await this.screenRelayed(caller, action, resource, correlationId, notification.method, 'notice', params);
+          } catch {
+            return;
+          }
+        }
+        return binding.notify(params ? { ...notification, params } : notification);
+      },
     };
   }
 
-  private async screenRelayed<T>(caller: Caller, action: RelayedMethod | 'completion/complete' | 'upstream', resource: string, correlationId: string, method: string, side: 'question' | 'answer', value: T): Promise<T> {
+  private async screenRelayed<T>(
+    caller: Caller,
+    action: RelayedMethod | 'completion/complete' | 'upstream',
+    resource: string,
+    correlationId: string,
+    method: string,
+    side: 'question' | 'answer' | 'notice',
+    value: T,
+  ): Promise<T> {
     const started = process.hrtime.bigint();
     const screened = this.screen(value);
     if (!screened.verdict || screened.verdict.action === 'none') return screened.value as T;
     const withheld = screened.verdict.effect === 'deny';
-    const what = side === 'answer' ? `the client's answer to ${method}` : `the server's ${method} request`;
-    await this.record(caller, `${action}.${side === 'answer' ? 'client-answer' : 'server-question'}`, resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, {
+    const what = side === 'answer' ? `the client's answer to ${method}` : side === 'notice' ? `the server's ${method}` : `the server's ${method} request`;
+    const kind = side === 'answer' ? 'client-answer' : side === 'notice' ? 'server-notice' : 'server-question';
+    await this.record(caller, `${action}.${kind}`, resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, {
       method,
       dlp: dlpDetails(screened.verdict),
     });
