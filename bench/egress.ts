@@ -125,6 +125,7 @@ async function main(): Promise<void> {
       const tunnelRatio = tunnelled / direct;
       const socatText = relayed === undefined ? '' : `; socat relay ${mbps(relayed)} (${((relayed / direct) * 100).toFixed(0)}% of direct)`;
       line('tunnel throughput', `${mbps(direct)} direct, ${mbps(tunnelled)} via CONNECT${socatText}`, tunnelRatio, tunnelRatio >= 0.9, '>= 90% of direct');
+      stopReferences(children);
     }
 
     // 2. Plain-HTTP request rate: direct, Gatehouse, tinyproxy. tinyproxy closes the client connection after
@@ -160,6 +161,7 @@ async function main(): Promise<void> {
         line('request rate vs squid, connection per request', `${Math.round(gatehouseFresh.perSecond)}/s vs ${Math.round(squidFresh)}/s`, freshRatio, freshRatio >= 1, '>= 1x squid');
         line('request rate vs squid, keep-alive', `${Math.round(gatehouseRate)}/s vs ${Math.round(squidKept)}/s`, keptRatio, keptRatio >= 1, '>= 1x squid');
       }
+      stopReferences(children);
     }
 
     // 3. Added connect latency (connect + one echoed byte).
@@ -184,6 +186,14 @@ async function main(): Promise<void> {
     for (const server of servers) server.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Stops the reference programs a part started (socat, tinyproxy, squid), so that idle as they are, they take
+ * nothing from the parts after it. The proxy, started first, stays.
+ */
+function stopReferences(children: ChildProcess[]): void {
+  for (const child of children.splice(1)) child.kill('SIGTERM');
 }
 
 function line(name: string, figures: string, ratio: number | undefined, ok: boolean, target: string): void {
