@@ -70,6 +70,19 @@ test("drops a server's progress message and log line that carry a secret, relays
   assert.ok(!JSON.stringify(harness.audit.records).includes(LEAKY_TOKEN));
 });
 
+test('records only the first findings in a flood of leaky log lines, and withholds them all', async () => {
+  const logged: string[] = [];
+  client.setNotificationHandler('notifications/message', (notification) => void logged.push(String(notification.params.data)));
+  await client.setLoggingLevel('debug');
+  const before = harness.audit.records.length;
+  await client.callTool({ name: 'fixture__report-leaky', arguments: { times: 40 } });
+  for (let i = 0; i < 50 && !logged.includes('plain failure'); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(logged, ['plain failure'], 'every leaky line was withheld');
+  const notices = harness.audit.records.slice(before).filter((entry) => entry.action === 'tools/call.server-notice');
+  assert.equal(notices.length, 11, 'ten findings, then one record saying the rest go unrecorded');
+  assert.match(notices.at(-1)!.reason, /not recorded one by one/);
+});
+
 describe('an upstream with a connection of its own per session (isolation: session)', () => {
   let isolated: Harness;
   let own: Client;

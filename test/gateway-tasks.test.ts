@@ -317,6 +317,18 @@ test("withholds a task's progress that carries a secret, and records that it did
   assert.match(withheld?.reason ?? '', /notifications\/progress/);
 });
 
+test("records only the first of a task's many withheld progress messages", { timeout: 60_000 }, async () => {
+  const client = await harness.connect(ownerKey);
+  const heard = listen(client);
+  const { task } = await startCountdown(client, 14, 'flood', true);
+  for (let step = 0; step < 14; step += 1) await client.callTool({ name: 'relay__tick', arguments: {} });
+  await heard.until((message) => message.method === 'notifications/tasks/status' && message.params.taskId === task.taskId);
+  assert.ok(!JSON.stringify(heard.heard).includes(FIXTURE_SECRET), 'the secret never reached the client');
+  const withheld = harness.audit.records.filter((record) => record.action === 'upstream.relay-refused' && record.details?.task === task.taskId);
+  assert.equal(withheld.length, 11, 'ten, then one saying the rest go unrecorded');
+  assert.match(withheld.at(-1)!.reason, /not recorded one by one/);
+});
+
 test("withholds from the client a task's question that carries a secret, asked while it fetches the task's result", { timeout: 60_000 }, async () => {
   const client = await harness.connect(ownerKey, { capabilities: { elicitation: { form: {} } } });
   const asked: Record<string, unknown>[] = [];

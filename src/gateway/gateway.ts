@@ -119,6 +119,9 @@ const APPROVAL_TTL_MS = 10 * 60 * 1000;
 /** Pages of an upstream's `tasks/list` read for one client request: a runaway cursor cannot loop forever. */
 const MAX_TASK_LIST_PAGES = 100;
 
+/** Findings in a server's notifications recorded one by one per exchange (a call, a session's own way). */
+const NOTICE_RECORDS = 10;
+
 /** The purpose named in the request state of a parked call, which tells its retry from a new call. */
 const PARKED_STATE = 'parked';
 
@@ -702,6 +705,7 @@ export class GatewayCore {
    * server gets an error; what it redacts goes on redacted.
    */
   private screeningRelay(binding: CallBinding, caller: Caller, action: RelayedMethod | 'completion/complete' | 'upstream', resource: string, correlationId: string, answers = true): CallBinding {
+    let notices = 0;
     return {
       ...binding,
       send: async (request) => {
@@ -710,11 +714,13 @@ export class GatewayCore {
         return answers ? this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', answer) : answer;
       },
       // Progress messages and log lines reach the client (and often its model) too: a withheld one is dropped.
+      // The server sends these as often as it likes, so only the first few findings are recorded one by one.
       notify: async (notification) => {
         let params = notification.params;
         if (params) {
           try {
-            params = await this.screenRelayed(caller, action, resource, correlationId, notification.method, 'notice', params);
+            const record = notices < NOTICE_RECORDS ? 'each' : notices === NOTICE_RECORDS ? 'last' : 'none';
+            params = await this.screenRelayed(caller, action, resource, correlationId, notification.method, 'notice', params, () => (notices += 1), record);
           } catch {
             return;
           }
@@ -732,17 +738,23 @@ export class GatewayCore {
     method: string,
     side: 'question' | 'answer' | 'notice',
     value: T,
+    found?: () => void,
+    record: 'each' | 'last' | 'none' = 'each',
   ): Promise<T> {
     const started = process.hrtime.bigint();
     const screened = this.screen(value);
     if (!screened.verdict || screened.verdict.action === 'none') return screened.value as T;
+    found?.();
     const withheld = screened.verdict.effect === 'deny';
     const what = side === 'answer' ? `the client's answer to ${method}` : side === 'notice' ? `the server's ${method}` : `the server's ${method} request`;
     const kind = side === 'answer' ? 'client-answer' : side === 'notice' ? 'server-notice' : 'server-question';
-    await this.record(caller, `${action}.${kind}`, resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}`, started, correlationId, {
-      method,
-      dlp: dlpDetails(screened.verdict),
-    });
+    const more = record === 'last' ? '; further findings in this exchange are acted on but not recorded one by one' : '';
+    if (record !== 'none') {
+      await this.record(caller, `${action}.${kind}`, resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}${more}`, started, correlationId, {
+        method,
+        dlp: dlpDetails(screened.verdict),
+      });
+    }
     if (withheld) throw new ProtocolError(-32603, `Withheld by Gatehouse: ${what} contained a secret (${screened.verdict.reason})`);
     return screened.value as T;
   }
@@ -859,10 +871,15 @@ export class GatewayCore {
     if (!task || !notify) return false;
     const screened = this.screen(renameTask(notification.params, upstreamId, task.id));
     if (screened.verdict?.effect === 'deny') {
-      void this.recordEvent(task.server, 'relay-refused', `withheld ${notification.method} of task ${task.id}: it ${screened.verdict.reason}`, 'deny', {
-        task: task.id,
-        dlp: dlpDetails(screened.verdict),
-      });
+      // The upstream sends these as often as it likes: the first few are recorded one by one.
+      task.withheld = (task.withheld ?? 0) + 1;
+      const more = task.withheld === NOTICE_RECORDS + 1 ? '; further ones of this task are withheld but not recorded one by one' : '';
+      if (task.withheld <= NOTICE_RECORDS + 1) {
+        void this.recordEvent(task.server, 'relay-refused', `withheld ${notification.method} of task ${task.id}: it ${screened.verdict.reason}${more}`, 'deny', {
+          task: task.id,
+          dlp: dlpDetails(screened.verdict),
+        });
+      }
     } else {
       void notify({ method: notification.method, params: screened.value }).catch(() => undefined);
     }

@@ -85,6 +85,8 @@ export interface ServerTask<Connection, Owner> {
   owner: Owner;
   /** Where its notifications (status, progress, log messages naming it) go, until it ends or its session does. */
   notify?: (notification: { method: string; params?: Record<string, unknown> }) => Promise<void>;
+  /** Its notifications withheld for holding a secret: only the first few are recorded one by one. */
+  withheld?: number;
   server: string;
   /** The tool's name at the upstream and as the client called it. */
   tool: string;
