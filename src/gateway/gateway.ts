@@ -713,7 +713,7 @@ export class GatewayCore {
         const answer = await binding.send(params ? { ...request, params } : request);
         return answers ? this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', answer) : answer;
       },
-      // Progress messages and log lines reach the client (and often its model) too: a withheld one is dropped.
+      // Progress messages and log lines reach the client (and may reach its model) too: a withheld one is dropped.
       // The server sends these as often as it likes, so only the first few findings are recorded one by one.
       notify: async (notification) => {
         let params = notification.params;

@@ -4,8 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, request } from 'node:http';
-import { connect } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server';
 import { HttpSessionTransport, STREAM_UNREAD_LIMIT } from './session-transport.js';
