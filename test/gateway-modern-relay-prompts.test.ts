@@ -243,7 +243,7 @@ describe('prompts and reads a 2026-07-28 agent leaves parked', () => {
       ['resources/read', { uri: 'fixture://asked/tea' }],
     ] as const) {
       const refused = await send(method, params);
-      assert.match(refused.error?.message ?? '', /this agent already has 1 calls waiting for its answers \(gateway.maxSessionsPerAgent is 1\)/, JSON.stringify(refused));
+      assert.match(refused.error?.message ?? '', /this agent already has 1 request waiting for its answers \(gateway.maxSessionsPerAgent is 1\)/, JSON.stringify(refused));
       const record = harness.audit.records.findLast((r) => r.action === method);
       assert.equal(record?.effect, 'deny');
       assert.deepEqual(record?.rules, ['limit']);

@@ -179,7 +179,7 @@ describe('calls a 2026-07-28 agent leaves parked', () => {
     assert.equal((await call('first')).result?.resultType, 'input_required');
     const second = await call('second');
     assert.equal(second.result?.isError, true);
-    assert.match(second.result?.content?.[0]?.text ?? '', /Refused by Gatehouse: this agent already has 1 calls waiting for its answers \(gateway.maxSessionsPerAgent is 1\)/);
+    assert.match(second.result?.content?.[0]?.text ?? '', /Refused by Gatehouse: this agent already has 1 request waiting for its answers \(gateway.maxSessionsPerAgent is 1\)/);
     assert.equal(harness.audit.records.findLast((r) => r.action === 'tools/call')?.effect, 'deny');
     await new Promise((resolve) => setTimeout(resolve, INPUT_MS + 500));
     assert.equal((await call('third')).result?.resultType, 'input_required', 'the abandoned call no longer counts');

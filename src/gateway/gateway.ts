@@ -910,7 +910,7 @@ export class GatewayCore {
     const waiting = this.parkedCallsOf(owner);
     const cap = this.options.settings.maxSessionsPerAgent;
     if (waiting >= cap) {
-      const reason = `this agent already has ${waiting} calls waiting for its answers (gateway.maxSessionsPerAgent is ${cap}); answer or abandon one first`;
+      const reason = `this agent already has ${waiting} ${waiting === 1 ? 'request' : 'requests'} waiting for its answers (gateway.maxSessionsPerAgent is ${cap}); answer or abandon one first`;
       await this.record(call.caller, call.method, call.resource, 'deny', ['limit'], reason, call.started, call.correlationId, call.details, call.decision);
       // A tool reports its refusals as a result the model can read; a prompt or a resource has no such result.
       if (call.method === 'tools/call') return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
