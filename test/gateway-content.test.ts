@@ -190,10 +190,11 @@ describe('secrets headed upstream outside a tool call, policy dlp action "redact
     assert.match(JSON.stringify(record?.details?.requestDlp), /redacted/);
   });
 
-  test('reads a URI with the secret redacted, never the secret itself', async () => {
-    const read = await client.readResource({ uri: `fixture://echo/${token}` }).catch((error: Error) => error);
-    assert.ok(!JSON.stringify(read instanceof Error ? read.message : read).includes(token), 'the upstream never saw the secret, so cannot say it back');
+  test('refuses a read whose URI carries a secret even so: a redacted URI would name another resource', async () => {
+    await assert.rejects(client.readResource({ uri: `fixture://echo/${token}` }), /the resource URI holds a secret .*cannot be redacted/);
+    await assert.rejects(client.subscribeResource({ uri: `fixture://echo/${token}` }), /cannot be redacted/);
     const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
-    assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
+    assert.equal(record?.effect, 'deny');
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
   });
 });

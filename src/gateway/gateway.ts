@@ -1174,7 +1174,7 @@ export class GatewayCore {
       waitMs: owner.upstream.timeouts.inputMs,
     };
     // A template's URI carries what the client filled in: a secret there leaves as surely as in arguments.
-    const sent = await this.screenOutbound(call, 'the resource URI', { uri });
+    const sent = await this.screenOutbound(call, 'the resource URI', { uri }, false);
     return (await this.forward(call, this.connectionFor(owner.upstream, caller), sent, binding, options.signal)) as ReadResourceResult;
   }
 
@@ -1228,7 +1228,7 @@ export class GatewayCore {
       throw unknown('resource', uri);
     }
     const request = { caller, method: 'resources/subscribe', resource: `${owner.upstream.name}/${recorded}`, started, correlationId, details: {}, decision };
-    const sent = await this.screenOutbound(request, 'the resource URI', { uri });
+    const sent = await this.screenOutbound(request, 'the resource URI', { uri }, false);
     const key = `${owner.upstream.name}\n${uri}`;
     let sessions = this.subscriptions.get(key);
     if (!sessions) {
@@ -1342,14 +1342,18 @@ export class GatewayCore {
     request: { caller: Caller; method: string; resource: string; started: bigint; correlationId: string; details: Record<string, unknown>; decision?: Decision },
     what: string,
     value: T,
+    redactable = true,
   ): Promise<T> {
     const screened = this.screen(value);
     if (!screened.verdict || screened.verdict.action === 'none') return value;
     request.details.requestDlp = dlpDetails(screened.verdict);
-    if (screened.verdict.effect === 'deny') {
+    // A redacted URI names another resource: reading or watching that instead would surprise everyone.
+    const refused = screened.verdict.effect === 'deny' || (screened.verdict.effect === 'redact' && !redactable);
+    if (refused) {
       const { caller, method, resource, started, correlationId, details, decision } = request;
-      await this.record(caller, method, resource, 'deny', ['dlp'], `${what}: ${screened.verdict.reason}`, started, correlationId, details, decision);
-      throw new ProtocolError(-32602, `Blocked by Gatehouse: ${what} holds a secret (${screened.verdict.reason})`);
+      const unredactable = screened.verdict.effect === 'redact' ? `, and ${what} cannot be redacted` : '';
+      await this.record(caller, method, resource, 'deny', ['dlp'], `${what}: ${screened.verdict.reason}${unredactable}`, started, correlationId, details, decision);
+      throw new ProtocolError(-32602, `Blocked by Gatehouse: ${what} holds a secret (${screened.verdict.reason})${unredactable}`);
     }
     return screened.value;
   }
