@@ -122,6 +122,14 @@ const MAX_TASK_LIST_PAGES = 100;
 /** Findings in a server's notifications recorded one by one per exchange (a call, a session's own way). */
 const NOTICE_RECORDS = 10;
 
+/**
+ * Whether the nth finding in a server's notifications is recorded: the first NOTICE_RECORDS are, then one more
+ * (`last`) that says the rest are not, so a server sending as often as it likes cannot flood the audit log.
+ */
+function noticeRecording(nth: number): { record: boolean; last: boolean } {
+  return { record: nth <= NOTICE_RECORDS + 1, last: nth === NOTICE_RECORDS + 1 };
+}
+
 /** The purpose named in the request state of a parked call, which tells its retry from a new call. */
 const PARKED_STATE = 'parked';
 
@@ -705,7 +713,7 @@ export class GatewayCore {
    * server gets an error; what it redacts goes on redacted.
    */
   private screeningRelay(binding: CallBinding, caller: Caller, action: RelayedMethod | 'completion/complete' | 'upstream', resource: string, correlationId: string, answers = true): CallBinding {
-    let notices = 0;
+    const notices = { findings: 0 };
     return {
       ...binding,
       send: async (request) => {
@@ -719,8 +727,7 @@ export class GatewayCore {
         let params = notification.params;
         if (params) {
           try {
-            const record = notices < NOTICE_RECORDS ? 'each' : notices === NOTICE_RECORDS ? 'last' : 'none';
-            params = await this.screenRelayed(caller, action, resource, correlationId, notification.method, 'notice', params, () => (notices += 1), record);
+            params = await this.screenRelayed(caller, action, resource, correlationId, notification.method, 'notice', params, notices);
           } catch {
             return;
           }
@@ -738,18 +745,18 @@ export class GatewayCore {
     method: string,
     side: 'question' | 'answer' | 'notice',
     value: T,
-    found?: () => void,
-    record: 'each' | 'last' | 'none' = 'each',
+    /** Counts findings where only the first few are recorded (a server's notifications). */
+    budget?: { findings: number },
   ): Promise<T> {
     const started = process.hrtime.bigint();
     const screened = this.screen(value);
     if (!screened.verdict || screened.verdict.action === 'none') return screened.value as T;
-    found?.();
     const withheld = screened.verdict.effect === 'deny';
     const what = side === 'answer' ? `the client's answer to ${method}` : side === 'notice' ? `the server's ${method}` : `the server's ${method} request`;
     const kind = side === 'answer' ? 'client-answer' : side === 'notice' ? 'server-notice' : 'server-question';
-    const more = record === 'last' ? '; further findings in this exchange are acted on but not recorded one by one' : '';
-    if (record !== 'none') {
+    const recording = budget ? noticeRecording((budget.findings += 1)) : { record: true, last: false };
+    const more = recording.last ? '; further findings in this exchange are acted on but not recorded one by one' : '';
+    if (recording.record) {
       await this.record(caller, `${action}.${kind}`, resource, withheld ? 'deny' : 'allow', ['dlp'], `${what} ${screened.verdict.reason}${more}`, started, correlationId, {
         method,
         dlp: dlpDetails(screened.verdict),
@@ -873,8 +880,9 @@ export class GatewayCore {
     if (screened.verdict?.effect === 'deny') {
       // The upstream sends these as often as it likes: the first few are recorded one by one.
       task.withheld = (task.withheld ?? 0) + 1;
-      const more = task.withheld === NOTICE_RECORDS + 1 ? '; further ones of this task are withheld but not recorded one by one' : '';
-      if (task.withheld <= NOTICE_RECORDS + 1) {
+      const recording = noticeRecording(task.withheld);
+      const more = recording.last ? '; further ones of this task are withheld but not recorded one by one' : '';
+      if (recording.record) {
         void this.recordEvent(task.server, 'relay-refused', `withheld ${notification.method} of task ${task.id}: it ${screened.verdict.reason}${more}`, 'deny', {
           task: task.id,
           dlp: dlpDetails(screened.verdict),
@@ -1302,33 +1310,29 @@ export class GatewayCore {
 
   async complete(caller: Caller, params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {
     const ref = params.ref as { type?: string; name?: string; uri?: string } | undefined;
-    const empty = { completion: { values: [], hasMore: false } };
-    // What the client has typed so far, and the arguments it already gave, go to the upstream as they are.
-    const typed = { argument: params.argument, context: params.context };
-    const asking = (resource: string) => ({ caller, method: 'completion/complete', resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} });
-    // The upstream's own requests to the client while it completes are scanned both ways, as within a call.
-    const relayed = (resource: string, correlationId: string) => binding && this.screeningRelay(binding, caller, 'completion/complete', resource, correlationId);
+    let target: { upstream: Upstream; resource: string; ref: Record<string, unknown> };
     if (ref?.type === 'ref/prompt' && typeof ref.name === 'string') {
       const catalog = await this.loadCatalog();
       const entry = catalog.prompts.get(ref.name);
       if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) throw unknown('prompt', ref.name);
-      if (!(await entry.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      const request = asking(`${entry.upstream.name}/${entry.original}`);
-      const sent = await this.screenOutbound(request, 'the text to complete', typed);
-      return this.connectionFor(entry.upstream, caller).request('completion/complete', { ...params, ...sent, ref: { ...ref, name: entry.original } }, relayed(request.resource, request.correlationId));
-    }
-    if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
+      target = { upstream: entry.upstream, resource: `${entry.upstream.name}/${entry.original}`, ref: { ...ref, name: entry.original } };
+    } else if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
       const catalog = await this.loadCatalog();
       const template = catalog.templates.find((t) => t.original === ref.uri);
       if (!template || !isAllowed(this.decide(caller, { server: template.upstream.name, resource: template.original }))) {
         throw unknown('resource', ref.uri);
       }
-      if (!(await template.upstream.connection()).getServerCapabilities()?.completions) return empty;
-      const request = asking(`${template.upstream.name}/${template.original}`);
-      const sent = await this.screenOutbound(request, 'the text to complete', typed);
-      return this.connectionFor(template.upstream, caller).request('completion/complete', { ...params, ...sent }, relayed(request.resource, request.correlationId));
+      target = { upstream: template.upstream, resource: `${template.upstream.name}/${template.original}`, ref };
+    } else {
+      throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
     }
-    throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
+    if (!(await target.upstream.connection()).getServerCapabilities()?.completions) return { completion: { values: [], hasMore: false } };
+    const request = { caller, method: 'completion/complete', resource: target.resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} };
+    // What the client has typed so far, and the arguments it already gave, go to the upstream as they are.
+    const sent = await this.screenOutbound(request, 'the text to complete', { argument: params.argument, context: params.context });
+    // The upstream's own requests to the client while it completes are scanned both ways, as within a call.
+    const relay = binding && this.screeningRelay(binding, caller, 'completion/complete', request.resource, request.correlationId);
+    return this.connectionFor(target.upstream, caller).request('completion/complete', { ...params, ...sent, ref: target.ref }, relay);
   }
 
   // ---- content defence ---------------------------------------------------------------------------
