@@ -23,10 +23,12 @@ export function openStore(dataDir: string, file = 'gatehouse.db'): Store {
   const existing = opened.get(path);
   if (existing?.open) return existing;
   const db = new Database(path);
+  // First: switching a new file to WAL takes a lock, and without a busy timeout a second process opening the
+  // same new store at that moment fails at once with SQLITE_BUSY instead of waiting its turn.
+  db.pragma('busy_timeout = 5000');
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
   db.exec('CREATE TABLE IF NOT EXISTS migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
   opened.set(path, db);
   return db;
