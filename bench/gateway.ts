@@ -24,13 +24,15 @@
  * The gateway runs in a child process of its own (as in production), and so do the upstreams (the stdio ones as
  * its children, the HTTP one beside it); the clients run in this one.
  *
- * Each measurement starts after 300 warm-up calls (spread over its clients), direct and through the gateway alike.
+ * Each measurement starts after 100 warm-up calls on every connection, direct and through the gateway alike
+ * (see WARMUP_PER_CONNECTION).
  * CPU time per call is printed for the clients' process and the gateway's: on a shared machine the latencies
  * and rates move with other load, the CPU per call much less. Read the throughput ratio with them: the SDK
  * client over Streamable HTTP costs its own process several times the CPU per call of the same client over
  * stdio, so on a small machine the clients' side alone bounds the stdio rows' ratio, whatever the gateway costs.
  *
- * Run: node dist/bench/gateway.js [--calls N] [--only calls|lists]   (default 400 calls per client-1 run, 40 per client at 32)
+ * Run: node dist/bench/gateway.js [--calls N] [--warmup N] [--only calls|lists]
+ *   (default 1000 calls in a 1-client run, 100 per client at 32; 100 warm-up calls per connection)
  * Profile the gateway: BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/bench/gateway.js
  */
 import { spawn } from 'node:child_process';
@@ -53,10 +55,20 @@ import { compilePolicy } from '../src/policy/index.js';
 import { openStore } from '../src/store/index.js';
 
 const fixture = new URL('../test/fixtures/fixture-server.js', import.meta.url).pathname;
-const callsFlag = process.argv.indexOf('--calls');
-const CALLS = callsFlag > 0 ? Number(process.argv[callsFlag + 1]) : 400;
+const flag = (name: string, fallback: number): number => {
+  const at = process.argv.indexOf(`--${name}`);
+  return at > 0 ? Number(process.argv[at + 1]) : fallback;
+};
+const CALLS = flag('calls', 1000);
 const PER_CLIENT_AT_32 = Math.max(10, Math.round(CALLS / 10));
-const WARMUP_CALLS = 300;
+/**
+ * Warm-up calls per connection before each measurement, direct and gateway alike. Per connection, not per
+ * run: every client through the stdio bridge has a `gatehouse mcp` process of its own, and every direct
+ * stdio client a server process of its own, each with a cold JIT. Spreading a fixed few hundred calls over
+ * 32 of them (as this bench once did) left ~10 each, and the 32-client rows then measured 32 processes
+ * compiling their hot paths: gateway CPU per call ~2.5x its steady figure.
+ */
+const WARMUP_PER_CONNECTION = flag('warmup', 100);
 /** Warm lists: after LIST_WARMUP lists each, LIST_BLOCKS blocks of LIST_ROUNDS, baseline and gateway in turn. */
 const LIST_WARMUP = 100;
 const LIST_BLOCKS = 5;
@@ -119,10 +131,9 @@ async function measure(
   const latencies: number[] = [];
   // Warm-up, the same for direct and gateway: upstream start, connection pools, and enough calls for the JIT
   // to have compiled the hot path (a gateway runs for days; its first few hundred calls are not its speed).
-  const warmup = Math.max(5, Math.round(WARMUP_CALLS / callers.length));
   await Promise.all(
     callers.map(async (client) => {
-      for (let i = 0; i < warmup; i += 1) await client.callTool({ name, arguments: { message: `warm ${i}` } });
+      for (let i = 0; i < WARMUP_PER_CONNECTION; i += 1) await client.callTool({ name, arguments: { message: `warm ${i}` } });
     }),
   );
   const gatewayCpuBefore = await gatewayCpuMs?.();
