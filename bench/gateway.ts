@@ -25,7 +25,7 @@
  * its children, the HTTP one beside it); the clients run in this one.
  *
  * Each measurement starts after 100 warm-up calls on every connection, direct and through the gateway alike
- * (see WARMUP_PER_CONNECTION).
+ * (see WARMUP_PER_CONNECTION); then direct and gateway take turns in blocks (see measure), as the lists do.
  * CPU time per call is printed for the clients' process and the gateway's: on a shared machine the latencies
  * and rates move with other load, the CPU per call much less. Read the throughput ratio with them: the SDK
  * client over Streamable HTTP costs its own process several times the CPU per call of the same client over
@@ -117,60 +117,84 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? NaN;
 }
 
-/** Runs `clients.length` loops at once, each making `perClient` echo calls; latency in ms. */
-async function measure(
-  callers: Client[],
-  perClient: number,
-  name: string,
-  gateway?: { cpuMs(): Promise<{ user: number; system: number }>; pid: number },
-  bridgePids: number[] = [],
-  /** The upstream's processes when they are not the gateway's children (an HTTP upstream). */
-  upstream?: number[],
-): Promise<Figures> {
-  const gatewayCpuMs = gateway?.cpuMs;
-  const latencies: number[] = [];
+/** What one side of a comparison calls with, and the processes whose CPU it is charged. */
+interface Contender {
+  callers: Client[];
+  /** The echo tool's name as these callers see it. */
+  name: string;
+  gateway?: { cpuMs(): Promise<{ user: number; system: number }>; pid: number };
+  bridgePids?: number[];
+  /** The upstream's processes when they are not the gateway's children (an HTTP upstream, direct stdio servers). */
+  upstream?: number[];
+}
+
+/** Blocks per measurement: the contenders take turns block by block, so that load from elsewhere falls on each alike. */
+const BLOCKS = 4;
+
+/**
+ * Measures each contender making `perClient` echo calls on each of its callers at once, in BLOCKS turns: the
+ * first contender's block, the second's, and so on, BLOCKS times over. On a shared machine, load from
+ * elsewhere comes and goes within seconds; measuring one side after the other let it fall on one side only
+ * (a 32-client ratio swung between 58% and 111% from one run to the next). Latency in ms.
+ */
+async function measure(contenders: Contender[], perClient: number): Promise<Figures[]> {
   // Warm-up, the same for direct and gateway: upstream start, connection pools, and enough calls for the JIT
   // to have compiled the hot path (a gateway runs for days; its first few hundred calls are not its speed).
-  await Promise.all(
-    callers.map(async (client) => {
-      for (let i = 0; i < WARMUP_PER_CONNECTION; i += 1) await client.callTool({ name, arguments: { message: `warm ${i}` } });
-    }),
-  );
-  const gatewayCpuBefore = await gatewayCpuMs?.();
-  const bridgeCpuBefore = processesCpuMs(bridgePids);
-  const upstreamPids = upstream ?? (gateway ? childrenOf(gateway.pid) : []);
-  const upstreamCpuBefore = processesCpuMs(upstreamPids);
-  const clientCpuBefore = process.cpuUsage();
-  const started = performance.now();
-  await Promise.all(
-    callers.map(async (client, index) => {
-      for (let i = 0; i < perClient; i += 1) {
-        const t = performance.now();
-        await client.callTool({ name, arguments: { message: `call ${index}-${i}` } });
-        latencies.push(performance.now() - t);
+  for (const { callers, name } of contenders) {
+    await Promise.all(
+      callers.map(async (client) => {
+        for (let i = 0; i < WARMUP_PER_CONNECTION; i += 1) await client.callTool({ name, arguments: { message: `warm ${i}` } });
+      }),
+    );
+  }
+  const totals = contenders.map(() => ({ latencies: [] as number[], elapsed: 0, clientUs: 0, gatewayUser: 0, gatewaySystem: 0, bridgeMs: 0, upstreamMs: 0 }));
+  const perBlock = Math.max(1, Math.round(perClient / BLOCKS));
+  for (let block = 0; block < BLOCKS; block += 1) {
+    for (const [index, contender] of contenders.entries()) {
+      const total = totals[index]!;
+      const bridgePids = contender.bridgePids ?? [];
+      const upstreamPids = contender.upstream ?? (contender.gateway ? childrenOf(contender.gateway.pid) : []);
+      const gatewayBefore = await contender.gateway?.cpuMs();
+      const bridgeBefore = processesCpuMs(bridgePids);
+      const upstreamBefore = processesCpuMs(upstreamPids);
+      const clientBefore = process.cpuUsage();
+      const started = performance.now();
+      await Promise.all(
+        contender.callers.map(async (client, caller) => {
+          for (let i = 0; i < perBlock; i += 1) {
+            const t = performance.now();
+            await client.callTool({ name: contender.name, arguments: { message: `call ${caller}-${block}-${i}` } });
+            total.latencies.push(performance.now() - t);
+          }
+        }),
+      );
+      total.elapsed += performance.now() - started;
+      const client = process.cpuUsage(clientBefore);
+      total.clientUs += client.user + client.system;
+      const gatewayAfter = await contender.gateway?.cpuMs();
+      if (gatewayBefore && gatewayAfter) {
+        total.gatewayUser += gatewayAfter.user - gatewayBefore.user;
+        total.gatewaySystem += gatewayAfter.system - gatewayBefore.system;
       }
-    }),
-  );
-  const elapsed = performance.now() - started;
-  const clientCpu = process.cpuUsage(clientCpuBefore);
-  const gatewayCpuAfter = await gatewayCpuMs?.();
-  const bridgeCpu = processesCpuMs(bridgePids) - bridgeCpuBefore;
-  const upstreamCpu = processesCpuMs(upstreamPids) - upstreamCpuBefore;
-  latencies.sort((a, b) => a - b);
-  return {
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    perSecond: (latencies.length / elapsed) * 1000,
-    clientCpuUs: (clientCpu.user + clientCpu.system) / latencies.length,
-    ...(gatewayCpuBefore !== undefined && gatewayCpuAfter !== undefined
-      ? {
-          gatewayCpuUs: ((gatewayCpuAfter.user + gatewayCpuAfter.system - gatewayCpuBefore.user - gatewayCpuBefore.system) * 1000) / latencies.length,
-          gatewaySystemUs: ((gatewayCpuAfter.system - gatewayCpuBefore.system) * 1000) / latencies.length,
-        }
-      : {}),
-    ...(bridgePids.length > 0 ? { bridgeCpuUs: (bridgeCpu * 1000) / latencies.length } : {}),
-    ...(upstreamPids.length > 0 ? { upstreamCpuUs: (upstreamCpu * 1000) / latencies.length } : {}),
-  };
+      total.bridgeMs += processesCpuMs(bridgePids) - bridgeBefore;
+      total.upstreamMs += processesCpuMs(upstreamPids) - upstreamBefore;
+    }
+  }
+  return contenders.map((contender, index) => {
+    const total = totals[index]!;
+    const calls = total.latencies.length;
+    const latencies = total.latencies.sort((a, b) => a - b);
+    const hasUpstream = (contender.upstream ?? (contender.gateway ? [contender.gateway.pid] : [])).length > 0;
+    return {
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      perSecond: (calls / total.elapsed) * 1000,
+      clientCpuUs: total.clientUs / calls,
+      ...(contender.gateway ? { gatewayCpuUs: ((total.gatewayUser + total.gatewaySystem) * 1000) / calls, gatewaySystemUs: (total.gatewaySystem * 1000) / calls } : {}),
+      ...((contender.bridgePids ?? []).length > 0 ? { bridgeCpuUs: (total.bridgeMs * 1000) / calls } : {}),
+      ...(hasUpstream ? { upstreamCpuUs: (total.upstreamMs * 1000) / calls } : {}),
+    };
+  });
 }
 
 /** A Streamable HTTP MCP server on 127.0.0.1 with the echo tool: one SDK server per session. */
@@ -382,22 +406,27 @@ async function benchCalls(dataDir: string): Promise<void> {
     const direct = single.clients[0]!;
     const through = async (count: number) => (kind === 'stdio' ? bridgedClients(socketPath, key, count) : { clients: await gatewayClients(url, key, count), pids: [] });
     const one = await through(1);
-    console.log(
-      row(
-        `${kind}, 1 client`,
-        await measure([direct], CALLS, 'echo', undefined, [], single.pids),
-        await measure(one.clients, CALLS, 'bench__echo', gateway, one.pids, upstreamOfGateway),
-        'latency',
-      ),
+    const [directOne, gatewayOne] = await measure(
+      [
+        { callers: [direct], name: 'echo', upstream: single.pids },
+        { callers: one.clients, name: 'bench__echo', gateway, bridgePids: one.pids, upstream: upstreamOfGateway },
+      ],
+      CALLS,
     );
+    console.log(row(`${kind}, 1 client`, directOne!, gatewayOne!, 'latency'));
     const many = await through(32);
     const directMany = await directClients(32);
-    const gatewayMany = await measure(many.clients, PER_CLIENT_AT_32, 'bench__echo', gateway, many.pids, upstreamOfGateway);
-    console.log(row(`${kind}, 32 clients`, await measure(directMany.clients, PER_CLIENT_AT_32, 'echo', undefined, [], directMany.pids), gatewayMany, 'throughput'));
-    // For reference: one client with 32 calls in flight on its one connection, the cheapest direct case.
-    console.log(
-      row(`${kind}, 1 client x 32`, await measure(Array.from({ length: 32 }, () => direct), PER_CLIENT_AT_32, 'echo', undefined, [], single.pids), gatewayMany, 'reference'),
+    // With them, for reference: one client with 32 calls in flight on its one connection, the cheapest direct case.
+    const [directAt32, gatewayAt32, directOneAt32] = await measure(
+      [
+        { callers: directMany.clients, name: 'echo', upstream: directMany.pids },
+        { callers: many.clients, name: 'bench__echo', gateway, bridgePids: many.pids, upstream: upstreamOfGateway },
+        { callers: Array.from({ length: 32 }, () => direct), name: 'echo', upstream: single.pids },
+      ],
+      PER_CLIENT_AT_32,
     );
+    console.log(row(`${kind}, 32 clients`, directAt32!, gatewayAt32!, 'throughput'));
+    console.log(row(`${kind}, 1 client x 32`, directOneAt32!, gatewayAt32!, 'reference'));
     await Promise.all([direct, ...directMany.clients, ...one.clients, ...many.clients].map((client) => client.close().catch(() => undefined)));
     await close();
   }
