@@ -128,17 +128,34 @@ async function main(): Promise<void> {
       stopReferences(children);
     }
 
-    // 2. Plain-HTTP request rate: direct, Gatehouse, tinyproxy. tinyproxy closes the client connection after
-    // each request, so the comparison with it uses a new connection per request for both proxies.
+    // 2. Plain-HTTP request rate: direct, Gatehouse, tinyproxy and squid, with a kept-alive client connection and
+    // with a new one per request. tinyproxy closes the client connection after each request, so the comparison with
+    // it uses a new connection per request for both proxies; squid keeps them, so both compare like for like. All
+    // take turns (see requestRates), so that load from elsewhere falls on each alike.
     if (runs('rate')) {
       const gatehouseTarget = { port: proxyPort, path: `http://bench.test:${small.port}/`, headers: { 'proxy-authorization': auth, host: `bench.test:${small.port}` } };
-      const directRate = (await requestRate('direct', { port: small.port, path: '/' }, seconds)).perSecond;
-      const gatehouseRate = (await requestRate('Gatehouse', gatehouseTarget, seconds)).perSecond;
-      console.log(`  request rate, keep-alive: direct ${Math.round(directRate)}/s, Gatehouse ${Math.round(gatehouseRate)}/s (${((gatehouseRate / directRate) * 100).toFixed(0)}% of direct)`);
-      const directFresh = await requestRate('direct', { port: small.port, path: '/' }, seconds, false);
-      const gatehouseFresh = await requestRate('Gatehouse', gatehouseTarget, seconds, false);
+      const directTarget = { port: small.port, path: '/' };
+      const viaReference = (port: number) => ({ port, path: `http://127.0.0.1:${small.port}/`, headers: { host: `127.0.0.1:${small.port}` } });
       const tinyproxyPort = await startTinyproxy(dir, children);
-      const tinyFresh = tinyproxyPort === undefined ? undefined : await requestRate('tinyproxy', { port: tinyproxyPort, path: `http://127.0.0.1:${small.port}/`, headers: { host: `127.0.0.1:${small.port}` } }, seconds, false);
+      const squidPort = await startSquid(dir, children);
+      const rates = await requestRates(
+        [
+          { name: 'direct', target: directTarget, keepAlive: true },
+          { name: 'Gatehouse', target: gatehouseTarget, keepAlive: true },
+          { name: 'direct', target: directTarget, keepAlive: false },
+          { name: 'Gatehouse', target: gatehouseTarget, keepAlive: false },
+          ...(tinyproxyPort === undefined ? [] : [{ name: 'tinyproxy', target: viaReference(tinyproxyPort), keepAlive: false }]),
+          ...(squidPort === undefined ? [] : [{ name: 'squid', target: viaReference(squidPort), keepAlive: false }, { name: 'squid', target: viaReference(squidPort), keepAlive: true }]),
+        ],
+        seconds,
+      );
+      const rate = (name: string, keepAlive: boolean): Rate | undefined => rates.get(`${name}${keepAlive ? '' : ' fresh'}`);
+      const directRate = rate('direct', true)!.perSecond;
+      const gatehouseRate = rate('Gatehouse', true)!.perSecond;
+      const directFresh = rate('direct', false)!;
+      const gatehouseFresh = rate('Gatehouse', false)!;
+      const tinyFresh = rate('tinyproxy', false);
+      console.log(`  request rate, keep-alive: direct ${Math.round(directRate)}/s, Gatehouse ${Math.round(gatehouseRate)}/s (${((gatehouseRate / directRate) * 100).toFixed(0)}% of direct)`);
       const failures = (rate: Rate): string => (rate.failed > 0 ? ` (${rate.failed} failed)` : '');
       const tinyText = tinyFresh === undefined ? 'n/a' : `${Math.round(tinyFresh.perSecond)}/s, ${tinyFresh.failed} failed`;
       console.log(`  request rate, connection per request: direct ${Math.round(directFresh.perSecond)}/s${failures(directFresh)}, Gatehouse ${Math.round(gatehouseFresh.perSecond)}/s${failures(gatehouseFresh)}, tinyproxy ${tinyText}`);
@@ -149,17 +166,13 @@ async function main(): Promise<void> {
       const gatehouseBest = Math.max(gatehouseRate, gatehouseFresh.perSecond);
       const bestRatio = gatehouseBest / tinyRate;
       line('request rate vs tinyproxy, each at its best', `${Math.round(gatehouseBest)}/s vs ${Math.round(tinyRate)}/s`, bestRatio, bestRatio >= 1, '>= 1x tinyproxy');
-      // squid, the other proxy DESIGN names, keeps client connections open, so both client behaviours compare
-      // like for like with it.
-      const squidPort = await startSquid(dir, children);
-      if (squidPort !== undefined) {
-        const squidTarget = { port: squidPort, path: `http://127.0.0.1:${small.port}/`, headers: { host: `127.0.0.1:${small.port}` } };
-        const squidFresh = (await requestRate('squid', squidTarget, seconds, false)).perSecond;
-        const squidKept = (await requestRate('squid', squidTarget, seconds)).perSecond;
-        const freshRatio = gatehouseFresh.perSecond / squidFresh;
-        const keptRatio = gatehouseRate / squidKept;
-        line('request rate vs squid, connection per request', `${Math.round(gatehouseFresh.perSecond)}/s vs ${Math.round(squidFresh)}/s`, freshRatio, freshRatio >= 1, '>= 1x squid');
-        line('request rate vs squid, keep-alive', `${Math.round(gatehouseRate)}/s vs ${Math.round(squidKept)}/s`, keptRatio, keptRatio >= 1, '>= 1x squid');
+      const squidFresh = rate('squid', false);
+      const squidKept = rate('squid', true);
+      if (squidFresh !== undefined && squidKept !== undefined) {
+        const freshRatio = gatehouseFresh.perSecond / squidFresh.perSecond;
+        const keptRatio = gatehouseRate / squidKept.perSecond;
+        line('request rate vs squid, connection per request', `${Math.round(gatehouseFresh.perSecond)}/s vs ${Math.round(squidFresh.perSecond)}/s`, freshRatio, freshRatio >= 1, '>= 1x squid');
+        line('request rate vs squid, keep-alive', `${Math.round(gatehouseRate)}/s vs ${Math.round(squidKept.perSecond)}/s`, keptRatio, keptRatio >= 1, '>= 1x squid');
       }
       stopReferences(children);
     }
@@ -176,8 +189,13 @@ async function main(): Promise<void> {
 
     // 4. Inspected HTTPS throughput.
     if (runs('inspected')) {
-      const directTls = await best(3, () => httpsDownload({ port: secure.port, ca: publicCa.certificatePem }, bytes));
-      const inspected = await best(3, () => httpsDownload({ port: secure.port, ca: proxyCaPem, proxy: { port: proxyPort, auth } }, bytes));
+      // Alternating, as the tunnel's contenders do; each keeps its best of three.
+      let directTls = 0;
+      let inspected = 0;
+      for (let round = 0; round < 3; round++) {
+        directTls = Math.max(directTls, await httpsDownload({ port: secure.port, ca: publicCa.certificatePem }, bytes));
+        inspected = Math.max(inspected, await httpsDownload({ port: secure.port, ca: proxyCaPem, proxy: { port: proxyPort, auth } }, bytes));
+      }
       const inspectedRatio = inspected / directTls;
       line('inspected throughput', `${mbps(directTls)} direct TLS, ${mbps(inspected)} inspected`, inspectedRatio, inspectedRatio >= 0.5, '>= 50% of direct');
     }
@@ -207,12 +225,6 @@ const ms = (value: number): string => `${value.toFixed(3)} ms`;
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
-}
-
-async function best(times: number, run: () => Promise<number>): Promise<number> {
-  let top = 0;
-  for (let i = 0; i < times; i++) top = Math.max(top, await run());
-  return top;
 }
 
 function sendBytes(stream: NodeJS.WritableStream & { on(event: 'error', listener: () => void): unknown }, total: number, chunk: Buffer): void {
@@ -337,6 +349,27 @@ async function requestRate(name: string, target: { port: number; path: string; h
   agent.destroy();
   if (failed > 0) console.log(`  (warning: ${failed} of ${failed + done} requests failed for ${name}, first: ${firstError})`);
   return { perSecond: done / ((Date.now() - started) / 1000), failed };
+}
+
+/** Turns for request rates: each contender runs `seconds / ROUNDS` at a time, ROUNDS times over, in order. */
+const RATE_ROUNDS = 3;
+
+/**
+ * The request rate of each contender, measured in turns: a third of the time each, three times over. One after
+ * the other, a contender measured while something else loaded the machine came out slower than the one after it.
+ * Keyed by name, plus " fresh" for a new connection per request.
+ */
+async function requestRates(contenders: { name: string; target: Parameters<typeof requestRate>[1]; keepAlive: boolean }[], seconds: number): Promise<Map<string, Rate>> {
+  const totals = new Map<string, { perSecond: number; failed: number }>();
+  for (let round = 0; round < RATE_ROUNDS; round++) {
+    for (const { name, target, keepAlive } of contenders) {
+      const key = `${name}${keepAlive ? '' : ' fresh'}`;
+      const { perSecond, failed } = await requestRate(key, target, seconds / RATE_ROUNDS, keepAlive);
+      const total = totals.get(key) ?? { perSecond: 0, failed: 0 };
+      totals.set(key, { perSecond: total.perSecond + perSecond / RATE_ROUNDS, failed: total.failed + failed });
+    }
+  }
+  return totals;
 }
 
 async function httpsDownload(options: { port: number; ca: string; proxy?: { port: number; auth: string } }, bytes: number): Promise<number> {
