@@ -166,6 +166,33 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
     assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
   });
 
+  test("withholds a completion whose values carry the server's secret, and records it without the secret", async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    await assert.rejects(
+      client.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'reveal' } }),
+      (error: Error) => /the completion contained a secret/.test(error.message) && !error.message.includes(leaky),
+    );
+    const record = harness.audit.records.findLast((r) => r.action === 'completion/complete');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
+  test("withholds an upstream's error whose message or data carries its secret, and records it without the secret", async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    for (const uri of ['fixture://broken/message', 'fixture://broken/data']) {
+      const error = await client.readResource({ uri }).then(
+        () => assert.fail('the read should fail'),
+        (caught: Error & { data?: unknown }) => caught,
+      );
+      assert.ok(!JSON.stringify({ message: error.message, data: error.data }).includes(leaky), `the client never sees the secret (${uri})`);
+      assert.match(error.message, /the upstream's error contained a secret/);
+    }
+    const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
+    assert.equal(record?.effect, 'error');
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
   test('lets clean prompts, reads and completions through', async () => {
     assert.equal(promptText(await client.getPrompt({ name: 'fixture__echo', arguments: { text: 'nothing secret' } })), 'nothing secret');
     const read = await client.readResource({ uri: 'fixture://echo/plain' });
@@ -188,6 +215,18 @@ describe('secrets headed upstream outside a tool call, policy dlp action "redact
     const record = harness.audit.records.findLast((r) => r.action === 'prompts/get');
     assert.equal(record?.effect, 'allow');
     assert.match(JSON.stringify(record?.details?.requestDlp), /redacted/);
+  });
+
+  test("redacts the server's secret in a completion's values and in an upstream's error", async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    const completed = await client.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'reveal' } });
+    assert.deepEqual(completed.completion.values, ['the key is [REDACTED:github-pat]']);
+    const error = await client.readResource({ uri: 'fixture://broken/message' }).then(
+      () => assert.fail('the read should fail'),
+      (caught: Error) => caught,
+    );
+    assert.match(error.message, /the store refused the key \[REDACTED:github-pat\]/);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
   });
 
   test('refuses a read whose URI carries a secret even so: a redacted URI would name another resource', async () => {

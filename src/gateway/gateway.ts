@@ -621,8 +621,8 @@ export class GatewayCore {
       const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
       result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
     } catch (error) {
-      await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
-      throw asProtocolError(error);
+      await this.record(caller, 'tools/call', resource, 'error', decision.rules, this.forRecord(describeError(error)), started, correlationId, details, decision);
+      throw this.screenError(error);
     } finally {
       const left = (this.running.get(runner) ?? 1) - 1;
       if (left > 0) this.running.set(runner, left);
@@ -698,7 +698,7 @@ export class GatewayCore {
           await this.record(caller, action, resource, 'allow', rules, 'asked of the calling client by the upstream', started, correlationId, task ? { clientTask: task } : {});
           return result;
         } catch (error) {
-          await this.record(caller, action, resource, 'error', rules, describeError(error), started, correlationId, {});
+          await this.record(caller, action, resource, 'error', rules, this.forRecord(describeError(error)), started, correlationId, {});
           throw error;
         }
       },
@@ -826,8 +826,8 @@ export class GatewayCore {
       // What the upstream asks meanwhile (a task in input_required asks now) is screened as within the call.
       result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
     } catch (error) {
-      await this.record(caller, method, resource, 'error', task.rules, describeError(error), started, correlationId, details);
-      throw asProtocolError(error);
+      await this.record(caller, method, resource, 'error', task.rules, this.forRecord(describeError(error)), started, correlationId, details);
+      throw this.screenError(error);
     }
     // A task that has ended takes no more notifications (its progress must stop there).
     if (method === 'tasks/result' || isTerminalStatus((result as { status?: unknown }).status)) this.silence(task);
@@ -852,7 +852,12 @@ export class GatewayCore {
       // Every page the upstream has (bounded), filtered to the caller's tasks and given back as one page.
       let cursor: unknown;
       for (let page = 0; page < MAX_TASK_LIST_PAGES; page++) {
-        const reported = (await connection.request('tasks/list', typeof cursor === 'string' ? { cursor } : {}, undefined)) as { tasks?: unknown; nextCursor?: unknown };
+        let reported: { tasks?: unknown; nextCursor?: unknown };
+        try {
+          reported = (await connection.request('tasks/list', typeof cursor === 'string' ? { cursor } : {}, undefined)) as typeof reported;
+        } catch (error) {
+          throw this.screenError(error);
+        }
         for (const entry of Array.isArray(reported.tasks) ? reported.tasks : []) {
           const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
           if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
@@ -940,8 +945,8 @@ export class GatewayCore {
   private async serveRound(call: ParkedCall, round: CallBinding, signal: AbortSignal | undefined): Promise<Result> {
     const step = await call.relay.next(round, signal);
     if (step.kind === 'failed') {
-      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, describeError(step.error), call.started, call.correlationId, call.details, call.decision);
-      throw asProtocolError(step.error);
+      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(step.error)), call.started, call.correlationId, call.details, call.decision);
+      throw this.screenError(step.error);
     }
     if (step.kind === 'done') {
       // The final result is screened and recorded exactly as the method's unrelayed result would be.
@@ -1077,7 +1082,7 @@ export class GatewayCore {
       answer ??= (await binding.send({ method: 'elicitation/create', params: { mode: 'form', message, requestedSchema } })) as ElicitAnswer;
       outcome = answer?.action === 'accept' && answer.content?.approve === true ? { ok: true } : { ok: false, reason: 'a person declined the call' };
     } catch (error) {
-      outcome = { ok: false, reason: `this call needs a person's approval and the client could not be asked (${describeError(error)})` };
+      outcome = { ok: false, reason: `this call needs a person's approval and the client could not be asked (${this.forRecord(describeError(error))})` };
     }
     await this.record(caller, 'approval', name, outcome.ok ? 'allow' : 'deny', [], outcome.ok ? 'approved by a person' : outcome.reason, started, correlationId, {
       argsDigest,
@@ -1201,8 +1206,8 @@ export class GatewayCore {
       const relay = binding && this.screeningRelay(binding, call.caller, call.method, call.resource, call.correlationId);
       result = await connection.request(call.method, params, relay, signal ? { signal } : {});
     } catch (error) {
-      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, describeError(error), call.started, call.correlationId, call.details, call.decision);
-      throw asProtocolError(error);
+      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(error)), call.started, call.correlationId, call.details, call.decision);
+      throw this.screenError(error);
     }
     return this.finishForward(call, result);
   }
@@ -1246,7 +1251,7 @@ export class GatewayCore {
         await owner.upstream.request('resources/subscribe', sent, undefined);
       } catch (error) {
         this.subscriptions.delete(key);
-        throw asProtocolError(error);
+        throw this.screenError(error);
       }
     }
     sessions.set(caller.session, notify);
@@ -1332,7 +1337,21 @@ export class GatewayCore {
     const sent = await this.screenOutbound(request, 'the text to complete', { argument: params.argument, context: params.context });
     // The upstream's own requests to the client while it completes are scanned both ways, as within a call.
     const relay = binding && this.screeningRelay(binding, caller, 'completion/complete', request.resource, request.correlationId);
-    return this.connectionFor(target.upstream, caller).request('completion/complete', { ...params, ...sent, ref: target.ref }, relay);
+    let result: Result;
+    try {
+      result = await this.connectionFor(target.upstream, caller).request('completion/complete', { ...params, ...sent, ref: target.ref }, relay);
+    } catch (error) {
+      throw this.screenError(error);
+    }
+    // The values offered are the upstream's words, and reach the client's model as a result's do.
+    const screened = this.screen(result);
+    if (!screened.verdict || screened.verdict.action === 'none') return result;
+    const withheld = screened.verdict.effect === 'deny';
+    await this.record(caller, 'completion/complete', request.resource, withheld ? 'deny' : 'allow', ['dlp'], `completion ${screened.verdict.reason}`, request.started, request.correlationId, {
+      resultDlp: dlpDetails(screened.verdict),
+    });
+    if (withheld) throw new ProtocolError(-32603, `Withheld by Gatehouse: the completion contained a secret (${screened.verdict.reason})`);
+    return screened.value;
   }
 
   // ---- content defence ---------------------------------------------------------------------------
@@ -1362,7 +1381,20 @@ export class GatewayCore {
     return screened.value;
   }
 
-  /** Text for an audit record's resource field: any secret in it redacted, whatever the policy's action. */
+  /**
+   * An upstream's error on its way to the client: its message and data are the upstream's words (a failed
+   * connection string, a token it was refused with) and reach the client's model as a result's do, so they
+   * are scanned like one. A secret is withheld (the error then says only that) or redacted.
+   */
+  private screenError(error: unknown): ProtocolError {
+    const relayed = asProtocolError(error);
+    const screened = this.screen({ message: relayed.message, data: relayed.data });
+    if (!screened.verdict || screened.verdict.effect === 'allow') return relayed;
+    if (screened.verdict.effect === 'deny') return new ProtocolError(relayed.code, `Withheld by Gatehouse: the upstream's error contained a secret (${screened.verdict.reason})`);
+    return new ProtocolError(relayed.code, screened.value.message, screened.value.data);
+  }
+
+  /** Text for an audit record (a resource, an error): any secret in it redacted, whatever the policy's action. */
   private forRecord(text: string): string {
     const scanner = this.options.scanner;
     if (!scanner) return text;
