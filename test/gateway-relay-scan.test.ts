@@ -55,6 +55,20 @@ test("keeps a server's sampling request that carries a secret out of a 2026-07-2
   assert.equal(record?.effect, 'deny');
 });
 
+test("withholds from the server a client's refusal of its request that carries a secret, and records it", async () => {
+  const token = SAMPLES['github-pat']!(seededRandom(33));
+  const refusing = await harness.connect(harness.agents.add('refuser').key, { capabilities: { sampling: {} } });
+  refusing.setRequestHandler('sampling/createMessage', async () => {
+    throw new Error(`cannot sample, my key ${token} is expired`);
+  });
+  const result = (await refusing.callTool({ name: 'fixture__ask-refused', arguments: {} })) as CallToolResult;
+  const text = (result.content[0] as { text: string }).text;
+  assert.match(text, /^refused: Withheld by Gatehouse: the client's answer to sampling\/createMessage contained a secret/);
+  const record = harness.audit.records.findLast((entry) => entry.action === 'tools/call.client-answer');
+  assert.equal(record?.effect, 'deny');
+  assert.ok(!JSON.stringify(harness.audit.records).includes(token));
+});
+
 test("drops a server's progress message and log line that carry a secret, relays the clean ones, and records it", async () => {
   const logged: string[] = [];
   client.setNotificationHandler('notifications/message', (notification) => void logged.push(String(notification.params.data)));

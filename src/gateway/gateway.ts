@@ -718,7 +718,16 @@ export class GatewayCore {
       ...binding,
       send: async (request) => {
         const params = request.params && (await this.screenRelayed(caller, action, resource, correlationId, request.method, 'question', request.params));
-        const answer = await binding.send(params ? { ...request, params } : request);
+        let answer: Result;
+        try {
+          answer = await binding.send(params ? { ...request, params } : request);
+        } catch (error) {
+          if (!answers) throw error;
+          // A refusal is an answer too: its message and data go to the server as the client wrote them.
+          const refusal = asProtocolError(error);
+          const screened = await this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', { message: refusal.message, data: refusal.data });
+          throw new ProtocolError(refusal.code, screened.message, screened.data);
+        }
         return answers ? this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', answer) : answer;
       },
       // Progress messages and log lines reach the client (and may reach its model) too: a withheld one is dropped.
