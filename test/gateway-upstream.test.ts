@@ -8,8 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { CallToolResult, Client } from '@modelcontextprotocol/client';
+import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
 import { everythingEntry, fixtureUpstream, JSON_HEADERS, rawSession, startHarness, type Harness } from './gateway-harness.js';
 
+const token = SAMPLES['github-pat']!(seededRandom(5));
 const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'], prompts: ['*'], resources: ['*'] } }] };
 
 describe('a stdio upstream that misbehaves', () => {
@@ -19,7 +21,7 @@ describe('a stdio upstream that misbehaves', () => {
 
   before(async () => {
     harness = await startHarness({
-      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, maxMessageBytes: 256 * 1024, upstreams: { fixture: fixtureUpstream() } },
+      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, maxMessageBytes: 256 * 1024, upstreams: { fixture: fixtureUpstream({ env: { FIXTURE_LEAK: token } }) } },
       policy: allowAll,
     });
     key = harness.agents.add('tester').key;
@@ -44,6 +46,20 @@ describe('a stdio upstream that misbehaves', () => {
     assert.deepEqual(result.content, [{ type: 'text', text: 'after garbage' }]);
     assert.ok(harness.gateway.status().upstreams[0]!.garbageLines >= 1);
     assert.ok(harness.audit.records.some((r) => r.action === 'upstream.garbage'));
+  });
+
+  test('a flood of garbage is counted, but only its first lines are recorded, each with any secret redacted', async () => {
+    const before = harness.audit.records.length;
+    const counted = harness.gateway.status().upstreams[0]!.garbageLines;
+    const result = (await client.callTool({ name: 'fixture__garbage', arguments: { lines: 200 } })) as CallToolResult;
+    assert.deepEqual(result.content, [{ type: 'text', text: 'after garbage' }]);
+    for (let i = 0; i < 50 && harness.gateway.status().upstreams[0]!.garbageLines < counted + 200; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(harness.gateway.status().upstreams[0]!.garbageLines, counted + 200);
+    const recorded = harness.audit.records.slice(before).filter((r) => r.action === 'upstream.garbage');
+    assert.ok(recorded.length >= 1 && recorded.length <= 11, `${recorded.length} garbage records`);
+    assert.match(recorded.at(-1)!.reason, /not recorded one by one/);
+    assert.match(recorded[0]!.reason, /\[REDACTED:github-pat\]/);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
   });
 
   test('a hanging upstream times out with an error while other calls keep working', async () => {

@@ -1492,7 +1492,8 @@ export class GatewayCore {
         resource: server,
         effect: effect ?? (kind === 'refused' ? 'deny' : kind === 'garbage' || kind === 'crash' || kind === 'relay-refused' ? 'error' : 'info'),
         rules: [],
-        reason: message,
+        // An upstream's own words (a garbage line, its last stderr line) may hold a secret.
+        reason: this.forRecord(message),
         latencyUs: 0,
         correlationId: newCorrelationId(),
         policy: { version: engine.version, digest: engine.digest },
