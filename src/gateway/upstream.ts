@@ -570,7 +570,8 @@ export class Upstream {
     try {
       const sent = taskRoute ? { ...params, _meta: { ...(params?._meta as Record<string, unknown> | undefined), progressToken: taskRoute.token } } : params;
       const message = { method, ...(sent ? { params: sent } : {}) } as never;
-      const signal = taskRoute ? (options.signal ? AbortSignal.any([options.signal, taskRoute.idle]) : taskRoute.idle) : options.signal;
+      const cancelled = options.signal && withoutReason(options.signal);
+      const signal = taskRoute ? (cancelled ? AbortSignal.any([cancelled, taskRoute.idle]) : taskRoute.idle) : cancelled;
       const requestOptions = {
         // A task-augmented call's idle time is measured in `routeTaskProgress`.
         timeout: taskRoute ? this.timeouts.maxCallMs : this.timeouts.callMs,
@@ -723,6 +724,18 @@ interface TaskProgress {
   idle: NodeJS.Timeout | undefined;
   /** The upstream's id of the task the call created, once it has. */
   upstreamTaskId?: string;
+}
+
+/**
+ * A signal that aborts when `signal` does, with a reason of the gateway's: the SDK tells the upstream the
+ * signal's reason, and a client's cancellation gives its own words there, which would reach the server unscanned.
+ */
+function withoutReason(signal: AbortSignal): AbortSignal {
+  const reason = 'the request was cancelled';
+  if (signal.aborted) return AbortSignal.abort(reason);
+  const controller = new AbortController();
+  signal.addEventListener('abort', () => controller.abort(reason), { once: true });
+  return controller.signal;
 }
 
 /** Whether an error says the remote server does not know our session (HTTP 404 on a session request). */
