@@ -42,6 +42,18 @@ describe('policy dlp action "block"', () => {
     assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
   });
 
+  test("blocks a call that carries a secret in its _meta or its task, which reach the upstream as surely as its arguments", async () => {
+    for (const extra of [{ _meta: { note: `deploy with ${token}` } }, { task: { ttl: 60_000, note: token } }]) {
+      const result = (await client.request({ method: 'tools/call', params: { name: 'fixture__echo', arguments: { message: 'hi' }, ...extra } })) as CallToolResult;
+      assert.equal(result.isError, true, JSON.stringify(extra).slice(0, 20));
+      assert.match(text(result), /_meta or task contains a secret/);
+    }
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/call');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
+  });
+
   test('withholds a result that carries a secret', async () => {
     const result = (await client.callTool({ name: 'fixture__leak', arguments: {} })) as CallToolResult;
     assert.equal(result.isError, true);
@@ -145,6 +157,10 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
     await assert.rejects(
       client.complete({ ref: { type: 'ref/resource', uri: 'fixture://echo/{text}' }, argument: { name: 'text', value: `x ${token}` } }),
       /the text to complete holds a secret/,
+    );
+    await assert.rejects(
+      client.request({ method: 'completion/complete', params: { ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'ab' }, _meta: { note: token } } }),
+      /holds a secret/,
     );
     const record = harness.audit.records.findLast((r) => r.action === 'completion/complete');
     assert.equal(record?.effect, 'deny');

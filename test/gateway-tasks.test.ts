@@ -128,6 +128,16 @@ test('another agent can neither see, get, fetch nor cancel a task, and is told e
   assert.equal(cancelled.status, 'cancelled');
 });
 
+test('refuses a task request whose _meta carries a secret: it would reach the server with the id', async () => {
+  const { task } = await startResearch(owner, false);
+  await assert.rejects(send(owner, 'tasks/get', { taskId: task.taskId, _meta: { note: FIXTURE_SECRET } }, taskShape), /the request holds a secret/);
+  const record = harness.audit.records.findLast((entry) => entry.action === 'tasks/get');
+  assert.equal(record?.effect, 'deny');
+  assert.deepEqual(record?.rules, ['dlp']);
+  assert.ok(!JSON.stringify(harness.audit.records).includes(FIXTURE_SECRET));
+  await send(owner, 'tasks/cancel', { taskId: task.taskId }, taskShape);
+});
+
 test('runs a task for an old client on the deprecated HTTP+SSE transport too', async () => {
   const headers = { authorization: `Bearer ${ownerKey}` };
   const old = new V2Client({ name: 'old', version: '1' });

@@ -595,16 +595,23 @@ export class GatewayCore {
       await this.record(caller, 'tools/call', resource, 'deny', ['dlp'], `arguments ${screenedArgs.verdict.reason}`, started, correlationId, details, decision);
       return { isError: true, content: [{ type: 'text', text: `Blocked by Gatehouse: the arguments contain a secret (${screenedArgs.verdict.reason}).` }] };
     }
-    const params: Record<string, unknown> = { name: entry.original, arguments: screenedArgs.value };
+    // The call's _meta and task reach the upstream as surely as its arguments.
     const meta = stripProgressToken(options.meta);
-    if (meta) params._meta = meta;
+    const extras = meta || options.task ? this.screen({ ...(meta ? { _meta: meta } : {}), ...(options.task ? { task: options.task } : {}) }) : undefined;
+    if (extras?.verdict && extras.verdict.action !== 'none') details.metaDlp = dlpDetails(extras.verdict);
+    if (extras?.verdict?.effect === 'deny') {
+      await this.record(caller, 'tools/call', resource, 'deny', ['dlp'], `the call's _meta or task ${extras.verdict.reason}`, started, correlationId, details, decision);
+      return { isError: true, content: [{ type: 'text', text: `Blocked by Gatehouse: the call's _meta or task contains a secret (${extras.verdict.reason}).` }] };
+    }
+    const params: Record<string, unknown> = { name: entry.original, arguments: screenedArgs.value };
+    if (extras?.value._meta) params._meta = extras.value._meta;
     const connection = this.connectionFor(entry.upstream, caller);
     if (binding?.multiRound) {
       const call = { caller, method: 'tools/call' as const, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs };
       return (await this.startRelayed(call, connection, params, binding, options)) as CallToolResult;
     }
     // Tasks are relayed for 2025-era callers only; a 2026-07-28 call above runs as a plain call.
-    if (options.task) params.task = options.task;
+    if (extras?.value.task) params.task = extras.value.task;
     // Each running call holds upstream work and memory: one identity may run only so many at once, so it
     // cannot crowd out every other session of the shared servers.
     const runner = JSON.stringify(principalBinding(caller));
@@ -830,10 +837,13 @@ export class GatewayCore {
         throw new ProtocolError(-32603, `Withheld by Gatehouse: ${reason}`);
       }
     }
+    // Whatever else the client sent with the id (its _meta) reaches the upstream too.
+    const { taskId: _taskId, ...rest } = params;
+    const sent = await this.screenOutbound({ caller, method, resource, started, correlationId, details }, 'the request', rest);
     let result: Result;
     try {
       // What the upstream asks meanwhile (a task in input_required asks now) is screened as within the call.
-      result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
+      result = await task.connection.request(method, { ...sent, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
     } catch (error) {
       await this.record(caller, method, resource, 'error', task.rules, this.forRecord(describeError(error)), started, correlationId, details);
       throw this.screenError(error);
@@ -1342,13 +1352,14 @@ export class GatewayCore {
     }
     if (!(await target.upstream.connection()).getServerCapabilities()?.completions) return { completion: { values: [], hasMore: false } };
     const request = { caller, method: 'completion/complete', resource: target.resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} };
-    // What the client has typed so far, and the arguments it already gave, go to the upstream as they are.
-    const sent = await this.screenOutbound(request, 'the text to complete', { argument: params.argument, context: params.context });
+    // What the client has typed so far, the arguments it already gave and anything else it sent (its _meta).
+    const { ref: _ref, ...rest } = params;
+    const sent = await this.screenOutbound(request, 'the text to complete', rest);
     // The upstream's own requests to the client while it completes are scanned both ways, as within a call.
     const relay = binding && this.screeningRelay(binding, caller, 'completion/complete', request.resource, request.correlationId);
     let result: Result;
     try {
-      result = await this.connectionFor(target.upstream, caller).request('completion/complete', { ...params, ...sent, ref: target.ref }, relay);
+      result = await this.connectionFor(target.upstream, caller).request('completion/complete', { ...sent, ref: target.ref }, relay);
     } catch (error) {
       throw this.screenError(error);
     }
