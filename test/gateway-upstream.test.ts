@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { CallToolResult, Client } from '@modelcontextprotocol/client';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
-import { everythingEntry, fixtureUpstream, JSON_HEADERS, rawSession, startHarness, type Harness } from './gateway-harness.js';
+import { everythingEntry, fixtureUpstream, JSON_HEADERS, rawRequest, rawSession, startHarness, type Harness } from './gateway-harness.js';
 
 const token = SAMPLES['github-pat']!(seededRandom(5));
 const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'], prompts: ['*'], resources: ['*'] } }] };
@@ -189,6 +189,48 @@ describe('resource subscriptions', () => {
     } finally {
       await harness.close();
     }
+  });
+});
+
+describe('resource subscriptions a client could pile up', () => {
+  let harness: Harness;
+  let key: string;
+  before(async () => {
+    harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream({}, ['--echoing']) } }, policy: allowAll });
+    key = harness.agents.add('tester').key;
+  });
+  after(() => harness.close());
+
+  async function subscribed(): Promise<string> {
+    const checker = await harness.connect(key);
+    return text((await checker.callTool({ name: 'fixture__subscriptions', arguments: {} })) as CallToolResult);
+  }
+
+  test('a session that ends while its subscription is being made does not stay subscribed', async () => {
+    const session = await rawSession(harness.gateway.url, key);
+    const headers = { ...JSON_HEADERS, authorization: `Bearer ${key}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' };
+    const subscribing = rawRequest(harness.gateway.url, { headers, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'resources/subscribe', params: { uri: 'fixture://echo/slow' } }) });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await rawRequest(harness.gateway.url, { method: 'DELETE', headers });
+    await subscribing;
+    // The upstream takes 300 ms to subscribe; the gateway then learns the session is gone.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.doesNotMatch(await subscribed(), /slow/);
+  });
+
+  test('one session may hold only so many subscriptions; the rest are refused and recorded', async () => {
+    const client = await harness.connect(key);
+    const outcomes = [];
+    for (let batch = 0; batch < 11; batch += 1) {
+      outcomes.push(...(await Promise.allSettled(Array.from({ length: 100 }, (_, i) => client.subscribeResource({ uri: `fixture://echo/${batch}-${i}` })))));
+    }
+    const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
+    assert.equal(refused.length, 100);
+    assert.match(String((refused[0] as PromiseRejectedResult).reason), /already holds 1000 subscriptions/);
+    assert.ok(harness.audit.records.some((r) => r.action === 'resources/subscribe' && r.effect === 'deny' && r.rules.includes('limit')));
+    await (client.transport as unknown as { terminateSession(): Promise<void> }).terminateSession();
+    for (let i = 0; i < 50 && (await subscribed()) !== '0 subscribed'; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await subscribed(), '0 subscribed', "the session's subscriptions end with it");
   });
 });
 

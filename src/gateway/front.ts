@@ -571,6 +571,8 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
     await core.subscribe(caller, request.params.uri, (uri) => {
       void server.notification({ method: 'notifications/resources/updated', params: { uri } }).catch(() => undefined);
     });
+    // A session that ended while the upstream subscribed has had its subscriptions dropped already: so must this one.
+    if (!server.transport) await core.unsubscribe(caller, request.params.uri);
     return {};
   });
   server.setRequestHandler('resources/unsubscribe', async (request) => {

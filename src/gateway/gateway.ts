@@ -130,6 +130,9 @@ function noticeRecording(nth: number): { record: boolean; last: boolean } {
   return { record: nth <= NOTICE_RECORDS + 1, last: nth === NOTICE_RECORDS + 1 };
 }
 
+/** Resource subscriptions one session may hold at once: each holds one upstream's subscription until it ends. */
+const MAX_SUBSCRIPTIONS_PER_SESSION = 1000;
+
 /** The purpose named in the request state of a parked call, which tells its retry from a new call. */
 const PARKED_STATE = 'parked';
 
@@ -187,6 +190,8 @@ export class GatewayCore {
   private readonly sessionConnections = new Map<string, Upstream>();
   /** Resource subscriptions: upstream and URI → the sessions subscribed, each with its way to be told. */
   private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
+  /** Each session's subscriptions (keys of `subscriptions`), to bound and end them without a walk of every one. */
+  private readonly subscribedBy = new Map<string, Set<string>>();
   private readonly separator: string;
   private pinVersion = -1;
   /** Signs the request states of `input_required` results (approvals, parked calls); new at every start. */
@@ -1262,6 +1267,15 @@ export class GatewayCore {
     const request = { caller, method: 'resources/subscribe', resource: `${owner.upstream.name}/${recorded}`, started, correlationId, details: {}, decision };
     const sent = await this.screenOutbound(request, 'the resource URI', { uri }, false);
     const key = `${owner.upstream.name}\n${uri}`;
+    let mine = this.subscribedBy.get(caller.session);
+    if (!mine) this.subscribedBy.set(caller.session, (mine = new Set()));
+    if (!mine.has(key) && mine.size >= MAX_SUBSCRIPTIONS_PER_SESSION) {
+      const reason = `this session already holds ${MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions; unsubscribe from one first`;
+      await this.record(caller, 'resources/subscribe', request.resource, 'deny', ['limit'], reason, started, correlationId, request.details, decision);
+      throw new ProtocolError(-32603, `Refused by Gatehouse: ${reason}`);
+    }
+    // Counted from now: subscriptions asked for at once cannot slip past the limit together.
+    mine.add(key);
     let sessions = this.subscriptions.get(key);
     if (!sessions) {
       sessions = new Map();
@@ -1270,6 +1284,7 @@ export class GatewayCore {
         await owner.upstream.request('resources/subscribe', sent, undefined);
       } catch (error) {
         this.subscriptions.delete(key);
+        mine.delete(key);
         throw this.screenError(error);
       }
     }
@@ -1278,12 +1293,16 @@ export class GatewayCore {
   }
 
   async unsubscribe(caller: Caller, uri: string): Promise<void> {
-    for (const [key, sessions] of this.subscriptions) {
-      const [server, subscribed] = [key.slice(0, key.indexOf('\n')), key.slice(key.indexOf('\n') + 1)];
-      if (subscribed !== uri || !sessions.delete(caller.session) || sessions.size > 0) continue;
+    const mine = this.subscribedBy.get(caller.session);
+    for (const upstream of this.upstreams.values()) {
+      const key = `${upstream.name}\n${uri}`;
+      mine?.delete(key);
+      const sessions = this.subscriptions.get(key);
+      if (!sessions || !sessions.delete(caller.session) || sessions.size > 0) continue;
       this.subscriptions.delete(key);
-      await this.upstreams.get(server)?.request('resources/unsubscribe', { uri }, undefined).catch(() => undefined);
+      await upstream.request('resources/unsubscribe', { uri }, undefined).catch(() => undefined);
     }
+    if (mine?.size === 0) this.subscribedBy.delete(caller.session);
   }
 
   /**
@@ -1320,10 +1339,8 @@ export class GatewayCore {
       this.sessionConnections.delete(key);
       await own.stop('stopped');
     }
-    for (const [key, sessions] of this.subscriptions) {
-      if (!sessions.has(session)) continue;
-      await this.unsubscribe({ session }, key.slice(key.indexOf('\n') + 1));
-    }
+    for (const key of [...(this.subscribedBy.get(session) ?? [])]) await this.unsubscribe({ session }, key.slice(key.indexOf('\n') + 1));
+    this.subscribedBy.delete(session);
   }
 
   private resourceUpdated(upstream: Upstream, uri: string): void {
