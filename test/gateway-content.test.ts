@@ -253,3 +253,49 @@ describe('secrets headed upstream outside a tool call, policy dlp action "redact
     assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
   });
 });
+
+/** What every list shows reaches the client's model as a result does: a definition holding a secret is scanned like one. */
+async function setUpListing(action: 'block' | 'redact'): Promise<{ harness: Harness; client: Client }> {
+  const harness = await startHarness({
+    gateway: { upstreams: { fixture: fixtureUpstream({ env: { FIXTURE_LEAK: token } }, ['--listing-secrets']) } },
+    policy: { mcp: [{ id: 'all', allow: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } }], dlp: { action } },
+  });
+  const client = await harness.connect(harness.agents.add('tester').key);
+  return { harness, client };
+}
+
+async function everyList(client: Client): Promise<string> {
+  const [tools, prompts, resources, templates] = await Promise.all([client.listTools(), client.listPrompts(), client.listResources(), client.listResourceTemplates()]);
+  return JSON.stringify({ tools, prompts, resources, templates });
+}
+
+describe('secrets in what the upstreams list, policy dlp action "block"', () => {
+  let harness: Harness;
+  let client: Client;
+  before(async () => ({ harness, client } = await setUpListing('block')));
+  after(() => harness.close());
+
+  test('leaves out of every list a definition that carries a secret, and the tool cannot be called', async () => {
+    const listed = await everyList(client);
+    assert.ok(!listed.includes(token), 'no list holds the secret');
+    assert.match(listed, /fixture__hello/, 'clean tools are listed');
+    await assert.rejects(client.callTool({ name: 'fixture__connect', arguments: {} }), /Tool fixture__connect not found/);
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/list');
+    assert.equal(record?.details?.withheld, 1);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
+  });
+});
+
+describe('secrets in what the upstreams list, policy dlp action "redact"', () => {
+  let harness: Harness;
+  let client: Client;
+  before(async () => ({ harness, client } = await setUpListing('redact')));
+  after(() => harness.close());
+
+  test('lists a definition that carries a secret with the secret redacted, and its tool still answers', async () => {
+    const listed = await everyList(client);
+    assert.ok(!listed.includes(token), 'no list holds the secret');
+    assert.equal((listed.match(/\[REDACTED:github-pat\]/g) ?? []).length, 4);
+    assert.equal(text((await client.callTool({ name: 'fixture__connect', arguments: {} })) as CallToolResult), 'connected');
+  });
+});

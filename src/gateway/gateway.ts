@@ -100,12 +100,17 @@ type Kind = 'tools' | 'prompts' | 'resources';
 
 interface View {
   tools?: Tool[];
+  /** The catalog's definitions of the tools listed (a listed one may be a redacted copy): the tools the caller may call. */
   toolSet?: Set<Tool>;
   prompts?: Prompt[];
   promptSet?: Set<Prompt>;
   resources?: Resource[];
   templates?: ResourceTemplateType[];
+  /** Entries left out of each list because their definition holds a secret. */
+  withheld?: Partial<Record<ListKind, number>>;
 }
+
+type ListKind = 'tools' | 'prompts' | 'resources' | 'templates';
 
 /** Who owns a task: the principal that created it (any of its sessions may fetch it), and the session told of its status. */
 interface TaskOwner {
@@ -456,17 +461,20 @@ export class GatewayCore {
     const view = this.view(caller, catalog);
     if (!view.tools) {
       view.tools = [];
+      view.toolSet = new Set();
       for (const entry of catalog.tools.values()) {
         const listed = this.listable(caller, {
           server: entry.upstream.name,
           tool: entry.original,
           ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
         });
-        if (listed) view.tools.push(entry.exposed);
+        const shown = listed && this.screenListed(view, 'tools', entry.exposed);
+        if (!shown) continue;
+        view.tools.push(shown === entry.exposed ? shown : deepFreeze(shown));
+        view.toolSet.add(entry.exposed);
       }
       // Frozen, with frozen tools: the session transport may then keep the list's JSON with it.
       Object.freeze(view.tools);
-      view.toolSet = new Set(view.tools);
     }
     return view.tools;
   }
@@ -474,10 +482,14 @@ export class GatewayCore {
   private promptView(caller: Caller, catalog: Catalog): Prompt[] {
     const view = this.view(caller, catalog);
     if (!view.prompts) {
-      view.prompts = [...catalog.prompts.values()]
-        .filter((entry) => this.listable(caller, { server: entry.upstream.name, prompt: entry.original }))
-        .map((entry) => entry.exposed);
-      view.promptSet = new Set(view.prompts);
+      view.prompts = [];
+      view.promptSet = new Set();
+      for (const entry of catalog.prompts.values()) {
+        const shown = this.listable(caller, { server: entry.upstream.name, prompt: entry.original }) && this.screenListed(view, 'prompts', entry.exposed);
+        if (!shown) continue;
+        view.prompts.push(shown);
+        view.promptSet.add(entry.exposed);
+      }
     }
     return view.prompts;
   }
@@ -496,7 +508,7 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const tools = this.toolView(caller, catalog);
-    await this.recordList(caller, 'tools/list', started, tools.length, catalog.tools.size, catalog);
+    await this.recordList(caller, 'tools/list', started, tools.length, catalog.tools.size, catalog, this.view(caller, catalog).withheld?.tools);
     return tools;
   }
 
@@ -504,7 +516,7 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const prompts = this.promptView(caller, catalog);
-    await this.recordList(caller, 'prompts/list', started, prompts.length, catalog.prompts.size, catalog);
+    await this.recordList(caller, 'prompts/list', started, prompts.length, catalog.prompts.size, catalog, this.view(caller, catalog).withheld?.prompts);
     return prompts;
   }
 
@@ -512,10 +524,11 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
-    view.resources ??= [...catalog.resources.values()]
-      .filter((entry) => this.listable(caller, { server: entry.upstream.name, resource: entry.original }))
-      .map((entry) => entry.exposed);
-    await this.recordList(caller, 'resources/list', started, view.resources.length, catalog.resources.size, catalog);
+    view.resources ??= [...catalog.resources.values()].flatMap((entry) => {
+      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'resources', entry.exposed);
+      return shown ? [shown] : [];
+    });
+    await this.recordList(caller, 'resources/list', started, view.resources.length, catalog.resources.size, catalog, view.withheld?.resources);
     return view.resources;
   }
 
@@ -523,11 +536,24 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
-    view.templates ??= catalog.templates
-      .filter((entry) => this.listable(caller, { server: entry.upstream.name, resource: entry.original }))
-      .map((entry) => entry.exposed);
-    await this.recordList(caller, 'resources/templates/list', started, view.templates.length, catalog.templates.length, catalog);
+    view.templates ??= catalog.templates.flatMap((entry) => {
+      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'templates', entry.exposed);
+      return shown ? [shown] : [];
+    });
+    await this.recordList(caller, 'resources/templates/list', started, view.templates.length, catalog.templates.length, catalog, view.withheld?.templates);
     return view.templates;
+  }
+
+  /**
+   * An entry as a list shows it: an upstream's definition (a tool's description, a resource's name) reaches the
+   * client's model as a result does, so it is scanned like one. One that holds a secret is left out, and then
+   * cannot be called either, or shown redacted; false when left out.
+   */
+  private screenListed<T>(view: View, kind: ListKind, definition: T): T | false {
+    const screened = this.screen(definition);
+    if (screened.verdict?.effect !== 'deny') return screened.value;
+    view.withheld = { ...view.withheld, [kind]: (view.withheld?.[kind] ?? 0) + 1 };
+    return false;
   }
 
   // ---- calls -------------------------------------------------------------------------------------
@@ -1450,8 +1476,10 @@ export class GatewayCore {
 
   // ---- audit -------------------------------------------------------------------------------------
 
-  private async recordList(caller: Caller, action: string, started: bigint, shown: number, total: number, catalog: Catalog): Promise<void> {
+  private async recordList(caller: Caller, action: string, started: bigint, shown: number, total: number, catalog: Catalog, withheld = 0): Promise<void> {
     const details: Record<string, unknown> = { shown, hidden: total - shown };
+    // Left out of the list because their definitions hold a secret (counted among the hidden too).
+    if (withheld > 0) details.withheld = withheld;
     if (catalog.unavailable.length > 0) details.unavailable = catalog.unavailable;
     if (catalog.collisions.length > 0) details.collisions = catalog.collisions.length;
     await this.record(caller, action, '*', 'allow', [], `${shown} of ${total} shown`, started, newCorrelationId(), details);
