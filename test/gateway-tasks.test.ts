@@ -379,3 +379,15 @@ test('polls a task the client runs for the server after the call that asked has 
     await client.close();
   }
 });
+
+test("keeps at most 1000 tasks per agent: past that the agent's oldest are forgotten, so no agent grows the table without bound", { timeout: 120_000 }, async () => {
+  const client = await harness.connect(harness.agents.add('prolific').key);
+  const batches: string[][] = [];
+  for (let batch = 0; batch < 11; batch += 1) {
+    const started = await Promise.all(Array.from({ length: 100 }, (_, i) => startCountdown(client, 1, `prolific-${batch}-${i}`)));
+    batches.push(started.map((entry) => entry.task.taskId));
+  }
+  for (const taskId of [batches[0]![0]!, batches[0]![99]!]) await assert.rejects(send(client, 'tasks/get', { taskId }, taskShape), /Task not found/);
+  const newest = batches[10]![99]!;
+  assert.equal((await send(client, 'tasks/get', { taskId: newest }, taskShape)).taskId, newest);
+});

@@ -209,7 +209,10 @@ export class GatewayCore {
   private readonly running = new Map<string, number>();
   private readonly inputSchemas = new InputSchemas();
   /** Tasks clients created on upstreams, under ids of the gateway's own. */
-  private readonly tasks = new TaskTable<Upstream, TaskOwner>();
+  private readonly tasks = new TaskTable<Upstream, TaskOwner>(
+    (owner) => owner.principal,
+    (task) => this.silence(task),
+  );
   private auditFailure: unknown;
 
   constructor(private readonly options: GatewayCoreOptions) {
