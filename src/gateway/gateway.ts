@@ -610,10 +610,14 @@ export class GatewayCore {
         content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}${unchecked}` }],
       };
     }
+    const refuse = async (reason: string): Promise<CallToolResult> => {
+      await this.record(caller, 'tools/call', resource, 'deny', ['limit'], reason, started, correlationId, details, decision);
+      return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
+    };
     // The retry of a parked call carries its answers: the call goes on upstream, it is not sent again.
     const state = binding?.multiRound?.requestState;
     if (binding && caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) {
-      return (await this.resumeCall(caller, 'tools/call', name, argsDigest, state, binding, options.signal)) as CallToolResult;
+      return this.asRunningCall(caller, refuse, async () => (await this.resumeCall(caller, 'tools/call', name, argsDigest, state, binding, options.signal)) as CallToolResult);
     }
     if (decision.requireApproval) {
       const approved = await this.askApproval(caller, name, args ?? {}, argsDigest, binding, correlationId);
@@ -642,35 +646,43 @@ export class GatewayCore {
     const connection = this.connectionFor(entry.upstream, caller);
     if (binding?.multiRound) {
       const call = { caller, method: 'tools/call' as const, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs };
-      return (await this.startRelayed(call, connection, params, binding, options)) as CallToolResult;
+      return this.asRunningCall(caller, refuse, async () => (await this.startRelayed(call, connection, params, binding, options)) as CallToolResult);
     }
     // Tasks are relayed for 2025-era callers only; a 2026-07-28 call above runs as a plain call.
     if (extras?.value.task) params.task = extras.value.task;
-    // Each running call holds upstream work and memory: one identity may run only so many at once, so it
-    // cannot crowd out every other session of the shared servers.
+    return this.asRunningCall(caller, refuse, async () => {
+      let result: CallToolResult;
+      try {
+        const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
+        result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
+      } catch (error) {
+        await this.record(caller, 'tools/call', resource, 'error', decision.rules, this.forRecord(describeError(error)), started, correlationId, details, decision);
+        throw this.screenError(error);
+      }
+      if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
+      return this.finishCall(caller, resource, decision, details, started, correlationId, result);
+    });
+  }
+
+  /**
+   * Runs one of the caller's calls. Each running call holds upstream work and memory: one identity may run only
+   * gateway.maxCallsPerAgent at once, so it cannot crowd out every other session of the shared servers. A
+   * 2026-07-28 call runs while one of its client's requests is served; parked between them, it counts against
+   * maxSessionsPerAgent instead (see startRelayed).
+   */
+  private async asRunningCall<T>(caller: Caller, refuse: (reason: string) => Promise<T>, run: () => Promise<T>): Promise<T> {
     const runner = JSON.stringify(principalBinding(caller));
     const running = this.running.get(runner) ?? 0;
     const limit = this.options.settings.maxCallsPerAgent;
-    if (running >= limit) {
-      const reason = `this agent already has ${running} calls running (gateway.maxCallsPerAgent is ${limit}); wait for one to finish`;
-      await this.record(caller, 'tools/call', resource, 'deny', ['limit'], reason, started, correlationId, details, decision);
-      return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
-    }
+    if (running >= limit) return refuse(`this agent already has ${running} calls running (gateway.maxCallsPerAgent is ${limit}); wait for one to finish`);
     this.running.set(runner, running + 1);
-    let result: CallToolResult;
     try {
-      const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
-      result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
-    } catch (error) {
-      await this.record(caller, 'tools/call', resource, 'error', decision.rules, this.forRecord(describeError(error)), started, correlationId, details, decision);
-      throw this.screenError(error);
+      return await run();
     } finally {
       const left = (this.running.get(runner) ?? 1) - 1;
       if (left > 0) this.running.set(runner, left);
       else this.running.delete(runner);
     }
-    if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
-    return this.finishCall(caller, resource, decision, details, started, correlationId, result);
   }
 
   /** Scans a call's result and records the call's outcome once. */
