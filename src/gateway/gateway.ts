@@ -79,6 +79,8 @@ interface Entry<T> {
   exposed: T;
   /** Checks a call's arguments against the tool's inputSchema; compiled on the first call. */
   checker?: ArgumentChecker;
+  /** The definition as lists show it under the policy with this digest (see screenListed). */
+  listed?: { digest: string; shown: T | false };
 }
 
 interface Catalog {
@@ -471,9 +473,9 @@ export class GatewayCore {
           tool: entry.original,
           ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
         });
-        const shown = listed && this.screenListed(view, 'tools', entry.exposed);
+        const shown = listed && this.screenListed(view, 'tools', entry);
         if (!shown) continue;
-        view.tools.push(shown === entry.exposed ? shown : deepFreeze(shown));
+        view.tools.push(shown);
         view.toolSet.add(entry.exposed);
       }
       // Frozen, with frozen tools: the session transport may then keep the list's JSON with it.
@@ -488,7 +490,7 @@ export class GatewayCore {
       view.prompts = [];
       view.promptSet = new Set();
       for (const entry of catalog.prompts.values()) {
-        const shown = this.listable(caller, { server: entry.upstream.name, prompt: entry.original }) && this.screenListed(view, 'prompts', entry.exposed);
+        const shown = this.listable(caller, { server: entry.upstream.name, prompt: entry.original }) && this.screenListed(view, 'prompts', entry);
         if (!shown) continue;
         view.prompts.push(shown);
         view.promptSet.add(entry.exposed);
@@ -528,7 +530,7 @@ export class GatewayCore {
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
     view.resources ??= [...catalog.resources.values()].flatMap((entry) => {
-      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'resources', entry.exposed);
+      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'resources', entry);
       return shown ? [shown] : [];
     });
     await this.recordList(caller, 'resources/list', started, view.resources.length, catalog.resources.size, catalog, view.withheld?.resources);
@@ -540,7 +542,7 @@ export class GatewayCore {
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
     view.templates ??= catalog.templates.flatMap((entry) => {
-      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'templates', entry.exposed);
+      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'templates', entry);
       return shown ? [shown] : [];
     });
     await this.recordList(caller, 'resources/templates/list', started, view.templates.length, catalog.templates.length, catalog, view.withheld?.templates);
@@ -550,13 +552,18 @@ export class GatewayCore {
   /**
    * An entry as a list shows it: an upstream's definition (a tool's description, a resource's name) reaches the
    * client's model as a result does, so it is scanned like one. One that holds a secret is left out, and then
-   * cannot be called either, or shown redacted; false when left out.
+   * cannot be called either, or shown redacted; false when left out. Scanned once per catalog and policy, not
+   * once per caller.
    */
-  private screenListed<T>(view: View, kind: ListKind, definition: T): T | false {
-    const screened = this.screen(definition);
-    if (screened.verdict?.effect !== 'deny') return screened.value;
-    view.withheld = { ...view.withheld, [kind]: (view.withheld?.[kind] ?? 0) + 1 };
-    return false;
+  private screenListed<T>(view: View, kind: ListKind, entry: Entry<T>): T | false {
+    const digest = this.options.policy.current.digest;
+    if (entry.listed?.digest !== digest) {
+      const screened = this.screen(entry.exposed);
+      // Frozen like the catalog's own definitions (see toolView).
+      entry.listed = { digest, shown: screened.verdict?.effect === 'deny' ? false : screened.value === entry.exposed ? entry.exposed : deepFreeze(screened.value) };
+    }
+    if (entry.listed.shown === false) view.withheld = { ...view.withheld, [kind]: (view.withheld?.[kind] ?? 0) + 1 };
+    return entry.listed.shown;
   }
 
   // ---- calls -------------------------------------------------------------------------------------
