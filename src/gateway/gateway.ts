@@ -920,22 +920,21 @@ export class GatewayCore {
     const mine = this.tasks.ownedBy(this.owns(caller));
     const listed: Record<string, unknown>[] = [];
     for (const connection of new Set(mine.map((task) => task.connection))) {
-      if (!(await connection.connection()).getServerCapabilities()?.tasks?.list) continue;
-      // Every page the upstream has (bounded), filtered to the caller's tasks and given back as one page.
-      let cursor: unknown;
-      for (let page = 0; page < MAX_TASK_LIST_PAGES; page++) {
-        let reported: { tasks?: unknown; nextCursor?: unknown };
-        try {
-          reported = (await connection.request('tasks/list', typeof cursor === 'string' ? { cursor } : {}, undefined)) as typeof reported;
-        } catch (error) {
-          throw this.screenError(error);
+      try {
+        if (!(await connection.connection()).getServerCapabilities()?.tasks?.list) continue;
+        // Every page the upstream has (bounded), filtered to the caller's tasks and given back as one page.
+        let cursor: unknown;
+        for (let page = 0; page < MAX_TASK_LIST_PAGES; page++) {
+          const reported = (await connection.request('tasks/list', typeof cursor === 'string' ? { cursor } : {}, undefined)) as { tasks?: unknown; nextCursor?: unknown };
+          for (const entry of Array.isArray(reported.tasks) ? reported.tasks : []) {
+            const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
+            if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
+          }
+          cursor = reported.nextCursor;
+          if (typeof cursor !== 'string' || cursor === '') break;
         }
-        for (const entry of Array.isArray(reported.tasks) ? reported.tasks : []) {
-          const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
-          if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
-        }
-        cursor = reported.nextCursor;
-        if (typeof cursor !== 'string' || cursor === '') break;
+      } catch (error) {
+        throw this.screenError(error);
       }
     }
     const screened = this.screen({ tasks: listed });
@@ -1415,7 +1414,13 @@ export class GatewayCore {
     } else {
       throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
     }
-    if (!(await target.upstream.connection()).getServerCapabilities()?.completions) return { completion: { values: [], hasMore: false } };
+    let capabilities;
+    try {
+      capabilities = (await target.upstream.connection()).getServerCapabilities();
+    } catch (error) {
+      throw this.screenError(error);
+    }
+    if (!capabilities?.completions) return { completion: { values: [], hasMore: false } };
     const request = { caller, method: 'completion/complete', resource: target.resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} };
     // What the client has typed so far, the arguments it already gave and anything else it sent (its _meta).
     const { ref: _ref, ...rest } = params;
