@@ -103,7 +103,13 @@ describe('policy dlp action "log"', () => {
 async function setUpEchoing(action: 'block' | 'redact'): Promise<{ harness: Harness; client: Client }> {
   const harness = await startHarness({
     gateway: { upstreams: { fixture: fixtureUpstream({}, ['--echoing']) } },
-    policy: { mcp: [{ id: 'all', allow: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } }], dlp: { action } },
+    policy: {
+      mcp: [
+        { id: 'all', allow: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } },
+        { id: 'no-outsiders', agents: ['outsider'], deny: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } },
+      ],
+      dlp: { action },
+    },
   });
   const client = await harness.connect(harness.agents.add('tester').key);
   return { harness, client };
@@ -207,6 +213,19 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
     const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
     assert.equal(record?.effect, 'error');
     assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
+  test('refuses and records a completion for a prompt or template the caller cannot see, as for one that does not exist', async () => {
+    const outsider = await harness.connect(harness.agents.add('outsider').key);
+    const failure = (name: string): Promise<string> =>
+      outsider.complete({ ref: { type: 'ref/prompt', name }, argument: { name: 'text', value: 'a' } }).then(
+        () => 'completed',
+        (error: Error) => error.message.replace(name, '<name>'),
+      );
+    assert.equal(await failure('fixture__echo'), await failure('fixture__nothing'));
+    await assert.rejects(outsider.complete({ ref: { type: 'ref/resource', uri: 'fixture://echo/{text}' }, argument: { name: 'text', value: 'a' } }), /not found/);
+    const refused = harness.audit.records.filter((r) => r.action === 'completion/complete' && r.principal.agent === 'outsider');
+    assert.deepEqual(refused.map((r) => [r.effect, r.details?.hidden ?? false]), [['deny', true], ['deny', false], ['deny', true]]);
   });
 
   test('lets clean prompts, reads and completions through', async () => {

@@ -1397,18 +1397,25 @@ export class GatewayCore {
   }
 
   async complete(caller: Caller, params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {
+    const started = process.hrtime.bigint();
+    const correlationId = newCorrelationId();
     const ref = params.ref as { type?: string; name?: string; uri?: string } | undefined;
+    // A completion names a prompt or template: one the caller may not see is refused, and recorded, as a get or read of it is.
+    const refuse = async (kind: 'prompt' | 'resource', name: string, hidden: boolean): Promise<never> => {
+      await this.record(caller, 'completion/complete', `?/${this.forRecord(name)}`, 'deny', [], `no such ${kind} for this caller`, started, correlationId, hidden ? { hidden } : {});
+      throw unknown(kind, name);
+    };
     let target: { upstream: Upstream; resource: string; ref: Record<string, unknown> };
     if (ref?.type === 'ref/prompt' && typeof ref.name === 'string') {
       const catalog = await this.loadCatalog();
       const entry = catalog.prompts.get(ref.name);
-      if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) throw unknown('prompt', ref.name);
+      if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) return refuse('prompt', ref.name, entry !== undefined);
       target = { upstream: entry.upstream, resource: `${entry.upstream.name}/${entry.original}`, ref: { ...ref, name: entry.original } };
     } else if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
       const catalog = await this.loadCatalog();
       const template = catalog.templates.find((t) => t.original === ref.uri);
       if (!template || !isAllowed(this.decide(caller, { server: template.upstream.name, resource: template.original }))) {
-        throw unknown('resource', ref.uri);
+        return refuse('resource', ref.uri, template !== undefined);
       }
       target = { upstream: template.upstream, resource: `${template.upstream.name}/${template.original}`, ref };
     } else {
@@ -1421,7 +1428,7 @@ export class GatewayCore {
       throw this.screenError(error);
     }
     if (!capabilities?.completions) return { completion: { values: [], hasMore: false } };
-    const request = { caller, method: 'completion/complete', resource: target.resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} };
+    const request = { caller, method: 'completion/complete', resource: target.resource, started, correlationId, details: {} };
     // What the client has typed so far, the arguments it already gave and anything else it sent (its _meta).
     const { ref: _ref, ...rest } = params;
     const sent = await this.screenOutbound(request, 'the text to complete', rest);
