@@ -42,6 +42,18 @@ describe('policy dlp action "block"', () => {
     assert.ok(!JSON.stringify(record).includes(token), 'the audit record never holds the secret');
   });
 
+  test("blocks a call that carries a secret in its _meta or its task, which reach the upstream as surely as its arguments", async () => {
+    for (const extra of [{ _meta: { note: `deploy with ${token}` } }, { task: { ttl: 60_000, note: token } }]) {
+      const result = (await client.request({ method: 'tools/call', params: { name: 'fixture__echo', arguments: { message: 'hi' }, ...extra } })) as CallToolResult;
+      assert.equal(result.isError, true, JSON.stringify(extra).slice(0, 20));
+      assert.match(text(result), /_meta or task contains a secret/);
+    }
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/call');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
+  });
+
   test('withholds a result that carries a secret', async () => {
     const result = (await client.callTool({ name: 'fixture__leak', arguments: {} })) as CallToolResult;
     assert.equal(result.isError, true);
@@ -91,7 +103,13 @@ describe('policy dlp action "log"', () => {
 async function setUpEchoing(action: 'block' | 'redact'): Promise<{ harness: Harness; client: Client }> {
   const harness = await startHarness({
     gateway: { upstreams: { fixture: fixtureUpstream({}, ['--echoing']) } },
-    policy: { mcp: [{ id: 'all', allow: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } }], dlp: { action } },
+    policy: {
+      mcp: [
+        { id: 'all', allow: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } },
+        { id: 'no-outsiders', agents: ['outsider'], deny: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } },
+      ],
+      dlp: { action },
+    },
   });
   const client = await harness.connect(harness.agents.add('tester').key);
   return { harness, client };
@@ -146,6 +164,10 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
       client.complete({ ref: { type: 'ref/resource', uri: 'fixture://echo/{text}' }, argument: { name: 'text', value: `x ${token}` } }),
       /the text to complete holds a secret/,
     );
+    await assert.rejects(
+      client.request({ method: 'completion/complete', params: { ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'ab' }, _meta: { note: token } } }),
+      /holds a secret/,
+    );
     const record = harness.audit.records.findLast((r) => r.action === 'completion/complete');
     assert.equal(record?.effect, 'deny');
     assert.ok(!JSON.stringify(record).includes(token));
@@ -164,6 +186,46 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
     const record = harness.audit.records.findLast((r) => r.action === 'completion/complete.server-question');
     assert.equal(record?.effect, 'deny');
     assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
+  test("withholds a completion whose values carry the server's secret, and records it without the secret", async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    await assert.rejects(
+      client.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'reveal' } }),
+      (error: Error) => /the completion contained a secret/.test(error.message) && !error.message.includes(leaky),
+    );
+    const record = harness.audit.records.findLast((r) => r.action === 'completion/complete');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
+  test("withholds an upstream's error whose message or data carries its secret, and records it without the secret", async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    for (const uri of ['fixture://broken/message', 'fixture://broken/data']) {
+      const error = await client.readResource({ uri }).then(
+        () => assert.fail('the read should fail'),
+        (caught: Error & { data?: unknown }) => caught,
+      );
+      assert.ok(!JSON.stringify({ message: error.message, data: error.data }).includes(leaky), `the client never sees the secret (${uri})`);
+      assert.match(error.message, /the upstream's error contained a secret/);
+    }
+    const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
+    assert.equal(record?.effect, 'error');
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
+  test('refuses and records a completion for a prompt or template the caller cannot see, as for one that does not exist', async () => {
+    const outsider = await harness.connect(harness.agents.add('outsider').key);
+    const failure = (name: string): Promise<string> =>
+      outsider.complete({ ref: { type: 'ref/prompt', name }, argument: { name: 'text', value: 'a' } }).then(
+        () => 'completed',
+        (error: Error) => error.message.replace(name, '<name>'),
+      );
+    assert.equal(await failure('fixture__echo'), await failure('fixture__nothing'));
+    await assert.rejects(outsider.complete({ ref: { type: 'ref/resource', uri: 'fixture://echo/{text}' }, argument: { name: 'text', value: 'a' } }), /not found/);
+    const refused = harness.audit.records.filter((r) => r.action === 'completion/complete' && r.principal.agent === 'outsider');
+    assert.deepEqual(refused.map((r) => [r.effect, r.details?.hidden ?? false]), [['deny', true], ['deny', false], ['deny', true]]);
   });
 
   test('lets clean prompts, reads and completions through', async () => {
@@ -190,11 +252,69 @@ describe('secrets headed upstream outside a tool call, policy dlp action "redact
     assert.match(JSON.stringify(record?.details?.requestDlp), /redacted/);
   });
 
+  test("redacts the server's secret in a completion's values and in an upstream's error", async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    const completed = await client.complete({ ref: { type: 'ref/prompt', name: 'fixture__echo' }, argument: { name: 'text', value: 'reveal' } });
+    assert.deepEqual(completed.completion.values, ['the key is [REDACTED:github-pat]']);
+    const error = await client.readResource({ uri: 'fixture://broken/message' }).then(
+      () => assert.fail('the read should fail'),
+      (caught: Error) => caught,
+    );
+    assert.match(error.message, /the store refused the key \[REDACTED:github-pat\]/);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+
   test('refuses a read whose URI carries a secret even so: a redacted URI would name another resource', async () => {
     await assert.rejects(client.readResource({ uri: `fixture://echo/${token}` }), /the resource URI holds a secret .*cannot be redacted/);
     await assert.rejects(client.subscribeResource({ uri: `fixture://echo/${token}` }), /cannot be redacted/);
     const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
     assert.equal(record?.effect, 'deny');
     assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
+  });
+});
+
+/** What every list shows reaches the client's model as a result does: a definition holding a secret is scanned like one. */
+async function setUpListing(action: 'block' | 'redact'): Promise<{ harness: Harness; client: Client }> {
+  const harness = await startHarness({
+    gateway: { upstreams: { fixture: fixtureUpstream({ env: { FIXTURE_LEAK: token } }, ['--listing-secrets']) } },
+    policy: { mcp: [{ id: 'all', allow: { server: 'fixture', tools: ['*'], prompts: ['*'], resources: ['*'] } }], dlp: { action } },
+  });
+  const client = await harness.connect(harness.agents.add('tester').key);
+  return { harness, client };
+}
+
+async function everyList(client: Client): Promise<string> {
+  const [tools, prompts, resources, templates] = await Promise.all([client.listTools(), client.listPrompts(), client.listResources(), client.listResourceTemplates()]);
+  return JSON.stringify({ tools, prompts, resources, templates });
+}
+
+describe('secrets in what the upstreams list, policy dlp action "block"', () => {
+  let harness: Harness;
+  let client: Client;
+  before(async () => ({ harness, client } = await setUpListing('block')));
+  after(() => harness.close());
+
+  test('leaves out of every list a definition that carries a secret, and the tool cannot be called', async () => {
+    const listed = await everyList(client);
+    assert.ok(!listed.includes(token), 'no list holds the secret');
+    assert.match(listed, /fixture__hello/, 'clean tools are listed');
+    await assert.rejects(client.callTool({ name: 'fixture__connect', arguments: {} }), /Tool fixture__connect not found/);
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/list');
+    assert.equal(record?.details?.withheld, 1);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
+  });
+});
+
+describe('secrets in what the upstreams list, policy dlp action "redact"', () => {
+  let harness: Harness;
+  let client: Client;
+  before(async () => ({ harness, client } = await setUpListing('redact')));
+  after(() => harness.close());
+
+  test('lists a definition that carries a secret with the secret redacted, and its tool still answers', async () => {
+    const listed = await everyList(client);
+    assert.ok(!listed.includes(token), 'no list holds the secret');
+    assert.equal((listed.match(/\[REDACTED:github-pat\]/g) ?? []).length, 4);
+    assert.equal(text((await client.callTool({ name: 'fixture__connect', arguments: {} })) as CallToolResult), 'connected');
   });
 });

@@ -180,6 +180,25 @@ describe('authentication', () => {
   });
 });
 
+describe('unauthenticated floods', () => {
+  test("records only the first hundred rejections a minute of callers not known, then says the rest are not recorded; a known caller's still are", async () => {
+    const flooded = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream() } }, policy: { mcp: [] } });
+    try {
+      for (let batch = 0; batch < 3; batch += 1) {
+        await Promise.all(Array.from({ length: 50 }, () => rawRequest(flooded.gateway.url, { headers: { ...JSON_HEADERS, authorization: 'Bearer ghk_not-a-key' }, body: '{}' })));
+      }
+      const rejected = flooded.audit.records.filter((r) => r.action === 'authenticate');
+      assert.equal(rejected.length, 101);
+      assert.match(rejected.at(-1)!.reason, /not recorded one by one/);
+      const key = flooded.agents.add('known').key;
+      await rawRequest(flooded.gateway.url, { headers: { ...JSON_HEADERS, authorization: `Bearer ${key}` }, body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' });
+      assert.ok(flooded.audit.records.some((r) => r.action === 'session.missing' && r.principal.agent === 'known'));
+    } finally {
+      await flooded.close();
+    }
+  });
+});
+
 describe('DNS rebinding and bad input', () => {
   test('refuses a Host header that is not the gateway\'s own name', async () => {
     const response = await rawRequest(harness.gateway.url, { headers: { ...JSON_HEADERS, host: 'attacker.example:7401', authorization: `Bearer ${aliceKey}` }, body: '{}' });

@@ -55,6 +55,37 @@ test("keeps a server's sampling request that carries a secret out of a 2026-07-2
   assert.equal(record?.effect, 'deny');
 });
 
+test("withholds from the server a client's refusal of its request that carries a secret, and records it", async () => {
+  const token = SAMPLES['github-pat']!(seededRandom(33));
+  const refusing = await harness.connect(harness.agents.add('refuser').key, { capabilities: { sampling: {} } });
+  refusing.setRequestHandler('sampling/createMessage', async () => {
+    throw new Error(`cannot sample, my key ${token} is expired`);
+  });
+  const result = (await refusing.callTool({ name: 'fixture__ask-refused', arguments: {} })) as CallToolResult;
+  const text = (result.content[0] as { text: string }).text;
+  assert.match(text, /^refused: Withheld by Gatehouse: the client's answer to sampling\/createMessage contained a secret/);
+  const record = harness.audit.records.findLast((entry) => entry.action === 'tools/call.client-answer');
+  assert.equal(record?.effect, 'deny');
+  assert.ok(!JSON.stringify(harness.audit.records).includes(token));
+});
+
+test("never hands the server a client's own words as the reason it cancelled a call", async () => {
+  const token = SAMPLES['github-pat']!(seededRandom(34));
+  const cancelling = new AbortController();
+  const hanging = client.callTool({ name: 'fixture__hang', arguments: {} }, { signal: cancelling.signal });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  cancelling.abort(`stop, and here is ${token}`);
+  await assert.rejects(hanging);
+  let heard = '';
+  for (let i = 0; i < 50 && !heard.startsWith('reason: ') && heard !== 'the reason held a token'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    heard = ((await client.callTool({ name: 'fixture__last-cancel', arguments: {} })) as CallToolResult).content.map((block) => (block as { text: string }).text).join('');
+    if (heard === 'reason: ') heard = '';
+  }
+  assert.match(heard, /^reason: /, 'the server heard that the call was cancelled, not what the client wrote');
+  assert.ok(!JSON.stringify(harness.audit.records).includes(token));
+});
+
 test("drops a server's progress message and log line that carry a secret, relays the clean ones, and records it", async () => {
   const logged: string[] = [];
   client.setNotificationHandler('notifications/message', (notification) => void logged.push(String(notification.params.data)));

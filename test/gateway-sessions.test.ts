@@ -54,6 +54,30 @@ test('an agent cannot run more calls at once than its share, across its sessions
   assert.deepEqual(freed?.content, [{ type: 'text', text: 'freed' }]);
 });
 
+test('a 2026-07-28 agent, which needs no session, cannot run more calls at once than its share either', async () => {
+  const modern = harness.agents.add('modern-busy').key;
+  const call = (id: number, name: string, signal?: AbortSignal) =>
+    fetch(harness.gateway.url, {
+      method: 'POST',
+      headers: { ...JSON_HEADERS, authorization: `Bearer ${modern}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id,
+        method: 'tools/call',
+        params: { name, arguments: name === 'fixture__echo' ? { message: 'one more' } : {}, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } },
+      }),
+      ...(signal ? { signal } : {}),
+    });
+  const stop = new AbortController();
+  const hanging = [1, 2].map((id) => call(id, 'fixture__hang', stop.signal).then((response) => response.text()).catch(() => 'cancelled'));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const refused = await (await call(3, 'fixture__echo')).text();
+  stop.abort();
+  await Promise.all(hanging);
+  assert.match(refused, /already has 2 calls running \(gateway.maxCallsPerAgent is 2\)/);
+  assert.ok(harness.audit.records.some((r) => r.action === 'tools/call' && r.effect === 'deny' && r.rules.includes('limit') && r.principal.agent === 'modern-busy'));
+});
+
 test('sessions opened at once, while the upstreams are still starting, cannot slip past the limit together', async () => {
   // A fresh gateway: the first sessions wait for its upstreams to start, the window in which each opening
   // session must already count.

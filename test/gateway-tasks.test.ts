@@ -128,6 +128,16 @@ test('another agent can neither see, get, fetch nor cancel a task, and is told e
   assert.equal(cancelled.status, 'cancelled');
 });
 
+test('refuses a task request whose _meta carries a secret: it would reach the server with the id', async () => {
+  const { task } = await startResearch(owner, false);
+  await assert.rejects(send(owner, 'tasks/get', { taskId: task.taskId, _meta: { note: FIXTURE_SECRET } }, taskShape), /the request holds a secret/);
+  const record = harness.audit.records.findLast((entry) => entry.action === 'tasks/get');
+  assert.equal(record?.effect, 'deny');
+  assert.deepEqual(record?.rules, ['dlp']);
+  assert.ok(!JSON.stringify(harness.audit.records).includes(FIXTURE_SECRET));
+  await send(owner, 'tasks/cancel', { taskId: task.taskId }, taskShape);
+});
+
 test('runs a task for an old client on the deprecated HTTP+SSE transport too', async () => {
   const headers = { authorization: `Bearer ${ownerKey}` };
   const old = new V2Client({ name: 'old', version: '1' });
@@ -368,4 +378,16 @@ test('polls a task the client runs for the server after the call that asked has 
     store.cleanup();
     await client.close();
   }
+});
+
+test("keeps at most 1000 tasks per agent: past that the agent's oldest are forgotten, so no agent grows the table without bound", { timeout: 120_000 }, async () => {
+  const client = await harness.connect(harness.agents.add('prolific').key);
+  const batches: string[][] = [];
+  for (let batch = 0; batch < 11; batch += 1) {
+    const started = await Promise.all(Array.from({ length: 100 }, (_, i) => startCountdown(client, 1, `prolific-${batch}-${i}`)));
+    batches.push(started.map((entry) => entry.task.taskId));
+  }
+  for (const taskId of [batches[0]![0]!, batches[0]![99]!]) await assert.rejects(send(client, 'tasks/get', { taskId }, taskShape), /Task not found/);
+  const newest = batches[10]![99]!;
+  assert.equal((await send(client, 'tasks/get', { taskId: newest }, taskShape)).taskId, newest);
 });

@@ -8,8 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { CallToolResult, Client } from '@modelcontextprotocol/client';
-import { everythingEntry, fixtureUpstream, JSON_HEADERS, rawSession, startHarness, type Harness } from './gateway-harness.js';
+import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
+import { everythingEntry, fixtureUpstream, JSON_HEADERS, rawRequest, rawSession, startHarness, type Harness } from './gateway-harness.js';
 
+const token = SAMPLES['github-pat']!(seededRandom(5));
 const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'], prompts: ['*'], resources: ['*'] } }] };
 
 describe('a stdio upstream that misbehaves', () => {
@@ -19,7 +21,7 @@ describe('a stdio upstream that misbehaves', () => {
 
   before(async () => {
     harness = await startHarness({
-      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, maxMessageBytes: 256 * 1024, upstreams: { fixture: fixtureUpstream() } },
+      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, maxMessageBytes: 256 * 1024, upstreams: { fixture: fixtureUpstream({ env: { FIXTURE_LEAK: token } }) } },
       policy: allowAll,
     });
     key = harness.agents.add('tester').key;
@@ -44,6 +46,20 @@ describe('a stdio upstream that misbehaves', () => {
     assert.deepEqual(result.content, [{ type: 'text', text: 'after garbage' }]);
     assert.ok(harness.gateway.status().upstreams[0]!.garbageLines >= 1);
     assert.ok(harness.audit.records.some((r) => r.action === 'upstream.garbage'));
+  });
+
+  test('a flood of garbage is counted, but only its first lines are recorded, each with any secret redacted', async () => {
+    const before = harness.audit.records.length;
+    const counted = harness.gateway.status().upstreams[0]!.garbageLines;
+    const result = (await client.callTool({ name: 'fixture__garbage', arguments: { lines: 200 } })) as CallToolResult;
+    assert.deepEqual(result.content, [{ type: 'text', text: 'after garbage' }]);
+    for (let i = 0; i < 50 && harness.gateway.status().upstreams[0]!.garbageLines < counted + 200; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(harness.gateway.status().upstreams[0]!.garbageLines, counted + 200);
+    const recorded = harness.audit.records.slice(before).filter((r) => r.action === 'upstream.garbage');
+    assert.ok(recorded.length >= 1 && recorded.length <= 11, `${recorded.length} garbage records`);
+    assert.match(recorded.at(-1)!.reason, /not recorded one by one/);
+    assert.match(recorded[0]!.reason, /\[REDACTED:github-pat\]/);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
   });
 
   test('a hanging upstream times out with an error while other calls keep working', async () => {
@@ -173,6 +189,48 @@ describe('resource subscriptions', () => {
     } finally {
       await harness.close();
     }
+  });
+});
+
+describe('resource subscriptions a client could pile up', () => {
+  let harness: Harness;
+  let key: string;
+  before(async () => {
+    harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream({}, ['--echoing']) } }, policy: allowAll });
+    key = harness.agents.add('tester').key;
+  });
+  after(() => harness.close());
+
+  async function subscribed(): Promise<string> {
+    const checker = await harness.connect(key);
+    return text((await checker.callTool({ name: 'fixture__subscriptions', arguments: {} })) as CallToolResult);
+  }
+
+  test('a session that ends while its subscription is being made does not stay subscribed', async () => {
+    const session = await rawSession(harness.gateway.url, key);
+    const headers = { ...JSON_HEADERS, authorization: `Bearer ${key}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' };
+    const subscribing = rawRequest(harness.gateway.url, { headers, body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'resources/subscribe', params: { uri: 'fixture://echo/slow' } }) });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await rawRequest(harness.gateway.url, { method: 'DELETE', headers });
+    await subscribing;
+    // The upstream takes 300 ms to subscribe; the gateway then learns the session is gone.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.doesNotMatch(await subscribed(), /slow/);
+  });
+
+  test('one session may hold only so many subscriptions; the rest are refused and recorded', async () => {
+    const client = await harness.connect(key);
+    const outcomes = [];
+    for (let batch = 0; batch < 11; batch += 1) {
+      outcomes.push(...(await Promise.allSettled(Array.from({ length: 100 }, (_, i) => client.subscribeResource({ uri: `fixture://echo/${batch}-${i}` })))));
+    }
+    const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
+    assert.equal(refused.length, 100);
+    assert.match(String((refused[0] as PromiseRejectedResult).reason), /already holds 1000 subscriptions/);
+    assert.ok(harness.audit.records.some((r) => r.action === 'resources/subscribe' && r.effect === 'deny' && r.rules.includes('limit')));
+    await (client.transport as unknown as { terminateSession(): Promise<void> }).terminateSession();
+    for (let i = 0; i < 50 && (await subscribed()) !== '0 subscribed'; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await subscribed(), '0 subscribed', "the session's subscriptions end with it");
   });
 });
 

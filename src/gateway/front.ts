@@ -67,6 +67,11 @@ export interface FrontOptions {
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+/**
+ * Rejections of callers not known (a bad Host, failed authentication) recorded one by one per minute: anyone who
+ * can reach the port sends those as often as they like, and must not fill the audit log's disk.
+ */
+const UNKNOWN_REJECTIONS_PER_MINUTE = 100;
 
 export class GatewayFront {
   private readonly sessions = new Map<string, Session>();
@@ -82,6 +87,8 @@ export class GatewayFront {
   private readonly localListeners: UnixListener[] = [];
   /** Callers whose session is being opened (see holdingPlace). */
   private readonly opening: Principal[] = [];
+  /** Rejections of callers not known in the current minute (see UNKNOWN_REJECTIONS_PER_MINUTE). */
+  private unknownRejections = { since: 0, count: 0 };
   url = '';
 
   constructor(private readonly options: FrontOptions) {
@@ -466,6 +473,21 @@ export class GatewayFront {
   }
 
   private async recordRejection(principal: Principal | undefined, action: string, reason: string): Promise<void> {
+    if (!principal) {
+      const now = Date.now();
+      if (now - this.unknownRejections.since > 60_000) {
+        const unrecorded = this.unknownRejections.count - UNKNOWN_REJECTIONS_PER_MINUTE - 1;
+        this.unknownRejections = { since: now, count: 0 };
+        if (unrecorded > 0) await this.appendRejection(undefined, 'request.rejected', `${unrecorded} more requests of callers not known were rejected in the minute before and not recorded one by one`);
+      }
+      this.unknownRejections.count += 1;
+      if (this.unknownRejections.count > UNKNOWN_REJECTIONS_PER_MINUTE + 1) return;
+      if (this.unknownRejections.count === UNKNOWN_REJECTIONS_PER_MINUTE + 1) reason += '; further rejections of callers not known are not recorded one by one this minute';
+    }
+    await this.appendRejection(principal, action, reason);
+  }
+
+  private async appendRejection(principal: Principal | undefined, action: string, reason: string): Promise<void> {
     const engine = this.options.policy.current;
     await this.options.audit
       .append({
@@ -571,6 +593,8 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
     await core.subscribe(caller, request.params.uri, (uri) => {
       void server.notification({ method: 'notifications/resources/updated', params: { uri } }).catch(() => undefined);
     });
+    // A session that ended while the upstream subscribed has had its subscriptions dropped already: so must this one.
+    if (!server.transport) await core.unsubscribe(caller, request.params.uri);
     return {};
   });
   server.setRequestHandler('resources/unsubscribe', async (request) => {

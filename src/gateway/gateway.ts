@@ -79,6 +79,8 @@ interface Entry<T> {
   exposed: T;
   /** Checks a call's arguments against the tool's inputSchema; compiled on the first call. */
   checker?: ArgumentChecker;
+  /** The definition as lists show it under the policy with this digest (see screenListed). */
+  listed?: { digest: string; shown: T | false };
 }
 
 interface Catalog {
@@ -100,12 +102,17 @@ type Kind = 'tools' | 'prompts' | 'resources';
 
 interface View {
   tools?: Tool[];
+  /** The catalog's definitions of the tools listed (a listed one may be a redacted copy): the tools the caller may call. */
   toolSet?: Set<Tool>;
   prompts?: Prompt[];
   promptSet?: Set<Prompt>;
   resources?: Resource[];
   templates?: ResourceTemplateType[];
+  /** Entries left out of each list because their definition holds a secret. */
+  withheld?: Partial<Record<ListKind, number>>;
 }
+
+type ListKind = 'tools' | 'prompts' | 'resources' | 'templates';
 
 /** Who owns a task: the principal that created it (any of its sessions may fetch it), and the session told of its status. */
 interface TaskOwner {
@@ -129,6 +136,9 @@ const NOTICE_RECORDS = 10;
 function noticeRecording(nth: number): { record: boolean; last: boolean } {
   return { record: nth <= NOTICE_RECORDS + 1, last: nth === NOTICE_RECORDS + 1 };
 }
+
+/** Resource subscriptions one session may hold at once: each holds one upstream's subscription until it ends. */
+const MAX_SUBSCRIPTIONS_PER_SESSION = 1000;
 
 /** The purpose named in the request state of a parked call, which tells its retry from a new call. */
 const PARKED_STATE = 'parked';
@@ -187,6 +197,8 @@ export class GatewayCore {
   private readonly sessionConnections = new Map<string, Upstream>();
   /** Resource subscriptions: upstream and URI → the sessions subscribed, each with its way to be told. */
   private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
+  /** Each session's subscriptions (keys of `subscriptions`), to bound and end them without a walk of every one. */
+  private readonly subscribedBy = new Map<string, Set<string>>();
   private readonly separator: string;
   private pinVersion = -1;
   /** Signs the request states of `input_required` results (approvals, parked calls); new at every start. */
@@ -199,7 +211,10 @@ export class GatewayCore {
   private readonly running = new Map<string, number>();
   private readonly inputSchemas = new InputSchemas();
   /** Tasks clients created on upstreams, under ids of the gateway's own. */
-  private readonly tasks = new TaskTable<Upstream, TaskOwner>();
+  private readonly tasks = new TaskTable<Upstream, TaskOwner>(
+    (owner) => owner.principal,
+    (task) => this.silence(task),
+  );
   private auditFailure: unknown;
 
   constructor(private readonly options: GatewayCoreOptions) {
@@ -451,17 +466,20 @@ export class GatewayCore {
     const view = this.view(caller, catalog);
     if (!view.tools) {
       view.tools = [];
+      view.toolSet = new Set();
       for (const entry of catalog.tools.values()) {
         const listed = this.listable(caller, {
           server: entry.upstream.name,
           tool: entry.original,
           ...(entry.exposed.annotations ? { annotations: entry.exposed.annotations as Record<string, unknown> } : {}),
         });
-        if (listed) view.tools.push(entry.exposed);
+        const shown = listed && this.screenListed(view, 'tools', entry);
+        if (!shown) continue;
+        view.tools.push(shown);
+        view.toolSet.add(entry.exposed);
       }
       // Frozen, with frozen tools: the session transport may then keep the list's JSON with it.
       Object.freeze(view.tools);
-      view.toolSet = new Set(view.tools);
     }
     return view.tools;
   }
@@ -469,10 +487,14 @@ export class GatewayCore {
   private promptView(caller: Caller, catalog: Catalog): Prompt[] {
     const view = this.view(caller, catalog);
     if (!view.prompts) {
-      view.prompts = [...catalog.prompts.values()]
-        .filter((entry) => this.listable(caller, { server: entry.upstream.name, prompt: entry.original }))
-        .map((entry) => entry.exposed);
-      view.promptSet = new Set(view.prompts);
+      view.prompts = [];
+      view.promptSet = new Set();
+      for (const entry of catalog.prompts.values()) {
+        const shown = this.listable(caller, { server: entry.upstream.name, prompt: entry.original }) && this.screenListed(view, 'prompts', entry);
+        if (!shown) continue;
+        view.prompts.push(shown);
+        view.promptSet.add(entry.exposed);
+      }
     }
     return view.prompts;
   }
@@ -491,7 +513,7 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const tools = this.toolView(caller, catalog);
-    await this.recordList(caller, 'tools/list', started, tools.length, catalog.tools.size, catalog);
+    await this.recordList(caller, 'tools/list', started, tools.length, catalog.tools.size, catalog, this.view(caller, catalog).withheld?.tools);
     return tools;
   }
 
@@ -499,7 +521,7 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const prompts = this.promptView(caller, catalog);
-    await this.recordList(caller, 'prompts/list', started, prompts.length, catalog.prompts.size, catalog);
+    await this.recordList(caller, 'prompts/list', started, prompts.length, catalog.prompts.size, catalog, this.view(caller, catalog).withheld?.prompts);
     return prompts;
   }
 
@@ -507,10 +529,11 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
-    view.resources ??= [...catalog.resources.values()]
-      .filter((entry) => this.listable(caller, { server: entry.upstream.name, resource: entry.original }))
-      .map((entry) => entry.exposed);
-    await this.recordList(caller, 'resources/list', started, view.resources.length, catalog.resources.size, catalog);
+    view.resources ??= [...catalog.resources.values()].flatMap((entry) => {
+      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'resources', entry);
+      return shown ? [shown] : [];
+    });
+    await this.recordList(caller, 'resources/list', started, view.resources.length, catalog.resources.size, catalog, view.withheld?.resources);
     return view.resources;
   }
 
@@ -518,11 +541,29 @@ export class GatewayCore {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
     const view = this.view(caller, catalog);
-    view.templates ??= catalog.templates
-      .filter((entry) => this.listable(caller, { server: entry.upstream.name, resource: entry.original }))
-      .map((entry) => entry.exposed);
-    await this.recordList(caller, 'resources/templates/list', started, view.templates.length, catalog.templates.length, catalog);
+    view.templates ??= catalog.templates.flatMap((entry) => {
+      const shown = this.listable(caller, { server: entry.upstream.name, resource: entry.original }) && this.screenListed(view, 'templates', entry);
+      return shown ? [shown] : [];
+    });
+    await this.recordList(caller, 'resources/templates/list', started, view.templates.length, catalog.templates.length, catalog, view.withheld?.templates);
     return view.templates;
+  }
+
+  /**
+   * An entry as a list shows it: an upstream's definition (a tool's description, a resource's name) reaches the
+   * client's model as a result does, so it is scanned like one. One that holds a secret is left out, and then
+   * cannot be called either, or shown redacted; false when left out. Scanned once per catalog and policy, not
+   * once per caller.
+   */
+  private screenListed<T>(view: View, kind: ListKind, entry: Entry<T>): T | false {
+    const digest = this.options.policy.current.digest;
+    if (entry.listed?.digest !== digest) {
+      const screened = this.screen(entry.exposed);
+      // Frozen like the catalog's own definitions (see toolView).
+      entry.listed = { digest, shown: screened.verdict?.effect === 'deny' ? false : screened.value === entry.exposed ? entry.exposed : deepFreeze(screened.value) };
+    }
+    if (entry.listed.shown === false) view.withheld = { ...view.withheld, [kind]: (view.withheld?.[kind] ?? 0) + 1 };
+    return entry.listed.shown;
   }
 
   // ---- calls -------------------------------------------------------------------------------------
@@ -576,10 +617,14 @@ export class GatewayCore {
         content: [{ type: 'text', text: `Denied by Gatehouse policy${decision.rules.length ? ` (${decision.rules.join(', ')})` : ''}: ${decision.reason}${unchecked}` }],
       };
     }
+    const refuse = async (reason: string): Promise<CallToolResult> => {
+      await this.record(caller, 'tools/call', resource, 'deny', ['limit'], reason, started, correlationId, details, decision);
+      return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
+    };
     // The retry of a parked call carries its answers: the call goes on upstream, it is not sent again.
     const state = binding?.multiRound?.requestState;
     if (binding && caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) {
-      return (await this.resumeCall(caller, 'tools/call', name, argsDigest, state, binding, options.signal)) as CallToolResult;
+      return this.asRunningCall(caller, refuse, async () => (await this.resumeCall(caller, 'tools/call', name, argsDigest, state, binding, options.signal)) as CallToolResult);
     }
     if (decision.requireApproval) {
       const approved = await this.askApproval(caller, name, args ?? {}, argsDigest, binding, correlationId);
@@ -595,41 +640,56 @@ export class GatewayCore {
       await this.record(caller, 'tools/call', resource, 'deny', ['dlp'], `arguments ${screenedArgs.verdict.reason}`, started, correlationId, details, decision);
       return { isError: true, content: [{ type: 'text', text: `Blocked by Gatehouse: the arguments contain a secret (${screenedArgs.verdict.reason}).` }] };
     }
-    const params: Record<string, unknown> = { name: entry.original, arguments: screenedArgs.value };
+    // The call's _meta and task reach the upstream as surely as its arguments.
     const meta = stripProgressToken(options.meta);
-    if (meta) params._meta = meta;
+    const extras = meta || options.task ? this.screen({ ...(meta ? { _meta: meta } : {}), ...(options.task ? { task: options.task } : {}) }) : undefined;
+    if (extras?.verdict && extras.verdict.action !== 'none') details.metaDlp = dlpDetails(extras.verdict);
+    if (extras?.verdict?.effect === 'deny') {
+      await this.record(caller, 'tools/call', resource, 'deny', ['dlp'], `the call's _meta or task ${extras.verdict.reason}`, started, correlationId, details, decision);
+      return { isError: true, content: [{ type: 'text', text: `Blocked by Gatehouse: the call's _meta or task contains a secret (${extras.verdict.reason}).` }] };
+    }
+    const params: Record<string, unknown> = { name: entry.original, arguments: screenedArgs.value };
+    if (extras?.value._meta) params._meta = extras.value._meta;
     const connection = this.connectionFor(entry.upstream, caller);
     if (binding?.multiRound) {
       const call = { caller, method: 'tools/call' as const, name, resource, argsDigest, decision, details, started, correlationId, waitMs: entry.upstream.timeouts.inputMs };
-      return (await this.startRelayed(call, connection, params, binding, options)) as CallToolResult;
+      return this.asRunningCall(caller, refuse, async () => (await this.startRelayed(call, connection, params, binding, options)) as CallToolResult);
     }
     // Tasks are relayed for 2025-era callers only; a 2026-07-28 call above runs as a plain call.
-    if (options.task) params.task = options.task;
-    // Each running call holds upstream work and memory: one identity may run only so many at once, so it
-    // cannot crowd out every other session of the shared servers.
+    if (extras?.value.task) params.task = extras.value.task;
+    return this.asRunningCall(caller, refuse, async () => {
+      let result: CallToolResult;
+      try {
+        const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
+        result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
+      } catch (error) {
+        await this.record(caller, 'tools/call', resource, 'error', decision.rules, this.forRecord(describeError(error)), started, correlationId, details, decision);
+        throw this.screenError(error);
+      }
+      if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
+      return this.finishCall(caller, resource, decision, details, started, correlationId, result);
+    });
+  }
+
+  /**
+   * Runs one of the caller's calls. Each running call holds upstream work and memory: one identity may run only
+   * gateway.maxCallsPerAgent at once, so it cannot crowd out every other session of the shared servers. A
+   * 2026-07-28 call runs while one of its client's requests is served; parked between them, it counts against
+   * maxSessionsPerAgent instead (see startRelayed).
+   */
+  private async asRunningCall<T>(caller: Caller, refuse: (reason: string) => Promise<T>, run: () => Promise<T>): Promise<T> {
     const runner = JSON.stringify(principalBinding(caller));
     const running = this.running.get(runner) ?? 0;
     const limit = this.options.settings.maxCallsPerAgent;
-    if (running >= limit) {
-      const reason = `this agent already has ${running} calls running (gateway.maxCallsPerAgent is ${limit}); wait for one to finish`;
-      await this.record(caller, 'tools/call', resource, 'deny', ['limit'], reason, started, correlationId, details, decision);
-      return { isError: true, content: [{ type: 'text', text: `Refused by Gatehouse: ${reason}` }] };
-    }
+    if (running >= limit) return refuse(`this agent already has ${running} calls running (gateway.maxCallsPerAgent is ${limit}); wait for one to finish`);
     this.running.set(runner, running + 1);
-    let result: CallToolResult;
     try {
-      const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
-      result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
-    } catch (error) {
-      await this.record(caller, 'tools/call', resource, 'error', decision.rules, describeError(error), started, correlationId, details, decision);
-      throw asProtocolError(error);
+      return await run();
     } finally {
       const left = (this.running.get(runner) ?? 1) - 1;
       if (left > 0) this.running.set(runner, left);
       else this.running.delete(runner);
     }
-    if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
-    return this.finishCall(caller, resource, decision, details, started, correlationId, result);
   }
 
   /** Scans a call's result and records the call's outcome once. */
@@ -698,7 +758,7 @@ export class GatewayCore {
           await this.record(caller, action, resource, 'allow', rules, 'asked of the calling client by the upstream', started, correlationId, task ? { clientTask: task } : {});
           return result;
         } catch (error) {
-          await this.record(caller, action, resource, 'error', rules, describeError(error), started, correlationId, {});
+          await this.record(caller, action, resource, 'error', rules, this.forRecord(describeError(error)), started, correlationId, {});
           throw error;
         }
       },
@@ -718,7 +778,16 @@ export class GatewayCore {
       ...binding,
       send: async (request) => {
         const params = request.params && (await this.screenRelayed(caller, action, resource, correlationId, request.method, 'question', request.params));
-        const answer = await binding.send(params ? { ...request, params } : request);
+        let answer: Result;
+        try {
+          answer = await binding.send(params ? { ...request, params } : request);
+        } catch (error) {
+          if (!answers) throw error;
+          // A refusal is an answer too: its message and data go to the server as the client wrote them.
+          const refusal = asProtocolError(error);
+          const screened = await this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', { message: refusal.message, data: refusal.data });
+          throw new ProtocolError(refusal.code, screened.message, screened.data);
+        }
         return answers ? this.screenRelayed(caller, action, resource, correlationId, request.method, 'answer', answer) : answer;
       },
       // Progress messages and log lines reach the client (and may reach its model) too: a withheld one is dropped.
@@ -821,13 +890,16 @@ export class GatewayCore {
         throw new ProtocolError(-32603, `Withheld by Gatehouse: ${reason}`);
       }
     }
+    // Whatever else the client sent with the id (its _meta) reaches the upstream too.
+    const { taskId: _taskId, ...rest } = params;
+    const sent = await this.screenOutbound({ caller, method, resource, started, correlationId, details }, 'the request', rest);
     let result: Result;
     try {
       // What the upstream asks meanwhile (a task in input_required asks now) is screened as within the call.
-      result = await task.connection.request(method, { ...params, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
+      result = await task.connection.request(method, { ...sent, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
     } catch (error) {
-      await this.record(caller, method, resource, 'error', task.rules, describeError(error), started, correlationId, details);
-      throw asProtocolError(error);
+      await this.record(caller, method, resource, 'error', task.rules, this.forRecord(describeError(error)), started, correlationId, details);
+      throw this.screenError(error);
     }
     // A task that has ended takes no more notifications (its progress must stop there).
     if (method === 'tasks/result' || isTerminalStatus((result as { status?: unknown }).status)) this.silence(task);
@@ -848,17 +920,21 @@ export class GatewayCore {
     const mine = this.tasks.ownedBy(this.owns(caller));
     const listed: Record<string, unknown>[] = [];
     for (const connection of new Set(mine.map((task) => task.connection))) {
-      if (!(await connection.connection()).getServerCapabilities()?.tasks?.list) continue;
-      // Every page the upstream has (bounded), filtered to the caller's tasks and given back as one page.
-      let cursor: unknown;
-      for (let page = 0; page < MAX_TASK_LIST_PAGES; page++) {
-        const reported = (await connection.request('tasks/list', typeof cursor === 'string' ? { cursor } : {}, undefined)) as { tasks?: unknown; nextCursor?: unknown };
-        for (const entry of Array.isArray(reported.tasks) ? reported.tasks : []) {
-          const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
-          if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
+      try {
+        if (!(await connection.connection()).getServerCapabilities()?.tasks?.list) continue;
+        // Every page the upstream has (bounded), filtered to the caller's tasks and given back as one page.
+        let cursor: unknown;
+        for (let page = 0; page < MAX_TASK_LIST_PAGES; page++) {
+          const reported = (await connection.request('tasks/list', typeof cursor === 'string' ? { cursor } : {}, undefined)) as { tasks?: unknown; nextCursor?: unknown };
+          for (const entry of Array.isArray(reported.tasks) ? reported.tasks : []) {
+            const task = mine.find((own) => own.connection === connection && own.upstreamId === (entry as { taskId?: unknown }).taskId);
+            if (task) listed.push(renameTask(entry as Record<string, unknown>, task.upstreamId, task.id));
+          }
+          cursor = reported.nextCursor;
+          if (typeof cursor !== 'string' || cursor === '') break;
         }
-        cursor = reported.nextCursor;
-        if (typeof cursor !== 'string' || cursor === '') break;
+      } catch (error) {
+        throw this.screenError(error);
       }
     }
     const screened = this.screen({ tasks: listed });
@@ -940,8 +1016,8 @@ export class GatewayCore {
   private async serveRound(call: ParkedCall, round: CallBinding, signal: AbortSignal | undefined): Promise<Result> {
     const step = await call.relay.next(round, signal);
     if (step.kind === 'failed') {
-      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, describeError(step.error), call.started, call.correlationId, call.details, call.decision);
-      throw asProtocolError(step.error);
+      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(step.error)), call.started, call.correlationId, call.details, call.decision);
+      throw this.screenError(step.error);
     }
     if (step.kind === 'done') {
       // The final result is screened and recorded exactly as the method's unrelayed result would be.
@@ -1077,7 +1153,7 @@ export class GatewayCore {
       answer ??= (await binding.send({ method: 'elicitation/create', params: { mode: 'form', message, requestedSchema } })) as ElicitAnswer;
       outcome = answer?.action === 'accept' && answer.content?.approve === true ? { ok: true } : { ok: false, reason: 'a person declined the call' };
     } catch (error) {
-      outcome = { ok: false, reason: `this call needs a person's approval and the client could not be asked (${describeError(error)})` };
+      outcome = { ok: false, reason: `this call needs a person's approval and the client could not be asked (${this.forRecord(describeError(error))})` };
     }
     await this.record(caller, 'approval', name, outcome.ok ? 'allow' : 'deny', [], outcome.ok ? 'approved by a person' : outcome.reason, started, correlationId, {
       argsDigest,
@@ -1201,8 +1277,8 @@ export class GatewayCore {
       const relay = binding && this.screeningRelay(binding, call.caller, call.method, call.resource, call.correlationId);
       result = await connection.request(call.method, params, relay, signal ? { signal } : {});
     } catch (error) {
-      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, describeError(error), call.started, call.correlationId, call.details, call.decision);
-      throw asProtocolError(error);
+      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(error)), call.started, call.correlationId, call.details, call.decision);
+      throw this.screenError(error);
     }
     return this.finishForward(call, result);
   }
@@ -1238,6 +1314,15 @@ export class GatewayCore {
     const request = { caller, method: 'resources/subscribe', resource: `${owner.upstream.name}/${recorded}`, started, correlationId, details: {}, decision };
     const sent = await this.screenOutbound(request, 'the resource URI', { uri }, false);
     const key = `${owner.upstream.name}\n${uri}`;
+    let mine = this.subscribedBy.get(caller.session);
+    if (!mine) this.subscribedBy.set(caller.session, (mine = new Set()));
+    if (!mine.has(key) && mine.size >= MAX_SUBSCRIPTIONS_PER_SESSION) {
+      const reason = `this session already holds ${MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions; unsubscribe from one first`;
+      await this.record(caller, 'resources/subscribe', request.resource, 'deny', ['limit'], reason, started, correlationId, request.details, decision);
+      throw new ProtocolError(-32603, `Refused by Gatehouse: ${reason}`);
+    }
+    // Counted from now: subscriptions asked for at once cannot slip past the limit together.
+    mine.add(key);
     let sessions = this.subscriptions.get(key);
     if (!sessions) {
       sessions = new Map();
@@ -1246,7 +1331,8 @@ export class GatewayCore {
         await owner.upstream.request('resources/subscribe', sent, undefined);
       } catch (error) {
         this.subscriptions.delete(key);
-        throw asProtocolError(error);
+        mine.delete(key);
+        throw this.screenError(error);
       }
     }
     sessions.set(caller.session, notify);
@@ -1254,12 +1340,16 @@ export class GatewayCore {
   }
 
   async unsubscribe(caller: Caller, uri: string): Promise<void> {
-    for (const [key, sessions] of this.subscriptions) {
-      const [server, subscribed] = [key.slice(0, key.indexOf('\n')), key.slice(key.indexOf('\n') + 1)];
-      if (subscribed !== uri || !sessions.delete(caller.session) || sessions.size > 0) continue;
+    const mine = this.subscribedBy.get(caller.session);
+    for (const upstream of this.upstreams.values()) {
+      const key = `${upstream.name}\n${uri}`;
+      mine?.delete(key);
+      const sessions = this.subscriptions.get(key);
+      if (!sessions || !sessions.delete(caller.session) || sessions.size > 0) continue;
       this.subscriptions.delete(key);
-      await this.upstreams.get(server)?.request('resources/unsubscribe', { uri }, undefined).catch(() => undefined);
+      await upstream.request('resources/unsubscribe', { uri }, undefined).catch(() => undefined);
     }
+    if (mine?.size === 0) this.subscribedBy.delete(caller.session);
   }
 
   /**
@@ -1296,10 +1386,8 @@ export class GatewayCore {
       this.sessionConnections.delete(key);
       await own.stop('stopped');
     }
-    for (const [key, sessions] of this.subscriptions) {
-      if (!sessions.has(session)) continue;
-      await this.unsubscribe({ session }, key.slice(key.indexOf('\n') + 1));
-    }
+    for (const key of [...(this.subscribedBy.get(session) ?? [])]) await this.unsubscribe({ session }, key.slice(key.indexOf('\n') + 1));
+    this.subscribedBy.delete(session);
   }
 
   private resourceUpdated(upstream: Upstream, uri: string): void {
@@ -1309,30 +1397,58 @@ export class GatewayCore {
   }
 
   async complete(caller: Caller, params: Record<string, unknown>, binding: CallBinding | undefined): Promise<Result> {
+    const started = process.hrtime.bigint();
+    const correlationId = newCorrelationId();
     const ref = params.ref as { type?: string; name?: string; uri?: string } | undefined;
+    // A completion names a prompt or template: one the caller may not see is refused, and recorded, as a get or read of it is.
+    const refuse = async (kind: 'prompt' | 'resource', name: string, hidden: boolean): Promise<never> => {
+      await this.record(caller, 'completion/complete', `?/${this.forRecord(name)}`, 'deny', [], `no such ${kind} for this caller`, started, correlationId, hidden ? { hidden } : {});
+      throw unknown(kind, name);
+    };
     let target: { upstream: Upstream; resource: string; ref: Record<string, unknown> };
     if (ref?.type === 'ref/prompt' && typeof ref.name === 'string') {
       const catalog = await this.loadCatalog();
       const entry = catalog.prompts.get(ref.name);
-      if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) throw unknown('prompt', ref.name);
+      if (!entry || !this.canSeePrompt(caller, catalog, entry.exposed)) return refuse('prompt', ref.name, entry !== undefined);
       target = { upstream: entry.upstream, resource: `${entry.upstream.name}/${entry.original}`, ref: { ...ref, name: entry.original } };
     } else if (ref?.type === 'ref/resource' && typeof ref.uri === 'string') {
       const catalog = await this.loadCatalog();
       const template = catalog.templates.find((t) => t.original === ref.uri);
       if (!template || !isAllowed(this.decide(caller, { server: template.upstream.name, resource: template.original }))) {
-        throw unknown('resource', ref.uri);
+        return refuse('resource', ref.uri, template !== undefined);
       }
       target = { upstream: template.upstream, resource: `${template.upstream.name}/${template.original}`, ref };
     } else {
       throw new ProtocolError(-32602, 'completion/complete needs a ref of type ref/prompt or ref/resource');
     }
-    if (!(await target.upstream.connection()).getServerCapabilities()?.completions) return { completion: { values: [], hasMore: false } };
-    const request = { caller, method: 'completion/complete', resource: target.resource, started: process.hrtime.bigint(), correlationId: newCorrelationId(), details: {} };
-    // What the client has typed so far, and the arguments it already gave, go to the upstream as they are.
-    const sent = await this.screenOutbound(request, 'the text to complete', { argument: params.argument, context: params.context });
+    let capabilities;
+    try {
+      capabilities = (await target.upstream.connection()).getServerCapabilities();
+    } catch (error) {
+      throw this.screenError(error);
+    }
+    if (!capabilities?.completions) return { completion: { values: [], hasMore: false } };
+    const request = { caller, method: 'completion/complete', resource: target.resource, started, correlationId, details: {} };
+    // What the client has typed so far, the arguments it already gave and anything else it sent (its _meta).
+    const { ref: _ref, ...rest } = params;
+    const sent = await this.screenOutbound(request, 'the text to complete', rest);
     // The upstream's own requests to the client while it completes are scanned both ways, as within a call.
     const relay = binding && this.screeningRelay(binding, caller, 'completion/complete', request.resource, request.correlationId);
-    return this.connectionFor(target.upstream, caller).request('completion/complete', { ...params, ...sent, ref: target.ref }, relay);
+    let result: Result;
+    try {
+      result = await this.connectionFor(target.upstream, caller).request('completion/complete', { ...sent, ref: target.ref }, relay);
+    } catch (error) {
+      throw this.screenError(error);
+    }
+    // The values offered are the upstream's words, and reach the client's model as a result's do.
+    const screened = this.screen(result);
+    if (!screened.verdict || screened.verdict.action === 'none') return result;
+    const withheld = screened.verdict.effect === 'deny';
+    await this.record(caller, 'completion/complete', request.resource, withheld ? 'deny' : 'allow', ['dlp'], `completion ${screened.verdict.reason}`, request.started, request.correlationId, {
+      resultDlp: dlpDetails(screened.verdict),
+    });
+    if (withheld) throw new ProtocolError(-32603, `Withheld by Gatehouse: the completion contained a secret (${screened.verdict.reason})`);
+    return screened.value;
   }
 
   // ---- content defence ---------------------------------------------------------------------------
@@ -1362,7 +1478,20 @@ export class GatewayCore {
     return screened.value;
   }
 
-  /** Text for an audit record's resource field: any secret in it redacted, whatever the policy's action. */
+  /**
+   * An upstream's error on its way to the client: its message and data are the upstream's words (a failed
+   * connection string, a token it was refused with) and reach the client's model as a result's do, so they
+   * are scanned like one. A secret is withheld (the error then says only that) or redacted.
+   */
+  private screenError(error: unknown): ProtocolError {
+    const relayed = asProtocolError(error);
+    const screened = this.screen({ message: relayed.message, data: relayed.data });
+    if (!screened.verdict || screened.verdict.effect === 'allow') return relayed;
+    if (screened.verdict.effect === 'deny') return new ProtocolError(relayed.code, `Withheld by Gatehouse: the upstream's error contained a secret (${screened.verdict.reason})`);
+    return new ProtocolError(relayed.code, screened.value.message, screened.value.data);
+  }
+
+  /** Text for an audit record (a resource, an error): any secret in it redacted, whatever the policy's action. */
   private forRecord(text: string): string {
     const scanner = this.options.scanner;
     if (!scanner) return text;
@@ -1381,8 +1510,10 @@ export class GatewayCore {
 
   // ---- audit -------------------------------------------------------------------------------------
 
-  private async recordList(caller: Caller, action: string, started: bigint, shown: number, total: number, catalog: Catalog): Promise<void> {
+  private async recordList(caller: Caller, action: string, started: bigint, shown: number, total: number, catalog: Catalog, withheld = 0): Promise<void> {
     const details: Record<string, unknown> = { shown, hidden: total - shown };
+    // Left out of the list because their definitions hold a secret (counted among the hidden too).
+    if (withheld > 0) details.withheld = withheld;
     if (catalog.unavailable.length > 0) details.unavailable = catalog.unavailable;
     if (catalog.collisions.length > 0) details.collisions = catalog.collisions.length;
     await this.record(caller, action, '*', 'allow', [], `${shown} of ${total} shown`, started, newCorrelationId(), details);
@@ -1451,7 +1582,8 @@ export class GatewayCore {
         resource: server,
         effect: effect ?? (kind === 'refused' ? 'deny' : kind === 'garbage' || kind === 'crash' || kind === 'relay-refused' ? 'error' : 'info'),
         rules: [],
-        reason: message,
+        // An upstream's own words (a garbage line, its last stderr line) may hold a secret.
+        reason: this.forRecord(message),
         latencyUs: 0,
         correlationId: newCorrelationId(),
         policy: { version: engine.version, digest: engine.digest },

@@ -98,16 +98,32 @@ export interface ServerTask<Connection, Owner> {
 
 /** Tasks kept this long past their ttl (or from creation when the upstream gave none). */
 const KEEP_MS = 60 * 60 * 1000;
+/** Tasks kept per owner: past this its oldest is forgotten, as if expired, so no caller grows the table without bound. */
+const MAX_TASKS_PER_OWNER = 1000;
 
 /** The gateway's ids for upstream tasks, with their owners. */
 export class TaskTable<Connection, Owner> {
   private readonly byId = new Map<string, ServerTask<Connection, Owner>>();
   private readonly byUpstream = new Map<Connection, Map<string, string>>();
+  /** Each owner's task ids, oldest first. */
+  private readonly byOwner = new Map<string, Set<string>>();
+
+  constructor(
+    /** Names an owner: its tasks count against one MAX_TASKS_PER_OWNER. */
+    private readonly ownerKey: (owner: Owner) => string,
+    /** Hears of a task forgotten (expired, or its owner's oldest past the limit): nothing more is relayed for it. */
+    private readonly forgotten: (task: ServerTask<Connection, Owner>) => void,
+  ) {}
 
   /** Records a task an upstream created and returns it with its gateway id. */
   add(task: Omit<ServerTask<Connection, Owner>, 'id' | 'expiresAt'>, ttl: unknown): ServerTask<Connection, Owner> {
     this.sweep();
     const entry = { ...task, id: newTaskId(), expiresAt: Date.now() + KEEP_MS + (typeof ttl === 'number' && ttl > 0 ? Math.min(ttl, 7 * 24 * KEEP_MS) : 0) };
+    const key = this.ownerKey(task.owner);
+    let owned = this.byOwner.get(key);
+    if (!owned) this.byOwner.set(key, (owned = new Set()));
+    if (owned.size >= MAX_TASKS_PER_OWNER) this.forget(this.byId.get(owned.values().next().value!)!);
+    owned.add(entry.id);
     this.byId.set(entry.id, entry);
     let ids = this.byUpstream.get(task.connection);
     if (!ids) this.byUpstream.set(task.connection, (ids = new Map()));
@@ -135,11 +151,18 @@ export class TaskTable<Connection, Owner> {
 
   private sweep(): void {
     const now = Date.now();
-    for (const entry of this.byId.values()) {
-      if (entry.expiresAt > now) continue;
-      this.byId.delete(entry.id);
-      this.byUpstream.get(entry.connection)?.delete(entry.upstreamId);
-    }
+    for (const entry of this.byId.values()) if (entry.expiresAt <= now) this.forget(entry);
+  }
+
+  private forget(entry: ServerTask<Connection, Owner>): void {
+    this.byId.delete(entry.id);
+    const ids = this.byUpstream.get(entry.connection);
+    if (ids?.get(entry.upstreamId) === entry.id) ids.delete(entry.upstreamId);
+    const key = this.ownerKey(entry.owner);
+    const owned = this.byOwner.get(key);
+    owned?.delete(entry.id);
+    if (owned?.size === 0) this.byOwner.delete(key);
+    this.forgotten(entry);
   }
 }
 

@@ -101,6 +101,9 @@ const TASK_PROGRESS_PREFIX = 'gatehouse-task-';
 const PROGRESS_SETTLE_MS = 3;
 /** A connection that stayed up this long resets the crash backoff. */
 const STABLE_MS = 30_000;
+/** Events an upstream causes as often as it likes (garbage, refused relays) recorded one by one, per kind and window. */
+const FLOOD_RECORDS = 10;
+const FLOOD_WINDOW_MS = 60_000;
 
 export class Upstream {
   state: UpstreamState = 'idle';
@@ -134,6 +137,8 @@ export class Upstream {
   /** The progress token of an upstream task, by the upstream's task id. */
   private readonly progressOfTask = new Map<string, string>();
   private progressSerial = 0;
+  /** How many events of each kind were noted in the current window (see `note`). */
+  private noted = { since: 0, counts: new Map<string, number>() };
   /** Why the last start was refused by verify-before-run, if it was. */
   refusal: string | undefined;
 
@@ -295,7 +300,7 @@ export class Upstream {
       );
       transport.ongarbage = (line) => {
         this.garbageLines += 1;
-        this.events.event(this, 'garbage', `upstream "${this.name}" wrote a line that is not JSON-RPC: ${line}`);
+        this.note('garbage', `upstream "${this.name}" wrote a line that is not JSON-RPC: ${line}`);
       };
       return transport;
     }
@@ -357,7 +362,7 @@ export class Upstream {
     const task = related === undefined ? undefined : this.events.task?.(this, related);
     if (!target || (task && task.session !== target.session)) {
       const message = `upstream "${this.name}" sent ${method} while calls from several sessions (or none) were in flight; refused because it cannot be tied to one client`;
-      this.events.event(this, 'relay-refused', message);
+      this.note('relay-refused', message);
       throw new ProtocolError(-32603, message);
     }
     const result = await target.send({ method, ...(params ? { params: task ? renameTask(params, related!, task.id) : params } : {}) });
@@ -474,6 +479,19 @@ export class Upstream {
     this.events.listChanged(this, kind);
   }
 
+  /**
+   * Reports an event the upstream can cause as often as it likes: the first few of each kind in a window are
+   * reported one by one, then one that says the rest are not, so a server cannot flood the audit log.
+   */
+  private note(kind: 'garbage' | 'relay-refused', message: string): void {
+    const now = Date.now();
+    if (now - this.noted.since > FLOOD_WINDOW_MS) this.noted = { since: now, counts: new Map() };
+    const nth = (this.noted.counts.get(kind) ?? 0) + 1;
+    this.noted.counts.set(kind, nth);
+    if (nth <= FLOOD_RECORDS) this.events.event(this, kind, message);
+    else if (nth === FLOOD_RECORDS + 1) this.events.event(this, kind, `${message}; further ones within a minute are not recorded one by one`);
+  }
+
   private routeTarget(): CallBinding | undefined {
     let target: CallBinding | undefined;
     for (const binding of this.inFlight) {
@@ -552,7 +570,8 @@ export class Upstream {
     try {
       const sent = taskRoute ? { ...params, _meta: { ...(params?._meta as Record<string, unknown> | undefined), progressToken: taskRoute.token } } : params;
       const message = { method, ...(sent ? { params: sent } : {}) } as never;
-      const signal = taskRoute ? (options.signal ? AbortSignal.any([options.signal, taskRoute.idle]) : taskRoute.idle) : options.signal;
+      const cancelled = options.signal && withoutReason(options.signal);
+      const signal = taskRoute ? (cancelled ? AbortSignal.any([cancelled, taskRoute.idle]) : taskRoute.idle) : cancelled;
       const requestOptions = {
         // A task-augmented call's idle time is measured in `routeTaskProgress`.
         timeout: taskRoute ? this.timeouts.maxCallMs : this.timeouts.callMs,
@@ -705,6 +724,18 @@ interface TaskProgress {
   idle: NodeJS.Timeout | undefined;
   /** The upstream's id of the task the call created, once it has. */
   upstreamTaskId?: string;
+}
+
+/**
+ * A signal that aborts when `signal` does, with a reason of the gateway's: the SDK tells the upstream the
+ * signal's reason, and a client's cancellation gives its own words there, which would reach the server unscanned.
+ */
+function withoutReason(signal: AbortSignal): AbortSignal {
+  const reason = 'the request was cancelled';
+  if (signal.aborted) return AbortSignal.abort(reason);
+  const controller = new AbortController();
+  signal.addEventListener('abort', () => controller.abort(reason), { once: true });
+  return controller.signal;
 }
 
 /** Whether an error says the remote server does not know our session (HTTP 404 on a session request). */
