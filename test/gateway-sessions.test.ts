@@ -13,8 +13,8 @@ let other: string;
 
 before(async () => {
   harness = await startHarness({
-    gateway: { maxSessionsPerAgent: 2, maxCallsPerAgent: 2, upstreams: { fixture: fixtureUpstream() } },
-    policy: { mcp: [{ id: 'all', allow: { tools: ['*'] } }] },
+    gateway: { maxSessionsPerAgent: 2, maxCallsPerAgent: 2, upstreams: { fixture: fixtureUpstream({}, ['--echoing']) } },
+    policy: { mcp: [{ id: 'all', allow: { tools: ['*'], prompts: ['*'], resources: ['*'] } }] },
   });
   greedy = harness.agents.add('greedy').key;
   other = harness.agents.add('other').key;
@@ -52,6 +52,27 @@ test('an agent cannot run more calls at once than its share, across its sessions
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   assert.deepEqual(freed?.content, [{ type: 'text', text: 'freed' }]);
+});
+
+test('prompt gets and resource reads take places among an agent\'s running calls: past its share they are refused too', async () => {
+  const reader = harness.agents.add('reader').key;
+  const client = await harness.connect(reader);
+  const stop = new AbortController();
+  const hanging = [1, 2].map(() => client.callTool({ name: 'fixture__hang', arguments: {} }, { signal: stop.signal }).catch(() => 'cancelled'));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await assert.rejects(client.readResource({ uri: 'fixture://note' }), /already has 2 calls running \(gateway.maxCallsPerAgent is 2\)/);
+  await assert.rejects(client.getPrompt({ name: 'fixture__echo', arguments: { text: 'hi' } }), /already has 2 calls running/);
+  for (const action of ['resources/read', 'prompts/get']) {
+    assert.ok(harness.audit.records.some((r) => r.action === action && r.effect === 'deny' && r.rules.includes('limit') && r.principal.agent === 'reader'), `${action} refusal recorded`);
+  }
+  stop.abort();
+  await Promise.all(hanging);
+  // Once the calls end, reads go through again.
+  let read: unknown;
+  for (let i = 0; i < 50 && read === undefined; i += 1) {
+    read = await client.readResource({ uri: 'fixture://note' }).catch(() => new Promise((resolve) => setTimeout(() => resolve(undefined), 20)));
+  }
+  assert.match(JSON.stringify(read), /a note/);
 });
 
 test('a 2026-07-28 agent, which needs no session, cannot run more calls at once than its share either', async () => {

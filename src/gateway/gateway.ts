@@ -672,10 +672,10 @@ export class GatewayCore {
   }
 
   /**
-   * Runs one of the caller's calls. Each running call holds upstream work and memory: one identity may run only
-   * gateway.maxCallsPerAgent at once, so it cannot crowd out every other session of the shared servers. A
-   * 2026-07-28 call runs while one of its client's requests is served; parked between them, it counts against
-   * maxSessionsPerAgent instead (see startRelayed).
+   * Runs one of the caller's calls (a prompt get and a resource read count as calls here). Each running call
+   * holds upstream work and memory: one identity may run only gateway.maxCallsPerAgent at once, so it cannot
+   * crowd out every other session of the shared servers. A 2026-07-28 call runs while one of its client's
+   * requests is served; parked between them, it counts against maxSessionsPerAgent instead (see startRelayed).
    */
   private async asRunningCall<T>(caller: Caller, refuse: (reason: string) => Promise<T>, run: () => Promise<T>): Promise<T> {
     const runner = JSON.stringify(principalBinding(caller));
@@ -1269,18 +1269,25 @@ export class GatewayCore {
    * scanned both ways either way.
    */
   private async forward(call: RelayStart, connection: Upstream, params: Record<string, unknown>, binding: CallBinding | undefined, signal: AbortSignal | undefined): Promise<Result> {
-    const state = binding?.multiRound?.requestState;
-    if (binding && call.caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) return this.resumeCall(call.caller, call.method, call.name, call.argsDigest, state, binding, signal);
-    if (binding?.multiRound) return this.startRelayed(call, connection, params, binding, signal ? { signal } : {});
-    let result: Result;
-    try {
-      const relay = binding && this.screeningRelay(binding, call.caller, call.method, call.resource, call.correlationId);
-      result = await connection.request(call.method, params, relay, signal ? { signal } : {});
-    } catch (error) {
-      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(error)), call.started, call.correlationId, call.details, call.decision);
-      throw this.screenError(error);
-    }
-    return this.finishForward(call, result);
+    // A get or a read holds upstream work as a call does, and takes a place among the agent's running calls.
+    const refuse = async (reason: string): Promise<Result> => {
+      await this.record(call.caller, call.method, call.resource, 'deny', ['limit'], reason, call.started, call.correlationId, call.details, call.decision);
+      throw new ProtocolError(-32603, `Refused by Gatehouse: ${reason}`);
+    };
+    return this.asRunningCall(call.caller, refuse, async () => {
+      const state = binding?.multiRound?.requestState;
+      if (binding && call.caller.stateless && state?.startsWith(`${PARKED_STATE}.`)) return this.resumeCall(call.caller, call.method, call.name, call.argsDigest, state, binding, signal);
+      if (binding?.multiRound) return this.startRelayed(call, connection, params, binding, signal ? { signal } : {});
+      let result: Result;
+      try {
+        const relay = binding && this.screeningRelay(binding, call.caller, call.method, call.resource, call.correlationId);
+        result = await connection.request(call.method, params, relay, signal ? { signal } : {});
+      } catch (error) {
+        await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(error)), call.started, call.correlationId, call.details, call.decision);
+        throw this.screenError(error);
+      }
+      return this.finishForward(call, result);
+    });
   }
 
   /** Scans a get's or read's result and records its outcome once. */
