@@ -3,7 +3,7 @@
  * `echo` answers at once, `chatty` logs before it answers, `wait` answers only when the test says so.
  */
 import assert from 'node:assert/strict';
-import { createServer, request } from 'node:http';
+import { createServer, request, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server';
@@ -16,7 +16,11 @@ const waiting: RequestId[] = [];
 let list: readonly unknown[] = Object.freeze([{ name: 'one', schema: { type: 'object' } }]);
 let url: string;
 
+/** The response of the latest POST, as the server holds it. */
+let lastPost: ServerResponse | undefined;
+
 const server = createServer((req, res) => {
+  if (req.method === 'POST') lastPost = res;
   const chunks: Buffer[] = [];
   req.on('data', (chunk: Buffer) => chunks.push(chunk));
   req.on('end', () => transport.handle(req, res, chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : undefined));
@@ -193,6 +197,44 @@ test('cuts off a GET stream whose client stops reading once it leaves the limit 
     }
     // Cut off, the stalled stream no longer holds the session's GET stream: a new one opens.
     assert.equal(await openStream(), 200);
+  } finally {
+    socket.destroy();
+  }
+});
+
+test('answers too big to hold for the JSON form go as an event stream, and a client that reads gets them all in order', async () => {
+  const ids = Array.from({ length: 40 }, (_, index) => 100 + index);
+  const answered = post(ids.map((id) => ({ jsonrpc: '2.0', id, method: 'wait' })));
+  while (waiting.length < ids.length) await new Promise((resolve) => setImmediate(resolve));
+  const data = 'x'.repeat(1024 * 1024);
+  for (const id of waiting.splice(0)) await transport.send({ jsonrpc: '2.0', id, result: { data } });
+  const answer = await answered;
+  assert.match(answer.type, /^text\/event-stream/);
+  const sent = events(answer.body);
+  assert.deepEqual(sent.map((message) => (message as { id: RequestId }).id), ids);
+  assert.ok(sent.every((message) => (message as unknown as { result: { data: string } }).result.data.length === data.length));
+});
+
+test('cuts off a POST whose client never reads its answers once they leave the limit unread, as a stream is', async () => {
+  // A raw socket that posts a batch and never reads: answers held for the JSON form, or written and left unread,
+  // pile up in the gateway.
+  const { port } = new URL(url);
+  const socket = connect(Number(port), '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const body = JSON.stringify(Array.from({ length: 100 }, (_, index) => ({ jsonrpc: '2.0', id: 200 + index, method: 'wait' })));
+  const head = `POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
+  socket.write(head + body);
+  socket.pause();
+  try {
+    while (waiting.length < 100) await new Promise((resolve) => setImmediate(resolve));
+    const held = lastPost!;
+    const data = 'x'.repeat(1024 * 1024);
+    for (const id of waiting.splice(0)) {
+      await transport.send({ jsonrpc: '2.0', id, result: { data } });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.equal(held.destroyed, true, `the unread answer is cut off, not held (${held.writableLength} bytes waiting)`);
   } finally {
     socket.destroy();
   }

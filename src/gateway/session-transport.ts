@@ -6,8 +6,8 @@
  *
  * A POST that holds requests is answered with `application/json` when nothing but the answers has to go
  * back, the usual case; the moment a progress notification, log message or server→client request related
- * to one of its requests must go first (or the call stays silent past the keep-alive interval), the answer
- * turns into an event stream and everything goes on it in order. The spec lets the server pick either form
+ * to one of its requests must go first (or the call stays silent past the keep-alive interval, or its
+ * answers grow too big to hold), the answer turns into an event stream and everything goes on it in order. The spec lets the server pick either form
  * per request. This replaces the SDK's WebStandardStreamableHTTPServerTransport, whose web streams,
  * Request/Response objects and second validation of every message cost more than the rest of the gateway.
  */
@@ -71,8 +71,15 @@ function writePieces(res: ServerResponse, pieces: (string | Buffer)[], end: bool
   if (res.writableLength > STREAM_UNREAD_LIMIT) res.destroy();
 }
 
-function sseEvent(message: JSONRPCMessage): (string | Buffer)[] {
-  return ['event: message\ndata: ', ...serialize(message), '\n\n'];
+/** One message event, from the message's JSON in pieces. */
+function sseEvent(json: (string | Buffer)[]): (string | Buffer)[] {
+  return ['event: message\ndata: ', ...json, '\n\n'];
+}
+
+function byteLength(pieces: (string | Buffer)[]): number {
+  let length = 0;
+  for (const piece of pieces) length += typeof piece === 'string' ? Buffer.byteLength(piece) : piece.length;
+  return length;
 }
 
 const STREAM_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' };
@@ -80,7 +87,9 @@ const STREAM_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': '
 /** One POST that holds requests: where their answers go, and in which form. */
 class Exchange {
   streaming = false;
-  private readonly answers: JSONRPCMessage[] = [];
+  /** Answers held for the JSON form (serialized), and their size in bytes. */
+  private readonly answers: (string | Buffer)[][] = [];
+  private held = 0;
   private readonly keepalive: NodeJS.Timeout;
 
   constructor(
@@ -128,8 +137,13 @@ class Exchange {
 
   private deliver(message: JSONRPCMessage): void {
     if (this.gone) return;
-    if (this.streaming) writePieces(this.res, sseEvent(message), false);
-    else this.answers.push(message);
+    if (this.streaming) return writePieces(this.res, sseEvent(serialize(message)), false);
+    const json = serialize(message);
+    this.answers.push(json);
+    this.held += byteLength(json);
+    // The JSON form leaves whole once the last answer is in, and a client that never reads it would leave it
+    // all with us: past half the unread limit, the answers go as a stream instead, which the limit bounds.
+    if (this.held > STREAM_UNREAD_LIMIT / 2) this.startStream();
   }
 
   private complete(): void {
@@ -139,9 +153,9 @@ class Exchange {
       this.res.end();
       return;
     }
-    const body = this.batch ? ['[', ...this.answers.flatMap((answer, index) => (index > 0 ? [',', ...serialize(answer)] : serialize(answer))), ']'] : serialize(this.answers[0]!);
-    let length = 0;
-    for (const piece of body) length += typeof piece === 'string' ? Buffer.byteLength(piece) : piece.length;
+    const body = this.batch ? ['[', ...this.answers.flatMap((json, index) => (index > 0 ? [',', ...json] : json)), ']'] : this.answers[0]!;
+    // The brackets and commas of a batch are one byte each.
+    const length = this.held + (this.batch ? this.answers.length + 1 : 0);
     this.res.writeHead(200, { 'content-type': 'application/json', 'content-length': length, 'mcp-session-id': this.sessionId });
     writePieces(this.res, body, true);
   }
@@ -150,8 +164,9 @@ class Exchange {
     if (this.streaming) return;
     this.streaming = true;
     this.res.writeHead(200, { ...STREAM_HEADERS, 'mcp-session-id': this.sessionId });
-    for (const message of this.answers) writePieces(this.res, sseEvent(message), false);
+    for (const json of this.answers) writePieces(this.res, sseEvent(json), false);
     this.answers.length = 0;
+    this.held = 0;
   }
 }
 
@@ -287,7 +302,7 @@ export class HttpSessionTransport implements Transport {
     }
     // Outside any request: the GET stream, if the client keeps one open; otherwise a notification is dropped,
     // as the spec allows, and a request fails now rather than leave its sender waiting out its timeout.
-    if (this.standalone) return writePieces(this.standalone.res, sseEvent(message), false);
+    if (this.standalone) return writePieces(this.standalone.res, sseEvent(serialize(message)), false);
     if ('id' in message) throw new Error('the client keeps no stream open outside its requests (GET), so nothing can ask it anything now');
   }
 
