@@ -21,7 +21,7 @@ describe('a stdio upstream that misbehaves', () => {
 
   before(async () => {
     harness = await startHarness({
-      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, maxMessageBytes: 256 * 1024, upstreams: { fixture: fixtureUpstream({ env: { FIXTURE_LEAK: token } }) } },
+      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, maxMessageBytes: 256 * 1024, upstreams: { fixture: fixtureUpstream({ env: { FIXTURE_LEAK: token } }, ['--churning']) } },
       policy: allowAll,
     });
     key = harness.agents.add('tester').key;
@@ -117,6 +117,21 @@ describe('a stdio upstream that misbehaves', () => {
     assert.ok(notified, 'the client heard list_changed');
     const tools = (await watcher.listTools()).tools.map((tool) => tool.name);
     assert.ok(tools.includes('fixture__echo') && !tools.includes('fixture__hello'));
+  });
+
+  test('an upstream announcing list changes in a loop reaches a client as one notice at once and at most one more per interval', async () => {
+    let notices = 0;
+    const watcher = await harness.connect(key);
+    watcher.setNotificationHandler('notifications/tools/list_changed', () => {
+      notices += 1;
+    });
+    await watcher.listTools();
+    // Clear of the interval of any earlier notice.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await watcher.callTool({ name: 'fixture__churn', arguments: { times: 50 } });
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.ok(notices >= 1 && notices <= 2, `${notices} notices for 50 changes`);
+    assert.ok((await watcher.listTools()).tools.some((tool) => tool.name === 'fixture__churn'), 'the list is still served');
   });
 });
 

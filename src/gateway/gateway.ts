@@ -137,6 +137,12 @@ function noticeRecording(nth: number): { record: boolean; last: boolean } {
   return { record: nth <= NOTICE_RECORDS + 1, last: nth === NOTICE_RECORDS + 1 };
 }
 
+/**
+ * After telling clients a list changed, the gateway waits this long before telling them again (one notice
+ * then covers every change meanwhile).
+ */
+const LIST_CHANGED_MS = 200;
+
 /** Resource subscriptions one session may hold at once: each holds one upstream's subscription until it ends. */
 const MAX_SUBSCRIPTIONS_PER_SESSION = 1000;
 
@@ -199,6 +205,8 @@ export class GatewayCore {
   private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
   /** Each session's subscriptions (keys of `subscriptions`), to bound and end them without a walk of every one. */
   private readonly subscribedBy = new Map<string, Set<string>>();
+  /** Per kind of list: when sessions were last told it changed, and the notice due next, if one is. */
+  private readonly told = new Map<Kind, { at: number; due?: NodeJS.Timeout }>();
   private readonly separator: string;
   private pinVersion = -1;
   /** Signs the request states of `input_required` results (approvals, parked calls); new at every start. */
@@ -288,7 +296,26 @@ export class GatewayCore {
   invalidate(kind: Kind): void {
     this.catalog = undefined;
     this.catalogVersion += 1;
-    for (const listener of this.listeners) listener(kind);
+    this.tell(kind);
+  }
+
+  /**
+   * Tells every session that a list changed: at once, then at most once per LIST_CHANGED_MS while changes keep
+   * coming. Each notice sends every client back to list, and each list to the upstreams: a server announcing
+   * changes in a loop must not make the gateway an amplifier aimed at every session and every upstream.
+   */
+  private tell(kind: Kind): void {
+    const last = this.told.get(kind);
+    if (last?.due) return;
+    const notify = (): void => {
+      this.told.set(kind, { at: Date.now() });
+      for (const listener of this.listeners) listener(kind);
+    };
+    const wait = last ? last.at + LIST_CHANGED_MS - Date.now() : 0;
+    if (wait <= 0) return notify();
+    const due = setTimeout(notify, wait);
+    due.unref();
+    this.told.set(kind, { at: last!.at, due });
   }
 
   status(): { upstreams: UpstreamStatus[] } {
@@ -302,6 +329,7 @@ export class GatewayCore {
   }
 
   async close(): Promise<void> {
+    for (const { due } of this.told.values()) clearTimeout(due);
     for (const call of this.parked.values()) {
       clearTimeout(call.timer);
       call.relay.cancel('the gateway is stopping');
