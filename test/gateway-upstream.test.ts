@@ -207,6 +207,33 @@ describe('resource subscriptions', () => {
   });
 });
 
+describe('resource subscriptions with a connection of its own per session (isolation: session)', () => {
+  test('a session subscribes over its own connection and hears its updates; another session\'s connection is its own', async () => {
+    const harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream({ isolation: 'session' }) } }, policy: allowAll });
+    try {
+      const key = harness.agents.add('tester').key;
+      const subscriber = await harness.connect(key);
+      const other = await harness.connect(key);
+      const heard: string[] = [];
+      let otherHeard = 0;
+      subscriber.setNotificationHandler('notifications/resources/updated', (n) => void heard.push(n.params.uri));
+      other.setNotificationHandler('notifications/resources/updated', () => void (otherHeard += 1));
+      await subscriber.subscribeResource({ uri: 'fixture://note' });
+      // Each session's server holds only that session's subscriptions.
+      assert.equal(text((await subscriber.callTool({ name: 'fixture__subscriptions', arguments: {} })) as CallToolResult), '1 subscribed');
+      assert.equal(text((await other.callTool({ name: 'fixture__touch', arguments: {} })) as CallToolResult), 'nobody subscribed');
+      assert.equal(text((await subscriber.callTool({ name: 'fixture__touch', arguments: {} })) as CallToolResult), 'notified');
+      for (let i = 0; i < 50 && heard.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(heard, ['fixture://note']);
+      assert.equal(otherHeard, 0);
+      await subscriber.unsubscribeResource({ uri: 'fixture://note' });
+      assert.equal(text((await subscriber.callTool({ name: 'fixture__subscriptions', arguments: {} })) as CallToolResult), '0 subscribed');
+    } finally {
+      await harness.close();
+    }
+  });
+});
+
 describe('resource subscriptions a client could pile up', () => {
   let harness: Harness;
   let key: string;

@@ -201,7 +201,12 @@ export class GatewayCore {
   private readonly listeners = new Set<(kind: Kind) => void>();
   /** Connections of `isolation: session` upstreams, one per client session: `<upstream>\n<session>`. */
   private readonly sessionConnections = new Map<string, Upstream>();
-  /** Resource subscriptions: upstream and URI → the sessions subscribed, each with its way to be told. */
+  /** The session each of those connections belongs to. */
+  private readonly connectionSession = new WeakMap<Upstream, string>();
+  /**
+   * Resource subscriptions, by connection and URI (see subscriptionKey) → the sessions subscribed, each with its
+   * way to be told.
+   */
   private readonly subscriptions = new Map<string, Map<string, (uri: string) => void>>();
   /** Each session's subscriptions (keys of `subscriptions`), to bound and end them without a walk of every one. */
   private readonly subscribedBy = new Map<string, Set<string>>();
@@ -1348,7 +1353,9 @@ export class GatewayCore {
     }
     const request = { caller, method: 'resources/subscribe', resource: `${owner.upstream.name}/${recorded}`, started, correlationId, details: {}, decision };
     const sent = await this.screenOutbound(request, 'the resource URI', { uri }, false);
-    const key = `${owner.upstream.name}\n${uri}`;
+    // A session's own connection (isolation: session) holds its subscriptions, and its updates go to it alone.
+    const connection = this.connectionFor(owner.upstream, caller);
+    const key = this.subscriptionKey(connection, uri);
     let mine = this.subscribedBy.get(caller.session);
     if (!mine) this.subscribedBy.set(caller.session, (mine = new Set()));
     if (!mine.has(key) && mine.size >= MAX_SUBSCRIPTIONS_PER_SESSION) {
@@ -1363,7 +1370,7 @@ export class GatewayCore {
       sessions = new Map();
       this.subscriptions.set(key, sessions);
       try {
-        await owner.upstream.request('resources/subscribe', sent, undefined);
+        await connection.request('resources/subscribe', sent, undefined);
       } catch (error) {
         this.subscriptions.delete(key);
         mine.delete(key);
@@ -1377,14 +1384,30 @@ export class GatewayCore {
   async unsubscribe(caller: Caller, uri: string): Promise<void> {
     const mine = this.subscribedBy.get(caller.session);
     for (const upstream of this.upstreams.values()) {
-      const key = `${upstream.name}\n${uri}`;
-      mine?.delete(key);
-      const sessions = this.subscriptions.get(key);
-      if (!sessions || !sessions.delete(caller.session) || sessions.size > 0) continue;
-      this.subscriptions.delete(key);
-      await upstream.request('resources/unsubscribe', { uri }, undefined).catch(() => undefined);
+      // Over the shared connection, or the session's own; one that has stopped is not started again.
+      const own = this.sessionConnections.get(`${upstream.name}\n${caller.session}`);
+      const ways: [string, Upstream | undefined][] = [
+        [`${upstream.name}\n${uri}`, upstream],
+        [`${upstream.name}@${caller.session}\n${uri}`, own],
+      ];
+      for (const [key, connection] of ways) {
+        mine?.delete(key);
+        const sessions = this.subscriptions.get(key);
+        if (!sessions || !sessions.delete(caller.session) || sessions.size > 0) continue;
+        this.subscriptions.delete(key);
+        await connection?.request('resources/unsubscribe', { uri }, undefined).catch(() => undefined);
+      }
     }
     if (mine?.size === 0) this.subscribedBy.delete(caller.session);
+  }
+
+  /**
+   * A subscription's key: `<upstream>\n<uri>` over the shared connection (one upstream subscription serves every
+   * session), `<upstream>@<session>\n<uri>` over a session's own. Upstream names hold no "@" or newline.
+   */
+  private subscriptionKey(connection: Upstream, uri: string): string {
+    const session = this.connectionSession.get(connection);
+    return `${connection.name}${session === undefined ? '' : `@${session}`}\n${uri}`;
   }
 
   /**
@@ -1401,6 +1424,7 @@ export class GatewayCore {
       // What the server asks the session outside a call is screened both ways, as within one.
       own = upstream.sibling(this.screeningRelay(caller.client, caller, 'upstream', upstream.name, newCorrelationId()));
       this.sessionConnections.set(key, own);
+      this.connectionSession.set(own, caller.session);
     }
     return own;
   }
@@ -1426,7 +1450,7 @@ export class GatewayCore {
   }
 
   private resourceUpdated(upstream: Upstream, uri: string): void {
-    const sessions = this.subscriptions.get(`${upstream.name}\n${uri}`);
+    const sessions = this.subscriptions.get(this.subscriptionKey(upstream, uri));
     if (!sessions) return;
     for (const notify of sessions.values()) notify(uri);
   }
