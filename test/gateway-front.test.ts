@@ -44,6 +44,7 @@ before(async () => {
         { id: 'no-forbidden-echo', deny: { server: 'fixture', tools: ['echo'] }, when: "has(args.message) && args.message.contains('forbidden')" },
         { id: 'acme-only', agents: ['carol'], allow: { server: 'fixture', tools: ['echo'] }, when: "args.message == 'acme'" },
         { id: 'admins-only', agents: ['carol'], allow: { server: 'fixture', tools: ['hello'] }, when: "claims.role == 'admin'" },
+        { id: 'admins-read', agents: ['carol'], allow: { server: 'fixture', resources: ['*'] }, when: "claims.role == 'admin'" },
       ],
     },
   });
@@ -162,6 +163,32 @@ describe('authentication', () => {
       body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
     });
     assert.equal(response.status, 404);
+  });
+
+  test('each request on a session is judged with the claims of the token it carries, not those of the token that opened it', async () => {
+    const admin = await token({ azp: 'carol', role: 'admin' });
+    const plain = await token({ azp: 'carol', role: 'user' });
+    const session = await rawSession(harness.gateway.url, admin);
+    const ask = async (bearer: string, id: number, method: string, params: Record<string, unknown>) => {
+      const response = await rawRequest(harness.gateway.url, {
+        headers: { ...JSON_HEADERS, authorization: `Bearer ${bearer}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
+        body: JSON.stringify({ jsonrpc: '2.0', id, method, params }),
+      });
+      assert.equal(response.status, 200, response.body);
+      return JSON.parse(response.body) as { result?: { tools?: { name: string }[]; content?: unknown; isError?: boolean }; error?: { message: string } };
+    };
+    const hello = { name: 'fixture__hello', arguments: {} };
+    assert.deepEqual((await ask(admin, 2, 'tools/call', hello)).result?.content, [{ type: 'text', text: 'hello world' }]);
+    // The same agent with a narrower token, on the session the admin token opened.
+    assert.ok(!(await ask(plain, 3, 'tools/list', {})).result?.tools?.some((tool) => tool.name === 'fixture__hello'), 'hidden from the narrower token');
+    const refused = await ask(plain, 4, 'tools/call', hello);
+    assert.ok(refused.error !== undefined || refused.result?.isError === true, JSON.stringify(refused));
+    assert.doesNotMatch(JSON.stringify(refused), /hello world/);
+    // And the admin token, still valid, still may.
+    assert.deepEqual((await ask(admin, 5, 'tools/call', hello)).result?.content, [{ type: 'text', text: 'hello world' }]);
+    // Reads go the SDK server's way, not the calls' own: the same holds there.
+    assert.match(JSON.stringify(await ask(admin, 6, 'resources/read', { uri: 'fixture://note' })), /a note/);
+    assert.doesNotMatch(JSON.stringify(await ask(plain, 7, 'resources/read', { uri: 'fixture://note' })), /a note/);
   });
 
   test('anonymous loopback callers get in only when the config allows it', async () => {

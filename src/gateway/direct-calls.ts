@@ -15,7 +15,7 @@
  * it. Every other message still goes to the SDK server.
  */
 import type { CallToolResult, JSONRPCMessage, JSONRPCRequest, LoggingLevel, MessageExtraInfo, RequestId, Server, Tool, Transport } from '@modelcontextprotocol/server';
-import type { Caller, GatewayCore } from './gateway.js';
+import { presentedBy, requestCaller, type Caller, type GatewayCore } from './gateway.js';
 import { relayRequest } from './tasks.js';
 import type { CallBinding } from './upstream.js';
 
@@ -50,7 +50,7 @@ export function serveDirectly(server: Server, transport: Transport, core: Gatewa
   server.setRequestHandler('tools/list', async (_request, ctx) => {
     const tools = fetched.get(ctx.mcpReq.id);
     fetched.delete(ctx.mcpReq.id);
-    return { tools: tools ?? (await core.listTools(caller)) };
+    return { tools: tools ?? (await core.listTools(requestCaller(caller, presentedBy(ctx.http)))) };
   });
 
   const list = async (request: JSONRPCRequest, extra: MessageExtraInfo | undefined): Promise<void> => {
@@ -58,7 +58,7 @@ export function serveDirectly(server: Server, transport: Transport, core: Gatewa
     if (invalid) return answer({ jsonrpc: '2.0', id: request.id, error: { code: -32602, message: `Invalid tools/list request: ${invalid}` } });
     let tools: Tool[];
     try {
-      tools = await core.listTools(caller);
+      tools = await core.listTools(requestCaller(caller, presentedBy(extra)));
     } catch (error) {
       return answerError(request.id, error);
     }
@@ -69,7 +69,7 @@ export function serveDirectly(server: Server, transport: Transport, core: Gatewa
     sdk(request, extra);
   };
 
-  const call = async (request: JSONRPCRequest): Promise<void> => {
+  const call = async (request: JSONRPCRequest, extra: MessageExtraInfo | undefined): Promise<void> => {
     const id = request.id;
     const params = request.params as Record<string, unknown> | undefined;
     const invalid = invalidCallParams(params);
@@ -93,7 +93,7 @@ export function serveDirectly(server: Server, transport: Transport, core: Gatewa
     const progressToken = meta?.progressToken as string | number | undefined;
     const task = params!.task as Record<string, unknown> | undefined;
     try {
-      const result = await core.callTool(caller, params!.name as string, params!.arguments as Record<string, unknown> | undefined, binding, {
+      const result = await core.callTool(requestCaller(caller, presentedBy(extra)), params!.name as string, params!.arguments as Record<string, unknown> | undefined, binding, {
         signal: controller.signal,
         ...(progressToken !== undefined ? { progressToken } : {}),
         ...(meta ? { meta } : {}),
@@ -115,7 +115,7 @@ export function serveDirectly(server: Server, transport: Transport, core: Gatewa
 
   transport.onmessage = (message, extra) => {
     if ('method' in message) {
-      if (message.method === 'tools/call' && 'id' in message) return void call(message);
+      if (message.method === 'tools/call' && 'id' in message) return void call(message, extra);
       if (message.method === 'tools/list' && 'id' in message) return void list(message, extra);
       if (message.method === 'notifications/cancelled') {
         const requestId = (message.params as { requestId?: RequestId } | undefined)?.requestId;

@@ -33,7 +33,7 @@ import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
 import { readBody } from './body.js';
 import { listenUnix, type UnixListener } from '../util/unix-socket.js';
-import type { Caller, GatewayCore } from './gateway.js';
+import { presentedBy, requestCaller, type Caller, type GatewayCore } from './gateway.js';
 import { serveDirectly } from './direct-calls.js';
 import { LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
 import { HttpSessionTransport } from './session-transport.js';
@@ -325,7 +325,7 @@ export class GatewayFront {
       return jsonRpcError(res, 400, -32600, 'Bad Request: send initialize first, then the Mcp-Session-Id it returns with every request');
     }
 
-    const refused = (session.transport as HttpSessionTransport).handle(req, res, parsedBody);
+    const refused = (session.transport as HttpSessionTransport).handle(req, res, parsedBody, principal);
     if (refused !== undefined) {
       // A session whose initialize was refused never started; it must not hold a place until the idle sweep.
       if (opened) await this.endSession(session);
@@ -380,7 +380,7 @@ export class GatewayFront {
         return jsonRpcError(res, 400, -32700, 'Parse error: the body is not a JSON-RPC message');
       }
       res.writeHead(202).end('Accepted');
-      session.transport.receive(message);
+      session.transport.receive(message, principal);
       return;
     }
     res.writeHead(405, { allow: path === '/sse' ? 'GET' : 'POST' }).end();
@@ -541,6 +541,8 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
         : server.notification(notification as never),
   };
   server.setNotificationHandler('notifications/roots/list_changed', () => void core.rootsChanged(caller));
+  // Each request as the identity its own credentials present (the session's, with that token's claims).
+  const callerOf = (ctx: ServerContext): Caller => requestCaller(caller, presentedBy(ctx.http));
   const binding = (ctx: ServerContext): CallBinding => ({
     session: caller.session,
     ...(caller.stateless
@@ -562,12 +564,12 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
       return ctx.mcpReq.notify(notification as never);
     },
   });
-  server.setRequestHandler('tools/list', async () => ({ tools: await core.listTools(caller) }));
+  server.setRequestHandler('tools/list', async (_request, ctx) => ({ tools: await core.listTools(callerOf(ctx)) }));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const meta = request.params._meta as Record<string, unknown> | undefined;
     const progressToken = meta?.progressToken as string | number | undefined;
     const task = (request.params as { task?: Record<string, unknown> }).task;
-    return core.callTool(caller, request.params.name, request.params.arguments, binding(ctx), {
+    return core.callTool(callerOf(ctx), request.params.name, request.params.arguments, binding(ctx), {
       signal: ctx.mcpReq.signal,
       ...(progressToken !== undefined ? { progressToken } : {}),
       ...(meta ? { meta } : {}),
@@ -578,19 +580,19 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
     // The SDK has no task runtime and no typed surface for these methods; its 2025 wire schemas check the params.
     for (const method of ['tasks/get', 'tasks/result', 'tasks/cancel'] as const) {
       server.setRequestHandler(method as never, ((request: { params: Record<string, unknown> }, ctx: ServerContext) =>
-        core.taskRequest(caller, method, request.params, binding(ctx))) as never);
+        core.taskRequest(callerOf(ctx), method, request.params, binding(ctx))) as never);
     }
-    server.setRequestHandler('tasks/list' as never, (() => core.listTasks(caller)) as never);
+    server.setRequestHandler('tasks/list' as never, ((_request: unknown, ctx: ServerContext) => core.listTasks(callerOf(ctx))) as never);
   }
-  server.setRequestHandler('prompts/list', async () => ({ prompts: await core.listPrompts(caller) }));
+  server.setRequestHandler('prompts/list', async (_request, ctx) => ({ prompts: await core.listPrompts(callerOf(ctx)) }));
   server.setRequestHandler('prompts/get', async (request, ctx) =>
-    core.getPrompt(caller, request.params.name, request.params.arguments, binding(ctx), { signal: ctx.mcpReq.signal }) as never,
+    core.getPrompt(callerOf(ctx), request.params.name, request.params.arguments, binding(ctx), { signal: ctx.mcpReq.signal }) as never,
   );
-  server.setRequestHandler('resources/list', async () => ({ resources: await core.listResources(caller) }));
-  server.setRequestHandler('resources/templates/list', async () => ({ resourceTemplates: await core.listResourceTemplates(caller) }));
-  server.setRequestHandler('resources/read', async (request, ctx) => core.readResource(caller, request.params.uri, binding(ctx), { signal: ctx.mcpReq.signal }) as never);
-  server.setRequestHandler('resources/subscribe', async (request) => {
-    await core.subscribe(caller, request.params.uri, (uri) => {
+  server.setRequestHandler('resources/list', async (_request, ctx) => ({ resources: await core.listResources(callerOf(ctx)) }));
+  server.setRequestHandler('resources/templates/list', async (_request, ctx) => ({ resourceTemplates: await core.listResourceTemplates(callerOf(ctx)) }));
+  server.setRequestHandler('resources/read', async (request, ctx) => core.readResource(callerOf(ctx), request.params.uri, binding(ctx), { signal: ctx.mcpReq.signal }) as never);
+  server.setRequestHandler('resources/subscribe', async (request, ctx) => {
+    await core.subscribe(callerOf(ctx), request.params.uri, (uri) => {
       void server.notification({ method: 'notifications/resources/updated', params: { uri } }).catch(() => undefined);
     });
     // A session that ended while the upstream subscribed has had its subscriptions dropped already: so must this one.
@@ -602,7 +604,7 @@ export function createSessionServer(core: GatewayCore, caller: Caller, version: 
     return {};
   });
   server.setRequestHandler('completion/complete', async (request, ctx) =>
-    core.complete(caller, request.params as unknown as Record<string, unknown>, binding(ctx)) as never,
+    core.complete(callerOf(ctx), request.params as unknown as Record<string, unknown>, binding(ctx)) as never,
   );
   return server;
 }

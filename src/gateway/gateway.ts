@@ -44,6 +44,23 @@ export interface Caller extends Principal {
   stateless?: boolean;
 }
 
+/**
+ * The caller of one request on a session: the session's caller with the claims of the token this request
+ * carries. The front lets a request onto a session only with the agent, user and teams that opened it, but the
+ * token may be another (refreshed, or narrower than the one that opened the session): the policy judges what
+ * each request presents.
+ */
+export function requestCaller(session: Caller, presented: Principal | undefined): Caller {
+  if (presented === undefined || presented.claims === session.claims) return session;
+  const { claims: _opened, ...rest } = session;
+  return presented.claims === undefined ? rest : { ...rest, claims: presented.claims };
+}
+
+/** The identity a transport passed along with a message (see HttpSessionTransport), if any. */
+export function presentedBy(extra: { authInfo?: { extra?: Record<string, unknown> } } | undefined): Principal | undefined {
+  return extra?.authInfo?.extra?.principal as Principal | undefined;
+}
+
 export interface GatewayCoreOptions {
   settings: GatewaySettings;
   policy: PolicyHolder;

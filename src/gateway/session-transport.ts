@@ -20,6 +20,7 @@ import {
   type Transport,
   type TransportSendOptions,
 } from '@modelcontextprotocol/server';
+import type { Principal } from '../policy/types.js';
 import { isJsonRpcMessage } from './jsonrpc.js';
 
 const KEEPALIVE_MS = 15_000;
@@ -201,9 +202,9 @@ export class HttpSessionTransport implements Transport {
    * Serves one request on this session; `body` is the parsed JSON of a POST. Returns the HTTP status it
    * answered with when that status refuses the request, for the front to record.
    */
-  handle(req: IncomingMessage, res: ServerResponse, body: unknown): number | undefined {
+  handle(req: IncomingMessage, res: ServerResponse, body: unknown, presented?: Principal): number | undefined {
     if (this.closed) return refuse(res, 404, -32001, 'Session not found');
-    if (req.method === 'POST') return this.post(req, res, body);
+    if (req.method === 'POST') return this.post(req, res, body, presented);
     if (req.method === 'GET') return this.get(req, res);
     if (req.method === 'DELETE') {
       const refused = this.checkVersion(req, res);
@@ -218,7 +219,7 @@ export class HttpSessionTransport implements Transport {
     return 405;
   }
 
-  private post(req: IncomingMessage, res: ServerResponse, body: unknown): number | undefined {
+  private post(req: IncomingMessage, res: ServerResponse, body: unknown, presented: Principal | undefined): number | undefined {
     const accept = req.headers.accept ?? '';
     if (!accept.includes('application/json') || !accept.includes('text/event-stream')) {
       return refuse(res, 406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream');
@@ -253,7 +254,9 @@ export class HttpSessionTransport implements Transport {
       // answered (the answers are dropped), so a new request reusing one can never receive the old one's answer.
       res.on('close', () => exchange.abandon());
     }
-    for (const message of valid) this.onmessage?.(message);
+    // Who sent them, as this POST's credentials say (see requestCaller).
+    const extra = presented && { authInfo: { token: '', clientId: presented.agent ?? 'anonymous', scopes: [], extra: { principal: presented } } };
+    for (const message of valid) this.onmessage?.(message, extra);
     return undefined;
   }
 

@@ -5,7 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type { JSONRPCMessage, Transport } from '@modelcontextprotocol/server';
+import type { JSONRPCMessage, MessageExtraInfo, Transport } from '@modelcontextprotocol/server';
+import type { Principal } from '../policy/types.js';
 import { STREAM_UNREAD_LIMIT } from './session-transport.js';
 
 const KEEPALIVE_MS = 15_000;
@@ -13,7 +14,7 @@ const KEEPALIVE_MS = 15_000;
 export class LegacySseTransport implements Transport {
   onclose?: () => void;
   onerror?: (error: Error) => void;
-  onmessage?: (message: JSONRPCMessage) => void;
+  onmessage?: (message: JSONRPCMessage, extra?: MessageExtraInfo) => void;
   readonly sessionId = randomUUID();
   private keepalive: NodeJS.Timeout | undefined;
   private closed = false;
@@ -31,9 +32,9 @@ export class LegacySseTransport implements Transport {
     this.res.on('close', () => void this.close());
   }
 
-  /** A message the client POSTed to the endpoint. */
-  receive(message: JSONRPCMessage): void {
-    this.onmessage?.(message);
+  /** A message the client POSTed to the endpoint, with who posted it (see requestCaller). */
+  receive(message: JSONRPCMessage, presented?: Principal): void {
+    this.onmessage?.(message, presented && { authInfo: { token: '', clientId: presented.agent ?? 'anonymous', scopes: [], extra: { principal: presented } } });
   }
 
   async send(message: JSONRPCMessage): Promise<void> {
