@@ -100,7 +100,7 @@ describe('policy dlp action "log"', () => {
  * A prompt's arguments, a resource URI and the text being completed reach the upstream as surely as a tool's
  * arguments do, so a secret there is an exfiltration path: the fixture says back what it was sent.
  */
-async function setUpEchoing(action: 'block' | 'redact'): Promise<{ harness: Harness; client: Client }> {
+async function setUpEchoing(action: 'block' | 'redact' | 'log'): Promise<{ harness: Harness; client: Client }> {
   const harness = await startHarness({
     gateway: { upstreams: { fixture: fixtureUpstream({}, ['--echoing']) } },
     policy: {
@@ -114,6 +114,26 @@ async function setUpEchoing(action: 'block' | 'redact'): Promise<{ harness: Harn
   const client = await harness.connect(harness.agents.add('tester').key);
   return { harness, client };
 }
+
+describe('secrets in an upstream\'s error, policy dlp action "log"', () => {
+  let harness: Harness;
+  let client: Client;
+  before(async () => ({ harness, client } = await setUpEchoing('log')));
+  after(() => harness.close());
+
+  test('lets the error through unchanged and records what it found, without the secret', async () => {
+    const leaky = SAMPLES['github-pat']!(seededRandom(21));
+    const error = await client.readResource({ uri: 'fixture://broken/message' }).then(
+      () => assert.fail('the read should fail'),
+      (caught: Error) => caught,
+    );
+    assert.ok(error.message.includes(leaky), 'log lets it through');
+    const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
+    assert.equal(record?.effect, 'error');
+    assert.match(JSON.stringify(record?.details?.errorDlp), /logged.*github-pat|github-pat.*logged/);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
+  });
+});
 
 function promptText(result: { messages: { content: { type: string; text?: string } }[] }): string {
   return result.messages.map((message) => message.content.text ?? '').join('');
@@ -212,6 +232,7 @@ describe('secrets headed upstream outside a tool call, policy dlp action "block"
     }
     const record = harness.audit.records.findLast((r) => r.action === 'resources/read');
     assert.equal(record?.effect, 'error');
+    assert.match(JSON.stringify(record?.details?.errorDlp), /github-pat/, 'the record says what was found');
     assert.ok(!JSON.stringify(harness.audit.records).includes(leaky), 'no record holds the secret');
   });
 

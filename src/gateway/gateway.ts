@@ -713,8 +713,9 @@ export class GatewayCore {
         const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
         result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
       } catch (error) {
+        const failure = this.screenError(error, details);
         await this.record(caller, 'tools/call', resource, 'error', decision.rules, this.forRecord(describeError(error)), started, correlationId, details, decision);
-        throw this.screenError(error);
+        throw failure;
       }
       if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
       return this.finishCall(caller, resource, decision, details, started, correlationId, result);
@@ -948,8 +949,9 @@ export class GatewayCore {
       // What the upstream asks meanwhile (a task in input_required asks now) is screened as within the call.
       result = await task.connection.request(method, { ...sent, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
     } catch (error) {
+      const failure = this.screenError(error, details);
       await this.record(caller, method, resource, 'error', task.rules, this.forRecord(describeError(error)), started, correlationId, details);
-      throw this.screenError(error);
+      throw failure;
     }
     // A task that has ended takes no more notifications (its progress must stop there).
     if (method === 'tasks/result' || isTerminalStatus((result as { status?: unknown }).status)) this.silence(task);
@@ -1066,8 +1068,9 @@ export class GatewayCore {
   private async serveRound(call: ParkedCall, round: CallBinding, signal: AbortSignal | undefined): Promise<Result> {
     const step = await call.relay.next(round, signal);
     if (step.kind === 'failed') {
+      const failure = this.screenError(step.error, call.details);
       await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(step.error)), call.started, call.correlationId, call.details, call.decision);
-      throw this.screenError(step.error);
+      throw failure;
     }
     if (step.kind === 'done') {
       // The final result is screened and recorded exactly as the method's unrelayed result would be.
@@ -1333,8 +1336,9 @@ export class GatewayCore {
         const relay = binding && this.screeningRelay(binding, call.caller, call.method, call.resource, call.correlationId);
         result = await connection.request(call.method, params, relay, signal ? { signal } : {});
       } catch (error) {
+        const failure = this.screenError(error, call.details);
         await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(error)), call.started, call.correlationId, call.details, call.decision);
-        throw this.screenError(error);
+        throw failure;
       }
       return this.finishForward(call, result);
     });
@@ -1559,9 +1563,11 @@ export class GatewayCore {
    * connection string, a token it was refused with) and reach the client's model as a result's do, so they
    * are scanned like one. A secret is withheld (the error then says only that) or redacted.
    */
-  private screenError(error: unknown): ProtocolError {
+  private screenError(error: unknown, details?: Record<string, unknown>): ProtocolError {
     const relayed = asProtocolError(error);
     const screened = this.screen({ message: relayed.message, data: relayed.data });
+    // What was found goes into the request's record, whatever the action (the record's text is redacted anyway).
+    if (details && screened.verdict && screened.verdict.action !== 'none') details.errorDlp = dlpDetails(screened.verdict);
     if (!screened.verdict || screened.verdict.effect === 'allow') return relayed;
     if (screened.verdict.effect === 'deny') return new ProtocolError(relayed.code, `Withheld by Gatehouse: the upstream's error contained a secret (${screened.verdict.reason})`);
     return new ProtocolError(relayed.code, screened.value.message, screened.value.data);
