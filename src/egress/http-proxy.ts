@@ -104,7 +104,7 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   const dialled = upstream.remoteAddress;
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
   const seen: FirstBytes = {};
-  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: checked.addresses.map((a) => a.address), correlationId, tlsOnly }, seen);
+  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: checked.addresses.map((a) => a.address), correlationId, tlsOnly, isPassThrough: runtime.isPassThrough }, seen);
   const result = await splice(socket, upstream, runtime.limits, head, gate, tlsOnly);
   if (seen.decision) facts.decision = seen.decision;
   facts.details = {
