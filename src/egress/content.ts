@@ -184,6 +184,18 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
         const findings = scanner.check(part.bytes).findings;
         return registry && live ? registry.withoutPlaceholders(findings, part.bytes, { url: part === url }) : findings;
       });
+      // A JSON body is also read as the server's parser will read it: `\u0067hp_…` is `ghp_…` there. When
+      // that reading shows more, it is the body from here on (redacted, it goes as equivalent JSON).
+      const decoded = body ? decodedJson(body.bytes) : undefined;
+      if (decoded instanceof Refusal) return decoded;
+      if (body && decoded) {
+        const findings = scanner.check(decoded).findings;
+        const kept = registry && live ? registry.withoutPlaceholders(findings, decoded) : findings;
+        if (kept.length > (found[parts.length - 1] as Finding[]).length) {
+          body.bytes = decoded;
+          found[parts.length - 1] = kept;
+        }
+      }
       const findings: Finding[] = found.flat();
       const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
       if (findings.length > 0) facts.findings = findingsForAudit(findings);
@@ -261,6 +273,26 @@ export function responseMask(tools: ContentTools, caller: Caller): ResponseMask 
     const result = registry.mask(bytes, session);
     return { bytes: result.text, count: result.masked.length };
   };
+}
+
+/**
+ * A JSON body's text as a parser reads it: escapes decoded, then written back in JSON's plainest form.
+ * Undefined when the body has no backslash (nothing to decode) or is not JSON.
+ */
+function decodedJson(bytes: Buffer): Buffer | undefined | Refusal {
+  if (!bytes.includes(0x5c)) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  try {
+    return Buffer.from(JSON.stringify(value), 'utf8');
+  } catch {
+    // Parsed, but nested too deep to write back: a server may still read it, so it is not passed unscanned.
+    return new Refusal(400, 'bad-request', 'the JSON request body is nested too deeply for the proxy to scan it for secrets');
+  }
 }
 
 function valuesOf(headers: string[]): string[] {
