@@ -206,6 +206,15 @@ describe('egress TLS inspection', () => {
     assert.equal(servers.api.requests.length, before);
   });
 
+  it('blocks a secret sent as a header name, where no value holds it', async () => {
+    const secret = checksummedToken('ghp_', seededRandom(97));
+    const before = servers.api.requests.length;
+    const result = await viaCurl(['-H', `${secret}: 1`, `https://api.test:${servers.api.port}/v1/notes`]);
+    assert.equal(result.status, 403);
+    assert.equal(result.headers['x-gatehouse-reason'], 'secret-detected');
+    assert.equal(servers.api.requests.length, before, 'the request never reached the server');
+  });
+
   it('swaps a session placeholder for the real secret on the way to a host its grant names', async () => {
     const grant = gate.holder.current.grants({ agent: 'alice' }).find((g) => g.secret === 'deploy-key');
     assert.ok(grant);
@@ -286,6 +295,13 @@ describe('egress TLS inspection', () => {
       assert.ok(!read.note.includes(escaped), 'the server never read the secret');
       assert.match(read.note, /REDACTED/);
       assert.equal(read.n, 1, 'the rest of the JSON is kept');
+
+      const named = checksummedToken('ghp_', seededRandom(4));
+      const header = await viaCurl(['-H', `${named}: 1`, '-H', 'x-kept: yes', `https://api.test:${servers.api.port}/v1/notes`]);
+      assert.equal(header.status, 200);
+      const headers = (JSON.parse(header.body) as { headers: Record<string, string> }).headers;
+      assert.ok(!JSON.stringify(headers).toLowerCase().includes(named.toLowerCase()), 'the header named by the secret is dropped');
+      assert.equal(headers['x-kept'], 'yes');
     } finally {
       gate.holder.current = previous;
     }

@@ -149,8 +149,10 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const session = caller.session ?? '';
     const url: Part = { bytes: Buffer.from(outgoing.pathAndQuery, 'latin1'), changed: false };
     const headerParts = valuesOf(outgoing.headers).map((value) => headerPart(value, registry));
+    // Header names are the agent's text too (`ghp_…: 1` carries a token as well as a value would).
+    const nameParts: Part[] = outgoing.headers.filter((_, index) => index % 2 === 0).map((name) => ({ bytes: Buffer.from(name, 'latin1'), changed: false }));
     const body: Part | undefined = outgoing.body ? { bytes: outgoing.body, changed: false } : undefined;
-    const parts = [url, ...headerParts, ...(body ? [body] : [])];
+    const parts = [url, ...headerParts, ...nameParts, ...(body ? [body] : [])];
 
     // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
     if (registry && live) {
@@ -218,6 +220,8 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     if (registry && live && scheme === 'https') {
       const destination = { host: target.host };
       for (const part of parts) {
+        // A real value never goes in as a header name: it is no place for a credential.
+        if (nameParts.includes(part)) continue;
         const swapped = registry.swap(part.bytes, session, destination, { url: part === url });
         if (swapped.swapped.length === 0) continue;
         part.bytes = swapped.text;
@@ -228,6 +232,8 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     if (url.changed) outgoing.pathAndQuery = urlText(url.bytes);
     let headerIndex = 0;
     outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? headerText(headerParts[headerIndex++] as HeaderPart, item) : item));
+    // A redacted name is no longer a valid one: that header is left out.
+    if (nameParts.some((part) => part.changed)) outgoing.headers = outgoing.headers.filter((_, index) => !(nameParts[index >> 1] as Part).changed);
     if (body?.changed) outgoing.body = body.bytes;
   }
 
