@@ -153,7 +153,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   facts.details.port = target.port;
   const badMessage = checkFraming(request) ?? checkHostHeader(request, target, 'http');
   if (badMessage) return refuse(badMessage);
-  const overLimit = limit(runtime, caller, 'connections');
+  const overLimit = limit(runtime, caller, 'connections') ?? occupyTunnel(runtime, caller, response);
   if (overLimit) return refuse(overLimit);
 
   const destination: Destination = { target, scheme: 'http', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.slashPath ? { slashPath: httpTarget.slashPath } : {}) };
