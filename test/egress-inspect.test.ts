@@ -189,6 +189,32 @@ describe('egress TLS inspection', () => {
     assert.ok(Array.isArray(record?.details?.findings));
   });
 
+  it('blocks a secret a JSON body hides behind \\u escapes, which the server reads as the secret itself', async () => {
+    const secret = checksummedToken('ghp_', seededRandom(98));
+    const hidden = `\\u0067${secret.slice(1)}`;
+    assert.equal((JSON.parse(`"${hidden}"`) as string), secret, 'a JSON parser reads the escape as the secret');
+    const before = servers.api.requests.length;
+    const result = await viaCurl(['-X', 'POST', '-H', 'content-type: application/json', '--data-binary', `{"note":"token ${hidden}"}`, `https://api.test:${servers.api.port}/v1/notes`]);
+    assert.equal(result.status, 403);
+    assert.equal(result.headers['x-gatehouse-reason'], 'secret-detected');
+    assert.equal(servers.api.requests.length, before, 'the body never reached the server');
+
+    const deep = join(dir, 'deep.json');
+    writeFileSync(deep, `${'['.repeat(100_000)}"${hidden}"${']'.repeat(100_000)}`);
+    const nested = await viaCurl(['-X', 'POST', '--data-binary', `@${deep}`, `https://api.test:${servers.api.port}/v1/notes`]);
+    assert.equal(nested.status, 400, 'nesting too deep to write back is not passed unscanned');
+    assert.equal(servers.api.requests.length, before);
+  });
+
+  it('blocks a secret sent as a header name, where no value holds it', async () => {
+    const secret = checksummedToken('ghp_', seededRandom(97));
+    const before = servers.api.requests.length;
+    const result = await viaCurl(['-H', `${secret}: 1`, `https://api.test:${servers.api.port}/v1/notes`]);
+    assert.equal(result.status, 403);
+    assert.equal(result.headers['x-gatehouse-reason'], 'secret-detected');
+    assert.equal(servers.api.requests.length, before, 'the request never reached the server');
+  });
+
   it('swaps a session placeholder for the real secret on the way to a host its grant names', async () => {
     const grant = gate.holder.current.grants({ agent: 'alice' }).find((g) => g.secret === 'deploy-key');
     assert.ok(grant);
@@ -260,6 +286,22 @@ describe('egress TLS inspection', () => {
       assert.ok(!seen.body.includes(secret), 'the server never saw the secret');
       assert.match(seen.body, /REDACTED/);
       assert.equal(Number(seen.headers['content-length']), Buffer.byteLength(seen.body));
+
+      const escaped = checksummedToken('ghp_', seededRandom(6));
+      const json = await viaCurl(['-X', 'POST', '--data-binary', `{"note":"token \\u0067${escaped.slice(1)}","n":1}`, `https://api.test:${servers.api.port}/v1/notes`]);
+      assert.equal(json.status, 200);
+      const sent = (JSON.parse(json.body) as { body: string }).body;
+      const read = JSON.parse(sent) as { note: string; n: number };
+      assert.ok(!read.note.includes(escaped), 'the server never read the secret');
+      assert.match(read.note, /REDACTED/);
+      assert.equal(read.n, 1, 'the rest of the JSON is kept');
+
+      const named = checksummedToken('ghp_', seededRandom(4));
+      const header = await viaCurl(['-H', `${named}: 1`, '-H', 'x-kept: yes', `https://api.test:${servers.api.port}/v1/notes`]);
+      assert.equal(header.status, 200);
+      const headers = (JSON.parse(header.body) as { headers: Record<string, string> }).headers;
+      assert.ok(!JSON.stringify(headers).toLowerCase().includes(named.toLowerCase()), 'the header named by the secret is dropped');
+      assert.equal(headers['x-kept'], 'yes');
     } finally {
       gate.holder.current = previous;
     }

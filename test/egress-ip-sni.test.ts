@@ -26,6 +26,12 @@ network:
     allow: [127.0.0.1]
   - id: paste-sites
     deny: ["**.pastebin.com"]
+  - id: no-delete
+    deny: [api.example.com]
+    methods: [DELETE]
+  - id: inspected
+    allow: [seen.example.com]
+    inspect: true
 `);
   });
   after(async () => {
@@ -63,5 +69,18 @@ network:
     bytes = 0;
     await tunnel('fine.example');
     assert.ok(bytes > 0, 'the ClientHello reached the server');
+  });
+
+  it('refuses a tunnel to an allowed address whose ClientHello names a host with method or path rules', async () => {
+    bytes = 0;
+    await tunnel('api.example.com');
+    assert.equal(bytes, 0, 'no byte reached the server: DELETE on api.example.com would pass a blind tunnel');
+    assert.ok(proxy.audit.records.some((r) => r.effect === 'deny' && r.details?.reasonCode === 'needs-inspection'), 'the refusal says why');
+  });
+
+  it('refuses a tunnel to an allowed address whose ClientHello names a host the policy inspects', async () => {
+    bytes = 0;
+    await tunnel('seen.example.com');
+    assert.equal(bytes, 0, 'no byte reached the server uninspected');
   });
 });

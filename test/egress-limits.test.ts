@@ -114,6 +114,35 @@ describe('egress limits', () => {
     }
   });
 
+  it('bounds the plain-HTTP requests one agent holds in flight as it bounds tunnels, so held bodies cannot pile up', async () => {
+    const gate = await startTestProxy(POLICY('block'), { scanner: createScanner(), settings: { resolve, limits: { maxTunnelsPerAgent: 2 } } });
+    const url = `http://api.test:${echo.port}/upload`;
+    // Headers and the first bytes of a large body: the proxy holds what it read while it waits for the rest.
+    const started = `POST ${url} HTTP/1.1\r\nHost: api.test:${echo.port}\r\nProxy-Authorization: Bearer key-alice\r\nContent-Length: 1000000\r\n\r\n${'x'.repeat(1000)}`;
+    const open: Socket[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const socket = connect(gate.proxy.address.port, '127.0.0.1');
+        socket.on('error', () => undefined);
+        socket.write(started);
+        open.push(socket);
+      }
+      await new Promise((resolvePromise) => setTimeout(resolvePromise, 200));
+      const third = await rawExchange(gate.proxy.address.port, started.replace(/Content-Length: \d+/, 'Content-Length: 1000'), 1000);
+      assert.match(third, /^HTTP\/1\.1 429/);
+      assert.equal(reasonOf(third), 'rate-limited');
+      for (const socket of open) socket.destroy();
+      await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+      const after = await curl(['-x', gate.url, '-U', 'a:key-alice', '--data-binary', 'ok', url]);
+      assert.equal(after.status, 200, 'a finished request frees its slot');
+      const again = await curl(['-x', gate.url, '-U', 'a:key-alice', url]);
+      assert.equal(again.status, 200);
+    } finally {
+      for (const socket of open) socket.destroy();
+      await gate.close();
+    }
+  });
+
   it('blocks a body over the inspection limit with 413 when the policy says block', async () => {
     const gate = await startTestProxy(POLICY('block'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024 } } });
     try {

@@ -322,8 +322,9 @@ const egressLimitsSchema = z.strictObject({
   /** New connections (and plain-HTTP requests) per second per agent, with a burst of the same size. */
   connectionsPerSecond: z.number().positive().default(egressDefaults.connectionsPerSecond),
   /**
-   * Tunnels (CONNECT and SOCKS5) one agent may hold open at once. A streaming tunnel buffers up to a few
-   * megabytes, so this bounds what one agent can make the proxy hold.
+   * Tunnels (CONNECT and SOCKS5) and plain-HTTP requests one agent may hold open at once. A streaming tunnel
+   * buffers up to a few megabytes, and a request up to its body, so this bounds what one agent can make the
+   * proxy hold.
    */
   maxTunnelsPerAgent: z.number().int().positive().default(egressDefaults.maxTunnelsPerAgent),
   /** Requests per second per agent on inspected connections, with a burst of the same size. */

@@ -149,8 +149,10 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const session = caller.session ?? '';
     const url: Part = { bytes: Buffer.from(outgoing.pathAndQuery, 'latin1'), changed: false };
     const headerParts = valuesOf(outgoing.headers).map((value) => headerPart(value, registry));
+    // Header names are the agent's text too (`ghp_…: 1` carries a token as well as a value would).
+    const nameParts: Part[] = outgoing.headers.filter((_, index) => index % 2 === 0).map((name) => ({ bytes: Buffer.from(name, 'latin1'), changed: false }));
     const body: Part | undefined = outgoing.body ? { bytes: outgoing.body, changed: false } : undefined;
-    const parts = [url, ...headerParts, ...(body ? [body] : [])];
+    const parts = [url, ...headerParts, ...nameParts, ...(body ? [body] : [])];
 
     // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
     if (registry && live) {
@@ -184,6 +186,18 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
         const findings = scanner.check(part.bytes).findings;
         return registry && live ? registry.withoutPlaceholders(findings, part.bytes, { url: part === url }) : findings;
       });
+      // A JSON body is also read as the server's parser will read it: `\u0067hp_…` is `ghp_…` there. When
+      // that reading shows more, it is the body from here on (redacted, it goes as equivalent JSON).
+      const decoded = body ? decodedJson(body.bytes) : undefined;
+      if (decoded instanceof Refusal) return decoded;
+      if (body && decoded) {
+        const findings = scanner.check(decoded).findings;
+        const kept = registry && live ? registry.withoutPlaceholders(findings, decoded) : findings;
+        if (kept.length > (found[parts.length - 1] as Finding[]).length) {
+          body.bytes = decoded;
+          found[parts.length - 1] = kept;
+        }
+      }
       const findings: Finding[] = found.flat();
       const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
       if (findings.length > 0) facts.findings = findingsForAudit(findings);
@@ -206,6 +220,8 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     if (registry && live && scheme === 'https') {
       const destination = { host: target.host };
       for (const part of parts) {
+        // A real value never goes in as a header name: it is no place for a credential.
+        if (nameParts.includes(part)) continue;
         const swapped = registry.swap(part.bytes, session, destination, { url: part === url });
         if (swapped.swapped.length === 0) continue;
         part.bytes = swapped.text;
@@ -216,6 +232,8 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     if (url.changed) outgoing.pathAndQuery = urlText(url.bytes);
     let headerIndex = 0;
     outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? headerText(headerParts[headerIndex++] as HeaderPart, item) : item));
+    // A redacted name is no longer a valid one: that header is left out.
+    if (nameParts.some((part) => part.changed)) outgoing.headers = outgoing.headers.filter((_, index) => !(nameParts[index >> 1] as Part).changed);
     if (body?.changed) outgoing.body = body.bytes;
   }
 
@@ -261,6 +279,26 @@ export function responseMask(tools: ContentTools, caller: Caller): ResponseMask 
     const result = registry.mask(bytes, session);
     return { bytes: result.text, count: result.masked.length };
   };
+}
+
+/**
+ * A JSON body's text as a parser reads it: escapes decoded, then written back in JSON's plainest form.
+ * Undefined when the body has no backslash (nothing to decode) or is not JSON.
+ */
+function decodedJson(bytes: Buffer): Buffer | undefined | Refusal {
+  if (!bytes.includes(0x5c)) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  try {
+    return Buffer.from(JSON.stringify(value), 'utf8');
+  } catch {
+    // Parsed, but nested too deep to write back: a server may still read it, so it is not passed unscanned.
+    return new Refusal(400, 'bad-request', 'the JSON request body is nested too deeply for the proxy to scan it for secrets');
+  }
 }
 
 function valuesOf(headers: string[]): string[] {

@@ -32,6 +32,8 @@ export interface TunnelGateInput {
   correlationId: string;
   /** Only a rule for `https` allowed the tunnel: its first bytes must be TLS. */
   tlsOnly: boolean;
+  /** Hosts whose TLS is tunnelled even when a rule asks for inspection (egress.passThrough). */
+  isPassThrough(host: string): boolean;
 }
 
 export function tunnelGate(input: TunnelGateInput, seen: FirstBytes): FirstBytesGate {
@@ -56,6 +58,11 @@ export function tunnelGate(input: TunnelGateInput, seen: FirstBytes): FirstBytes
         const byName = engine.decide({ surface: 'network', ...input.principal, host: name, port: target.port, scheme: 'https', addresses: [target.ip.address], correlationId: input.correlationId });
         if (!isAllowed(byName)) {
           return new Refusal(403, 'policy-denied', `the TLS server name ${printable(name)} is not allowed: ${byName.reason}`, byName.rules);
+        }
+        // A name whose requests the policy must see (method or path rules, inspection) is not reached blind
+        // through its address: DELETE would pass where a CONNECT by name is inspected or refused.
+        if (byName.needsInspection || (engine.inspects(name, input.principal) && !input.isPassThrough(name))) {
+          return new Refusal(403, 'needs-inspection', `the TLS server name ${printable(name)} is inspected by the policy; CONNECT to ${printable(name)} by name instead of its address`, byName.rules);
         }
       }
     }

@@ -104,7 +104,7 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   const dialled = upstream.remoteAddress;
   socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
   const seen: FirstBytes = {};
-  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: checked.addresses.map((a) => a.address), correlationId, tlsOnly }, seen);
+  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: checked.addresses.map((a) => a.address), correlationId, tlsOnly, isPassThrough: runtime.isPassThrough }, seen);
   const result = await splice(socket, upstream, runtime.limits, head, gate, tlsOnly);
   if (seen.decision) facts.decision = seen.decision;
   facts.details = {
@@ -153,7 +153,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   facts.details.port = target.port;
   const badMessage = checkFraming(request) ?? checkHostHeader(request, target, 'http');
   if (badMessage) return refuse(badMessage);
-  const overLimit = limit(runtime, caller, 'connections');
+  const overLimit = limit(runtime, caller, 'connections') ?? occupyTunnel(runtime, caller, response);
   if (overLimit) return refuse(overLimit);
 
   const destination: Destination = { target, scheme: 'http', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.slashPath ? { slashPath: httpTarget.slashPath } : {}) };

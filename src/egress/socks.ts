@@ -163,7 +163,7 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   socket.write(reply(REPLY.succeeded));
   socket.resume();
   const seen: FirstBytes = {};
-  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: addresses.map((a) => a.address), correlationId, tlsOnly: checked.tlsOnly }, seen);
+  const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: addresses.map((a) => a.address), correlationId, tlsOnly: checked.tlsOnly, isPassThrough: runtime.isPassThrough }, seen);
   const result = await splice(socket, upstream, runtime.limits, early, gate, checked.tlsOnly);
   if (seen.decision) facts.decision = seen.decision;
   if (result.refusal) facts.refusal = result.refusal;

@@ -2,7 +2,6 @@
  * Steps every flow (HTTP forward, CONNECT, SOCKS5, inspected requests) shares before it looks at the
  * destination: is there still an audit trail, and is this caller within its rate.
  */
-import type { Duplex } from 'node:stream';
 import type { Caller } from './authenticate.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
@@ -25,8 +24,11 @@ export function limit(runtime: Runtime, caller: Caller, kind: 'connections' | 'r
   return new Refusal(429, 'rate-limited', `agent ${key} is over its limit of ${rate} ${kind} per second`);
 }
 
-/** Holds one of the caller's tunnel slots until the client's socket closes; a refusal when all are taken. */
-export function occupyTunnel(runtime: Runtime, caller: Caller, socket: Duplex): Refusal | undefined {
+/**
+ * Holds one of the caller's tunnel slots until `socket` closes (a tunnel's client socket, or a plain-HTTP
+ * request's response: each holds up to a body the proxy reads whole); a refusal when all are taken.
+ */
+export function occupyTunnel(runtime: Runtime, caller: Caller, socket: { readonly destroyed: boolean; once(event: 'close', listener: () => void): unknown }): Refusal | undefined {
   if (socket.destroyed) return undefined;
   const key = limitKey(caller);
   const open = runtime.tunnels.get(key) ?? 0;
