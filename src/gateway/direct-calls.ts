@@ -15,7 +15,8 @@
  * it. Every other message still goes to the SDK server.
  */
 import type { CallToolResult, JSONRPCMessage, JSONRPCRequest, LoggingLevel, MessageExtraInfo, RequestId, Server, Tool, Transport } from '@modelcontextprotocol/server';
-import { presentedBy, requestCaller, type Caller, type GatewayCore } from './gateway.js';
+import { requestCaller, type Caller, type GatewayCore } from './gateway.js';
+import { presentedBy } from './session-transport.js';
 import { relayRequest } from './tasks.js';
 import type { CallBinding } from './upstream.js';
 

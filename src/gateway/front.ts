@@ -33,10 +33,10 @@ import type { Principal } from '../policy/types.js';
 import { isLoopback, type Authenticator } from './auth.js';
 import { readBody } from './body.js';
 import { listenUnix, type UnixListener } from '../util/unix-socket.js';
-import { presentedBy, requestCaller, type Caller, type GatewayCore } from './gateway.js';
+import { requestCaller, type Caller, type GatewayCore } from './gateway.js';
 import { serveDirectly } from './direct-calls.js';
 import { LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.js';
-import { HttpSessionTransport } from './session-transport.js';
+import { HttpSessionTransport, presentedBy, presenting } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import { relayRequest } from './tasks.js';
 import type { CallBinding } from './upstream.js';
@@ -99,7 +99,7 @@ export class GatewayFront {
     this.allowedOrigins = new Set(options.settings.allowedOrigins.map((origin) => origin.toLowerCase().replace(/\/$/, '')));
     this.modern = createMcpHandler(
       (context) => {
-        const principal = (context.authInfo?.extra?.principal as Principal | undefined) ?? {};
+        const principal = presentedBy(context) ?? {};
         return createSessionServer(options.core, { ...principal, session: `stateless-${randomUUID()}`, stateless: true }, options.version, options.settings.separator);
       },
       { legacy: 'reject', maxRequestBodySize: options.settings.maxMessageBytes },
@@ -313,10 +313,7 @@ export class GatewayFront {
       opened = true;
     } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
       // A 2026-07-28 request carries its own envelope and needs no session.
-      const response = await this.modern.fetch(toWebRequest(req), {
-        parsedBody,
-        authInfo: { token: '', clientId: principal.agent ?? 'anonymous', scopes: [], extra: { principal } },
-      });
+      const response = await this.modern.fetch(toWebRequest(req), { parsedBody, ...presenting(principal) });
       if (response.status >= 400) await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for a 2026-07-28 request`);
       await sendWebResponse(response, res);
       return;

@@ -7,8 +7,8 @@
  * A POST that holds requests is answered with `application/json` when nothing but the answers has to go
  * back, the usual case; the moment a progress notification, log message or server→client request related
  * to one of its requests must go first (or the call stays silent past the keep-alive interval, or its
- * answers grow too big to hold), the answer turns into an event stream and everything goes on it in order. The spec lets the server pick either form
- * per request. This replaces the SDK's WebStandardStreamableHTTPServerTransport, whose web streams,
+ * answers grow too big to hold), the answer turns into an event stream and everything goes on it in order.
+ * The spec lets the server pick either form per request. This replaces the SDK's WebStandardStreamableHTTPServerTransport, whose web streams,
  * Request/Response objects and second validation of every message cost more than the rest of the gateway.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -22,6 +22,16 @@ import {
 } from '@modelcontextprotocol/server';
 import type { Principal } from '../policy/types.js';
 import { isJsonRpcMessage } from './jsonrpc.js';
+
+/** What a transport passes along with a message to say who sent it (the SDK's `authInfo`); see presentedBy. */
+export function presenting(principal: Principal): { authInfo: { token: string; clientId: string; scopes: string[]; extra: { principal: Principal } } } {
+  return { authInfo: { token: '', clientId: principal.agent ?? 'anonymous', scopes: [], extra: { principal } } };
+}
+
+/** The identity a transport passed along with a message (see presenting), if any. */
+export function presentedBy(extra: { authInfo?: { extra?: Record<string, unknown> } } | undefined): Principal | undefined {
+  return extra?.authInfo?.extra?.principal as Principal | undefined;
+}
 
 const KEEPALIVE_MS = 15_000;
 const MAX_BATCH = 100;
@@ -255,7 +265,7 @@ export class HttpSessionTransport implements Transport {
       res.on('close', () => exchange.abandon());
     }
     // Who sent them, as this POST's credentials say (see requestCaller).
-    const extra = presented && { authInfo: { token: '', clientId: presented.agent ?? 'anonymous', scopes: [], extra: { principal: presented } } };
+    const extra = presented && presenting(presented);
     for (const message of valid) this.onmessage?.(message, extra);
     return undefined;
   }

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { JSONRPCMessage, MessageExtraInfo, Transport } from '@modelcontextprotocol/server';
 import type { Principal } from '../policy/types.js';
-import { STREAM_UNREAD_LIMIT } from './session-transport.js';
+import { presenting, STREAM_UNREAD_LIMIT } from './session-transport.js';
 
 const KEEPALIVE_MS = 15_000;
 
@@ -34,7 +34,7 @@ export class LegacySseTransport implements Transport {
 
   /** A message the client POSTed to the endpoint, with who posted it (see requestCaller). */
   receive(message: JSONRPCMessage, presented?: Principal): void {
-    this.onmessage?.(message, presented && { authInfo: { token: '', clientId: presented.agent ?? 'anonymous', scopes: [], extra: { principal: presented } } });
+    this.onmessage?.(message, presented && presenting(presented));
   }
 
   async send(message: JSONRPCMessage): Promise<void> {
