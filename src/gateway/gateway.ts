@@ -56,11 +56,6 @@ export function requestCaller(session: Caller, presented: Principal | undefined)
   return presented.claims === undefined ? rest : { ...rest, claims: presented.claims };
 }
 
-/** The identity a transport passed along with a message (see HttpSessionTransport), if any. */
-export function presentedBy(extra: { authInfo?: { extra?: Record<string, unknown> } } | undefined): Principal | undefined {
-  return extra?.authInfo?.extra?.principal as Principal | undefined;
-}
-
 export interface GatewayCoreOptions {
   settings: GatewaySettings;
   policy: PolicyHolder;
@@ -200,6 +195,17 @@ interface ParkedCall {
   waitMs: number;
   rounds: number;
   timer?: NodeJS.Timeout;
+}
+
+/** What a request's audit records carry (see screenOutbound and failed). */
+interface RecordedRequest {
+  caller: Caller;
+  method: string;
+  resource: string;
+  started: bigint;
+  correlationId: string;
+  details: Record<string, unknown>;
+  decision?: Decision;
 }
 
 /** A call that may be relayed, before it is: what becomes a ParkedCall once its upstream asks the client something. */
@@ -713,9 +719,7 @@ export class GatewayCore {
         const relay = binding && this.clientRelay(binding, caller, resource, decision.rules, correlationId);
         result = (await connection.request('tools/call', params, relay, options)) as CallToolResult;
       } catch (error) {
-        const failure = this.screenError(error, details);
-        await this.record(caller, 'tools/call', resource, 'error', decision.rules, this.forRecord(describeError(error)), started, correlationId, details, decision);
-        throw failure;
+        throw await this.failed({ caller, method: 'tools/call', resource, started, correlationId, details, decision }, decision.rules, error);
       }
       if (options.task) result = this.adoptTask(caller, connection, entry, name, decision.rules, details, result);
       return this.finishCall(caller, resource, decision, details, started, correlationId, result);
@@ -943,15 +947,14 @@ export class GatewayCore {
     }
     // Whatever else the client sent with the id (its _meta) reaches the upstream too.
     const { taskId: _taskId, ...rest } = params;
-    const sent = await this.screenOutbound({ caller, method, resource, started, correlationId, details }, 'the request', rest);
+    const request = { caller, method, resource, started, correlationId, details };
+    const sent = await this.screenOutbound(request, 'the request', rest);
     let result: Result;
     try {
       // What the upstream asks meanwhile (a task in input_required asks now) is screened as within the call.
       result = await task.connection.request(method, { ...sent, taskId: task.upstreamId }, binding && this.clientRelay(binding, caller, resource, task.rules, correlationId));
     } catch (error) {
-      const failure = this.screenError(error, details);
-      await this.record(caller, method, resource, 'error', task.rules, this.forRecord(describeError(error)), started, correlationId, details);
-      throw failure;
+      throw await this.failed(request, task.rules, error);
     }
     // A task that has ended takes no more notifications (its progress must stop there).
     if (method === 'tasks/result' || isTerminalStatus((result as { status?: unknown }).status)) this.silence(task);
@@ -1067,11 +1070,7 @@ export class GatewayCore {
    */
   private async serveRound(call: ParkedCall, round: CallBinding, signal: AbortSignal | undefined): Promise<Result> {
     const step = await call.relay.next(round, signal);
-    if (step.kind === 'failed') {
-      const failure = this.screenError(step.error, call.details);
-      await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(step.error)), call.started, call.correlationId, call.details, call.decision);
-      throw failure;
-    }
+    if (step.kind === 'failed') throw await this.failed(call, call.decision.rules, step.error);
     if (step.kind === 'done') {
       // The final result is screened and recorded exactly as the method's unrelayed result would be.
       if (call.method === 'tools/call') return this.finishCall(call.caller, call.resource, call.decision, call.details, call.started, call.correlationId, step.result as CallToolResult);
@@ -1336,9 +1335,7 @@ export class GatewayCore {
         const relay = binding && this.screeningRelay(binding, call.caller, call.method, call.resource, call.correlationId);
         result = await connection.request(call.method, params, relay, signal ? { signal } : {});
       } catch (error) {
-        const failure = this.screenError(error, call.details);
-        await this.record(call.caller, call.method, call.resource, 'error', call.decision.rules, this.forRecord(describeError(error)), call.started, call.correlationId, call.details, call.decision);
-        throw failure;
+        throw await this.failed(call, call.decision.rules, error);
       }
       return this.finishForward(call, result);
     });
@@ -1539,7 +1536,7 @@ export class GatewayCore {
    * the redacted copy. `what` names it in the error, e.g. "the resource URI".
    */
   private async screenOutbound<T>(
-    request: { caller: Caller; method: string; resource: string; started: bigint; correlationId: string; details: Record<string, unknown>; decision?: Decision },
+    request: RecordedRequest,
     what: string,
     value: T,
     redactable = true,
@@ -1556,6 +1553,16 @@ export class GatewayCore {
       throw new ProtocolError(-32602, `Blocked by Gatehouse: ${what} holds a secret (${screened.verdict.reason})${unredactable}`);
     }
     return screened.value;
+  }
+
+  /**
+   * A request the upstream failed: recorded once (its error text redacted, what the scan found in it noted),
+   * and the error to give the client, screened (see screenError).
+   */
+  private async failed(request: RecordedRequest, rules: string[], error: unknown): Promise<ProtocolError> {
+    const failure = this.screenError(error, request.details);
+    await this.record(request.caller, request.method, request.resource, 'error', rules, this.forRecord(describeError(error)), request.started, request.correlationId, request.details, request.decision);
+    return failure;
   }
 
   /**
