@@ -14,9 +14,11 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * Downloads are read in large pieces through node's `onread` instead of 64 KB reads through the stream
  * machinery: far fewer system calls and callbacks per megabyte. A socket starts reading into one buffer
  * shared by every tunnel, copying each read out at once (an idle or chatty tunnel holds no buffer of its
- * own). Once a tunnel streams (a read fills half its buffer or more), it reads into buffers of its
- * own, handed to the client's socket without a copy and reused once written: no allocation, page faults or
- * garbage collection per megabyte. Buffers are never shared between tunnels while they hold data.
+ * own). Once a tunnel streams (a read fills half its buffer or more), it reads into two buffers of its own
+ * in turn, each handed to the client's socket without a copy. A buffer is read into again only once the
+ * client's socket is done with it: until then reading pauses, which is also the tunnel's backpressure (at
+ * most two reads are in flight). Nothing is allocated, faulted in or collected per megabyte, and buffers
+ * are never shared between tunnels while they hold data.
  */
 const READ_SIZE = 1024 * 1024;
 const SHARED_READ_BUFFER = Buffer.allocUnsafe(READ_SIZE);
@@ -34,18 +36,19 @@ class Downstream {
   ended = false;
   /** The buffer the next read lands in: the shared one, or one of this tunnel's own while it streams. */
   private reading: Buffer = SHARED_READ_BUFFER;
-  /**
-   * One of this tunnel's own buffers, written and free again; dropped when the tunnel stops streaming. One
-   * is enough: a write to the client mostly completes before the next read lands.
-   */
-  private spare: Buffer | undefined;
+  /** This tunnel's own buffers while it streams (none otherwise), used in turn. */
+  private own: Buffer[] = [];
+  /** Own buffers the client's socket still holds: not to be read into until written. */
+  private readonly inFlight = new Set<Buffer>();
+  /** Reading paused until this buffer is written. */
+  private waitingFor: Buffer | undefined;
 
   constructor(private readonly socket: Socket) {}
 
-  /** The `onread` buffer: node asks for it before each read. */
+  /** The `onread` buffer: node asks for it after each read, for the next one. */
   readonly nextBuffer = (): Buffer => this.reading;
 
-  /** The `onread` callback: false pauses reading until the target drains. */
+  /** The `onread` callback: false pauses reading until the target drains or the next buffer is free. */
   readonly onRead = (length: number, buffer: Buffer): boolean => {
     this.bytes += length;
     let piece: Buffer;
@@ -53,45 +56,59 @@ class Downstream {
     if (length >= STREAMING_READ) {
       if (buffer === SHARED_READ_BUFFER) {
         piece = Buffer.from(buffer.subarray(0, length));
+        if (this.own.length === 0) this.own = [Buffer.allocUnsafeSlow(READ_SIZE), Buffer.allocUnsafeSlow(READ_SIZE)];
+        this.reading = this.own[0]!;
       } else {
         piece = buffer.subarray(0, length);
         owned = buffer;
+        this.inFlight.add(buffer);
+        this.reading = this.own[0] === buffer ? this.own[1]! : this.own[0]!;
       }
-      this.reading = this.spare ?? Buffer.allocUnsafeSlow(READ_SIZE);
-      this.spare = undefined;
     } else {
       piece = Buffer.from(buffer.subarray(0, length));
-      // A small read means the tunnel is not streaming: its own buffers go, and reads share again.
+      // A small read means the tunnel is not streaming: its own buffers go once written, and reads share again.
       this.reading = SHARED_READ_BUFFER;
-      this.spare = undefined;
+      this.own = [];
     }
     if (!this.target) {
       this.held.push(owned ? { piece, buffer: owned } : { piece });
       this.heldBytes += length;
-      return this.heldBytes < EARLY_LIMIT;
+      return this.heldBytes < EARLY_LIMIT && this.mayReadInto(this.reading);
     }
     this.send(piece, owned);
     // Keep reading while the client has less than one read's worth queued; past that, wait for 'drain'.
-    return this.target.writableLength < READ_SIZE;
+    return this.target.writableLength < READ_SIZE && this.mayReadInto(this.reading);
   };
 
   attach(target: Duplex): void {
     this.target = target;
-    target.on('drain', () => this.socket.resume());
+    target.on('drain', () => {
+      if (!this.waitingFor) this.socket.resume();
+    });
     for (const { piece, buffer } of this.held) this.send(piece, buffer);
     this.held = [];
     if (this.ended) target.end();
-    else this.socket.resume();
+    else if (!this.waitingFor) this.socket.resume();
   }
 
-  /** Writes a piece; a buffer of this tunnel's own is reused only once the socket is done with it. */
+  /** Whether the next read may land in `buffer` now; if not, reading waits until it is written. */
+  private mayReadInto(buffer: Buffer): boolean {
+    if (!this.inFlight.has(buffer)) return true;
+    this.waitingFor = buffer;
+    return false;
+  }
+
+  /** Writes a piece; a buffer of this tunnel's own is read into again only once the socket is done with it. */
   private send(piece: Buffer, owned: Buffer | undefined): void {
     if (!owned) {
       this.target!.write(piece);
       return;
     }
     this.target!.write(piece, () => {
-      if (this.reading !== SHARED_READ_BUFFER) this.spare ??= owned;
+      this.inFlight.delete(owned);
+      if (this.waitingFor !== owned) return;
+      this.waitingFor = undefined;
+      if (this.target!.writableLength < READ_SIZE) this.socket.resume();
     });
   }
 }
