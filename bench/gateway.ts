@@ -31,7 +31,7 @@
  * client over Streamable HTTP costs its own process several times the CPU per call of the same client over
  * stdio, so on a small machine the clients' side alone bounds the stdio rows' ratio, whatever the gateway costs.
  *
- * Run: node dist/bench/gateway.js [--calls N] [--warmup N] [--only calls|lists]
+ * Run: node dist/bench/gateway.js [--calls N] [--warmup N] [--only calls|lists] [--transport stdio|http]
  *   (default 1000 calls in a 1-client run, 100 per client at 32; 100 warm-up calls per connection)
  * Profile the gateway: BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/bench/gateway.js
  */
@@ -75,6 +75,8 @@ const LIST_BLOCKS = 5;
 const LIST_ROUNDS = 40;
 const onlyFlag = process.argv.indexOf('--only');
 const ONLY = onlyFlag > 0 ? process.argv[onlyFlag + 1] : undefined;
+const transportFlag = process.argv.indexOf('--transport');
+const TRANSPORTS = (transportFlag > 0 ? [process.argv[transportFlag + 1]] : ['stdio', 'http']) as ('stdio' | 'http')[];
 
 interface Figures {
   p50: number;
@@ -383,7 +385,7 @@ async function benchCalls(dataDir: string): Promise<void> {
   // The HTTP upstream runs in a process of its own, as the stdio one does: in this one it would share the
   // clients' thread, and the clients' process would bound both rows.
   const http = await gatewayProcess({}, join(dataDir, 'http-upstream'), ['--serve-http-upstream']);
-  for (const kind of ['stdio', 'http'] as const) {
+  for (const kind of TRANSPORTS) {
     const upstream = kind === 'stdio' ? { command: process.execPath, args: [fixture] } : { url: http.url, allowPrivateAddress: true };
     const gateway = await gatewayProcess({ bench: upstream }, join(dataDir, kind));
     const { url, socketPath, key, close } = gateway;

@@ -57,3 +57,21 @@ test('lists agents without their keys and refuses duplicates and bad names', () 
   assert.throws(() => agents.add('bad name'), /not a valid agent name/);
   assert.throws(() => agents.add('ok', ['bad team']), /not a valid team name/);
 });
+
+test('a key removed by another process or another registry stops working on the next request', async () => {
+  const file = `${Math.random()}.db`;
+  const agents = new AgentRegistry(openStore(dir, file));
+  const created = agents.add('revoked-elsewhere');
+  const other = agents.add('stays');
+  assert.deepEqual(agents.authenticateAgentKey(created.key), { agent: 'revoked-elsewhere' });
+  // Another process: `gatehouse agent rm` opens the database on a connection of its own.
+  const { default: Database } = await import('better-sqlite3');
+  const cli = new Database(join(dir, file));
+  cli.prepare('DELETE FROM agents WHERE name = ?').run('revoked-elsewhere');
+  cli.close();
+  assert.equal(agents.authenticateAgentKey(created.key), undefined);
+  assert.deepEqual(agents.authenticateAgentKey(other.key), { agent: 'stays' });
+  // Another registry on the same connection (the node's gateway and egress proxy share one store).
+  assert.equal(new AgentRegistry(openStore(dir, file)).remove('stays'), true);
+  assert.equal(agents.authenticateAgentKey(other.key), undefined);
+});

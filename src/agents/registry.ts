@@ -55,14 +55,35 @@ function toInfo(row: AgentRow): AgentInfo {
   return { name: row.name, teams: JSON.parse(row.teams) as string[], keyId: row.key_id, createdAt: row.created_at };
 }
 
+/** Writes to the agents table through each connection (registries sharing a store share the count). */
+const localWrites = new WeakMap<Store, number>();
+
+/** A known key's row as authentication needs it. */
+interface KnownKey {
+  name: string;
+  teams: string[];
+  hash: Buffer;
+}
+
 export class AgentRegistry {
   private readonly byKeyId;
   private readonly byName;
+  private readonly dataVersion;
+  /**
+   * Known keys by key id, so that a request does not query the database (a gateway authenticates every
+   * request). It holds only keys that exist, so guessing ids cannot grow it. It is good while the database
+   * is unchanged: SQLite's data_version moves when another process (`gatehouse agent rm`) commits, and this
+   * process's own writes are counted in `localWrites`; either empties it, so a removed key stops working
+   * on the next request, as it did without a cache.
+   */
+  private readonly known = new Map<string, KnownKey>();
+  private knownAt = '';
 
   constructor(private readonly db: Store) {
     migrate(db, MIGRATIONS);
     this.byKeyId = db.prepare<[string], AgentRow>('SELECT * FROM agents WHERE key_id = ?');
     this.byName = db.prepare<[string], AgentRow>('SELECT * FROM agents WHERE name = ?');
+    this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
   }
 
   /** Creates an agent and its key. The key is in the result and nowhere else. */
@@ -83,6 +104,7 @@ export class AgentRegistry {
     this.db
       .prepare('INSERT INTO agents (name, teams, key_id, key_hash, created_at) VALUES (?, ?, ?, ?, ?)')
       .run(name, JSON.stringify(uniqueTeams), keyId, hashSecret(secret), createdAt);
+    this.wrote();
     return { name, teams: uniqueTeams, keyId: `ghk_${keyId}_…`, createdAt, key: `ghk_${keyId}_${secret}` };
   }
 
@@ -95,19 +117,39 @@ export class AgentRegistry {
 
   /** Removes the agent; its key stops working at once. Returns whether it existed. */
   remove(name: string): boolean {
-    return this.db.prepare('DELETE FROM agents WHERE name = ?').run(name).changes > 0;
+    const removed = this.db.prepare('DELETE FROM agents WHERE name = ?').run(name).changes > 0;
+    this.wrote();
+    return removed;
   }
 
   /** The principal a key belongs to, or undefined for any key that is malformed, unknown or wrong. */
   authenticateAgentKey(key: string): Principal | undefined {
     const parsed = parseAgentKey(key);
     if (!parsed) return undefined;
-    const row = this.byKeyId.get(parsed.keyId);
-    if (!row) return undefined;
+    const known = this.lookup(parsed.keyId);
+    if (!known) return undefined;
     const presented = hashSecret(parsed.secret);
-    if (presented.length !== row.key_hash.length || !timingSafeEqual(presented, row.key_hash)) return undefined;
-    const teams = JSON.parse(row.teams) as string[];
-    return teams.length > 0 ? { agent: row.name, teams } : { agent: row.name };
+    if (presented.length !== known.hash.length || !timingSafeEqual(presented, known.hash)) return undefined;
+    return known.teams.length > 0 ? { agent: known.name, teams: [...known.teams] } : { agent: known.name };
+  }
+
+  private lookup(keyId: string): KnownKey | undefined {
+    const at = `${this.dataVersion.get()}:${localWrites.get(this.db) ?? 0}`;
+    if (at !== this.knownAt) {
+      this.known.clear();
+      this.knownAt = at;
+    }
+    const cached = this.known.get(keyId);
+    if (cached) return cached;
+    const row = this.byKeyId.get(keyId);
+    if (!row) return undefined;
+    const known = { name: row.name, teams: JSON.parse(row.teams) as string[], hash: row.key_hash };
+    this.known.set(keyId, known);
+    return known;
+  }
+
+  private wrote(): void {
+    localWrites.set(this.db, (localWrites.get(this.db) ?? 0) + 1);
   }
 }
 
