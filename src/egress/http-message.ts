@@ -83,7 +83,7 @@ const NEEDS_WORK = /[%\\]|\/\.\.?(?:\/|$)/;
 /**
  * One spelling per path, so the path policy decides on is the path the server gets: unreserved
  * percent-escapes decoded (`/%61dmin` is `/admin`, `%2e%2e` is `..`), then dot segments resolved; escapes a
- * server might read as structure (`%5C`, `%00`) and backslashes are refused. An encoded slash stays, spelt
+ * server might read as structure (`%5C`, `%00`), double-encoded escapes (`%252e`) and backslashes are refused. An encoded slash stays, spelt
  * `%2F`: APIs use it inside one segment (GitLab's `projects/group%2Fproject`), and servers differ on whether
  * it is a separator, so such a request is decided both ways (`slashPath`).
  */
@@ -95,6 +95,9 @@ export function normalisePath(path: string): string | Refusal {
   if (path.includes('\\')) return new Refusal(400, 'bad-request', 'the request path contains a backslash');
   if (/%(?![0-9A-Fa-f]{2})/.test(path)) return new Refusal(400, 'bad-request', 'the request path has a malformed percent-escape');
   if (/%(5c|00)/i.test(path)) return new Refusal(400, 'bad-request', 'the request path contains an encoded "\\" or NUL');
+  // `%252e` is `%2e` to a server that decodes once and `.` to one that decodes twice: what policy decided on
+  // would not be what such a server serves. A literal "%" before two hex digits has no other spelling, so it is refused.
+  if (/%25[0-9A-Fa-f]{2}/.test(path)) return new Refusal(400, 'bad-request', 'the request path has a double-encoded percent-escape ("%25" then two hex digits), which servers read differently');
   const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
     const code = parseInt(hex, 16);
     const char = String.fromCharCode(code);
