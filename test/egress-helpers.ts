@@ -81,6 +81,8 @@ export async function startEchoServer(handler?: (request: IncomingMessage, respo
 export interface CurlResult {
   code: number | null;
   status: number;
+  /** The last response's status line, reason phrase and all. */
+  statusLine: string;
   headers: Record<string, string>;
   body: string;
   stderr: string;
@@ -100,20 +102,22 @@ export function curl(args: string[], timeoutMs = 10_000): Promise<CurlResult> {
       // With -i, every response (the proxy's "200 Connection Established" too) prints a header block.
       let rest = out;
       let status = 0;
+      let statusLine = '';
       let headers: Record<string, string> = {};
       while (/^HTTP\/[\d.]+ \d{3}/.test(rest)) {
         const end = rest.indexOf('\r\n\r\n');
         const block = end < 0 ? rest : rest.slice(0, end);
         rest = end < 0 ? '' : rest.slice(end + 4);
         const lines = block.split('\r\n');
-        status = Number(lines[0]?.split(' ')[1]);
+        statusLine = lines[0] ?? '';
+        status = Number(statusLine.split(' ')[1]);
         headers = {};
         for (const line of lines.slice(1)) {
           const colon = line.indexOf(':');
           if (colon > 0) headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
         }
       }
-      resolve({ code, status, headers, body: rest, stderr });
+      resolve({ code, status, statusLine, headers, body: rest, stderr });
     });
   });
 }

@@ -88,9 +88,12 @@ describe('egress TLS inspection', () => {
     const agentToken = checksummedToken('ghp_', seededRandom(11));
     const result = await viaCurl(['-H', `Authorization: Bearer ${agentToken}`, `https://api.test:${servers.api.port}/v1/repos?page=2`]);
     assert.equal(result.status, 200, result.stderr + result.body);
-    const seen = JSON.parse(result.body) as { url: string; headers: Record<string, string> };
-    assert.equal(seen.url, '/v1/repos?page=2');
+    const seen = servers.api.requests.at(-1);
+    assert.equal(seen?.url, '/v1/repos?page=2');
     assert.equal(seen.headers.authorization, 'Bearer real-gh-token', 'the grant overwrote the header');
+    // The server echoed what it got; the agent reads the injected value redacted.
+    const echoed = JSON.parse(result.body) as { headers: Record<string, string> };
+    assert.equal(echoed.headers.authorization, 'Bearer [REDACTED:github-token]');
     await new Promise((resolve) => setTimeout(resolve, 100));
     const record = gate.audit.records.find((r) => r.action === 'request' && r.resource === `https://api.test:${servers.api.port}/v1/repos`);
     assert.equal(record?.effect, 'allow');

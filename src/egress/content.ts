@@ -13,11 +13,11 @@ import { dlpVerdict, findingsForAudit, type Finding, type Scanner } from '../dlp
 import type { PolicyEngine } from '../policy/engine.js';
 import { matchHostPattern, parseHostPattern } from '../policy/hosts.js';
 import { isAllowed } from '../policy/types.js';
-import type { PlaceholderRegistry } from '../secrets/placeholders.js';
+import { Masker } from '../secrets/masker.js';
+import { redactionPairs, type PlaceholderRegistry } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
 import { forwardableHeaders, hasBody } from './http-message.js';
 import { Refusal } from './refusal.js';
-import type { ResponseMask } from './forward.js';
 import type { Target } from './target.js';
 
 /** Looks up a secret's real value by name (the vault). Undefined when it is not there. */
@@ -38,6 +38,8 @@ export interface OutgoingRequest {
   body: Buffer | undefined;
   /** Body bytes already read when the rest streams uninspected (over the size limit, policy allows). */
   bodyPrefix: Buffer[];
+  /** Masks the response: set when the caller holds placeholders or a real value was injected. */
+  responseMasker?: Masker;
 }
 
 export type BodyRead = { body: Buffer } | { tooLarge: true; prefix: Buffer[] } | { timedOut: string };
@@ -243,6 +245,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const skipped = engine.grants(caller.principal).filter((grant) => grant.header && grantCovers(grant.hosts, target.host));
     if (skipped.length > 0) facts.injectionSkipped = { rules: skipped.map((grant) => grant.ruleId), reason: 'credentials are only injected over TLS' };
   }
+  const injectedValues: { secret: string; value: string }[] = [];
   if (tools.resolveSecret && injecting.length > 0) {
     const injected: string[] = [];
     for (const grant of injecting) {
@@ -255,30 +258,35 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
       }
       outgoing.headers = setHeader(outgoing.headers, grant.header.name, grant.header.template.replaceAll('{secret}', value));
       injected.push(grant.ruleId);
+      injectedValues.push({ secret: grant.secret, value });
     }
     if (injected.length > 0) facts.injected = injected;
   }
 
-  // A session holding placeholders gets its responses masked (see responseMask), which needs them readable:
-  // ask for no content coding.
-  if (responseMask(tools, caller)) outgoing.headers = setHeader(outgoing.headers, 'accept-encoding', 'identity');
+  // A response may reflect any real value the caller was lent or had injected: it is masked (see
+  // responseMasker), which needs it readable, so no content coding is asked for.
+  const masker = responseMasker(tools, caller, injectedValues);
+  if (masker) {
+    outgoing.responseMasker = masker;
+    outgoing.headers = setHeader(outgoing.headers, 'accept-encoding', 'identity');
+  }
   if (outgoing.body) outgoing.headers = setHeader(outgoing.headers, 'content-length', String(outgoing.body.length));
   return outgoing;
 }
 
 /**
- * The response step for a caller whose session holds placeholders: real values a server reflects back are
- * put back as placeholders, so the agent never reads a secret it was only lent. Undefined when there is
- * nothing to mask.
+ * The response step for a caller whose session holds placeholders, or whose request got a credential header
+ * injected: real values a server reflects back become the session's placeholders (or `[REDACTED:<secret>]`
+ * for an injected value the agent holds no placeholder for), so the agent never reads a secret. Undefined
+ * when there is nothing to mask: that response passes untouched.
  */
-export function responseMask(tools: ContentTools, caller: Caller): ResponseMask | undefined {
+function responseMasker(tools: ContentTools, caller: Caller, injected: { secret: string; value: string }[]): Masker | undefined {
   const registry = tools.placeholders;
   const session = caller.session;
-  if (!registry || session === undefined || registry.sessionPlaceholders(session).length === 0) return undefined;
-  return (bytes) => {
-    const result = registry.mask(bytes, session);
-    return { bytes: result.text, count: result.masked.length };
-  };
+  const lent = registry !== undefined && session !== undefined && registry.sessionPlaceholders(session).length > 0;
+  if (!lent && injected.length === 0) return undefined;
+  const redactions = injected.flatMap(({ secret, value }) => redactionPairs(secret, value));
+  return lent ? registry.masker(session, redactions) : new Masker(redactions);
 }
 
 /**

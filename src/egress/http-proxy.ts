@@ -21,7 +21,7 @@ import type { Runtime } from './runtime.js';
 import { auditHealthy, limit, occupyTunnel } from './steps.js';
 import { formatTarget, parseAuthority, printable, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
-import { prepareRequest, responseMask } from './content.js';
+import { prepareRequest } from './content.js';
 import { forward, forwardedDetails } from './forward.js';
 
 /** The first steps of both HTTP flows: audit health, then who is asking. */
@@ -191,10 +191,9 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   });
   const result = await forward(upstream, request, response, prepared, {
     idleTimeoutMs: runtime.limits.idleTimeoutMs,
-    mask: responseMask(runtime.content, caller),
-    maskLimit: runtime.limits.maxInspectedBytes,
   });
   if (result instanceof Error) return refuse(new Refusal(502, 'upstream-unreachable', `the upstream server failed (${result.code ?? result.message})`));
+  if (result instanceof Refusal) return refuse(result);
   Object.assign(facts.details, forwardedDetails(result));
   runtime.recorder.record(engine, facts);
 }

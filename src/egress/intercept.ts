@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import { createSecureContext, rootCertificates, TLSSocket, type TLSSocketOptions } from 'node:tls';
 import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
-import { prepareRequest, responseMask, type ContentTools } from './content.js';
+import { prepareRequest, type ContentTools } from './content.js';
 import { decideNetwork } from './destination.js';
 import { checkFraming, checkHostHeader, parseOriginForm, withBodyFraming } from './http-message.js';
 import { PerCallerPools } from './pools.js';
@@ -238,8 +238,6 @@ async function handleInspected(
   });
   const outcome = await forward(upstream, request, response, prepared, {
     idleTimeoutMs: runtime.limits.idleTimeoutMs,
-    mask: responseMask(options, caller),
-    maskLimit: runtime.limits.maxInspectedBytes,
   });
   const result =
     outcome instanceof Error

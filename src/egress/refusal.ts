@@ -28,6 +28,7 @@ export type ReasonCode =
   | 'rate-limited'
   | 'upstream-unreachable'
   | 'upstream-certificate'
+  | 'response-unmaskable'
   | 'timeout'
   | 'audit-unavailable'
   | 'unsupported';

@@ -14,6 +14,8 @@
  *                                                                //   real values go in percent-encoded
  *   registry.swapHeader(value, session, destination)             // also inside `Basic` credentials (git)
  *   registry.mask(response, session)                             // reflected real values back to placeholders
+ *   registry.masker(session, redactionPairs(name, real))         // the same for one response, as a stream
+ *                                                                //   (push/end), values cut between pieces too
  *   registry.headerFor(session, grant.ruleId, destination)       // the grant's `header`, filled in
  *   registry.secretFor(session, p.value, destination)
  *   registry.withoutPlaceholders(findings, input)                // leak findings minus live placeholders
@@ -33,7 +35,8 @@
  * May import: util, store, config, policy (types and host patterns), dlp (formats). Knows nothing of the
  * data planes.
  */
-export { PlaceholderRegistry } from './placeholders.js';
+export { PlaceholderRegistry, redactionPairs } from './placeholders.js';
+export { Masker, type MaskPair } from './masker.js';
 export type { Placeholder, PlaceholderHit, Destination } from './placeholders.js';
 export { Vault } from './vault.js';
 export type { SecretInfo, MasterKeyOptions } from './vault.js';

@@ -13,6 +13,7 @@ import { RULES } from '../dlp/rules.js';
 import { base62Checksum } from '../dlp/validators.js';
 import type { CredentialGrant } from '../policy/engine.js';
 import { matchHostPattern, normaliseHost, parseHostPattern, type HostPattern } from '../policy/hosts.js';
+import { Masker, type MaskPair } from './masker.js';
 
 export interface Placeholder {
   /** The text the agent sees (in its environment or in a tool's configuration). Safe to log. */
@@ -242,6 +243,17 @@ function urlWidth(text: string, at: number, code: number, direction: 1 | -1): nu
   const hex = text.slice(escape + 1, escape + 3);
   if (escape >= 0 && text[escape] === '%' && /^[0-9A-Fa-f]{2}$/.test(hex) && parseInt(hex, 16) === code) return 3;
   return text.charCodeAt(at) === code || (code === 0x20 && text[at] === '+') ? 1 : 0;
+}
+
+/**
+ * What a response masker looks for when the proxy put a real value in without lending a placeholder (a
+ * grant's header): the value, as is and percent-encoded, each replaced by `[REDACTED:<secret>]`.
+ */
+export function redactionPairs(secret: string, real: string): MaskPair[] {
+  // The name is printed as ASCII: the redaction may land in a header, where a line break would not do.
+  const stand = Buffer.from(`[REDACTED:${secret.replace(/[^\x20-\x7e]/g, '?')}]`, 'latin1');
+  const forms = new Set([real, percentEncode(real)]);
+  return [...forms].map((form) => ({ real: Buffer.from(form, 'utf8'), stand, secret }));
 }
 
 /** What `mask` looks for and puts back: the real value, and the percent-encoded form `swap` writes into URLs. */
@@ -494,40 +506,31 @@ export class PlaceholderRegistry {
   mask(input: string, session: string): { text: string; masked: Placeholder[] };
   mask(input: Uint8Array, session: string): { text: Buffer; masked: Placeholder[] };
   mask(input: string | Uint8Array, session: string): { text: string | Buffer; masked: Placeholder[] } {
-    const entries = [...(this.bySession.get(session) ?? [])];
-    const masked: Placeholder[] = [];
-    if (typeof input === 'string') {
-      let text = input;
-      for (const entry of entries) {
-        let found = false;
-        for (const [real, value] of maskPairs(entry)) {
-          if (!text.includes(real)) continue;
-          text = text.replaceAll(real, value);
-          found = true;
-        }
-        if (found) masked.push(entry.placeholder);
-      }
-      return { text, masked };
-    }
-    let bytes = Buffer.from(input.buffer, input.byteOffset, input.length);
-    for (const entry of entries) {
-      let found = false;
-      for (const [realText, value] of maskPairs(entry)) {
-        const real = Buffer.from(realText, 'utf8');
-        if (bytes.indexOf(real) < 0) continue;
-        const parts: Buffer[] = [];
-        let at = 0;
-        for (let hit = bytes.indexOf(real); hit >= 0; hit = bytes.indexOf(real, hit + real.length)) {
-          parts.push(bytes.subarray(at, hit), Buffer.from(value, 'latin1'));
-          at = hit + real.length;
-        }
-        parts.push(bytes.subarray(at));
-        bytes = Buffer.concat(parts);
-        found = true;
-      }
-      if (found) masked.push(entry.placeholder);
-    }
-    return { text: masked.length > 0 ? bytes : Buffer.from(input), masked };
+    const own = this.maskPairsOf(session);
+    const masker = new Masker(own.map(([pair]) => pair));
+    const bytes = typeof input === 'string' ? Buffer.from(input, 'utf8') : Buffer.from(input.buffer, input.byteOffset, input.length);
+    const out = masker.mask(bytes);
+    const masked = [...new Set(own.filter(([pair]) => masker.found.has(pair)).map(([, placeholder]) => placeholder))];
+    if (masked.length === 0) return { text: typeof input === 'string' ? input : Buffer.from(input), masked };
+    return { text: typeof input === 'string' ? out.toString('utf8') : out, masked };
+  }
+
+  /**
+   * A masker for one response to `session` (see `mask`; streams too), with `extra` pairs after the session's
+   * own: real values the proxy put into the request without lending a placeholder for them.
+   */
+  masker(session: string, extra: readonly MaskPair[] = []): Masker {
+    return new Masker([...this.maskPairsOf(session).map(([pair]) => pair), ...extra]);
+  }
+
+  /** What masking looks for in a response to `session`, each with the placeholder it puts back. */
+  private maskPairsOf(session: string): [MaskPair, Placeholder][] {
+    return [...(this.bySession.get(session) ?? [])].flatMap((entry) =>
+      maskPairs(entry).map(([real, value]): [MaskPair, Placeholder] => [
+        { real: Buffer.from(real, 'utf8'), stand: Buffer.from(value, 'latin1'), secret: entry.placeholder.secret },
+        entry.placeholder,
+      ]),
+    );
   }
 
   /** The real value behind a placeholder, only for its own session and an allowed destination. */
