@@ -126,9 +126,28 @@ describe('egress TLS inspection', () => {
       const tricked = await viaCurl(['--path-as-is', `https://api.test:${servers.api.port}${path}`]);
       assert.equal(tricked.status, 403, `${path}: ${tricked.body}`);
       assert.match(tricked.body, /no-admin/);
-      assert.match(tricked.body, /encoded slashes as "\/" \(\/admin\/users\)/);
+      assert.match(tricked.body, /read as a server may read it \(\/admin\/users\)/);
     }
     assert.ok(!servers.api.requests.some((r) => /admin/i.test(r.url)), 'nothing denied reached the server');
+  });
+
+  it('decides a double-encoded path as a server that decodes twice would read it', async () => {
+    // `%252e%252e` is `%2e%2e` to a server that decodes once, and `..` to one that decodes twice: /admin/users.
+    for (const path of ['/public/%252e%252e/admin/users', '/public/%25252e%25252e/admin/users', '/public%252F..%252Fadmin/users', '/%2561dmin/users']) {
+      const tricked = await viaCurl(['--path-as-is', `https://api.test:${servers.api.port}${path}`]);
+      assert.equal(tricked.status, 403, `${path}: ${tricked.body}`);
+      assert.match(tricked.body, /no-admin/);
+    }
+    // Five layers deep is no path anyone means; a double-encoded "\\" is refused as the single one is.
+    const deep = await viaCurl(['--path-as-is', `https://api.test:${servers.api.port}/public/%25252525252e/x`]);
+    assert.equal(deep.status, 400, deep.body);
+    const backslash = await viaCurl(['--path-as-is', `https://api.test:${servers.api.port}/public/..%255cadmin/users`]);
+    assert.equal(backslash.status, 400, backslash.body);
+    assert.ok(!servers.api.requests.some((r) => /admin/i.test(r.url)), 'nothing denied reached the server');
+    // An encoded "%" that no reading turns into a denied path goes through as it came.
+    const percent = await viaCurl([`https://api.test:${servers.api.port}/v1/100%2541`]);
+    assert.equal(percent.status, 200, percent.body);
+    assert.equal(servers.api.requests.at(-1)?.url, '/v1/100%2541');
   });
 
   it('refuses a Host header that differs from the CONNECT target (fronting)', async () => {

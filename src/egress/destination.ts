@@ -17,8 +17,8 @@ export interface Destination {
   scheme?: string;
   method?: string;
   path?: string;
-  /** The path read with its encoded slashes as separators, when it has any (HttpTarget.slashPath). */
-  slashPath?: string;
+  /** Other ways a server may read the path, when it has any (HttpTarget.otherPaths). */
+  otherPaths?: string[];
 }
 
 /** A destination that passed policy: the addresses the proxy may dial, in order, and the deciding decision. */
@@ -48,16 +48,18 @@ export function networkRequest(principal: Principal, destination: Destination, c
 }
 
 /**
- * The policy's decision on a destination. A path with an encoded slash is decided as it is and as a server
- * that decodes the slash would route it, and allowed only if both readings are: `/public%2F..%2Fadmin` is
- * also `/admin`. The first refusal is the answer.
+ * The policy's decision on a destination. A path servers read in more than one way (an encoded slash, an
+ * encoded "%") is decided under every reading, and allowed only if all are: `/public%2F..%2Fadmin` and
+ * `/public/%252e%252e/admin` are also `/admin`. The first refusal is the answer.
  */
 export function decideNetwork(engine: PolicyEngine, principal: Principal, destination: Destination, correlationId: string, addresses?: string[]): Decision {
   const decision = engine.decide(networkRequest(principal, destination, correlationId, addresses));
-  if (destination.slashPath === undefined || !isAllowed(decision)) return decision;
-  const decoded = engine.decide(networkRequest(principal, { ...destination, path: destination.slashPath }, correlationId, addresses));
-  if (isAllowed(decoded)) return decision;
-  return { ...decoded, reason: `read with its encoded slashes as "/" (${destination.slashPath}): ${decoded.reason}` };
+  if (destination.otherPaths === undefined || !isAllowed(decision)) return decision;
+  for (const path of destination.otherPaths) {
+    const other = engine.decide(networkRequest(principal, { ...destination, path }, correlationId, addresses));
+    if (!isAllowed(other)) return { ...other, reason: `read as a server may read it (${path}): ${other.reason}` };
+  }
+  return decision;
 }
 
 /**

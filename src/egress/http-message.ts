@@ -14,10 +14,10 @@ export interface HttpTarget {
   /** Normalised path (dot segments resolved, unreserved escapes decoded), without the query. */
   path: string;
   /**
-   * When the path holds an encoded slash (`%2F`): the same path as a server that decodes it would route it.
-   * The request is decided under both readings (see destination.ts, `decideNetwork`).
+   * Other ways a server may read the path, when it has any (see `otherReadings`). The request is decided
+   * under every reading (see destination.ts, `decideNetwork`).
    */
-  slashPath?: string;
+  otherPaths?: string[];
   /** What is sent upstream: the normalised path plus the original query. */
   pathAndQuery: string;
 }
@@ -71,10 +71,39 @@ function withPath(target: Target, scheme: 'http' | 'https', pathAndQuery: string
   const query = question < 0 ? '' : pathAndQuery.slice(question);
   const path = normalisePath(rawPath === '' ? '/' : rawPath);
   if (path instanceof Refusal) return path;
-  if (!path.includes('%2F')) return { target, scheme, path, pathAndQuery: path + query };
-  const slashPath = normalisePath(path.replaceAll('%2F', '/'));
-  if (slashPath instanceof Refusal) return slashPath;
-  return { target, scheme, path, slashPath, pathAndQuery: path + query };
+  if (!path.includes('%2')) return { target, scheme, path, pathAndQuery: path + query };
+  const otherPaths = otherReadings(path);
+  if (otherPaths instanceof Refusal) return otherPaths;
+  return { target, scheme, path, ...(otherPaths.length > 0 ? { otherPaths } : {}), pathAndQuery: path + query };
+}
+
+/** More than this many layers of `%25` is no path anyone means. */
+const MAX_ENCODING_LAYERS = 4;
+
+/**
+ * The readings of a normalised path that servers differ on: an encoded slash (`%2F`) as a separator, and a
+ * double-encoded escape (`%252e`) decoded once more, as a server that decodes twice does (`%252e%252e` is
+ * `..` there). Each combination is normalised like the path itself; one that is not a valid path refuses
+ * the request.
+ */
+function otherReadings(path: string): string[] | Refusal {
+  const decodedLayers: string[] = [];
+  let layer = path;
+  while (/%25[0-9A-F]{2}/i.test(layer)) {
+    if (decodedLayers.length === MAX_ENCODING_LAYERS) return new Refusal(400, 'bad-request', `the request path is percent-encoded more than ${MAX_ENCODING_LAYERS} times over`);
+    const next = normalisePath(layer.replace(/%25([0-9A-Fa-f]{2})/g, '%$1'));
+    if (next instanceof Refusal) return new Refusal(400, 'bad-request', `the request path decoded once more is not a valid path: ${next.message}`);
+    decodedLayers.push((layer = next));
+  }
+  const readings = new Set<string>(decodedLayers);
+  for (const reading of [path, ...decodedLayers]) {
+    if (!reading.includes('%2F')) continue;
+    const slashed = normalisePath(reading.replaceAll('%2F', '/'));
+    if (slashed instanceof Refusal) return slashed;
+    readings.add(slashed);
+  }
+  readings.delete(path);
+  return [...readings];
 }
 
 const ALREADY_NORMAL = /^\/[\x21-\x7e]*$/;
@@ -83,9 +112,9 @@ const NEEDS_WORK = /[%\\]|\/\.\.?(?:\/|$)/;
 /**
  * One spelling per path, so the path policy decides on is the path the server gets: unreserved
  * percent-escapes decoded (`/%61dmin` is `/admin`, `%2e%2e` is `..`), then dot segments resolved; escapes a
- * server might read as structure (`%5C`, `%00`), double-encoded escapes (`%252e`) and backslashes are refused. An encoded slash stays, spelt
+ * server might read as structure (`%5C`, `%00`) and backslashes are refused. An encoded slash stays, spelt
  * `%2F`: APIs use it inside one segment (GitLab's `projects/group%2Fproject`), and servers differ on whether
- * it is a separator, so such a request is decided both ways (`slashPath`).
+ * it is a separator, so such a request is decided both ways (`otherReadings`), as is one with an encoded "%".
  */
 export function normalisePath(path: string): string | Refusal {
   // Most paths are already in that one spelling: printable ASCII from "/", no escape, no backslash, no dot
@@ -95,9 +124,6 @@ export function normalisePath(path: string): string | Refusal {
   if (path.includes('\\')) return new Refusal(400, 'bad-request', 'the request path contains a backslash');
   if (/%(?![0-9A-Fa-f]{2})/.test(path)) return new Refusal(400, 'bad-request', 'the request path has a malformed percent-escape');
   if (/%(5c|00)/i.test(path)) return new Refusal(400, 'bad-request', 'the request path contains an encoded "\\" or NUL');
-  // `%252e` is `%2e` to a server that decodes once and `.` to one that decodes twice: what policy decided on
-  // would not be what such a server serves. A literal "%" before two hex digits has no other spelling, so it is refused.
-  if (/%25[0-9A-Fa-f]{2}/.test(path)) return new Refusal(400, 'bad-request', 'the request path has a double-encoded percent-escape ("%25" then two hex digits), which servers read differently');
   const decoded = path.replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
     const code = parseInt(hex, 16);
     const char = String.fromCharCode(code);

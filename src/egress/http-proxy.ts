@@ -156,7 +156,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   const overLimit = limit(runtime, caller, 'connections') ?? occupyTunnel(runtime, caller, response);
   if (overLimit) return refuse(overLimit);
 
-  const destination: Destination = { target, scheme: 'http', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.slashPath ? { slashPath: httpTarget.slashPath } : {}) };
+  const destination: Destination = { target, scheme: 'http', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.otherPaths ? { otherPaths: httpTarget.otherPaths } : {}) };
   const decision = decideDestination(engine, caller.principal, destination, correlationId);
   if (decision instanceof Refusal) return refuse(decision);
   facts.decision = decision;

@@ -199,7 +199,7 @@ async function handleInspected(
   if (notAdmitted) return refuse(notAdmitted);
 
   // Step: the request-level decision, now that method and path are visible.
-  const destination = { target, scheme: 'https', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.slashPath ? { slashPath: httpTarget.slashPath } : {}) };
+  const destination = { target, scheme: 'https', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.otherPaths ? { otherPaths: httpTarget.otherPaths } : {}) };
   const decision = decideNetwork(engine, caller.principal, destination, facts.correlationId, tunnel.addresses.map((a) => a.address));
   facts.decision = decision;
   if (!isAllowed(decision)) {
