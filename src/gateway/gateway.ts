@@ -1682,9 +1682,9 @@ export class GatewayCore {
   }
 }
 
-/** Who a request state belongs to: agent, user and teams (in a fixed order). */
-function principalBinding(caller: Caller): unknown[] {
-  return [caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort()];
+/** One identity, as its calls and request states are counted and bound: agent, user and teams (in a fixed order). */
+export function principalBinding(principal: Principal): unknown[] {
+  return [principal.agent ?? null, principal.user ?? null, [...(principal.teams ?? [])].sort()];
 }
 
 function dlpDetails(verdict: DlpVerdict): Record<string, unknown> {
