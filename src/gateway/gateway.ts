@@ -26,7 +26,7 @@ import type { GatewaySettings } from '../config/schema.js';
 import { dlpVerdict, findingsForAudit, type DlpVerdict, type Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Decision, McpRequest, Principal } from '../policy/types.js';
-import { isAllowed } from '../policy/types.js';
+import { isAllowed, principalBinding } from '../policy/types.js';
 import { canonicalJson, digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import { InputRelay, StateSigner } from './input-relay.js';
@@ -912,7 +912,7 @@ export class GatewayCore {
   }
 
   private taskOwner(caller: Caller): TaskOwner {
-    return { principal: JSON.stringify([caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort()]), session: caller.session };
+    return { principal: JSON.stringify(principalBinding(caller)), session: caller.session };
   }
 
   private owns(caller: Caller): (owner: TaskOwner) => boolean {
@@ -1680,11 +1680,6 @@ export class GatewayCore {
       })
       .catch(() => undefined);
   }
-}
-
-/** One identity, as its calls and request states are counted and bound: agent, user and teams (in a fixed order). */
-export function principalBinding(principal: Principal): unknown[] {
-  return [principal.agent ?? null, principal.user ?? null, [...(principal.teams ?? [])].sort()];
 }
 
 function dlpDetails(verdict: DlpVerdict): Record<string, unknown> {

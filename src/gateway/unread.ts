@@ -8,8 +8,7 @@
  *
  * The transports call `check()` after they write; the front keeps the ledger and records the cut-offs.
  */
-import type { Principal } from '../policy/types.js';
-import { principalBinding } from './gateway.js';
+import { principalBinding, type Principal } from '../policy/types.js';
 
 /**
  * A client that leaves this much of one response, stream or connection unread is cut off: an upstream that
