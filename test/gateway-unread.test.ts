@@ -78,6 +78,11 @@ async function answered(agent: string, count: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, 200));
 }
 
+/** Waits (a while at most) for the gateway to close the connections expected to be cut off. */
+async function settled(calls: Stalled[], expected: boolean[]): Promise<void> {
+  for (let i = 0; i < 100 && calls.some((call, index) => expected[index] && !call.cut()); i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
 function cutOffs(agent: string): string[] {
   return harness.audit.records.filter((r) => r.action === 'response.cut-off' && r.principal.agent === agent).map((r) => r.reason);
 }
@@ -90,6 +95,7 @@ test('an agent that leaves answers unread across its sessions is cut off past it
     calls.push(await stalledPost(greedy, session, 10 + index, ANSWER));
     await answered('greedy', index + 1);
   }
+  await settled(calls, [false, false, true, true]);
   assert.deepEqual(calls.map((call) => call.cut()), [false, false, true, true], 'the two answers that fit the share are held; the ones past it are cut off');
   const reasons = cutOffs('greedy');
   assert.equal(reasons.length, 2, 'each cut-off is recorded');
@@ -121,6 +127,7 @@ test('once an agent\'s stalled connections close, what they held no longer count
   await answered(agent, 2);
   first.push(await stalledPost(key, session, 32, ANSWER));
   await answered(agent, 3);
+  await settled(first, [false, false, true]);
   assert.deepEqual(first.map((call) => call.cut()), [false, false, true]);
   for (const call of first) call.socket.destroy();
   await new Promise((resolve) => setTimeout(resolve, 200));
@@ -181,6 +188,7 @@ test('one share across transports: the local socket, the legacy HTTP+SSE stream 
   const overModern = stalled(modern);
   await answered(agent, 3);
 
+  await settled([overLocal, overSse, overModern], [false, false, true]);
   assert.deepEqual([overLocal.cut(), overSse.cut(), overModern.cut()], [false, false, true]);
   assert.match(cutOffs(agent).join('\n'), /over gateway\.maxUnreadBytesPerAgent \(16777216\); a 2026-07-28 response was cut off/);
   for (const connection of [local, sse, modern]) connection.destroy();

@@ -91,7 +91,7 @@ export class GatewayFront {
   /** Rejections of callers not known in the current minute (see UNKNOWN_REJECTIONS_PER_MINUTE). */
   private unknownRejections = { since: 0, count: 0 };
   /** What each agent leaves unread across its responses, streams and local connections (unread.ts). */
-  readonly unread: UnreadLedger;
+  private readonly unread: UnreadLedger;
   url = '';
 
   constructor(private readonly options: FrontOptions) {
@@ -318,11 +318,19 @@ export class GatewayFront {
         await this.recordRejection(principal, 'session.refused', full);
         return jsonRpcError(res, 503, -32603, full);
       }
-      const onterminate = (id: string): void => {
-        const existing = this.sessions.get(id);
-        if (existing) void this.endSession(existing);
-      };
-      session = await this.openSession(principal, (id) => new HttpSessionTransport(id, () => onterminate(id), undefined, this.unread.account(principal)));
+      session = await this.openSession(
+        principal,
+        (id) =>
+          new HttpSessionTransport(
+            id,
+            () => {
+              const existing = this.sessions.get(id);
+              if (existing) void this.endSession(existing);
+            },
+            undefined,
+            this.unread.account(principal),
+          ),
+      );
       opened = true;
     } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
       // A 2026-07-28 request carries its own envelope and needs no session.
