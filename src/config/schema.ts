@@ -265,6 +265,7 @@ export const gatewayDefaults = {
   idleMs: 600_000,
   inputMs: 300_000,
   maxMessageBytes: 4 * 1024 * 1024,
+  maxUnreadBytesPerAgent: 256 * 1024 * 1024,
 } as const;
 
 const gatewaySchema = z.strictObject({
@@ -287,6 +288,11 @@ const gatewaySchema = z.strictObject({
   maxSessionsPerAgent: z.number().int().positive().default(100),
   /** Calls one agent (one identity) may have running at once, across all its sessions. */
   maxCallsPerAgent: z.number().int().positive().default(256),
+  /**
+   * Output one agent may leave unread across all its responses, streams and connections; a write that takes
+   * it past this cuts off the response or connection written to (one alone is cut off at 64 MB).
+   */
+  maxUnreadBytesPerAgent: z.number().int().positive().default(gatewayDefaults.maxUnreadBytesPerAgent),
   auth: gatewayAuthSchema.default({ apiKeys: true, allowAnonymousLoopback: false }),
   upstreams: z.record(upstreamName, upstreamSchema).default({}),
 }).superRefine((gateway, ctx) => {
@@ -441,6 +447,7 @@ export const configSchema = z.strictObject({
     maxMessageBytes: gatewayDefaults.maxMessageBytes,
     maxSessionsPerAgent: 100,
     maxCallsPerAgent: 256,
+    maxUnreadBytesPerAgent: gatewayDefaults.maxUnreadBytesPerAgent,
     auth: { apiKeys: true, allowAnonymousLoopback: false },
     upstreams: {},
   }),

@@ -39,6 +39,7 @@ import { LOCAL_SOCKET, LocalSessionTransport, readHello } from './local-socket.j
 import { HttpSessionTransport, presentedBy, presenting } from './session-transport.js';
 import { LegacySseTransport } from './sse-front.js';
 import { relayRequest } from './tasks.js';
+import { UnreadLedger, UnreadWatch } from './unread.js';
 import type { CallBinding } from './upstream.js';
 
 interface Session {
@@ -89,10 +90,15 @@ export class GatewayFront {
   private readonly opening: Principal[] = [];
   /** Rejections of callers not known in the current minute (see UNKNOWN_REJECTIONS_PER_MINUTE). */
   private unknownRejections = { since: 0, count: 0 };
+  /** What each agent leaves unread across its responses, streams and local connections (unread.ts). */
+  private readonly unread: UnreadLedger;
   url = '';
 
   constructor(private readonly options: FrontOptions) {
     this.http = createServer((req, res) => this.serve(req, res));
+    this.unread = new UnreadLedger(options.settings.maxUnreadBytesPerAgent, (principal, reason) => {
+      void this.recordRejection(principal, 'response.cut-off', reason);
+    });
     const listenHost = hostOf(options.settings.listen);
     this.allowedHosts = new Set([...LOOPBACK_HOSTS, listenHost.toLowerCase(), ...options.settings.allowedHosts.map((h) => h.toLowerCase())]);
     if (options.settings.publicUrl) this.allowedHosts.add(new URL(options.settings.publicUrl).hostname.toLowerCase());
@@ -215,9 +221,15 @@ export class GatewayFront {
     try {
       session = await this.openSession(
         outcome.principal,
-        (id) => new LocalSessionTransport(id, socket, greeting.rest, this.options.settings.maxMessageBytes, (rejection) => {
-          void this.recordRejection(outcome.principal, rejection.action, `${rejection.reason} (local socket)`);
-        }),
+        (id) =>
+          new LocalSessionTransport(
+            id,
+            socket,
+            greeting.rest,
+            this.options.settings.maxMessageBytes,
+            (rejection) => void this.recordRejection(outcome.principal, rejection.action, `${rejection.reason} (local socket)`),
+            this.unread.account(outcome.principal),
+          ),
       );
     } catch (error) {
       return refuse(outcome.principal, 'session.refused', `the session could not open: ${error instanceof Error ? error.message : String(error)}`);
@@ -306,16 +318,25 @@ export class GatewayFront {
         await this.recordRejection(principal, 'session.refused', full);
         return jsonRpcError(res, 503, -32603, full);
       }
-      session = await this.openSession(principal, (id) => new HttpSessionTransport(id, () => {
-        const existing = this.sessions.get(id);
-        if (existing) void this.endSession(existing);
-      }));
+      session = await this.openSession(
+        principal,
+        (id) =>
+          new HttpSessionTransport(
+            id,
+            () => {
+              const existing = this.sessions.get(id);
+              if (existing) void this.endSession(existing);
+            },
+            undefined,
+            this.unread.account(principal),
+          ),
+      );
       opened = true;
     } else if (req.method === 'POST' && !(await isLegacyRequest(toWebRequest(req), parsedBody, { maxRequestBodySize: this.options.settings.maxMessageBytes }))) {
       // A 2026-07-28 request carries its own envelope and needs no session.
       const response = await this.modern.fetch(toWebRequest(req), { parsedBody, ...presenting(principal) });
       if (response.status >= 400) await this.recordRejection(principal, 'request.rejected', `HTTP ${response.status} for a 2026-07-28 request`);
-      await sendWebResponse(response, res);
+      await sendWebResponse(response, res, new UnreadWatch(res, this.unread.account(principal), 'a 2026-07-28 response'));
       return;
     } else {
       await this.recordRejection(principal, 'session.missing', 'a request without Mcp-Session-Id that is not initialize');
@@ -338,7 +359,7 @@ export class GatewayFront {
         await this.recordRejection(principal, 'session.refused', full);
         return jsonRpcError(res, 503, -32603, full);
       }
-      const transport = new LegacySseTransport(res, '/messages');
+      const transport = new LegacySseTransport(res, '/messages', this.unread.account(principal));
       const caller: Caller = { ...principal, session: transport.sessionId };
       const tasks = await this.holdingPlace(principal, () => this.options.core.taskCapability());
       const server = createSessionServer(this.options.core, caller, this.options.version, this.options.settings.separator, tasks);
@@ -660,9 +681,10 @@ const STREAM_ONLY_HEADERS = new Set(['content-type', 'cache-control', 'connectio
  * usual case), the event is sent as an `application/json` response instead, which Streamable HTTP allows for
  * any request and which costs both sides far less. Anything else streams as it comes. Nothing is written
  * before the first event, so which form to use is known then; the SDK's keep-alive comment (15 s) starts the
- * stream for a call that stays silent longer.
+ * stream for a call that stays silent longer. Events are written as they come, never left waiting in the
+ * SDK's stream (which takes them whether or not anyone reads): in the response, `unread` bounds them.
  */
-async function sendWebResponse(response: Response, res: ServerResponse): Promise<void> {
+async function sendWebResponse(response: Response, res: ServerResponse, unread: UnreadWatch): Promise<void> {
   const headers: Record<string, string> = {};
   response.headers.forEach((value, name) => {
     headers[name] = value;
@@ -700,13 +722,15 @@ async function sendWebResponse(response: Response, res: ServerResponse): Promise
         out['content-length'] = String(json.length);
         res.writeHead(response.status, out);
         res.end(json);
+        unread.check();
         return;
       }
     }
     res.writeHead(response.status, headers);
     let chunk: Uint8Array | undefined = first.value;
     while (chunk !== undefined && !res.destroyed) {
-      if (!res.write(chunk)) await new Promise((resolve) => (res.once('drain', resolve), res.once('close', resolve)));
+      res.write(chunk);
+      unread.check();
       const read = await next;
       if (read.done) break;
       chunk = read.value;

@@ -26,7 +26,7 @@ import type { GatewaySettings } from '../config/schema.js';
 import { dlpVerdict, findingsForAudit, type DlpVerdict, type Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Decision, McpRequest, Principal } from '../policy/types.js';
-import { isAllowed } from '../policy/types.js';
+import { isAllowed, principalBinding } from '../policy/types.js';
 import { canonicalJson, digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import { InputRelay, StateSigner } from './input-relay.js';
@@ -912,7 +912,7 @@ export class GatewayCore {
   }
 
   private taskOwner(caller: Caller): TaskOwner {
-    return { principal: JSON.stringify([caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort()]), session: caller.session };
+    return { principal: JSON.stringify(principalBinding(caller)), session: caller.session };
   }
 
   private owns(caller: Caller): (owner: TaskOwner) => boolean {
@@ -1680,11 +1680,6 @@ export class GatewayCore {
       })
       .catch(() => undefined);
   }
-}
-
-/** Who a request state belongs to: agent, user and teams (in a fixed order). */
-function principalBinding(caller: Caller): unknown[] {
-  return [caller.agent ?? null, caller.user ?? null, [...(caller.teams ?? [])].sort()];
 }
 
 function dlpDetails(verdict: DlpVerdict): Record<string, unknown> {

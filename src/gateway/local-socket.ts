@@ -16,6 +16,7 @@ import type { JSONRPCMessage, MessageExtraInfo, RequestId, Transport, TransportS
 import { BLANK, LineSplitter, NOT_JSON, parseJsonLine } from '../util/lines.js';
 import { isJsonRpcMessage } from './jsonrpc.js';
 import { serialize } from './session-transport.js';
+import { UnreadWatch, type UnreadAccount } from './unread.js';
 
 export const LOCAL_SOCKET = 'mcp.sock';
 /** The first line: small, and sent at once by a bridge that has its key at hand. */
@@ -26,8 +27,6 @@ const HELLO_TIMEOUT_MS = 10_000;
  * handler is gone: an answer waits this long after a notification for its request, so they come apart.
  */
 const SETTLE_MS = 3;
-/** Output a client leaves unread past this is a client that stopped reading: the session ends. */
-const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 
 export interface Hello {
   authorization: string;
@@ -91,6 +90,7 @@ export class LocalSessionTransport implements Transport {
   private initialized = false;
   private closed = false;
   private waitingForDrain = false;
+  private readonly unread: UnreadWatch;
 
   constructor(
     readonly sessionId: string,
@@ -98,7 +98,11 @@ export class LocalSessionTransport implements Transport {
     private readonly rest: Buffer,
     maxMessageBytes: number,
     private readonly onReject: (rejection: LineRejection) => void,
+    /** The agent whose share of unread output the connection counts against (unread.ts). */
+    account?: UnreadAccount,
   ) {
+    // Past either bound on unread output the connection, and with it the session, ends.
+    this.unread = new UnreadWatch(socket, account, 'the local socket connection');
     this.lines = new LineSplitter(
       maxMessageBytes,
       (line) => this.receive(line),
@@ -192,10 +196,9 @@ export class LocalSessionTransport implements Transport {
    */
   private write(data: string | Buffer): void {
     if (this.socket.destroyed) return;
-    if (this.socket.write(data) || this.waitingForDrain) {
-      if (this.socket.writableLength > MAX_UNREAD_BYTES) this.socket.destroy();
-      return;
-    }
+    const flowing = this.socket.write(data);
+    this.unread.check();
+    if (flowing || this.waitingForDrain || this.socket.destroyed) return;
     this.waitingForDrain = true;
     this.socket.pause();
     this.socket.once('drain', () => {

@@ -7,7 +7,8 @@ import { createServer, request, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/server';
-import { HttpSessionTransport, STREAM_UNREAD_LIMIT } from './session-transport.js';
+import { HttpSessionTransport } from './session-transport.js';
+import { STREAM_UNREAD_LIMIT } from './unread.js';
 
 let transport: HttpSessionTransport;
 let terminated = 0;

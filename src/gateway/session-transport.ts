@@ -22,6 +22,7 @@ import {
 } from '@modelcontextprotocol/server';
 import type { Principal } from '../policy/types.js';
 import { isJsonRpcMessage } from './jsonrpc.js';
+import { STREAM_UNREAD_LIMIT, UnreadWatch, type UnreadAccount } from './unread.js';
 
 /** What a transport passes along with a message to say who sent it (the SDK's `authInfo`); see presentedBy. */
 export function presenting(principal: Principal): { authInfo: { token: string; clientId: string; scopes: string[]; extra: { principal: Principal } } } {
@@ -64,22 +65,16 @@ export function serialize(message: JSONRPCMessage): (string | Buffer)[] {
 }
 
 /**
- * A client that leaves this much of a stream unread is cut off: an upstream that keeps sending (a live task's
- * progress, log messages) to a client that stopped reading must not grow the gateway's memory without bound.
- * The same bound as the local socket's.
- */
-export const STREAM_UNREAD_LIMIT = 64 * 1024 * 1024;
-
-/**
  * Writes pieces as they are, corked so that they leave in one system call: copying a cached list's JSON
- * into one buffer for every answer would cost a copy of the whole list and the garbage it leaves.
+ * into one buffer for every answer would cost a copy of the whole list and the garbage it leaves. What the
+ * client leaves unread is checked after (unread.ts).
  */
-function writePieces(res: ServerResponse, pieces: (string | Buffer)[], end: boolean): void {
+function writePieces(res: ServerResponse, unread: UnreadWatch, pieces: (string | Buffer)[], end: boolean): void {
   res.cork();
   for (const piece of pieces) res.write(piece);
-  if (end) return void res.end();
-  res.uncork();
-  if (res.writableLength > STREAM_UNREAD_LIMIT) res.destroy();
+  if (end) res.end();
+  else res.uncork();
+  unread.check();
 }
 
 /** One message event, from the message's JSON in pieces. */
@@ -102,6 +97,7 @@ class Exchange {
   private readonly answers: (string | Buffer)[][] = [];
   private held = 0;
   private readonly keepalive: NodeJS.Timeout;
+  private readonly unread: UnreadWatch;
 
   constructor(
     private readonly res: ServerResponse,
@@ -110,7 +106,10 @@ class Exchange {
     readonly open: Set<RequestId>,
     private readonly batch: boolean,
     keepAliveMs: number,
+    account: UnreadAccount | undefined,
   ) {
+    // Answers held for the JSON form count as unread too: they are held for a client that has not taken them.
+    this.unread = new UnreadWatch(res, account, 'a Streamable HTTP response', () => this.held);
     this.keepalive = setInterval(() => {
       this.startStream();
       this.res.write(': keepalive\n\n');
@@ -137,9 +136,11 @@ class Exchange {
     this.complete();
   }
 
-  /** The client went away: nothing more can reach it. */
+  /** The client went away (or was cut off): nothing more can reach it, and nothing is held for it. */
   abandon(): void {
     clearInterval(this.keepalive);
+    this.answers.length = 0;
+    this.held = 0;
   }
 
   get gone(): boolean {
@@ -148,13 +149,14 @@ class Exchange {
 
   private deliver(message: JSONRPCMessage): void {
     if (this.gone) return;
-    if (this.streaming) return writePieces(this.res, sseEvent(serialize(message)), false);
+    if (this.streaming) return writePieces(this.res, this.unread, sseEvent(serialize(message)), false);
     const json = serialize(message);
     this.answers.push(json);
     this.held += byteLength(json);
     // The JSON form leaves whole once the last answer is in, and a client that never reads it would leave it
     // all with us: past half the unread limit, the answers go as a stream instead, which the limit bounds.
     if (this.held > STREAM_UNREAD_LIMIT / 2) this.startStream();
+    else this.unread.check();
   }
 
   private complete(): void {
@@ -168,16 +170,17 @@ class Exchange {
     // The brackets and commas of a batch are one byte each.
     const length = this.held + (this.batch ? this.answers.length + 1 : 0);
     this.res.writeHead(200, { 'content-type': 'application/json', 'content-length': length, 'mcp-session-id': this.sessionId });
-    writePieces(this.res, body, true);
+    this.held = 0;
+    writePieces(this.res, this.unread, body, true);
   }
 
   private startStream(): void {
     if (this.streaming) return;
     this.streaming = true;
     this.res.writeHead(200, { ...STREAM_HEADERS, 'mcp-session-id': this.sessionId });
-    for (const json of this.answers) writePieces(this.res, sseEvent(json), false);
-    this.answers.length = 0;
+    const answers = this.answers.splice(0);
     this.held = 0;
+    for (const json of answers) writePieces(this.res, this.unread, sseEvent(json), false);
   }
 }
 
@@ -189,7 +192,7 @@ export class HttpSessionTransport implements Transport {
   /** Requests in flight, each with the POST its answer goes to. */
   private readonly exchanges = new Map<RequestId, Exchange>();
   /** The GET stream, for messages not related to any request. */
-  private standalone: { res: ServerResponse; keepalive: NodeJS.Timeout } | undefined;
+  private standalone: { res: ServerResponse; keepalive: NodeJS.Timeout; unread: UnreadWatch } | undefined;
   private supportedVersions: readonly string[] = SUPPORTED_PROTOCOL_VERSIONS;
   private initialized = false;
   private closed = false;
@@ -200,6 +203,8 @@ export class HttpSessionTransport implements Transport {
     private readonly onterminate?: () => void,
     /** How long a request may stay silent before its answer becomes a stream with keep-alive comments. */
     private readonly keepAliveMs = KEEPALIVE_MS,
+    /** The agent whose share of unread output the session's responses count against (unread.ts). */
+    private readonly account?: UnreadAccount,
   ) {}
 
   async start(): Promise<void> {}
@@ -258,7 +263,7 @@ export class HttpSessionTransport implements Transport {
     if (requests.size === 0) {
       res.writeHead(202).end();
     } else {
-      const exchange = new Exchange(res, this.sessionId, requests, batch, this.keepAliveMs);
+      const exchange = new Exchange(res, this.sessionId, requests, batch, this.keepAliveMs, this.account);
       for (const id of requests) this.exchanges.set(id, exchange);
       // A client that goes away mid-call leaves its requests running: their ids stay taken until they are
       // answered (the answers are dropped), so a new request reusing one can never receive the old one's answer.
@@ -279,7 +284,7 @@ export class HttpSessionTransport implements Transport {
     res.flushHeaders();
     const keepalive = setInterval(() => res.write(': keepalive\n\n'), this.keepAliveMs);
     keepalive.unref();
-    const stream = { res, keepalive };
+    const stream = { res, keepalive, unread: new UnreadWatch(res, this.account, 'the Streamable HTTP GET stream') };
     this.standalone = stream;
     res.on('close', () => {
       clearInterval(keepalive);
@@ -315,7 +320,7 @@ export class HttpSessionTransport implements Transport {
     }
     // Outside any request: the GET stream, if the client keeps one open; otherwise a notification is dropped,
     // as the spec allows, and a request fails now rather than leave its sender waiting out its timeout.
-    if (this.standalone) return writePieces(this.standalone.res, sseEvent(serialize(message)), false);
+    if (this.standalone) return writePieces(this.standalone.res, this.standalone.unread, sseEvent(serialize(message)), false);
     if ('id' in message) throw new Error('the client keeps no stream open outside its requests (GET), so nothing can ask it anything now');
   }
 

@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { LegacySseTransport } from './sse-front.js';
-import { STREAM_UNREAD_LIMIT } from './session-transport.js';
+import { STREAM_UNREAD_LIMIT } from './unread.js';
 
 test('closes the session of a client that stops reading its stream once it leaves the limit unread', async () => {
   let transport: LegacySseTransport | undefined;

@@ -7,7 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { JSONRPCMessage, MessageExtraInfo, Transport } from '@modelcontextprotocol/server';
 import type { Principal } from '../policy/types.js';
-import { presenting, STREAM_UNREAD_LIMIT } from './session-transport.js';
+import { presenting } from './session-transport.js';
+import { UnreadWatch, type UnreadAccount } from './unread.js';
 
 const KEEPALIVE_MS = 15_000;
 
@@ -18,11 +19,16 @@ export class LegacySseTransport implements Transport {
   readonly sessionId = randomUUID();
   private keepalive: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly unread: UnreadWatch;
 
   constructor(
     private readonly res: ServerResponse,
     private readonly endpoint: string,
-  ) {}
+    /** The agent whose share of unread output the stream counts against (unread.ts). */
+    account?: UnreadAccount,
+  ) {
+    this.unread = new UnreadWatch(res, account, 'the HTTP+SSE stream');
+  }
 
   async start(): Promise<void> {
     this.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
@@ -41,7 +47,7 @@ export class LegacySseTransport implements Transport {
     if (this.closed) throw new Error('the SSE stream is closed');
     this.res.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`);
     // A client that stopped reading is cut off (and its session closes) rather than held in memory.
-    if (this.res.writableLength > STREAM_UNREAD_LIMIT) this.res.destroy();
+    this.unread.check();
   }
 
   async close(): Promise<void> {

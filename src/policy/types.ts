@@ -19,6 +19,11 @@ export interface Principal {
   claims?: Record<string, unknown>;
 }
 
+/** One identity, as the gateway counts and binds what it does: agent, user and teams (in a fixed order). */
+export function principalBinding(principal: Principal): unknown[] {
+  return [principal.agent ?? null, principal.user ?? null, [...(principal.teams ?? [])].sort()];
+}
+
 interface RequestBase extends Principal {
   /** Carried into the audit record so a decision can be joined with the connection or call it served. */
   correlationId?: string;
