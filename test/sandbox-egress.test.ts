@@ -114,6 +114,24 @@ policy:
       assert.ok(records.some((record) => record.surface === 'network' && record.effect === 'deny' && record.resource.includes('denied.test')), 'the denied connection is in the audit log');
     });
 
+    test('a program that floods a denied host and then dies by a signal leaves its first refusals and a summary counting the rest', async () => {
+      const script = `for i in $(seq 30); do curl -s -o /dev/null --max-time 5 http://denied.test/flood-then-signal; done; kill -TERM $$`;
+      const result = await run(identity, dir, ['run', '--', 'sh', '-c', script]);
+      assert.equal(result.status, null, result.stderr);
+      const auditDir = join(dir, 'data', 'audit');
+      const records = readdirSync(auditDir)
+        .filter((name) => name.endsWith('.jsonl'))
+        .flatMap((name) => readFileSync(join(auditDir, name), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { action: string; effect: string; resource: string; principal: { session?: string }; details?: { suppressed?: number } }));
+      const session = records.findLast((record) => record.action === 'sandbox.launch' && record.resource.includes('flood-then-signal'))?.principal.session;
+      assert.ok(session, 'the launch names its egress session');
+      const ofRun = records.filter((record) => record.principal.session === session);
+      const full = ofRun.filter((record) => record.effect === 'deny' && record.resource.includes('denied.test'));
+      const summaries = ofRun.filter((record) => record.action === 'refusals.suppressed');
+      assert.ok(full.length > 0 && full.length < 30, `${full.length} of 30 refusals recorded one by one`);
+      assert.equal(summaries.length, 1, 'the proxy wrote its summary before the audit log closed');
+      assert.equal(full.length + (summaries[0]?.details?.suppressed ?? 0), 30);
+    });
+
     test('a granted secret reaches its host over HTTPS while the program only holds a placeholder', async () => {
       const script = `printf 'inside:%s\\n' "$GITHUB_TOKEN"; curl -sS --max-time 10 -H "Authorization: Bearer $GITHUB_TOKEN" https://api.test:${api.port}/user`;
       const result = await run(identity, dir, ['run', '--', 'sh', '-c', script]);

@@ -163,9 +163,10 @@ async function runAction(command: string[], options: RunOptions, self: Command):
       return 2;
     }
     if (status.signal) {
-      await audit.close();
+      // The proxy first: closing it writes its last records (the summary of refusals it only counted).
       await egress?.close();
       egress = undefined;
+      await audit.close();
       // Die the same way, so a shell sees the signal; fall back to 128+N if it is caught or ignored.
       process.kill(process.pid, status.signal);
       const { constants } = await import('node:os');

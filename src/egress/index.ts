@@ -8,6 +8,7 @@
  * Listeners: HTTP forward proxy (absolute URIs and CONNECT) and SOCKS5 on TCP, authenticated by agent key;
  * a Unix socket per session, where the socket is the identity. Each connection runs a chain of small steps:
  * authenticate → parse target → limit → decide → resolve-check → dial (or inspect) → forward → record.
+ * The record step bounds the refusals of each caller, counting the rest into a summary record (flood.ts).
  *
  * May import: policy/ (the PolicyEngine interface and host patterns), audit/ (the record type), config/
  * (the egress settings type), dlp/ and secrets/ (scanning, placeholders), util/. Never the other data planes.

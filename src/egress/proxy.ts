@@ -176,6 +176,8 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       const closing = [closeServer(tcp), ...(socks ? [closeServer(socks)] : []), ...[...sessions].map((s) => s.close())];
       for (const socket of sockets) socket.destroy();
       await Promise.all(closing);
+      // Refusals counted but not yet summarized are written now, before the caller closes the audit log.
+      await runtime.recorder.close();
       runtime.httpAgents.destroy();
       http.server.close();
       if (ownSocketDir) rmSync(ownSocketDir, { recursive: true, force: true });

@@ -5,7 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import type { AuditLog, AuditRecord, RecordEffect } from '../audit/record.js';
 import type { PolicyEngine } from '../policy/engine.js';
-import type { Decision, Principal } from '../policy/types.js';
+import { isAllowed, type Decision, type Principal } from '../policy/types.js';
+import { RefusalFlood, type RefusalSummary } from './flood.js';
 import { Refusal } from './refusal.js';
 
 export interface Facts {
@@ -58,21 +59,71 @@ export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): A
   };
 }
 
+/** The action of a summary record (see flood.ts). */
+export const SUMMARY_ACTION = 'refusals.suppressed';
+
+/** The record that says how many refusals of one caller in one window were counted, not recorded one by one. */
+export function buildSummaryRecord(node: string, summary: RefusalSummary): AuditRecord {
+  const principal: AuditRecord['principal'] = { ...(summary.principal ?? {}) };
+  if (summary.session !== undefined) principal.session = summary.session;
+  const who = summary.listener !== undefined ? `unauthenticated callers on the ${summary.listener} listener` : `agent ${summary.principal?.agent ?? '(unknown)'}${summary.session !== undefined ? ` in session ${summary.session}` : ''}`;
+  const seconds = Math.max(1, Math.round((summary.until - summary.since) / 1000));
+  return {
+    v: 1,
+    time: new Date(summary.until).toISOString(),
+    node,
+    principal,
+    surface: 'network',
+    action: SUMMARY_ACTION,
+    resource: '-',
+    effect: 'deny',
+    rules: [],
+    reason: `${summary.suppressed} more ${summary.suppressed === 1 ? 'refusal' : 'refusals'} of ${who} in ${seconds} s were counted here instead of recorded one by one`,
+    latencyUs: 0,
+    correlationId: nextCorrelationId(),
+    policy: { version: summary.engine.version, digest: summary.engine.digest },
+    details: {
+      ...(summary.listener !== undefined ? { listener: summary.listener } : {}),
+      since: new Date(summary.since).toISOString(),
+      until: new Date(summary.until).toISOString(),
+      suppressed: summary.suppressed,
+      byReason: summary.byReason,
+      byHost: summary.byHost,
+      otherHosts: summary.otherHosts,
+    },
+  };
+}
+
 /**
  * Appends records for the data path. In batch audit mode (the default) nothing waits: the one record of a
  * connection or request is appended when it ends, and a failed append trips `failed`, after which the proxy
  * refuses new connections (fail closed: nothing proceeds without evidence). In sync mode (`awaitDecisions`),
  * the decision is also recorded, and acknowledged, before the first byte flows (`decided`); the record at the
  * end then becomes `<action>.end`, carrying the bytes and duration under the same correlation id.
+ *
+ * Refusals a caller can cause as often as it likes are bounded per caller and window (see flood.ts): beyond
+ * the first few, they are counted into one summary record. Never bounded: allowed connections and requests,
+ * and refusals of a flow the policy allowed (a failed dial, a secret found in an allowed request, a tunnel cut
+ * short), since those come no faster than the caller's rate limit lets allowed flows through, and each is
+ * evidence of traffic that was let go; nor the end record of a decision already recorded in sync mode.
  */
 export class Recorder {
   failed: Error | undefined;
+  private readonly flood: RefusalFlood;
+  /** Summary records not yet acknowledged: `close` waits for them. */
+  private readonly summaries = new Set<Promise<void>>();
 
   constructor(
     private readonly log: AuditLog,
     private readonly node: string,
     readonly awaitDecisions = false,
-  ) {}
+  ) {
+    this.flood = new RefusalFlood((summary) => {
+      const appended = this.append(buildSummaryRecord(this.node, summary));
+      this.summaries.add(appended);
+      void appended.finally(() => this.summaries.delete(appended));
+    });
+  }
 
   /**
    * The allowed decision, before any traffic: in sync mode its record is appended and awaited; a failed
@@ -91,6 +142,10 @@ export class Recorder {
   }
 
   record(engine: PolicyEngine, facts: Facts): void {
+    const { refusal } = facts;
+    const bounded = refusal !== undefined && !facts.decisionRecorded && !(facts.decision !== undefined && isAllowed(facts.decision));
+    const verdict = bounded ? this.flood.admit(facts, refusal.reason, facts.resource, engine) : 'record';
+    if (verdict === 'count') return;
     const record = buildRecord(this.node, engine, facts);
     if (facts.decisionRecorded) {
       record.action = `${facts.action}.end`;
@@ -99,7 +154,18 @@ export class Recorder {
         record.reason = 'ended';
       }
     }
-    this.log.append(record).catch((error: unknown) => {
+    if (verdict === 'record-last') record.reason += '; further refusals of this caller within a minute are counted in one summary record, except the first of each reason and host';
+    void this.append(record);
+  }
+
+  /** Writes the summaries of refusals counted so far and waits for them; later refusals are recorded in full. */
+  async close(): Promise<void> {
+    this.flood.close();
+    await Promise.all(this.summaries);
+  }
+
+  private append(record: AuditRecord): Promise<void> {
+    return this.log.append(record).catch((error: unknown) => {
       this.failed = error instanceof Error ? error : new Error(String(error));
     });
   }
