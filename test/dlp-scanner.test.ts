@@ -377,3 +377,11 @@ test('a known secret with non-ASCII characters is found verbatim in text and in 
   assert.equal(inBytes?.secretName, 'db');
   assert.equal(bytes.subarray(inBytes!.start, inBytes!.end).toString('utf8'), value);
 });
+
+test('redact removes the whole of findings that overlap, not only the first (findings from two readings of one text)', () => {
+  const text = 'key=AAAABBBBCCCCDDDD end';
+  const first = { ...scanner.scan(`token ${checksummedToken('ghp_', random)}`)[0]!, start: 4, end: 12 };
+  const second = { ...first, start: 8, end: 20 };
+  const redacted = scanner.redact(text, [first, second]);
+  assert.equal(redacted, `key=[REDACTED:${first.ruleId}] end`);
+});

@@ -87,7 +87,11 @@ export function applyRedactions(text: string, findings: readonly Finding[]): str
   let out = '';
   let at = 0;
   for (const finding of sorted) {
-    if (finding.start < at) continue;
+    if (finding.start < at) {
+      // Overlapping the one before: already under its marker, up to where this one ends.
+      at = Math.max(at, finding.end);
+      continue;
+    }
     out += text.slice(at, finding.start) + `[REDACTED:${finding.ruleId}]`;
     at = finding.end;
   }

@@ -167,7 +167,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const nameOf = (part: Part): string => (part === url ? 'URL' : part === body ? 'body' : 'headers');
     for (const part of [url, ...headerParts, ...(body ? [body] : [])]) {
       const formFrom = part === url ? queryStart(part.bytes) : part === body && isFormBody(request) ? 0 : Infinity;
-      const found = readingsOf(part.bytes, { json: part === body, formFrom });
+      const found = readingsOf(part.bytes, { body: part === body, formFrom });
       if (found === 'too-deep') {
         return new Refusal(400, 'bad-request', `the request is percent-encoded more than ${MAX_LAYERS} layers deep in the ${nameOf(part)}, too deep for the proxy to read it for secrets`);
       }
@@ -249,7 +249,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
         parts.forEach((part, index) => {
           const kept = found[index] as Finding[];
           if (kept.length === 0) return;
-          part.bytes = scanner.redact(part.bytes, withoutOverlaps(kept));
+          part.bytes = scanner.redact(part.bytes, kept);
           part.changed = true;
         });
         facts.redacted = true;
@@ -346,10 +346,10 @@ interface Readings {
  * random bytes hold escapes everywhere, so decoding it would double the scan of every upload for nothing
  * a text encoding hides, and a server that percent-decodes binary data on purpose could as well XOR it.
  */
-function readingsOf(bytes: Buffer, options: { json: boolean; formFrom: number }): Readings | undefined | Refusal | 'too-deep' {
-  const json = options.json ? decodedJson(bytes) : undefined;
+function readingsOf(bytes: Buffer, options: { body: boolean; formFrom: number }): Readings | undefined | Refusal | 'too-deep' {
+  const json = options.body ? decodedJson(bytes) : undefined;
   if (json instanceof Refusal) return json;
-  if (!json && options.json && bytes.includes(0)) return undefined;
+  if (!json && options.body && bytes.includes(0)) return undefined;
   const percent = percentReadings(json ?? bytes, json ? Infinity : options.formFrom);
   if (percent === 'too-deep') return percent;
   if (!json && percent.length === 0) return undefined;
@@ -378,20 +378,6 @@ function percentFindings(readings: PercentReading[], covered: Span[], scan: (byt
     }
   }
   return added;
-}
-
-/**
- * Findings whose spans overlap merged into one (the first's rule names it): redaction skips a finding that
- * starts inside the one before, which would leave the rest of a longer one in place.
- */
-function withoutOverlaps(findings: Finding[]): Finding[] {
-  const out: Finding[] = [];
-  for (const finding of [...findings].sort((a, b) => a.start - b.start)) {
-    const last = out[out.length - 1];
-    if (last && finding.start < last.end) out[out.length - 1] = { ...last, end: Math.max(last.end, finding.end) };
-    else out.push(finding);
-  }
-  return out;
 }
 
 /** Where form rules (`+` is a space) start in a request target: its "?". */
