@@ -26,7 +26,7 @@ import type { GatewaySettings } from '../config/schema.js';
 import { dlpVerdict, findingsForAudit, type DlpVerdict, type Scanner } from '../dlp/index.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Decision, McpRequest, Principal } from '../policy/types.js';
-import { isAllowed, principalBinding } from '../policy/types.js';
+import { isAllowed, principalBinding, principalKey } from '../policy/types.js';
 import { canonicalJson, digestOf } from './canonical.js';
 import type { ChildCommand, UpstreamProcess } from './child-transport.js';
 import { InputRelay, StateSigner } from './input-relay.js';
@@ -243,7 +243,7 @@ export class GatewayCore {
   private readonly spentApprovals = new Map<string, number>();
   /** Calls waiting for a 2026-07-28 client's answers, by the nonce of the request state it must echo. */
   private readonly parked = new Map<string, ParkedCall>();
-  /** Calls running now, by identity (principalBinding), for gateway.maxCallsPerAgent. */
+  /** Calls running now, by identity (principalKey), for gateway.maxCallsPerAgent. */
   private readonly running = new Map<string, number>();
   private readonly inputSchemas = new InputSchemas();
   /** Tasks clients created on upstreams, under ids of the gateway's own. */
@@ -733,7 +733,7 @@ export class GatewayCore {
    * requests is served; parked between them, it counts against maxSessionsPerAgent instead (see startRelayed).
    */
   private async asRunningCall<T>(caller: Caller, refuse: (reason: string) => Promise<T>, run: () => Promise<T>): Promise<T> {
-    const runner = JSON.stringify(principalBinding(caller));
+    const runner = principalKey(caller);
     const running = this.running.get(runner) ?? 0;
     const limit = this.options.settings.maxCallsPerAgent;
     if (running >= limit) return refuse(`this agent already has ${running} calls running (gateway.maxCallsPerAgent is ${limit}); wait for one to finish`);
@@ -912,7 +912,7 @@ export class GatewayCore {
   }
 
   private taskOwner(caller: Caller): TaskOwner {
-    return { principal: JSON.stringify(principalBinding(caller)), session: caller.session };
+    return { principal: principalKey(caller), session: caller.session };
   }
 
   private owns(caller: Caller): (owner: TaskOwner) => boolean {
@@ -1045,7 +1045,7 @@ export class GatewayCore {
     round: CallBinding,
     options: { signal?: AbortSignal; progressToken?: string | number },
   ): Promise<Result> {
-    const owner = JSON.stringify(principalBinding(call.caller));
+    const owner = principalKey(call.caller);
     const waiting = this.parkedCallsOf(owner);
     const cap = this.options.settings.maxSessionsPerAgent;
     if (waiting >= cap) {

@@ -8,7 +8,7 @@
  *
  * The transports call `check()` after they write; the front keeps the ledger and records the cut-offs.
  */
-import { principalBinding, type Principal } from '../policy/types.js';
+import { principalKey, type Principal } from '../policy/types.js';
 
 /**
  * A client that leaves this much of one response, stream or connection unread is cut off: an upstream that
@@ -52,12 +52,12 @@ export class UnreadLedger {
   ) {}
 
   account(principal: Principal): UnreadAccount {
-    return { ledger: this, principal, key: JSON.stringify(principalBinding(principal)) };
+    return { ledger: this, principal, key: principalKey(principal) };
   }
 
   /** What this principal's agent leaves unread now, over all its outputs. */
   unreadOf(principal: Principal): number {
-    return this.unread.get(JSON.stringify(principalBinding(principal))) ?? 0;
+    return this.unread.get(principalKey(principal)) ?? 0;
   }
 
   /** Moves an agent's total by `delta`; returns the new total. An agent at zero leaves no entry behind. */

@@ -24,6 +24,11 @@ export function principalBinding(principal: Principal): unknown[] {
   return [principal.agent ?? null, principal.user ?? null, [...(principal.teams ?? [])].sort()];
 }
 
+/** `principalBinding` as one string, for keying maps by identity. */
+export function principalKey(principal: Principal): string {
+  return JSON.stringify(principalBinding(principal));
+}
+
 interface RequestBase extends Principal {
   /** Carried into the audit record so a decision can be joined with the connection or call it served. */
   correlationId?: string;
