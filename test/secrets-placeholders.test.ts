@@ -222,6 +222,16 @@ test('issues a placeholder for any real value, whatever its characters', () => {
   }
 });
 
+test('a percent-escape in the real value stays as it is in the placeholder, so it never decodes to another byte', () => {
+  const registry = new PlaceholderRegistry();
+  const grant = { ruleId: 'r', secret: 's', hosts: ['api.example.com'], servers: [] };
+  // Random digits in place of "41" would read as "%00" (NUL) once in a hundred placeholders.
+  for (let i = 0; i < 300; i++) {
+    const placeholder = registry.issue(`session-${i}`, grant, 'Zq8mN3vR7tY2kL9;pw/rd?x#1&x=2%41 b+c%2F');
+    assert.match(placeholder.value, /=\d%41 \w\+\w%2F$/, placeholder.value);
+  }
+});
+
 test('in a URL, a placeholder is found however the client percent-encoded it, and the real value goes in percent-encoded', () => {
   const registry = new PlaceholderRegistry();
   const real = 'Zq8mN3vR7tY2kL9/a?b#c&d=e%f g+h';

@@ -586,6 +586,9 @@ export class PlaceholderRegistry {
       const match = keep.exec(token);
       if (match) kept.fill(1, format.from + match.index, format.from + match.index + match[0].length);
     }
+    // A percent-escape stays as it is: a random one could decode to a byte the real value never holds
+    // (`%00`), and the placeholder would be refused where the real value is not.
+    for (const escape of real.matchAll(/%[0-9A-Fa-f]{2}/g)) kept.fill(1, escape.index, escape.index + 3);
     const checksummed = format.ruleId !== undefined && CHECKSUMMED.has(format.ruleId);
     if (checksummed) kept.fill(1, chars.length - 6);
 
