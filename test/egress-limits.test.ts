@@ -213,6 +213,43 @@ describe('egress limits', () => {
     }
   });
 
+  it('answers 502 when the server of a plain request stays silent past the idle timeout, and records it', async () => {
+    const quiet = await tcpServer(() => undefined);
+    const gate = await startTestProxy(POLICY('block'), { settings: { limits: { idleTimeoutMs: 300 } } });
+    try {
+      const target = `127.0.0.1:${quiet.port}`;
+      const started = Date.now();
+      const raw = await rawExchange(gate.proxy.address.port, `GET http://${target}/slow HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Bearer key-alice\r\nConnection: close\r\n\r\n`, 5_000);
+      assert.match(raw, /^HTTP\/1\.1 502 /);
+      assert.equal(reasonOf(raw), 'upstream-unreachable');
+      assert.match(raw, /ETIMEDOUT/);
+      assert.ok(Date.now() - started < 3_000, 'the idle timeout ends the wait, not the client');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(gate.audit.records.find((r) => r.action === 'request')?.details?.reasonCode, 'upstream-unreachable');
+    } finally {
+      await gate.close();
+      quiet.server.close();
+    }
+  });
+
+  it('answers 502 when a body streaming through uninspected stops arriving for the idle timeout', async () => {
+    // The server reads and never answers; the client sends part of a body over the inspection limit, then stops.
+    const quiet = await tcpServer((socket) => socket.resume());
+    const gate = await startTestProxy(POLICY('allow'), { scanner: createScanner(), settings: { resolve, limits: { maxInspectedBytes: 1024, idleTimeoutMs: 300 } } });
+    try {
+      const target = `api.test:${quiet.port}`;
+      const head = `POST http://${target}/upload HTTP/1.1\r\nHost: ${target}\r\nProxy-Authorization: Bearer key-alice\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n`;
+      const started = Date.now();
+      const raw = await rawExchange(gate.proxy.address.port, Buffer.concat([Buffer.from(head), Buffer.alloc(4096, 0x61)]), 5_000);
+      assert.match(raw, /^HTTP\/1\.1 502 /);
+      assert.match(raw, /ETIMEDOUT/);
+      assert.ok(Date.now() - started < 3_000, 'the idle timeout ends the wait, not the client');
+    } finally {
+      await gate.close();
+      quiet.server.close();
+    }
+  });
+
   it('keeps a tunnel open while the server keeps sending, however short the idle timeout', async () => {
     const chatty = await tcpServer((socket) => {
       const timer = setInterval(() => socket.write('tick\n'), 20);

@@ -9,14 +9,15 @@
  * (any size, memory bounded by the longest value), decoded first when the server used gzip, deflate or br
  * although it was asked for none. A body the proxy cannot decode is refused before anything is sent.
  */
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
-import { pipeline, Transform } from 'node:stream';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline, Readable, Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { Masker } from '../secrets/masker.js';
 import type { OutgoingRequest } from './content.js';
 import { forwardableHeaders, hasBody, headerValues } from './http-message.js';
 import { Refusal } from './refusal.js';
 import { printable } from './target.js';
+import type { Dispatcher } from './upstream.js';
 
 export interface ForwardResult {
   status: number;
@@ -39,81 +40,184 @@ export function forwardedDetails(result: ForwardResult): Record<string, unknown>
   };
 }
 
+/** Where and how the request goes: the caller's dispatcher, the checked address as origin (see upstream.ts). */
+export interface Upstream {
+  dispatcher: Dispatcher;
+  origin: string;
+  /** The name the server's certificate must carry, for HTTPS to a named host. */
+  servername?: string;
+  method: string;
+  /** Flat [name, value, ...] list: hop-by-hop and framing headers already settled (see upstreamHeaders). */
+  headers: string[];
+}
+
 export interface ForwardOptions {
+  /** How long the upstream may be silent: while the body goes up, before its answer, between body chunks. */
   idleTimeoutMs: number;
 }
 
-/** Resolves with the exchange, a refusal (nothing was sent to the client yet), or the upstream's error. */
-export function forward(upstream: ClientRequest, request: IncomingMessage, response: ServerResponse, outgoing: OutgoingRequest, options: ForwardOptions): Promise<ForwardResult | Refusal | NodeJS.ErrnoException> {
+/** undici's names for the idle timeout running out, before the answer's head and between body pieces. */
+const UNDICI_TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+/** An error from the upstream, named like a socket error for the refusal that reports it. */
+function upstreamError(message: string, code: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * Resolves with the exchange, a refusal (nothing was sent to the client yet), or the upstream's error.
+ * It resolves once the client's response closes, or with the error when the upstream failed first.
+ */
+export function forward(upstream: Upstream, request: IncomingMessage, response: ServerResponse, outgoing: OutgoingRequest, options: ForwardOptions): Promise<ForwardResult | Refusal | NodeJS.ErrnoException> {
   const { idleTimeoutMs } = options;
   const masker = outgoing.responseMasker;
   return new Promise((resolve) => {
     let bytesUp = 0;
     let bytesDown = 0;
-    upstream.setTimeout(idleTimeoutMs, () => upstream.destroy(Object.assign(new Error('idle timeout'), { code: 'ETIMEDOUT' })));
-    upstream.on('error', (error: NodeJS.ErrnoException) => {
-      if (response.headersSent) {
-        response.destroy();
-        resolve({ status: response.statusCode, bytesUp, bytesDown });
-      } else {
-        resolve(error);
-      }
+    let status = 0;
+    let complete = false;
+    let cut: string | undefined;
+    let settled = false;
+    let gone = false;
+    let abort: ((error?: Error) => void) | undefined;
+    /** Where the response body goes once its head arrived: the client, or the masking pipeline. */
+    let sink: { write(chunk: Buffer): boolean; end(): void; fail(): void } | undefined;
+
+    const settle = (outcome: ForwardResult | Refusal | NodeJS.ErrnoException): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(uploadIdle);
+      resolve(outcome);
+    };
+    response.once('close', () => {
+      gone = true;
+      if (!complete) abort?.(upstreamError('the client went away', 'ECONNRESET'));
+      const masked = masker ? new Set([...masker.found].map((pair) => pair.secret)).size : 0;
+      settle({ status, bytesUp, bytesDown, ...(masked > 0 ? { masked } : {}), ...(cut ? { cut } : {}) });
     });
-    upstream.on('response', (upstreamResponse) => {
-      // Read from the raw list: `upstreamResponse.headers` would build the whole map for this one header.
-      const headers = forwardableHeaders(upstreamResponse.rawHeaders, headerValues(upstreamResponse.rawHeaders, 'connection'));
-      const status = upstreamResponse.statusCode ?? 502;
-      let cut: string | undefined;
-      const done = (): void => {
-        response.on('close', () => {
-          if (!upstreamResponse.complete) upstream.destroy();
-          const masked = masker ? new Set([...masker.found].map((pair) => pair.secret)).size : 0;
-          resolve({ status, bytesUp, bytesDown, ...(masked > 0 ? { masked } : {}), ...(cut ? { cut } : {}) });
+
+    // The body: read whole by the content step, nothing at all, or streamed as it arrives. undici's own
+    // timeout counts from the request's start, so a streamed body has an idle timer of its own, restarted by
+    // every piece sent and running on until the answer's head.
+    let body: Buffer | Readable | null = null;
+    let uploadIdle: NodeJS.Timeout | undefined;
+    if (outgoing.body) {
+      body = outgoing.body;
+      bytesUp = outgoing.body.length;
+    } else if (hasBody(request)) {
+      uploadIdle = setTimeout(() => abort?.(upstreamError('the upstream connection was idle too long', 'ETIMEDOUT')), idleTimeoutMs);
+      body = streamedBody(outgoing.bodyPrefix, request, (length) => {
+        bytesUp += length;
+        uploadIdle?.refresh();
+      });
+    } else {
+      // Nothing will follow the headers (no body framing).
+      request.resume();
+    }
+
+    const handler: Dispatcher.DispatchHandler = {
+      onConnect(abortRequest) {
+        abort = abortRequest;
+        // The client left while the request waited for a connection.
+        if (gone) abortRequest(upstreamError('the client went away', 'ECONNRESET'));
+      },
+      onHeaders(statusCode, rawHeaders, resume, statusText) {
+        clearTimeout(uploadIdle);
+        status = statusCode;
+        const raw = rawHeaders.map((bytes) => bytes.toString('latin1'));
+        const headers = forwardableHeaders(raw, headerValues(raw, 'connection'));
+        if (!masker) {
+          response.writeHead(statusCode, statusText, headers);
+          sink = {
+            write: (chunk) => {
+              if (response.write(chunk)) return true;
+              response.once('drain', resume);
+              return false;
+            },
+            end: () => response.end(),
+            fail: () => response.destroy(),
+          };
+          return true;
+        }
+        const source = new Readable({ read: () => resume() });
+        sink = {
+          write: (chunk) => source.push(chunk),
+          end: () => source.push(null),
+          // Without an error: the pipeline, if it runs yet, reports a premature close; the upstream's error
+          // itself is settled by onError.
+          fail: () => source.destroy(),
+        };
+        relayMasked({ abort: () => abort?.(), source, statusText, rawHeaders: raw, method: request.method, response, masker, status: statusCode, headers }, {
+          cut: (why) => (cut ??= why),
+          fail: settle,
         });
-      };
-      upstreamResponse.on('data', (chunk: Buffer) => {
+        return true;
+      },
+      onData(chunk) {
         bytesDown += chunk.length;
-      });
-      if (!masker) {
-        response.writeHead(status, upstreamResponse.statusMessage, headers);
-        upstreamResponse.pipe(response);
-        done();
-        return;
-      }
-      relayMasked({ upstream, upstreamResponse, method: request.method, response, masker, status, headers }, {
-        cut: (why) => (cut ??= why),
-        fail: resolve,
-      });
-      done();
-    });
+        return sink?.write(chunk) ?? true;
+      },
+      onComplete() {
+        complete = true;
+        sink?.end();
+      },
+      onError(error) {
+        clearTimeout(uploadIdle);
+        sink?.fail();
+        // Cut short once the head went out; before, the caller answers with a refusal.
+        if (response.headersSent) response.destroy();
+        else settle(UNDICI_TIMEOUTS.has((error as NodeJS.ErrnoException).code ?? '') ? upstreamError('the upstream server was idle too long', 'ETIMEDOUT') : (error as NodeJS.ErrnoException));
+      },
+    };
     // The client's body is invited ("100 Continue") only now that the request passed every check.
     if (/^100-continue$/i.test(request.headers.expect ?? '')) response.writeContinue();
-    if (outgoing.body) {
-      bytesUp = outgoing.body.length;
-      upstream.end(outgoing.body);
-      return;
-    }
-    if (!hasBody(request)) {
-      // Nothing will follow the headers (no body framing): end now instead of piping an empty stream.
-      upstream.end();
-      request.resume();
-      return;
-    }
-    for (const chunk of outgoing.bodyPrefix) {
-      bytesUp += chunk.length;
-      upstream.write(chunk);
-    }
-    request.on('data', (chunk: Buffer) => {
-      bytesUp += chunk.length;
-    });
-    request.pipe(upstream);
-    request.resume();
+    upstream.dispatcher.dispatch(
+      {
+        origin: upstream.origin,
+        path: outgoing.pathAndQuery,
+        method: upstream.method as Dispatcher.HttpMethod,
+        headers: upstream.headers,
+        body,
+        headersTimeout: uploadIdle ? 0 : idleTimeoutMs,
+        bodyTimeout: idleTimeoutMs,
+        ...(upstream.servername !== undefined ? { servername: upstream.servername } : {}),
+      } as Dispatcher.DispatchOptions,
+      handler,
+    );
   });
 }
 
+/** The body bytes already read, then the rest of the client's body as it arrives, each piece counted. */
+function streamedBody(prefix: Buffer[], request: IncomingMessage, sent: (length: number) => void): Readable {
+  async function* pieces(): AsyncGenerator<Buffer> {
+    for (const chunk of prefix) {
+      sent(chunk.length);
+      yield chunk;
+    }
+    // Not destroyed when the upload stops early (the upstream failed): the client still gets the refusal.
+    for await (const chunk of request.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+      sent(chunk.length);
+      yield chunk;
+    }
+  }
+  return Readable.from(pieces(), { objectMode: false });
+}
+
+/**
+ * The headers to send upstream: the prepared ones (hop-by-hop headers and "Expect" already gone, see
+ * content.ts), plus the Host the checked target names when the client left it out (HTTP/1.0). A body
+ * streamed as it arrives is framed by undici: chunked, unless the client's Content-Length stands.
+ */
+export function upstreamHeaders(headers: string[], host: string): string[] {
+  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'host') return headers;
+  return [...headers, 'Host', host];
+}
+
 interface MaskedExchange {
-  upstream: ClientRequest;
-  upstreamResponse: IncomingMessage;
+  abort(): void;
+  source: Readable;
+  statusText: string;
+  rawHeaders: string[];
   method: string | undefined;
   response: ServerResponse;
   masker: Masker;
@@ -128,18 +232,17 @@ interface MaskedExchange {
  * been sent yet; `cut` says why a response already under way was cut short.
  */
 function relayMasked(exchange: MaskedExchange, outcome: { cut(why: string): void; fail(failure: Refusal | NodeJS.ErrnoException): void }): void {
-  const { upstream, upstreamResponse, response, masker, status } = exchange;
-  const head = maskedHead(masker, upstreamResponse.statusMessage ?? '', exchange.headers);
+  const { source, response, masker, status } = exchange;
+  const head = maskedHead(masker, exchange.statusText, exchange.headers);
   if (!hasResponseBody(exchange.method, status)) {
     response.writeHead(status, head.reason, head.headers);
-    upstreamResponse.pipe(response);
+    source.pipe(response);
     return;
   }
-  const codings = codingsToUndo(upstreamResponse.rawHeaders, status, masker);
+  const codings = codingsToUndo(exchange.rawHeaders, status, masker);
   if (codings instanceof Refusal) {
-    upstreamResponse.resume();
-    upstream.destroy();
     outcome.fail(codings);
+    exchange.abort();
     return;
   }
   let undecodable: string | undefined;
@@ -171,7 +274,7 @@ function relayMasked(exchange: MaskedExchange, outcome: { cut(why: string): void
       callback(null, rest.length > 0 ? rest : undefined);
     },
   });
-  pipeline([upstreamResponse, ...decoders, body], (error) => {
+  pipeline([source, ...decoders, body], (error) => {
     if (!error) return;
     if (response.headersSent) {
       // Cut short rather than finished with anything unmasked.
@@ -179,8 +282,8 @@ function relayMasked(exchange: MaskedExchange, outcome: { cut(why: string): void
       response.destroy();
       return;
     }
-    upstream.destroy();
     outcome.fail(undecodable ? new Refusal(502, 'response-unmaskable', undecodable) : error);
+    exchange.abort();
   });
   body.pipe(response);
 }

@@ -198,20 +198,25 @@ export function checkFraming(request: IncomingMessage): Refusal | undefined {
  */
 const NEVER_HOP_BY_HOP = new Set(['content-length', 'host']);
 
-/** The request's headers as a flat [name, value, ...] list for forwarding: hop-by-hop headers removed. */
+/**
+ * The request's headers as a flat [name, value, ...] list for forwarding: hop-by-hop headers removed. This
+ * runs twice per request (the request's headers and the response's), so the usual case, a Connection header
+ * naming only hop-by-hop headers anyway ("keep-alive", "close"), builds no list of extra names.
+ */
 export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined, alsoDrop: string[] = []): string[] {
-  // Names the Connection header lists are hop-by-hop too (usually none, or just "close" or "keep-alive").
-  const named: string[] = [...alsoDrop];
-  for (const value of [extraHopByHop ?? []].flat()) {
+  // Names the Connection header lists are hop-by-hop too.
+  let named: string[] | undefined = alsoDrop.length > 0 ? alsoDrop.slice() : undefined;
+  const listed = extraHopByHop === undefined ? [] : typeof extraHopByHop === 'string' ? [extraHopByHop] : extraHopByHop;
+  for (const value of listed) {
     for (const name of value.split(',')) {
       const lower = name.trim().toLowerCase();
-      if (!NEVER_HOP_BY_HOP.has(lower)) named.push(lower);
+      if (!HOP_BY_HOP.has(lower) && !NEVER_HOP_BY_HOP.has(lower)) (named ??= []).push(lower);
     }
   }
   const out: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as string).toLowerCase();
-    if (!HOP_BY_HOP.has(name) && !named.includes(name)) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
+    if (!HOP_BY_HOP.has(name) && (named === undefined || !named.includes(name))) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
   }
   return out;
 }
@@ -219,16 +224,4 @@ export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string |
 /** Whether the request's framing announces a body (a Transfer-Encoding, or a Content-Length other than 0). */
 export function hasBody(request: IncomingMessage): boolean {
   return request.headers['transfer-encoding'] !== undefined || (request.headers['content-length'] !== undefined && request.headers['content-length'] !== '0');
-}
-
-/**
- * Upstream framing for a body streamed as it arrives. The client's Transfer-Encoding is hop-by-hop and was
- * dropped, so a chunked body must be chunked again: otherwise Node writes its bytes unframed (it does not
- * chunk GET, HEAD, DELETE or OPTIONS by default) and the upstream reads them as a second request. A body
- * with a Content-Length keeps it; a buffered body gets its length from the content step.
- */
-export function withBodyFraming(headers: string[], request: IncomingMessage, buffered: boolean): string[] {
-  if (buffered || request.headers['transfer-encoding'] === undefined) return headers;
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'content-length') return headers;
-  return [...headers, 'Transfer-Encoding', 'chunked'];
 }

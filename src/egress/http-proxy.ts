@@ -7,22 +7,23 @@
  *
  * Transport only: decisions come from destination.ts (the PolicyEngine), refusals become bytes here.
  */
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { authenticateCaller, clientOf, keyFromProxyAuthorization, type Caller, type Client } from './authenticate.js';
 import type { CheckedAddress } from '../policy/addresses.js';
 import { checkTunnel, decideDestination, resolveAndCheck, type CheckedDestination, type Destination } from './destination.js';
 import { tunnelGate, type FirstBytes } from './first-bytes.js';
-import { checkFraming, checkHostHeader, parseAbsoluteForm, withBodyFraming } from './http-message.js';
+import { checkFraming, checkHostHeader, parseAbsoluteForm } from './http-message.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
 import { auditHealthy, limit, occupyTunnel } from './steps.js';
-import { formatTarget, parseAuthority, printable, type Target } from './target.js';
+import { formatTarget, parseAuthority, printable } from './target.js';
 import { dial, splice } from './tunnel.js';
 import { prepareRequest } from './content.js';
-import { forward, forwardedDetails } from './forward.js';
+import { forward, forwardedDetails, upstreamHeaders, type Upstream } from './forward.js';
+import { originOf } from './upstream.js';
 
 /** The first steps of both HTTP flows: audit health, then who is asking. */
 async function admit(runtime: Runtime, client: Client, proxyAuthorization: string | undefined): Promise<Caller | Refusal> {
@@ -179,16 +180,12 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   if (prepared instanceof Refusal) return refuse(prepared);
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
   if (unrecorded) return refuse(unrecorded);
-  const upstream = httpRequest({
-    host: address.address,
-    family: address.family,
-    port: target.port,
-    method: request.method,
-    path: prepared.pathAndQuery,
-    headers: withBodyFraming(withHost(prepared.headers, target), request, prepared.body !== undefined) as unknown as Record<string, string>,
-    setHost: false,
-    agent: runtime.httpAgents.for(caller),
-  });
+  const upstream: Upstream = {
+    dispatcher: runtime.upstreams.for(caller),
+    origin: originOf('http', address, target.port),
+    method: request.method ?? 'GET',
+    headers: upstreamHeaders(prepared.headers, formatTarget(target)),
+  };
   const result = await forward(upstream, request, response, prepared, {
     idleTimeoutMs: runtime.limits.idleTimeoutMs,
   });
@@ -196,13 +193,4 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   if (result instanceof Refusal) return refuse(result);
   Object.assign(facts.details, forwardedDetails(result));
   runtime.recorder.record(engine, facts);
-}
-
-/**
- * An HTTP/1.0 client may leave Host out (its absolute URI names the destination); the proxy speaks HTTP/1.1
- * upstream, where Host is required, so it names the checked target.
- */
-function withHost(headers: string[], target: Target): string[] {
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'host') return headers;
-  return [...headers, 'Host', formatTarget(target)];
 }

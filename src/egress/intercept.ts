@@ -8,7 +8,6 @@
  * The upstream connection verifies the server's certificate for the CONNECT host against the system's roots
  * plus any configured upstream CAs; a failure is a 502, never a silent downgrade.
  */
-import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions as HttpsAgentOptions } from 'node:https';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, rootCertificates, TLSSocket, type TLSSocketOptions } from 'node:tls';
@@ -16,8 +15,8 @@ import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, type ContentTools } from './content.js';
 import { decideNetwork } from './destination.js';
-import { checkFraming, checkHostHeader, parseOriginForm, withBodyFraming } from './http-message.js';
-import { PerCallerPools } from './pools.js';
+import { checkFraming, checkHostHeader, parseOriginForm } from './http-message.js';
+import type { PerCallerPools } from './pools.js';
 import { HeaderDeadlines } from './deadline.js';
 import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
 import type { InterceptResult, RequestInspector, Tunnel } from './inspect.js';
@@ -26,7 +25,8 @@ import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
 import { formatTarget, printable } from './target.js';
-import { forward, forwardedDetails } from './forward.js';
+import { forward, forwardedDetails, upstreamHeaders, type Upstream } from './forward.js';
+import { originOf, upstreamPools, type Dispatcher } from './upstream.js';
 import { isAllowed } from '../policy/types.js';
 
 export interface InspectionOptions extends ContentTools {
@@ -56,8 +56,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
   // One context for every upstream connection: built per connection, it would parse every root certificate
   // again each time.
   const upstreamContext = createSecureContext({ ca: [...rootCertificates, ...(options.upstreamCa ?? [])] });
-  const agentOptions: HttpsAgentOptions & { highWaterMark: number } = { keepAlive: true, maxFreeSockets: 64, timeout: 30_000, secureContext: upstreamContext, highWaterMark: STREAM_BUFFER };
-  const agents = new PerCallerPools(() => new HttpsAgent(agentOptions));
+  const agents = upstreamPools({ secureContext: upstreamContext, highWaterMark: STREAM_BUFFER });
   const server = createHttpServer({
     highWaterMark: STREAM_BUFFER,
     maxHeaderSize: runtime.limits.maxHeaderBytes,
@@ -163,7 +162,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
 async function handleInspected(
   runtime: Runtime,
   options: InspectionOptions,
-  agents: PerCallerPools<HttpsAgent>,
+  agents: PerCallerPools<Dispatcher>,
   state: TunnelState,
   request: IncomingMessage,
   response: ServerResponse,
@@ -224,18 +223,14 @@ async function handleInspected(
   const address = tunnel.addresses[0] as CheckedAddress;
   state.address = address.address;
   facts.details.address = address.address;
-  const upstream = httpsRequest({
-    host: address.address,
-    family: address.family,
-    port: target.port,
+  const upstream: Upstream = {
+    dispatcher: agents.for(caller),
+    origin: originOf('https', address, target.port),
     // The certificate is verified against the CONNECT host (the SNI), not the address dialled.
     ...(target.ip ? {} : { servername: target.host }),
-    method: request.method,
-    path: prepared.pathAndQuery,
-    headers: withBodyFraming(prepared.headers, request, prepared.body !== undefined) as unknown as Record<string, string>,
-    setHost: false,
-    agent: agents.for(caller),
-  });
+    method: request.method ?? 'GET',
+    headers: upstreamHeaders(prepared.headers, formatTarget(target)),
+  };
   const outcome = await forward(upstream, request, response, prepared, {
     idleTimeoutMs: runtime.limits.idleTimeoutMs,
   });

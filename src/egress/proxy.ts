@@ -3,10 +3,9 @@
  * (agents outside a sandbox, authenticated by key), and a Unix socket per session (the socket is the
  * identity). Both also speak SOCKS5, told apart by the first byte a client sends.
  */
-import { PerCallerPools } from './pools.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent as HttpAgent, createServer as createHttpServer, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
@@ -32,6 +31,7 @@ import { createResolver, type Resolver } from './resolver.js';
 import { parserRefusal, recordRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
 import { handleSocks } from './socks.js';
+import { upstreamPools } from './upstream.js';
 
 export interface EgressProxyOptions {
   policy: PolicyHolder;
@@ -99,7 +99,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     connections: new RateLimiter(limits.connectionsPerSecond),
     requests: new RateLimiter(limits.requestsPerSecond),
     tunnels: new Map(),
-    httpAgents: new PerCallerPools(() => new HttpAgent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo', timeout: 30_000 })),
+    upstreams: upstreamPools(),
     clients: new WeakMap(),
     inspector: undefined,
     content: { ...(options.scanner ? { scanner: options.scanner } : {}), ...(options.placeholders ? { placeholders: options.placeholders } : {}), ...(options.resolveSecret ? { resolveSecret: options.resolveSecret } : {}) },
@@ -178,7 +178,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       await Promise.all(closing);
       // Refusals counted but not yet summarized are written now, before the caller closes the audit log.
       await runtime.recorder.close();
-      runtime.httpAgents.destroy();
+      runtime.upstreams.destroy();
       http.server.close();
       if (ownSocketDir) rmSync(ownSocketDir, { recursive: true, force: true });
     },

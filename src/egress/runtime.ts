@@ -3,7 +3,7 @@
  * limits. Built once by `startEgressProxy`; steps read `policy.current` per connection so reloads apply.
  */
 import { PerCallerPools } from './pools.js';
-import type { Agent as HttpAgent } from 'node:http';
+import type { Dispatcher } from './upstream.js';
 import type { EgressSettings } from '../config/schema.js';
 import type { PolicyHolder } from '../policy/engine.js';
 import type { Authenticate, Client } from './authenticate.js';
@@ -23,8 +23,8 @@ export interface Runtime {
   requests: RateLimiter;
   /** Open tunnels per agent (see `occupyTunnel`). */
   tunnels: Map<string, number>;
-  /** Keep-alive pools for plain HTTP upstreams, one per caller. */
-  httpAgents: PerCallerPools<HttpAgent>;
+  /** Upstream clients for plain HTTP, one per caller (see upstream.ts). */
+  upstreams: PerCallerPools<Dispatcher>;
   /** Who is behind each client socket (set by the listener that accepted it). */
   clients: WeakMap<object, Client>;
   /** TLS inspection; undefined when no CA is configured (inspection requests are then refused). */
