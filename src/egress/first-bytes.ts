@@ -5,6 +5,9 @@
  *   - a TLS ClientHello makes the tunnel `https`: its server name must be the target host (no fronting), and
  *     the destination is decided again as `https`, so `schemes:` rules apply both ways (an allow that names
  *     only https, a deny that names https);
+ *   - an HTTP/1 request makes the tunnel `http`: it is handed to the proxy's HTTP engine (see intercept.ts),
+ *     where every request on it is parsed, its Host must be the target, and it is decided with its method
+ *     and path like any plain request. Passed on blind, the bytes could name any Host the server fronts;
  *   - anything else leaves the tunnel without a scheme: it passes, unless only an https rule allowed it.
  */
 import type { PolicyEngine } from '../policy/engine.js';
@@ -17,7 +20,7 @@ import type { FirstBytesGate } from './tunnel.js';
 
 /** What the first bytes showed, for the connection's record. */
 export interface FirstBytes {
-  scheme?: 'https';
+  scheme?: 'https' | 'http';
   sni?: string;
   /** The decision taken again as `https`, when TLS was seen and the policy reads schemes. */
   decision?: Decision;
@@ -42,8 +45,12 @@ export function tunnelGate(input: TunnelGateInput, seen: FirstBytes): FirstBytes
     const hello = readClientHelloSni(data);
     if (hello.kind === 'incomplete') return 'more';
     if (hello.kind === 'not-tls') {
-      if (!input.tlsOnly) return 'pass';
-      return new Refusal(403, 'needs-tls', `only rules for https allow ${target.host}, and the client did not begin with a TLS handshake`);
+      if (input.tlsOnly) return new Refusal(403, 'needs-tls', `only rules for https allow ${target.host}, and the client did not begin with a TLS handshake`);
+      const http = readHttpStart(data);
+      if (http === 'incomplete') return 'more';
+      if (http === 'other') return 'pass';
+      seen.scheme = 'http';
+      return 'http';
     }
     seen.scheme = 'https';
     if (hello.kind === 'sni') {
@@ -72,4 +79,34 @@ export function tunnelGate(input: TunnelGateInput, seen: FirstBytes): FirstBytes
     seen.decision = decision;
     return 'pass';
   };
+}
+
+/** Characters of an HTTP token (RFC 9110 section 5.6.2), the request method among them. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
+const MAX_METHOD = 32;
+const HTTP_VERSION = /HTTP\//i;
+
+/**
+ * Whether a client's first bytes begin an HTTP/1 request. Read as a lenient server would, and on the side
+ * of "http" wherever one might: empty lines (and blanks) before the request line are skipped (RFC 9112
+ * section 2.2), and a first line that is a token, a space or tab, and anything naming an HTTP version is a
+ * request, whatever the case or the bytes between, since the engine it goes to refuses what it cannot
+ * parse. HTTP/0.9 (no version) is not HTTP here: it has no Host header to front with. A first byte
+ * that cannot begin a method (a binary protocol, Redis's "*1\r\n" ends its token at the CR) is "other" at
+ * once; a line without an HTTP version (SSH's banner, SMTP) is "other" at its end.
+ */
+export function readHttpStart(data: Buffer): 'http' | 'other' | 'incomplete' {
+  let at = 0;
+  while (at < data.length && (data[at] === 0x0d || data[at] === 0x0a || data[at] === 0x20 || data[at] === 0x09)) at += 1;
+  const methodStart = at;
+  while (at < data.length && (data[at] as number) < 128 && TCHAR[data[at] as number] === 1) {
+    at += 1;
+    if (at - methodStart > MAX_METHOD) return 'other';
+  }
+  if (at === data.length) return 'incomplete';
+  if (at === methodStart || (data[at] !== 0x20 && data[at] !== 0x09)) return 'other';
+  const end = data.indexOf(0x0a, at);
+  if (end < 0) return HTTP_VERSION.test(data.toString('latin1', at)) ? 'http' : 'incomplete';
+  return HTTP_VERSION.test(data.toString('latin1', at, end)) ? 'http' : 'other';
 }

@@ -18,7 +18,7 @@ import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import { writeRawRefusal, writeRefusal } from './respond.js';
 import type { Runtime } from './runtime.js';
-import { auditHealthy, limit, occupyTunnel } from './steps.js';
+import { auditHealthy, limit, occupyTunnel, serveHttpTunnel } from './steps.js';
 import { formatTarget, parseAuthority, printable } from './target.js';
 import { dial, splice } from './tunnel.js';
 import { prepareRequest } from './content.js';
@@ -86,12 +86,12 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
     );
   }
 
-  if (inspect && !runtime.inspector) return refuse(new Refusal(502, 'unsupported', `the policy asks to inspect ${target.host}, but this proxy has no CA for TLS inspection`));
+  if (inspect && !runtime.inspector.decrypts) return refuse(new Refusal(502, 'unsupported', `the policy asks to inspect ${target.host}, but this proxy has no CA for TLS inspection`));
   // Sync audit mode: the decision is durable before anything is dialled or flows.
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
   if (unrecorded) return refuse(unrecorded);
 
-  if (inspect && runtime.inspector) {
+  if (inspect) {
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     const result = await runtime.inspector.intercept(socket, head, { target, addresses: checked.addresses, caller, correlationId, listener: client.listener });
     facts.details = { address: result.address, inspected: true, sni: result.sni, requests: result.requests, bytesUp: result.bytesUp, bytesDown: result.bytesDown };
@@ -107,6 +107,13 @@ export async function handleConnect(runtime: Runtime, request: IncomingMessage, 
   const seen: FirstBytes = {};
   const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: checked.addresses.map((a) => a.address), correlationId, tlsOnly, isPassThrough: runtime.isPassThrough }, seen);
   const result = await splice(socket, upstream, runtime.limits, head, gate, tlsOnly);
+  if (result.http) {
+    const served = await serveHttpTunnel(runtime, socket, result.http, { target, addresses: checked.addresses, caller, correlationId, listener: client.listener }, dialled);
+    facts.details = served.details;
+    if (served.refusal) facts.refusal = served.refusal;
+    runtime.recorder.record(engine, facts);
+    return;
+  }
   if (seen.decision) facts.decision = seen.decision;
   facts.details = {
     address: dialled,

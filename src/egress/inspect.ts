@@ -1,5 +1,6 @@
 /**
- * TLS inspection: the contract between the CONNECT flow and the interceptor (implemented in intercept.ts).
+ * Tunnels whose requests the proxy reads (TLS inspection, plain HTTP): the contract between the tunnel flows
+ * and the HTTP engine (implemented in intercept.ts).
  */
 import type { Duplex } from 'node:stream';
 import type { CheckedAddress } from '../policy/addresses.js';
@@ -28,6 +29,13 @@ export interface InterceptResult {
 }
 
 export interface RequestInspector {
+  /** Whether it has a CA, and so can inspect TLS (`intercept`); plain HTTP it always serves. */
+  decrypts: boolean;
   /** Terminates the client's TLS, handles each request inside, and resolves when the tunnel closes. */
   intercept(socket: Duplex, head: Buffer, tunnel: Tunnel): Promise<InterceptResult>;
+  /**
+   * Handles each plain HTTP request on a tunnel whose first bytes (`head`, none sent yet) began one, and
+   * resolves when the tunnel closes. `tunnel.addresses` starts with the address to send them to.
+   */
+  serveHttp(socket: Duplex, head: Buffer, tunnel: Tunnel): Promise<InterceptResult>;
 }

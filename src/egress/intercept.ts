@@ -1,14 +1,17 @@
 /**
- * TLS inspection for CONNECTs the policy asks to see inside. The client's TLS ends here with a leaf
- * certificate from the local CA; each request inside runs the request chain:
+ * The HTTP engine for tunnels whose requests the proxy reads: TLS inspection for CONNECTs the policy asks to
+ * see inside, and tunnels (CONNECT or SOCKS5) whose first bytes were a plain HTTP request (see
+ * first-bytes.ts). Inspected, the client's TLS ends here with a leaf certificate from the local CA. Either
+ * way each request inside runs the request chain:
  *
- *   check SNI (once) → parse → Host must be the CONNECT target → limit → decide (method, path) → read body
- *   → placeholders → scan → swap → inject → forward over verified TLS to the checked address → record
+ *   check SNI (once, TLS) → parse → Host must be the tunnel's target → limit → decide (method, path) → read
+ *   body → placeholders → scan → swap → inject → forward to the checked address → record
  *
- * The upstream connection verifies the server's certificate for the CONNECT host against the system's roots
- * plus any configured upstream CAs; a failure is a 502, never a silent downgrade.
+ * Over TLS, the upstream connection verifies the server's certificate for the CONNECT host against the
+ * system's roots plus any configured upstream CAs; a failure is a 502, never a silent downgrade.
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, rootCertificates, TLSSocket, type TLSSocketOptions } from 'node:tls';
 import type { CheckedAddress } from '../policy/addresses.js';
@@ -24,13 +27,15 @@ import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
+import { dial, splice } from './tunnel.js';
 import { formatTarget, printable } from './target.js';
 import { forward, forwardedDetails, upstreamHeaders, type Upstream } from './forward.js';
 import { originOf, upstreamPools, type Dispatcher } from './upstream.js';
 import { isAllowed } from '../policy/types.js';
 
 export interface InspectionOptions extends ContentTools {
-  ca: CertificateAuthority;
+  /** Without a CA, only plain HTTP tunnels are served; a tunnel the policy inspects is refused. */
+  ca: CertificateAuthority | undefined;
   /** CA certificates (PEM) trusted for upstream servers in addition to the system's roots. */
   upstreamCa?: string[];
 }
@@ -45,6 +50,7 @@ const STREAM_BUFFER = 1024 * 1024;
 
 interface TunnelState {
   tunnel: Tunnel;
+  scheme: 'http' | 'https';
   requests: number;
   bytesUp: number;
   bytesDown: number;
@@ -80,7 +86,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     }
     deadlines.clear(request.socket);
     response.once('finish', () => deadlines.arm(request.socket));
-    handleInspected(runtime, options, agents, state, request, response).catch((error: unknown) => {
+    handleInspected(runtime, options, state.scheme === 'https' ? agents : runtime.upstreams, state, request, response).catch((error: unknown) => {
       writeRefusal(response, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
     });
   });
@@ -97,24 +103,57 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
   });
   const unsupported = (what: string) => (_request: IncomingMessage, socket: Duplex): void => {
     deadlines.clear(socket);
-    writeRawRefusal(socket, new Refusal(501, 'unsupported', `${what} inside an inspected tunnel is not supported`));
+    writeRawRefusal(socket, new Refusal(501, 'unsupported', `${what} inside a tunnel whose requests the proxy reads is not supported`));
   };
   server.on('connect', unsupported('CONNECT'));
-  server.on('upgrade', unsupported('a protocol upgrade (WebSocket)'));
+  const upgradeRefused = unsupported('a protocol upgrade (WebSocket) over TLS');
+  server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const state = states.get(socket);
+    if (state?.scheme !== 'http') return upgradeRefused(request, socket);
+    deadlines.clear(socket);
+    upgradePlain(runtime, state, request, socket, head).catch((error: unknown) => {
+      writeRawRefusal(socket, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
+    });
+  });
 
   return {
+    decrypts: options.ca !== undefined,
+    async serveHttp(socket: Duplex, head: Buffer, tunnel: Tunnel): Promise<InterceptResult> {
+      const state: TunnelState = { tunnel, scheme: 'http', requests: 0, bytesUp: 0, bytesDown: 0, address: undefined };
+      states.set(socket, state);
+      const net = socket as Socket;
+      const timer = setTimeout(() => socket.destroy(), runtime.limits.totalTimeoutMs);
+      net.setTimeout(runtime.limits.idleTimeoutMs, () => socket.destroy());
+      // The tunnel's bytes are what the client sent and received on it from its first request on.
+      const readBefore = net.bytesRead - head.length;
+      const writtenBefore = net.bytesWritten;
+      const done = new Promise<InterceptResult>((resolve) => {
+        socket.once('close', () => {
+          clearTimeout(timer);
+          resolve({ address: state.address, sni: undefined, requests: state.requests, bytesUp: net.bytesRead - readBefore, bytesDown: net.bytesWritten - writtenBefore, refusal: undefined });
+        });
+      });
+      // As the listener hands a socket to its HTTP server (see proxy.ts): the bytes read so far first.
+      socket.pause();
+      if (head.length > 0) socket.unshift(head);
+      deadlines.watch(socket);
+      server.emit('connection', socket);
+      socket.resume();
+      return done;
+    },
     async intercept(socket: Duplex, head: Buffer, tunnel: Tunnel): Promise<InterceptResult> {
       const result: InterceptResult = { address: undefined, sni: undefined, requests: 0, bytesUp: 0, bytesDown: 0, refusal: undefined };
       if (head.length > 0) socket.unshift(head);
       let context;
       try {
+        if (!options.ca) throw new Error('this proxy has no CA for TLS inspection');
         context = await options.ca.secureContext(tunnel.target.host);
       } catch (error) {
         socket.destroy();
         result.refusal = new Refusal(502, 'unsupported', `could not issue a certificate for ${tunnel.target.host}: ${String(error)}`);
         return result;
       }
-      const state: TunnelState = { tunnel, requests: 0, bytesUp: 0, bytesDown: 0, address: undefined };
+      const state: TunnelState = { tunnel, scheme: 'https', requests: 0, bytesUp: 0, bytesDown: 0, address: undefined };
       const tlsOptions: TLSSocketOptions & { highWaterMark: number } = {
         isServer: true,
         highWaterMark: STREAM_BUFFER,
@@ -159,6 +198,46 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
   };
 }
 
+/** The facts of a request on a tunnel, for its record, before any step. */
+function requestFacts(state: TunnelState, request: IncomingMessage): Facts {
+  const { tunnel, scheme } = state;
+  return {
+    action: 'request',
+    resource: `${scheme}://${formatTarget(tunnel.target)}`,
+    principal: tunnel.caller.principal,
+    session: tunnel.caller.session,
+    correlationId: nextCorrelationId(),
+    listener: tunnel.listener,
+    startedAt: performance.now(),
+    details: { method: request.method, scheme, inspected: true, tunnel: tunnel.correlationId },
+  };
+}
+
+/**
+ * The steps every request on a tunnel takes before anything is sent: parse, Host must be the tunnel's
+ * target, limit, and the request-level decision now that method and path are visible.
+ */
+function checkRequest(runtime: Runtime, state: TunnelState, request: IncomingMessage, facts: Facts): { pathAndQuery: string } | Refusal {
+  const { tunnel, scheme } = state;
+  const { target, caller } = tunnel;
+  const httpTarget = parseOriginForm(target, scheme, request.url ?? '');
+  if (httpTarget instanceof Refusal) return httpTarget;
+  facts.resource = `${scheme}://${formatTarget(target)}${httpTarget.path}`;
+  facts.details = { ...facts.details, path: httpTarget.path };
+  const badMessage = checkFraming(request) ?? checkHostHeader(request, target, scheme);
+  if (badMessage) return badMessage;
+  const notAdmitted = auditHealthy(runtime) ?? limit(runtime, caller, 'requests');
+  if (notAdmitted) return notAdmitted;
+  const destination = { target, scheme, method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.otherPaths ? { otherPaths: httpTarget.otherPaths } : {}) };
+  const decision = decideNetwork(runtime.policy.current, caller.principal, destination, facts.correlationId, tunnel.addresses.map((a) => a.address));
+  facts.decision = decision;
+  if (!isAllowed(decision)) {
+    const rules = decision.rules.length > 0 ? ` (rule ${decision.rules.join(', ')})` : '';
+    return new Refusal(403, 'policy-denied', `the network policy denies ${request.method} ${httpTarget.path} on ${target.host}${rules}: ${decision.reason}`, decision.rules);
+  }
+  return { pathAndQuery: httpTarget.pathAndQuery };
+}
+
 async function handleInspected(
   runtime: Runtime,
   options: InspectionOptions,
@@ -167,53 +246,28 @@ async function handleInspected(
   request: IncomingMessage,
   response: ServerResponse,
 ): Promise<void> {
-  const { tunnel } = state;
+  const { tunnel, scheme } = state;
   const { target, caller } = tunnel;
   const engine = runtime.policy.current;
   state.requests += 1;
-  const facts: Facts = {
-    action: 'request',
-    resource: `https://${formatTarget(target)}`,
-    principal: caller.principal,
-    session: caller.session,
-    correlationId: nextCorrelationId(),
-    listener: tunnel.listener,
-    startedAt: performance.now(),
-    details: { method: request.method, scheme: 'https', inspected: true, tunnel: tunnel.correlationId },
-  };
+  const facts = requestFacts(state, request);
   const refuse = (refusal: Refusal): void => {
     facts.refusal = refusal;
     runtime.recorder.record(engine, facts);
     request.resume();
     writeRefusal(response, refusal);
   };
-
-  const httpTarget = parseOriginForm(target, 'https', request.url ?? '');
-  if (httpTarget instanceof Refusal) return refuse(httpTarget);
-  facts.resource = `https://${formatTarget(target)}${httpTarget.path}`;
-  facts.details = { ...facts.details, path: httpTarget.path };
-  const badMessage = checkFraming(request) ?? checkHostHeader(request, target, 'https');
-  if (badMessage) return refuse(badMessage);
-  const notAdmitted = auditHealthy(runtime) ?? limit(runtime, caller, 'requests');
-  if (notAdmitted) return refuse(notAdmitted);
-
-  // Step: the request-level decision, now that method and path are visible.
-  const destination = { target, scheme: 'https', method: request.method ?? 'GET', path: httpTarget.path, ...(httpTarget.otherPaths ? { otherPaths: httpTarget.otherPaths } : {}) };
-  const decision = decideNetwork(engine, caller.principal, destination, facts.correlationId, tunnel.addresses.map((a) => a.address));
-  facts.decision = decision;
-  if (!isAllowed(decision)) {
-    const rules = decision.rules.length > 0 ? ` (rule ${decision.rules.join(', ')})` : '';
-    return refuse(new Refusal(403, 'policy-denied', `the network policy denies ${request.method} ${httpTarget.path} on ${target.host}${rules}: ${decision.reason}`, decision.rules));
-  }
+  const checked = checkRequest(runtime, state, request, facts);
+  if (checked instanceof Refusal) return refuse(checked);
 
   const prepared = await prepareRequest({
     engine,
     tools: options,
     caller,
     target,
-    scheme: 'https',
+    scheme,
     request,
-    pathAndQuery: httpTarget.pathAndQuery,
+    pathAndQuery: checked.pathAndQuery,
     limits: runtime.limits,
   }, facts.details);
   if (prepared instanceof Refusal) return refuse(prepared);
@@ -225,9 +279,9 @@ async function handleInspected(
   facts.details.address = address.address;
   const upstream: Upstream = {
     dispatcher: agents.for(caller),
-    origin: originOf('https', address, target.port),
+    origin: originOf(scheme, address, target.port),
     // The certificate is verified against the CONNECT host (the SNI), not the address dialled.
-    ...(target.ip ? {} : { servername: target.host }),
+    ...(target.ip || scheme === 'http' ? {} : { servername: target.host }),
     method: request.method ?? 'GET',
     headers: upstreamHeaders(prepared.headers, formatTarget(target)),
   };
@@ -236,7 +290,7 @@ async function handleInspected(
   });
   const result =
     outcome instanceof Error
-      ? typeof outcome.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|ALTNAME/.test(outcome.code)
+      ? scheme === 'https' && typeof outcome.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|ALTNAME/.test(outcome.code)
         ? new Refusal(502, 'upstream-certificate', `the certificate of ${target.host} did not verify (${outcome.code})`)
         : new Refusal(502, 'upstream-unreachable', `the upstream server failed (${outcome.code ?? outcome.message})`)
       : outcome;
@@ -244,5 +298,41 @@ async function handleInspected(
   state.bytesUp += result.bytesUp;
   state.bytesDown += result.bytesDown;
   facts.details = { ...facts.details, ...forwardedDetails(result) };
+  runtime.recorder.record(engine, facts);
+}
+
+/** Headers meant for the proxy, never passed on with an upgrade's request head. */
+const PROXY_HEADERS = new Set(['proxy-authorization', 'proxy-connection']);
+
+/**
+ * A protocol upgrade (a ws:// WebSocket) on a plain HTTP tunnel: its request takes the same checks as any
+ * other, then goes to the tunnel's address as the client wrote it (its Upgrade and Connection headers are
+ * the point of it), and from the server's answer on the two sides are joined as bytes.
+ */
+async function upgradePlain(runtime: Runtime, state: TunnelState, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  const engine = runtime.policy.current;
+  const { tunnel } = state;
+  state.requests += 1;
+  const facts = requestFacts(state, request);
+  facts.details = { ...facts.details, upgrade: printable(String(request.headers.upgrade ?? '')) };
+  const refuse = (refusal: Refusal): void => {
+    facts.refusal = refusal;
+    runtime.recorder.record(engine, facts);
+    writeRawRefusal(socket, refusal);
+  };
+  const checked = checkRequest(runtime, state, request, facts);
+  if (checked instanceof Refusal) return refuse(checked);
+  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
+  if (unrecorded) return refuse(unrecorded);
+  const upstream = await dial(tunnel.addresses, tunnel.target.port);
+  if (upstream instanceof Refusal) return refuse(upstream);
+  state.address = upstream.remoteAddress;
+  let requestHead = `${request.method} ${request.url} HTTP/${request.httpVersion}\r\n`;
+  for (let i = 0; i + 1 < request.rawHeaders.length; i += 2) {
+    if (!PROXY_HEADERS.has((request.rawHeaders[i] as string).toLowerCase())) requestHead += `${request.rawHeaders[i]}: ${request.rawHeaders[i + 1]}\r\n`;
+  }
+  upstream.write(requestHead + '\r\n');
+  const result = await splice(socket, upstream, runtime.limits, head);
+  facts.details = { ...facts.details, address: state.address, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
   runtime.recorder.record(engine, facts);
 }

@@ -90,7 +90,8 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   const overrides = createResolver(settings.resolve ?? {});
   const fixedNames = new Set(Object.keys(settings.resolve ?? {}).map((name) => name.toLowerCase()));
   const passThrough = (settings.passThrough ?? []).map(parsePassThrough);
-  const runtime: Runtime = {
+  // The inspector is set right below: it belongs to the runtime it is built from.
+  const runtime = {
     policy: options.policy,
     recorder: new Recorder(options.audit, options.node ?? 'local', options.awaitAudit ?? false),
     resolver: (host) => (fixedNames.has(host) ? overrides(host) : baseResolver(host)),
@@ -101,13 +102,12 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     tunnels: new Map(),
     upstreams: upstreamPools(),
     clients: new WeakMap(),
-    inspector: undefined,
     content: { ...(options.scanner ? { scanner: options.scanner } : {}), ...(options.placeholders ? { placeholders: options.placeholders } : {}), ...(options.resolveSecret ? { resolveSecret: options.resolveSecret } : {}) },
-    isPassThrough: (host) => passThrough.some((pattern) => matchHostPattern(pattern, host)),
-  };
+    isPassThrough: (host: string) => passThrough.some((pattern) => matchHostPattern(pattern, host)),
+  } as Omit<Runtime, 'inspector'> as Runtime;
 
   const ca = options.ca ?? (options.dataDir !== undefined ? await CertificateAuthority.loadOrCreate(options.dataDir) : undefined);
-  if (ca) runtime.inspector = createInspector(runtime, { ...runtime.content, ca, upstreamCa: [...readUpstreamCas(settings.upstreamCa ?? []), ...(options.upstreamCa ?? [])] });
+  runtime.inspector = createInspector(runtime, { ...runtime.content, ca, upstreamCa: [...readUpstreamCas(settings.upstreamCa ?? []), ...(options.upstreamCa ?? [])] });
   const http = createHttpEngine(runtime);
   const sockets = new Set<Socket>();
   const accept = (client: Client, own?: Set<Socket>) => (socket: Socket): void => {

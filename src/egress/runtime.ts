@@ -27,8 +27,11 @@ export interface Runtime {
   upstreams: PerCallerPools<Dispatcher>;
   /** Who is behind each client socket (set by the listener that accepted it). */
   clients: WeakMap<object, Client>;
-  /** TLS inspection; undefined when no CA is configured (inspection requests are then refused). */
-  inspector: RequestInspector | undefined;
+  /**
+   * The HTTP engine for tunnels whose requests the proxy reads (see intercept.ts); it inspects TLS only
+   * with a CA (`decrypts`). Set once the proxy has started.
+   */
+  inspector: RequestInspector;
   /** Scanner, placeholder registry and vault for the requests the proxy can read. */
   content: ContentTools;
   /** Hosts whose TLS is tunnelled even when a rule asks for inspection. */

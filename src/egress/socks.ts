@@ -12,7 +12,7 @@ import { tunnelGate, type FirstBytes } from './first-bytes.js';
 import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
-import { auditHealthy, limit, occupyTunnel } from './steps.js';
+import { auditHealthy, limit, occupyTunnel, serveHttpTunnel } from './steps.js';
 import { formatTarget, parseHost, type Target } from './target.js';
 import { dial, splice } from './tunnel.js';
 
@@ -165,6 +165,13 @@ export async function handleSocks(runtime: Runtime, socket: Socket): Promise<voi
   const seen: FirstBytes = {};
   const gate = tunnelGate({ engine, principal: caller.principal, target, addresses: addresses.map((a) => a.address), correlationId, tlsOnly: checked.tlsOnly, isPassThrough: runtime.isPassThrough }, seen);
   const result = await splice(socket, upstream, runtime.limits, early, gate, checked.tlsOnly);
+  if (result.http) {
+    const served = await serveHttpTunnel(runtime, socket, result.http, { target, addresses, caller, correlationId, listener: client.listener === 'tcp' ? 'socks' : client.listener }, dialled);
+    facts.details = { ...facts.details, ...served.details };
+    if (served.refusal) facts.refusal = served.refusal;
+    runtime.recorder.record(engine, facts);
+    return;
+  }
   if (seen.decision) facts.decision = seen.decision;
   if (result.refusal) facts.refusal = result.refusal;
   facts.details = {

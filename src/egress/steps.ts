@@ -1,8 +1,11 @@
 /**
  * Steps every flow (HTTP forward, CONNECT, SOCKS5, inspected requests) shares before it looks at the
- * destination: is there still an audit trail, and is this caller within its rate.
+ * destination: is there still an audit trail, and is this caller within its rate; and the hand-over of a
+ * tunnel that turned out to carry plain HTTP.
  */
+import type { Duplex } from 'node:stream';
 import type { Caller } from './authenticate.js';
+import type { Tunnel } from './inspect.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 
@@ -41,4 +44,18 @@ export function occupyTunnel(runtime: Runtime, caller: Caller, socket: { readonl
     else runtime.tunnels.delete(key);
   });
   return undefined;
+}
+
+/**
+ * A tunnel whose first bytes began a plain HTTP request (`head`, none sent yet): the HTTP engine serves its
+ * requests, each decided, checked and recorded on its own, and sends them to the address the tunnel dialled.
+ * Resolves with the details for the tunnel's own record when it closes.
+ */
+export async function serveHttpTunnel(runtime: Runtime, socket: Duplex, head: Buffer, tunnel: Tunnel, dialled: string | undefined): Promise<{ details: Record<string, unknown>; refusal: Refusal | undefined }> {
+  const addresses = [...tunnel.addresses].sort((a, b) => Number(b.address === dialled) - Number(a.address === dialled));
+  const served = await runtime.inspector.serveHttp(socket, head, { ...tunnel, addresses });
+  return {
+    details: { address: served.address ?? dialled, inspected: false, scheme: 'http', requests: served.requests, bytesUp: served.bytesUp, bytesDown: served.bytesDown },
+    refusal: served.refusal,
+  };
 }

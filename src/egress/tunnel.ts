@@ -173,13 +173,19 @@ export interface SpliceResult {
   ended: 'closed' | 'idle-timeout' | 'total-timeout' | 'error' | 'refused';
   /** Set when the gate refused the client's first bytes. */
   refusal?: Refusal;
+  /**
+   * Set when the gate found an HTTP request: the client's bytes so far, none of them sent. The client's
+   * socket is paused and left to the caller; the upstream connection is closed.
+   */
+  http?: Buffer;
 }
 
 /**
- * Looks at the client's first bytes before any of them go upstream: 'pass', 'more' (wait for more bytes)
- * or a refusal. The server's side flows from the start (protocols where the server speaks first).
+ * Looks at the client's first bytes before any of them go upstream: 'pass', 'more' (wait for more bytes),
+ * 'http' (the splice ends and hands the client over; see SpliceResult.http) or a refusal. The server's side
+ * flows from the start (protocols where the server speaks first).
  */
-export type FirstBytesGate = (data: Buffer) => 'pass' | 'more' | Refusal;
+export type FirstBytesGate = (data: Buffer) => 'pass' | 'more' | 'http' | Refusal;
 
 const GATE_MAX_BYTES = 20 * 1024;
 
@@ -207,17 +213,20 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
     const total = setTimeout(abort('total-timeout'), limits.totalTimeoutMs);
     // Node resets a socket's timeout on reads and writes alike, so one timer per side covers both directions.
     upstream.setTimeout(limits.idleTimeoutMs, abort('idle-timeout'));
-    client.on('error', abort('error'));
+    const clientError = abort('error');
+    client.on('error', clientError);
     upstream.on('error', abort('error'));
     // A side that closes lets the other finish writing what it already has (end, not destroy).
-    client.on('close', () => {
+    const clientClosed = (): void => {
       upstream.end();
       finish();
-    });
-    upstream.on('close', () => {
+    };
+    const upstreamClosed = (): void => {
       client.end();
       finish();
-    });
+    };
+    client.on('close', clientClosed);
+    upstream.on('close', upstreamClosed);
     const downstream = downstreams.get(upstream);
     const attach = (): void => {
       if (downstream) downstream.attach(client);
@@ -239,6 +248,16 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
       }
       client.off('data', onData);
       client.off('end', onEnd);
+      if (verdict === 'http') {
+        client.pause();
+        client.off('error', clientError);
+        client.off('close', clientClosed);
+        upstream.off('close', upstreamClosed);
+        clearTimeout(total);
+        upstream.destroy();
+        resolve({ bytesUp: 0, bytesDown: 0, ended: 'closed', http: pending });
+        return true;
+      }
       if (verdict instanceof Refusal) {
         refusal = verdict;
         abort('refused')();
