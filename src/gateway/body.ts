@@ -1,5 +1,5 @@
 /**
- * Reading a whole HTTP body under a size limit: requests to the gateway, and answers from remote upstreams.
+ * Reading a whole HTTP request body under a size limit (what clients send the gateway).
  */
 import type { IncomingMessage } from 'node:http';
 

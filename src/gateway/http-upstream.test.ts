@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { SdkHttpError, type JSONRPCMessage } from '@modelcontextprotocol/client';
-import { plainDial, plainFetch } from './dial.js';
+import { upstreamDialer } from './dial.js';
 import { HttpUpstreamTransport } from './http-upstream.js';
 
 const seen: { headers: Record<string, unknown>; body: { id: number; method: string } }[] = [];
@@ -37,7 +37,7 @@ before(async () => {
   server.listen(0, '127.0.0.1');
   await new Promise((resolve) => server.once('listening', resolve));
   const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`);
-  transport = new HttpUpstreamTransport(url, { fetch: plainFetch }, plainDial, { 'x-injected': 'credential' }, 1000);
+  transport = new HttpUpstreamTransport(url, {}, upstreamDialer(true, { connectMs: 5000, exchangeMs: 5000, maxBytes: 1000 }), { 'x-injected': 'credential' }, 1000);
   transport.onmessage = (message) => received.push(message);
   transport.onerror = (error) => errors.push(error);
   await transport.start();

@@ -1,43 +1,42 @@
 /**
  * The Streamable HTTP transport to a remote upstream: the SDK's, except for the message that makes up
- * nearly all traffic, a request on an established 2025-era connection. That one goes straight over
- * node:http: one POST, the answer read as JSON or as an event stream, each message's envelope checked by
- * hand (the SDK client checks results against their method's schema anyway). The SDK's path wraps the
- * same exchange in fetch Headers, a web Response, web streams and a zod pass per message, which cost
- * more than twice the request itself. Everything else (initialize, the version probe and every
- * 2026-07-28 message, notifications, the GET stream, closing) stays with the SDK.
+ * nearly all traffic, a request on an established 2025-era connection. That one goes straight over the
+ * upstream's dialer (dial.ts): one POST, the answer read as JSON or as an event stream, each message's
+ * envelope checked by hand (the SDK client checks results against their method's schema anyway). The SDK's
+ * path wraps the same exchange in fetch Headers, a web Response, web streams and a zod pass per message,
+ * which cost more than twice the request itself. Everything else (initialize, the version probe and every
+ * 2026-07-28 message, notifications, the GET stream, closing) stays with the SDK, on the same dialer.
  */
-import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import {
   PROTOCOL_VERSION_META_KEY,
   SdkError,
   SdkErrorCode,
   SdkHttpError,
+  SSEClientTransport,
   StreamableHTTPClientTransport,
   type JSONRPCMessage,
+  type SSEClientTransportOptions,
   type StreamableHTTPClientTransportOptions,
   type TransportSendOptions,
 } from '@modelcontextprotocol/client';
-import { readBody } from './body.js';
-import type { Dial } from './dial.js';
+import type { Dialer } from './dial.js';
 import { isJsonRpcMessage } from './jsonrpc.js';
 
 /** The 2025-era revisions, whose requests this class sends itself; any other version is left to the SDK. */
 const SESSION_ERA = new Set(['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25']);
 
 export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
-  /** Ends the requests this class made itself when the transport closes. */
-  private readonly closing = new AbortController();
-
   constructor(
     private readonly endpoint: URL,
-    options: StreamableHTTPClientTransportOptions,
-    private readonly dial: Dial,
+    options: Omit<StreamableHTTPClientTransportOptions, 'fetch'>,
+    /** This connection's own: closed with it, which ends every request still in flight. */
+    private readonly dialer: Dialer,
     /** The upstream's configured and injected headers, sent with every request. */
     private readonly headers: Record<string, string>,
     private readonly maxMessageBytes: number,
   ) {
-    super(endpoint, options);
+    super(endpoint, { ...options, fetch: dialer.fetch });
   }
 
   override send(message: JSONRPCMessage | JSONRPCMessage[], options?: TransportSendOptions): Promise<void> {
@@ -55,8 +54,11 @@ export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
   }
 
   override async close(): Promise<void> {
-    this.closing.abort();
-    await super.close();
+    try {
+      await super.close();
+    } finally {
+      await this.dialer.close();
+    }
   }
 
   private async post(message: JSONRPCMessage, version: string): Promise<void> {
@@ -67,36 +69,30 @@ export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
       'mcp-protocol-version': version,
     };
     if (this.sessionId !== undefined) headers['mcp-session-id'] = this.sessionId;
-    const res = await this.dial(this.endpoint, { method: 'POST', headers, body: JSON.stringify(message), signal: this.closing.signal });
-    const status = res.statusCode ?? 0;
-    const type = res.headers['content-type'] ?? '';
+    const answer = await this.dialer.dial(this.endpoint, { method: 'POST', headers, body: JSON.stringify(message) });
+    const { status } = answer;
+    const type = answer.headers['content-type'] ?? '';
     if (status < 200 || status >= 300) {
-      const text = (await this.read(res).catch(() => Buffer.alloc(0))).toString('utf8');
+      const text = answer.body?.toString('utf8') ?? '';
       // The same error the SDK raises, so that a 404 still reads as "the server forgot our session".
-      throw new SdkHttpError(SdkErrorCode.ClientHttpNotImplemented, `Error POSTing to endpoint: ${text}`, { status, statusText: res.statusMessage ?? '', text });
+      throw new SdkHttpError(SdkErrorCode.ClientHttpNotImplemented, `Error POSTing to endpoint: ${text}`, { status, statusText: answer.statusText, text });
     }
-    if (/^application\/json\b/i.test(type)) {
-      const body: unknown = JSON.parse((await this.read(res)).toString('utf8'));
+    if (answer.body) {
+      // Read whole: the dialer does that for JSON (and only for JSON among successful answers).
+      const body: unknown = JSON.parse(answer.body.toString('utf8'));
       for (const item of Array.isArray(body) ? body : [body]) this.deliver(item);
       return;
     }
-    if (/^text\/event-stream\b/i.test(type)) {
-      void this.readEvents(res).catch((error: unknown) => this.onerror?.(error instanceof Error ? error : new Error(String(error))));
+    if (typeof type === 'string' && /^text\/event-stream\b/i.test(type)) {
+      void this.readEvents(answer.stream).catch((error: unknown) => this.onerror?.(error instanceof Error ? error : new Error(String(error))));
       return;
     }
-    res.resume();
-    throw new SdkError(SdkErrorCode.ClientHttpUnexpectedContent, `the upstream answered a request with content type "${type}"`);
-  }
-
-  private async read(res: IncomingMessage): Promise<Buffer> {
-    const body = await readBody(res, this.maxMessageBytes);
-    if (body !== 'too-large') return body;
-    res.destroy();
-    throw new Error(`the upstream's answer is over the limit of ${this.maxMessageBytes} bytes`);
+    answer.stream.destroy();
+    throw new SdkError(SdkErrorCode.ClientHttpUnexpectedContent, `the upstream answered a request with content type "${String(type)}"`);
   }
 
   /** Reads an event stream to its end, delivering the data of each `message` event. */
-  private async readEvents(res: IncomingMessage): Promise<void> {
+  private async readEvents(res: Readable): Promise<void> {
     let buffer = '';
     let data: string[] = [];
     let dataLength = 0;
@@ -146,5 +142,24 @@ export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
     // One microtask per message, as on stdio: the SDK runs notification handlers a microtask after
     // delivery but responses at once, so progress read together with its result must not be overtaken.
     queueMicrotask(() => this.onmessage?.(message));
+  }
+}
+
+/** The SDK's transport to a legacy HTTP+SSE upstream, on a dialer of its own that closes with it. */
+export class SseUpstreamTransport extends SSEClientTransport {
+  constructor(
+    endpoint: URL,
+    options: Omit<SSEClientTransportOptions, 'fetch'>,
+    private readonly dialer: Dialer,
+  ) {
+    super(endpoint, { ...options, fetch: dialer.fetch });
+  }
+
+  override async close(): Promise<void> {
+    try {
+      await super.close();
+    } finally {
+      await this.dialer.close();
+    }
   }
 }

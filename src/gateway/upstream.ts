@@ -15,7 +15,6 @@ import {
   SdkError,
   SdkErrorCode,
   SdkHttpError,
-  SSEClientTransport,
   type Prompt,
   type Resource,
   type ResourceTemplateType,
@@ -27,8 +26,8 @@ import {
 import type { UpstreamSettings } from '../config/schema.js';
 import { gatewayDefaults } from '../config/schema.js';
 import { ChildProcessTransport, type ChildCommand, type UpstreamProcess } from './child-transport.js';
-import { checkedDial, checkedFetch, plainDial, plainFetch } from './dial.js';
-import { HttpUpstreamTransport } from './http-upstream.js';
+import { upstreamDialer } from './dial.js';
+import { HttpUpstreamTransport, SseUpstreamTransport } from './http-upstream.js';
 import { createdTaskId, isTaskAugmented, newTaskId, RELAYED_RESULT, relatedTaskId, renameTask, taskNotFound } from './tasks.js';
 import { verifyUpstream } from './verify.js';
 
@@ -308,12 +307,16 @@ export class Upstream {
     if (!settings.allowPrivateAddress) await refusePrivate(this.name, url);
     const headers = { ...settings.headers, ...injected.headers };
     const requestInit: RequestInit = { headers };
-    // Unless private addresses are allowed, every connection re-checks what the name resolves to. Either way
-    // the fetch is our node:http one: the global fetch costs several times more per call, and leaves an abort
-    // listener on the transport's long-lived signal per request until garbage collection.
-    const fetchOption = { fetch: settings.allowPrivateAddress ? plainFetch : checkedFetch };
-    if (settings.transport === 'sse') return new SSEClientTransport(url, { requestInit, ...fetchOption });
-    return new HttpUpstreamTransport(url, { requestInit, ...fetchOption }, settings.allowPrivateAddress ? plainDial : checkedDial, headers, this.options.maxMessageBytes);
+    // Unless private addresses are allowed, every new connection re-checks what the name resolves to. Either
+    // way the SDK's fetch is the dialer's too: the global fetch costs several times more per call, and leaves
+    // an abort listener on the transport's long-lived signal per request until garbage collection.
+    const dialer = upstreamDialer(settings.allowPrivateAddress, {
+      connectMs: this.timeouts.connectMs,
+      exchangeMs: this.timeouts.maxCallMs,
+      maxBytes: this.options.maxMessageBytes,
+    });
+    if (settings.transport === 'sse') return new SseUpstreamTransport(url, { requestInit }, dialer);
+    return new HttpUpstreamTransport(url, { requestInit }, dialer, headers, this.options.maxMessageBytes);
   }
 
   private installHandlers(client: Client): void {
