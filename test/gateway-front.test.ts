@@ -165,6 +165,20 @@ describe('authentication', () => {
     assert.equal(response.status, 404);
   });
 
+  test('a session belongs to the teams that opened it too: the same agent in other groups gets "Session not found"', async () => {
+    const opener = await token({ azp: 'dave', groups: ['blue', 'red'] });
+    const session = await rawSession(harness.gateway.url, opener);
+    const list = (bearer: string) =>
+      rawRequest(harness.gateway.url, {
+        headers: { ...JSON_HEADERS, authorization: `Bearer ${bearer}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+      });
+    assert.equal((await list(await token({ azp: 'dave', groups: ['blue', 'red'] }))).status, 200);
+    for (const groups of [['blue'], ['blue', 'red', 'green'], ['blue', 'green']]) {
+      assert.equal((await list(await token({ azp: 'dave', groups }))).status, 404, groups.join());
+    }
+  });
+
   test('each request on a session is judged with the claims of the token it carries, not those of the token that opened it', async () => {
     const admin = await token({ azp: 'carol', role: 'admin' });
     const plain = await token({ azp: 'carol', role: 'user' });

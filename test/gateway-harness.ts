@@ -3,6 +3,7 @@
  * a real agent registry in a temporary SQLite store, real upstream MCP servers from npm, and the official
  * SDK client on the other side.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -84,6 +85,20 @@ export const fixtureEntry = new URL('./fixtures/fixture-server.js', import.meta.
 
 export function fixtureUpstream(extra: Record<string, unknown> = {}, args: string[] = []): Record<string, unknown> {
   return { command: process.execPath, args: [fixtureEntry, ...args], ...extra };
+}
+
+/** The fixture server as a remote upstream: one session over Streamable HTTP on 127.0.0.1, in a process of its own. */
+export async function fixtureOverHttp(env: Record<string, string> = {}): Promise<{ url: string; close(): void }> {
+  const child = spawn(process.execPath, [fixtureEntry, '--http'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let printed = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      printed += chunk.toString();
+      if (printed.includes('\n')) resolve(printed.trim());
+    });
+    child.once('exit', (code) => reject(new Error(`the fixture server exited with ${code}`)));
+  });
+  return { url, close: () => void child.kill('SIGKILL') };
 }
 
 export interface RawResponse {

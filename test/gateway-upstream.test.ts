@@ -1,7 +1,7 @@
 /**
  * Upstreams that misbehave, with real processes: one that crashes, one that writes garbage to stdout, one
- * that hangs, one that changes a tool mid-session, a client that disconnects mid-call, and a remote
- * Streamable HTTP upstream (server-everything in its streamableHttp mode on 127.0.0.1).
+ * that hangs, one that changes a tool mid-session, a client that disconnects mid-call, and remote
+ * Streamable HTTP upstreams (server-everything in its streamableHttp mode, and the fixture, on 127.0.0.1).
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { CallToolResult, Client } from '@modelcontextprotocol/client';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
-import { everythingEntry, fixtureUpstream, JSON_HEADERS, rawRequest, rawSession, startHarness, type Harness } from './gateway-harness.js';
+import { everythingEntry, fixtureOverHttp, fixtureUpstream, JSON_HEADERS, rawRequest, rawSession, startHarness, type Harness } from './gateway-harness.js';
 
 const token = SAMPLES['github-pat']!(seededRandom(5));
 const allowAll = { mcp: [{ id: 'all', allow: { tools: ['*'], prompts: ['*'], resources: ['*'] } }] };
@@ -353,6 +353,70 @@ describe('a remote Streamable HTTP upstream', () => {
     } finally {
       await harness.close();
     }
+  });
+});
+
+describe('a remote upstream that misbehaves (the fixture over Streamable HTTP)', () => {
+  // A remote call with no progress to relay skips the SDK client's request pipeline (HttpUpstreamTransport.request):
+  // these hold it to what that pipeline does for the call.
+  let upstream: { url: string; close(): void };
+  let harness: Harness;
+  let client: Client;
+
+  before(async () => {
+    upstream = await fixtureOverHttp({ FIXTURE_LEAK: `the key is ${token}` });
+    harness = await startHarness({
+      gateway: { timeouts: { callMs: 1000, maxCallMs: 3000 }, upstreams: { fixture: { url: upstream.url, allowPrivateAddress: true } } },
+      policy: { ...allowAll, dlp: { action: 'block' } },
+    });
+    client = await harness.connect(harness.agents.add('tester').key);
+  });
+  after(async () => {
+    await harness.close();
+    upstream.close();
+  });
+
+  test('a hanging call times out with an error and is recorded, while other calls keep working', async () => {
+    const started = Date.now();
+    const hanging = client.callTool({ name: 'fixture__hang', arguments: {} });
+    const quick = (await client.callTool({ name: 'fixture__hello', arguments: {} })) as CallToolResult;
+    assert.equal(text(quick), 'hello world');
+    await assert.rejects(hanging, /timed out/i);
+    assert.ok(Date.now() - started < 2500);
+    assert.ok(harness.audit.records.some((r) => r.action === 'tools/call' && r.resource === 'fixture/hang' && r.effect === 'error'));
+  });
+
+  test("a cancelled call is cancelled upstream with the gateway's reason, never the client's words", async () => {
+    const cancelling = new AbortController();
+    const hanging = client.callTool({ name: 'fixture__hang', arguments: {} }, { signal: cancelling.signal });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    cancelling.abort(`stop, and here is ${token}`);
+    await assert.rejects(hanging);
+    let heard = '';
+    for (let i = 0; i < 50 && heard !== 'reason: the request was cancelled'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      heard = text((await client.callTool({ name: 'fixture__last-cancel', arguments: {} })) as CallToolResult);
+    }
+    assert.equal(heard, 'reason: the request was cancelled');
+  });
+
+  test('a result holding a secret is withheld, and so recorded', async () => {
+    const leaked = (await client.callTool({ name: 'fixture__leak', arguments: {} })) as CallToolResult;
+    assert.equal(leaked.isError, true);
+    assert.match(text(leaked), /result contained a secret/);
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/call' && r.resource === 'fixture/leak');
+    assert.equal(record?.effect, 'deny');
+    assert.deepEqual(record?.rules, ['dlp']);
+    assert.ok(!JSON.stringify(harness.audit.records).includes(token));
+  });
+
+  test("relays the upstream's log messages during a call to the calling session, at the level it set", async () => {
+    const heard: string[] = [];
+    client.setNotificationHandler('notifications/message', (n) => void heard.push(`${n.params.level}: ${String(n.params.data)}`));
+    await client.setLoggingLevel('error');
+    assert.equal(text((await client.callTool({ name: 'fixture__log', arguments: {} })) as CallToolResult), 'logged');
+    for (let i = 0; i < 25 && heard.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(heard, ['error: something broke']);
   });
 });
 

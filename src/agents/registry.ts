@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Principal } from '../policy/types.js';
 import { migrate, openStore, type Store } from '../store/index.js';
 import { GatehouseError } from '../util/errors.js';
@@ -47,8 +47,9 @@ export function parseAgentKey(key: string): { keyId: string; secret: string } | 
   return match ? { keyId: match[1]!, secret: match[2]! } : undefined;
 }
 
+/** One-shot: a gateway hashes the presented key on every request, and a Hash object per call is garbage to collect. */
 function hashSecret(secret: string): Buffer {
-  return createHash('sha256').update(secret, 'utf8').digest();
+  return hash('sha256', secret, 'buffer');
 }
 
 function toInfo(row: AgentRow): AgentInfo {

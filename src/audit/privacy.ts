@@ -3,7 +3,7 @@
  * config says `audit.recordValues: true`; every record is bounded in size. The log applies both on append,
  * so a data plane that forgets cannot leak values into the trail.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { AuditRecord } from './record.js';
 
 /** `details` keys that carry what an agent sent or received rather than facts about it. */
@@ -26,7 +26,7 @@ export interface OmittedValue {
 
 function digestOf(value: unknown): OmittedValue {
   const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? '');
-  return { omitted: true, sha256: createHash('sha256').update(text).digest('hex'), bytes: Buffer.byteLength(text) };
+  return { omitted: true, sha256: hash('sha256', text, 'hex'), bytes: Buffer.byteLength(text) };
 }
 
 /** Replaces value-bearing keys in `details` (top level) with their digest. Returns the record unchanged if none. */

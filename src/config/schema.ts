@@ -132,9 +132,12 @@ const upstreamName = z
 const upstreamTimeouts = z.strictObject({
   /** How long a call may go without a response or a progress notification. */
   callMs: z.number().int().positive().optional(),
-  /** The absolute limit for one call, progress or not. */
+  /**
+   * The absolute limit for one call, progress or not; for a remote upstream also the longest one HTTP exchange
+   * may wait for its answer, or pause within it.
+   */
   maxCallMs: z.number().int().positive().optional(),
-  /** How long starting and initialising an upstream may take. */
+  /** How long starting and initialising an upstream may take; for a remote one also each new connection to it. */
   connectMs: z.number().int().positive().optional(),
   /** Stop an upstream nobody has used for this long (0: keep it running). */
   idleMs: z.number().int().min(0).optional(),

@@ -1,9 +1,10 @@
 /** Digests over a canonical JSON form (keys sorted at every level), for argument digests and tool pins. */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { canonicalJson } from '../policy/index.js';
 
 export { canonicalJson };
 
 export function digestOf(value: unknown): string {
-  return 'sha256:' + createHash('sha256').update(canonicalJson(value ?? null)).digest('hex');
+  // One-shot, as audit lines are hashed (see hashLine): a call's arguments are digested on every call.
+  return 'sha256:' + hash('sha256', canonicalJson(value ?? null), 'hex');
 }

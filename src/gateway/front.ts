@@ -633,8 +633,13 @@ function isInitialize(body: unknown): boolean {
   return Array.isArray(body) ? body.some(opens) : opens(body);
 }
 
+/** Whether two identities are the same agent, user and teams (in the same order, as the authenticator gives them). */
 function samePrincipal(a: Principal, b: Principal): boolean {
-  return a.agent === b.agent && a.user === b.user && JSON.stringify(a.teams ?? []) === JSON.stringify(b.teams ?? []);
+  if (a.agent !== b.agent || a.user !== b.user) return false;
+  // Compared in place: every request on a session is checked against its owner.
+  const teams = a.teams ?? [];
+  const others = b.teams ?? [];
+  return teams.length === others.length && teams.every((team, index) => team === others[index]);
 }
 
 function stripClaims(principal: Principal): Principal {

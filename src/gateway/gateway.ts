@@ -518,9 +518,10 @@ export class GatewayCore {
 
   // ---- lists -------------------------------------------------------------------------------------
 
-  private toolView(caller: Caller, catalog: Catalog): Tool[] {
+  /** The caller's view with its tool list, made on first use: looked up once per list or call. */
+  private toolView(caller: Caller, catalog: Catalog): View & { tools: Tool[]; toolSet: Set<Tool> } {
     const view = this.view(caller, catalog);
-    if (!view.tools) {
+    if (!view.tools || !view.toolSet) {
       view.tools = [];
       view.toolSet = new Set();
       for (const entry of catalog.tools.values()) {
@@ -537,12 +538,13 @@ export class GatewayCore {
       // Frozen, with frozen tools: the session transport may then keep the list's JSON with it.
       Object.freeze(view.tools);
     }
-    return view.tools;
+    return view as View & { tools: Tool[]; toolSet: Set<Tool> };
   }
 
-  private promptView(caller: Caller, catalog: Catalog): Prompt[] {
+  /** The caller's view with its prompt list, made on first use. */
+  private promptView(caller: Caller, catalog: Catalog): View & { prompts: Prompt[]; promptSet: Set<Prompt> } {
     const view = this.view(caller, catalog);
-    if (!view.prompts) {
+    if (!view.prompts || !view.promptSet) {
       view.prompts = [];
       view.promptSet = new Set();
       for (const entry of catalog.prompts.values()) {
@@ -552,32 +554,30 @@ export class GatewayCore {
         view.promptSet.add(entry.exposed);
       }
     }
-    return view.prompts;
+    return view as View & { prompts: Prompt[]; promptSet: Set<Prompt> };
   }
 
   private canSeeTool(caller: Caller, catalog: Catalog, tool: Tool): boolean {
-    this.toolView(caller, catalog);
-    return this.view(caller, catalog).toolSet?.has(tool) ?? false;
+    return this.toolView(caller, catalog).toolSet.has(tool);
   }
 
   private canSeePrompt(caller: Caller, catalog: Catalog, prompt: Prompt): boolean {
-    this.promptView(caller, catalog);
-    return this.view(caller, catalog).promptSet?.has(prompt) ?? false;
+    return this.promptView(caller, catalog).promptSet.has(prompt);
   }
 
   async listTools(caller: Caller): Promise<Tool[]> {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
-    const tools = this.toolView(caller, catalog);
-    await this.recordList(caller, 'tools/list', started, tools.length, catalog.tools.size, catalog, this.view(caller, catalog).withheld?.tools);
+    const { tools, withheld } = this.toolView(caller, catalog);
+    await this.recordList(caller, 'tools/list', started, tools.length, catalog.tools.size, catalog, withheld?.tools);
     return tools;
   }
 
   async listPrompts(caller: Caller): Promise<Prompt[]> {
     const started = process.hrtime.bigint();
     const catalog = await this.loadCatalog();
-    const prompts = this.promptView(caller, catalog);
-    await this.recordList(caller, 'prompts/list', started, prompts.length, catalog.prompts.size, catalog, this.view(caller, catalog).withheld?.prompts);
+    const { prompts, withheld } = this.promptView(caller, catalog);
+    await this.recordList(caller, 'prompts/list', started, prompts.length, catalog.prompts.size, catalog, withheld?.prompts);
     return prompts;
   }
 

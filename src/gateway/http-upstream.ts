@@ -4,18 +4,22 @@
  * upstream's dialer (dial.ts): one POST, the answer read as JSON or as an event stream, each message's
  * envelope checked by hand (the SDK client checks results against their method's schema anyway). The SDK's
  * path wraps the same exchange in fetch Headers, a web Response, web streams and a zod pass per message,
- * which cost more than twice the request itself. Everything else (initialize, the version probe and every
- * 2026-07-28 message, notifications, the GET stream, closing) stays with the SDK, on the same dialer.
+ * which cost more than twice the request itself. A call can also skip the SDK client's request pipeline
+ * (see `request`). Everything else (initialize, the version probe and every 2026-07-28 message,
+ * notifications, the GET stream, closing) stays with the SDK, on the same dialer.
  */
 import type { Readable } from 'node:stream';
 import {
   PROTOCOL_VERSION_META_KEY,
+  ProtocolError,
   SdkError,
   SdkErrorCode,
   SdkHttpError,
   SSEClientTransport,
   StreamableHTTPClientTransport,
   type JSONRPCMessage,
+  type JSONRPCResponse,
+  type Result,
   type SSEClientTransportOptions,
   type StreamableHTTPClientTransportOptions,
   type TransportSendOptions,
@@ -25,8 +29,15 @@ import { isJsonRpcMessage } from './jsonrpc.js';
 
 /** The 2025-era revisions, whose requests this class sends itself; any other version is left to the SDK. */
 const SESSION_ERA = new Set(['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25']);
+/** Starts the ids of the requests `request` sends: the SDK's are numbers, so neither can take the other's answer. */
+const OWN_ID_PREFIX = 'gatehouse-';
+const CANCELLED = 'the request was cancelled';
 
 export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
+  /** What waits for the answer to each request `request` sent, by id. */
+  private readonly awaiting = new Map<string, (answer: JSONRPCResponse | Error) => void>();
+  private serial = 0;
+
   constructor(
     private readonly endpoint: URL,
     options: Omit<StreamableHTTPClientTransportOptions, 'fetch'>,
@@ -40,20 +51,86 @@ export class HttpUpstreamTransport extends StreamableHTTPClientTransport {
   }
 
   override send(message: JSONRPCMessage | JSONRPCMessage[], options?: TransportSendOptions): Promise<void> {
+    const direct = !Array.isArray(message) && 'method' in message && 'id' in message && this.carries(message) && options?.resumptionToken === undefined;
+    return direct ? this.post(message, this.protocolVersion!) : super.send(message, options);
+  }
+
+  /** Whether this class sends a request itself: any but initialize on an established 2025-era connection. */
+  carries(request: { method: string; params?: Record<string, unknown> }): boolean {
     const version = this.protocolVersion;
-    const direct =
-      !Array.isArray(message) &&
-      'method' in message &&
-      'id' in message &&
-      message.method !== 'initialize' &&
+    return (
+      request.method !== 'initialize' &&
       version !== undefined &&
       SESSION_ERA.has(version) &&
-      (message.params?._meta as Record<string, unknown> | undefined)?.[PROTOCOL_VERSION_META_KEY] === undefined &&
-      options?.resumptionToken === undefined;
-    return direct ? this.post(message, version) : super.send(message, options);
+      (request.params?._meta as Record<string, unknown> | undefined)?.[PROTOCOL_VERSION_META_KEY] === undefined
+    );
+  }
+
+  /**
+   * Sends a request (one that `carries` takes) and waits for its result without the SDK client's request
+   * pipeline, which costs a relayed call more than the gateway's own steps around it do: an id, a handler
+   * and a timer per request, a schema pass over every answer, a promise chain. What it does for a request
+   * without progress is done here alike: the answer is taken by its id (see `answered`), an error answer
+   * is a ProtocolError, a result must be an object, and a request that times out after `timeoutMs` or
+   * whose `signal` aborts is rejected and the upstream told with notifications/cancelled. The connection
+   * closing rejects it as the SDK would. Everything the upstream sends on the way (log messages, requests
+   * to the client) still goes to the SDK client.
+   */
+  request(request: { method: string; params?: Record<string, unknown> }, options: { timeoutMs: number; signal?: AbortSignal }): Promise<Result> {
+    const { timeoutMs, signal } = options;
+    const id = `${OWN_ID_PREFIX}${(this.serial += 1)}`;
+    return new Promise<Result>((resolve, reject) => {
+      if (signal?.aborted) return reject(new SdkError(SdkErrorCode.RequestTimeout, CANCELLED));
+      const settle = (): boolean => {
+        if (!this.awaiting.delete(id)) return false;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', cancel);
+        return true;
+      };
+      const giveUp = (error: SdkError): void => {
+        if (!settle()) return;
+        reject(error);
+        // The gateway's reason, never the client's: its words would reach the upstream unscanned.
+        this.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: error.message } }).catch((failure: unknown) =>
+          this.onerror?.(new Error(`Failed to send cancellation: ${String(failure)}`)),
+        );
+      };
+      const cancel = (): void => giveUp(new SdkError(SdkErrorCode.RequestTimeout, CANCELLED));
+      const timer = setTimeout(() => giveUp(new SdkError(SdkErrorCode.RequestTimeout, 'Request timed out', { timeout: timeoutMs })), timeoutMs);
+      signal?.addEventListener('abort', cancel, { once: true });
+      this.awaiting.set(id, (answer) => {
+        settle();
+        if (answer instanceof Error) return reject(answer);
+        if ('error' in answer) return reject(ProtocolError.fromError(answer.error.code, answer.error.message, answer.error.data));
+        const result: unknown = answer.result;
+        if (typeof result !== 'object' || result === null || Array.isArray(result)) {
+          return reject(new SdkError(SdkErrorCode.InvalidResult, `Invalid result for ${request.method}: the result is not an object`));
+        }
+        // As the SDK's 2025-era codec does: resultType belongs to the 2026-07-28 protocol.
+        if (!('resultType' in result)) return resolve(result as Result);
+        const { resultType: _dropped, ...rest } = result as Record<string, unknown>;
+        resolve(rest as Result);
+      });
+      this.post({ jsonrpc: '2.0', id, ...request } as JSONRPCMessage, this.protocolVersion!).catch((error: unknown) => {
+        if (settle()) reject(error);
+      });
+    });
+  }
+
+  /**
+   * Takes an answer to one of `request`'s requests off the inbound messages (the upstream connection passes
+   * each one here before the SDK client sees it). One whose request has already timed out or been cancelled is
+   * dropped: the SDK would only report an unknown id.
+   */
+  answered(message: JSONRPCMessage): boolean {
+    if ('method' in message || !('id' in message) || typeof message.id !== 'string' || !message.id.startsWith(OWN_ID_PREFIX)) return false;
+    this.awaiting.get(message.id)?.(message as JSONRPCResponse);
+    return true;
   }
 
   override async close(): Promise<void> {
+    const closed = new SdkError(SdkErrorCode.ConnectionClosed, 'Connection closed');
+    for (const waiting of [...this.awaiting.values()]) waiting(closed);
     try {
       await super.close();
     } finally {

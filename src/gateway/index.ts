@@ -1,9 +1,9 @@
 /**
  * gateway/: the MCP gateway, one governed endpoint in front of every MCP server.
- * `startGateway` wires the pieces: upstreams and aggregation (gateway.ts, upstream.ts), authentication
- * (auth.ts), the Streamable HTTP front with sessions (front.ts) and its local sockets (local-socket.ts), the
- * bound on what each agent leaves unread across them (unread.ts), and `gatehouse mcp`, the stdio bridge to
- * them (bridge.ts).
+ * `startGateway` wires the pieces: upstreams and aggregation (gateway.ts, upstream.ts; a remote one's HTTP in
+ * http-upstream.ts, over the checked connections of dial.ts), authentication (auth.ts), the Streamable HTTP
+ * front with sessions (front.ts) and its local sockets (local-socket.ts), the bound on what each agent leaves
+ * unread across them (unread.ts), and `gatehouse mcp`, the stdio bridge to them (bridge.ts).
  * Imports config/, policy/ (the engine interface), audit/, agents/ (keys) and util/; never a data plane.
  */
 import { createRequire } from 'node:module';

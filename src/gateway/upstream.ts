@@ -378,9 +378,10 @@ export class Upstream {
   }
 
   /**
-   * Takes two kinds of message off the transport before the SDK sees them. The SDK client checks that a
-   * sampling or elicitation handler returns a sampling or elicitation result, but a client running the request
-   * as a task answers a CreateTaskResult: such requests are answered here. And notifications about the
+   * Takes three kinds of message off the transport before the SDK sees them. Answers to the calls a remote
+   * upstream's transport sent itself go back to those calls (see HttpUpstreamTransport.request). The SDK
+   * client checks that a sampling or elicitation handler returns a sampling or elicitation result, but a client
+   * running the request as a task answers a CreateTaskResult: such requests are answered here. And notifications about the
    * upstream's tasks are relayed here, in the order they came: the SDK would hand them over a tick late, after
    * the progress of task-augmented calls, whose tokens it does not know (see `taskProgress`), so a task's
    * progress could overtake the status that ended it.
@@ -388,6 +389,7 @@ export class Upstream {
   private interceptInbound(transport: Transport): void {
     const deliver = transport.onmessage;
     transport.onmessage = (message, extra) => {
+      if (transport instanceof HttpUpstreamTransport && transport.answered(message)) return;
       const request = message as { id?: string | number; method?: string; params?: Record<string, unknown> };
       if (request.id === undefined && request.method !== undefined && this.relayTaskNotification(request.method, request.params)) return;
       const augmented = (request.method === 'sampling/createMessage' || request.method === 'elicitation/create') && request.id !== undefined && isTaskAugmented(request.params);
@@ -573,6 +575,12 @@ export class Upstream {
     try {
       const sent = taskRoute ? { ...params, _meta: { ...(params?._meta as Record<string, unknown> | undefined), progressToken: taskRoute.token } } : params;
       const message = { method, ...(sent ? { params: sent } : {}) } as never;
+      // The bulk of a remote upstream's traffic: a call with no progress to relay needs nothing of the SDK
+      // client's request pipeline that the transport does not do itself (see HttpUpstreamTransport.request).
+      const transport = this.transport;
+      if (method === 'tools/call' && progressToken === undefined && transport instanceof HttpUpstreamTransport && transport.carries(message)) {
+        return await transport.request(message, { timeoutMs: this.timeouts.callMs, ...(options.signal ? { signal: options.signal } : {}) });
+      }
       const cancelled = options.signal && withoutReason(options.signal);
       const signal = taskRoute ? (cancelled ? AbortSignal.any([cancelled, taskRoute.idle]) : taskRoute.idle) : cancelled;
       const requestOptions = {
