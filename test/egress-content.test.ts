@@ -172,6 +172,28 @@ describe('egress request content', () => {
     assert.equal(api.requests.at(-1)?.url, '/v1/raw?token=Zq8mN3vR7tY2kL9%2Fa%3Fb&x=1');
   });
 
+  it('swaps a placeholder the client form-encoded in a form body, percent-encoding the real value', async () => {
+    // An OAuth token request: curl form-encodes the placeholder ("/" as %2F, "+" as %2B, a space as "+").
+    const placeholder = placeholders.issue('sess-c', grant('url-reserved-password'), realReserved);
+    const result = await viaSession(['--data-urlencode', `client_secret=${placeholder.value}`, '--data-urlencode', 'grant_type=client_credentials', `https://api.test:${api.port}/oauth/token`]);
+    assert.equal(result.status, 200, result.stderr + result.body);
+    const seen = api.requests.at(-1);
+    assert.equal(seen?.url, '/oauth/token');
+    const form = new URLSearchParams(seen.bodyBytes.toString('utf8'));
+    assert.equal(form.get('client_secret'), realReserved, 'the server reads the real value as one field');
+    assert.equal(form.get('grant_type'), 'client_credentials', 'the field after it is still its own');
+  });
+
+  it('swaps a placeholder in JSON that curl -d labelled a form as it is, not percent-encoded', async () => {
+    const placeholder = placeholders.issue('sess-c', grant('url-reserved-password'), realReserved);
+    const json = JSON.stringify({ token: placeholder.value });
+    const result = await viaSession(['-d', json, `https://api.test:${api.port}/v1/json-as-form`]);
+    assert.equal(result.status, 200, result.stderr + result.body);
+    const seen = api.requests.at(-1);
+    assert.match(String(seen?.headers['content-type']), /x-www-form-urlencoded/, 'curl -d labels the body a form');
+    assert.deepEqual(JSON.parse((seen?.bodyBytes ?? Buffer.alloc(0)).toString('utf8')), { token: realReserved });
+  });
+
   it('in redact mode, redacts a real secret but still swaps the placeholder beside it', async () => {
     const previous = gate.holder.current;
     gate.holder.current = compile(policy('redact'));

@@ -160,13 +160,17 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const nameParts: Part[] = outgoing.headers.filter((_, index) => index % 2 === 0).map((name) => ({ bytes: Buffer.from(name, 'latin1'), changed: false }));
     const body: Part | undefined = outgoing.body ? { bytes: outgoing.body, changed: false } : undefined;
     const parts = [url, ...headerParts, ...nameParts, ...(body ? [body] : [])];
+    // A form body is URL text: a client form-encodes a placeholder in it as it would in a query (a "/" as
+    // %2F, a space as "+"), and the real value must then go in percent-encoded to stay one field.
+    const formBody = body !== undefined && isFormBody(request);
+    const searchIn = (part: Part): PlaceholderSearch => (part === url ? { url: true } : formBody && part === body ? { form: true } : {});
 
     // What a server that decodes the agent's text reads: escapes in a JSON body, percent-escapes in the URL,
     // header values and the body (see readingsOf). Placeholders and secrets are looked for there too.
     const readings = new Map<Part, Readings>();
     const nameOf = (part: Part): string => (part === url ? 'URL' : part === body ? 'body' : 'headers');
     for (const part of [url, ...headerParts, ...(body ? [body] : [])]) {
-      const formFrom = part === url ? queryStart(part.bytes) : part === body && isFormBody(request) ? 0 : Infinity;
+      const formFrom = part === url ? queryStart(part.bytes) : part === body && formBody ? 0 : Infinity;
       const found = readingsOf(part.bytes, { body: part === body, formFrom });
       if (found === 'too-deep') {
         return new Refusal(400, 'bad-request', `the request is percent-encoded more than ${MAX_LAYERS} layers deep in the ${nameOf(part)}, too deep for the proxy to read it for secrets`);
@@ -178,7 +182,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
     if (registry && live) {
       const hits = [
-        ...parts.flatMap((part) => registry.find(part.bytes, false, { url: part === url })),
+        ...parts.flatMap((part) => registry.find(part.bytes, false, searchIn(part))),
         // Decoded, too: `%67%68%70…` or `\u0067hp…` hides a placeholder from a search of the bytes that arrived.
         ...[...readings.values()].flatMap((reading) => decodedTexts(reading).flatMap((bytes) => registry.find(bytes))),
       ];
@@ -211,7 +215,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
         const findings = scanner.check(bytes).findings;
         return registry && live ? registry.withoutPlaceholders(findings, bytes, search) : findings;
       };
-      const found = parts.map((part) => scan(part.bytes, { url: part === url }));
+      const found = parts.map((part) => scan(part.bytes, searchIn(part)));
       // A placeholder the client percent-encoded once may decode past itself (a "%41" or "+" inside it read
       // again): where it sits in the text that arrived, nothing found decoded is a secret.
       const placeholderSpans = (bytes: Buffer, search: PlaceholderSearch = {}): Span[] => (registry && live ? registry.find(bytes, false, search) : []);
@@ -232,7 +236,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
           }
           continue;
         }
-        const decoded = percentFindings(reading.percent, [...(found[index] as Finding[]), ...placeholderSpans(part.bytes, { url: part === url })], scan);
+        const decoded = percentFindings(reading.percent, [...(found[index] as Finding[]), ...placeholderSpans(part.bytes, searchIn(part))], scan);
         if (decoded.length > 0) percentEncoded.add(nameOf(part));
         found[index] = [...(found[index] as Finding[]), ...decoded];
       }
@@ -257,14 +261,15 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     }
 
     // Step: swap this session's placeholders for the real values (TLS only, allowed hosts only: checked above).
-    // In the URL, a real value goes in percent-encoded: raw, a "/", "?", "#" or "&" in it would change what
-    // the URL says (headers and bodies carry it as it is).
+    // In the URL (and in a form body where the client encoded the placeholder), a real value goes in
+    // percent-encoded: raw, a "/", "?", "#", "&" or "+" in it would change what the text says (headers and
+    // other bodies carry it as it is).
     if (registry && live && scheme === 'https') {
       const destination = { host: target.host };
       for (const part of parts) {
         // A real value never goes in as a header name: it is no place for a credential.
         if (nameParts.includes(part)) continue;
-        const swapped = registry.swap(part.bytes, session, destination, { url: part === url });
+        const swapped = registry.swap(part.bytes, session, destination, searchIn(part));
         if (swapped.swapped.length === 0) continue;
         part.bytes = swapped.text;
         part.changed = true;

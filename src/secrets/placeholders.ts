@@ -199,6 +199,12 @@ function encodeTag(value: bigint, alphabet: string): string {
 export interface PlaceholderSearch {
   /** The input is a request target (path and query): see `find` and `swap`. */
   url?: boolean;
+  /**
+   * The input is a form body (application/x-www-form-urlencoded): placeholders are found as in a URL, and a
+   * real value goes in percent-encoded where the client percent-encoded its placeholder, as is where it did
+   * not (a body labelled a form is often JSON, as curl's `-d` labels everything).
+   */
+  form?: boolean;
 }
 
 /** A value for a URL: its UTF-8 bytes percent-encoded, except the characters RFC 3986 leaves unreserved. */
@@ -211,6 +217,11 @@ function percentEncode(text: string): string {
 }
 
 const UNRESERVED = /^[A-Za-z0-9._~-]$/;
+
+/** The text a hit spans, as it arrived (bytes read as latin1, as `find` reads a URL). */
+function textAt(input: string | Uint8Array, hit: PlaceholderHit): string {
+  return typeof input === 'string' ? input.slice(hit.start, hit.end) : Buffer.from(input.buffer, input.byteOffset, input.length).toString('latin1', hit.start, hit.end);
+}
 
 /**
  * Where `value` (an ASCII placeholder whose tag starts at `tagOffset`) sits in URL text whose tag was found
@@ -352,7 +363,8 @@ export class PlaceholderRegistry {
    * found as a client percent-encoded it: its characters that are not safe in a URL written as `%XX` in either
    * case, or a space as `+`. The tag and the key after it are letters and digits, which no encoding changes.
    */
-  find(input: string | Uint8Array, firstOnly = false, { url = false }: PlaceholderSearch = {}): PlaceholderHit[] {
+  find(input: string | Uint8Array, firstOnly = false, search: PlaceholderSearch = {}): PlaceholderHit[] {
+    const url = search.url === true || search.form === true;
     if (this.byValue.size === 0) return [];
     if (typeof input !== 'string') {
       const bytes = Buffer.from(input.buffer, input.byteOffset, input.length);
@@ -419,7 +431,8 @@ export class PlaceholderRegistry {
    * placeholder found (another session's, or one not allowed here) is left as is and reported in `refused`:
    * the caller should deny, since it is a credential heading to the wrong place. A Buffer comes back as a
    * Buffer (real values written as UTF-8). With `url`, placeholders are found as `find` finds them in a
-   * URL, and real values go in percent-encoded, so a `/`, `?`, `#`, `&` or `%` in a secret stays part of it.
+   * URL, and real values go in percent-encoded, so a `/`, `?`, `#`, `&` or `%` in a secret stays part of it;
+   * with `form`, likewise where the client encoded its placeholder (see PlaceholderSearch).
    */
   swap(input: string, session: string, destination: Destination, search?: PlaceholderSearch): { text: string; swapped: Placeholder[]; refused: PlaceholderHit[] };
   swap(input: Uint8Array, session: string, destination: Destination, search?: PlaceholderSearch): { text: Buffer; swapped: Placeholder[]; refused: PlaceholderHit[] };
@@ -433,7 +446,8 @@ export class PlaceholderRegistry {
       if (hit.start < at) continue;
       if (hit.placeholder.session === session && this.allowedAt(hit.placeholder, destination)) {
         const real = this.byValue.get(hit.placeholder.value)!.real;
-        parts.push(input.slice(at, hit.start), search.url ? percentEncode(real) : real);
+        const encode = search.url === true || (search.form === true && textAt(input, hit) !== hit.placeholder.value);
+        parts.push(input.slice(at, hit.start), encode ? percentEncode(real) : real);
         at = hit.end;
         swapped.push(hit.placeholder);
       } else {
