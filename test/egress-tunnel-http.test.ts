@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { createScanner } from '../src/dlp/index.js';
+import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { readHttpStart } from '../src/egress/first-bytes.js';
 import { curl, reasonOf, startEchoServer, startTestProxy, type TestProxy } from './egress-helpers.js';
 
@@ -61,7 +63,7 @@ describe('plain HTTP inside a tunnel', () => {
       seen.push({ url: request.url, host: request.headers.host });
       return false;
     });
-    gate = await startTestProxy(POLICY, { settings: { resolve, socks: { listen: '127.0.0.1:0' } } });
+    gate = await startTestProxy(POLICY, { scanner: createScanner(), settings: { resolve, socks: { listen: '127.0.0.1:0' } } });
   });
   after(async () => {
     await gate.close();
@@ -143,6 +145,16 @@ describe('plain HTTP inside a tunnel', () => {
       const fronted = await throughTunnel(gate.proxy.address.port, target, upgrade('internal-admin.test'));
       assert.equal(reasonOf(fronted), 'host-mismatch', fronted);
       assert.deepEqual(upgrades, [target], 'the fronted upgrade reached no server');
+      // Its URL and headers are scanned like any request's: a token in them never reaches the server.
+      const token = checksummedToken('ghp_', seededRandom(7));
+      const leaking = await throughTunnel(gate.proxy.address.port, target, upgrade(target).replace('\r\n\r\n', `\r\nAuthorization: token ${token}\r\n\r\n`));
+      assert.equal(reasonOf(leaking), 'secret-detected', leaking);
+      const inQuery = await throughTunnel(gate.proxy.address.port, target, upgrade(target).replace('/socket', `/socket?t=${encodeURIComponent(token)}`));
+      assert.equal(reasonOf(inQuery), 'secret-detected', inQuery);
+      // A body would never be read once the connection is upgraded, so never judged: refused.
+      const withBody = await throughTunnel(gate.proxy.address.port, target, upgrade(target).replace('\r\n\r\n', '\r\nContent-Length: 5\r\n\r\n'));
+      assert.equal(reasonOf(withBody), 'bad-request', withBody);
+      assert.deepEqual(upgrades, [target], 'no refused upgrade reached the server');
       await waitFor(() => gate.audit.records.some((r) => r.resource === `http://${target}/socket` && r.details?.upgrade === 'echo' && r.details?.bytesDown !== undefined));
     } finally {
       server.close();

@@ -18,7 +18,7 @@ import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
 import { prepareRequest, type ContentTools } from './content.js';
 import { decideNetwork } from './destination.js';
-import { checkFraming, checkHostHeader, parseOriginForm } from './http-message.js';
+import { checkFraming, checkHostHeader, hasBody, parseOriginForm } from './http-message.js';
 import type { PerCallerPools } from './pools.js';
 import { HeaderDeadlines } from './deadline.js';
 import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
@@ -111,7 +111,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     const state = states.get(socket);
     if (state?.scheme !== 'http') return upgradeRefused(request, socket);
     deadlines.clear(socket);
-    upgradePlain(runtime, state, request, socket, head).catch((error: unknown) => {
+    upgradePlain(runtime, options, state, request, socket, head).catch((error: unknown) => {
       writeRawRefusal(socket, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
     });
   });
@@ -301,15 +301,13 @@ async function handleInspected(
   runtime.recorder.record(engine, facts);
 }
 
-/** Headers meant for the proxy, never passed on with an upgrade's request head. */
-const PROXY_HEADERS = new Set(['proxy-authorization', 'proxy-connection']);
-
 /**
- * A protocol upgrade (a ws:// WebSocket) on a plain HTTP tunnel: its request takes the same checks as any
- * other, then goes to the tunnel's address as the client wrote it (its Upgrade and Connection headers are
- * the point of it), and from the server's answer on the two sides are joined as bytes.
+ * A protocol upgrade (a ws:// WebSocket) on a plain HTTP tunnel: its request takes the same checks and
+ * content steps as any other (its URL and headers are scanned, a placeholder in them is refused, since
+ * credentials never go over plain HTTP), then goes to the tunnel's address with its Upgrade and Connection
+ * headers (the point of it), and from the server's answer on the two sides are joined as bytes.
  */
-async function upgradePlain(runtime: Runtime, state: TunnelState, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+async function upgradePlain(runtime: Runtime, options: InspectionOptions, state: TunnelState, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
   const engine = runtime.policy.current;
   const { tunnel } = state;
   state.requests += 1;
@@ -322,15 +320,22 @@ async function upgradePlain(runtime: Runtime, state: TunnelState, request: Incom
   };
   const checked = checkRequest(runtime, state, request, facts);
   if (checked instanceof Refusal) return refuse(checked);
+  // Node hands an upgrade over at the end of its head: a body it announced would never be read, so never judged.
+  if (hasBody(request)) return refuse(new Refusal(400, 'bad-request', 'a protocol upgrade request may not carry a body'));
+  const prepared = await prepareRequest(
+    { engine, tools: options, caller: tunnel.caller, target: tunnel.target, scheme: 'http', request, pathAndQuery: checked.pathAndQuery, limits: runtime.limits },
+    facts.details,
+  );
+  if (prepared instanceof Refusal) return refuse(prepared);
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
   if (unrecorded) return refuse(unrecorded);
   const upstream = await dial(tunnel.addresses, tunnel.target.port);
   if (upstream instanceof Refusal) return refuse(upstream);
   state.address = upstream.remoteAddress;
-  let requestHead = `${request.method} ${request.url} HTTP/${request.httpVersion}\r\n`;
-  for (let i = 0; i + 1 < request.rawHeaders.length; i += 2) {
-    if (!PROXY_HEADERS.has((request.rawHeaders[i] as string).toLowerCase())) requestHead += `${request.rawHeaders[i]}: ${request.rawHeaders[i + 1]}\r\n`;
-  }
+  // The content steps drop hop-by-hop headers (and the proxy's own); an upgrade is sent with its two back.
+  const headers = [...upstreamHeaders(prepared.headers, formatTarget(tunnel.target)), 'Connection', 'Upgrade', 'Upgrade', String(request.headers.upgrade)];
+  let requestHead = `${request.method} ${prepared.pathAndQuery} HTTP/1.1\r\n`;
+  for (let i = 0; i + 1 < headers.length; i += 2) requestHead += `${headers[i]}: ${headers[i + 1]}\r\n`;
   upstream.write(requestHead + '\r\n');
   const result = await splice(socket, upstream, runtime.limits, head);
   facts.details = { ...facts.details, address: state.address, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
