@@ -161,6 +161,14 @@ describe('plain HTTP inside a tunnel', () => {
     }
   });
 
+  it('refuses an HTTP/0.9 request line, whose path would pass the path rules unread', async () => {
+    const before = seen.length;
+    const raw = await throughTunnel(gate.proxy.address.port, `api.test:${echo.port}`, 'GET /inside\r\n');
+    assert.equal(raw, '', 'the tunnel is closed');
+    assert.equal(seen.length, before, 'nothing reached the server');
+    await waitFor(() => gate.audit.records.some((r) => r.action === 'connect' && r.resource === `api.test:${echo.port}` && r.reason?.includes('HTTP/0.9') === true));
+  });
+
   it('still passes a protocol that is not HTTP as bytes, both ways', async () => {
     const banner = createServer((socket) => {
       socket.write('SSH-2.0-Test\r\n');
@@ -186,6 +194,10 @@ describe('readHttpStart', () => {
     }
   });
 
+  it('tells an HTTP/0.9 request line apart', () => {
+    for (const text of ['GET /admin\r\n', 'GET /\n', '\r\nGET /a?b=c \r\n']) assert.equal(read(text), 'http/0.9', JSON.stringify(text));
+  });
+
   it('waits for more while the bytes can still become one', () => {
     for (const text of ['', 'G', 'GET', 'GET /path', '\r\n', 'GET /a-long-path-without-a-version-yet']) {
       assert.equal(read(text), 'incomplete', JSON.stringify(text));
@@ -193,7 +205,7 @@ describe('readHttpStart', () => {
   });
 
   it('lets other protocols go at once: binary, Redis, an SSH banner, SMTP', () => {
-    for (const text of [Buffer.from([0, 0, 0, 8, 4, 210, 22, 47]), '*1\r\n$4\r\nPING\r\n', 'SSH-2.0-OpenSSH_9.2p1 Debian\r\n', 'EHLO client.test\r\n', `${'A'.repeat(40)} / HTTP/1.1\r\n`]) {
+    for (const text of [Buffer.from([0, 0, 0, 8, 4, 210, 22, 47]), '*1\r\n$4\r\nPING\r\n', 'SSH-2.0-OpenSSH_9.2p1 Debian\r\n', 'EHLO client.test\r\n', 'GET somekey\r\n', `${'A'.repeat(40)} / HTTP/1.1\r\n`]) {
       assert.equal(read(text), 'other', JSON.stringify(text.toString()));
     }
   });

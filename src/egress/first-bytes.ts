@@ -49,6 +49,7 @@ export function tunnelGate(input: TunnelGateInput, seen: FirstBytes): FirstBytes
       const http = readHttpStart(data);
       if (http === 'incomplete') return 'more';
       if (http === 'other') return 'pass';
+      if (http === 'http/0.9') return new Refusal(400, 'bad-request', 'the client sent an HTTP/0.9 request (no HTTP version), which this proxy does not carry');
       seen.scheme = 'http';
       return 'http';
     }
@@ -92,11 +93,12 @@ const HTTP_VERSION = /HTTP\//i;
  * of "http" wherever one might: empty lines (and blanks) before the request line are skipped (RFC 9112
  * section 2.2), and a first line that is a token, a space or tab, and anything naming an HTTP version is a
  * request, whatever the case or the bytes between, since the engine it goes to refuses what it cannot
- * parse. HTTP/0.9 (no version) is not HTTP here: it has no Host header to front with. A first byte
+ * parse. An HTTP/0.9 request line (`GET /path`, no version) is told apart: node's parser would wait for headers
+ * that never come, and a server that still answers one would take its path past the path rules. A first byte
  * that cannot begin a method (a binary protocol, Redis's "*1\r\n" ends its token at the CR) is "other" at
  * once; a line without an HTTP version (SSH's banner, SMTP) is "other" at its end.
  */
-export function readHttpStart(data: Buffer): 'http' | 'other' | 'incomplete' {
+export function readHttpStart(data: Buffer): 'http' | 'http/0.9' | 'other' | 'incomplete' {
   let at = 0;
   while (at < data.length && (data[at] === 0x0d || data[at] === 0x0a || data[at] === 0x20 || data[at] === 0x09)) at += 1;
   const methodStart = at;
@@ -108,5 +110,9 @@ export function readHttpStart(data: Buffer): 'http' | 'other' | 'incomplete' {
   if (at === methodStart || (data[at] !== 0x20 && data[at] !== 0x09)) return 'other';
   const end = data.indexOf(0x0a, at);
   if (end < 0) return HTTP_VERSION.test(data.toString('latin1', at)) ? 'http' : 'incomplete';
-  return HTTP_VERSION.test(data.toString('latin1', at, end)) ? 'http' : 'other';
+  if (HTTP_VERSION.test(data.toString('latin1', at, end))) return 'http';
+  return SIMPLE_REQUEST.test(data.toString('latin1', methodStart, end)) ? 'http/0.9' : 'other';
 }
+
+/** An HTTP/0.9 request line: GET and a path, no version. Servers that still answer one ignore Host and headers. */
+const SIMPLE_REQUEST = /^GET[ \t]+\/[^ \t\r]*[ \t]*\r?$/;
