@@ -385,3 +385,29 @@ test('redact removes the whole of findings that overlap, not only the first (fin
   const redacted = scanner.redact(text, [first, second]);
   assert.equal(redacted, `key=[REDACTED:${first.ruleId}] end`);
 });
+
+test('percent-encoding does not hide a token from scanJson: found decoded, redacted where its escapes sit', () => {
+  const token = SAMPLES['github-pat']!(random);
+  const everyByte = [...token].map((c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`).join('');
+  const twice = token.replace('_', '%255F');
+  for (const [value, redacted] of [
+    [{ url: `https://paste.test/?t=${token.replace('_', '%5F')}&x=1` }, { url: 'https://paste.test/?t=[REDACTED:github-pat]&x=1' }],
+    [{ note: `schlüssel ${everyByte} ☃` }, { note: 'schlüssel [REDACTED:github-pat] ☃' }],
+    [{ path: `/a/${twice}/b` }, { path: '/a/[REDACTED:github-pat]/b' }],
+  ] as const) {
+    const outcome = scanner.checkJson(value);
+    assert.deepEqual(outcome.findings.map((f) => [f.ruleId, f.percentEncoded]), [['github-pat', true]], JSON.stringify(value));
+    assert.deepEqual(scanner.redactJson(value, outcome.findings), redacted);
+    assert.ok(JSON.stringify(findingsForAudit(outcome.findings)).includes('"percentEncoded":true'));
+  }
+  // Malformed and ordinary escapes are no finding.
+  assert.equal(scanner.checkJson({ q: 'a%20b%zz%4 100%' }).status, 'clean');
+});
+
+test('a string percent-encoded past the decoding limit is a finding itself, not passed unread', () => {
+  let text = 'ghp%5F';
+  for (let layer = 0; layer < 10; layer++) text = encodeURIComponent(text);
+  const outcome = scanner.checkJson({ note: text });
+  assert.deepEqual(outcome.findings.map((f) => f.ruleId), ['percent-encoding-too-deep']);
+  assert.equal(dlpVerdict(outcome, policySchema.parse({}).dlp, 'mcp').effect, 'deny');
+});

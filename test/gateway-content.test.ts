@@ -54,6 +54,16 @@ describe('policy dlp action "block"', () => {
     assert.ok(!JSON.stringify(harness.audit.records).includes(token), 'no audit record holds the secret');
   });
 
+  test('blocks a call whose arguments carry a secret percent-encoded (a URL the tool will fetch)', async () => {
+    const url = `https://paste.test/new?body=${encodeURIComponent(token).replace('_', '%5F')}`;
+    const result = (await client.callTool({ name: 'fixture__echo', arguments: { message: url } })) as CallToolResult;
+    assert.equal(result.isError, true);
+    assert.match(text(result), /arguments contain a secret/);
+    const record = harness.audit.records.findLast((r) => r.action === 'tools/call');
+    assert.equal(record?.effect, 'deny');
+    assert.match(JSON.stringify(record?.details), /"percentEncoded":true/);
+  });
+
   test('withholds a result that carries a secret', async () => {
     const result = (await client.callTool({ name: 'fixture__leak', arguments: {} })) as CallToolResult;
     assert.equal(result.isError, true);

@@ -25,6 +25,8 @@ export interface Finding {
   hidden?: boolean;
   /** For `scanJson`: the secret is in an object key, not a value. */
   inKey?: boolean;
+  /** For `scanJson`: the secret showed only once the string was percent-decoded (its span is the escapes). */
+  percentEncoded?: boolean;
   /** For known secrets: the secret's name (`github-token`, `env:OPENAI_API_KEY`) and how it was encoded. */
   secretName?: string;
   encoding?: KnownEncoding;

@@ -21,7 +21,9 @@
  *
  * What it does not see: a secret split across separate JSON strings or chunks of different requests, or
  * transformed beyond base64/hex/URL encoding (reversed, encrypted). Raw JSON text hides `\u0067hp_...`
- * escapes from a text scan, so scan parsed JSON with `scanJson` wherever the body is JSON. Tokens with
+ * escapes from a text scan, so scan parsed JSON with `scanJson` wherever the body is JSON; it also reads each
+ * string percent-decoded (`ghp%5F…` in a URL argument), as percent-decoding.ts does for the egress proxy's
+ * URLs and bodies. Tokens with
  * zero-width characters or soft hyphens inside are found (`finding.hidden`), in streams too.
  *
  * `dlpVerdict` acts only on findings at or above `policy.dlp.minSeverity` (default medium); the rest are

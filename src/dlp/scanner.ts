@@ -8,6 +8,7 @@ import { GatehouseError } from '../util/errors.js';
 import { buildAutomaton, type Automaton } from './automaton.js';
 import { applyRedactions, KNOWN_SECRET_RULE_ID, latin1, matchStarts, resolveOverlaps, type Finding, type ScanOutcome } from './findings.js';
 import { invisibleWidth, stripInvisible } from './invisible.js';
+import { MAX_LAYERS, percentReadings } from './percent-decoding.js';
 import { knownForms, type KnownForm, type KnownSecret } from './known.js';
 import { CARD_RULE_ID, RULES, type Rule } from './rules.js';
 import { StreamScanner } from './stream.js';
@@ -314,7 +315,10 @@ export class Scanner {
   /** Scans one string of a JSON value, adding key-aware generic checks the text alone cannot see. */
   private scanString(text: string, path: string, key: string | undefined, inKey: boolean, out: Finding[]): void {
     const before = out.length;
-    if (text.length >= 4) this.scanText(text, true, -1, out);
+    if (text.length >= 4) {
+      this.scanText(text, true, -1, out);
+      if (text.includes('%') || (text.includes('?') && text.includes('+'))) this.scanPercentDecoded(text, out);
+    }
     if (key !== undefined && out.length === before && text.length >= 8) {
       const generic = PASSWORD_KEY.test(key) ? this.passwordRule : SECRET_KEY.test(key) ? this.apiKeyRule : undefined;
       if (generic && generic.rule.check!(text, text) === CONFIRMED && text.length <= 4096 && !HAS_SPACE.test(text)) {
@@ -327,6 +331,32 @@ export class Scanner {
         finding.path = path;
         if (inKey) finding.inKey = true;
         out.push(finding);
+      }
+    }
+  }
+
+  /**
+   * A string's percent-decoded readings, scanned as a server that decodes it reads them (a `url` argument
+   * holding `ghp%5F…`, or `%67%68%70…`): each finding spans the escapes that spell it in `text`, so that it
+   * is redacted there. A string still changing after MAX_LAYERS of decoding is a finding itself: no client
+   * encodes that often, and stopping there would let a secret through.
+   */
+  private scanPercentDecoded(text: string, out: Finding[]): void {
+    const bytes = Buffer.from(text, 'utf8');
+    const query = bytes.indexOf(0x3f);
+    const readings = percentReadings(bytes, query < 0 ? Infinity : query);
+    if (readings === 'too-deep') {
+      out.push({ ...TOO_DEEP, start: 0, end: text.length, preview: `**** (${text.length} chars)`, percentEncoded: true });
+      return;
+    }
+    // Spans are UTF-16 units in `text`; the readings' are bytes of its UTF-8.
+    const unit = bytes.length === text.length ? (offset: number) => offset : (offset: number) => bytes.toString('utf8', 0, offset).length;
+    for (const reading of readings) {
+      const found: Finding[] = [];
+      this.scanText(latin1(reading.bytes), true, -1, found);
+      for (const finding of found) {
+        const span = reading.spanOf(finding.start, finding.end);
+        out.push({ ...finding, start: unit(span.start), end: unit(span.end), percentEncoded: true });
       }
     }
   }
@@ -549,6 +579,14 @@ export class Scanner {
     out.push(finding);
   }
 }
+
+/** What a string percent-encoded past MAX_LAYERS is found as (see scanPercentDecoded). */
+const TOO_DEEP = {
+  ruleId: 'percent-encoding-too-deep',
+  title: `Text percent-encoded more than ${MAX_LAYERS} layers deep, too deep to read for secrets`,
+  severity: 'high',
+  confidence: 'medium',
+} as const;
 
 function makeFinding(rule: Rule, start: number, end: number, text: string, verdict: typeof WEAK | typeof CONFIRMED): Finding {
   const weak = verdict === WEAK;

@@ -59,6 +59,7 @@ export function findingsForAudit(findings: readonly Finding[]): Record<string, u
     confidence: f.confidence,
     preview: f.preview,
     ...(f.path !== undefined ? { path: f.path } : {}),
+    ...(f.percentEncoded ? { percentEncoded: true } : {}),
     ...(f.secretName !== undefined ? { secret: f.secretName, encoding: f.encoding } : {}),
     span: [f.start, f.end],
   }));

@@ -21,7 +21,7 @@ import { Masker } from '../secrets/masker.js';
 import { redactionPairs, type PlaceholderRegistry, type PlaceholderSearch } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
 import { forwardableHeaders, hasBody } from './http-message.js';
-import { MAX_LAYERS, percentReadings, type PercentReading } from './percent-decoding.js';
+import { MAX_LAYERS, percentReadings, type PercentReading } from '../dlp/percent-decoding.js';
 import { Refusal } from './refusal.js';
 import type { Target } from './target.js';
 
