@@ -161,6 +161,16 @@ describe('plain HTTP inside a tunnel', () => {
     }
   });
 
+  it("records a request it cannot parse under the tunnel's caller and beside the tunnel's record", async () => {
+    const target = `api.test:${echo.port}`;
+    const raw = await throughTunnel(gate.proxy.address.port, target, `GET /x HTTP/1.1\r\nHost: ${target}\r\nnot a header\r\n\r\n`);
+    assert.equal(reasonOf(raw), 'bad-request', raw);
+    await waitFor(() => gate.audit.records.some((r) => r.action === 'request' && r.resource === `http://${target}` && r.details?.reasonCode === 'bad-request'));
+    const record = gate.audit.records.find((r) => r.action === 'request' && r.resource === `http://${target}` && r.details?.reasonCode === 'bad-request');
+    assert.equal(record?.principal.agent, 'alice');
+    await waitFor(() => gate.audit.records.some((r) => r.action === 'connect' && r.correlationId === record?.details?.tunnel));
+  });
+
   it('refuses an HTTP/0.9 request line, whose path would pass the path rules unread', async () => {
     const before = seen.length;
     const raw = await throughTunnel(gate.proxy.address.port, `api.test:${echo.port}`, 'GET /inside\r\n');

@@ -74,8 +74,15 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
   // A client that half-closes after its request still gets the answer (node's http server otherwise aborts
   // the request and closes the socket when the client's side ends).
   (server as typeof server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  /** A refusal before a request could be read (a parse error, slow headers): recorded as the tunnel's caller's. */
+  const refuseUnread = (socket: Duplex, refusal: Refusal): void => {
+    const state = states.get(socket);
+    if (!state) return refuseConnection(runtime, socket, refusal);
+    runtime.recorder.record(runtime.policy.current, { ...requestFacts(state), refusal });
+    writeRawRefusal(socket, refusal);
+  };
   const deadlines = new HeaderDeadlines(runtime.limits.headerTimeoutMs, (socket) => {
-    refuseConnection(runtime, socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
+    refuseUnread(socket, new Refusal(408, 'header-timeout', 'the request headers did not arrive in time'));
     setTimeout(() => socket.destroy(), 1_000).unref();
   });
   server.on('request', (request: IncomingMessage, response: ServerResponse) => {
@@ -99,7 +106,7 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
   server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
     deadlines.clear(socket);
     if (error.code === 'ECONNRESET' || !socket.writable) socket.destroy();
-    else refuseConnection(runtime, socket, parserRefusal(error));
+    else refuseUnread(socket, parserRefusal(error));
   });
   const unsupported = (what: string) => (_request: IncomingMessage, socket: Duplex): void => {
     deadlines.clear(socket);
@@ -198,8 +205,8 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
   };
 }
 
-/** The facts of a request on a tunnel, for its record, before any step. */
-function requestFacts(state: TunnelState, request: IncomingMessage): Facts {
+/** The facts of a request on a tunnel, for its record, before any step (without one, a request that could not be read). */
+function requestFacts(state: TunnelState, request?: IncomingMessage): Facts {
   const { tunnel, scheme } = state;
   return {
     action: 'request',
@@ -209,7 +216,7 @@ function requestFacts(state: TunnelState, request: IncomingMessage): Facts {
     correlationId: nextCorrelationId(),
     listener: tunnel.listener,
     startedAt: performance.now(),
-    details: { method: request.method, scheme, inspected: true, tunnel: tunnel.correlationId },
+    details: { ...(request ? { method: request.method } : {}), scheme, inspected: true, tunnel: tunnel.correlationId },
   };
 }
 
