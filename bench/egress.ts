@@ -78,6 +78,18 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-egress-'));
   const children: ChildProcess[] = [];
   const servers: { close(): void }[] = [];
+  // Killed or interrupted, the bench still stops what it started (tinyproxy, squid and socat would live on).
+  const stopChildren = (): void => {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+  };
+  process.once('exit', stopChildren);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      stopChildren();
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(1);
+    });
+  }
   try {
     const { CertificateAuthority } = await import('../src/egress/ca.js');
     const publicCa = await CertificateAuthority.create('Bench public CA');
