@@ -216,13 +216,14 @@ export function splice(client: Duplex, upstream: Socket, limits: SpliceLimits, h
     const clientError = abort('error');
     client.on('error', clientError);
     upstream.on('error', abort('error'));
-    // A side that closes lets the other finish writing what it already has (end, not destroy).
+    // A side that closes lets the other finish writing what it already has (end, not destroy). One already
+    // ended or destroyed is left alone: ending it again builds an error, stack trace and all, for nothing.
     const clientClosed = (): void => {
-      upstream.end();
+      if (!upstream.destroyed && !upstream.writableEnded) upstream.end();
       finish();
     };
     const upstreamClosed = (): void => {
-      client.end();
+      if (!client.destroyed && !client.writableEnded) client.end();
       finish();
     };
     client.on('close', clientClosed);
