@@ -45,6 +45,8 @@ export interface OutgoingRequest {
   bodyPrefix: Buffer[];
   /** Masks the response: set when the caller holds placeholders or a real value was injected. */
   responseMasker?: Masker;
+  /** Real values injected into the headers, each with its secret's name (see LiveMasker). */
+  injected: { secret: string; value: string }[];
 }
 
 export type BodyRead = { body: Buffer } | { tooLarge: true; prefix: Buffer[] } | { timedOut: string };
@@ -121,6 +123,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']),
     body: undefined,
     bodyPrefix: [],
+    injected: [],
   };
   const wantsBody = tools.scanner !== undefined || tools.placeholders !== undefined;
 
@@ -184,7 +187,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const skipped = engine.grants(caller.principal).filter((grant) => grant.header && grantCovers(grant.hosts, target.host));
     if (skipped.length > 0) facts.injectionSkipped = { rules: skipped.map((grant) => grant.ruleId), reason: 'credentials are only injected over TLS' };
   }
-  const injectedValues: { secret: string; value: string }[] = [];
+  const injectedValues = outgoing.injected;
   if (tools.resolveSecret && injecting.length > 0) {
     const injected: string[] = [];
     for (const grant of injecting) {
@@ -381,6 +384,49 @@ function responseMasker(tools: ContentTools, caller: Caller, injected: { secret:
   if (!lent && injected.length === 0) return undefined;
   const redactions = injected.flatMap(({ secret, value }) => redactionPairs(secret, value));
   return lent ? registry.masker(session, redactions) : new Masker(redactions);
+}
+
+/**
+ * The response masker over time, for a connection that outlives its request (a WebSocket): the caller's
+ * session may be lent more placeholders while it is open, and a real value swapped in for one of them must
+ * be masked on its way back too. `now` rebuilds the masker when the session's placeholders changed.
+ */
+export class LiveMasker {
+  /** Every masker handed out, for the count of secrets masked. */
+  private readonly used = new Set<Masker>();
+  private current: Masker | undefined;
+  private lent: string;
+
+  constructor(
+    private readonly tools: ContentTools,
+    private readonly caller: Caller,
+    private readonly outgoing: OutgoingRequest,
+  ) {
+    this.current = outgoing.responseMasker;
+    this.lent = this.lentNow();
+    if (this.current) this.used.add(this.current);
+  }
+
+  /** The masker for what the server sends next; undefined while there is nothing to mask. */
+  now(): Masker | undefined {
+    const lent = this.lentNow();
+    if (lent !== this.lent) {
+      this.lent = lent;
+      this.current = responseMasker(this.tools, this.caller, this.outgoing.injected);
+      if (this.current) this.used.add(this.current);
+    }
+    return this.current;
+  }
+
+  /** How many secrets were masked, by name. */
+  get maskedSecrets(): number {
+    return new Set([...this.used].flatMap((masker) => [...masker.found].map((pair) => pair.secret))).size;
+  }
+
+  private lentNow(): string {
+    const session = this.caller.session;
+    return session === undefined || !this.tools.placeholders ? '' : this.tools.placeholders.sessionPlaceholders(session).map((placeholder) => placeholder.value).join(' ');
+  }
 }
 
 /**
