@@ -25,7 +25,7 @@ import { bridgeToSession, compile, startTestProxy, type TestProxy } from './egre
 const policy = (dlpAction: string): string => `
 network:
   - id: inspected
-    allow: [ws.test, other.test]
+    allow: [ws.test, other.test, bad.test]
     inspect: true
   - id: loopback-targets
     allow: [127.0.0.1]
@@ -277,6 +277,8 @@ describe('egress WebSockets through TLS inspection', () => {
   let ws: WsServer;
   /** A host no credential grant names. */
   let other: WsServer;
+  /** A host whose certificate no trusted CA signed. */
+  let bad: WsServer;
   let session: EgressSession;
   let bridge: Awaited<ReturnType<typeof bridgeToSession>>;
   let dispatcher: ProxyAgent;
@@ -292,13 +294,14 @@ describe('egress WebSockets through TLS inspection', () => {
     proxyCaPem = proxyCa.certificatePem;
     ws = await startWebSocketServer(publicCa, 'ws.test');
     other = await startWebSocketServer(publicCa, 'other.test');
+    bad = await startWebSocketServer(await CertificateAuthority.create('Untrusted CA'), 'bad.test');
     gate = await startTestProxy(policy('block'), {
       ca: proxyCa,
       upstreamCa: [publicCa.certificatePem],
       scanner: createScanner(),
       placeholders,
       resolveSecret: (name) => (name === 'github-token' ? 'real-gh-token-0123456789' : name === 'deploy-key' ? realDeployKey : undefined),
-      settings: { resolve: { 'ws.test': ['127.0.0.1'], 'other.test': ['127.0.0.1'] } },
+      settings: { resolve: { 'ws.test': ['127.0.0.1'], 'other.test': ['127.0.0.1'], 'bad.test': ['127.0.0.1'] } },
     });
     session = await gate.proxy.openSession({ agent: 'alice' }, 'sess-ws');
     bridge = await bridgeToSession(session.socketPath);
@@ -310,6 +313,7 @@ describe('egress WebSockets through TLS inspection', () => {
     await gate.close();
     await ws.close();
     await other.close();
+    await bad.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -332,8 +336,8 @@ describe('egress WebSockets through TLS inspection', () => {
       socket.addEventListener('error', () => reject(new Error(`the WebSocket to ${url} failed`)));
     });
 
-  const raw = (host: 'ws.test' | 'other.test', path: string, upgrade?: string): Promise<RawWebSocket> =>
-    rawWebSocket(bridge.port, host, host === 'ws.test' ? ws.port : other.port, proxyCaPem, path, upgrade);
+  const raw = (host: 'ws.test' | 'other.test' | 'bad.test', path: string, upgrade?: string): Promise<RawWebSocket> =>
+    rawWebSocket(bridge.port, host, { 'ws.test': ws, 'other.test': other, 'bad.test': bad }[host].port, proxyCaPem, path, upgrade);
 
   /** The record of the WebSocket at `path`, once the connection ended. */
   const recordOf = async (path: string): Promise<AuditRecord> => {
@@ -486,6 +490,13 @@ describe('egress WebSockets through TLS inspection', () => {
     const record = await recordOf('/forbidden');
     assert.equal(record.details?.status, 403);
     assert.match(record.reason, /answered the WebSocket upgrade with 403/);
+  });
+
+  it("answers 502 upstream-certificate when the server's certificate does not verify, and sends it nothing", async () => {
+    const client = await raw('bad.test', '/chat/untrusted');
+    assert.equal(client.status, 502, client.head);
+    assert.match(client.head, /X-Gatehouse-Reason: upstream-certificate/);
+    assert.deepEqual(bad.upgrades, [], 'no upgrade request reached the server');
   });
 
   it('still refuses any other upgrade over inspected TLS (501), while a WebSocket one on the same host is served', async () => {

@@ -475,7 +475,10 @@ async function upgradeInspected(
     ...(masked > 0 ? { masked } : {}),
     ...(result.closeCode !== undefined ? { closeCode: result.closeCode } : {}),
   };
-  if (result.refusal) facts.refusal = new Refusal(result.refusal.status, result.refusal.reason, `the proxy closed the WebSocket (${result.closeCode}): ${result.refusal.message}`, result.refusal.rules);
+  if (result.refusal) {
+    const how = result.closeCode !== undefined ? `the proxy closed the WebSocket (${result.closeCode})` : 'the proxy cut the WebSocket';
+    facts.refusal = new Refusal(result.refusal.status, result.refusal.reason, `${how}: ${result.refusal.message}`, result.refusal.rules);
+  }
   runtime.recorder.record(engine, facts);
 }
 

@@ -298,17 +298,30 @@ export function relayMessages(client: Duplex, upstream: Socket, options: RelayOp
       reader.pause();
       writer.once('drain', () => reader.resume());
     };
-    const fromClient = (chunk: Buffer): void => {
+    /**
+     * A step that throws (a bug, never an expected refusal) would otherwise escape from a socket's event into
+     * the process: the WebSocket is cut instead, and the record says why.
+     */
+    const guarded = (handle: (chunk: Buffer) => void) => (chunk: Buffer): void => {
+      try {
+        handle(chunk);
+      } catch (error) {
+        result.refusal ??= new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`);
+        stopped = true;
+        abort('error')();
+      }
+    };
+    const fromClient = guarded((chunk) => {
       if (stopped) return;
       outbound.push(chunk);
       pressure(client, upstream);
-    };
-    const fromUpstream = (chunk: Buffer): void => {
+    });
+    const fromUpstream = guarded((chunk) => {
       result.bytesDown += chunk.length;
       if (stopped) return;
       inbound.push(chunk);
       pressure(upstream, client);
-    };
+    });
 
     const total = setTimeout(abort('total-timeout'), options.totalTimeoutMs);
     // Node resets a socket's timeout on reads and writes alike, so one timer per side covers both directions.
