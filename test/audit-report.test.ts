@@ -6,6 +6,9 @@ import { join, resolve } from 'node:path';
 import { ChainedAuditLog } from '../src/audit/chain.js';
 import type { AuditRecord } from '../src/audit/record.js';
 import type { Report } from '../src/audit/report.js';
+import { OTHER_HOSTS } from '../src/audit/indexer.js';
+import type { RefusalSummary } from '../src/egress/flood.js';
+import { buildSummaryRecord } from '../src/egress/record.js';
 import { decisionRecord as recordOf } from '../src/audit/decision.js';
 import type { DecisionRequest, Effect } from '../src/policy/types.js';
 import { decisionRecord, tempDataDir } from './audit-fixtures.js';
@@ -161,6 +164,42 @@ cases:
     const tested = gatehouse(['--data-dir', tmp.dataDir, 'policy', 'test', cases]);
     assert.equal(tested.status, 0, tested.stdout + tested.stderr);
     assert.match(tested.stdout, /10 passed, 0 failed/);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('audit report counts the refusals a flood summary stands for, at the hosts it names', async () => {
+  const tmp = tempDataDir();
+  try {
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys });
+    for (const record of traffic()) await log.append(record);
+    const until = Date.now() - 60_000;
+    // What the egress proxy writes after a refusal flood: 1 200 refusals counted in one record.
+    await log.append(
+      buildSummaryRecord('n1', {
+        principal: { agent: 'coder' },
+        since: until - 60_000,
+        until,
+        suppressed: 1200,
+        engine: { version: 'v1', digest: 'sha256:00' },
+        byReason: { 'policy-denied': 1200 },
+        byHost: [
+          { reasonCode: 'policy-denied', host: 'pastebin.com', count: 1000 },
+          { reasonCode: 'policy-denied', host: 'evil.test', count: 150 },
+        ],
+        otherHosts: 50,
+      } as RefusalSummary),
+    );
+    await log.close();
+    const report = JSON.parse(gatehouse(['--data-dir', tmp.dataDir, 'audit', 'report', '--since', '7d', '--json']).stdout) as Report;
+    const coder = report.agents.find((a) => a.agent === 'coder')!;
+    const denied = (host: string) => coder.network.filter((n) => n.host === host).reduce((sum, n) => sum + n.denied, 0);
+    assert.equal(denied('pastebin.com'), 4 + 1000, 'the recorded refusals and the counted ones');
+    assert.equal(denied('evil.test'), 150);
+    assert.equal(denied(OTHER_HOSTS), 50);
+    assert.equal(coder.decisions, 32 + 1200);
+    assert.ok(!coder.network.some((n) => n.host === '-'), 'no host "-"');
   } finally {
     tmp.cleanup();
   }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Statement } from 'better-sqlite3';
 import { migrate, type Store } from '../store/index.js';
 import { listSegments } from './format.js';
-import type { AuditRecord } from './record.js';
+import { SUPPRESSED_REFUSALS, type AuditRecord } from './record.js';
 
 /** Rows per index transaction. */
 const CHUNK_ROWS = 5000;
@@ -166,6 +166,29 @@ export interface SummaryRow {
   last: string;
 }
 
+/** Where the summaries' refusals went when no host was named (more hosts than a summary lists). */
+export const OTHER_HOSTS = '(other hosts, counted in flood summaries)';
+
+/** A flood summary's refusals as report rows: one per host it names, and the rest under OTHER_HOSTS. */
+function suppressedRows(record: AuditRecord): SummaryRow[] {
+  const details = record.details ?? {};
+  const base = { agent: record.principal?.agent ?? null, surface: String(record.surface), action: SUPPRESSED_REFUSALS, effect: 'deny', port: null, server: null, tool: null, target: null, access: null };
+  const since = typeof details.since === 'string' ? details.since : String(record.time);
+  const at = { first: since, last: String(record.time) };
+  const rows: SummaryRow[] = [];
+  const byHost = Array.isArray(details.byHost) ? (details.byHost as { host?: unknown; count?: unknown }[]) : [];
+  let named = 0;
+  for (const entry of byHost) {
+    if (typeof entry.host !== 'string' || typeof entry.count !== 'number' || entry.count <= 0) continue;
+    rows.push({ ...base, host: entry.host.toLowerCase(), count: entry.count, ...at });
+    named += entry.count;
+  }
+  // What the summary counted beyond its hosts (or all of it, from a summary without byHost).
+  const total = typeof details.suppressed === 'number' ? details.suppressed : named;
+  if (total > named) rows.push({ ...base, host: OTHER_HOSTS, count: total - named, ...at });
+  return rows;
+}
+
 export interface IndexedRow {
   seq: number;
   segment: string;
@@ -304,10 +327,31 @@ export class AuditIndex {
 
   /**
    * Decision counts grouped by agent, surface, destination and effect: the raw material of `audit report`
-   * and `policy suggest`. System records are left out.
+   * and `policy suggest`. System records are left out. A flood summary (many refusals of one caller counted in
+   * one record, see egress/flood.ts) counts as the refusals it stands for, at the hosts it names.
    */
   summary(filter: Pick<QueryFilter, 'since' | 'until' | 'agent'>): SummaryRow[] {
-    const where = ["surface != 'system'"];
+    const rows = this.grouped(filter);
+    const summaries = this.find({ ...filter, action: SUPPRESSED_REFUSALS });
+    if (summaries.length === 0) return rows;
+    const counted = new Map<string, SummaryRow>();
+    for (const record of this.records(summaries)) {
+      for (const row of suppressedRows(record)) {
+        const key = `${row.agent}\0${row.host}`;
+        const seen = counted.get(key);
+        if (!seen) counted.set(key, row);
+        else {
+          seen.count += row.count;
+          if (row.first < seen.first) seen.first = row.first;
+          if (row.last > seen.last) seen.last = row.last;
+        }
+      }
+    }
+    return [...rows, ...counted.values()];
+  }
+
+  private grouped(filter: Pick<QueryFilter, 'since' | 'until' | 'agent'>): SummaryRow[] {
+    const where = ["surface != 'system'", `action != '${SUPPRESSED_REFUSALS}'`];
     const params: Record<string, unknown> = {};
     if (filter.since) {
       where.push('time >= @since');

@@ -9,6 +9,9 @@ export type RecordSurface = Surface | 'system';
 /** `info` and `error` are for events that are not decisions (reloads, launches, exits). */
 export type RecordEffect = Effect | 'info' | 'error';
 
+/** The action of a flood summary record (egress/flood.ts): refusals counted, not recorded one by one. */
+export const SUPPRESSED_REFUSALS = 'refusals.suppressed';
+
 export interface AuditRecord {
   /** Record format version. */
   v: 1;

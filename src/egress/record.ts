@@ -3,7 +3,7 @@
  * Facts only, never secrets: no query strings, headers or bodies.
  */
 import { randomBytes } from 'node:crypto';
-import type { AuditLog, AuditRecord, RecordEffect } from '../audit/record.js';
+import { SUPPRESSED_REFUSALS, type AuditLog, type AuditRecord, type RecordEffect } from '../audit/record.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { isAllowed, type Decision, type Principal } from '../policy/types.js';
 import { RefusalFlood, type RefusalSummary } from './flood.js';
@@ -60,7 +60,7 @@ export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): A
 }
 
 /** The action of a summary record (see flood.ts). */
-export const SUMMARY_ACTION = 'refusals.suppressed';
+export const SUMMARY_ACTION = SUPPRESSED_REFUSALS;
 
 /** The record that says how many refusals of one caller in one window were counted, not recorded one by one. */
 export function buildSummaryRecord(node: string, summary: RefusalSummary): AuditRecord {
