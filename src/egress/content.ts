@@ -45,6 +45,8 @@ export interface OutgoingRequest {
   bodyPrefix: Buffer[];
   /** Masks the response: set when the caller holds placeholders or a real value was injected. */
   responseMasker?: Masker;
+  /** Real values injected into the headers, each with its secret's name (see LiveMasker). */
+  injected: { secret: string; value: string }[];
 }
 
 export type BodyRead = { body: Buffer } | { tooLarge: true; prefix: Buffer[] } | { timedOut: string };
@@ -121,6 +123,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']),
     body: undefined,
     bodyPrefix: [],
+    injected: [],
   };
   const wantsBody = tools.scanner !== undefined || tools.placeholders !== undefined;
 
@@ -153,128 +156,22 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
   const registry = tools.placeholders;
   const live = registry !== undefined && registry.size > 0;
   if (live || tools.scanner) {
-    const session = caller.session ?? '';
-    const url: Part = { bytes: Buffer.from(outgoing.pathAndQuery, 'latin1'), changed: false };
-    const headerParts = valuesOf(outgoing.headers).map((value) => headerPart(value, registry));
-    // Header names are the agent's text too (`ghp_…: 1` carries a token as well as a value would).
-    const nameParts: Part[] = outgoing.headers.filter((_, index) => index % 2 === 0).map((name) => ({ bytes: Buffer.from(name, 'latin1'), changed: false }));
-    const body: Part | undefined = outgoing.body ? { bytes: outgoing.body, changed: false } : undefined;
-    const parts = [url, ...headerParts, ...nameParts, ...(body ? [body] : [])];
     // A form body is URL text: a client form-encodes a placeholder in it as it would in a query (a "/" as
     // %2F, a space as "+"), and the real value must then go in percent-encoded to stay one field.
-    const formBody = body !== undefined && isFormBody(request);
-    const searchIn = (part: Part): PlaceholderSearch => (part === url ? { url: true } : formBody && part === body ? { form: true } : {});
-
-    // What a server that decodes the agent's text reads: escapes in a JSON body, percent-escapes in the URL,
-    // header values and the body (see readingsOf). Placeholders and secrets are looked for there too.
-    const readings = new Map<Part, Readings>();
-    const nameOf = (part: Part): string => (part === url ? 'URL' : part === body ? 'body' : 'headers');
-    for (const part of [url, ...headerParts, ...(body ? [body] : [])]) {
-      const formFrom = part === url ? queryStart(part.bytes) : part === body && formBody ? 0 : Infinity;
-      const found = readingsOf(part.bytes, { body: part === body, formFrom });
-      if (found === 'too-deep') {
-        return new Refusal(400, 'bad-request', `the request is percent-encoded more than ${MAX_LAYERS} layers deep in the ${nameOf(part)}, too deep for the proxy to read it for secrets`);
-      }
-      if (found instanceof Refusal) return found;
-      if (found) readings.set(part, found);
-    }
-
-    // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
-    if (registry && live) {
-      const hits = [
-        ...parts.flatMap((part) => registry.find(part.bytes, false, searchIn(part))),
-        // Decoded, too: `%67%68%70…` or `\u0067hp…` hides a placeholder from a search of the bytes that arrived.
-        ...[...readings.values()].flatMap((reading) => decodedTexts(reading).flatMap((bytes) => registry.find(bytes))),
-      ];
-      for (const hit of hits) {
-        const placeholder = hit.placeholder;
-        const grantAllows =
-          placeholder.session === session &&
-          registry.allowedAt(placeholder, { host: target.host }) &&
-          isAllowed(engine.decide({ surface: 'credentials', secret: placeholder.secret, host: target.host, ...principalFields(caller) }));
-        if (!grantAllows) {
-          facts.attemptedExfiltration = { secret: placeholder.secret, rule: placeholder.ruleId, session: placeholder.session };
-          return new Refusal(
-            403,
-            'placeholder-exfiltration',
-            `a placeholder for secret "${placeholder.secret}" is heading to ${target.host}, which its grant (rule ${placeholder.ruleId}) does not allow`,
-            [placeholder.ruleId],
-          );
-        }
-        if (scheme !== 'https') {
-          return new Refusal(403, 'credential-over-plaintext', `secret "${placeholder.secret}" may only be sent over TLS; use https://`, [placeholder.ruleId]);
-        }
-      }
-      if (hits.length > 0) facts.placeholders = [...new Set(hits.map((h) => h.placeholder.secret))];
-    }
-
-    // Step: scan what the agent wrote (URL, headers, body) for secrets; live placeholders are not findings.
-    if (tools.scanner) {
-      const scanner = tools.scanner;
-      const scan = (bytes: Buffer, search: PlaceholderSearch = {}): Finding[] => {
-        const findings = scanner.check(bytes).findings;
-        return registry && live ? registry.withoutPlaceholders(findings, bytes, search) : findings;
-      };
-      const found = parts.map((part) => scan(part.bytes, searchIn(part)));
-      // A placeholder the client percent-encoded once may decode past itself (a "%41" or "+" inside it read
-      // again): where it sits in the text that arrived, nothing found decoded is a secret.
-      const placeholderSpans = (bytes: Buffer, search: PlaceholderSearch = {}): Span[] => (registry && live ? registry.find(bytes, false, search) : []);
-      /** Where a secret showed only percent-decoded, for the reason and the record. */
-      const percentEncoded = new Set<string>();
-      for (const [part, reading] of readings) {
-        const index = parts.indexOf(part);
-        // A JSON body is also read as the server's parser will read it: `\u0067hp_…` is `ghp_…` there, and its
-        // percent-decoded readings are taken from that text. When it shows more, it is the body from here on
-        // (redacted, it goes as equivalent JSON).
-        if (reading.json) {
-          const kept = scan(reading.json);
-          const decoded = percentFindings(reading.percent, [...kept, ...placeholderSpans(reading.json)], scan);
-          if (kept.length + decoded.length > (found[index] as Finding[]).length) {
-            part.bytes = reading.json;
-            found[index] = [...kept, ...decoded];
-            if (decoded.length > 0) percentEncoded.add(nameOf(part));
-          }
-          continue;
-        }
-        const decoded = percentFindings(reading.percent, [...(found[index] as Finding[]), ...placeholderSpans(part.bytes, searchIn(part))], scan);
-        if (decoded.length > 0) percentEncoded.add(nameOf(part));
-        found[index] = [...(found[index] as Finding[]), ...decoded];
-      }
-      const findings: Finding[] = found.flat();
-      const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
-      if (findings.length > 0) facts.findings = findingsForAudit(findings);
-      if (percentEncoded.size > 0) facts.percentEncoded = [...percentEncoded];
-      const where = percentEncoded.size > 0 ? ` percent-encoded in the ${[...percentEncoded].join(' and ')}` : '';
-      if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the request carries a secret${where}: ${verdict.reason}`);
-      if (verdict.effect === 'redact') {
-        // Redact exactly the findings kept above (not a fresh scan, which would take placeholders for secrets).
-        // One found percent-decoded is redacted where it is spelt in the text that arrived (its escapes
-        // replaced whole): the rest of the URL or body reaches the server byte-exact, and decodes as before.
-        parts.forEach((part, index) => {
-          const kept = found[index] as Finding[];
-          if (kept.length === 0) return;
-          part.bytes = scanner.redact(part.bytes, kept);
-          part.changed = true;
-        });
-        facts.redacted = true;
-      }
-    }
-
-    // Step: swap this session's placeholders for the real values (TLS only, allowed hosts only: checked above).
-    // In the URL (and in a form body where the client encoded the placeholder), a real value goes in
-    // percent-encoded: raw, a "/", "?", "#", "&" or "+" in it would change what the text says (headers and
-    // other bodies carry it as it is).
-    if (registry && live && scheme === 'https') {
-      const destination = { host: target.host };
-      for (const part of parts) {
-        // A real value never goes in as a header name: it is no place for a credential.
-        if (nameParts.includes(part)) continue;
-        const swapped = registry.swap(part.bytes, session, destination, searchIn(part));
-        if (swapped.swapped.length === 0) continue;
-        part.bytes = swapped.text;
-        part.changed = true;
-      }
-    }
+    const formBody = outgoing.body !== undefined && isFormBody(request);
+    const urlBytes = Buffer.from(outgoing.pathAndQuery, 'latin1');
+    const url: Part = { bytes: urlBytes, changed: false, name: 'URL', search: { url: true }, decode: { body: false, formFrom: queryStart(urlBytes) }, swappable: true };
+    const headerParts = valuesOf(outgoing.headers).map((value) => headerPart(value, registry));
+    // Header names are the agent's text too (`ghp_…: 1` carries a token as well as a value would); a real
+    // value never goes in as one, since it is no place for a credential.
+    const nameParts: Part[] = outgoing.headers
+      .filter((_, index) => index % 2 === 0)
+      .map((name) => ({ bytes: Buffer.from(name, 'latin1'), changed: false, name: 'headers', search: {}, swappable: false }));
+    const body: Part | undefined = outgoing.body
+      ? { bytes: outgoing.body, changed: false, name: 'body', search: formBody ? { form: true } : {}, decode: { body: true, formFrom: formBody ? 0 : Infinity }, swappable: true }
+      : undefined;
+    const refused = inspectParts([url, ...headerParts, ...nameParts, ...(body ? [body] : [])], { engine, tools, caller, target, scheme, what: 'request' }, facts);
+    if (refused) return refused;
 
     if (url.changed) outgoing.pathAndQuery = urlText(url.bytes);
     let headerIndex = 0;
@@ -290,7 +187,7 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     const skipped = engine.grants(caller.principal).filter((grant) => grant.header && grantCovers(grant.hosts, target.host));
     if (skipped.length > 0) facts.injectionSkipped = { rules: skipped.map((grant) => grant.ruleId), reason: 'credentials are only injected over TLS' };
   }
-  const injectedValues: { secret: string; value: string }[] = [];
+  const injectedValues = outgoing.injected;
   if (tools.resolveSecret && injecting.length > 0) {
     const injected: string[] = [];
     for (const grant of injecting) {
@@ -319,6 +216,161 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
   return outgoing;
 }
 
+/** What the content steps need to judge the parts of one request or message. */
+interface InspectContext {
+  engine: PolicyEngine;
+  tools: ContentTools;
+  caller: Caller;
+  target: Target;
+  scheme: 'http' | 'https';
+  /** What the reasons call the whole: a request, or a WebSocket message. */
+  what: 'request' | 'message';
+}
+
+/**
+ * The placeholder, scan, redact and swap steps over the parts the agent wrote. Rewrites their bytes in
+ * place (marking them `changed`); returns the refusal that stops them. `facts` gets what was found.
+ */
+function inspectParts(parts: Part[], context: InspectContext, facts: Record<string, unknown>): Refusal | undefined {
+  const { engine, tools, caller, target, scheme, what } = context;
+  const registry = tools.placeholders;
+  const live = registry !== undefined && registry.size > 0;
+  const session = caller.session ?? '';
+
+  // What a server that decodes the agent's text reads: escapes in a JSON body, percent-escapes in the URL,
+  // header values and the body (see readingsOf). Placeholders and secrets are looked for there too.
+  const readings = new Map<Part, Readings>();
+  for (const part of parts) {
+    if (!part.decode) continue;
+    const found = readingsOf(part.bytes, part.decode);
+    if (found === 'too-deep') {
+      return new Refusal(400, 'bad-request', `the ${what} is percent-encoded more than ${MAX_LAYERS} layers deep in the ${part.name}, too deep for the proxy to read it for secrets`);
+    }
+    if (found instanceof Refusal) return found;
+    if (found) readings.set(part, found);
+  }
+
+  // Step: find placeholders. One going anywhere its grant does not name is attempted exfiltration.
+  if (registry && live) {
+    const hits = [
+      ...parts.flatMap((part) => registry.find(part.bytes, false, part.search)),
+      // Decoded, too: `%67%68%70…` or `\u0067hp…` hides a placeholder from a search of the bytes that arrived.
+      ...[...readings.values()].flatMap((reading) => decodedTexts(reading).flatMap((bytes) => registry.find(bytes))),
+    ];
+    for (const hit of hits) {
+      const placeholder = hit.placeholder;
+      const grantAllows =
+        placeholder.session === session &&
+        registry.allowedAt(placeholder, { host: target.host }) &&
+        isAllowed(engine.decide({ surface: 'credentials', secret: placeholder.secret, host: target.host, ...principalFields(caller) }));
+      if (!grantAllows) {
+        facts.attemptedExfiltration = { secret: placeholder.secret, rule: placeholder.ruleId, session: placeholder.session };
+        return new Refusal(
+          403,
+          'placeholder-exfiltration',
+          `a placeholder for secret "${placeholder.secret}" is heading to ${target.host}, which its grant (rule ${placeholder.ruleId}) does not allow`,
+          [placeholder.ruleId],
+        );
+      }
+      if (scheme !== 'https') {
+        return new Refusal(403, 'credential-over-plaintext', `secret "${placeholder.secret}" may only be sent over TLS; use https://`, [placeholder.ruleId]);
+      }
+    }
+    if (hits.length > 0) facts.placeholders = [...new Set(hits.map((h) => h.placeholder.secret))];
+  }
+
+  // Step: scan what the agent wrote (URL, headers, body, message) for secrets; live placeholders are not findings.
+  if (tools.scanner) {
+    const scanner = tools.scanner;
+    const scan = (bytes: Buffer, search: PlaceholderSearch = {}): Finding[] => {
+      const findings = scanner.check(bytes).findings;
+      return registry && live ? registry.withoutPlaceholders(findings, bytes, search) : findings;
+    };
+    const found = parts.map((part) => scan(part.bytes, part.search));
+    // A placeholder the client percent-encoded once may decode past itself (a "%41" or "+" inside it read
+    // again): where it sits in the text that arrived, nothing found decoded is a secret.
+    const placeholderSpans = (bytes: Buffer, search: PlaceholderSearch = {}): Span[] => (registry && live ? registry.find(bytes, false, search) : []);
+    /** Where a secret showed only percent-decoded, for the reason and the record. */
+    const percentEncoded = new Set<string>();
+    for (const [part, reading] of readings) {
+      const index = parts.indexOf(part);
+      // A JSON body is also read as the server's parser will read it: `\u0067hp_…` is `ghp_…` there, and its
+      // percent-decoded readings are taken from that text. When it shows more, it is the body from here on
+      // (redacted, it goes as equivalent JSON).
+      if (reading.json) {
+        const kept = scan(reading.json);
+        const decoded = percentFindings(reading.percent, [...kept, ...placeholderSpans(reading.json)], scan);
+        if (kept.length + decoded.length > (found[index] as Finding[]).length) {
+          part.bytes = reading.json;
+          found[index] = [...kept, ...decoded];
+          if (decoded.length > 0) percentEncoded.add(part.name);
+        }
+        continue;
+      }
+      const decoded = percentFindings(reading.percent, [...(found[index] as Finding[]), ...placeholderSpans(part.bytes, part.search)], scan);
+      if (decoded.length > 0) percentEncoded.add(part.name);
+      found[index] = [...(found[index] as Finding[]), ...decoded];
+    }
+    const findings: Finding[] = found.flat();
+    const verdict = dlpVerdict({ status: findings.length > 0 ? 'found' : 'clean', findings, size: 0 }, engine.dlp, 'network');
+    if (findings.length > 0) facts.findings = findingsForAudit(findings);
+    if (percentEncoded.size > 0) facts.percentEncoded = [...percentEncoded];
+    const where = percentEncoded.size > 0 ? ` percent-encoded in the ${[...percentEncoded].join(' and ')}` : '';
+    if (verdict.effect === 'deny') return new Refusal(403, 'secret-detected', `the ${what} carries a secret${where}: ${verdict.reason}`);
+    if (verdict.effect === 'redact') {
+      // Redact exactly the findings kept above (not a fresh scan, which would take placeholders for secrets).
+      // One found percent-decoded is redacted where it is spelt in the text that arrived (its escapes
+      // replaced whole): the rest of the URL or body reaches the server byte-exact, and decodes as before.
+      parts.forEach((part, index) => {
+        const kept = found[index] as Finding[];
+        if (kept.length === 0) return;
+        part.bytes = scanner.redact(part.bytes, kept);
+        part.changed = true;
+      });
+      facts.redacted = true;
+    }
+  }
+
+  // Step: swap this session's placeholders for the real values (TLS only, allowed hosts only: checked above).
+  // In the URL (and in a form body where the client encoded the placeholder), a real value goes in
+  // percent-encoded: raw, a "/", "?", "#", "&" or "+" in it would change what the text says (headers and
+  // other bodies carry it as it is).
+  if (registry && live && scheme === 'https') {
+    const destination = { host: target.host };
+    for (const part of parts) {
+      if (!part.swappable) continue;
+      const swapped = registry.swap(part.bytes, session, destination, part.search);
+      if (swapped.swapped.length === 0) continue;
+      part.bytes = swapped.text;
+      part.changed = true;
+    }
+  }
+  return undefined;
+}
+
+/** Who sends a WebSocket message and where: the steps' view of one inspected wss:// connection. */
+export interface MessageInput {
+  engine: PolicyEngine;
+  tools: ContentTools;
+  caller: Caller;
+  target: Target;
+}
+
+/**
+ * The content steps for one message (or control frame's payload) an agent sends on an inspected WebSocket:
+ * read like a request body (JSON escapes and percent-escapes too), placeholders judged, secrets scanned
+ * under policy.dlp, this session's placeholders swapped for the real values. The payload to send (the same
+ * Buffer when nothing changed), or the refusal that closes the connection. `facts` gets what was found.
+ */
+export function prepareMessage(input: MessageInput, payload: Buffer, facts: Record<string, unknown>): Buffer | Refusal {
+  const { tools } = input;
+  if (!tools.scanner && !(tools.placeholders && tools.placeholders.size > 0)) return payload;
+  const part: Part = { bytes: payload, changed: false, name: 'message', search: {}, decode: { body: true, formFrom: Infinity }, swappable: true };
+  const refused = inspectParts([part], { ...input, scheme: 'https', what: 'message' }, facts);
+  if (refused) return refused;
+  return part.changed ? part.bytes : payload;
+}
+
 /**
  * The response step for a caller whose session holds placeholders, or whose request got a credential header
  * injected: real values a server reflects back become the session's placeholders (or `[REDACTED:<secret>]`
@@ -332,6 +384,49 @@ function responseMasker(tools: ContentTools, caller: Caller, injected: { secret:
   if (!lent && injected.length === 0) return undefined;
   const redactions = injected.flatMap(({ secret, value }) => redactionPairs(secret, value));
   return lent ? registry.masker(session, redactions) : new Masker(redactions);
+}
+
+/**
+ * The response masker over time, for a connection that outlives its request (a WebSocket): the caller's
+ * session may be lent more placeholders while it is open, and a real value swapped in for one of them must
+ * be masked on its way back too. `now` rebuilds the masker when the session's placeholders changed.
+ */
+export class LiveMasker {
+  /** Every masker handed out, for the count of secrets masked. */
+  private readonly used = new Set<Masker>();
+  private current: Masker | undefined;
+  private lent: string;
+
+  constructor(
+    private readonly tools: ContentTools,
+    private readonly caller: Caller,
+    private readonly outgoing: OutgoingRequest,
+  ) {
+    this.current = outgoing.responseMasker;
+    this.lent = this.lentNow();
+    if (this.current) this.used.add(this.current);
+  }
+
+  /** The masker for what the server sends next; undefined while there is nothing to mask. */
+  now(): Masker | undefined {
+    const lent = this.lentNow();
+    if (lent !== this.lent) {
+      this.lent = lent;
+      this.current = responseMasker(this.tools, this.caller, this.outgoing.injected);
+      if (this.current) this.used.add(this.current);
+    }
+    return this.current;
+  }
+
+  /** How many secrets were masked, by name. */
+  get maskedSecrets(): number {
+    return new Set([...this.used].flatMap((masker) => [...masker.found].map((pair) => pair.secret))).size;
+  }
+
+  private lentNow(): string {
+    const session = this.caller.session;
+    return session === undefined || !this.tools.placeholders ? '' : this.tools.placeholders.sessionPlaceholders(session).map((placeholder) => placeholder.value).join(' ');
+  }
 }
 
 /**
@@ -419,16 +514,27 @@ function valuesOf(headers: string[]): string[] {
   return headers.filter((_, index) => index % 2 === 1);
 }
 
-/** One piece of the request the content steps read and may rewrite, as bytes. */
+/** One piece of the request (or message) the content steps read and may rewrite, as bytes. */
 interface Part {
   bytes: Buffer;
   changed: boolean;
+  /** What a reason calls it: "URL", "headers", "body", "message". */
+  name: string;
+  /** How placeholders are found and swapped in it. */
+  search: PlaceholderSearch;
+  /** How it is read decoded (see readingsOf); header names are not. */
+  decode?: { body: boolean; formFrom: number };
+  /** Whether a real value may go in (never as a header name: it is no place for a credential). */
+  swappable: boolean;
 }
 
 /** A header value; `basic` is the scheme text (`Basic `) when `bytes` are a decoded Basic credential. */
 interface HeaderPart extends Part {
   basic?: string;
 }
+
+/** How a header value is read: decoded as percent-escapes (not as a form), and a real value may go in. */
+const HEADER_VALUE = { name: 'headers', search: {}, decode: { body: false, formFrom: Infinity }, swappable: true } as const;
 
 const BASIC_CREDENTIALS = /^(\s*basic\s+)([A-Za-z0-9+/]+={0,2})\s*$/i;
 
@@ -440,9 +546,9 @@ function headerPart(value: string, registry: PlaceholderRegistry | undefined): H
   const basic = registry && registry.size > 0 ? BASIC_CREDENTIALS.exec(value) : null;
   if (basic) {
     const decoded = Buffer.from(basic[2] as string, 'base64');
-    if (registry!.containsAny(decoded)) return { bytes: decoded, changed: false, basic: basic[1] as string };
+    if (registry!.containsAny(decoded)) return { bytes: decoded, changed: false, basic: basic[1] as string, ...HEADER_VALUE };
   }
-  return { bytes: Buffer.from(value, 'latin1'), changed: false };
+  return { bytes: Buffer.from(value, 'latin1'), changed: false, ...HEADER_VALUE };
 }
 
 function headerText(part: HeaderPart, original: string): string {

@@ -292,7 +292,7 @@ function relayMasked(exchange: MaskedExchange, outcome: { cut(why: string): void
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** The status line's reason phrase and the headers, each real value in them masked. */
-function maskedHead(masker: Masker, reason: string, headers: string[]): { reason: string; headers: string[] } {
+export function maskedHead(masker: Masker, reason: string, headers: string[]): { reason: string; headers: string[] } {
   const text = (value: string): string => {
     const bytes = Buffer.from(value, 'latin1');
     const out = masker.mask(bytes);

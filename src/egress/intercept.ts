@@ -9,16 +9,21 @@
  *
  * Over TLS, the upstream connection verifies the server's certificate for the CONNECT host against the
  * system's roots plus any configured upstream CAs; a failure is a 502, never a silent downgrade.
+ *
+ * A protocol upgrade takes the same chain for its request. On a plain tunnel (ws://) the two sides are then
+ * joined as bytes. Inspected, only a WebSocket (wss://) is carried, message by message, each one the agent
+ * sends read by the content steps and each one the server sends masked (see websocket-relay.ts); any other
+ * upgrade over TLS is refused (501), since its bytes could not be read.
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createSecureContext, rootCertificates, TLSSocket, type TLSSocketOptions } from 'node:tls';
+import { createSecureContext, rootCertificates, TLSSocket, type SecureContext, type TLSSocketOptions } from 'node:tls';
 import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
-import { prepareRequest, type ContentTools } from './content.js';
+import { LiveMasker, prepareMessage, prepareRequest, type ContentTools } from './content.js';
 import { decideNetwork } from './destination.js';
-import { checkFraming, checkHostHeader, hasBody, parseOriginForm } from './http-message.js';
+import { checkFraming, checkHostHeader, forwardableHeaders, hasBody, headerValues, parseOriginForm } from './http-message.js';
 import type { PerCallerPools } from './pools.js';
 import { HeaderDeadlines } from './deadline.js';
 import { parserRefusal, refuseConnection, writeRawRefusal, writeRefusal } from './respond.js';
@@ -29,8 +34,9 @@ import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
 import { dial, splice } from './tunnel.js';
 import { formatTarget, printable } from './target.js';
-import { forward, forwardedDetails, upstreamHeaders, type Upstream } from './forward.js';
-import { originOf, upstreamPools, type Dispatcher } from './upstream.js';
+import { forward, forwardedDetails, maskedHead, upstreamHeaders, type Upstream } from './forward.js';
+import { dialTls, readResponseHead, relayMessages } from './websocket-relay.js';
+import { originOf, upstreamPools, upstreamRefusal, type Dispatcher } from './upstream.js';
 import { isAllowed } from '../policy/types.js';
 
 export interface InspectionOptions extends ContentTools {
@@ -113,12 +119,15 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     writeRawRefusal(socket, new Refusal(501, 'unsupported', `${what} inside a tunnel whose requests the proxy reads is not supported`));
   };
   server.on('connect', unsupported('CONNECT'));
-  const upgradeRefused = unsupported('a protocol upgrade (WebSocket) over TLS');
+  // Over TLS only a WebSocket can be read (its frames): any other protocol's bytes would pass unjudged.
+  const upgradeRefused = unsupported('a protocol upgrade other than WebSocket over TLS');
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const state = states.get(socket);
-    if (state?.scheme !== 'http') return upgradeRefused(request, socket);
+    if (!state) return socket.destroy();
+    if (state.scheme === 'https' && !isWebSocketUpgrade(request)) return upgradeRefused(request, socket);
     deadlines.clear(socket);
-    upgradePlain(runtime, options, state, request, socket, head).catch((error: unknown) => {
+    const upgraded = state.scheme === 'http' ? upgradePlain(runtime, options, state, request, socket, head) : upgradeInspected(runtime, options, upstreamContext, state, request, socket, head);
+    upgraded.catch((error: unknown) => {
       writeRawRefusal(socket, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
     });
   });
@@ -295,12 +304,7 @@ async function handleInspected(
   const outcome = await forward(upstream, request, response, prepared, {
     idleTimeoutMs: runtime.limits.idleTimeoutMs,
   });
-  const result =
-    outcome instanceof Error
-      ? scheme === 'https' && typeof outcome.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|ALTNAME/.test(outcome.code)
-        ? new Refusal(502, 'upstream-certificate', `the certificate of ${target.host} did not verify (${outcome.code})`)
-        : new Refusal(502, 'upstream-unreachable', `the upstream server failed (${outcome.code ?? outcome.message})`)
-      : outcome;
+  const result = outcome instanceof Error ? upstreamRefusal(outcome, scheme, target.host) : outcome;
   if (result instanceof Refusal) return refuse(result);
   state.bytesUp += result.bytesUp;
   state.bytesDown += result.bytesDown;
@@ -341,10 +345,206 @@ async function upgradePlain(runtime: Runtime, options: InspectionOptions, state:
   state.address = upstream.remoteAddress;
   // The content steps drop hop-by-hop headers (and the proxy's own); an upgrade is sent with its two back.
   const headers = [...upstreamHeaders(prepared.headers, formatTarget(tunnel.target)), 'Connection', 'Upgrade', 'Upgrade', String(request.headers.upgrade)];
-  let requestHead = `${request.method} ${prepared.pathAndQuery} HTTP/1.1\r\n`;
-  for (let i = 0; i + 1 < headers.length; i += 2) requestHead += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  upstream.write(requestHead + '\r\n');
+  upstream.write(headText(`${request.method} ${prepared.pathAndQuery} HTTP/1.1`, headers));
   const result = await splice(socket, upstream, runtime.limits, head);
   facts.details = { ...facts.details, address: state.address, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
   runtime.recorder.record(engine, facts);
+}
+
+/** `Upgrade: websocket` and nothing else (RFC 6455 §4.1; the token is case-insensitive). */
+function isWebSocketUpgrade(request: IncomingMessage): boolean {
+  return /^\s*websocket\s*$/i.test(String(request.headers.upgrade ?? ''));
+}
+
+/** The most of a server's answer to a WebSocket upgrade the proxy reads before it gives up on it. */
+const UPGRADE_ANSWER_MAX_BYTES = 64 * 1024;
+
+/**
+ * A WebSocket (wss://) upgrade inside an inspected tunnel. Its request takes the steps of any other (checked,
+ * decided on method and path, scanned, placeholders swapped, credentials injected) and goes to the tunnel's
+ * checked address over verified TLS without `Sec-WebSocket-Extensions`: with no extension negotiated
+ * (permessage-deflate above all), every frame stays readable. A 101 goes back to the agent masked like any
+ * response head; anything else is refused (502 `upgrade-refused`) without its body. Then every message the
+ * agent sends is read by the same content steps as a request body, and every one the server sends is masked
+ * (see websocket-relay.ts). One record for the whole connection: counts, findings, and why the proxy closed
+ * it, if it did.
+ */
+async function upgradeInspected(
+  runtime: Runtime,
+  options: InspectionOptions,
+  secureContext: SecureContext,
+  state: TunnelState,
+  request: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
+  const engine = runtime.policy.current;
+  const { tunnel } = state;
+  const { target, caller } = tunnel;
+  state.requests += 1;
+  const facts = requestFacts(state, request);
+  facts.details = { ...facts.details, upgrade: 'websocket' };
+  const refuse = (refusal: Refusal): void => {
+    facts.refusal = refusal;
+    runtime.recorder.record(engine, facts);
+    writeRawRefusal(socket, refusal);
+  };
+  const checked = checkRequest(runtime, state, request, facts);
+  if (checked instanceof Refusal) return refuse(checked);
+  // Node hands an upgrade over at the end of its head: a body it announced would never be read, so never judged.
+  if (hasBody(request)) return refuse(new Refusal(400, 'bad-request', 'a protocol upgrade request may not carry a body'));
+  const prepared = await prepareRequest(
+    { engine, tools: options, caller, target, scheme: 'https', request, pathAndQuery: checked.pathAndQuery, limits: runtime.limits },
+    facts.details,
+  );
+  if (prepared instanceof Refusal) return refuse(prepared);
+  const offered = headerValues(request.rawHeaders, 'sec-websocket-extensions');
+  if (offered.length > 0) facts.details.extensions = `not forwarded (${printable(offered.join(', '))}), so no frame is compressed past reading`;
+  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
+  if (unrecorded) return refuse(unrecorded);
+
+  const upstream = await dialTls(tunnel.addresses, target.port, target.host, {
+    // The certificate is verified against the CONNECT host (the SNI), not the address dialled; an IP target's against its address.
+    servername: target.ip ? undefined : target.host,
+    secureContext,
+    highWaterMark: STREAM_BUFFER,
+  });
+  if (upstream instanceof Refusal) return refuse(upstream);
+  state.address = upstream.remoteAddress;
+  facts.details.address = state.address;
+  // The content steps drop hop-by-hop headers (and the proxy's own); an upgrade is sent with its two back.
+  const headers = [...upstreamHeaders(withoutHeader(prepared.headers, 'sec-websocket-extensions'), formatTarget(target)), 'Connection', 'Upgrade', 'Upgrade', 'websocket'];
+  const requestHead = Buffer.from(headText(`${request.method} ${prepared.pathAndQuery} HTTP/1.1`, headers), 'latin1');
+  upstream.write(requestHead);
+
+  const answer = await readResponseHead(upstream, target.host, { maxBytes: UPGRADE_ANSWER_MAX_BYTES, timeoutMs: runtime.limits.idleTimeoutMs });
+  const refuseAnswer = (refusal: Refusal): void => {
+    upstream.destroy();
+    refuse(refusal);
+  };
+  if (answer instanceof Refusal) return refuseAnswer(answer);
+  facts.details.status = answer.status;
+  if (answer.status !== 101) {
+    return refuseAnswer(new Refusal(502, 'upgrade-refused', `${target.host} answered the WebSocket upgrade with ${answer.status}, not 101 Switching Protocols`));
+  }
+  if (!headerValues(answer.headers, 'upgrade').some((value) => /^\s*websocket\s*$/i.test(value))) {
+    return refuseAnswer(new Refusal(502, 'upgrade-refused', `${target.host} switched protocols, but not to WebSocket`));
+  }
+  // An extension the proxy did not offer would make frames it cannot read (a compressed one, above all).
+  if (headerValues(answer.headers, 'sec-websocket-extensions').length > 0) {
+    return refuseAnswer(new Refusal(502, 'upgrade-refused', `${target.host} accepted the WebSocket upgrade with an extension that was not offered`));
+  }
+  if (socket.destroyed) return refuseAnswer(new Refusal(502, 'upstream-unreachable', 'the client went away before the WebSocket upgrade was answered'));
+
+  // The server's 101 goes back as any response head does: hop-by-hop headers dropped, real values masked.
+  const masker = prepared.responseMasker;
+  const maskers = new LiveMasker(options, caller, prepared);
+  const answerHeaders = forwardableHeaders(answer.headers, headerValues(answer.headers, 'connection'));
+  const shown = masker ? maskedHead(masker, answer.reason, answerHeaders) : { reason: answer.reason, headers: answerHeaders };
+  socket.write(headText(`HTTP/1.1 101 ${shown.reason}`, [...shown.headers, 'Connection', 'Upgrade', 'Upgrade', 'websocket']), 'latin1');
+
+  const limit = Math.min(runtime.limits.maxInspectedBytes, engine.dlp.maxBytes);
+  const messageFacts = new WebSocketFacts();
+  const result = await relayMessages(socket, upstream, {
+    clientHead: head,
+    upstreamHead: answer.rest,
+    idleTimeoutMs: runtime.limits.idleTimeoutMs,
+    totalTimeoutMs: runtime.limits.totalTimeoutMs,
+    inspects: () => options.scanner !== undefined || (options.placeholders?.size ?? 0) > 0,
+    maxMessageBytes: limit,
+    onTooLarge: engine.dlp.onTooLarge,
+    inspect: (payload, what) => messageFacts.add(prepareMessage({ engine, tools: options, caller, target }, payload, messageFacts.next(what)), what),
+    masker: () => maskers.now(),
+    host: target.host,
+  });
+  const bytesUp = requestHead.length + result.bytesUp;
+  const bytesDown = answer.size + result.bytesDown;
+  state.bytesUp += bytesUp;
+  state.bytesDown += bytesDown;
+  const masked = maskers.maskedSecrets;
+  facts.details = {
+    ...facts.details,
+    address: state.address,
+    bytesUp,
+    bytesDown,
+    ended: result.ended,
+    messagesUp: result.messagesUp,
+    messagesDown: result.messagesDown,
+    ...messageFacts.details(facts.details),
+    ...(result.uninspected > 0 ? { uninspected: `${result.uninspected} message(s) over ${limit} bytes passed unscanned (policy.dlp.onTooLarge is allow)` } : {}),
+    ...(masked > 0 ? { masked } : {}),
+    ...(result.closeCode !== undefined ? { closeCode: result.closeCode } : {}),
+  };
+  if (result.refusal) {
+    const how = result.closeCode !== undefined ? `the proxy closed the WebSocket (${result.closeCode})` : 'the proxy cut the WebSocket';
+    facts.refusal = new Refusal(result.refusal.status, result.refusal.reason, `${how}: ${result.refusal.message}`, result.refusal.rules);
+  }
+  runtime.recorder.record(engine, facts);
+}
+
+/** A request or response head: the first line, then each header. */
+function headText(firstLine: string, headers: string[]): string {
+  let text = `${firstLine}\r\n`;
+  for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return text + '\r\n';
+}
+
+function withoutHeader(headers: string[], lowerName: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < headers.length; i += 2) if ((headers[i] as string).toLowerCase() !== lowerName) out.push(headers[i] as string, headers[i + 1] as string);
+  return out;
+}
+
+/** The most findings one WebSocket's record lists; past that, they are counted. */
+const MAX_RECORDED_FINDINGS = 20;
+
+/**
+ * What the content steps found in a WebSocket's messages, for its one record: findings (bounded, each with
+ * the number of the message it was in), the secrets whose placeholders were swapped, how many messages were
+ * redacted, and an attempted exfiltration. Never a secret.
+ */
+class WebSocketFacts {
+  private messages = 0;
+  private controls = 0;
+  private current: Record<string, unknown> = {};
+  private readonly findings: Record<string, unknown>[] = [];
+  private moreFindings = 0;
+  private readonly placeholders = new Set<string>();
+  private redacted = 0;
+  private exfiltration: unknown;
+
+  /** A fresh facts object for the next message (or control frame) the content steps read. */
+  next(what: 'message' | 'control'): Record<string, unknown> {
+    if (what === 'message') this.messages += 1;
+    else this.controls += 1;
+    this.current = {};
+    return this.current;
+  }
+
+  /** Keeps what the steps found in the current message, and passes their outcome on. */
+  add<T>(outcome: T, what: 'message' | 'control'): T {
+    const facts = this.current;
+    const where = what === 'message' ? { message: this.messages } : { control: this.controls };
+    for (const finding of (facts.findings as Record<string, unknown>[] | undefined) ?? []) {
+      if (this.findings.length < MAX_RECORDED_FINDINGS) this.findings.push({ ...finding, ...where });
+      else this.moreFindings += 1;
+    }
+    for (const secret of (facts.placeholders as string[] | undefined) ?? []) this.placeholders.add(secret);
+    if (facts.redacted) this.redacted += 1;
+    if (facts.attemptedExfiltration) this.exfiltration ??= facts.attemptedExfiltration;
+    return outcome;
+  }
+
+  /** The record's details, with what the upgrade request's own steps found (`request`) kept. */
+  details(request: Record<string, unknown>): Record<string, unknown> {
+    const findings = [...((request.findings as Record<string, unknown>[] | undefined) ?? []), ...this.findings];
+    const placeholders = new Set([...((request.placeholders as string[] | undefined) ?? []), ...this.placeholders]);
+    return {
+      ...(findings.length > 0 ? { findings } : {}),
+      ...(this.moreFindings > 0 ? { moreFindings: this.moreFindings } : {}),
+      ...(placeholders.size > 0 ? { placeholders: [...placeholders] } : {}),
+      ...(this.redacted > 0 ? { redactedMessages: this.redacted } : {}),
+      ...(this.exfiltration ? { attemptedExfiltration: this.exfiltration } : {}),
+    };
+  }
 }

@@ -28,6 +28,8 @@ export type ReasonCode =
   | 'rate-limited'
   | 'upstream-unreachable'
   | 'upstream-certificate'
+  | 'upgrade-refused'
+  | 'websocket-protocol'
   | 'response-unmaskable'
   | 'timeout'
   | 'audit-unavailable'

@@ -13,6 +13,7 @@ import type { SecureContext } from 'node:tls';
 import type { Agent, Dispatcher } from 'undici';
 import type { CheckedAddress } from '../policy/addresses.js';
 import { PerCallerPools } from './pools.js';
+import { Refusal } from './refusal.js';
 
 /**
  * undici takes about 85 ms to load, so it loads with the first request forwarded, not with the proxy: a
@@ -47,3 +48,14 @@ export function originOf(scheme: 'http' | 'https', address: CheckedAddress, port
 }
 
 export type { Dispatcher };
+
+/** Error codes of a server certificate that did not verify (node's and OpenSSL's names). */
+const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|HOSTNAME|ALTNAME/;
+
+/** The refusal for an upstream connection that failed: over TLS, a certificate that did not verify is its own reason. */
+export function upstreamRefusal(error: NodeJS.ErrnoException, scheme: 'http' | 'https', host: string): Refusal {
+  if (scheme === 'https' && typeof error.code === 'string' && CERTIFICATE_ERROR.test(error.code)) {
+    return new Refusal(502, 'upstream-certificate', `the certificate of ${host} did not verify (${error.code})`);
+  }
+  return new Refusal(502, 'upstream-unreachable', `the upstream server failed (${error.code ?? error.message})`);
+}
