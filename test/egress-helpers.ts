@@ -185,6 +185,28 @@ export async function startTlsEchoServer(
   };
 }
 
+/** A CONNECT tunnel to host:port through the proxy at `connectTo`, handed back once the proxy answered 200. */
+export async function connectTunnel(connectTo: { path: string } | { port: number }, host: string, port: number, proxyAuthorization?: string): Promise<Socket> {
+  const tunnel: Socket = 'path' in connectTo ? connect(connectTo.path) : connect(connectTo.port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    tunnel.once('error', reject);
+    tunnel.once('connect', () => {
+      const auth = proxyAuthorization ? `Proxy-Authorization: ${proxyAuthorization}\r\n` : '';
+      tunnel.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n${auth}\r\n`);
+    });
+    let head = '';
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      tunnel.off('data', onData);
+      if (/^HTTP\/1\.1 200 /.test(head)) resolve();
+      else reject(new Error(`CONNECT refused: ${head.split('\r\n')[0]} ${/x-gatehouse-reason: (\S+)/i.exec(head)?.[1] ?? ''}`));
+    };
+    tunnel.on('data', onData);
+  });
+  return tunnel;
+}
+
 /**
  * An HTTPS request through a CONNECT tunnel opened on `connectTo` (a session's Unix socket or the TCP
  * listener), with the TLS server name `servername` (the target host unless a test wants fronting).
@@ -203,23 +225,7 @@ export async function httpsViaProxy(options: {
 }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const { connect: tlsConnect } = await import('node:tls');
   const { request: httpRequest } = await import('node:http');
-  const tunnel: Socket = 'path' in options.connectTo ? connect(options.connectTo.path) : connect(options.connectTo.port, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    tunnel.once('error', reject);
-    tunnel.once('connect', () => {
-      const auth = options.proxyAuthorization ? `Proxy-Authorization: ${options.proxyAuthorization}\r\n` : '';
-      tunnel.write(`CONNECT ${options.host}:${options.port} HTTP/1.1\r\nHost: ${options.host}:${options.port}\r\n${auth}\r\n`);
-    });
-    let head = '';
-    const onData = (chunk: Buffer): void => {
-      head += chunk.toString('latin1');
-      if (!head.includes('\r\n\r\n')) return;
-      tunnel.off('data', onData);
-      if (/^HTTP\/1\.1 200 /.test(head)) resolve();
-      else reject(new Error(`CONNECT refused: ${head.split('\r\n')[0]} ${/x-gatehouse-reason: (\S+)/i.exec(head)?.[1] ?? ''}`));
-    };
-    tunnel.on('data', onData);
-  });
+  const tunnel = await connectTunnel(options.connectTo, options.host, options.port, options.proxyAuthorization);
   const secure = tlsConnect({ socket: tunnel, servername: options.servername ?? options.host, ca: options.ca, ALPNProtocols: ['http/1.1'] });
   await new Promise<void>((resolve, reject) => {
     secure.once('secureConnect', resolve);

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -20,7 +20,7 @@ import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import type { EgressSession } from '../src/egress/index.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
-import { bridgeToSession, compile, startTestProxy, type TestProxy } from './egress-helpers.js';
+import { bridgeToSession, compile, connectTunnel, startTestProxy, type TestProxy } from './egress-helpers.js';
 
 const policy = (dlpAction: string): string => `
 network:
@@ -201,20 +201,7 @@ interface RawWebSocket {
 
 /** A WebSocket upgrade written by hand, through a CONNECT tunnel on `proxyPort`, over TLS to the proxy. */
 async function rawWebSocket(proxyPort: number, host: string, port: number, ca: string, path: string, upgrade = 'websocket'): Promise<RawWebSocket> {
-  const tunnel: Socket = connect(proxyPort, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    tunnel.once('error', reject);
-    tunnel.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`);
-    let head = '';
-    const onData = (chunk: Buffer): void => {
-      head += chunk.toString('latin1');
-      if (!head.includes('\r\n\r\n')) return;
-      tunnel.off('data', onData);
-      if (/^HTTP\/1\.1 200 /.test(head)) resolve();
-      else reject(new Error(`CONNECT refused: ${head.split('\r\n')[0]}`));
-    };
-    tunnel.on('data', onData);
-  });
+  const tunnel = await connectTunnel({ port: proxyPort }, host, port);
   const socket = tlsConnect({ socket: tunnel, servername: host, ca, ALPNProtocols: ['http/1.1'] });
   socket.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => {

@@ -21,7 +21,7 @@ import type { Duplex } from 'node:stream';
 import { createSecureContext, rootCertificates, TLSSocket, type SecureContext, type TLSSocketOptions } from 'node:tls';
 import type { CheckedAddress } from '../policy/addresses.js';
 import type { CertificateAuthority } from './ca.js';
-import { LiveMasker, prepareMessage, prepareRequest, type ContentTools } from './content.js';
+import { LiveMasker, prepareMessage, prepareRequest, type ContentTools, type OutgoingRequest } from './content.js';
 import { decideNetwork } from './destination.js';
 import { checkFraming, checkHostHeader, forwardableHeaders, hasBody, headerValues, parseOriginForm } from './http-message.js';
 import type { PerCallerPools } from './pools.js';
@@ -37,6 +37,7 @@ import { formatTarget, printable } from './target.js';
 import { forward, forwardedDetails, maskedHead, upstreamHeaders, type Upstream } from './forward.js';
 import { dialTls, readResponseHead, relayMessages } from './websocket-relay.js';
 import { originOf, upstreamPools, upstreamRefusal, type Dispatcher } from './upstream.js';
+import type { PolicyEngine } from '../policy/engine.js';
 import { isAllowed } from '../policy/types.js';
 
 export interface InspectionOptions extends ContentTools {
@@ -312,6 +313,51 @@ async function handleInspected(
   runtime.recorder.record(engine, facts);
 }
 
+interface StartedUpgrade {
+  engine: PolicyEngine;
+  facts: Facts;
+  prepared: OutgoingRequest;
+  /** Records the refusal and answers the client with it. */
+  refuse(refusal: Refusal): void;
+}
+
+/**
+ * What an upgrade's request goes through before anything is dialled, on a plain or an inspected tunnel:
+ * checked and decided like any request, a body refused (node hands the socket over at the end of the head,
+ * so a body would never be read, so never judged), the content steps, and in sync audit mode the decision
+ * recorded first. Undefined when it was refused (and recorded).
+ */
+async function startUpgrade(
+  runtime: Runtime,
+  options: InspectionOptions,
+  state: TunnelState,
+  request: IncomingMessage,
+  socket: Duplex,
+  details: Record<string, unknown>,
+): Promise<StartedUpgrade | undefined> {
+  const engine = runtime.policy.current;
+  const { tunnel, scheme } = state;
+  state.requests += 1;
+  const facts = requestFacts(state, request);
+  facts.details = { ...facts.details, ...details };
+  const refuse = (refusal: Refusal): void => {
+    facts.refusal = refusal;
+    runtime.recorder.record(engine, facts);
+    writeRawRefusal(socket, refusal);
+  };
+  const checked = checkRequest(runtime, state, request, facts);
+  if (checked instanceof Refusal) return void refuse(checked);
+  if (hasBody(request)) return void refuse(new Refusal(400, 'bad-request', 'a protocol upgrade request may not carry a body'));
+  const prepared = await prepareRequest(
+    { engine, tools: options, caller: tunnel.caller, target: tunnel.target, scheme, request, pathAndQuery: checked.pathAndQuery, limits: runtime.limits },
+    facts.details,
+  );
+  if (prepared instanceof Refusal) return void refuse(prepared);
+  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
+  if (unrecorded) return void refuse(unrecorded);
+  return { engine, facts, prepared, refuse };
+}
+
 /**
  * A protocol upgrade (a ws:// WebSocket) on a plain HTTP tunnel: its request takes the same checks and
  * content steps as any other (its URL and headers are scanned, a placeholder in them is refused, since
@@ -319,27 +365,10 @@ async function handleInspected(
  * headers (the point of it), and from the server's answer on the two sides are joined as bytes.
  */
 async function upgradePlain(runtime: Runtime, options: InspectionOptions, state: TunnelState, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-  const engine = runtime.policy.current;
+  const started = await startUpgrade(runtime, options, state, request, socket, { upgrade: printable(String(request.headers.upgrade ?? '')) });
+  if (!started) return;
+  const { engine, facts, prepared, refuse } = started;
   const { tunnel } = state;
-  state.requests += 1;
-  const facts = requestFacts(state, request);
-  facts.details = { ...facts.details, upgrade: printable(String(request.headers.upgrade ?? '')) };
-  const refuse = (refusal: Refusal): void => {
-    facts.refusal = refusal;
-    runtime.recorder.record(engine, facts);
-    writeRawRefusal(socket, refusal);
-  };
-  const checked = checkRequest(runtime, state, request, facts);
-  if (checked instanceof Refusal) return refuse(checked);
-  // Node hands an upgrade over at the end of its head: a body it announced would never be read, so never judged.
-  if (hasBody(request)) return refuse(new Refusal(400, 'bad-request', 'a protocol upgrade request may not carry a body'));
-  const prepared = await prepareRequest(
-    { engine, tools: options, caller: tunnel.caller, target: tunnel.target, scheme: 'http', request, pathAndQuery: checked.pathAndQuery, limits: runtime.limits },
-    facts.details,
-  );
-  if (prepared instanceof Refusal) return refuse(prepared);
-  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
-  if (unrecorded) return refuse(unrecorded);
   const upstream = await dial(tunnel.addresses, tunnel.target.port);
   if (upstream instanceof Refusal) return refuse(upstream);
   state.address = upstream.remoteAddress;
@@ -378,30 +407,15 @@ async function upgradeInspected(
   socket: Duplex,
   head: Buffer,
 ): Promise<void> {
-  const engine = runtime.policy.current;
+  const offered = headerValues(request.rawHeaders, 'sec-websocket-extensions');
+  const started = await startUpgrade(runtime, options, state, request, socket, {
+    upgrade: 'websocket',
+    ...(offered.length > 0 ? { extensions: `not forwarded (${printable(offered.join(', '))}), so no frame is compressed past reading` } : {}),
+  });
+  if (!started) return;
+  const { engine, facts, prepared, refuse } = started;
   const { tunnel } = state;
   const { target, caller } = tunnel;
-  state.requests += 1;
-  const facts = requestFacts(state, request);
-  facts.details = { ...facts.details, upgrade: 'websocket' };
-  const refuse = (refusal: Refusal): void => {
-    facts.refusal = refusal;
-    runtime.recorder.record(engine, facts);
-    writeRawRefusal(socket, refusal);
-  };
-  const checked = checkRequest(runtime, state, request, facts);
-  if (checked instanceof Refusal) return refuse(checked);
-  // Node hands an upgrade over at the end of its head: a body it announced would never be read, so never judged.
-  if (hasBody(request)) return refuse(new Refusal(400, 'bad-request', 'a protocol upgrade request may not carry a body'));
-  const prepared = await prepareRequest(
-    { engine, tools: options, caller, target, scheme: 'https', request, pathAndQuery: checked.pathAndQuery, limits: runtime.limits },
-    facts.details,
-  );
-  if (prepared instanceof Refusal) return refuse(prepared);
-  const offered = headerValues(request.rawHeaders, 'sec-websocket-extensions');
-  if (offered.length > 0) facts.details.extensions = `not forwarded (${printable(offered.join(', '))}), so no frame is compressed past reading`;
-  const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
-  if (unrecorded) return refuse(unrecorded);
 
   const upstream = await dialTls(tunnel.addresses, target.port, target.host, {
     // The certificate is verified against the CONNECT host (the SNI), not the address dialled; an IP target's against its address.

@@ -357,24 +357,23 @@ interface Reading {
   control?: Buffer[];
 }
 
-/** The agent's side: masked frames in, each message inspected, re-framed toward the server. */
-class Outbound {
-  private readonly parser = new FrameParser(true);
-  private reading: Reading | undefined;
-  /** The data message being read: held for inspection, or streaming on (nothing to inspect, or too large). */
-  private message: { opcode: number; held: Buffer[]; size: number; streaming: boolean } | undefined;
+/** One direction of a WebSocket: its frames parsed, and each event handled until the WebSocket is refused. */
+abstract class Direction {
+  /** The frame being read. */
+  protected reading: Reading | undefined;
 
   constructor(
-    private readonly writer: FrameWriter,
-    private readonly options: RelayOptions,
-    private readonly result: RelayResult,
-    private readonly refuse: Refuse,
+    private readonly parser: FrameParser,
+    protected readonly writer: FrameWriter,
+    protected readonly options: RelayOptions,
+    protected readonly result: RelayResult,
+    protected readonly refuse: Refuse,
   ) {}
 
   push(chunk: Buffer): void {
     const events = this.parser.push(chunk);
     if (events instanceof ProtocolViolation) {
-      this.refuse(new Refusal(400, 'websocket-protocol', `the client broke the WebSocket protocol (RFC 6455): ${events.message}`));
+      this.refuse(this.violation(events.message));
       return;
     }
     for (const event of events) {
@@ -382,8 +381,27 @@ class Outbound {
     }
   }
 
+  /** The refusal for bytes that break RFC 6455 on this side. */
+  protected abstract violation(message: string): Refusal;
+
   /** One event; false once the WebSocket was refused. */
-  private handle(event: FrameEvent): boolean {
+  protected abstract handle(event: FrameEvent): boolean;
+}
+
+/** The agent's side: masked frames in, each message inspected, re-framed toward the server. */
+class Outbound extends Direction {
+  /** The data message being read: held for inspection, or streaming on (nothing to inspect, or too large). */
+  private message: { opcode: number; held: Buffer[]; size: number; streaming: boolean } | undefined;
+
+  constructor(writer: FrameWriter, options: RelayOptions, result: RelayResult, refuse: Refuse) {
+    super(new FrameParser(true), writer, options, result, refuse);
+  }
+
+  protected violation(message: string): Refusal {
+    return new Refusal(400, 'websocket-protocol', `the client broke the WebSocket protocol (RFC 6455): ${message}`);
+  }
+
+  protected handle(event: FrameEvent): boolean {
     if (event.kind === 'frame') {
       const header = event.header;
       this.reading = { header, left: header.length, ...(isControl(header.opcode) ? { control: [] } : {}) };
@@ -462,34 +480,22 @@ class Outbound {
 }
 
 /** The server's side: unmasked frames in, real values masked on their way to the agent. */
-class Inbound {
-  private readonly parser = new FrameParser(false);
-  private reading: Reading | undefined;
+class Inbound extends Direction {
   /**
    * The data message being relayed: with a masker, its opcode until its first frame went and what the
    * masker let out, not yet sent; without, its frames pass as they came.
    */
   private message: { masker: Masker | undefined; opcode: number; ready: Buffer | undefined } | undefined;
 
-  constructor(
-    private readonly writer: FrameWriter,
-    private readonly options: RelayOptions,
-    private readonly result: RelayResult,
-    private readonly refuse: Refuse,
-  ) {}
-
-  push(chunk: Buffer): void {
-    const events = this.parser.push(chunk);
-    if (events instanceof ProtocolViolation) {
-      this.refuse(new Refusal(502, 'websocket-protocol', `${this.options.host} broke the WebSocket protocol (RFC 6455): ${events.message}`));
-      return;
-    }
-    for (const event of events) {
-      if (!this.handle(event)) return;
-    }
+  constructor(writer: FrameWriter, options: RelayOptions, result: RelayResult, refuse: Refuse) {
+    super(new FrameParser(false), writer, options, result, refuse);
   }
 
-  private handle(event: FrameEvent): boolean {
+  protected violation(message: string): Refusal {
+    return new Refusal(502, 'websocket-protocol', `${this.options.host} broke the WebSocket protocol (RFC 6455): ${message}`);
+  }
+
+  protected handle(event: FrameEvent): boolean {
     if (event.kind === 'frame') {
       const header = event.header;
       this.reading = { header, left: header.length, ...(isControl(header.opcode) ? { control: [] } : {}) };
