@@ -491,6 +491,7 @@ describe('egress WebSockets through TLS inspection', () => {
     assert.equal(h2c.status, 501, h2c.head);
     assert.match(h2c.head, /X-Gatehouse-Reason: unsupported/);
     assert.ok(!ws.upgrades.some((u) => u.url === '/chat/h2c'));
+    await waitFor(() => gate.audit.records.some((r) => r.details?.upgrade === 'h2c' && r.details?.reasonCode === 'unsupported' && r.principal.agent === 'alice'));
     const websocket = await raw('ws.test', '/chat/beside-h2c');
     assert.equal(websocket.status, 101, websocket.head);
     websocket.socket.destroy();

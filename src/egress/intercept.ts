@@ -115,9 +115,17 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     if (error.code === 'ECONNRESET' || !socket.writable) socket.destroy();
     else refuseUnread(socket, parserRefusal(error));
   });
-  const unsupported = (what: string) => (_request: IncomingMessage, socket: Duplex): void => {
+  const unsupported = (what: string) => (request: IncomingMessage, socket: Duplex): void => {
     deadlines.clear(socket);
-    writeRawRefusal(socket, new Refusal(501, 'unsupported', `${what} inside a tunnel whose requests the proxy reads is not supported`));
+    const refusal = new Refusal(501, 'unsupported', `${what} inside a tunnel whose requests the proxy reads is not supported`);
+    const state = states.get(socket);
+    if (state) {
+      const facts = requestFacts(state, request);
+      const upgrade = request.headers.upgrade;
+      if (upgrade !== undefined) facts.details = { ...facts.details, upgrade: printable(String(upgrade)) };
+      runtime.recorder.record(runtime.policy.current, { ...facts, refusal });
+    }
+    writeRawRefusal(socket, refusal);
   };
   server.on('connect', unsupported('CONNECT'));
   // Over TLS only a WebSocket can be read (its frames): any other protocol's bytes would pass unjudged.
