@@ -389,6 +389,11 @@ describe('egress WebSockets through TLS inspection', () => {
       const seen = ws.messages.at(-1) ?? '';
       assert.ok(!seen.includes(leaked), 'the server got no secret');
       assert.match(seen, /^token=.*REDACTED.*; keep this$/);
+      // Recorded at once, while the WebSocket is still open: it may stay open for hours.
+      await waitFor(() => gate.audit.records.some((r) => r.action === 'message' && r.resource.endsWith('/chat/redact') && r.details?.message === 1 && r.details?.redacted === true));
+      const message = gate.audit.records.find((r) => r.action === 'message' && r.resource.endsWith('/chat/redact'));
+      assert.equal((message?.details?.findings as { rule: string }[])[0]?.rule, 'github-pat');
+      assert.ok(!JSON.stringify(message).includes(leaked), 'the record never holds the secret');
       client.socket.close();
       await client.closed;
       const record = await recordOf('/chat/redact');

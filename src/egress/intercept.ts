@@ -475,7 +475,23 @@ async function upgradeInspected(
     inspects: () => options.scanner !== undefined || (options.placeholders?.size ?? 0) > 0,
     maxMessageBytes: limit,
     onTooLarge: engine.dlp.onTooLarge,
-    inspect: (payload, what) => messageFacts.add(prepareMessage({ engine, tools: options, caller, target }, payload, messageFacts.next(what)), what),
+    inspect: (payload, what) => {
+      const found = messageFacts.next(what);
+      const outcome = prepareMessage({ engine, tools: options, caller, target }, payload, found);
+      // A message with findings that goes on (log, redact) is recorded now, not only when the WebSocket
+      // closes: one may stay open for hours. One refused closes it, and the close's record says why.
+      if (!(outcome instanceof Refusal) && found.findings !== undefined) {
+        runtime.recorder.record(engine, {
+          ...facts,
+          action: 'message',
+          correlationId: nextCorrelationId(),
+          startedAt: performance.now(),
+          decisionRecorded: false,
+          details: { method: request.method, scheme: 'https', inspected: true, tunnel: facts.details.tunnel, upgrade: 'websocket', websocket: facts.correlationId, ...messageFacts.position(what), ...found },
+        });
+      }
+      return messageFacts.add(outcome, what);
+    },
     masker: () => maskers.now(),
     host: target.host,
   });
@@ -543,10 +559,15 @@ class WebSocketFacts {
     return this.current;
   }
 
+  /** Which message (or control frame) the current one is, counted from 1. */
+  position(what: 'message' | 'control'): { message: number } | { control: number } {
+    return what === 'message' ? { message: this.messages } : { control: this.controls };
+  }
+
   /** Keeps what the steps found in the current message, and passes their outcome on. */
   add<T>(outcome: T, what: 'message' | 'control'): T {
     const facts = this.current;
-    const where = what === 'message' ? { message: this.messages } : { control: this.controls };
+    const where = this.position(what);
     for (const finding of (facts.findings as Record<string, unknown>[] | undefined) ?? []) {
       if (this.findings.length < MAX_RECORDED_FINDINGS) this.findings.push({ ...finding, ...where });
       else this.moreFindings += 1;

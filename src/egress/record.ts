@@ -10,7 +10,8 @@ import { RefusalFlood, type RefusalSummary } from './flood.js';
 import { Refusal } from './refusal.js';
 
 export interface Facts {
-  action: 'connect' | 'request';
+  /** `message`: a WebSocket message the content steps found something in (see upgradeInspected). */
+  action: 'connect' | 'request' | 'message';
   resource: string;
   principal: Principal | undefined;
   session: string | undefined;
