@@ -395,7 +395,13 @@ export class LiveMasker {
   /** Every masker handed out, for the count of secrets masked. */
   private readonly used = new Set<Masker>();
   private current: Masker | undefined;
-  private lent: string;
+  /** The session's placeholders `current` was built for; unknown ('') until the first look. */
+  private lent = '';
+  /**
+   * The registry's change count when `lent` was taken: none yet, so the first message looks, since
+   * placeholders may have been lent between the request's steps and the server's answer.
+   */
+  private changes = -1;
 
   constructor(
     private readonly tools: ContentTools,
@@ -403,12 +409,15 @@ export class LiveMasker {
     private readonly outgoing: OutgoingRequest,
   ) {
     this.current = outgoing.responseMasker;
-    this.lent = this.lentNow();
     if (this.current) this.used.add(this.current);
   }
 
   /** The masker for what the server sends next; undefined while there is nothing to mask. */
   now(): Masker | undefined {
+    // Asked per message: the session's placeholders are listed again only after the registry changed.
+    const changes = this.tools.placeholders?.changes ?? 0;
+    if (changes === this.changes) return this.current;
+    this.changes = changes;
     const lent = this.lentNow();
     if (lent !== this.lent) {
       this.lent = lent;

@@ -292,6 +292,8 @@ export class PlaceholderRegistry {
   private readonly byKey = new Map<string, Entry>();
   private readonly byValue = new Map<string, Entry>();
   private readonly bySession = new Map<string, Set<Entry>>();
+  /** Counts issues and revocations: a holder of a session's placeholders knows by it when to look again. */
+  changes = 0;
 
   constructor() {
     this.tagValue = BigInt('0x' + randomBytes(TAG_BITS / 8).toString('hex'));
@@ -343,6 +345,7 @@ export class PlaceholderRegistry {
       let set = this.bySession.get(session);
       if (!set) this.bySession.set(session, (set = new Set()));
       set.add(entry);
+      this.changes += 1;
       return placeholder;
     }
     throw new Error('could not issue a unique placeholder');
@@ -563,6 +566,7 @@ export class PlaceholderRegistry {
       this.byKey.delete(entry.key);
     }
     this.bySession.delete(session);
+    this.changes += 1;
     return entries.size;
   }
 
