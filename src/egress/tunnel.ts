@@ -126,29 +126,39 @@ export async function dial(addresses: CheckedAddress[], port: number): Promise<S
   return new Refusal(502, 'upstream-unreachable', `could not connect to port ${port} (${lastError})`);
 }
 
-function dialOne(address: CheckedAddress, port: number): Promise<Socket | string> {
+async function dialOne(address: CheckedAddress, port: number): Promise<Socket | string> {
+  let downstream: Downstream | undefined;
+  const socket = connect({
+    host: address.address,
+    port,
+    family: address.family,
+    noDelay: true,
+    allowHalfOpen: true,
+    onread: { buffer: () => downstream?.nextBuffer() ?? SHARED_READ_BUFFER, callback: (length, buffer) => downstream?.onRead(length, buffer as Buffer) ?? false },
+  });
+  downstream = new Downstream(socket);
+  downstreams.set(socket, downstream);
+  socket.once('end', () => {
+    if (!downstream) return;
+    downstream.ended = true;
+    downstream.target?.end();
+  });
+  const outcome = await whenConnected(socket, 'connect', CONNECT_TIMEOUT_MS);
+  if (outcome === 'timed out') return outcome;
+  return outcome instanceof Error ? `${address.address}: ${outcome.code ?? outcome.message}` : outcome;
+}
+
+/**
+ * Waits for a socket being dialled to be ready (`connect`, or `secureConnect` for TLS) within `timeoutMs`:
+ * the socket, or why not. One that fails is destroyed; one that succeeds is destroyed on any later error.
+ */
+export function whenConnected<S extends Socket>(socket: S, ready: 'connect' | 'secureConnect', timeoutMs: number): Promise<S | NodeJS.ErrnoException | 'timed out'> {
   return new Promise((resolve) => {
-    let downstream: Downstream | undefined;
-    const socket = connect({
-      host: address.address,
-      port,
-      family: address.family,
-      noDelay: true,
-      allowHalfOpen: true,
-      onread: { buffer: () => downstream?.nextBuffer() ?? SHARED_READ_BUFFER, callback: (length, buffer) => downstream?.onRead(length, buffer as Buffer) ?? false },
-    });
-    downstream = new Downstream(socket);
-    downstreams.set(socket, downstream);
-    socket.once('end', () => {
-      if (!downstream) return;
-      downstream.ended = true;
-      downstream.target?.end();
-    });
     const timer = setTimeout(() => {
       socket.destroy();
       resolve('timed out');
-    }, CONNECT_TIMEOUT_MS);
-    socket.once('connect', () => {
+    }, timeoutMs);
+    socket.once(ready, () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
       socket.on('error', () => socket.destroy());
@@ -156,7 +166,8 @@ function dialOne(address: CheckedAddress, port: number): Promise<Socket | string
     });
     socket.once('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      resolve(`${address.address}: ${error.code ?? error.message}`);
+      socket.destroy();
+      resolve(error);
     });
   });
 }

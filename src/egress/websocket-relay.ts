@@ -21,6 +21,7 @@ import { connect as tlsConnect, type ConnectionOptions, type SecureContext, type
 import type { CheckedAddress } from '../policy/addresses.js';
 import type { Masker } from '../secrets/masker.js';
 import { Refusal } from './refusal.js';
+import { whenConnected } from './tunnel.js';
 import { upstreamRefusal } from './upstream.js';
 import {
   CloseCode,
@@ -65,34 +66,19 @@ export async function dialTls(addresses: CheckedAddress[], port: number, host: s
   return last;
 }
 
-function dialTlsOne(address: CheckedAddress, port: number, tls: TlsDial): Promise<TLSSocket | NodeJS.ErrnoException> {
-  return new Promise((resolve) => {
-    const socket = tlsConnect({
-      host: address.address,
-      port,
-      family: address.family,
-      ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
-      secureContext: tls.secureContext,
-      ALPNProtocols: ['http/1.1'],
-      highWaterMark: tls.highWaterMark,
-      noDelay: true,
-    } as ConnectionOptions);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(Object.assign(new Error(`${address.address}: timed out`), { code: 'ETIMEDOUT' }));
-    }, CONNECT_TIMEOUT_MS);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      socket.removeAllListeners('error');
-      socket.on('error', () => socket.destroy());
-      resolve(socket);
-    });
-    socket.once('error', (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(error);
-    });
-  });
+async function dialTlsOne(address: CheckedAddress, port: number, tls: TlsDial): Promise<TLSSocket | NodeJS.ErrnoException> {
+  const socket = tlsConnect({
+    host: address.address,
+    port,
+    family: address.family,
+    ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
+    secureContext: tls.secureContext,
+    ALPNProtocols: ['http/1.1'],
+    highWaterMark: tls.highWaterMark,
+    noDelay: true,
+  } as ConnectionOptions);
+  const outcome = await whenConnected(socket, 'secureConnect', CONNECT_TIMEOUT_MS);
+  return outcome === 'timed out' ? Object.assign(new Error(`${address.address}: timed out`), { code: 'ETIMEDOUT' }) : outcome;
 }
 
 export interface ResponseHead {
