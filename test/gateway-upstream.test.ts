@@ -170,12 +170,7 @@ describe('logging', () => {
     const harness = await startHarness({ gateway: { upstreams: { fixture: fixtureUpstream() } }, policy: allowAll });
     try {
       const client = await harness.connect(harness.agents.add('tester').key);
-      const heard: string[] = [];
-      client.setNotificationHandler('notifications/message', (n) => void heard.push(`${n.params.level}: ${String(n.params.data)}`));
-      await client.setLoggingLevel('error');
-      assert.equal(text((await client.callTool({ name: 'fixture__log', arguments: {} })) as CallToolResult), 'logged');
-      for (let i = 0; i < 25 && heard.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
-      assert.deepEqual(heard, ['error: something broke']);
+      await expectLogRelayed(client);
     } finally {
       await harness.close();
     }
@@ -411,14 +406,19 @@ describe('a remote upstream that misbehaves (the fixture over Streamable HTTP)',
   });
 
   test("relays the upstream's log messages during a call to the calling session, at the level it set", async () => {
-    const heard: string[] = [];
-    client.setNotificationHandler('notifications/message', (n) => void heard.push(`${n.params.level}: ${String(n.params.data)}`));
-    await client.setLoggingLevel('error');
-    assert.equal(text((await client.callTool({ name: 'fixture__log', arguments: {} })) as CallToolResult), 'logged');
-    for (let i = 0; i < 25 && heard.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.deepEqual(heard, ['error: something broke']);
+    await expectLogRelayed(client);
   });
 });
+
+/** The fixture's log tool, called at level "error": the call's log message reaches this client, at that level. */
+async function expectLogRelayed(client: Client): Promise<void> {
+  const heard: string[] = [];
+  client.setNotificationHandler('notifications/message', (n) => void heard.push(`${n.params.level}: ${String(n.params.data)}`));
+  await client.setLoggingLevel('error');
+  assert.equal(text((await client.callTool({ name: 'fixture__log', arguments: {} })) as CallToolResult), 'logged');
+  for (let i = 0; i < 25 && heard.length === 0; i += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(heard, ['error: something broke']);
+}
 
 function text(result: CallToolResult): string {
   return result.content.map((block) => (block.type === 'text' ? block.text : '')).join('');
