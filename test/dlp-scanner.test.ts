@@ -27,6 +27,9 @@ test('a card number must pass Luhn and an issuer prefix', () => {
   assert.equal(scanner.scan('card 4111 1111 1111 1111 exp 12/29')[0]?.ruleId, 'payment-card-number');
   assert.equal(scanner.scan('card 4111-1111-1111-1111')[0]?.ruleId, 'payment-card-number');
   assert.deepEqual(scanner.scan('card 4111 1111 1111 1112'), []);
+  // Grouped as cards are printed, or not at all: a UUID whose first groups are digits is none.
+  assert.equal(scanner.scan('amex 3782 822463 10005')[0]?.ruleId, 'payment-card-number');
+  assert.deepEqual(scanner.scan('id 41111111-1111-1111-a0b1-c2d3e4f5a6b7'), []);
   assert.deepEqual(scanner.scan('epoch 1700000000000123 ms'), []);
   assert.deepEqual(scanner.scan('sha a4111111111111111b'), []);
 });

@@ -77,6 +77,7 @@ const REPEATED_DIGIT = /^(\d)\1+$/;
 
 /** Payment card numbers: Luhn plus a known issuer prefix and the length that issuer uses. */
 export function cardNumber(text: string): Verdict {
+  if (!cardGrouping(text)) return REJECT;
   let digits = '';
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -95,6 +96,21 @@ export function cardNumber(text: string): Verdict {
   // A run of one repeated digit passes Luhn for some lengths and is never a real card.
   if (REPEATED_DIGIT.test(digits)) return REJECT;
   return luhnValid(digits) ? CONFIRMED : REJECT;
+}
+
+/**
+ * Whether separated digits are grouped as cards print them: fours with a shorter last group (4-4-4-4,
+ * 4-4-4-4-3, 4-4-4-1), or 4-6-5 and 4-6-4 (American Express, Diners). Digits with no separator pass. An
+ * 8-4-4 run is the start of a UUID whose first groups happen to be digits, never a card.
+ */
+function cardGrouping(text: string): boolean {
+  const groups = text.split(/[ -]/);
+  if (groups.length === 1) return true;
+  const lengths = groups.map((group) => group.length);
+  const layout = lengths.join('-');
+  if (layout === '4-6-5' || layout === '4-6-4') return true;
+  const last = lengths.at(-1) as number;
+  return lengths.slice(0, -1).every((length) => length === 4) && last >= 1 && last <= 4;
 }
 
 /** A JWT's first segment must decode to a JSON object naming an algorithm. */
