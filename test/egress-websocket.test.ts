@@ -1,12 +1,12 @@
 /**
- * WebSockets (wss://) through TLS inspection, every message read on its way: undici's WebSocket client and a
- * raw TLS client through a session's tunnel, a WebSocket server on loopback that does its own handshake and
+ * WebSockets through TLS inspection (wss://) and in plain tunnels (ws://), every message read on its way:
+ * undici's WebSocket client and a raw TLS client through a session's tunnel, a WebSocket server on loopback that does its own handshake and
  * framing (nothing shared with the proxy's codec), and the audit records the proxy writes.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import type { IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttpServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -112,12 +112,14 @@ interface WsServer {
 }
 
 /**
- * A WebSocket echo server over TLS for `name`: answers `/forbidden` with 403, echoes each message as
- * `echo:<message>`, answers "whoami" with the Authorization it was sent, and answers a close with a close.
+ * A WebSocket echo server for `name`, over TLS with a certificate from `ca`, in the clear without one: answers
+ * `/forbidden` with 403, echoes each message as `echo:<message>`, answers "whoami" with the Authorization it
+ * was sent, and answers a close with a close.
  */
-async function startWebSocketServer(ca: CertificateAuthority, name: string): Promise<WsServer> {
-  const pair = await ca.issue(name);
-  const server = createHttpsServer({ cert: pair.certificate, key: pair.key }, (_request, response) => response.writeHead(404).end());
+async function startWebSocketServer(ca: CertificateAuthority | undefined, name: string): Promise<WsServer> {
+  const notFound = (_request: IncomingMessage, response: ServerResponse): void => void response.writeHead(404).end();
+  const pair = ca ? await ca.issue(name) : undefined;
+  const server = pair ? createHttpsServer({ cert: pair.certificate, key: pair.key }, notFound) : createHttpServer(notFound);
   const state: WsServer = { port: 0, upgrades: [], messages: [], frames: [], close: async () => undefined };
   const sockets = new Set<Socket>();
   server.on('upgrade', (request, socket: Socket, head: Buffer) => {
@@ -569,4 +571,94 @@ describe('egress WebSocket messages over the inspection limit', () => {
       }
     });
   }
+});
+
+describe('egress WebSockets (ws://) in a plain tunnel', () => {
+  let gate: TestProxy;
+  let server: WsServer;
+  let session: EgressSession;
+  let bridge: Awaited<ReturnType<typeof bridgeToSession>>;
+  let dispatcher: ProxyAgent;
+  const placeholders = new PlaceholderRegistry();
+  const leaked = checksummedToken('ghp_', seededRandom(41));
+  const realKey = checksummedToken('ghp_', seededRandom(42));
+
+  before(async () => {
+    server = await startWebSocketServer(undefined, 'plain.test');
+    gate = await startTestProxy(
+      `network:\n  - id: plain\n    allow: [plain.test]\n  - id: loopback\n    allow: [127.0.0.1]\ncredentials:\n  - id: deploy\n    secret: deploy-key\n    hosts: [plain.test]\n`,
+      { scanner: createScanner(), placeholders, resolveSecret: (name) => (name === 'deploy-key' ? realKey : undefined), settings: { resolve: { 'plain.test': ['127.0.0.1'] } } },
+    );
+    session = await gate.proxy.openSession({ agent: 'alice' }, 'sess-plain-ws');
+    bridge = await bridgeToSession(session.socketPath);
+    dispatcher = new ProxyAgent({ uri: `http://127.0.0.1:${bridge.port}` });
+  });
+  after(async () => {
+    await dispatcher.close();
+    await bridge.close();
+    await gate.close();
+    await server.close();
+  });
+
+  const open = (path: string): Promise<Opened> =>
+    new Promise((resolve, reject) => {
+      const socket = new WebSocket(`ws://plain.test:${server.port}${path}`, { dispatcher });
+      const received: string[] = [];
+      const closed = new Promise<{ code: number; reason: string }>((resolveClosed) => {
+        socket.addEventListener('close', (event) => resolveClosed({ code: event.code, reason: event.reason }));
+      });
+      socket.addEventListener('message', (event) => received.push(String(event.data)));
+      socket.addEventListener('open', () => resolve({ socket, received, closed }));
+      socket.addEventListener('error', () => reject(new Error(`the WebSocket to ${path} failed`)));
+    });
+  const recordOf = async (path: string): Promise<AuditRecord> => {
+    let found: AuditRecord | undefined;
+    await waitFor(() => (found = gate.audit.records.find((r) => r.resource.endsWith(path) && r.details?.upgrade === 'websocket' && r.details?.ended !== undefined)) !== undefined);
+    return found!;
+  };
+
+  it('relays messages both ways, reads each one, and records the connection; no extension is negotiated', async () => {
+    const client = await open('/plain/round-trip');
+    client.socket.send('hello in the clear');
+    await waitFor(() => client.received.length === 1);
+    assert.equal(client.received[0], 'echo:hello in the clear');
+    client.socket.close(1000, 'done');
+    assert.equal((await client.closed).code, 1000);
+    const upgrade = server.upgrades.find((u) => u.url === '/plain/round-trip');
+    assert.ok(upgrade, 'the upgrade reached the server');
+    assert.equal(upgrade.headers['sec-websocket-extensions'], undefined, 'permessage-deflate would hide frames from the scan');
+    const record = await recordOf('/plain/round-trip');
+    assert.equal(record.effect, 'allow');
+    assert.equal(record.resource, `http://plain.test:${server.port}/plain/round-trip`);
+    assert.equal(record.details?.messagesUp, 1);
+    assert.equal(record.details?.messagesDown, 1);
+  });
+
+  it('closes with 1008 a message that carries a secret, which never reaches the server', async () => {
+    const client = await open('/plain/leak');
+    client.socket.send(`my token is ${leaked}`);
+    const closed = await client.closed;
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, 'Gatehouse: secret-detected');
+    assert.ok(!server.messages.some((m) => m.includes(leaked)), 'the secret never reached the server');
+    const record = await recordOf('/plain/leak');
+    assert.equal(record.effect, 'deny');
+    assert.equal(record.details?.reasonCode, 'secret-detected');
+    assert.ok(!JSON.stringify(record).includes(leaked), 'the record never holds the secret');
+  });
+
+  it('refuses a placeholder in a message (credentials never go in the clear): closed 1008, nothing reaches the server', async () => {
+    const grant = gate.holder.current.grants({ agent: 'alice' }).find((g) => g.secret === 'deploy-key');
+    assert.ok(grant, 'a grant for deploy-key');
+    const placeholder = placeholders.issue('sess-plain-ws', grant, realKey).value;
+    const client = await open('/plain/placeholder');
+    client.socket.send(`key=${placeholder}`);
+    const closed = await client.closed;
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, 'Gatehouse: credential-over-plaintext');
+    assert.ok(!server.messages.some((m) => m.includes(placeholder) || m.includes(realKey)), 'neither the placeholder nor the real value reached the server');
+    const record = await recordOf('/plain/placeholder');
+    assert.equal(record.details?.reasonCode, 'credential-over-plaintext');
+    assert.match(record.reason, /use wss:\/\//);
+  });
 });

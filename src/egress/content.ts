@@ -273,7 +273,7 @@ function inspectParts(parts: Part[], context: InspectContext, facts: Record<stri
         );
       }
       if (scheme !== 'https') {
-        return new Refusal(403, 'credential-over-plaintext', `secret "${placeholder.secret}" may only be sent over TLS; use https://`, [placeholder.ruleId]);
+        return new Refusal(403, 'credential-over-plaintext', `secret "${placeholder.secret}" may only be sent over TLS; use ${what === 'message' ? 'wss://' : 'https://'}`, [placeholder.ruleId]);
       }
     }
     if (hits.length > 0) facts.placeholders = [...new Set(hits.map((h) => h.placeholder.secret))];
@@ -354,10 +354,12 @@ export interface MessageInput {
   tools: ContentTools;
   caller: Caller;
   target: Target;
+  /** `http` for ws://: a placeholder is refused, as in any plain request (credentials never go in the clear). */
+  scheme: 'http' | 'https';
 }
 
 /**
- * The content steps for one message (or control frame's payload) an agent sends on an inspected WebSocket:
+ * The content steps for one message (or control frame's payload) an agent sends on a WebSocket the proxy reads:
  * read like a request body (JSON escapes and percent-escapes too), placeholders judged, secrets scanned
  * under policy.dlp, this session's placeholders swapped for the real values. The payload to send (the same
  * Buffer when nothing changed), or the refusal that closes the connection. `facts` gets what was found.
@@ -366,7 +368,7 @@ export function prepareMessage(input: MessageInput, payload: Buffer, facts: Reco
   const { tools } = input;
   if (!tools.scanner && !(tools.placeholders && tools.placeholders.size > 0)) return payload;
   const part: Part = { bytes: payload, changed: false, name: 'message', search: {}, decode: { body: true, formFrom: Infinity }, swappable: true };
-  const refused = inspectParts([part], { ...input, scheme: 'https', what: 'message' }, facts);
+  const refused = inspectParts([part], { ...input, what: 'message' }, facts);
   if (refused) return refused;
   return part.changed ? part.bytes : payload;
 }

@@ -35,7 +35,7 @@ import { auditHealthy, limit } from './steps.js';
 import { dial, splice } from './tunnel.js';
 import { formatTarget, printable } from './target.js';
 import { forward, forwardedDetails, maskedHead, upstreamHeaders, type Upstream } from './forward.js';
-import { dialTls, readResponseHead, relayMessages } from './websocket-relay.js';
+import { dialWebSocket, readResponseHead, relayMessages } from './websocket-relay.js';
 import { originOf, upstreamPools, upstreamRefusal, type Dispatcher } from './upstream.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { isAllowed } from '../policy/types.js';
@@ -54,6 +54,9 @@ export interface InspectionOptions extends ContentTools {
  * stream (a few per tunnel, like a plain tunnel) measured about 15% less CPU per MB than 256 KB.
  */
 const STREAM_BUFFER = 1024 * 1024;
+
+/** Agent sockets told `101 Switching Protocols`: from then on they carry WebSocket frames, never an HTTP answer. */
+const switched = new WeakSet<Duplex>();
 
 interface TunnelState {
   tunnel: Tunnel;
@@ -135,9 +138,16 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     if (!state) return socket.destroy();
     if (state.scheme === 'https' && !isWebSocketUpgrade(request)) return upgradeRefused(request, socket);
     deadlines.clear(socket);
-    const upgraded = state.scheme === 'http' ? upgradePlain(runtime, options, state, request, socket, head) : upgradeInspected(runtime, options, upstreamContext, state, request, socket, head);
+    // A WebSocket is read message by message, in an inspected tunnel or a plain one; any other protocol a
+    // plain tunnel upgrades to passes as bytes, as its other non-HTTP bytes do.
+    const tls = state.scheme === 'https' ? { secureContext: upstreamContext, highWaterMark: STREAM_BUFFER } : undefined;
+    const upgraded = isWebSocketUpgrade(request) ? upgradeWebSocket(runtime, options, tls, state, request, socket, head) : upgradePlain(runtime, options, state, request, socket, head);
     upgraded.catch((error: unknown) => {
-      writeRawRefusal(socket, new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`));
+      const refusal = new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`);
+      runtime.recorder.record(runtime.policy.current, { ...requestFacts(state, request), refusal });
+      // Once the agent was told the protocol switched, an HTTP answer would reach it as protocol bytes.
+      if (switched.has(socket)) socket.destroy();
+      else writeRawRefusal(socket, refusal);
     });
   });
 
@@ -367,7 +377,7 @@ async function startUpgrade(
 }
 
 /**
- * A protocol upgrade (a ws:// WebSocket) on a plain HTTP tunnel: its request takes the same checks and
+ * A protocol upgrade other than WebSocket on a plain HTTP tunnel: its request takes the same checks and
  * content steps as any other (its URL and headers are scanned, a placeholder in them is refused, since
  * credentials never go over plain HTTP), then goes to the tunnel's address with its Upgrade and Connection
  * headers (the point of it), and from the server's answer on the two sides are joined as bytes.
@@ -397,19 +407,20 @@ function isWebSocketUpgrade(request: IncomingMessage): boolean {
 const UPGRADE_ANSWER_MAX_BYTES = 64 * 1024;
 
 /**
- * A WebSocket (wss://) upgrade inside an inspected tunnel. Its request takes the steps of any other (checked,
- * decided on method and path, scanned, placeholders swapped, credentials injected) and goes to the tunnel's
- * checked address over verified TLS without `Sec-WebSocket-Extensions`: with no extension negotiated
- * (permessage-deflate above all), every frame stays readable. A 101 goes back to the agent masked like any
- * response head; anything else is refused (502 `upgrade-refused`) without its body. Then every message the
- * agent sends is read by the same content steps as a request body, and every one the server sends is masked
- * (see websocket-relay.ts). One record for the whole connection: counts, findings, and why the proxy closed
- * it, if it did.
+ * A WebSocket upgrade: wss:// inside an inspected tunnel, or ws:// inside a plain one. Its request takes the
+ * steps of any other (checked, decided on method and path, scanned; over TLS, placeholders swapped and
+ * credentials injected) and goes to the tunnel's checked address (over verified TLS for wss://) without
+ * `Sec-WebSocket-Extensions`: with no extension negotiated (permessage-deflate above all), every frame stays
+ * readable. A 101 goes back to the agent masked like any response head; anything else is refused (502
+ * `upgrade-refused`) without its body. Then every message the agent sends is read by the same content steps
+ * as a request body (over ws://, a placeholder is refused as in any plain request), and every one the server
+ * sends is masked (see websocket-relay.ts). One record for the whole connection: counts, findings, and why
+ * the proxy closed it, if it did.
  */
-async function upgradeInspected(
+async function upgradeWebSocket(
   runtime: Runtime,
   options: InspectionOptions,
-  secureContext: SecureContext,
+  tls: { secureContext: SecureContext; highWaterMark: number } | undefined,
   state: TunnelState,
   request: IncomingMessage,
   socket: Duplex,
@@ -425,12 +436,8 @@ async function upgradeInspected(
   const { tunnel } = state;
   const { target, caller } = tunnel;
 
-  const upstream = await dialTls(tunnel.addresses, target.port, target.host, {
-    // The certificate is verified against the CONNECT host (the SNI), not the address dialled; an IP target's against its address.
-    servername: target.ip ? undefined : target.host,
-    secureContext,
-    highWaterMark: STREAM_BUFFER,
-  });
+  // Over TLS the certificate is verified against the CONNECT host (the SNI), not the address dialled; an IP target's against its address.
+  const upstream = await dialWebSocket(tunnel.addresses, target.port, target.host, tls && { ...tls, servername: target.ip ? undefined : target.host });
   if (upstream instanceof Refusal) return refuse(upstream);
   state.address = upstream.remoteAddress;
   facts.details.address = state.address;
@@ -464,6 +471,7 @@ async function upgradeInspected(
   const answerHeaders = forwardableHeaders(answer.headers, headerValues(answer.headers, 'connection'));
   const shown = masker ? maskedHead(masker, answer.reason, answerHeaders) : { reason: answer.reason, headers: answerHeaders };
   socket.write(headText(`HTTP/1.1 101 ${shown.reason}`, [...shown.headers, 'Connection', 'Upgrade', 'Upgrade', 'websocket']), 'latin1');
+  switched.add(socket);
 
   const limit = Math.min(runtime.limits.maxInspectedBytes, engine.dlp.maxBytes);
   const messageFacts = new WebSocketFacts();
@@ -477,7 +485,7 @@ async function upgradeInspected(
     onTooLarge: engine.dlp.onTooLarge,
     inspect: (payload, what) => {
       const found = messageFacts.next(what);
-      const outcome = prepareMessage({ engine, tools: options, caller, target }, payload, found);
+      const outcome = prepareMessage({ engine, tools: options, caller, target, scheme: state.scheme }, payload, found);
       // A message with findings that goes on (log, redact) is recorded now, not only when the WebSocket
       // closes: one may stay open for hours. One refused closes it, and the close's record says why.
       if (!(outcome instanceof Refusal) && found.findings !== undefined) {
@@ -487,7 +495,7 @@ async function upgradeInspected(
           correlationId: nextCorrelationId(),
           startedAt: performance.now(),
           decisionRecorded: false,
-          details: { method: request.method, scheme: 'https', inspected: true, tunnel: facts.details.tunnel, upgrade: 'websocket', websocket: facts.correlationId, ...messageFacts.position(what), ...found },
+          details: { method: request.method, scheme: state.scheme, inspected: true, tunnel: facts.details.tunnel, upgrade: 'websocket', websocket: facts.correlationId, ...messageFacts.position(what), ...found },
         });
       }
       return messageFacts.add(outcome, what);

@@ -1,7 +1,8 @@
 /**
- * The transport of an inspected wss:// connection, once its upgrade request passed the request steps (see
- * `upgradeInspected` in intercept.ts): dial the checked address over verified TLS, read the server's answer
- * head, then relay WebSocket frames both ways, every message read on its way.
+ * The transport of a WebSocket the proxy reads (wss:// in an inspected tunnel, ws:// in a plain one), once
+ * its upgrade request passed the request steps (see `upgradeWebSocket` in intercept.ts): dial the checked
+ * address (over verified TLS for wss://), read the server's answer head, then relay WebSocket frames both
+ * ways, every message read on its way.
  *
  *   agent → server: frames parsed (masked, RFC 6455), each data message held whole up to the inspection
  *   limit and handed to `inspect` (the content steps: scan, placeholders), then sent as one frame, freshly
@@ -15,9 +16,9 @@
  * bounded: a held message (the limit), a control frame, the masker's tail, and each socket's buffer, since a
  * side whose peer's socket is full is paused until it drains. Policy lives in the callbacks, not here.
  */
-import type { Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { connect as tlsConnect, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type SecureContext } from 'node:tls';
 import type { CheckedAddress } from '../policy/addresses.js';
 import type { Masker } from '../secrets/masker.js';
 import { Refusal } from './refusal.js';
@@ -39,7 +40,7 @@ import {
   type FrameHeader,
 } from './websocket.js';
 
-/** How long a TCP connect plus TLS handshake to the server may take. */
+/** How long a TCP connect (plus TLS handshake) to the server may take. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** After the proxy closed a WebSocket, how long either side has to answer before its connection is cut. */
 const CLOSE_GRACE_MS = 2_000;
@@ -52,32 +53,33 @@ export interface TlsDial {
 }
 
 /**
- * Connects over TLS to the checked addresses in order (never by name), the server's certificate verified.
- * A certificate that does not verify is a refusal at once; an unreachable address moves on to the next.
+ * Connects to the checked addresses in order (never by name): over TLS with `tls`, the server's certificate
+ * verified, in the clear without (ws:// on a plain tunnel). A certificate that does not verify is a refusal
+ * at once; an unreachable address moves on to the next.
  */
-export async function dialTls(addresses: CheckedAddress[], port: number, host: string, tls: TlsDial): Promise<TLSSocket | Refusal> {
+export async function dialWebSocket(addresses: CheckedAddress[], port: number, host: string, tls: TlsDial | undefined): Promise<Socket | Refusal> {
   let last: Refusal = new Refusal(502, 'upstream-unreachable', `could not connect to port ${port} (no address)`);
   for (const address of addresses) {
-    const result = await dialTlsOne(address, port, tls);
+    const result = await dialOne(address, port, tls);
     if (!(result instanceof Error)) return result;
-    last = upstreamRefusal(result, 'https', host);
+    last = upstreamRefusal(result, tls ? 'https' : 'http', host);
     if (last.reason === 'upstream-certificate') return last;
   }
   return last;
 }
 
-async function dialTlsOne(address: CheckedAddress, port: number, tls: TlsDial): Promise<TLSSocket | NodeJS.ErrnoException> {
-  const socket = tlsConnect({
-    host: address.address,
-    port,
-    family: address.family,
-    ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
-    secureContext: tls.secureContext,
-    ALPNProtocols: ['http/1.1'],
-    highWaterMark: tls.highWaterMark,
-    noDelay: true,
-  } as ConnectionOptions);
-  const outcome = await whenConnected(socket, 'secureConnect', CONNECT_TIMEOUT_MS);
+async function dialOne(address: CheckedAddress, port: number, tls: TlsDial | undefined): Promise<Socket | NodeJS.ErrnoException> {
+  const where = { host: address.address, port, family: address.family, noDelay: true };
+  const socket = tls
+    ? tlsConnect({
+        ...where,
+        ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
+        secureContext: tls.secureContext,
+        ALPNProtocols: ['http/1.1'],
+        highWaterMark: tls.highWaterMark,
+      } as ConnectionOptions)
+    : netConnect(where);
+  const outcome = await whenConnected<Socket>(socket, tls ? 'secureConnect' : 'connect', CONNECT_TIMEOUT_MS);
   return outcome === 'timed out' ? Object.assign(new Error(`${address.address}: timed out`), { code: 'ETIMEDOUT' }) : outcome;
 }
 
