@@ -125,23 +125,20 @@ describe('plain HTTP inside a tunnel', () => {
     assert.equal(seen.length, before);
   });
 
-  it('carries a protocol upgrade (ws://) after checking its request, and refuses a fronted one', async () => {
+  it('carries a WebSocket upgrade (ws://) after checking its request, and refuses a fronted one and any other protocol', async () => {
     const upgrades: (string | undefined)[] = [];
     const server = createHttpServer();
-    server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
+    server.on('upgrade', (request: IncomingMessage, socket: Socket) => {
       upgrades.push(request.headers.host);
-      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
-      // The bytes after the request head: in `head` when they came with it, else as data.
-      if (head.length > 0) socket.end(`echo:${head.toString()}`);
-      else socket.once('data', (data: Buffer) => socket.end(`echo:${data.toString()}`));
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n');
     });
     await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
     try {
       const target = `api.test:${(server.address() as AddressInfo).port}`;
-      const upgrade = (host: string) => `GET /socket HTTP/1.1\r\nHost: ${host}\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello`;
+      const upgrade = (host: string, protocol = 'websocket') =>
+        `GET /socket HTTP/1.1\r\nHost: ${host}\r\nUpgrade: ${protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
       const raw = await throughTunnel(gate.proxy.address.port, target, upgrade(target));
       assert.match(raw, /^HTTP\/1\.1 101 /, raw);
-      assert.ok(raw.endsWith('\r\n\r\necho:hello'), raw);
       const fronted = await throughTunnel(gate.proxy.address.port, target, upgrade('internal-admin.test'));
       assert.equal(reasonOf(fronted), 'host-mismatch', fronted);
       assert.deepEqual(upgrades, [target], 'the fronted upgrade reached no server');
@@ -154,8 +151,15 @@ describe('plain HTTP inside a tunnel', () => {
       // A body would never be read once the connection is upgraded, so never judged: refused.
       const withBody = await throughTunnel(gate.proxy.address.port, target, upgrade(target).replace('\r\n\r\n', '\r\nContent-Length: 5\r\n\r\n'));
       assert.equal(reasonOf(withBody), 'bad-request', withBody);
+      // Another protocol's bytes could not be read: h2c would carry HTTP/2 requests past the path rules.
+      for (const protocol of ['h2c', 'H2C', 'websocket, h2c', 'echo']) {
+        const other = await throughTunnel(gate.proxy.address.port, target, upgrade(target, protocol).replace('\r\n\r\n', '\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n'));
+        assert.match(other, /^HTTP\/1\.1 501 /, `${protocol}: ${other}`);
+        assert.equal(reasonOf(other), 'unsupported', other);
+      }
       assert.deepEqual(upgrades, [target], 'no refused upgrade reached the server');
-      await waitFor(() => gate.audit.records.some((r) => r.resource === `http://${target}/socket` && r.details?.upgrade === 'echo' && r.details?.bytesDown !== undefined));
+      await waitFor(() => gate.audit.records.some((r) => r.resource === `http://${target}/socket` && r.details?.upgrade === 'websocket' && r.details?.ended !== undefined));
+      await waitFor(() => gate.audit.records.some((r) => r.details?.upgrade === 'h2c' && r.details?.reasonCode === 'unsupported'));
     } finally {
       server.close();
     }

@@ -32,7 +32,6 @@ import { nextCorrelationId, type Facts } from './record.js';
 import { Refusal } from './refusal.js';
 import type { Runtime } from './runtime.js';
 import { auditHealthy, limit } from './steps.js';
-import { dial, splice } from './tunnel.js';
 import { formatTarget, printable } from './target.js';
 import { forward, forwardedDetails, maskedHead, upstreamHeaders, type Upstream } from './forward.js';
 import { dialWebSocket, readResponseHead, relayMessages } from './websocket-relay.js';
@@ -131,17 +130,17 @@ export function createInspector(runtime: Runtime, options: InspectionOptions): R
     writeRawRefusal(socket, refusal);
   };
   server.on('connect', unsupported('CONNECT'));
-  // Over TLS only a WebSocket can be read (its frames): any other protocol's bytes would pass unjudged.
-  const upgradeRefused = unsupported('a protocol upgrade other than WebSocket over TLS');
+  // After an upgrade only a WebSocket can be read (its frames), in the clear or over TLS. Any other protocol's
+  // bytes would pass unjudged: h2c above all, whose HTTP/2 requests would go past the method and path rules,
+  // the Host check and the scans (request smuggling through the proxy).
+  const upgradeRefused = unsupported('a protocol upgrade other than WebSocket');
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const state = states.get(socket);
     if (!state) return socket.destroy();
-    if (state.scheme === 'https' && !isWebSocketUpgrade(request)) return upgradeRefused(request, socket);
+    if (!isWebSocketUpgrade(request)) return upgradeRefused(request, socket);
     deadlines.clear(socket);
-    // A WebSocket is read message by message, in an inspected tunnel or a plain one; any other protocol a
-    // plain tunnel upgrades to passes as bytes, as its other non-HTTP bytes do.
     const tls = state.scheme === 'https' ? { secureContext: upstreamContext, highWaterMark: STREAM_BUFFER } : undefined;
-    const upgraded = isWebSocketUpgrade(request) ? upgradeWebSocket(runtime, options, tls, state, request, socket, head) : upgradePlain(runtime, options, state, request, socket, head);
+    const upgraded = upgradeWebSocket(runtime, options, tls, state, request, socket, head);
     upgraded.catch((error: unknown) => {
       const refusal = new Refusal(502, 'upstream-unreachable', `the proxy failed: ${error instanceof Error ? error.message : String(error)}`);
       runtime.recorder.record(runtime.policy.current, { ...requestFacts(state, request), refusal });
@@ -374,28 +373,6 @@ async function startUpgrade(
   const unrecorded = runtime.recorder.awaitDecisions ? await runtime.recorder.decided(engine, facts) : undefined;
   if (unrecorded) return void refuse(unrecorded);
   return { engine, facts, prepared, refuse };
-}
-
-/**
- * A protocol upgrade other than WebSocket on a plain HTTP tunnel: its request takes the same checks and
- * content steps as any other (its URL and headers are scanned, a placeholder in them is refused, since
- * credentials never go over plain HTTP), then goes to the tunnel's address with its Upgrade and Connection
- * headers (the point of it), and from the server's answer on the two sides are joined as bytes.
- */
-async function upgradePlain(runtime: Runtime, options: InspectionOptions, state: TunnelState, request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-  const started = await startUpgrade(runtime, options, state, request, socket, { upgrade: printable(String(request.headers.upgrade ?? '')) });
-  if (!started) return;
-  const { engine, facts, prepared, refuse } = started;
-  const { tunnel } = state;
-  const upstream = await dial(tunnel.addresses, tunnel.target.port);
-  if (upstream instanceof Refusal) return refuse(upstream);
-  state.address = upstream.remoteAddress;
-  // The content steps drop hop-by-hop headers (and the proxy's own); an upgrade is sent with its two back.
-  const headers = [...upstreamHeaders(prepared.headers, formatTarget(tunnel.target)), 'Connection', 'Upgrade', 'Upgrade', String(request.headers.upgrade)];
-  upstream.write(headText(`${request.method} ${prepared.pathAndQuery} HTTP/1.1`, headers));
-  const result = await splice(socket, upstream, runtime.limits, head);
-  facts.details = { ...facts.details, address: state.address, bytesUp: result.bytesUp, bytesDown: result.bytesDown, ended: result.ended };
-  runtime.recorder.record(engine, facts);
 }
 
 /** `Upgrade: websocket` and nothing else (RFC 6455 §4.1; the token is case-insensitive). */
