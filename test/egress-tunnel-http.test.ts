@@ -165,6 +165,21 @@ describe('plain HTTP inside a tunnel', () => {
     }
   });
 
+  it('refuses HTTP/2 with prior knowledge (the h2c preface), whose requests it cannot read, and sends the server nothing', async () => {
+    let received = 0;
+    const server = createServer((socket) => socket.on('data', (chunk: Buffer) => (received += chunk.length)));
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    try {
+      const target = `api.test:${(server.address() as AddressInfo).port}`;
+      const raw = await throughTunnel(gate.proxy.address.port, target, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00');
+      assert.match(raw, /^HTTP\/1\.1 400 /, raw);
+      assert.equal(reasonOf(raw), 'bad-request', raw);
+      assert.equal(received, 0, 'nothing reached the server');
+    } finally {
+      server.close();
+    }
+  });
+
   it("records a request it cannot parse under the tunnel's caller and beside the tunnel's record", async () => {
     const target = `api.test:${echo.port}`;
     const raw = await throughTunnel(gate.proxy.address.port, target, `GET /x HTTP/1.1\r\nHost: ${target}\r\nnot a header\r\n\r\n`);
