@@ -252,6 +252,37 @@ interface Opened {
   closed: Promise<{ code: number; reason: string }>;
 }
 
+/** Opens a WebSocket with undici's client through `dispatcher`; rejects when the upgrade fails. */
+function openWebSocket(url: string, dispatcher: ProxyAgent): Promise<Opened> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, { dispatcher });
+    const received: string[] = [];
+    const closed = new Promise<{ code: number; reason: string }>((resolveClosed) => {
+      socket.addEventListener('close', (event) => resolveClosed({ code: event.code, reason: event.reason }));
+    });
+    socket.addEventListener('message', (event) => received.push(String(event.data)));
+    socket.addEventListener('open', () => resolve({ socket, received, closed }));
+    socket.addEventListener('error', () => reject(new Error(`the WebSocket to ${url} failed`)));
+  });
+}
+
+/**
+ * Sends a message carrying `secret` and expects the proxy to close the WebSocket with 1008 before the server
+ * sees it, and to record a denial that never holds the secret. The record, for more checks.
+ */
+async function expectSecretClosed(client: Opened, server: WsServer, secret: string, recordOf: () => Promise<AuditRecord>): Promise<AuditRecord> {
+  client.socket.send(`here is my token ${secret}`);
+  const closed = await client.closed;
+  assert.equal(closed.code, 1008);
+  assert.equal(closed.reason, 'Gatehouse: secret-detected');
+  assert.ok(!server.messages.some((m) => m.includes(secret)), 'the secret never reached the server');
+  const record = await recordOf();
+  assert.equal(record.effect, 'deny');
+  assert.equal(record.details?.reasonCode, 'secret-detected');
+  assert.ok(!JSON.stringify(record).includes(secret), 'the record never holds the secret');
+  return record;
+}
+
 async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
@@ -313,17 +344,7 @@ describe('egress WebSockets through TLS inspection', () => {
   };
 
   /** Opens a WebSocket with undici's client through the session; rejects when the upgrade fails. */
-  const open = (url: string, via: ProxyAgent = dispatcher): Promise<Opened> =>
-    new Promise((resolve, reject) => {
-      const socket = new WebSocket(url, { dispatcher: via });
-      const received: string[] = [];
-      const closed = new Promise<{ code: number; reason: string }>((resolveClosed) => {
-        socket.addEventListener('close', (event) => resolveClosed({ code: event.code, reason: event.reason }));
-      });
-      socket.addEventListener('message', (event) => received.push(String(event.data)));
-      socket.addEventListener('open', () => resolve({ socket, received, closed }));
-      socket.addEventListener('error', () => reject(new Error(`the WebSocket to ${url} failed`)));
-    });
+  const open = (url: string, via: ProxyAgent = dispatcher): Promise<Opened> => openWebSocket(url, via);
 
   const raw = (host: 'ws.test' | 'other.test' | 'bad.test', path: string, upgrade?: string): Promise<RawWebSocket> =>
     rawWebSocket(bridge.port, host, { 'ws.test': ws, 'other.test': other, 'bad.test': bad }[host].port, proxyCaPem, path, upgrade);
@@ -366,19 +387,10 @@ describe('egress WebSockets through TLS inspection', () => {
   });
 
   it('closes with 1008 a message that carries a secret, which never reaches the server, and records why', async () => {
-    const client = await open(`wss://ws.test:${ws.port}/chat/leak`);
-    client.socket.send(`here is my token ${leaked}`);
-    const closed = await client.closed;
-    assert.equal(closed.code, 1008);
-    assert.equal(closed.reason, 'Gatehouse: secret-detected');
-    assert.ok(!ws.messages.some((m) => m.includes(leaked)), 'the secret never reached the server');
-    const record = await recordOf('/chat/leak');
-    assert.equal(record.effect, 'deny');
-    assert.equal(record.details?.reasonCode, 'secret-detected');
+    const record = await expectSecretClosed(await open(`wss://ws.test:${ws.port}/chat/leak`), ws, leaked, () => recordOf('/chat/leak'));
     assert.equal(record.details?.closeCode, 1008);
     assert.match(record.reason, /closed the WebSocket \(1008\)/);
     assert.equal((record.details?.findings as { rule: string; message: number }[])[0]?.message, 1);
-    assert.ok(!JSON.stringify(record).includes(leaked), 'the record never holds the secret');
   });
 
   it('forwards a message redacted under dlp.action redact', async () => {
@@ -600,17 +612,7 @@ describe('egress WebSockets (ws://) in a plain tunnel', () => {
     await server.close();
   });
 
-  const open = (path: string): Promise<Opened> =>
-    new Promise((resolve, reject) => {
-      const socket = new WebSocket(`ws://plain.test:${server.port}${path}`, { dispatcher });
-      const received: string[] = [];
-      const closed = new Promise<{ code: number; reason: string }>((resolveClosed) => {
-        socket.addEventListener('close', (event) => resolveClosed({ code: event.code, reason: event.reason }));
-      });
-      socket.addEventListener('message', (event) => received.push(String(event.data)));
-      socket.addEventListener('open', () => resolve({ socket, received, closed }));
-      socket.addEventListener('error', () => reject(new Error(`the WebSocket to ${path} failed`)));
-    });
+  const open = (path: string): Promise<Opened> => openWebSocket(`ws://plain.test:${server.port}${path}`, dispatcher);
   const recordOf = async (path: string): Promise<AuditRecord> => {
     let found: AuditRecord | undefined;
     await waitFor(() => (found = gate.audit.records.find((r) => r.resource.endsWith(path) && r.details?.upgrade === 'websocket' && r.details?.ended !== undefined)) !== undefined);
@@ -635,16 +637,7 @@ describe('egress WebSockets (ws://) in a plain tunnel', () => {
   });
 
   it('closes with 1008 a message that carries a secret, which never reaches the server', async () => {
-    const client = await open('/plain/leak');
-    client.socket.send(`my token is ${leaked}`);
-    const closed = await client.closed;
-    assert.equal(closed.code, 1008);
-    assert.equal(closed.reason, 'Gatehouse: secret-detected');
-    assert.ok(!server.messages.some((m) => m.includes(leaked)), 'the secret never reached the server');
-    const record = await recordOf('/plain/leak');
-    assert.equal(record.effect, 'deny');
-    assert.equal(record.details?.reasonCode, 'secret-detected');
-    assert.ok(!JSON.stringify(record).includes(leaked), 'the record never holds the secret');
+    await expectSecretClosed(await open('/plain/leak'), server, leaked, () => recordOf('/plain/leak'));
   });
 
   it('refuses a placeholder in a message (credentials never go in the clear): closed 1008, nothing reaches the server', async () => {
