@@ -468,7 +468,6 @@ function serveFixedList(toolsFile: string): void {
   answerCpu(() => server.close(() => process.exit(0)));
 }
 
-/** Runs `list` `rounds` times; latency percentiles in ms and CPU per list (this process's, and `otherCpu`'s) in µs. */
 /**
  * tools/list as any HTTP client sends it, on the session `transport` opened: the time until the whole answer
  * is read and parsed. It leaves out what the SDK client does after that (checking every tool with zod, then
@@ -497,6 +496,7 @@ function plainLister(url: string, key: string | undefined, transport: Streamable
   };
 }
 
+/** Runs `list` `rounds` times; latency percentiles in ms and CPU per list (this process's, and `otherCpu`'s) in µs. */
 async function measureLists(list: () => Promise<unknown>, rounds: number, otherCpuMs: () => Promise<{ user: number; system: number }>): Promise<{ p50: number; p99: number; clientCpuUs: number; serverCpuUs: number }> {
   const latencies: number[] = [];
   const otherBefore = await otherCpuMs();
@@ -561,7 +561,7 @@ async function benchLists(dataDir: string): Promise<void> {
     runs.plainGateway.push(await measureLists(plainGateway, LIST_ROUNDS, cpuMs));
   }
   const median = (values: number[]): number => percentile([...values].sort((a, b) => a - b), 50);
-  const summary = (figures: Awaited<ReturnType<typeof measureLists>>[]) => ({
+  const summary = (figures: ListFigures[]) => ({
     p50: median(figures.map((f) => f.p50)),
     p99: median(figures.map((f) => f.p99)),
     clientCpuUs: median(figures.map((f) => f.clientCpuUs)),
