@@ -3,6 +3,7 @@
  * a real agent registry in a temporary SQLite store, real upstream MCP servers from npm, and the official
  * SDK client on the other side.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -150,4 +151,23 @@ export async function rawSession(url: string, key: string): Promise<string> {
     body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
   });
   return id;
+}
+
+/**
+ * Calls the fixture's `hang` tool, cancels it giving `words` as the client's reason, and returns what the
+ * fixture heard as the reason (its `last-cancel` tool), polled until the cancellation reached it.
+ */
+export async function reasonHeardOnCancel(client: Client, words: string): Promise<string> {
+  const cancelling = new AbortController();
+  const hanging = client.callTool({ name: 'fixture__hang', arguments: {} }, { signal: cancelling.signal });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  cancelling.abort(words);
+  await assert.rejects(hanging);
+  let heard = '';
+  for (let i = 0; i < 50 && (heard === '' || heard === 'reason: '); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const result = await client.callTool({ name: 'fixture__last-cancel', arguments: {} });
+    heard = (result.content as { text: string }[]).map((block) => block.text).join('');
+  }
+  return heard;
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { CallToolResult, Client } from '@modelcontextprotocol/client';
 import { SAMPLES, seededRandom } from '../src/dlp/samples.js';
-import { fixtureUpstream, JSON_HEADERS, rawRequest, startHarness, type Harness } from './gateway-harness.js';
+import { fixtureUpstream, JSON_HEADERS, rawRequest, reasonHeardOnCancel, startHarness, type Harness } from './gateway-harness.js';
 
 const LEAKY_TOKEN = SAMPLES['github-pat']!(seededRandom(21));
 let harness: Harness;
@@ -71,17 +71,7 @@ test("withholds from the server a client's refusal of its request that carries a
 
 test("never hands the server a client's own words as the reason it cancelled a call", async () => {
   const token = SAMPLES['github-pat']!(seededRandom(34));
-  const cancelling = new AbortController();
-  const hanging = client.callTool({ name: 'fixture__hang', arguments: {} }, { signal: cancelling.signal });
-  await new Promise((resolve) => setTimeout(resolve, 100));
-  cancelling.abort(`stop, and here is ${token}`);
-  await assert.rejects(hanging);
-  let heard = '';
-  for (let i = 0; i < 50 && !heard.startsWith('reason: ') && heard !== 'the reason held a token'; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    heard = ((await client.callTool({ name: 'fixture__last-cancel', arguments: {} })) as CallToolResult).content.map((block) => (block as { text: string }).text).join('');
-    if (heard === 'reason: ') heard = '';
-  }
+  const heard = await reasonHeardOnCancel(client, `stop, and here is ${token}`);
   assert.match(heard, /^reason: /, 'the server heard that the call was cancelled, not what the client wrote');
   assert.ok(!JSON.stringify(harness.audit.records).includes(token));
 });
