@@ -310,3 +310,12 @@ export async function captureHello(servername: string): Promise<Buffer> {
   server.close();
   return hello;
 }
+
+/** Waits until `condition` holds, checking every 20 ms; throws after `timeoutMs`. */
+export async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -9,7 +9,7 @@ import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
-import { curl, rawExchange, reasonOf, startEchoServer, startTestProxy, type TestProxy } from './egress-helpers.js';
+import { curl, rawExchange, reasonOf, startEchoServer, startTestProxy, type TestProxy, waitFor } from './egress-helpers.js';
 
 const POLICY = `
 network:
@@ -315,14 +315,6 @@ describe('egress decisions before DNS', () => {
     }
   });
 });
-
-async function waitFor(condition: () => boolean, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 describe('egress path rules over plain HTTP with an encoded slash', () => {
   it('forwards %2F inside a segment, and denies a path that a decoding server would route to a denied one', async () => {

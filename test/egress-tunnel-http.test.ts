@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { createScanner } from '../src/dlp/index.js';
 import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { readHttpStart } from '../src/egress/first-bytes.js';
-import { curl, reasonOf, startEchoServer, startTestProxy, type TestProxy } from './egress-helpers.js';
+import { curl, reasonOf, startEchoServer, startTestProxy, type TestProxy, waitFor } from './egress-helpers.js';
 
 const POLICY = `
 network:
@@ -239,11 +239,3 @@ describe('readHttpStart', () => {
     }
   });
 });
-
-async function waitFor(check: () => boolean, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}

@@ -20,7 +20,7 @@ import { checksummedToken, seededRandom } from '../src/dlp/samples.js';
 import { CertificateAuthority } from '../src/egress/ca.js';
 import type { EgressSession } from '../src/egress/index.js';
 import { PlaceholderRegistry } from '../src/secrets/placeholders.js';
-import { bridgeToSession, compile, connectTunnel, startTestProxy, type TestProxy } from './egress-helpers.js';
+import { bridgeToSession, compile, connectTunnel, startTestProxy, type TestProxy, waitFor } from './egress-helpers.js';
 
 const policy = (dlpAction: string): string => `
 network:
@@ -281,14 +281,6 @@ async function expectSecretClosed(client: Opened, server: WsServer, secret: stri
   assert.equal(record.details?.reasonCode, 'secret-detected');
   assert.ok(!JSON.stringify(record).includes(secret), 'the record never holds the secret');
   return record;
-}
-
-async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 describe('egress WebSockets through TLS inspection', () => {
