@@ -8,6 +8,7 @@ import type { PolicyEngine } from '../policy/engine.js';
 import type { Decision, NetworkRequest, Principal } from '../policy/types.js';
 import { isAllowed } from '../policy/types.js';
 import { classifyAddress, type CheckedAddress } from '../policy/addresses.js';
+import { parseIpLiteral } from '../policy/ip.js';
 import { Refusal } from './refusal.js';
 import type { Resolver } from './resolver.js';
 import type { Target } from './target.js';
@@ -184,19 +185,18 @@ function explicitlyAllowed(engine: PolicyEngine, principal: Principal, destinati
   // A rule that denies the address itself is the better reason to give.
   if (!isAllowed(decision) && decision.rules.length > 0) return policyRefusal(decision, address.address);
   if (decision.effect !== 'allow') return false;
-  const parsed = ipaddr.parse(address.address);
-  const normalized = parsed.toNormalizedString();
+  const parsed = parseIpLiteral(address.address);
+  if (!parsed) return false;
+  const kind = parsed.address.kind();
   return addressEntriesOf(engine).some(
     (rule) =>
       decision.rules.includes(rule.id) &&
-      rule.entries.some((entry) =>
-        entry.kind !== parsed.kind() ? false : 'prefix' in entry ? parsed.match(entry.network, entry.prefix) : entry.normalized === normalized,
-      ),
+      rule.entries.some((entry) => (entry.kind !== kind ? false : 'prefix' in entry ? parsed.address.match(entry.network, entry.prefix) : entry.text === parsed.text)),
   );
 }
 
-/** An allow entry that names addresses: a CIDR, or one address. */
-type AddressEntry = { kind: string; network: ipaddr.IPv4 | ipaddr.IPv6; prefix: number } | { kind: string; normalized: string };
+/** An allow entry that names addresses: a CIDR, or one address (by its canonical text, see parseIpLiteral). */
+type AddressEntry = { kind: string; network: ipaddr.IPv4 | ipaddr.IPv6; prefix: number } | { kind: string; text: string };
 
 const addressEntries = new WeakMap<PolicyEngine, { id: string; entries: AddressEntry[] }[]>();
 
@@ -219,8 +219,8 @@ function parseAddressEntry(entry: string): AddressEntry[] {
     }
     const literal = entry.startsWith('[') && entry.endsWith(']') ? entry.slice(1, -1) : entry;
     if (!ipaddr.isValid(literal)) return [];
-    const named = ipaddr.process(literal);
-    return [{ kind: named.kind(), normalized: named.toNormalizedString() }];
+    const named = parseIpLiteral(literal);
+    return named ? [{ kind: named.address.kind(), text: named.text }] : [];
   } catch {
     return [];
   }
