@@ -4,6 +4,7 @@
  * (`Basic` with the key as the password, or `Bearer <key>`) or as the SOCKS5 password.
  */
 import type { Principal } from '../policy/types.js';
+import { rememberedByText } from '../util/memo.js';
 import { Refusal } from './refusal.js';
 
 /** Turns an agent key into its principal; undefined for an unknown or revoked key. */
@@ -22,24 +23,38 @@ export interface Caller {
   session: string | undefined;
 }
 
-export async function authenticateCaller(client: Client, key: string | undefined, authenticate: Authenticate): Promise<Caller | Refusal> {
+/**
+ * Who the caller is, or why not. Synchronous when `authenticate` is (the node's key lookup is): a request
+ * pays for no promise it does not need.
+ */
+export function authenticateCaller(client: Client, key: string | undefined, authenticate: Authenticate): Caller | Refusal | Promise<Caller | Refusal> {
   if (client.principal) return { principal: client.principal, session: client.session };
   if (key === undefined || key === '') {
     return new Refusal(407, 'auth-required', 'send your agent key in Proxy-Authorization (for example http://agent:<key>@127.0.0.1:7402)');
   }
-  let principal: Principal | undefined;
+  let found: ReturnType<Authenticate>;
   try {
-    principal = await authenticate(key);
+    found = authenticate(key);
   } catch {
-    principal = undefined;
+    return callerWith(undefined);
   }
+  return found instanceof Promise ? found.then(callerWith, () => callerWith(undefined)) : callerWith(found);
+}
+
+function callerWith(principal: Principal | undefined): Caller | Refusal {
   if (!principal) return new Refusal(407, 'auth-required', 'the agent key in Proxy-Authorization is not valid');
   return { principal, session: undefined };
 }
 
 /** The key in a Proxy-Authorization header: the Basic password (or user, when the password is empty), or a Bearer token. */
 export function keyFromProxyAuthorization(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
+  return header === undefined ? undefined : keyFromHeader(header);
+}
+
+/** A client sends the same header on every request: its key is decoded once (see util/memo.ts). */
+const keyFromHeader = rememberedByText(readKey, { entries: 1024, textLength: 1024 });
+
+function readKey(header: string): string | undefined {
   const space = header.indexOf(' ');
   if (space < 0) return undefined;
   const scheme = header.slice(0, space).toLowerCase();

@@ -26,7 +26,7 @@ import { forward, forwardedDetails, upstreamHeaders, type Upstream } from './for
 import { originOf } from './upstream.js';
 
 /** The first steps of both HTTP flows: audit health, then who is asking. */
-async function admit(runtime: Runtime, client: Client, proxyAuthorization: string | undefined): Promise<Caller | Refusal> {
+function admit(runtime: Runtime, client: Client, proxyAuthorization: string | undefined): Caller | Refusal | Promise<Caller | Refusal> {
   return auditHealthy(runtime) ?? authenticateCaller(client, keyFromProxyAuthorization(proxyAuthorization), runtime.authenticate);
 }
 

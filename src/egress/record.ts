@@ -35,8 +35,11 @@ export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): A
     rules = refusal.rules.length > 0 ? refusal.rules : rules;
     reason = refusal.message;
   }
-  const principal: AuditRecord['principal'] = { ...(facts.principal ?? {}) };
-  if (facts.session !== undefined) principal.session = facts.session;
+  const principal: AuditRecord['principal'] = facts.session === undefined ? (facts.principal ?? {}) : { ...facts.principal, session: facts.session };
+  const details: Record<string, unknown> = { listener: facts.listener };
+  if (refusal) details.reasonCode = refusal.reason;
+  Object.assign(details, facts.details);
+  details.durationMs = Math.round((performance.now() - facts.startedAt) * 1000) / 1000;
   return {
     v: 1,
     time: new Date().toISOString(),
@@ -51,12 +54,7 @@ export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): A
     latencyUs: decision?.latencyUs ?? 0,
     correlationId: facts.correlationId,
     policy: { version: engine.version, digest: engine.digest },
-    details: {
-      listener: facts.listener,
-      ...(refusal ? { reasonCode: refusal.reason } : {}),
-      ...facts.details,
-      durationMs: Math.round((performance.now() - facts.startedAt) * 1000) / 1000,
-    },
+    details,
   };
 }
 
