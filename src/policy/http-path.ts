@@ -1,4 +1,10 @@
 /**
+ * A path the steps below hand back unchanged: "/" alone, or "/"-separated segments that are neither empty nor
+ * begin with "." and hold no "%", ";", "?" or "#", without a trailing slash.
+ */
+const ALREADY_NORMAL = /^(?:\/|(?:\/[^/%;?#.][^/%;?#]*)+)$/;
+
+/**
  * HTTP request paths are normalised before method and path rules see them, so that `/admin` cannot be
  * reached as `/%61dmin`, `/x/../admin`, `//admin`, `/admin/` or `/public/..;/admin`: the query is dropped,
  * percent-encoded unreserved characters are decoded, `;` parameters are cut from each segment (servlet
@@ -7,6 +13,8 @@
  * separator. Matching stays case-sensitive, as RFC 3986 paths are.
  */
 export function normaliseHttpPath(raw: string): string | undefined {
+  // Most paths are already normal (as the egress proxy hands them over): nothing below would change them.
+  if (ALREADY_NORMAL.test(raw)) return raw;
   let path = raw;
   const query = path.search(/[?#]/);
   if (query >= 0) path = path.slice(0, query);
