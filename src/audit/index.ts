@@ -12,10 +12,10 @@ import { auditDir } from './format.js';
 import { openNodeAuditLog } from './node-log.js';
 import { AuditMetrics } from './metrics.js';
 import type { ValueRedactor } from './privacy.js';
-import type { AuditLog, AuditRecord } from './record.js';
+import type { AppendOptions, AuditLog, AuditRecord } from './record.js';
 import { openSinkRunners, type RunnerOptions, type SinkRunner, type SinkStatus } from './sinks/runner.js';
 
-export type { AuditLog, AuditRecord, RecordEffect, RecordSurface } from './record.js';
+export type { AppendOptions, AuditLog, AuditRecord, RecordEffect, RecordSurface } from './record.js';
 export { auditRecordJsonSchema, newCorrelationId } from './record.js';
 export { MemoryAuditLog } from './jsonl.js';
 export { ChainedAuditLog, BATCH_SYNC_MS, type ChainedLogOptions, type DurabilityMode, type WrittenRecord } from './chain.js';
@@ -90,10 +90,10 @@ export function openNodeAudit(
   return {
     log,
     metrics,
-    async append(record: AuditRecord): Promise<void> {
+    async append(record: AuditRecord, options?: AppendOptions): Promise<void> {
       metrics.observeRecord(record);
       try {
-        await log.append(record);
+        await log.append(record, options);
       } catch (error) {
         metrics.auditWriteFailures.inc();
         throw error;

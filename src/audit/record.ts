@@ -39,9 +39,17 @@ export interface AuditRecord {
   prev?: string;
 }
 
+export interface AppendOptions {
+  /**
+   * Nobody waits for this record, so the log may hold it briefly to write it together with others (the chained
+   * log's batch mode, see chain.ts). The promise still settles only once the record is written.
+   */
+  deferred?: boolean;
+}
+
 /** An append-only audit log. `append` resolves once the record is as durable as the configured mode demands. */
 export interface AuditLog {
-  append(record: AuditRecord): Promise<void>;
+  append(record: AuditRecord, options?: AppendOptions): Promise<void>;
   close(): Promise<void>;
 }
 

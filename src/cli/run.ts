@@ -278,7 +278,7 @@ async function dryRun(
 function lazyAuditLog(open: () => Promise<import('../audit/record.js').AuditLog>): import('../audit/record.js').AuditLog {
   let opened: Promise<import('../audit/record.js').AuditLog> | undefined;
   return {
-    append: async (record) => (await (opened ??= open())).append(record),
+    append: async (record, options) => (await (opened ??= open())).append(record, options),
     close: async () => {
       if (opened) await (await opened).close();
     },

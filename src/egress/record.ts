@@ -3,7 +3,7 @@
  * Facts only, never secrets: no query strings, headers or bodies.
  */
 import { randomBytes } from 'node:crypto';
-import { SUPPRESSED_REFUSALS, type AuditLog, type AuditRecord, type RecordEffect } from '../audit/record.js';
+import { SUPPRESSED_REFUSALS, type AppendOptions, type AuditLog, type AuditRecord, type RecordEffect } from '../audit/record.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { isAllowed, type Decision, type Principal } from '../policy/types.js';
 import { RefusalFlood, type RefusalSummary } from './flood.js';
@@ -154,7 +154,8 @@ export class Recorder {
       }
     }
     if (verdict === 'record-last') record.reason += '; further refusals of this caller within a minute are counted in one summary record, except the first of each reason and host';
-    void this.append(record);
+    // Nobody waits for it: the log may write it with others (see chain.ts, DEFERRED_WRITE_MS).
+    void this.append(record, { deferred: true });
   }
 
   /** Writes the summaries of refusals counted so far and waits for them; later refusals are recorded in full. */
@@ -163,8 +164,8 @@ export class Recorder {
     await Promise.all(this.summaries);
   }
 
-  private append(record: AuditRecord): Promise<void> {
-    return this.log.append(record).catch((error: unknown) => {
+  private append(record: AuditRecord, options?: AppendOptions): Promise<void> {
+    return this.log.append(record, options).catch((error: unknown) => {
       this.failed = error instanceof Error ? error : new Error(String(error));
     });
   }
