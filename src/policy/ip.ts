@@ -120,12 +120,14 @@ function ipv6Hex(address: ipaddr.IPv6): string {
   return address.parts.map((part) => part.toString(16).padStart(4, '0')).join('');
 }
 
-function maskedKey(address: IpAddress, prefix: number): string {
-  if (address.kind() === 'ipv4') {
-    const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-    return `4/${prefix}/${(ipv4Number(address as ipaddr.IPv4) & mask) >>> 0}`;
-  }
-  const hex = ipv6Hex(address as ipaddr.IPv6);
+/** An IPv4 address (as a number) with all but its first `prefix` bits cleared. */
+function v4Key(address: number, prefix: number): number {
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  return (address & mask) >>> 0;
+}
+
+/** The first `prefix` bits of an IPv6 address (32 hex digits), as hex, the last digit masked. */
+function v6Key(hex: string, prefix: number): string {
   const whole = prefix >> 2;
   const rest = prefix & 3;
   let key = hex.slice(0, whole);
@@ -133,45 +135,48 @@ function maskedKey(address: IpAddress, prefix: number): string {
     const nibble = parseInt(hex[whole] ?? '0', 16) & (0xf << (4 - rest)) & 0xf;
     key += nibble.toString(16);
   }
-  return `6/${prefix}/${key}`;
+  return key;
+}
+
+function insert<K, V>(tables: Map<number, Map<K, V[]>>, prefix: number, key: K, value: V): void {
+  let table = tables.get(prefix);
+  if (!table) tables.set(prefix, (table = new Map()));
+  const list = table.get(key);
+  if (list) list.push(value);
+  else table.set(key, [value]);
 }
 
 /**
- * Values indexed by CIDR. A lookup masks the address once per distinct prefix length present, so it costs
- * O(prefix lengths in use), not O(entries).
+ * Values indexed by CIDR, one table per prefix length in use. A lookup masks the address once per such
+ * length, so it costs O(prefix lengths in use), not O(entries). IPv4 keys are numbers: a lookup builds no
+ * string.
  */
 export class CidrTable<T> {
-  private readonly entries = new Map<string, T[]>();
-  private readonly v4Prefixes = new Set<number>();
-  private readonly v6Prefixes = new Set<number>();
-  private v4Sorted: number[] = [];
-  private v6Sorted: number[] = [];
+  private readonly v4 = new Map<number, Map<number, T[]>>();
+  private readonly v6 = new Map<number, Map<string, T[]>>();
 
   add(cidr: Cidr, value: T): void {
-    const key = maskedKey(cidr.address, cidr.prefix);
-    const list = this.entries.get(key);
-    if (list) list.push(value);
-    else this.entries.set(key, [value]);
-    if (cidr.address.kind() === 'ipv4') {
-      this.v4Prefixes.add(cidr.prefix);
-      this.v4Sorted = [...this.v4Prefixes];
-    } else {
-      this.v6Prefixes.add(cidr.prefix);
-      this.v6Sorted = [...this.v6Prefixes];
-    }
+    if (cidr.address.kind() === 'ipv4') insert(this.v4, cidr.prefix, v4Key(ipv4Number(cidr.address as ipaddr.IPv4), cidr.prefix), value);
+    else insert(this.v6, cidr.prefix, v6Key(ipv6Hex(cidr.address as ipaddr.IPv6), cidr.prefix), value);
   }
 
   /** Calls `visit` with every value whose CIDR contains `address`. */
   lookup(address: IpAddress, visit: (value: T) => void): void {
-    const prefixes = address.kind() === 'ipv4' ? this.v4Sorted : this.v6Sorted;
-    for (const prefix of prefixes) {
-      const found = this.entries.get(maskedKey(address, prefix));
+    if (address.kind() === 'ipv4') {
+      if (this.v4.size === 0) return;
+      const number = ipv4Number(address as ipaddr.IPv4);
+      for (const [prefix, table] of this.v4) {
+        const found = table.get(v4Key(number, prefix));
+        if (found) for (const value of found) visit(value);
+      }
+      return;
+    }
+    if (this.v6.size === 0) return;
+    const hex = ipv6Hex(address as ipaddr.IPv6);
+    for (const [prefix, table] of this.v6) {
+      const found = table.get(v6Key(hex, prefix));
       if (found) for (const value of found) visit(value);
     }
-  }
-
-  get size(): number {
-    return this.entries.size;
   }
 }
 
