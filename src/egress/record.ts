@@ -3,7 +3,7 @@
  * Facts only, never secrets: no query strings, headers or bodies.
  */
 import { randomBytes } from 'node:crypto';
-import { SUPPRESSED_REFUSALS, type AppendOptions, type AuditLog, type AuditRecord, type RecordEffect } from '../audit/record.js';
+import { isoNow, SUPPRESSED_REFUSALS, type AppendOptions, type AuditLog, type AuditRecord, type RecordEffect } from '../audit/record.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { isAllowed, type Decision, type Principal } from '../policy/types.js';
 import { RefusalFlood, type RefusalSummary } from './flood.js';
@@ -42,7 +42,7 @@ export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): A
   details.durationMs = Math.round((performance.now() - facts.startedAt) * 1000) / 1000;
   return {
     v: 1,
-    time: new Date().toISOString(),
+    time: isoNow(),
     node,
     principal,
     surface: 'network',
