@@ -29,6 +29,23 @@ export function parsePort(text: string): number | Refusal {
 
 /** Parses `host:port` or `[v6]:port` (the CONNECT request target, RFC 9110 authority-form). */
 export function parseAuthority(authority: string, defaultPort?: number): Target | Refusal {
+  let parse = authorities.get(defaultPort);
+  if (!parse) authorities.set(defaultPort, (parse = rememberedByText((text) => parseAuthorityText(text, defaultPort), { entries: 4096, textLength: 262 }, freezeTarget)));
+  return parse(authority);
+}
+
+/**
+ * Authorities already judged, by their text, one store per default port (none, 80 or 443): the same few
+ * arrive over and over, in the request target and again in the Host header (see util/memo.ts).
+ */
+const authorities = new Map<number | undefined, (text: string) => Target | Refusal>();
+
+function freezeTarget(target: Omit<Target, 'port'> | Refusal): void {
+  if (!(target instanceof Refusal) && target.ip) Object.freeze(target.ip);
+  Object.freeze(target);
+}
+
+function parseAuthorityText(authority: string, defaultPort: number | undefined): Target | Refusal {
   if (authority.includes('@')) return new Refusal(400, 'bad-target', 'the target must not carry user information');
   let hostText: string;
   let portText: string | undefined;
@@ -64,10 +81,7 @@ export function parseAuthority(authority: string, defaultPort?: number): Target 
  * Hosts already judged, by their text: a proxy sees the same few hosts over and over (see util/memo.ts).
  * Refusals are kept too; they are immutable.
  */
-const parsedHost = rememberedByText(parseHostText, { entries: 4096, textLength: 255 }, (host) => {
-  if (!(host instanceof Refusal) && host.ip) Object.freeze(host.ip);
-  Object.freeze(host);
-});
+const parsedHost = rememberedByText(parseHostText, { entries: 4096, textLength: 255 }, freezeTarget);
 
 /** Validates a host (a name, a dotted-quad IPv4 address or a bracketed IPv6 address) and pairs it with a port. */
 export function parseHost(hostText: string, port: number): Target | Refusal {
