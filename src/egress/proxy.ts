@@ -113,12 +113,11 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   const accept = (client: Client, own?: Set<Socket>) => (socket: Socket): void => {
     sockets.add(socket);
     own?.add(socket);
-    socket.once('close', () => {
+    runtime.clients.set(socket, client);
+    routeByFirstByte(runtime, http, socket, () => {
       sockets.delete(socket);
       own?.delete(socket);
     });
-    runtime.clients.set(socket, client);
-    routeByFirstByte(runtime, http, socket);
   };
 
   const tcp = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: 256 * 1024 }, accept({ listener: 'tcp' }));
@@ -234,13 +233,20 @@ function createHttpEngine(runtime: Runtime): { server: HttpServer; deadlines: He
   return { server, deadlines };
 }
 
-/** SOCKS5 begins with version byte 5; an HTTP request begins with a method name. */
-function routeByFirstByte(runtime: Runtime, http: { server: HttpServer; deadlines: HeaderDeadlines }, socket: Socket): void {
+/**
+ * SOCKS5 begins with version byte 5; an HTTP request begins with a method name. `closed` runs when the socket
+ * closes; one listener does all of a connection's cleanup (a connection per request makes each one count).
+ */
+function routeByFirstByte(runtime: Runtime, http: { server: HttpServer; deadlines: HeaderDeadlines }, socket: Socket, closed: () => void): void {
   socket.on('error', () => socket.destroy());
   // A client that connects and sends nothing holds a socket too: it gets the header deadline as well.
   const silent = setTimeout(() => socket.destroy(), runtime.limits.headerTimeoutMs);
   silent.unref();
-  socket.once('close', () => clearTimeout(silent));
+  socket.once('close', () => {
+    clearTimeout(silent);
+    http.deadlines.clear(socket);
+    closed();
+  });
   socket.once('data', (chunk: Buffer) => {
     clearTimeout(silent);
     socket.pause();
@@ -248,7 +254,7 @@ function routeByFirstByte(runtime: Runtime, http: { server: HttpServer; deadline
     if (chunk[0] === 0x05) {
       void handleSocks(runtime, socket);
     } else {
-      http.deadlines.watch(socket);
+      http.deadlines.arm(socket);
       http.server.emit('connection', socket);
     }
     socket.resume();
