@@ -132,28 +132,38 @@ export function readsScheme(engine: PolicyEngine): boolean {
 
 /**
  * Step "resolve-check": resolves once, checks every answer against the default-blocked ranges and against
- * the policy (a deny on any address denies), and returns the addresses that may be dialled.
+ * the policy (a deny on any address denies), and returns the addresses that may be dialled. Synchronous when
+ * the answer is (an IP literal, a fixed `egress.resolve` name): a request pays for no promise it does not need.
  */
-export async function resolveAndCheck(
+export function resolveAndCheck(
   engine: PolicyEngine,
   resolver: Resolver,
   principal: Principal,
   destination: Destination,
   correlationId: string,
-): Promise<CheckedDestination | Refusal> {
+): CheckedDestination | Refusal | Promise<CheckedDestination | Refusal> {
   const { target } = destination;
-  let answers: string[];
-  if (target.ip) {
-    answers = [target.ip.address];
-  } else {
-    try {
-      const answer = resolver(target.host);
-      answers = Array.isArray(answer) ? answer : await withTimeout(answer, RESOLVE_TIMEOUT_MS);
-    } catch (error) {
-      return new Refusal(502, 'resolve-failed', `${target.host} did not resolve (${(error as { code?: string }).code ?? 'error'})`);
-    }
-    if (answers.length === 0) return new Refusal(502, 'resolve-failed', `${target.host} resolved to no addresses`);
+  if (target.ip) return checkAnswers(engine, principal, destination, correlationId, [target.ip.address]);
+  let answer: ReturnType<Resolver>;
+  try {
+    answer = resolver(target.host);
+  } catch (error) {
+    return resolveFailed(target.host, error);
   }
+  if (Array.isArray(answer)) return checkAnswers(engine, principal, destination, correlationId, answer);
+  return withTimeout(answer, RESOLVE_TIMEOUT_MS).then(
+    (answers) => checkAnswers(engine, principal, destination, correlationId, answers),
+    (error: unknown) => resolveFailed(target.host, error),
+  );
+}
+
+function resolveFailed(host: string, error: unknown): Refusal {
+  return new Refusal(502, 'resolve-failed', `${host} did not resolve (${(error as { code?: string }).code ?? 'error'})`);
+}
+
+function checkAnswers(engine: PolicyEngine, principal: Principal, destination: Destination, correlationId: string, answers: string[]): CheckedDestination | Refusal {
+  const { target } = destination;
+  if (answers.length === 0) return new Refusal(502, 'resolve-failed', `${target.host} resolved to no addresses`);
   const checked: CheckedAddress[] = [];
   for (const answer of answers) {
     const address = classifyAddress(answer);
