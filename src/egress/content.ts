@@ -114,13 +114,16 @@ export interface PrepareInput {
   limits: EgressSettings['limits'];
 }
 
+/** Request headers the proxy answers itself, never forwarded: "Expect" (see forward.ts). */
+const ANSWERED_BY_PROXY: readonly string[] = ['expect'];
+
 /** Runs the content steps. `facts` (the audit record's details) gets what was found, even on a refusal. */
 export async function prepareRequest(input: PrepareInput, facts: Record<string, unknown>): Promise<OutgoingRequest | Refusal> {
   const { engine, tools, caller, target, scheme, request } = input;
   // Hop-by-hop headers never go upstream; "Expect" is answered by the proxy itself once the request passed.
   const outgoing: OutgoingRequest = {
     pathAndQuery: input.pathAndQuery,
-    headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ['expect']),
+    headers: forwardableHeaders(request.rawHeaders, request.headers.connection, ANSWERED_BY_PROXY),
     body: undefined,
     bodyPrefix: [],
     injected: [],

@@ -203,9 +203,9 @@ const NEVER_HOP_BY_HOP = new Set(['content-length', 'host']);
  * runs twice per request (the request's headers and the response's), so the usual case, a Connection header
  * naming only hop-by-hop headers anyway ("keep-alive", "close"), builds no list of extra names.
  */
-export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined, alsoDrop: string[] = []): string[] {
+export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string | string[] | undefined, alsoDrop: readonly string[] = []): string[] {
   // Names the Connection header lists are hop-by-hop too.
-  let named: string[] | undefined = alsoDrop.length > 0 ? alsoDrop.slice() : undefined;
+  let named: string[] | undefined;
   const listed = extraHopByHop === undefined ? [] : typeof extraHopByHop === 'string' ? [extraHopByHop] : extraHopByHop;
   for (const value of listed) {
     for (const name of value.split(',')) {
@@ -216,7 +216,8 @@ export function forwardableHeaders(rawHeaders: string[], extraHopByHop: string |
   const out: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as string).toLowerCase();
-    if (!HOP_BY_HOP.has(name) && (named === undefined || !named.includes(name))) out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
+    if (HOP_BY_HOP.has(name) || alsoDrop.includes(name) || named?.includes(name)) continue;
+    out.push(rawHeaders[i] as string, rawHeaders[i + 1] as string);
   }
   return out;
 }
