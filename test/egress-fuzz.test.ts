@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { curl, rawExchange, startEchoServer, startTestProxy, type TestProxy } from './egress-helpers.js';
+import { seededRandom } from '../src/dlp/samples.js';
 
 const POLICY = `
 network:
@@ -16,18 +17,6 @@ network:
     allow: [127.0.0.1]
     agents: [alice]
 `;
-
-/** mulberry32: small, seedable, good enough to pick mutations. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TOKENS = [
   '\r\n', '\n', '\r', '\0', ' ', '\t', ':', '@', '%', '%00', '%2f', '..', '[', ']', '::1', '%25eth0', '0x7f.1', '2130706433',
@@ -58,7 +47,7 @@ describe('egress parser fuzz', () => {
     const seed = Number(process.env.GATEHOUSE_FUZZ_SEED ?? Date.now() % 1_000_000);
     const budgetMs = Number(process.env.GATEHOUSE_FUZZ_MS ?? 3_000);
     console.log(`fuzz seed ${seed}`);
-    const next = random(seed);
+    const next = seededRandom(seed);
     const pick = <T>(list: readonly T[]): T => list[Math.floor(next() * list.length)] as T;
     const port = echo.port;
     const corpus = [

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { seededRandom } from '../dlp/samples.js';
 import { normaliseHttpPath } from './http-path.js';
 
 /** A random path from characters that each matter to the normaliser. */
@@ -9,15 +10,6 @@ function randomPath(random: () => number): string {
   const length = 1 + Math.floor(random() * 8);
   for (let i = 0; i < length; i++) path += pieces[Math.floor(random() * pieces.length)];
   return path;
-}
-
-/** A small seeded generator, so a failure names a path that can be replayed. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
 }
 
 describe('normaliseHttpPath', () => {
@@ -30,7 +22,7 @@ describe('normaliseHttpPath', () => {
   });
 
   it('gives the same answer whether or not a path takes the shortcut', () => {
-    const random = seeded(20261125);
+    const random = seededRandom(20261125);
     for (let i = 0; i < 20_000; i++) {
       const path = randomPath(random);
       const direct = normaliseHttpPath(path);

@@ -1,16 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import ipaddr from 'ipaddr.js';
+import { seededRandom } from '../dlp/samples.js';
 import { CidrTable, cidrContains, parseCidr, type Cidr, type IpAddress } from './ip.js';
-
-/** A small seeded generator, so a failure can be replayed. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
 
 /** Addresses that share leading bits with each other often, so that CIDRs of every length do match. */
 function randomAddress(random: () => number, v6: boolean): IpAddress {
@@ -21,7 +13,7 @@ function randomAddress(random: () => number, v6: boolean): IpAddress {
 
 describe('CidrTable', () => {
   it('finds exactly the CIDRs that contain an address, for every prefix length, IPv4 and IPv6', () => {
-    const random = seeded(42);
+    const random = seededRandom(42);
     const table = new CidrTable<number>();
     const cidrs: Cidr[] = [];
     for (let i = 0; i < 300; i++) {
