@@ -38,7 +38,10 @@ export function authenticateCaller(client: Client, key: string | undefined, auth
   } catch {
     return callerWith(undefined);
   }
-  return found instanceof Promise ? found.then(callerWith, () => callerWith(undefined)) : callerWith(found);
+  // Anything with a `then` is an answer still to come, never a principal (a thenable taken for one would let
+  // any key in).
+  if (typeof (found as PromiseLike<unknown> | undefined)?.then === 'function') return Promise.resolve(found).then(callerWith, () => callerWith(undefined));
+  return callerWith(found as Principal | undefined);
 }
 
 function callerWith(principal: Principal | undefined): Caller | Refusal {
