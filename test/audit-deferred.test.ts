@@ -54,6 +54,21 @@ test('a deferred record with nothing after it is written within DEFERRED_WRITE_M
   }
 });
 
+test('a full queue of deferred records is written at once, without waiting out the deferral', async () => {
+  const tmp = tempDataDir();
+  try {
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, checkpointEvery: 100_000 });
+    const appended = Array.from({ length: 1024 }, (_, i) => log.append(decisionRecord(i), { deferred: true }));
+    // The write was scheduled (setImmediate) before this turn's own immediate.
+    await new Promise((r) => setImmediate(r));
+    assert.equal(readAllRecords(tmp.auditDir).length, 1024);
+    await Promise.all(appended);
+    await log.close();
+  } finally {
+    tmp.cleanup();
+  }
+});
+
 test('closing the log writes its deferred records before the final checkpoint', async () => {
   const tmp = tempDataDir();
   try {

@@ -358,8 +358,9 @@ export class ChainedAuditLog implements AuditLog {
   }
 
   private timedCheckpoint(): void {
+    if (this.closed || this.broken) return;
     this.placeDeferred();
-    if (this.closed || this.broken || this.sinceCheckpoint === 0) return;
+    if (this.sinceCheckpoint === 0) return;
     this.enqueueCheckpoint();
     this.scheduleFlush();
   }
