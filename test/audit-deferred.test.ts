@@ -57,11 +57,14 @@ test('a deferred record with nothing after it is written within DEFERRED_WRITE_M
 test('a full queue of deferred records is written at once, without waiting out the deferral', async () => {
   const tmp = tempDataDir();
   try {
-    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, checkpointEvery: 100_000 });
-    const appended = Array.from({ length: 1024 }, (_, i) => log.append(decisionRecord(i), { deferred: true }));
-    // The write was scheduled (setImmediate) before this turn's own immediate.
-    await new Promise((r) => setImmediate(r));
-    assert.equal(readAllRecords(tmp.auditDir).length, 1024);
+    // A deferral far longer than the test: only a full queue can make these records go out.
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, checkpointEvery: 100_000, deferredWriteMs: 60_000 });
+    const appended = Array.from({ length: 1023 }, (_, i) => log.append(decisionRecord(i), { deferred: true }));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(readAllRecords(tmp.auditDir).length, 0, '1023 records wait');
+    appended.push(log.append(decisionRecord(1023), { deferred: true }));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(readAllRecords(tmp.auditDir).length, 1024, 'the 1024th sends them all');
     await Promise.all(appended);
     await log.close();
   } finally {

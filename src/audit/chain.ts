@@ -79,6 +79,8 @@ export interface ChainedLogOptions {
   retentionMaxAgeMs?: number;
   checkpointEvery?: number;
   checkpointIntervalMs?: number;
+  /** How long a `deferred` record may wait in batch mode (DEFERRED_WRITE_MS). */
+  deferredWriteMs?: number;
   maxRecordBytes?: number;
   /**
    * Keep argument values and bodies in `details`, passed through `redactValues` so secrets inside them are
@@ -123,6 +125,7 @@ const DEFAULTS = {
   checkpointEvery: 1000,
   checkpointIntervalMs: 60_000,
   maxRecordBytes: 64 * 1024,
+  deferredWriteMs: DEFERRED_WRITE_MS,
 };
 
 export class ChainedAuditLog implements AuditLog {
@@ -178,6 +181,7 @@ export class ChainedAuditLog implements AuditLog {
       checkpointEvery: options.checkpointEvery ?? DEFAULTS.checkpointEvery,
       checkpointIntervalMs: options.checkpointIntervalMs ?? DEFAULTS.checkpointIntervalMs,
       maxRecordBytes: options.maxRecordBytes ?? DEFAULTS.maxRecordBytes,
+      deferredWriteMs: options.deferredWriteMs ?? DEFAULTS.deferredWriteMs,
     };
     this.head = head;
     this.written = head;
@@ -239,7 +243,7 @@ export class ChainedAuditLog implements AuditLog {
       if (options?.deferred && this.mode === 'batch') {
         if (this.deferred.push({ record, ack: { resolve, reject } }) === 1) holdUntilExit(this.writeDeferredAtExit);
         if (this.deferred.length >= DEFERRED_MAX) this.scheduleFlush();
-        else this.deferredTimer ??= setTimeout(() => this.flush(), DEFERRED_WRITE_MS);
+        else this.deferredTimer ??= setTimeout(() => this.flush(), this.settings.deferredWriteMs);
         return;
       }
       // Records deferred before this one keep their place ahead of it.
