@@ -16,7 +16,8 @@ const distRoot = resolve(import.meta.dirname, '..');
 test('deferred records wait to be written, keep their order ahead of a later record, and settle once written', async () => {
   const tmp = tempDataDir();
   try {
-    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys });
+    // A deferral far longer than the test, so that a slow machine cannot see the timer write them first.
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, deferredWriteMs: 60_000 });
     const settled: number[] = [];
     const deferred = Array.from({ length: 20 }, (_, i) => log.append(decisionRecord(i, { resource: `deferred-${i}` }), { deferred: true }).then(() => settled.push(i)));
     await new Promise((r) => setImmediate(r));
