@@ -44,7 +44,11 @@ export function forwardedDetails(result: ForwardResult): Record<string, unknown>
 export interface Upstream {
   dispatcher: Dispatcher;
   origin: string;
-  /** The name the server's certificate must carry, for HTTPS to a named host. */
+  /**
+   * The checked target's name, for a named host. Over HTTPS it is the name the server's certificate must carry
+   * (and the SNI). Over plain HTTP undici would otherwise derive the same name from the Host header on every
+   * request (checkHostHeader made them agree), at the cost of an IP-address regex over it.
+   */
   servername?: string;
   method: string;
   /** Flat [name, value, ...] list: hop-by-hop and framing headers already settled (see upstreamHeaders). */

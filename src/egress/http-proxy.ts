@@ -190,6 +190,7 @@ export async function handleForward(runtime: Runtime, request: IncomingMessage, 
   const upstream: Upstream = {
     dispatcher: runtime.upstreams.for(caller),
     origin: originOf('http', address, target.port),
+    ...(target.ip ? {} : { servername: target.host }),
     method: request.method ?? 'GET',
     headers: upstreamHeaders(prepared.headers, formatTarget(target)),
   };

@@ -315,7 +315,7 @@ async function handleInspected(
     dispatcher: agents.for(caller),
     origin: originOf(scheme, address, target.port),
     // The certificate is verified against the CONNECT host (the SNI), not the address dialled.
-    ...(target.ip || scheme === 'http' ? {} : { servername: target.host }),
+    ...(target.ip ? {} : { servername: target.host }),
     method: request.method ?? 'GET',
     headers: upstreamHeaders(prepared.headers, formatTarget(target)),
   };
