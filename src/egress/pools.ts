@@ -7,6 +7,8 @@ import type { Caller } from './authenticate.js';
 
 export class PerCallerPools<A extends { destroy(): void }> {
   private readonly pools = new Map<string, A>();
+  /** The key used last: already the most recent, so its pool need not move (the usual case, one agent). */
+  private newest: string | undefined;
 
   constructor(
     private readonly create: () => A,
@@ -18,12 +20,16 @@ export class PerCallerPools<A extends { destroy(): void }> {
     const key = caller.session !== undefined ? `session:${caller.session}` : `agent:${caller.principal.agent ?? ''}`;
     let pool = this.pools.get(key);
     if (pool) {
-      this.pools.delete(key);
-      this.pools.set(key, pool);
+      if (key !== this.newest) {
+        this.pools.delete(key);
+        this.pools.set(key, pool);
+        this.newest = key;
+      }
       return pool;
     }
     pool = this.create();
     this.pools.set(key, pool);
+    this.newest = key;
     if (this.pools.size > this.max) {
       const oldest = this.pools.keys().next().value as string;
       this.pools.delete(oldest);
@@ -34,5 +40,6 @@ export class PerCallerPools<A extends { destroy(): void }> {
   destroy(): void {
     for (const pool of this.pools.values()) pool.destroy();
     this.pools.clear();
+    this.newest = undefined;
   }
 }
