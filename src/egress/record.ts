@@ -35,7 +35,9 @@ export function buildRecord(node: string, engine: PolicyEngine, facts: Facts): A
     rules = refusal.rules.length > 0 ? refusal.rules : rules;
     reason = refusal.message;
   }
-  const principal: AuditRecord['principal'] = facts.session === undefined ? (facts.principal ?? {}) : { ...facts.principal, session: facts.session };
+  // A copy: the record may wait a few ms to be written (deferred), and the caller's principal is not ours.
+  const principal: AuditRecord['principal'] = { ...facts.principal };
+  if (facts.session !== undefined) principal.session = facts.session;
   const details: Record<string, unknown> = { listener: facts.listener };
   if (refusal) details.reasonCode = refusal.reason;
   Object.assign(details, facts.details);
