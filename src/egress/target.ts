@@ -40,7 +40,7 @@ export function parseAuthority(authority: string, defaultPort?: number): Target 
  */
 const authorities = new Map<number | undefined, (text: string) => Target | Refusal>();
 
-function freezeTarget(target: Omit<Target, 'port'> | Refusal): void {
+function freezeTarget(target: Target | Refusal): void {
   if (!(target instanceof Refusal) && target.ip) Object.freeze(target.ip);
   Object.freeze(target);
 }
@@ -77,27 +77,15 @@ function parseAuthorityText(authority: string, defaultPort: number | undefined):
   return parseHost(hostText, port);
 }
 
-/**
- * Hosts already judged, by their text: a proxy sees the same few hosts over and over (see util/memo.ts).
- * Refusals are kept too; they are immutable.
- */
-const parsedHost = rememberedByText(parseHostText, { entries: 4096, textLength: 255 }, freezeTarget);
-
 /** Validates a host (a name, a dotted-quad IPv4 address or a bracketed IPv6 address) and pairs it with a port. */
 export function parseHost(hostText: string, port: number): Target | Refusal {
-  const host = parsedHost(hostText);
-  if (host instanceof Refusal) return host;
-  return host.ip ? { host: host.host, port, ip: host.ip } : { host: host.host, port };
-}
-
-function parseHostText(hostText: string): Omit<Target, 'port'> | Refusal {
   if (hostText.startsWith('[')) {
     if (!hostText.endsWith(']')) return new Refusal(400, 'bad-target', `"${hostText}" has an unclosed "["`);
-    return parseIpv6(hostText.slice(1, -1));
+    return parseIpv6(hostText.slice(1, -1), port);
   }
-  if (hostText.includes(':')) return parseIpv6(hostText);
+  if (hostText.includes(':')) return parseIpv6(hostText, port);
   if (hostText === '') return new Refusal(400, 'bad-target', 'the target host is empty');
-  if (isIPv4(hostText)) return { host: hostText, ip: { address: hostText, family: 4 } };
+  if (isIPv4(hostText)) return { host: hostText, port, ip: { address: hostText, family: 4 } };
   // Not ASCII letters, digits, dots, "-" or "_": Unicode, percent-encoding, spaces, control characters.
   if (!/^[A-Za-z0-9._-]+$/.test(hostText)) {
     return new Refusal(400, 'bad-target', `"${printable(hostText)}" is not a valid host name (use the ASCII/punycode form)`);
@@ -112,17 +100,17 @@ function parseHostText(hostText: string): Omit<Target, 'port'> | Refusal {
     return new Refusal(400, 'non-canonical-ip', `"${hostText}" is an IP address in a non-standard form; write it as four decimal parts like 93.184.216.34`);
   }
   if (!labels.every((label) => LABEL.test(label))) return new Refusal(400, 'bad-target', `"${hostText}" is not a valid host name`);
-  return { host: name };
+  return { host: name, port };
 }
 
-function parseIpv6(text: string): Omit<Target, 'port'> | Refusal {
+function parseIpv6(text: string, port: number): Target | Refusal {
   if (text.includes('%')) {
     return new Refusal(400, 'ipv6-zone-id', `"${printable(text)}" names a network interface (an IPv6 zone id); zone ids are not accepted`);
   }
   if (!isIPv6(text)) return new Refusal(400, 'bad-target', `"${printable(text)}" is not a valid IPv6 address`);
   // The OS's own spelling of the address: what is checked is exactly what is dialled.
   const address = new SocketAddress({ address: text, family: 'ipv6' }).address;
-  return { host: address, ip: { address, family: 6 } };
+  return { host: address, port, ip: { address, family: 6 } };
 }
 
 /** Quotes untrusted text for a message: control and non-ASCII characters escaped, length bounded. */
