@@ -14,6 +14,8 @@ test('renders counters, cumulative histogram buckets and collected gauges in Pro
   metrics.observeRecord({ surface: 'mcp', effect: 'allow', latencyUs: 1 });
   metrics.observeRecord({ surface: 'system', effect: 'info', latencyUs: 0 });
   metrics.observeScan(80);
+  metrics.observeScan(3, 'network');
+  metrics.observeScan(2000, 'network');
   metrics.queueDepth.collect = () => [{ labels: {}, value: 7 }];
   metrics.sinkLag.collect = () => [{ labels: { sink: 'we"bhook' }, value: 12 }];
   const text = metrics.render();
@@ -27,6 +29,10 @@ test('renders counters, cumulative histogram buckets and collected gauges in Pro
   assert.match(text, /^gatehouse_decision_latency_seconds_bucket\{le="\+Inf",surface="network"\} 2$/m);
   assert.match(text, /^gatehouse_decision_latency_seconds_count\{surface="network"\} 2$/m);
   assert.match(text, /^gatehouse_scan_latency_seconds_count\{surface="mcp"\} 1$/m);
+  // Each surface is a series of its own, however often it is observed.
+  assert.match(text, /^gatehouse_scan_latency_seconds_count\{surface="network"\} 2$/m);
+  assert.match(text, /^gatehouse_scan_latency_seconds_bucket\{le="0.000005",surface="network"\} 1$/m);
+  assert.match(text, /^gatehouse_scan_latency_seconds_bucket\{le="0.0025",surface="network"\} 2$/m);
   assert.match(text, /^gatehouse_audit_queue_depth 7$/m);
   assert.match(text, /^gatehouse_audit_sink_lag_records\{sink="we\\"bhook"\} 12$/m, 'label values are escaped');
 });

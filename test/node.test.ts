@@ -156,16 +156,21 @@ describe('node: decision API over HTTP', () => {
       await waitFor(async () => node.holder.current.document.network.some((r) => r.id === 'local-test'), 'the reload');
       const key = openAgentRegistry(join(dir, 'data')).add('dev').key;
       const proxy = `http://127.0.0.1:${node.egress!.address.port}`;
+      const scansSoFar = async (): Promise<number> => {
+        const metrics = await (await fetch(`${node.api.url}/metrics`)).text();
+        return Number(/gatehouse_scan_latency_seconds_count\{surface="network"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+      };
+      const scansBefore = await scansSoFar();
       const allowed = await curl(['-x', proxy, '--proxy-user', `dev:${key}`, `http://127.0.0.1:${port}/`]);
       assert.equal(allowed.stdout, 'hello through the node', allowed.stderr);
       const denied = await curl(['-x', proxy, '--proxy-user', `dev:${key}`, '-o', '/dev/null', '-w', '%{http_code}', 'http://pastebin.com/']);
       assert.equal(denied.stdout, '403', 'a host denied by name is refused before any DNS lookup');
       const anonymous = await curl(['-x', proxy, '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/`]);
       assert.equal(anonymous.stdout, '407');
-      // The proxy scanned the request it could read, and /metrics shows how long that took.
+      // The proxy scanned the one request it could read (URL, header names and values: one scan), and /metrics
+      // shows how long that took.
+      assert.equal((await scansSoFar()) - scansBefore, 1, 'one scan latency is reported per request, on the network surface');
       const metrics = await (await fetch(`${node.api.url}/metrics`)).text();
-      const scans = /gatehouse_scan_latency_seconds_count\{surface="network"\} (\d+)/.exec(metrics);
-      assert.ok(scans && Number(scans[1]) >= 1, 'scan latency is reported for the network surface');
       assert.match(metrics, /gatehouse_decisions_total\{effect="allow",surface="network"\} \d+/);
     } finally {
       target.close();

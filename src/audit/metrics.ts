@@ -40,6 +40,12 @@ export class Counter implements Metric {
     this.values.set(key, (this.values.get(key) ?? 0) + by);
   }
 
+  /** Counts for one set of labels, its key built once: for a caller that counts the same series often. */
+  series(labels: Labels): (by?: number) => void {
+    const key = labelKey(labels);
+    return (by = 1) => void this.values.set(key, (this.values.get(key) ?? 0) + by);
+  }
+
   get(labels: Labels = {}): number {
     return this.values.get(labelKey(labels)) ?? 0;
   }
@@ -74,8 +80,15 @@ export class Gauge implements Metric {
   }
 }
 
+interface HistogramSeries {
+  labels: Labels;
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
 export class Histogram implements Metric {
-  private readonly series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
+  private readonly series = new Map<string, HistogramSeries>();
   constructor(
     readonly name: string,
     private readonly help: string,
@@ -84,12 +97,26 @@ export class Histogram implements Metric {
   ) {}
 
   observe(value: number, labels: Labels = {}): void {
+    this.add(this.entry(labels), value);
+  }
+
+  /** Observes into one set of labels, its key built once: for a caller that observes the same series often. */
+  labelled(labels: Labels): (value: number) => void {
+    const entry = this.entry(labels);
+    return (value) => this.add(entry, value);
+  }
+
+  private entry(labels: Labels): HistogramSeries {
     const key = labelKey(labels);
     let entry = this.series.get(key);
     if (!entry) {
       entry = { labels, counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 };
       this.series.set(key, entry);
     }
+    return entry;
+  }
+
+  private add(entry: HistogramSeries, value: number): void {
     for (let i = 0; i < this.buckets.length; i += 1) if (value <= this.buckets[i]!) entry.counts[i]! += 1;
     entry.sum += value;
     entry.count += 1;
@@ -135,15 +162,31 @@ export class AuditMetrics {
     this.sinkUp,
   ];
 
+  /** Per surface and effect, the series a record counts in, so a record builds no label key (one per request). */
+  private readonly recordSeries = new Map<string, { count: () => void; latency: (seconds: number) => void }>();
+  private readonly scanSeries = new Map<string, (seconds: number) => void>();
+
   /** Counts one record: decisions by surface and effect, and the engine's latency. */
   observeRecord(record: { surface: string; effect: string; latencyUs: number }): void {
-    if (record.surface === 'system') return;
-    this.decisions.inc({ surface: record.surface, effect: record.effect });
-    if (record.latencyUs > 0) this.decisionLatency.observe(record.latencyUs / 1e6, { surface: record.surface });
+    const { surface, effect } = record;
+    if (surface === 'system') return;
+    const key = `${surface}\n${effect}`;
+    let series = this.recordSeries.get(key);
+    if (!series) {
+      series = { count: this.decisions.series({ surface, effect }), latency: this.decisionLatency.labelled({ surface }) };
+      this.recordSeries.set(key, series);
+    }
+    series.count();
+    if (record.latencyUs > 0) series.latency(record.latencyUs / 1e6);
   }
 
   observeScan(microseconds: number, surface = 'mcp'): void {
-    this.scanLatency.observe(microseconds / 1e6, { surface });
+    let observe = this.scanSeries.get(surface);
+    if (!observe) {
+      observe = this.scanLatency.labelled({ surface });
+      this.scanSeries.set(surface, observe);
+    }
+    observe(microseconds / 1e6);
   }
 
   /** The body of `GET /metrics` (content type `text/plain; version=0.0.4`). */

@@ -31,6 +31,7 @@ export interface PercentReading {
  */
 export function percentReadings(text: Buffer, formFrom = Infinity): PercentReading[] | 'too-deep' {
   const readings: PercentReading[] = [];
+  if (!hasEscapes(text, formFrom)) return readings;
   if (text.includes(PERCENT)) {
     const url = reading(text, Infinity);
     if (url === 'too-deep') return url;
@@ -42,6 +43,14 @@ export function percentReadings(text: Buffer, formFrom = Infinity): PercentReadi
     if (form && !readings.some((other) => other.bytes.equals(form.bytes))) readings.push(form);
   }
   return readings;
+}
+
+/**
+ * Whether percent-decoding could read anything else in `text` (bytes, or latin1 text): a "%", or a "+" where
+ * form rules apply. Without one, percentReadings has no reading to give.
+ */
+export function hasEscapes(text: Buffer | string, formFrom = Infinity): boolean {
+  return text.includes('%') || (formFrom < text.length && text.includes('+', formFrom));
 }
 
 const PERCENT = 0x25;

@@ -13,7 +13,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { EgressSettings } from '../config/schema.js';
-import { dlpVerdict, findingsForAudit, type Finding, type Scanner } from '../dlp/index.js';
+import { dlpVerdict, findingsForAudit, type Finding, type ScanOutcome, type Scanner } from '../dlp/index.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { matchHostPattern, parseHostPattern } from '../policy/hosts.js';
 import { isAllowed } from '../policy/types.js';
@@ -21,7 +21,7 @@ import { Masker } from '../secrets/masker.js';
 import { redactionPairs, type PlaceholderRegistry, type PlaceholderSearch } from '../secrets/placeholders.js';
 import type { Caller } from './authenticate.js';
 import { forwardableHeaders, hasBody } from './http-message.js';
-import { MAX_LAYERS, percentReadings, type PercentReading } from '../dlp/percent-decoding.js';
+import { hasEscapes, MAX_LAYERS, percentReadings, type PercentReading } from '../dlp/percent-decoding.js';
 import { Refusal } from './refusal.js';
 import type { Target } from './target.js';
 
@@ -162,23 +162,24 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
     // A form body is URL text: a client form-encodes a placeholder in it as it would in a query (a "/" as
     // %2F, a space as "+"), and the real value must then go in percent-encoded to stay one field.
     const formBody = outgoing.body !== undefined && isFormBody(request);
-    const urlBytes = Buffer.from(outgoing.pathAndQuery, 'latin1');
-    const url: Part = { bytes: urlBytes, changed: false, name: 'URL', search: { url: true }, decode: { body: false, formFrom: queryStart(urlBytes) }, swappable: true };
-    const headerParts = valuesOf(outgoing.headers).map((value) => headerPart(value, registry));
+    // The request target is latin1 text as node read it (its normalised path decodes only ASCII).
+    const requestTarget = outgoing.pathAndQuery;
+    const url = new Part(requestTarget, 'URL', { url: true }, { body: false, formFrom: queryStart(requestTarget) }, true);
+    const headerParts: Part[] = [];
     // Header names are the agent's text too (`ghp_…: 1` carries a token as well as a value would); a real
     // value never goes in as one, since it is no place for a credential.
-    const nameParts: Part[] = outgoing.headers
-      .filter((_, index) => index % 2 === 0)
-      .map((name) => ({ bytes: Buffer.from(name, 'latin1'), changed: false, name: 'headers', search: {}, swappable: false }));
-    const body: Part | undefined = outgoing.body
-      ? { bytes: outgoing.body, changed: false, name: 'body', search: formBody ? { form: true } : {}, decode: { body: true, formFrom: formBody ? 0 : Infinity }, swappable: true }
-      : undefined;
+    const nameParts: Part[] = [];
+    for (let i = 0; i + 1 < outgoing.headers.length; i += 2) {
+      nameParts.push(new Part(outgoing.headers[i] as string, 'headers', {}, undefined, false));
+      headerParts.push(headerPart(outgoing.headers[i + 1] as string, registry));
+    }
+    const body = outgoing.body ? new Part(outgoing.body, 'body', formBody ? { form: true } : {}, { body: true, formFrom: formBody ? 0 : Infinity }, true) : undefined;
     const refused = inspectParts([url, ...headerParts, ...nameParts, ...(body ? [body] : [])], { engine, tools, caller, target, scheme, what: 'request' }, facts);
     if (refused) return refused;
 
     if (url.changed) outgoing.pathAndQuery = urlText(url.bytes);
     let headerIndex = 0;
-    outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? headerText(headerParts[headerIndex++] as HeaderPart, item) : item));
+    outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? headerText(headerParts[headerIndex++] as Part, item) : item));
     // A redacted name is no longer a valid one: that header is left out.
     if (nameParts.some((part) => part.changed)) outgoing.headers = outgoing.headers.filter((_, index) => !(nameParts[index >> 1] as Part).changed);
     if (body?.changed) outgoing.body = body.bytes;
@@ -245,6 +246,8 @@ function inspectParts(parts: Part[], context: InspectContext, facts: Record<stri
   const readings = new Map<Part, Readings>();
   for (const part of parts) {
     if (!part.decode) continue;
+    // A URL or header value without escapes has nothing to decode, seen without making bytes of its text.
+    if (!part.decode.body && !hasEscapes(part.scannable, part.decode.formFrom)) continue;
     const found = readingsOf(part.bytes, part.decode);
     if (found === 'too-deep') {
       return new Refusal(400, 'bad-request', `the ${what} is percent-encoded more than ${MAX_LAYERS} layers deep in the ${part.name}, too deep for the proxy to read it for secrets`);
@@ -285,11 +288,15 @@ function inspectParts(parts: Part[], context: InspectContext, facts: Record<stri
   // Step: scan what the agent wrote (URL, headers, body, message) for secrets; live placeholders are not findings.
   if (tools.scanner) {
     const scanner = tools.scanner;
-    const scan = (bytes: Buffer, search: PlaceholderSearch = {}): Finding[] => {
-      const findings = scanner.check(bytes).findings;
-      return registry && live ? registry.withoutPlaceholders(findings, bytes, search) : findings;
-    };
-    const found = parts.map((part) => scan(part.bytes, part.search));
+    // Every part, and every decoded reading of one, in one scan of the whole: the node's scan metric
+    // counts one per request or message.
+    const decoded = [...readings.values()].flatMap(decodedTexts);
+    const outcomes = scanner.checkEach([...parts.map((part) => part.scannable), ...decoded]);
+    const decodedFindings = new Map(decoded.map((bytes, index) => [bytes, (outcomes[parts.length + index] as ScanOutcome).findings]));
+    const withoutLive = (findings: Finding[], bytes: () => Buffer, search: PlaceholderSearch = {}): Finding[] =>
+      registry && live && findings.length > 0 ? registry.withoutPlaceholders(findings, bytes(), search) : findings;
+    const scan = (bytes: Buffer): Finding[] => withoutLive(decodedFindings.get(bytes) ?? scanner.check(bytes).findings, () => bytes);
+    const found = parts.map((part, index) => withoutLive((outcomes[index] as ScanOutcome).findings, () => part.bytes, part.search));
     // A placeholder the client percent-encoded once may decode past itself (a "%41" or "+" inside it read
     // again): where it sits in the text that arrived, nothing found decoded is a secret.
     const placeholderSpans = (bytes: Buffer, search: PlaceholderSearch = {}): Span[] => (registry && live ? registry.find(bytes, false, search) : []);
@@ -370,7 +377,7 @@ export interface MessageInput {
 export function prepareMessage(input: MessageInput, payload: Buffer, facts: Record<string, unknown>): Buffer | Refusal {
   const { tools } = input;
   if (!tools.scanner && !(tools.placeholders && tools.placeholders.size > 0)) return payload;
-  const part: Part = { bytes: payload, changed: false, name: 'message', search: {}, decode: { body: true, formFrom: Infinity }, swappable: true };
+  const part = new Part(payload, 'message', {}, { body: true, formFrom: Infinity }, true);
   const refused = inspectParts([part], { ...input, what: 'message' }, facts);
   if (refused) return refused;
   return part.changed ? part.bytes : payload;
@@ -495,8 +502,8 @@ function percentFindings(readings: PercentReading[], covered: Span[], scan: (byt
 }
 
 /** Where form rules (`+` is a space) start in a request target: its "?". */
-function queryStart(bytes: Buffer): number {
-  const at = bytes.indexOf(0x3f);
+function queryStart(target: string): number {
+  const at = target.indexOf('?');
   return at < 0 ? Infinity : at;
 }
 
@@ -524,31 +531,51 @@ function decodedJson(bytes: Buffer): Buffer | undefined | Refusal {
   }
 }
 
-function valuesOf(headers: string[]): string[] {
-  return headers.filter((_, index) => index % 2 === 1);
-}
+/**
+ * One piece of the request (or message) the content steps read and may rewrite. It is held as it came: bytes
+ * (the URL, a body, a message) or text (a header name or value, which node's parser gives as latin1 text, one
+ * character per byte). The other form is made only when a step asks for it: a request whose headers hold no
+ * escape and meet no live placeholder is scanned without a Buffer made for any of them.
+ */
+class Part {
+  changed = false;
+  /** The scheme text (`Basic `) when `bytes` are a header's decoded Basic credential (see headerPart). */
+  basic: string | undefined;
+  private heldText: string | undefined;
+  private heldBytes: Buffer | undefined;
 
-/** One piece of the request (or message) the content steps read and may rewrite, as bytes. */
-interface Part {
-  bytes: Buffer;
-  changed: boolean;
-  /** What a reason calls it: "URL", "headers", "body", "message". */
-  name: string;
-  /** How placeholders are found and swapped in it. */
-  search: PlaceholderSearch;
-  /** How it is read decoded (see readingsOf); header names are not. */
-  decode?: { body: boolean; formFrom: number };
-  /** Whether a real value may go in (never as a header name: it is no place for a credential). */
-  swappable: boolean;
-}
+  constructor(
+    content: string | Buffer,
+    /** What a reason calls it: "URL", "headers", "body", "message". */
+    readonly name: string,
+    /** How placeholders are found and swapped in it. */
+    readonly search: PlaceholderSearch,
+    /** How it is read decoded (see readingsOf); header names are not. */
+    readonly decode: { body: boolean; formFrom: number } | undefined,
+    /** Whether a real value may go in (never as a header name: it is no place for a credential). */
+    readonly swappable: boolean,
+  ) {
+    if (typeof content === 'string') this.heldText = content;
+    else this.heldBytes = content;
+  }
 
-/** A header value; `basic` is the scheme text (`Basic `) when `bytes` are a decoded Basic credential. */
-interface HeaderPart extends Part {
-  basic?: string;
+  get bytes(): Buffer {
+    return (this.heldBytes ??= Buffer.from(this.heldText as string, 'latin1'));
+  }
+
+  set bytes(bytes: Buffer) {
+    this.heldBytes = bytes;
+    this.heldText = undefined;
+  }
+
+  /** What the scanner reads (the same characters either way): the text when it is held, else the bytes. */
+  get scannable(): string | Buffer {
+    return this.heldText ?? (this.heldBytes as Buffer);
+  }
 }
 
 /** How a header value is read: decoded as percent-escapes (not as a form), and a real value may go in. */
-const HEADER_VALUE = { name: 'headers', search: {}, decode: { body: false, formFrom: Infinity }, swappable: true } as const;
+const HEADER_VALUE_DECODE = { body: false, formFrom: Infinity };
 
 const BASIC_CREDENTIALS = /^(\s*basic\s+)([A-Za-z0-9+/]+={0,2})\s*$/i;
 
@@ -556,16 +583,20 @@ const BASIC_CREDENTIALS = /^(\s*basic\s+)([A-Za-z0-9+/]+={0,2})\s*$/i;
  * A header value as bytes. A Basic credential is read decoded when it holds a live placeholder, so the
  * placeholder is judged and swapped like any other, and what surrounds it is scanned as what it is.
  */
-function headerPart(value: string, registry: PlaceholderRegistry | undefined): HeaderPart {
+function headerPart(value: string, registry: PlaceholderRegistry | undefined): Part {
   const basic = registry && registry.size > 0 ? BASIC_CREDENTIALS.exec(value) : null;
   if (basic) {
     const decoded = Buffer.from(basic[2] as string, 'base64');
-    if (registry!.containsAny(decoded)) return { bytes: decoded, changed: false, basic: basic[1] as string, ...HEADER_VALUE };
+    if (registry!.containsAny(decoded)) {
+      const part = new Part(decoded, 'headers', {}, HEADER_VALUE_DECODE, true);
+      part.basic = basic[1] as string;
+      return part;
+    }
   }
-  return { bytes: Buffer.from(value, 'latin1'), changed: false, ...HEADER_VALUE };
+  return new Part(value, 'headers', {}, HEADER_VALUE_DECODE, true);
 }
 
-function headerText(part: HeaderPart, original: string): string {
+function headerText(part: Part, original: string): string {
   if (!part.changed) return original;
   return part.basic !== undefined ? part.basic + part.bytes.toString('base64') : part.bytes.toString('latin1');
 }
