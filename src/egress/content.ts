@@ -158,30 +158,34 @@ export async function prepareRequest(input: PrepareInput, facts: Record<string, 
   // (git sends a token as the password of HTTP Basic auth), and the body as is. Real values go in as UTF-8.
   const registry = tools.placeholders;
   const live = registry !== undefined && registry.size > 0;
-  if (live || tools.scanner) {
+  // Most requests are plainly clean: no body, no placeholder lent to anyone, nothing to decode and nothing
+  // found. One scan of the text as it stands settles that; any other request goes through every step.
+  const quick = !live && tools.scanner && outgoing.body === undefined ? quickScan(tools.scanner, outgoing.pathAndQuery, outgoing.headers) : undefined;
+  if ((live || tools.scanner) && quick !== 'clean') {
     // A form body is URL text: a client form-encodes a placeholder in it as it would in a query (a "/" as
     // %2F, a space as "+"), and the real value must then go in percent-encoded to stay one field.
     const formBody = outgoing.body !== undefined && isFormBody(request);
     // The request target is latin1 text as node read it (its normalised path decodes only ASCII).
     const requestTarget = outgoing.pathAndQuery;
     const url = new Part(requestTarget, 'URL', { url: true }, { body: false, formFrom: queryStart(requestTarget) }, true);
-    const headerParts: Part[] = [];
-    // Header names are the agent's text too (`ghp_…: 1` carries a token as well as a value would); a real
-    // value never goes in as one, since it is no place for a credential.
-    const nameParts: Part[] = [];
-    for (let i = 0; i + 1 < outgoing.headers.length; i += 2) {
-      nameParts.push(new Part(outgoing.headers[i] as string, 'headers', {}, undefined, false));
-      headerParts.push(headerPart(outgoing.headers[i + 1] as string, registry));
-    }
+    // Name, value, name, value: as in the header list. Header names are the agent's text too (`ghp_…: 1`
+    // carries a token as well as a value would); a real value never goes in as one, since it is no place
+    // for a credential.
+    const headerParts = outgoing.headers.map((text, index) => (index % 2 === 0 ? new Part(text, 'headers', {}, undefined, false) : headerPart(text, registry)));
     const body = outgoing.body ? new Part(outgoing.body, 'body', formBody ? { form: true } : {}, { body: true, formFrom: formBody ? 0 : Infinity }, true) : undefined;
-    const refused = inspectParts([url, ...headerParts, ...nameParts, ...(body ? [body] : [])], { engine, tools, caller, target, scheme, what: 'request' }, facts);
+    const refused = inspectParts([url, ...headerParts, ...(body ? [body] : [])], { engine, tools, caller, target, scheme, what: 'request' }, facts, quick);
     if (refused) return refused;
 
     if (url.changed) outgoing.pathAndQuery = urlText(url.bytes);
-    let headerIndex = 0;
-    outgoing.headers = outgoing.headers.map((item, index) => (index % 2 === 1 ? headerText(headerParts[headerIndex++] as Part, item) : item));
-    // A redacted name is no longer a valid one: that header is left out.
-    if (nameParts.some((part) => part.changed)) outgoing.headers = outgoing.headers.filter((_, index) => !(nameParts[index >> 1] as Part).changed);
+    if (headerParts.some((part) => part.changed)) {
+      const headers: string[] = [];
+      for (let i = 0; i + 1 < outgoing.headers.length; i += 2) {
+        // A redacted name is no longer a valid one: that header is left out.
+        if ((headerParts[i] as Part).changed) continue;
+        headers.push(outgoing.headers[i] as string, headerText(headerParts[i + 1] as Part, outgoing.headers[i + 1] as string));
+      }
+      outgoing.headers = headers;
+    }
     if (body?.changed) outgoing.body = body.bytes;
   }
 
@@ -234,8 +238,9 @@ interface InspectContext {
 /**
  * The placeholder, scan, redact and swap steps over the parts the agent wrote. Rewrites their bytes in
  * place (marking them `changed`); returns the refusal that stops them. `facts` gets what was found.
+ * `scanned` is an outcome per part from a scan of exactly these parts already made (see quickScan).
  */
-function inspectParts(parts: Part[], context: InspectContext, facts: Record<string, unknown>): Refusal | undefined {
+function inspectParts(parts: Part[], context: InspectContext, facts: Record<string, unknown>, scanned?: ScanOutcome[]): Refusal | undefined {
   const { engine, tools, caller, target, scheme, what } = context;
   const registry = tools.placeholders;
   const live = registry !== undefined && registry.size > 0;
@@ -291,7 +296,7 @@ function inspectParts(parts: Part[], context: InspectContext, facts: Record<stri
     // Every part, and every decoded reading of one, in one scan of the whole: the node's scan metric
     // counts one per request or message.
     const decoded = [...readings.values()].flatMap(decodedTexts);
-    const outcomes = scanner.checkEach([...parts.map((part) => part.scannable), ...decoded]);
+    const outcomes = scanned?.length === parts.length && decoded.length === 0 ? scanned : scanner.checkEach([...parts.map((part) => part.scannable), ...decoded]);
     const decodedFindings = new Map(decoded.map((bytes, index) => [bytes, (outcomes[parts.length + index] as ScanOutcome).findings]));
     const withoutLive = (findings: Finding[], bytes: () => Buffer, search: PlaceholderSearch = {}): Finding[] =>
       registry && live && findings.length > 0 ? registry.withoutPlaceholders(findings, bytes(), search) : findings;
@@ -499,6 +504,19 @@ function percentFindings(readings: PercentReading[], covered: Span[], scan: (byt
     }
   }
   return added;
+}
+
+/**
+ * The first look at a request without a body while no placeholder is lent: `clean` when its URL, header
+ * names and values hold no escape to decode and the scanner finds nothing in them; else the scan's outcomes
+ * (URL, then the header list's names and values in order: inspectParts' parts), or undefined when something
+ * needs decoding and nothing was scanned yet.
+ */
+function quickScan(scanner: Scanner, pathAndQuery: string, headers: string[]): 'clean' | ScanOutcome[] | undefined {
+  if (hasEscapes(pathAndQuery, queryStart(pathAndQuery))) return undefined;
+  for (let i = 1; i < headers.length; i += 2) if (hasEscapes(headers[i] as string)) return undefined;
+  const outcomes = scanner.checkEach([pathAndQuery, ...headers]);
+  return outcomes.every((outcome) => outcome.findings.length === 0) ? 'clean' : outcomes;
 }
 
 /** Where form rules (`+` is a space) start in a request target: its "?". */
