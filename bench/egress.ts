@@ -11,7 +11,9 @@
  * - inspected throughput: an N MB HTTPS download with TLS inspection on vs the same HTTPS download direct.
  * Targets: tunnel >= 90% of direct; request rate >= 1x tinyproxy; added connect p50 <= 1 ms; inspected >= 50%.
  *
- * The proxy runs in its own process (as it does in `gatehouse node`); clients and servers share this one.
+ * The proxy runs in its own process, as it does in `gatehouse node`, and with what the node gives it: the node's
+ * audit, a secret scanner over everything it reads, placeholders and the vault (see runProxyChild). Clients and
+ * servers share this process.
  * Profile it: BENCH_EGRESS_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node dist/bench/egress.js
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -45,19 +47,39 @@ network:
     inspect: true
 `;
 
-/** The proxy process: a real startEgressProxy with the node's chained audit log, printing its port. */
+/** A node's vault holds a few secrets, which its scanner looks for in everything the proxy reads. */
+const VAULT = {
+  'github-token': 'ghp_bench0000000000000000000000000000000',
+  'stripe-key': 'sk_live_bench00000000000000000000',
+  'db-password': 'correct horse battery staple bench',
+};
+
+/**
+ * The proxy process: a real startEgressProxy with what `gatehouse node` gives it (see node/daemon.ts), printing
+ * its port: the node's audit (hash-chained log in batch mode, metrics, the index worker), a secret scanner that
+ * knows the vault's values and reports each scan to /metrics, a placeholder registry and the vault.
+ */
 async function runProxyChild(): Promise<void> {
   const { startEgressProxy } = await import('../src/egress/index.js');
   const { CertificateAuthority } = await import('../src/egress/ca.js');
-  const { openNodeAuditLog } = await import('../src/audit/index.js');
+  const { openNodeAudit } = await import('../src/audit/index.js');
   const { configSchema } = await import('../src/config/schema.js');
   const { compilePolicy } = await import('../src/policy/index.js');
   const { policySchema } = await import('../src/config/policy-schema.js');
+  const { openSecrets, PlaceholderRegistry } = await import('../src/secrets/index.js');
   const settings = JSON.parse(process.env.BENCH_EGRESS ?? '{}') as { dir: string; upstreamCa: string };
+  const engine = compilePolicy(policySchema.parse(parseYaml(POLICY)));
+  const audit = openNodeAudit(settings.dir, 'bench', configSchema.parse({ version: 1 }).audit);
+  const secrets = openSecrets({ dataDir: settings.dir });
+  for (const [name, value] of Object.entries(VAULT)) secrets.vault.set(name, value);
+  const scanner = await secrets.createScanner(engine.dlp);
+  scanner.onScan = (microseconds) => audit.metrics.observeScan(microseconds, 'network');
   const proxy = await startEgressProxy({
-    policy: { current: compilePolicy(policySchema.parse(parseYaml(POLICY))) },
-    // The node's own audit log, as `gatehouse node` opens it (hash chain, batch durability by default).
-    audit: openNodeAuditLog(settings.dir, 'bench', configSchema.parse({ version: 1 }).audit),
+    policy: { current: engine },
+    audit,
+    scanner,
+    placeholders: new PlaceholderRegistry(),
+    resolveSecret: (name) => secrets.resolveSecret(name),
     authenticate: (key) => (key === 'bench-key' ? { agent: 'bench' } : undefined),
     ca: await CertificateAuthority.loadOrCreate(settings.dir),
     upstreamCa: [settings.upstreamCa],
