@@ -1593,7 +1593,8 @@ export class GatewayCore {
     const scanner = this.options.scanner;
     if (!scanner || value === undefined) return { value, verdict: undefined };
     const verdict = dlpVerdict(scanner.checkJson(value), this.options.policy.current.dlp, 'mcp');
-    if (verdict.effect === 'redact') return { value: scanner.redactJson(value), verdict };
+    // The scan's own findings: no second scan (nor a second scan-latency observation) of the same value.
+    if (verdict.effect === 'redact') return { value: scanner.redactJson(value, verdict.findings), verdict };
     return { value, verdict };
   }
 
