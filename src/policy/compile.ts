@@ -33,7 +33,7 @@ import {
   type NetworkRule,
   type NormalisedPrincipal,
 } from './rules.js';
-import type { Decision, DecisionRequest, Explanation, McpRequest, Mode, Principal, RuleTrace, Surface } from './types.js';
+import type { Decision, DecisionRequest, Explanation, McpRequest, Mode, NetworkRequest, Principal, RuleTrace, Surface } from './types.js';
 
 export interface CompileOptions {
   /** Home directory for `~` in filesystem rules (default: the current user's). */
@@ -50,6 +50,11 @@ export interface CompileOptions {
   resolveSymlinks?: boolean;
   /** Clock for CEL's `now` (tests). */
   now?: () => Date;
+  /**
+   * Keep network decisions made without a condition and give them again (default true; see `decide`).
+   * bench/policy turns it off to time the indexes themselves.
+   */
+  keepNetworkDecisions?: boolean;
 }
 
 // ---- canonical form and digest --------------------------------------------------------------------------
@@ -339,6 +344,9 @@ class CompiledPolicy implements PolicyEngine {
   private readonly credentialDenies: CredentialRule[] = [];
 
   private decisionNumber = 0;
+  /** Network decisions already made, by the fields they were made from (see networkDecisionKey). */
+  private readonly networkDecisions = new Map<string, Decision>();
+  private readonly keepNetworkDecisions: boolean;
   private readonly home: string;
   private readonly workspace: string;
   private readonly agents: Record<string, { teams: string[] }>;
@@ -351,6 +359,7 @@ class CompiledPolicy implements PolicyEngine {
     this.agents = options.agents ?? {};
     this.resolveSymlinks = options.resolveSymlinks ?? true;
     this.now = options.now ?? (() => new Date());
+    this.keepNetworkDecisions = options.keepNetworkDecisions ?? true;
     this.dlp = document.dlp;
     this.digest = policyDigest(document);
     this.version = options.version ?? `local-${this.digest.slice(7, 19)}`;
@@ -560,8 +569,26 @@ class CompiledPolicy implements PolicyEngine {
 
   // ---- deciding ----
 
+  /**
+   * A network decision is a pure function of the request's principal, host, port, scheme, method, path and
+   * addresses, unless a rule with a condition was weighed (a condition may read the time, the user or the
+   * claims). Such decisions are kept, by those fields, and given again: a proxy asks the same few questions
+   * for every request. Each is kept frozen, so no caller can change the answer the next one gets; each caller
+   * gets a copy with its own latency.
+   */
   decide(request: DecisionRequest): Decision {
-    return this.run(request, false);
+    const key = this.keepNetworkDecisions && request?.surface === 'network' ? networkDecisionKey(request) : undefined;
+    if (key === undefined) return this.run(request, false);
+    const started = performance.now();
+    const known = this.networkDecisions.get(key);
+    if (known) return { ...known, latencyUs: elapsedUs(started) };
+    const weighed = { conditions: false };
+    const decision = this.run(request, false, weighed);
+    if (!weighed.conditions) {
+      if (this.networkDecisions.size >= NETWORK_DECISIONS_KEPT) this.networkDecisions.clear();
+      this.networkDecisions.set(key, Object.freeze({ ...decision, rules: Object.freeze([...decision.rules]) as string[] }));
+    }
+    return decision;
   }
 
   listable(request: McpRequest): Decision {
@@ -578,23 +605,25 @@ class CompiledPolicy implements PolicyEngine {
     return this.run(request, true);
   }
 
-  private run(request: DecisionRequest, linear: boolean): Decision {
+  /** `weighed.conditions` is set when a rule with a condition (`when`) was among those weighed. */
+  private run(request: DecisionRequest, linear: boolean, weighed?: { conditions: boolean }): Decision {
     const started = performance.now();
     const facts = this.normalise(request);
     const surface = (typeof facts === 'string' ? request?.surface : facts.surface) as Surface;
     if (typeof facts === 'string') return this.finish(SURFACE_SET.has(surface) ? surface : 'network', [], [], `invalid request: ${facts}`, started, false);
     if (facts.surface === 'filesystem' && facts.paths.length > 1) return this.decideFilesystemPaths(facts, linear, started);
-    const { denies, allows, conditional } = this.evaluate(facts, linear);
+    const { denies, allows, conditional } = this.evaluate(facts, linear, weighed);
     return this.finish(facts.surface, denies, allows, undefined, started, conditional, facts);
   }
 
-  private evaluate(facts: Facts, linear: boolean): { denies: CompiledRule[]; allows: CompiledRule[]; conditional: boolean } {
+  private evaluate(facts: Facts, linear: boolean, weighed?: { conditions: boolean }): { denies: CompiledRule[]; allows: CompiledRule[]; conditional: boolean } {
     const denies: CompiledRule[] = [];
     const allows: CompiledRule[] = [];
     let context: CelContext | undefined;
     const lazyContext = (): CelContext => (context ??= this.celContext(facts));
     let conditional = false;
     const check = (rule: CompiledRule): void => {
+      if (rule.when && weighed) weighed.conditions = true;
       const why = mismatch(rule, facts, lazyContext);
       if (why === AWAITS_REQUEST) conditional = true;
       if (why !== null) return;
@@ -662,7 +691,7 @@ class CompiledPolicy implements PolicyEngine {
       effect = 'observed-deny';
       reason = `observe mode, would deny: ${reason}`;
     }
-    const decision: Decision = { surface, effect, rules, reason, mode, latencyUs: Math.round((performance.now() - started) * 100_000) / 100 };
+    const decision: Decision = { surface, effect, rules, reason, mode, latencyUs: elapsedUs(started) };
     if (requireApproval) decision.requireApproval = true;
     if (needsInspection) decision.needsInspection = true;
     return decision;
@@ -767,6 +796,37 @@ class CompiledPolicy implements PolicyEngine {
 }
 
 const SURFACE_SET = new Set<string>(['network', 'filesystem', 'credentials', 'mcp']);
+
+/** Microseconds since `started` (a performance.now() reading), to two decimals. */
+function elapsedUs(started: number): number {
+  return Math.round((performance.now() - started) * 100_000) / 100;
+}
+
+/** How many network decisions an engine keeps; it forgets them all when full (a new policy starts afresh). */
+const NETWORK_DECISIONS_KEPT = 4096;
+/** A longer key (a long path, many addresses) is decided every time rather than kept. */
+const NETWORK_KEY_MAX = 1024;
+
+/**
+ * The fields a network decision is made from, as one text that no other request shares (JSON of typed
+ * values); undefined when a field has a type `normalise` might read otherwise, or the text is too long.
+ */
+function networkDecisionKey(request: NetworkRequest): string | undefined {
+  const { agent, teams, host, port, scheme, method, path, addresses } = request;
+  if (typeof host !== 'string' || typeof port !== 'number') return undefined;
+  if (!optionalText(agent) || !optionalText(scheme) || !optionalText(method) || !optionalText(path)) return undefined;
+  if (!optionalTexts(teams) || !optionalTexts(addresses)) return undefined;
+  const key = JSON.stringify([agent, teams, host, port, scheme, method, path, addresses]);
+  return key.length <= NETWORK_KEY_MAX ? key : undefined;
+}
+
+function optionalText(value: unknown): boolean {
+  return value === undefined || typeof value === 'string';
+}
+
+function optionalTexts(value: unknown): boolean {
+  return value === undefined || (Array.isArray(value) && value.every((item) => typeof item === 'string'));
+}
 
 function byOrder(a: CompiledRule, b: CompiledRule): number {
   return a.order - b.order;

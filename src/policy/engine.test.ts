@@ -185,6 +185,58 @@ describe('network: CIDRs and resolved addresses', () => {
   });
 });
 
+describe('network: decisions kept and given again', () => {
+  const known: CompileOptions = { agents: { dev: { teams: ['eng'] } } };
+  const spec = {
+    network: [
+      { id: 'api', allow: ['api.test'], ports: [443] },
+      { id: 'eng-only', allow: ['eng.test'], teams: ['eng'] },
+      { id: 'gold-only', allow: ['gold.test'], when: "claims.tier == 'gold'" },
+    ],
+  };
+  const engine = policy(spec, known);
+
+  it('gives the same answer again, with a latency of its own, and no caller can change the next answer', () => {
+    const first = engine.decide(net('api.test'));
+    const second = engine.decide(net('api.test'));
+    assert.deepEqual({ ...second, latencyUs: 0 }, { ...first, latencyUs: 0 });
+    assert.equal(second.effect, 'allow');
+    assert.equal(typeof second.latencyUs, 'number');
+    assert.throws(() => second.rules.push('forged'), TypeError, 'the rules of a kept decision cannot be changed');
+    first.effect = 'deny';
+    first.reason = 'changed by a caller';
+    const third = engine.decide(net('api.test'));
+    assert.equal(third.effect, 'allow');
+    assert.deepEqual(third.rules, ['api']);
+    assert.notEqual(third.reason, 'changed by a caller');
+  });
+
+  it('decides every field anew: port, agent, team, addresses and a value of the wrong type', () => {
+    assert.equal(engine.decide(net('api.test')).effect, 'allow');
+    assert.equal(engine.decide(net('api.test', 8443)).effect, 'deny');
+    assert.equal(engine.decide({ surface: 'network', agent: 'dev', host: 'api.test', port: '443' } as unknown as DecisionRequest).effect, 'deny');
+    assert.equal(engine.decide(net('api.test\u0000')).effect, 'deny');
+    assert.equal(engine.decide(net('eng.test')).effect, 'allow', 'dev is in team eng');
+    assert.equal(engine.decide(net('eng.test', 443, { agent: 'ops' })).effect, 'deny');
+    assert.equal(engine.decide(net('eng.test', 443, { agent: 'ops', teams: ['eng'] })).effect, 'allow');
+    assert.equal(engine.decide(net('api.test', 443, { addresses: ['10.0.0.1'] })).effect, 'allow');
+  });
+
+  it('never keeps a decision a condition took part in: the claims are asked each time', () => {
+    const ask = (tier: string) => engine.decide(net('gold.test', 443, { claims: { tier } })).effect;
+    assert.equal(ask('gold'), 'allow');
+    assert.equal(ask('silver'), 'deny', 'the first answer was not kept for a request its condition rejects');
+    assert.equal(ask('gold'), 'allow');
+  });
+
+  it('decides the same without kept decisions', () => {
+    const fresh = policy(spec, { ...known, keepNetworkDecisions: false });
+    for (const request of [net('api.test'), net('api.test'), net('eng.test', 443, { agent: 'ops' }), net('gold.test', 443, { claims: { tier: 'gold' } })]) {
+      assert.deepEqual({ ...fresh.decide(request), latencyUs: 0 }, { ...engine.decide(request), latencyUs: 0 });
+    }
+  });
+});
+
 describe('filesystem', () => {
   const engine = policy({
     filesystem: [
