@@ -570,11 +570,11 @@ class CompiledPolicy implements PolicyEngine {
   // ---- deciding ----
 
   /**
-   * A network decision is a pure function of the request's principal, host, port, scheme, method, path and
+   * A network decision is a pure function of the request's agent, teams, host, port, scheme, method, path and
    * addresses, unless a rule with a condition was weighed (a condition may read the time, the user or the
-   * claims). Such decisions are kept, by those fields, and given again: a proxy asks the same few questions
-   * for every request. Each is kept frozen, so no caller can change the answer the next one gets; each caller
-   * gets a copy with its own latency.
+   * claims). Decisions no condition took part in are kept, by those fields, and given again: a proxy asks the
+   * same few questions for every request. Each is kept frozen, so no caller can change the answer the next
+   * one gets; each caller gets a copy with its own latency.
    */
   decide(request: DecisionRequest): Decision {
     const key = this.keepNetworkDecisions && request?.surface === 'network' ? networkDecisionKey(request) : undefined;
