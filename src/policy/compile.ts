@@ -356,7 +356,8 @@ class CompiledPolicy implements PolicyEngine {
   constructor(readonly document: PolicyDocument, options: CompileOptions) {
     this.home = options.home ?? homedir();
     this.workspace = resolve(options.workspace ?? process.cwd());
-    this.agents = options.agents ?? {};
+    // A copy: decisions are kept (see decide), so what they are made from must not change under them.
+    this.agents = Object.fromEntries(Object.entries(options.agents ?? {}).map(([name, agent]) => [name, { teams: [...agent.teams] }]));
     this.resolveSymlinks = options.resolveSymlinks ?? true;
     this.now = options.now ?? (() => new Date());
     this.keepNetworkDecisions = options.keepNetworkDecisions ?? true;

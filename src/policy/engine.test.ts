@@ -222,6 +222,14 @@ describe('network: decisions kept and given again', () => {
     assert.equal(engine.decide(net('api.test', 443, { addresses: ['10.0.0.1'] })).effect, 'allow');
   });
 
+  it('is not changed by a later change to the agents it was compiled with', () => {
+    const agents = { dev: { teams: ['eng'] } };
+    const engine = policy(spec, { agents });
+    assert.equal(engine.decide(net('eng.test')).effect, 'allow');
+    agents.dev.teams = [];
+    assert.equal(engine.decide(net('eng.test', 443, { agent: 'dev', teams: [] })).effect, 'allow', 'dev is still in team eng for this policy');
+  });
+
   it('never keeps a decision a condition took part in: the claims are asked each time', () => {
     const ask = (tier: string) => engine.decide(net('gold.test', 443, { claims: { tier } })).effect;
     assert.equal(ask('gold'), 'allow');
