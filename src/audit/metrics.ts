@@ -41,7 +41,7 @@ export class Counter implements Metric {
   }
 
   /** Counts for one set of labels, its key built once: for a caller that counts the same series often. */
-  series(labels: Labels): (by?: number) => void {
+  labelled(labels: Labels): (by?: number) => void {
     const key = labelKey(labels);
     return (by = 1) => void this.values.set(key, (this.values.get(key) ?? 0) + by);
   }
@@ -173,7 +173,7 @@ export class AuditMetrics {
     const key = `${surface}\n${effect}`;
     let series = this.recordSeries.get(key);
     if (!series) {
-      series = { count: this.decisions.series({ surface, effect }), latency: this.decisionLatency.labelled({ surface }) };
+      series = { count: this.decisions.labelled({ surface, effect }), latency: this.decisionLatency.labelled({ surface }) };
       this.recordSeries.set(key, series);
     }
     series.count();

@@ -31,7 +31,6 @@ export interface PercentReading {
  */
 export function percentReadings(text: Buffer, formFrom = Infinity): PercentReading[] | 'too-deep' {
   const readings: PercentReading[] = [];
-  if (!hasEscapes(text, formFrom)) return readings;
   if (text.includes(PERCENT)) {
     const url = reading(text, Infinity);
     if (url === 'too-deep') return url;
@@ -47,7 +46,7 @@ export function percentReadings(text: Buffer, formFrom = Infinity): PercentReadi
 
 /**
  * Whether percent-decoding could read anything else in `text` (bytes, or latin1 text): a "%", or a "+" where
- * form rules apply. Without one, percentReadings has no reading to give.
+ * form rules apply. Without one, percentReadings has no reading to give (its own two tests above are these).
  */
 export function hasEscapes(text: Buffer | string, formFrom = Infinity): boolean {
   return text.includes('%') || (formFrom < text.length && text.includes('+', formFrom));
